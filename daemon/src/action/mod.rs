@@ -1,0 +1,105 @@
+//! Actions: the `Executor` trait, its outcome, and the registry policies are checked against.
+
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::template::Vars;
+
+/// A boxed future, for object-safe async traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an executor is asked to do.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionRequest {
+    /// Incident id (also the idempotency key sent with HTTP actions).
+    pub incident: String,
+    /// Step name.
+    pub step: String,
+    /// Action kind.
+    pub action: String,
+    /// The step's `with:`, templates unrendered.
+    pub params: serde_json::Value,
+    /// Template variables: labels, `target.*`, `incident.*`, `vars.*`.
+    pub vars: Vars,
+}
+
+/// How an action ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    /// It did what was asked.
+    pub ok: bool,
+    /// A failure that may succeed if tried again later (5xx, connection error).
+    pub retryable: bool,
+    /// One line for the timeline.
+    pub summary: String,
+    /// Details: the request sent, responses, attempts.
+    pub detail: serde_json::Value,
+}
+
+impl Outcome {
+    /// A success.
+    pub fn ok(summary: impl Into<String>, detail: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            retryable: false,
+            summary: summary.into(),
+            detail,
+        }
+    }
+    /// A failure.
+    pub fn failed(retryable: bool, summary: impl Into<String>, detail: serde_json::Value) -> Self {
+        Self {
+            ok: false,
+            retryable,
+            summary: summary.into(),
+            detail,
+        }
+    }
+}
+
+/// Something a step can do.
+pub trait Executor: Send + Sync + 'static {
+    /// Checks `with:` at load time so that `remedyd check` reports it.
+    fn validate(&self, params: &serde_json::Value) -> Result<(), String>;
+    /// The exact request it would send (dry-run records this).
+    fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String>;
+    /// Does it.
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome>;
+}
+
+/// Executors by action kind.
+#[derive(Clone, Default)]
+pub struct Executors(BTreeMap<String, Arc<dyn Executor>>);
+
+impl Executors {
+    /// The built-in actions.
+    pub fn builtin() -> Self {
+        let mut e = Self::default();
+        e.register("http", Arc::new(http::HttpExecutor::new()));
+        e
+    }
+    /// Adds or replaces an action kind.
+    pub fn register(&mut self, kind: &str, exec: Arc<dyn Executor>) {
+        self.0.insert(kind.to_string(), exec);
+    }
+    /// Looks up a kind.
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Executor>> {
+        self.0.get(kind)
+    }
+    /// Validates a step's action and parameters.
+    pub fn validate(&self, kind: &str, params: &serde_json::Value) -> Result<(), String> {
+        match self.0.get(kind) {
+            Some(e) => e.validate(params).map_err(|e| format!("{kind}: {e}")),
+            None => Err(format!(
+                "unknown action {kind:?}; available: {}",
+                self.0.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+}

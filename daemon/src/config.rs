@@ -1,0 +1,253 @@
+//! `remedyd.toml` through figment: defaults < file < `REMEDYD_<KEY>` env < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Whether actions touch anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Record the exact request that would be sent; send nothing.
+    #[default]
+    DryRun,
+    /// Act.
+    Enforce,
+}
+
+impl Mode {
+    /// Parses `dry-run` or `enforce`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "dry-run" => Ok(Mode::DryRun),
+            "enforce" => Ok(Mode::Enforce),
+            other => Err(format!("unknown mode {other:?}; valid: dry-run, enforce")),
+        }
+    }
+    /// Config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+/// Every config key, with the defaults of DESIGN.md §3.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP server.
+    pub listen: String,
+    /// `sqlite://PATH` (or `postgres://…` once that store exists).
+    pub store: String,
+    /// Directory of rule files.
+    pub rules: PathBuf,
+    /// Directory of policy files.
+    pub policies: PathBuf,
+    /// `dry-run` or `enforce`.
+    pub mode: Mode,
+    /// Bearer token required on the webhook and on pause/resume.
+    pub webhook_token: Option<String>,
+    /// File holding the token (trailing newline ignored); alternative to `webhook_token`.
+    pub webhook_token_file: Option<PathBuf>,
+    /// Prometheus base URL (polled rules and PromQL verification; not used yet).
+    pub prometheus_url: Option<String>,
+    /// Kubeconfig path; in-cluster config when unset (kube actions; not used yet).
+    pub kubeconfig: Option<PathBuf>,
+    /// Webhook body limit in bytes.
+    pub max_body: usize,
+    /// How long shutdown may take before in-flight work is abandoned (it resumes on restart).
+    pub shutdown_timeout: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9097".into(),
+            store: "sqlite://remedyd.db".into(),
+            rules: "rules".into(),
+            policies: "policies".into(),
+            mode: Mode::DryRun,
+            webhook_token: None,
+            webhook_token_file: None,
+            prometheus_url: None,
+            kubeconfig: None,
+            // 4 MiB: a 1 000-alert group is about 1 MiB; beyond that something is wrong upstream.
+            max_body: 4 * 1024 * 1024,
+            // Alertmanager gives up on a request after 10 s; finishing writes takes far less.
+            shutdown_timeout: "10s".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Keys the environment may set, as `REMEDYD_<KEY>`.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "store",
+    "rules",
+    "policies",
+    "mode",
+    "webhook_token",
+    "webhook_token_file",
+    "prometheus_url",
+    "kubeconfig",
+    "max_body",
+    "shutdown_timeout",
+    "log_format",
+];
+
+/// Flag overrides.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--store`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// `--mode`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// `--rules`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<PathBuf>,
+    /// `--policies`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PathBuf>,
+}
+
+/// Config errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or env could not be read or has a bad value.
+    #[error("config: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is invalid.
+    #[error("config: {field}: {message}")]
+    Invalid {
+        /// Key.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads: defaults, then `path` if given (it must exist) or `remedyd.toml` if present, env, flags.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::Invalid {
+                        field: "--config",
+                        message: format!("{} does not exist", p.display()),
+                    });
+                }
+                fig = fig.merge(Toml::file(p));
+            }
+            None => fig = fig.merge(Toml::file("remedyd.toml")),
+        }
+        let cfg: Config = fig
+            .merge(Env::prefixed("REMEDYD_").only(KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback() && self.token().ok().flatten().is_none() {
+            return Err(ConfigError::Invalid {
+                field: "webhook_token",
+                message: format!(
+                    "listen = {:?} is not loopback: set webhook_token (or webhook_token_file) so that only Alertmanager can post",
+                    self.listen
+                ),
+            });
+        }
+        self.token()?;
+        self.shutdown_deadline()?;
+        if !self.store.starts_with("sqlite://") {
+            return Err(ConfigError::Invalid {
+                field: "store",
+                message: format!(
+                    "{:?}: only sqlite://PATH is supported in this build (postgres:// comes with the PostgreSQL store)",
+                    redact_url(&self.store)
+                ),
+            });
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                field: "log_format",
+                message: format!("{:?}; valid: text, json", self.log_format),
+            });
+        }
+        if self.max_body < 1024 {
+            return Err(ConfigError::Invalid {
+                field: "max_body",
+                message: format!("{} bytes is too small for any Alertmanager payload", self.max_body),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            field: "listen",
+            message: format!("{:?} is not HOST:PORT ({e})", self.listen),
+        })
+    }
+
+    /// The webhook token from `webhook_token` or `webhook_token_file`.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.webhook_token, &self.webhook_token_file) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                field: "webhook_token_file",
+                message: "set webhook_token or webhook_token_file, not both".into(),
+            }),
+            (Some(t), None) if !t.is_empty() => Ok(Some(t.clone())),
+            (_, Some(p)) => std::fs::read_to_string(p)
+                .map(|t| Some(t.trim_end().to_string()).filter(|t| !t.is_empty()))
+                .map_err(|e| ConfigError::Invalid {
+                    field: "webhook_token_file",
+                    message: format!("{}: {e}", p.display()),
+                }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Path of the SQLite file.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.store.strip_prefix("sqlite://").map(PathBuf::from)
+    }
+
+    /// The shutdown deadline.
+    pub fn shutdown_deadline(&self) -> Result<Duration, ConfigError> {
+        crate::ruleset::parse_duration(&self.shutdown_timeout).map_err(|message| {
+            ConfigError::Invalid {
+                field: "shutdown_timeout",
+                message,
+            }
+        })
+    }
+}
+
+/// Hides credentials in a URL for messages.
+pub fn redact_url(u: &str) -> String {
+    match (u.find("://"), u.find('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***{}", &u[..s], &u[a..]),
+        _ => u.to_string(),
+    }
+}

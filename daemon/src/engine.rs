@@ -1,0 +1,581 @@
+//! The engine: the only writer of incidents. It turns stored signals into incident events, drives
+//! due steps through the gates and the ledger, runs actions, and turns effects into store writes
+//! and pages. Everything it decides is committed before it acts, so a restart resumes.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::action::{ActionRequest, Executors, Outcome};
+use crate::clock::{Clock, Timestamp};
+use crate::config::Mode;
+use crate::escalate::{self, NotificationKind};
+use crate::incident::{Effect, Entry, Event, Incident, Phase, StepResult};
+use crate::policy::breaker;
+use crate::policy::budget::BudgetUse;
+use crate::policy::gate::{self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind};
+use crate::policy::{Policy, Step};
+use crate::ruleset::Ruleset;
+use crate::signal::Status as SignalStatus;
+use crate::store::{Commit, Pause, Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// The current ruleset, swapped whole on reload.
+pub type SharedRuleset = Arc<RwLock<Arc<Ruleset>>>;
+
+/// Signals handled per pass; bounds one commit's size.
+const SIGNAL_BATCH: usize = 256;
+/// Finished steps waiting for the engine. 256: far more than can run at once (one per target).
+const DONE_QUEUE: usize = 256;
+
+/// A finished action.
+struct Done {
+    incident: String,
+    ladder: u8,
+    step: usize,
+    action: String,
+    outcome: Outcome,
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Global mode; a policy may override it.
+    pub mode: Mode,
+    /// Fallback wake-up when nothing signals it: bounds how late a deadline is noticed.
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::DryRun,
+            // 1 s: deadlines (`for`, verification) are minutes; a second late is fine.
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    ruleset: SharedRuleset,
+    executors: Executors,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    config: EngineConfig,
+    wake: Arc<Notify>,
+    running: HashSet<String>,
+    storm_paged: bool,
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+}
+
+fn bucket(kind: RefusalKind) -> &'static str {
+    kind.as_str()
+}
+
+impl Engine {
+    /// A new engine; `wake` is notified by intake after signals are stored.
+    pub fn new(
+        store: Arc<dyn Store>,
+        ruleset: SharedRuleset,
+        executors: Executors,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        config: EngineConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::channel(DONE_QUEUE);
+        Self {
+            store,
+            ruleset,
+            executors,
+            clock,
+            metrics,
+            config,
+            wake,
+            running: HashSet::new(),
+            storm_paged: false,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    fn rules(&self) -> Arc<Ruleset> {
+        self.ruleset.read().expect("ruleset lock").clone()
+    }
+
+    /// Runs until cancelled. Actions in flight are tracked by `tasks` so shutdown can wait.
+    pub async fn run(mut self, cancel: CancellationToken, tasks: TaskTracker) {
+        if let Err(e) = self.recover().await {
+            tracing::error!(error = %e, "Recovery from the store failed; will retry on the next pass");
+        }
+        loop {
+            if let Err(e) = self.pass(&tasks).await {
+                Metrics::reason(&self.metrics.store_errors, "engine");
+                tracing::warn!(error = %e, "Engine pass failed; retrying");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                Some(done) = self.done_rx.recv() => {
+                    if let Err(e) = self.finish(done).await {
+                        Metrics::reason(&self.metrics.store_errors, "finish");
+                        tracing::error!(error = %e, "Recording a finished step failed; it is recovered as interrupted on restart");
+                    }
+                }
+                _ = tokio::time::sleep(self.config.tick) => {}
+            }
+        }
+        // Record what finished during shutdown; the rest resumes as "interrupted" on restart.
+        while let Ok(done) = self.done_rx.try_recv() {
+            let _ = self.finish(done).await;
+        }
+    }
+
+    /// One pass: handle stored signals, then drive due incidents. Public for tests.
+    pub async fn pass(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
+        while self.signals().await? == SIGNAL_BATCH {}
+        self.drive(tasks).await
+    }
+
+    /// Steps left running by a dead process: not run again (at most once); verification follows.
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        let rs = self.rules();
+        let now = self.clock.now();
+        for mut inc in self.store.active_incidents().await? {
+            let Phase::Running { ladder, step } = inc.phase else {
+                continue;
+            };
+            let Some(policy) = rs.policies.get(&inc.policy) else {
+                continue;
+            };
+            tracing::warn!(incident = %inc.id, ladder, step, "Step was running when the process stopped; not repeating it");
+            let action = policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).map(|s| s.action.clone()).unwrap_or_default();
+            self.metrics.action(&action, "interrupted");
+            let fx = inc.apply(
+                Event::StepFinished { ladder, step, result: StepResult::Unknown, detail: serde_json::Value::Null },
+                policy,
+                now,
+            );
+            let mut c = Commit::default();
+            c.finished.push((inc.id.clone(), ladder, step, now, serde_json::json!({"result": "interrupted"})));
+            self.effects(&inc, fx, &rs, &mut c, now).await?;
+            c.incidents.push(inc);
+            self.store.commit(c).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles up to one batch of stored signals in one commit; returns how many.
+    async fn signals(&mut self) -> Result<usize, StoreError> {
+        let pending = self.store.pending_signals(SIGNAL_BATCH).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let rs = self.rules();
+        let now = self.clock.now();
+        let mut active: BTreeMap<(String, String), Incident> = self
+            .store
+            .active_incidents()
+            .await?
+            .into_iter()
+            .map(|i| ((i.rule.clone(), i.target.key()), i))
+            .collect();
+        let mut touched: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut c = Commit::default();
+        let mut effects: Vec<((String, String), Vec<Effect>)> = Vec::new();
+        for stored in &pending {
+            let s = &stored.signal;
+            c.processed.push(stored.id);
+            let mut matched = false;
+            for rule in &rs.rules {
+                let m = match rule.evaluate(s) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(miss) => {
+                        self.metrics.signal(s.source.as_str(), "unmapped", 1);
+                        tracing::warn!(rule = %miss.rule, fingerprint = %s.fingerprint, reason = %miss.reason, "Signal matched a rule but cannot be mapped");
+                        continue;
+                    }
+                };
+                matched = true;
+                let Some(policy) = rs.policies.get(&m.policy) else { continue };
+                let key = (m.rule.clone(), m.target.key());
+                match (active.get_mut(&key), s.status) {
+                    (Some(inc), SignalStatus::Firing) => {
+                        let fx = inc.apply(
+                            Event::Fired { fingerprint: s.fingerprint.clone(), starts_at: s.starts_at, level: m.level, for_: m.for_ },
+                            policy,
+                            now,
+                        );
+                        effects.push((key.clone(), fx));
+                        touched.insert(key);
+                    }
+                    (Some(inc), SignalStatus::Resolved) => {
+                        let fx = inc.apply(Event::Resolved { fingerprint: s.fingerprint.clone() }, policy, now);
+                        effects.push((key.clone(), fx));
+                        touched.insert(key);
+                    }
+                    (None, SignalStatus::Firing) => {
+                        let id = self.store.next_incident_id(now.year()).await?;
+                        let (inc, fx) = Incident::open(
+                            id, &m.rule, policy, m.target.clone(), s.labels.clone(), s.fingerprint.clone(),
+                            s.starts_at, m.level, m.for_, now,
+                        );
+                        tracing::info!(incident = %inc.id, rule = %m.rule, target = %m.target.key(), level = m.level, "Incident opened");
+                        active.insert(key.clone(), inc);
+                        effects.push((key.clone(), fx));
+                        touched.insert(key);
+                    }
+                    // A resolved alert without an open incident never acts.
+                    (None, SignalStatus::Resolved) => {}
+                }
+            }
+            self.metrics.signal(s.source.as_str(), if matched { "matched" } else { "unmatched" }, 1);
+        }
+        for (key, fx) in effects {
+            let inc = active.get(&key).expect("touched incident exists").clone();
+            self.effects(&inc, fx, &rs, &mut c, now).await?;
+        }
+        for key in touched {
+            if let Some(inc) = active.remove(&key) {
+                c.incidents.push(inc);
+            }
+        }
+        self.store.commit(c).await?;
+        Ok(pending.len())
+    }
+
+    /// Ticks deadlines, resumes lifted pauses, and starts due steps.
+    async fn drive(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
+        let rs = self.rules();
+        let now = self.clock.now();
+        let incidents = self.store.active_incidents().await?;
+        let pauses = self.store.pauses().await?;
+        let targets: BTreeSet<String> = incidents.iter().map(|i| i.target.key()).collect();
+        let storm = rs.limits.storm_guard.as_ref().map(|s| (targets.len() as u32, s.max_targets));
+        if let Some((n, max)) = storm
+            && n <= max
+        {
+            self.storm_paged = false;
+        }
+        let mut acting: BTreeMap<String, String> = incidents
+            .iter()
+            .filter(|i| i.is_acting())
+            .map(|i| (i.target.key(), i.id.clone()))
+            .collect();
+        for mut inc in incidents {
+            let Some(policy) = rs.policies.get(&inc.policy) else { continue };
+            let before = inc.clone();
+            let mut c = Commit::default();
+            let mut fx = inc.apply(Event::Tick, policy, now);
+            if matches!(inc.phase, Phase::Suspended { .. }) && covering_pause(&pauses, &inc).is_none() {
+                fx.extend(inc.apply(Event::Resumed, policy, now));
+            }
+            let mut start = None;
+            if let Some((ladder, idx, step)) = inc.due_step(policy)
+                && !self.running.contains(&inc.id)
+            {
+                let input = self
+                    .gate_input(&rs, &inc, step, &pauses, storm, acting.get(&inc.target.key()).filter(|o| **o != inc.id), now)
+                    .await?;
+                match gate::evaluate(&input, now) {
+                    Decision::Refuse(r) => {
+                        if !(r.kind == RefusalKind::Busy && matches!(inc.phase, Phase::Held { .. })) {
+                            Metrics::reason(&self.metrics.refusals, bucket(r.kind));
+                            tracing::info!(incident = %inc.id, gate = r.kind.as_str(), reason = %r.reason, "Step refused");
+                        }
+                        if r.kind == RefusalKind::Storm && !self.storm_paged {
+                            self.storm_page(&rs, &r.reason, now, &mut c).await?;
+                        }
+                        fx.extend(inc.apply(Event::Refused(r), policy, now));
+                    }
+                    Decision::Allow { trials } => {
+                        let dry_run = policy.mode.unwrap_or(self.config.mode) == Mode::DryRun;
+                        let req = self.request(&rs, &inc, step);
+                        let plan = self
+                            .executors
+                            .get(&step.action)
+                            .map(|e| e.plan(&req))
+                            .unwrap_or_else(|| Err(format!("unknown action {}", step.action)));
+                        let detail = serde_json::json!({
+                            "action": step.action, "dry_run": dry_run,
+                            "request": plan.as_ref().ok(), "plan_error": plan.as_ref().err(),
+                            "gates": {"budgets": input.budgets, "breakers": input.breakers.iter().map(|b| (b.key.clone(), breaker::state(&b.record, now, &b.config).as_str())).collect::<BTreeMap<_, _>>()},
+                        });
+                        fx.extend(inc.apply(Event::StepStarted { ladder, step: idx, detail, dry_run }, policy, now));
+                        c.claims.push((inc.id.clone(), ladder, idx, now));
+                        for u in &input.budgets {
+                            c.budget_uses.push((u.key.clone(), now, dry_run));
+                        }
+                        for t in trials {
+                            if let Some(b) = input.breakers.iter().find(|b| b.key == t) {
+                                c.breakers.push((t, breaker::on_trial(&b.record)));
+                            }
+                        }
+                        acting.insert(inc.target.key(), inc.id.clone());
+                        start = Some((ladder, idx, step.clone(), req, dry_run, plan));
+                    }
+                }
+            }
+            if inc == before && fx.is_empty() {
+                continue;
+            }
+            self.effects(&inc, fx, &rs, &mut c, now).await?;
+            c.incidents.push(inc.clone());
+            match self.store.commit(c).await {
+                Ok(()) => {}
+                Err(StoreError::AlreadyClaimed(what)) => {
+                    // Another writer ran this step: never twice. Record and verify instead.
+                    tracing::warn!(incident = %inc.id, claim = %what, "Step already claimed in the ledger; not running it again");
+                    let mut inc = before;
+                    let (ladder, step) = start.as_ref().map(|s| (s.0, s.1)).unwrap_or_default();
+                    let fx = inc.apply(
+                        Event::StepFinished { ladder, step, result: StepResult::Unknown, detail: serde_json::json!({"ledger": "already claimed"}) },
+                        policy,
+                        now,
+                    );
+                    let mut c = Commit::default();
+                    self.effects(&inc, fx, &rs, &mut c, now).await?;
+                    c.incidents.push(inc);
+                    self.store.commit(c).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            if let Some((ladder, idx, step, req, dry_run, plan)) = start {
+                self.launch(tasks, inc.id.clone(), ladder, idx, step, req, dry_run, plan);
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &mut self,
+        tasks: &TaskTracker,
+        incident: String,
+        ladder: u8,
+        step: usize,
+        spec: Step,
+        req: ActionRequest,
+        dry_run: bool,
+        plan: Result<serde_json::Value, String>,
+    ) {
+        self.running.insert(incident.clone());
+        let exec = self.executors.get(&spec.action).cloned();
+        let tx = self.done_tx.clone();
+        let wake = self.wake.clone();
+        let span = tracing::info_span!("step", incident = %incident, step = %spec.name, action = %spec.action);
+        tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let outcome = match (dry_run, plan, exec) {
+                    (_, Err(e), _) => Outcome::failed(false, format!("cannot build the request: {e}"), serde_json::Value::Null),
+                    (true, Ok(p), _) => Outcome::ok("dry-run: recorded the request, sent nothing", serde_json::json!({"would_send": p})),
+                    (false, Ok(_), Some(exec)) => exec.execute(&req).await,
+                    (false, Ok(_), None) => Outcome::failed(false, format!("unknown action {}", spec.action), serde_json::Value::Null),
+                };
+                let _ = tx.send(Done { incident, ladder, step, action: spec.action.clone(), outcome }).await;
+                wake.notify_one();
+            },
+            span,
+        ));
+    }
+
+    async fn finish(&mut self, done: Done) -> Result<(), StoreError> {
+        self.running.remove(&done.incident);
+        let rs = self.rules();
+        let now = self.clock.now();
+        let Some(mut inc) = self.store.get_incident(&done.incident).await? else {
+            return Ok(());
+        };
+        let dry = done.outcome.detail.get("would_send").is_some();
+        self.metrics.action(&done.action, if dry { "dry_run" } else if done.outcome.ok { "ok" } else { "failed" });
+        tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
+        let result = if done.outcome.ok {
+            StepResult::Ok
+        } else {
+            StepResult::Failed { error: done.outcome.summary.clone() }
+        };
+        let mut detail = done.outcome.detail.clone();
+        if let serde_json::Value::Object(m) = &mut detail {
+            m.insert("summary".into(), done.outcome.summary.clone().into());
+            m.insert("retryable".into(), done.outcome.retryable.into());
+        }
+        let mut c = Commit::default();
+        c.finished.push((inc.id.clone(), done.ladder, done.step, now, serde_json::to_value(&done.outcome).unwrap_or_default()));
+        if let Some(policy) = rs.policies.get(&inc.policy) {
+            let fx = inc.apply(Event::StepFinished { ladder: done.ladder, step: done.step, result, detail }, policy, now);
+            self.effects(&inc, fx, &rs, &mut c, now).await?;
+        }
+        c.incidents.push(inc);
+        self.store.commit(c).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn gate_input(
+        &self,
+        rs: &Ruleset,
+        inc: &Incident,
+        step: &Step,
+        pauses: &[Pause],
+        storm: Option<(u32, u32)>,
+        busy_with: Option<&String>,
+        now: Timestamp,
+    ) -> Result<GateInput, StoreError> {
+        let dry_run = rs.policies.get(&inc.policy).and_then(|p| p.mode).unwrap_or(self.config.mode) == Mode::DryRun;
+        let target = inc.target.key();
+        let ns = (!inc.target.namespace.is_empty()).then(|| inc.target.namespace.clone());
+        let mut windows = vec![(format!("action:{}:{target}", step.action), step.budget), (format!("rule:{}", inc.rule), rs.limits.rule)];
+        if let Some(ns) = &ns {
+            windows.push((format!("namespace:{ns}"), rs.limits.namespace));
+        }
+        windows.push(("global".to_string(), rs.limits.global));
+        let mut budgets = Vec::new();
+        for (key, window) in windows {
+            let used = self.store.count_uses(&key, now.minus(window.per), dry_run).await?;
+            budgets.push(BudgetUse { key, window, used });
+        }
+        let mut breakers = Vec::new();
+        for (key, config) in [(format!("action:{}:{target}", step.action), rs.limits.breaker_target), ("global".to_string(), rs.limits.breaker_global)] {
+            let record = self.store.breaker(&key).await?;
+            breakers.push(BreakerInput { key, record, config });
+        }
+        Ok(GateInput {
+            paused: covering_pause(pauses, inc),
+            storm,
+            namespace: ns.map(|n| {
+                let ok = rs.limits.namespaces.contains(&n);
+                (n, ok)
+            }),
+            busy_with: busy_with.cloned(),
+            breakers,
+            budgets,
+        })
+    }
+
+    fn request(&self, rs: &Ruleset, inc: &Incident, step: &Step) -> ActionRequest {
+        let mut vars = inc.labels.clone();
+        vars.insert("target.kind".into(), inc.target.kind.as_str().into());
+        vars.insert("target.name".into(), inc.target.name.clone());
+        vars.insert("target.namespace".into(), inc.target.namespace.clone());
+        vars.insert("incident.id".into(), inc.id.clone());
+        vars.insert("incident.level".into(), inc.level.to_string());
+        vars.insert("incident.rule".into(), inc.rule.clone());
+        for (k, v) in &rs.vars {
+            vars.insert(format!("vars.{k}"), v.clone());
+        }
+        ActionRequest {
+            incident: inc.id.clone(),
+            step: step.name.clone(),
+            action: step.action.clone(),
+            params: step.params.clone(),
+            vars,
+        }
+    }
+
+    async fn storm_page(&mut self, rs: &Ruleset, reason: &str, now: Timestamp, c: &mut Commit) -> Result<(), StoreError> {
+        let Some(sg) = &rs.limits.storm_guard else { return Ok(()) };
+        let incidents = self.store.active_incidents().await?;
+        let lines: Vec<String> = incidents.iter().map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule)).collect();
+        let mut n = escalate::notification(
+            incidents.iter().max_by_key(|i| i.level).expect("storm means incidents"),
+            &[],
+            NotificationKind::Trigger,
+            reason,
+        );
+        n.incident = format!("STORM-{}", now.0);
+        n.dedup_key = format!("remedyd/storm/{}", now.0);
+        n.priority = "P1".into();
+        n.severity = "critical".into();
+        n.level = 3;
+        n.description = format!("{} targets in incident at once; workload automation stopped", lines.len());
+        n.impact = "several services down: infrastructure-level incident".into();
+        n.updates = lines;
+        c.outbox.push((sg.route.clone(), n));
+        Metrics::reason(&self.metrics.escalations, "storm");
+        tracing::warn!(route = %sg.route, reason = %reason, "Storm guard tripped; paging once");
+        self.storm_paged = true;
+        Ok(())
+    }
+
+    /// Turns a transition's effects into writes.
+    async fn effects(&self, inc: &Incident, fx: Vec<Effect>, rs: &Ruleset, c: &mut Commit, now: Timestamp) -> Result<(), StoreError> {
+        let mut pages = Vec::new();
+        for e in fx {
+            match e {
+                Effect::Record(entry) => c.timeline.push((inc.id.clone(), entry)),
+                Effect::Page { route, reason } => pages.push((Some(route), reason, NotificationKind::Trigger)),
+                Effect::PageResolved => {
+                    for r in &inc.paged {
+                        pages.push((Some(r.clone()), "recovered".into(), NotificationKind::Resolve));
+                    }
+                }
+                Effect::BreakerFailure { action } => {
+                    for (key, cfg) in [(format!("action:{action}:{}", inc.target.key()), rs.limits.breaker_target), ("global".into(), rs.limits.breaker_global)] {
+                        let rec = self.store.breaker(&key).await?;
+                        let since = breaker::window_start(&rec, now, &cfg);
+                        let failures = self.store.count_failures(&key, since).await? + 1;
+                        let next = breaker::on_failure(&rec, failures, now, &cfg);
+                        if next.opened_at != rec.opened_at {
+                            tracing::warn!(breaker = %key, failures, "Breaker opened");
+                            c.timeline.push((inc.id.clone(), Entry { at: now, kind: "breaker_opened".into(), message: format!("breaker {key} opened after {failures} failure(s) within {}", crate::clock::fmt_duration(cfg.within)), data: serde_json::json!({"key": key, "failures": failures}) }));
+                        }
+                        c.breaker_failures.push((key.clone(), now));
+                        c.breakers.push((key, next));
+                    }
+                }
+                Effect::BreakerSuccess { action } => {
+                    for key in [format!("action:{action}:{}", inc.target.key()), "global".into()] {
+                        let rec = self.store.breaker(&key).await?;
+                        let next = breaker::on_success(&rec, now);
+                        if next != rec {
+                            c.breakers.push((key, next));
+                        }
+                    }
+                }
+            }
+        }
+        if pages.is_empty() {
+            return Ok(());
+        }
+        let mut timeline = self.store.timeline(&inc.id).await?;
+        timeline.extend(c.timeline.iter().filter(|(id, _)| *id == inc.id).map(|(_, e)| e.clone()));
+        for (route, reason, kind) in pages {
+            let Some(route) = route else { continue };
+            if kind == NotificationKind::Trigger {
+                let why = match &inc.phase {
+                    Phase::Suspended { .. } => "paused",
+                    _ if reason.starts_with("budget") => "budget",
+                    _ if reason.starts_with("breaker") => "breaker",
+                    _ if reason.starts_with("ladder exhausted") => "exhausted",
+                    _ => "policy",
+                };
+                Metrics::reason(&self.metrics.escalations, why);
+                tracing::warn!(incident = %inc.id, route = %route, reason = %reason, "Escalating");
+            }
+            c.outbox.push((route, escalate::notification(inc, &timeline, kind, &reason)));
+        }
+        let _: Option<&Policy> = None;
+        Ok(())
+    }
+}
+
+fn covering_pause(pauses: &[Pause], inc: &Incident) -> Option<PauseInfo> {
+    let scopes = [
+        "global".to_string(),
+        format!("rule:{}", inc.rule),
+        format!("namespace:{}", inc.target.namespace),
+    ];
+    pauses.iter().find(|p| scopes.contains(&p.scope)).map(|p| PauseInfo {
+        scope: p.scope.clone(),
+        reason: p.reason.clone(),
+        author: p.author.clone(),
+    })
+}

@@ -1,0 +1,589 @@
+//! The incident: one per (rule, target), a pure state machine over events with `now` passed in.
+//!
+//! ```text
+//! open(waiting `for`) ─> open(ready) ─> remediating(step) ─> verifying ─┬─> resolved
+//!                             ^  held: target busy                      ├─> next step / escalated
+//!                             └── suspended (paused) <── resume          └─> escalated (exhausted, refused)
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Timestamp, fmt_duration};
+use crate::policy::gate::{Refusal, RefusalKind};
+use crate::policy::{Ladder, OnFailure, Policy, Step};
+use crate::rules::Target;
+use crate::signal::Labels;
+
+/// The status the API reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for `for`, for its first step, or held.
+    Open,
+    /// A step is running or the next one is due.
+    Remediating,
+    /// Waiting for a step's verification.
+    Verifying,
+    /// Handed to a human.
+    Escalated,
+    /// Paused by a person; resumes on resume.
+    Suspended,
+    /// Over.
+    Resolved,
+}
+
+impl Status {
+    /// API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Remediating => "remediating",
+            Status::Verifying => "verifying",
+            Status::Escalated => "escalated",
+            Status::Suspended => "suspended",
+            Status::Resolved => "resolved",
+        }
+    }
+    /// All, for metrics.
+    pub const ALL: [Status; 6] = [
+        Status::Open,
+        Status::Remediating,
+        Status::Verifying,
+        Status::Escalated,
+        Status::Suspended,
+        Status::Resolved,
+    ];
+    /// Parses the API spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Where the incident is in its ladder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    /// Firing, but `for` has not elapsed.
+    Waiting {
+        /// When it may act.
+        until: Timestamp,
+    },
+    /// The next step is due.
+    Ready,
+    /// A step is running (claimed in the ledger).
+    Running {
+        /// Ladder level of the running step.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+    },
+    /// Waiting for the alerts to resolve.
+    Verifying {
+        /// Step index.
+        step: usize,
+        /// Verification deadline.
+        until: Timestamp,
+    },
+    /// Another ladder is acting on the target.
+    Held {
+        /// Why.
+        reason: String,
+    },
+    /// Paused by a person.
+    Suspended {
+        /// Why.
+        reason: String,
+    },
+    /// Handed to a human.
+    Escalated {
+        /// Why.
+        reason: String,
+    },
+    /// Over.
+    Resolved,
+}
+
+/// A firing alert that belongs to the incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActiveAlert {
+    /// Level it maps to.
+    pub level: u8,
+    /// When it started.
+    pub starts_at: Timestamp,
+}
+
+/// One incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// `INC-2026-0042`.
+    pub id: String,
+    /// Rule that opened it.
+    pub rule: String,
+    /// Policy it follows.
+    pub policy: String,
+    /// What it acts on.
+    pub target: Target,
+    /// Current level (the highest seen; it never drops while open).
+    pub level: u8,
+    /// Ladder level in use (the policy's nearest level).
+    pub ladder: u8,
+    /// Next step index in the ladder.
+    pub next_step: usize,
+    /// Labels of the signal that opened it.
+    pub labels: Labels,
+    /// Firing alerts by fingerprint; resolved when empty.
+    pub active: BTreeMap<String, ActiveAlert>,
+    /// State.
+    pub phase: Phase,
+    /// Routes paged (resolve notifications go to them).
+    pub paged: Vec<String>,
+    /// Steps started, over all ladders.
+    pub steps_started: u32,
+    /// When opened.
+    pub opened_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// When resolved.
+    pub resolved_at: Option<Timestamp>,
+}
+
+/// A timeline entry: what happened and the values behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When.
+    pub at: Timestamp,
+    /// Short kind (`opened`, `step_started`, `refused`, …).
+    pub kind: String,
+    /// One readable line.
+    pub message: String,
+    /// The values behind the decision.
+    pub data: serde_json::Value,
+}
+
+/// How a step ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum StepResult {
+    /// The action did what it was asked (or, in dry-run, would have).
+    Ok,
+    /// The action failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// The process died while the step ran; it is not run again (at most once).
+    Unknown,
+}
+
+/// Inputs to the machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// An alert fires (new or already known).
+    Fired {
+        /// Alert fingerprint.
+        fingerprint: String,
+        /// Its start.
+        starts_at: Timestamp,
+        /// Level it maps to.
+        level: u8,
+        /// The rule's `for`.
+        for_: Duration,
+    },
+    /// An alert resolved.
+    Resolved {
+        /// Alert fingerprint.
+        fingerprint: String,
+    },
+    /// Time passed: deadlines may have expired.
+    Tick,
+    /// The gates passed and the ledger claim succeeded.
+    StepStarted {
+        /// Ladder level.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+        /// What was (or would be) done.
+        detail: serde_json::Value,
+        /// Dry-run.
+        dry_run: bool,
+    },
+    /// The action returned.
+    StepFinished {
+        /// Ladder level.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+        /// Outcome.
+        result: StepResult,
+        /// Outcome details.
+        detail: serde_json::Value,
+    },
+    /// A gate refused the due step.
+    Refused(Refusal),
+    /// A pause covering this incident was lifted.
+    Resumed,
+}
+
+/// What the engine must do after a transition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Append to the timeline.
+    Record(Entry),
+    /// Page a route (durable outbox).
+    Page {
+        /// Route name.
+        route: String,
+        /// Why.
+        reason: String,
+    },
+    /// Tell the paged routes that the incident resolved.
+    PageResolved,
+    /// Count a failed remediation against the breakers of this action.
+    BreakerFailure {
+        /// Action kind.
+        action: String,
+    },
+    /// A remediation verified: close half-open breakers of this action.
+    BreakerSuccess {
+        /// Action kind.
+        action: String,
+    },
+}
+
+/// A transition's output.
+pub type Effects = Vec<Effect>;
+
+impl Incident {
+    /// A new incident for a firing alert; returns it with its opening effects.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        id: String,
+        rule: &str,
+        policy: &Policy,
+        target: Target,
+        labels: Labels,
+        fingerprint: String,
+        starts_at: Timestamp,
+        level: u8,
+        for_: Duration,
+        now: Timestamp,
+    ) -> (Self, Effects) {
+        let ladder = policy.ladder(level).map(|(l, _)| l).unwrap_or(level);
+        let mut inc = Incident {
+            id,
+            rule: rule.to_string(),
+            policy: policy.name.clone(),
+            target,
+            level,
+            ladder,
+            next_step: 0,
+            labels,
+            active: BTreeMap::new(),
+            phase: Phase::Ready,
+            paged: Vec::new(),
+            steps_started: 0,
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+        };
+        inc.active
+            .insert(fingerprint.clone(), ActiveAlert { level, starts_at });
+        let mut fx = vec![record(
+            now,
+            "opened",
+            format!(
+                "opened by rule {rule} at level {level} on {} (policy {}, ladder level {ladder})",
+                inc.target.key(),
+                policy.name
+            ),
+            serde_json::json!({"fingerprint": fingerprint, "starts_at": starts_at, "level": level, "labels": inc.labels}),
+        )];
+        let until = starts_at.plus(for_);
+        if !for_.is_zero() && until > now {
+            inc.phase = Phase::Waiting { until };
+            fx.push(record(
+                now,
+                "waiting",
+                format!(
+                    "waiting until {until} (for {}) before acting",
+                    fmt_duration(for_)
+                ),
+                serde_json::json!({"until": until, "for": fmt_duration(for_)}),
+            ));
+        } else {
+            inc.ready(policy, now, &mut fx);
+        }
+        (inc, fx)
+    }
+
+    /// The status the API reports.
+    pub fn status(&self) -> Status {
+        match &self.phase {
+            Phase::Waiting { .. } | Phase::Held { .. } => Status::Open,
+            Phase::Ready if self.steps_started == 0 => Status::Open,
+            Phase::Ready | Phase::Running { .. } => Status::Remediating,
+            Phase::Verifying { .. } => Status::Verifying,
+            Phase::Suspended { .. } => Status::Suspended,
+            Phase::Escalated { .. } => Status::Escalated,
+            Phase::Resolved => Status::Resolved,
+        }
+    }
+
+    /// Whether the incident is over.
+    pub fn is_resolved(&self) -> bool {
+        self.phase == Phase::Resolved
+    }
+
+    /// Whether its ladder is acting on the target right now (running or verifying a step).
+    pub fn is_acting(&self) -> bool {
+        matches!(self.phase, Phase::Running { .. } | Phase::Verifying { .. })
+    }
+
+    /// The next deadline, for the engine's timer.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        match self.phase {
+            Phase::Waiting { until } | Phase::Verifying { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// The step due now (phase ready or held), from the policy's ladder.
+    pub fn due_step<'p>(&self, policy: &'p Policy) -> Option<(u8, usize, &'p Step)> {
+        if !matches!(self.phase, Phase::Ready | Phase::Held { .. }) {
+            return None;
+        }
+        let ladder = policy.levels.get(&self.ladder)?;
+        ladder
+            .steps
+            .get(self.next_step)
+            .map(|s| (self.ladder, self.next_step, s))
+    }
+
+    fn ladder_of<'p>(&self, policy: &'p Policy) -> Option<&'p Ladder> {
+        policy.levels.get(&self.ladder)
+    }
+
+    /// Enters `Ready`, escalating at once if the ladder has no step left.
+    fn ready(&mut self, policy: &Policy, now: Timestamp, fx: &mut Effects) {
+        let len = self.ladder_of(policy).map_or(0, |l| l.steps.len());
+        if self.next_step >= len {
+            let reason = if len == 0 {
+                format!("level {} ladder of policy {} has no automated steps", self.ladder, policy.name)
+            } else {
+                format!("ladder exhausted after {len} step(s); alert still firing")
+            };
+            self.escalate(policy, reason, now, fx);
+        } else {
+            self.phase = Phase::Ready;
+        }
+    }
+
+    fn escalate(&mut self, policy: &Policy, reason: String, now: Timestamp, fx: &mut Effects) {
+        let route = self
+            .ladder_of(policy)
+            .map(|l| l.escalate_to.clone())
+            .unwrap_or_default();
+        fx.push(record(
+            now,
+            "escalated",
+            format!("escalated to {route}: {reason}"),
+            serde_json::json!({"route": route, "reason": reason}),
+        ));
+        self.phase = Phase::Escalated {
+            reason: reason.clone(),
+        };
+        if !self.paged.contains(&route) {
+            self.paged.push(route.clone());
+        }
+        fx.push(Effect::Page { route, reason });
+    }
+
+    fn after_failure(&mut self, policy: &Policy, step: usize, why: String, now: Timestamp, fx: &mut Effects) {
+        let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(step)) else {
+            return self.ready(policy, now, fx);
+        };
+        match s.on_failure {
+            OnFailure::Next => {
+                self.next_step = step + 1;
+                self.ready(policy, now, fx);
+            }
+            OnFailure::Escalate => {
+                self.escalate(policy, format!("step {} failed: {why}", s.name), now, fx)
+            }
+        }
+    }
+
+    /// Applies one event at `now`; returns the effects to carry out.
+    pub fn apply(&mut self, event: Event, policy: &Policy, now: Timestamp) -> Effects {
+        let mut fx = Vec::new();
+        if self.is_resolved() {
+            // Only late step results are still worth recording.
+            if let Event::StepFinished { step, result, detail, .. } = event {
+                fx.push(record(now, "step_finished", format!("step {step} finished after resolve: {result:?}"), detail));
+            }
+            return fx;
+        }
+        match event {
+            Event::Fired { fingerprint, starts_at, level, for_ } => {
+                let new = !self.active.contains_key(&fingerprint);
+                self.active.insert(fingerprint.clone(), ActiveAlert { level, starts_at });
+                if level > self.level {
+                    let from = self.level;
+                    self.level = level;
+                    let ladder = policy.ladder(level).map(|(l, _)| l).unwrap_or(level);
+                    fx.push(record(now, "superseded", format!("level {from} → {level}: the level {ladder} ladder supersedes pending steps"), serde_json::json!({"from": from, "to": level, "fingerprint": fingerprint})));
+                    if ladder != self.ladder {
+                        self.ladder = ladder;
+                        self.next_step = 0;
+                        match self.phase {
+                            // The running step finishes and is recorded; the new ladder follows it.
+                            Phase::Running { .. } => {}
+                            Phase::Waiting { until } => {
+                                let until = until.min(starts_at.plus(for_));
+                                if until > now {
+                                    self.phase = Phase::Waiting { until };
+                                } else {
+                                    self.ready(policy, now, &mut fx);
+                                }
+                            }
+                            Phase::Suspended { .. } => {}
+                            _ => self.ready(policy, now, &mut fx),
+                        }
+                    }
+                } else if new {
+                    fx.push(record(now, "alert_joined", format!("alert {fingerprint} (level {level}) joined; {} firing", self.active.len()), serde_json::json!({"fingerprint": fingerprint, "level": level})));
+                }
+            }
+            Event::Resolved { fingerprint } => {
+                if self.active.remove(&fingerprint).is_none() {
+                    return fx;
+                }
+                if !self.active.is_empty() {
+                    fx.push(record(now, "alert_resolved", format!("alert {fingerprint} resolved; {} still firing", self.active.len()), serde_json::json!({"fingerprint": fingerprint})));
+                    return fx;
+                }
+                let (kind, msg) = match &self.phase {
+                    Phase::Verifying { step, .. } => {
+                        let name = self.ladder_of(policy).and_then(|l| l.steps.get(*step)).map(|s| s.name.clone()).unwrap_or_default();
+                        if let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(*step)) {
+                            fx.push(Effect::BreakerSuccess { action: s.action.clone() });
+                        }
+                        ("verified", format!("verification passed: alerts resolved after step {name}; incident resolved"))
+                    }
+                    Phase::Ready | Phase::Waiting { .. } | Phase::Held { .. } => ("resolved", "alerts resolved; pending steps cancelled, incident resolved".to_string()),
+                    Phase::Running { step, .. } => ("resolved", format!("alerts resolved while step {step} was running; nothing further will run")),
+                    Phase::Escalated { .. } | Phase::Suspended { .. } => ("resolved", "alerts resolved; incident resolved".to_string()),
+                    Phase::Resolved => unreachable!("handled above"),
+                };
+                fx.push(record(now, kind, msg, serde_json::json!({"fingerprint": fingerprint})));
+                self.phase = Phase::Resolved;
+                self.resolved_at = Some(now);
+                if !self.paged.is_empty() {
+                    fx.push(Effect::PageResolved);
+                }
+            }
+            Event::Tick => match self.phase.clone() {
+                Phase::Waiting { until } if now >= until => {
+                    fx.push(record(now, "for_elapsed", format!("still firing at {until}; acting"), serde_json::json!({"until": until})));
+                    self.ready(policy, now, &mut fx);
+                }
+                Phase::Verifying { step, until } if now >= until => {
+                    let s = self.ladder_of(policy).and_then(|l| l.steps.get(step)).cloned();
+                    let (name, action, within) = s.as_ref().map(|s| (s.name.clone(), s.action.clone(), s.verify.timeout())).unwrap_or_default();
+                    let why = format!("alerts still firing {} after step {name}", fmt_duration(within));
+                    fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": fmt_duration(within), "firing": self.active.keys().collect::<Vec<_>>()})));
+                    fx.push(Effect::BreakerFailure { action });
+                    self.after_failure(policy, step, why, now, &mut fx);
+                }
+                _ => {}
+            },
+            Event::StepStarted { ladder, step, detail, dry_run } => {
+                let name = policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).map(|s| (s.name.clone(), s.action.clone())).unwrap_or_default();
+                let mode = if dry_run { " (dry-run: recorded, not sent)" } else { "" };
+                fx.push(record(now, "step_started", format!("step {} ({}) started{mode}", name.0, name.1), detail));
+                self.steps_started += 1;
+                self.phase = Phase::Running { ladder, step };
+            }
+            Event::StepFinished { ladder, step, result, detail } => {
+                let s = policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).cloned();
+                let name = s.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                let current = self.phase == Phase::Running { ladder, step };
+                let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
+                match &result {
+                    StepResult::Ok => fx.push(record(now, "step_ok", format!("step {name} succeeded"), detail)),
+                    StepResult::Failed { error } => {
+                        fx.push(record(now, "step_failed", format!("step {name} failed: {error}"), detail));
+                        if let Some(s) = &s {
+                            fx.push(Effect::BreakerFailure { action: s.action.clone() });
+                        }
+                    }
+                    StepResult::Unknown => fx.push(record(now, "step_interrupted", format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail)),
+                }
+                if !current {
+                    // Superseded by a higher level while running: continue on the new ladder.
+                    if matches!(self.phase, Phase::Running { .. }) {
+                        self.ready(policy, now, &mut fx);
+                    }
+                    return fx;
+                }
+                match result {
+                    StepResult::Ok | StepResult::Unknown => {
+                        let until = now.plus(verify);
+                        fx.push(record(now, "verifying", format!("verifying: alerts must resolve by {until} ({})", fmt_duration(verify)), serde_json::json!({"until": until})));
+                        self.phase = Phase::Verifying { step, until };
+                    }
+                    StepResult::Failed { error } => self.after_failure(policy, step, error, now, &mut fx),
+                }
+            }
+            Event::Refused(Refusal { kind, reason }) => match kind {
+                RefusalKind::Busy => {
+                    if self.phase != (Phase::Held { reason: reason.clone() }) {
+                        fx.push(record(now, "held", reason.clone(), serde_json::json!({"kind": kind})));
+                        self.phase = Phase::Held { reason };
+                    }
+                }
+                RefusalKind::Paused => {
+                    fx.push(record(now, "suspended", reason.clone(), serde_json::json!({"kind": kind})));
+                    let route = self.ladder_of(policy).map(|l| l.escalate_to.clone()).unwrap_or_default();
+                    if !self.paged.contains(&route) {
+                        self.paged.push(route.clone());
+                    }
+                    self.phase = Phase::Suspended { reason: reason.clone() };
+                    fx.push(Effect::Page { route, reason });
+                }
+                RefusalKind::Storm => {
+                    // The storm page covers every incident at once; no page per incident.
+                    fx.push(record(now, "escalated", format!("escalated: {reason}"), serde_json::json!({"kind": kind})));
+                    self.phase = Phase::Escalated { reason };
+                }
+                RefusalKind::Breaker | RefusalKind::Budget | RefusalKind::Namespace => {
+                    fx.push(record(now, "refused", reason.clone(), serde_json::json!({"kind": kind})));
+                    self.escalate(policy, reason, now, &mut fx);
+                }
+            },
+            Event::Resumed => {
+                if let Phase::Suspended { .. } = self.phase {
+                    fx.push(record(now, "resumed", "automation resumed; the ladder continues", serde_json::Value::Null));
+                    self.ready(policy, now, &mut fx);
+                }
+            }
+        }
+        self.updated_at = now;
+        fx
+    }
+}
+
+fn record(at: Timestamp, kind: &str, message: impl Into<String>, data: serde_json::Value) -> Effect {
+    Effect::Record(Entry {
+        at,
+        kind: kind.to_string(),
+        message: message.into(),
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,678 @@
+//! Policies: per-level ladders of steps, routes to humans, and the limits that guard them.
+
+pub mod breaker;
+pub mod budget;
+pub mod gate;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::config::Mode;
+use crate::ruleset::{Diagnostics, parse_duration};
+
+/// A `policies/*.yaml` file as written; every section is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyFile {
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    limits: Option<Spanned<RawLimits>>,
+    #[serde(default)]
+    policies: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_env: Option<String>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    namespaces: Option<Vec<String>>,
+    #[serde(default)]
+    budgets: RawBudgets,
+    #[serde(default)]
+    breakers: RawBreakers,
+    #[serde(default)]
+    storm_guard: Option<RawStorm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudgets {
+    #[serde(default)]
+    global: Option<Spanned<RawWindow>>,
+    #[serde(default)]
+    namespace: Option<Spanned<RawWindow>>,
+    #[serde(default)]
+    rule: Option<Spanned<RawWindow>>,
+    #[serde(default)]
+    action_target: Option<Spanned<RawWindow>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    max: u32,
+    per: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreakers {
+    #[serde(default)]
+    target: Option<Spanned<RawBreaker>>,
+    #[serde(default)]
+    global: Option<Spanned<RawBreaker>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures: u32,
+    within: String,
+    cooldown: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorm {
+    max_targets: u32,
+    route: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    escalate_to: Option<Spanned<String>>,
+    levels: Vec<RawLevel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLevel {
+    level: Spanned<u8>,
+    #[serde(default)]
+    escalate_to: Option<Spanned<String>>,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Spanned<String>,
+    action: Spanned<String>,
+    #[serde(default, rename = "with")]
+    params: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    budget: Option<Spanned<RawWindow>>,
+    verify: Option<Spanned<RawVerify>>,
+    #[serde(default)]
+    on_failure: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    resolved_within: String,
+}
+
+/// At most `max` events per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Maximum count in the window.
+    pub max: u32,
+    /// Window length.
+    #[serde(with = "crate::ruleset::duration_str")]
+    pub per: Duration,
+}
+
+/// Breaker settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerConfig {
+    /// Failures within `within` that open the breaker.
+    pub failures: u32,
+    /// Failure window.
+    #[serde(with = "crate::ruleset::duration_str")]
+    pub within: Duration,
+    /// Time open before a half-open trial.
+    #[serde(with = "crate::ruleset::duration_str")]
+    pub cooldown: Duration,
+}
+
+/// Storm guard settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormGuard {
+    /// More targets than this in incident at once stops workload automation.
+    pub max_targets: u32,
+    /// Route paged once per storm.
+    pub route: String,
+}
+
+/// Global limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Namespaces automation may act in (cluster-scoped targets are not namespaced).
+    pub namespaces: Vec<String>,
+    /// All actions, everywhere.
+    pub global: Window,
+    /// Actions per namespace.
+    pub namespace: Window,
+    /// Actions per rule.
+    pub rule: Window,
+    /// Default for a step without its own budget: per action × target.
+    pub action_target: Window,
+    /// Breaker per action × target.
+    pub breaker_target: BreakerConfig,
+    /// Breaker over all actions.
+    pub breaker_global: BreakerConfig,
+    /// Storm guard; `None` disables it.
+    pub storm_guard: Option<StormGuard>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            namespaces: vec![crate::rules::DEFAULT_NAMESPACE.to_string()],
+            // The runbook's "20 actions per hour in total".
+            global: Window {
+                max: 20,
+                per: Duration::from_secs(3600),
+            },
+            namespace: Window {
+                max: 10,
+                per: Duration::from_secs(3600),
+            },
+            rule: Window {
+                max: 10,
+                per: Duration::from_secs(3600),
+            },
+            // The runbook's "at most 3 restarts of one deployment per hour".
+            action_target: Window {
+                max: 3,
+                per: Duration::from_secs(3600),
+            },
+            breaker_target: BreakerConfig {
+                failures: 3,
+                within: Duration::from_secs(3600),
+                cooldown: Duration::from_secs(1800),
+            },
+            breaker_global: BreakerConfig {
+                failures: 10,
+                within: Duration::from_secs(3600),
+                cooldown: Duration::from_secs(900),
+            },
+            storm_guard: None,
+        }
+    }
+}
+
+/// What a failed step leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Try the next step.
+    Next,
+    /// Stop and page.
+    Escalate,
+}
+
+/// How a step proves it helped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verify {
+    /// The incident's alerts resolve within this time.
+    ResolvedWithin(#[serde(with = "crate::ruleset::duration_str")] Duration),
+}
+
+impl Verify {
+    /// How long verification may take.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Verify::ResolvedWithin(d) => *d,
+        }
+    }
+}
+
+/// One rung of a ladder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Step name, unique in its ladder.
+    pub name: String,
+    /// Action kind (`http`, …).
+    pub action: String,
+    /// Action parameters (`with:`), templates unrendered.
+    pub params: serde_json::Value,
+    /// Budget per action × target.
+    pub budget: Window,
+    /// Verification.
+    pub verify: Verify,
+    /// What failure does.
+    pub on_failure: OnFailure,
+}
+
+/// The steps for one level.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ladder {
+    /// In order.
+    pub steps: Vec<Step>,
+    /// Route paged when the ladder runs out or is refused.
+    pub escalate_to: String,
+}
+
+/// A compiled policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Overrides the global mode.
+    pub mode: Option<Mode>,
+    /// Level → ladder.
+    pub levels: BTreeMap<u8, Ladder>,
+}
+
+impl Policy {
+    /// The ladder for a level: that level's, else the nearest lower one, else the lowest.
+    pub fn ladder(&self, level: u8) -> Option<(u8, &Ladder)> {
+        self.levels
+            .range(..=level)
+            .next_back()
+            .or_else(|| self.levels.iter().next())
+            .map(|(l, ladder)| (*l, ladder))
+    }
+}
+
+/// Kind of a human route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum RouteKind {
+    /// Generic JSON webhook.
+    Webhook {
+        /// Destination; `None` when its env variable is unset (pages are then recorded, not sent).
+        url: Option<String>,
+        /// Where the URL came from, for messages (never the URL itself when it may hold a secret).
+        source: String,
+    },
+}
+
+/// A named human route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Name used by `escalate_to`.
+    pub name: String,
+    /// Transport.
+    pub kind: RouteKind,
+    /// Per-request timeout.
+    #[serde(with = "crate::ruleset::duration_str")]
+    pub timeout: Duration,
+}
+
+/// What policy files contribute, before cross-checks.
+#[derive(Debug, Default)]
+pub struct PolicyParts {
+    /// Variables for templates (`vars.*`).
+    pub vars: BTreeMap<String, String>,
+    /// Routes by name.
+    pub routes: BTreeMap<String, Route>,
+    /// Limits, if a file set them (with file:line for the duplicate check).
+    pub limits: Option<(Limits, String)>,
+    /// Policies by name, with file:line.
+    pub policies: BTreeMap<String, (Policy, String)>,
+    /// `escalate_to` and storm routes referenced, with file and line.
+    pub route_refs: Vec<(String, String, u64)>,
+    /// Actions referenced: (kind, params, file, line).
+    pub action_refs: Vec<(String, serde_json::Value, String, u64)>,
+}
+
+fn window(file: &str, field: &str, w: &Spanned<RawWindow>, diag: &mut Diagnostics) -> Window {
+    let per = parse_duration(&w.value.per).unwrap_or_else(|e| {
+        diag.push(file, w.referenced.line(), &format!("{field}.per"), e);
+        Duration::from_secs(3600)
+    });
+    if w.value.max == 0 {
+        diag.push(
+            file,
+            w.referenced.line(),
+            &format!("{field}.max"),
+            "max must be at least 1 (remove the step to forbid it)",
+        );
+    }
+    Window {
+        max: w.value.max,
+        per,
+    }
+}
+
+fn breaker(
+    file: &str,
+    field: &str,
+    b: &Spanned<RawBreaker>,
+    diag: &mut Diagnostics,
+) -> BreakerConfig {
+    let line = b.referenced.line();
+    let mut d = |name: &str, v: &str| {
+        parse_duration(v).unwrap_or_else(|e| {
+            diag.push(file, line, &format!("{field}.{name}"), e);
+            Duration::from_secs(60)
+        })
+    };
+    let within = d("within", &b.value.within);
+    let cooldown = d("cooldown", &b.value.cooldown);
+    if b.value.failures == 0 {
+        diag.push(
+            file,
+            line,
+            &format!("{field}.failures"),
+            "failures must be at least 1",
+        );
+    }
+    BreakerConfig {
+        failures: b.value.failures,
+        within,
+        cooldown,
+    }
+}
+
+/// Compiles one policy file into `parts`, reporting every problem to `diag`.
+pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &mut Diagnostics) {
+    for (k, v) in raw.vars {
+        if parts.vars.insert(k.clone(), v).is_some() {
+            diag.push(file, 0, "vars", format!("variable {k:?} is defined twice"));
+        }
+    }
+    for r in raw.routes {
+        let line = r.name.referenced.line();
+        let timeout = match &r.timeout {
+            Some(t) => parse_duration(&t.value).unwrap_or_else(|e| {
+                diag.push(file, t.referenced.line(), "routes.timeout", e);
+                Duration::from_secs(10)
+            }),
+            None => Duration::from_secs(10),
+        };
+        let kind = match r.kind.value.as_str() {
+            "webhook" => {
+                let (url, source) = match (r.url, r.url_env) {
+                    (Some(u), None) => (Some(u), "url".to_string()),
+                    (None, Some(env)) => (
+                        std::env::var(&env).ok().filter(|v| !v.is_empty()),
+                        format!("env {env}"),
+                    ),
+                    _ => {
+                        diag.push(
+                            file,
+                            line,
+                            "routes.url",
+                            "a webhook route needs exactly one of `url` or `url_env`",
+                        );
+                        (None, String::new())
+                    }
+                };
+                if let Some(u) = &url
+                    && !(u.starts_with("http://") || u.starts_with("https://"))
+                {
+                    diag.push(
+                        file,
+                        line,
+                        "routes.url",
+                        format!("route {:?}: url must start with http:// or https://", r.name.value),
+                    );
+                }
+                RouteKind::Webhook { url, source }
+            }
+            other => {
+                diag.push(
+                    file,
+                    r.kind.referenced.line(),
+                    "routes.type",
+                    format!("unknown route type {other:?}; valid: webhook"),
+                );
+                continue;
+            }
+        };
+        let route = Route {
+            name: r.name.value.clone(),
+            kind,
+            timeout,
+        };
+        if parts.routes.insert(r.name.value.clone(), route).is_some() {
+            diag.push(
+                file,
+                line,
+                "routes.name",
+                format!("route {:?} is defined twice", r.name.value),
+            );
+        }
+    }
+    if let Some(l) = raw.limits {
+        let line = l.referenced.line();
+        let origin = format!("{file}:{line}");
+        if let Some((_, first)) = &parts.limits {
+            diag.push(
+                file,
+                line,
+                "limits",
+                format!("limits are already set at {first}; keep one `limits:` section"),
+            );
+        }
+        let mut lim = Limits::default();
+        let raw = l.value;
+        if let Some(ns) = raw.namespaces {
+            if ns.iter().any(|n| n == "kube-system") {
+                diag.push(
+                    file,
+                    line,
+                    "limits.namespaces",
+                    "kube-system cannot be allowed; only the named DNS actions may act there",
+                );
+            }
+            lim.namespaces = ns;
+        }
+        if let Some(w) = &raw.budgets.global {
+            lim.global = window(file, "limits.budgets.global", w, diag);
+        }
+        if let Some(w) = &raw.budgets.namespace {
+            lim.namespace = window(file, "limits.budgets.namespace", w, diag);
+        }
+        if let Some(w) = &raw.budgets.rule {
+            lim.rule = window(file, "limits.budgets.rule", w, diag);
+        }
+        if let Some(w) = &raw.budgets.action_target {
+            lim.action_target = window(file, "limits.budgets.action_target", w, diag);
+        }
+        if let Some(b) = &raw.breakers.target {
+            lim.breaker_target = breaker(file, "limits.breakers.target", b, diag);
+        }
+        if let Some(b) = &raw.breakers.global {
+            lim.breaker_global = breaker(file, "limits.breakers.global", b, diag);
+        }
+        if let Some(s) = raw.storm_guard {
+            parts.route_refs.push((
+                s.route.value.clone(),
+                file.to_string(),
+                s.route.referenced.line(),
+            ));
+            lim.storm_guard = Some(StormGuard {
+                max_targets: s.max_targets,
+                route: s.route.value,
+            });
+        }
+        parts.limits = Some((lim, origin));
+    }
+    for p in raw.policies {
+        let line = p.name.referenced.line();
+        let mode = p.mode.as_ref().and_then(|m| {
+            Mode::parse(&m.value)
+                .map_err(|e| diag.push(file, m.referenced.line(), "mode", e))
+                .ok()
+        });
+        if let Some(e) = &p.escalate_to {
+            parts
+                .route_refs
+                .push((e.value.clone(), file.to_string(), e.referenced.line()));
+        }
+        let mut levels = BTreeMap::new();
+        if p.levels.is_empty() {
+            diag.push(
+                file,
+                line,
+                "levels",
+                format!("policy {:?} has no levels", p.name.value),
+            );
+        }
+        for lv in p.levels {
+            let l = lv.level.value;
+            if !(1..=3).contains(&l) {
+                diag.push(
+                    file,
+                    lv.level.referenced.line(),
+                    "levels.level",
+                    format!("level {l} is out of range; valid: 1, 2, 3"),
+                );
+            }
+            let escalate_to = match (&lv.escalate_to, &p.escalate_to) {
+                (Some(e), _) => {
+                    parts
+                        .route_refs
+                        .push((e.value.clone(), file.to_string(), e.referenced.line()));
+                    e.value.clone()
+                }
+                (None, Some(e)) => e.value.clone(),
+                (None, None) => {
+                    diag.push(
+                        file,
+                        lv.level.referenced.line(),
+                        "escalate_to",
+                        format!(
+                            "level {l} of policy {:?} has no escalate_to (set it on the level or the policy)",
+                            p.name.value
+                        ),
+                    );
+                    String::new()
+                }
+            };
+            let mut steps: Vec<Step> = Vec::new();
+            for s in lv.steps {
+                let sline = s.name.referenced.line();
+                if steps.iter().any(|x| x.name == s.name.value) {
+                    diag.push(
+                        file,
+                        sline,
+                        "steps.name",
+                        format!("step {:?} appears twice in level {l}", s.name.value),
+                    );
+                }
+                let params = s
+                    .params
+                    .map(|p| p.value)
+                    .unwrap_or(serde_json::Value::Object(Default::default()));
+                parts.action_refs.push((
+                    s.action.value.clone(),
+                    params.clone(),
+                    file.to_string(),
+                    s.action.referenced.line(),
+                ));
+                let budget = match &s.budget {
+                    Some(b) => window(file, "steps.budget", b, diag),
+                    None => Limits::default().action_target,
+                };
+                let verify = match &s.verify {
+                    Some(v) => match parse_duration(&v.value.resolved_within) {
+                        Ok(d) => Verify::ResolvedWithin(d),
+                        Err(e) => {
+                            diag.push(file, v.referenced.line(), "steps.verify.resolved_within", e);
+                            Verify::ResolvedWithin(Duration::ZERO)
+                        }
+                    },
+                    None => {
+                        diag.push(
+                            file,
+                            sline,
+                            "steps.verify",
+                            format!(
+                                "step {:?} has no verify; every step is verified (e.g. verify: {{resolved_within: 5m}})",
+                                s.name.value
+                            ),
+                        );
+                        Verify::ResolvedWithin(Duration::ZERO)
+                    }
+                };
+                let on_failure = match s.on_failure.as_ref().map(|o| (o.value.as_str(), o)) {
+                    None | Some(("next", _)) => OnFailure::Next,
+                    Some(("escalate", _)) => OnFailure::Escalate,
+                    Some((other, o)) => {
+                        diag.push(
+                            file,
+                            o.referenced.line(),
+                            "steps.on_failure",
+                            format!("unknown on_failure {other:?}; valid: next, escalate"),
+                        );
+                        OnFailure::Next
+                    }
+                };
+                steps.push(Step {
+                    name: s.name.value,
+                    action: s.action.value,
+                    params,
+                    budget,
+                    verify,
+                    on_failure,
+                });
+            }
+            if levels
+                .insert(l, Ladder { steps, escalate_to })
+                .is_some()
+            {
+                diag.push(
+                    file,
+                    lv.level.referenced.line(),
+                    "levels.level",
+                    format!("level {l} appears twice in policy {:?}", p.name.value),
+                );
+            }
+        }
+        let policy = Policy {
+            name: p.name.value.clone(),
+            description: p.description.unwrap_or_default(),
+            mode,
+            levels,
+        };
+        if let Some((_, first)) = parts.policies.get(&p.name.value) {
+            diag.push(
+                file,
+                line,
+                "name",
+                format!("policy {:?} is already defined at {first}", p.name.value),
+            );
+        } else {
+            parts
+                .policies
+                .insert(p.name.value, (policy, format!("{file}:{line}")));
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Loading `rules/` and `policies/` into one validated set, reporting every error at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::action::Executors;
+use crate::policy::{self, Limits, Policy, PolicyParts, Route};
+use crate::rules::{self, Rule};
+
+/// One problem in a file, with its line (0 when unknown) and field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// File path as given.
+    pub file: String,
+    /// 1-based line, 0 when unknown.
+    pub line: u64,
+    /// The field at fault.
+    pub field: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}: {}", self.file, self.line, self.field, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.message)
+        }
+    }
+}
+
+/// Every problem found in one pass.
+#[derive(Clone, Debug, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// Records a problem.
+    pub fn push(&mut self, file: &str, line: u64, field: &str, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            file: file.to_string(),
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+    /// Number recorded so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `90s`, `5m`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 90s, 5m, 1h"))
+}
+
+/// Serde helper: durations as `5m`-style strings.
+pub mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as `5m`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::clock::fmt_duration(*d))
+    }
+    /// Deserializes `5m`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Rules, policies, routes and limits: what the engine runs on. Replaced whole on reload.
+#[derive(Clone, Debug, Default)]
+pub struct Ruleset {
+    /// In file order (files sorted by name).
+    pub rules: Vec<Rule>,
+    /// By name.
+    pub policies: BTreeMap<String, Policy>,
+    /// By name.
+    pub routes: BTreeMap<String, Route>,
+    /// Limits.
+    pub limits: Limits,
+    /// Template variables `vars.*`.
+    pub vars: BTreeMap<String, String>,
+    /// Files loaded, for the log.
+    pub files: Vec<PathBuf>,
+}
+
+fn yaml_files(dir: &Path, diag: &mut Diagnostics) -> Vec<PathBuf> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            diag.push(
+                &dir.display().to_string(),
+                0,
+                "directory",
+                format!("cannot read directory: {e}"),
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    files
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, diag: &mut Diagnostics) -> Option<T> {
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            diag.push(&file, 0, "file", format!("cannot read: {e}"));
+            return None;
+        }
+    };
+    match serde_saphyr::from_str::<T>(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let line = e.location().map(|l| l.line()).unwrap_or(0);
+            let msg = e.to_string();
+            // serde-saphyr appends its own position; the diagnostic already carries the line.
+            let msg = msg.lines().next().unwrap_or_default().to_string();
+            diag.push(&file, line, "yaml", msg);
+            None
+        }
+    }
+}
+
+/// Loads and compiles both directories. On any error, returns all of them and no ruleset.
+pub fn load(rules_dir: &Path, policies_dir: &Path, executors: &Executors) -> Result<Ruleset, Diagnostics> {
+    let mut diag = Diagnostics::default();
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut files = Vec::new();
+    for path in yaml_files(rules_dir, &mut diag) {
+        let file = path.display().to_string();
+        if let Some(raw) = parse::<rules::RawRuleFile>(&path, &mut diag) {
+            for r in rules::compile(&file, raw, &mut diag) {
+                if let Some(first) = rules.iter().find(|x| x.name == r.name) {
+                    let line = r.origin.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(0);
+                    diag.push(
+                        &file,
+                        line,
+                        "name",
+                        format!("rule {:?} is already defined at {}", r.name, first.origin),
+                    );
+                } else {
+                    rules.push(r);
+                }
+            }
+        }
+        files.push(path);
+    }
+    let mut parts = PolicyParts::default();
+    for path in yaml_files(policies_dir, &mut diag) {
+        let file = path.display().to_string();
+        if let Some(raw) = parse::<policy::RawPolicyFile>(&path, &mut diag) {
+            policy::compile(&file, raw, &mut parts, &mut diag);
+        }
+        files.push(path);
+    }
+    for r in &rules {
+        if !parts.policies.contains_key(&r.policy) {
+            let (file, line) = &r.policy_origin;
+            diag.push(
+                file,
+                *line,
+                "policy",
+                format!(
+                    "rule {:?} names policy {:?}, which no file in {} defines (known: {})",
+                    r.name,
+                    r.policy,
+                    policies_dir.display(),
+                    parts.policies.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+    for (route, file, line) in &parts.route_refs {
+        if !parts.routes.contains_key(route) {
+            diag.push(
+                file,
+                *line,
+                "escalate_to",
+                format!(
+                    "route {route:?} is not defined (known: {})",
+                    parts.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+    for (kind, params, file, line) in &parts.action_refs {
+        if let Err(e) = executors.validate(kind, params) {
+            diag.push(file, *line, "action", e);
+        }
+    }
+    if !diag.is_empty() {
+        return Err(diag);
+    }
+    Ok(Ruleset {
+        rules,
+        policies: parts.policies.into_iter().map(|(k, (p, _))| (k, p)).collect(),
+        routes: parts.routes,
+        limits: parts.limits.map(|(l, _)| l).unwrap_or_default(),
+        vars: parts.vars,
+        files,
+    })
+}

@@ -1,0 +1,180 @@
+//! The store: the single source of truth. Signals are written before the 200; every incident
+//! change, timeline entry, ledger claim, budget use, breaker change and page is written before it
+//! takes effect, so a restart resumes from here (crash-only).
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::BoxFuture;
+use crate::clock::Timestamp;
+use crate::escalate::Notification;
+use crate::incident::{Entry, Incident, Status};
+use crate::policy::breaker::BreakerRecord;
+use crate::signal::Signal;
+
+/// Store errors; every one means "the write did not happen".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("store: {0}")]
+    Database(String),
+    /// The store's worker is gone (shutting down).
+    #[error("store: unavailable")]
+    Unavailable,
+    /// The (incident, ladder, step) was claimed before: the step must not run again.
+    #[error("store: step already claimed: {0}")]
+    AlreadyClaimed(String),
+    /// A stored row could not be decoded.
+    #[error("store: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One webhook delivery, as received.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Receipt {
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// Alertmanager receiver name.
+    pub receiver: String,
+    /// Alertmanager group key (opaque).
+    pub group_key: String,
+    /// Alerts Alertmanager left out (`max_alerts`); never read as resolved.
+    pub truncated_alerts: u64,
+    /// Alerts in the body.
+    pub alerts: usize,
+}
+
+/// What ingest did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IngestResult {
+    /// New signals stored.
+    pub stored: usize,
+    /// Signals already stored (same fingerprint, startsAt and status).
+    pub duplicates: usize,
+}
+
+/// A stored signal awaiting the engine.
+#[derive(Clone, Debug)]
+pub struct StoredSignal {
+    /// Row id.
+    pub id: i64,
+    /// The signal.
+    pub signal: Signal,
+    /// When it arrived.
+    pub received_at: Timestamp,
+}
+
+/// A page to deliver.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    /// Row id.
+    pub id: i64,
+    /// Route name.
+    pub route: String,
+    /// The notification, frozen at enqueue time.
+    pub notification: Notification,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// A pause.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// `global`, `rule:NAME` or `namespace:NAME`.
+    pub scope: String,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub author: String,
+    /// Since when.
+    pub since: Timestamp,
+}
+
+/// One atomic change produced by the engine.
+#[derive(Clone, Debug, Default)]
+pub struct Commit {
+    /// Incidents to insert or replace.
+    pub incidents: Vec<Incident>,
+    /// Timeline entries to append.
+    pub timeline: Vec<(String, Entry)>,
+    /// Signals now handled.
+    pub processed: Vec<i64>,
+    /// Pages to enqueue: (route, notification).
+    pub outbox: Vec<(String, Notification)>,
+    /// Budget uses: (key, at, dry_run).
+    pub budget_uses: Vec<(String, Timestamp, bool)>,
+    /// Breaker failures: (key, at).
+    pub breaker_failures: Vec<(String, Timestamp)>,
+    /// Breaker records to set.
+    pub breakers: Vec<(String, BreakerRecord)>,
+    /// Ledger claims: (incident, ladder, step, at). The whole commit fails with
+    /// [`StoreError::AlreadyClaimed`] if any was claimed before: at most once per step.
+    pub claims: Vec<(String, u8, usize, Timestamp)>,
+    /// Ledger rows to finish: (incident, ladder, step, at, result).
+    pub finished: Vec<(String, u8, usize, Timestamp, serde_json::Value)>,
+}
+
+impl Commit {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty()
+            && self.timeline.is_empty()
+            && self.processed.is_empty()
+            && self.outbox.is_empty()
+            && self.budget_uses.is_empty()
+            && self.breaker_failures.is_empty()
+            && self.breakers.is_empty()
+            && self.finished.is_empty()
+            && self.claims.is_empty()
+    }
+}
+
+/// The narrow interface the engine, intake and API use; SQLite now, PostgreSQL later.
+pub trait Store: Send + Sync + 'static {
+    /// Stores one delivery's signals durably, deduplicating on (fingerprint, startsAt, status).
+    fn ingest(&self, receipt: Receipt, signals: Vec<Signal>) -> BoxFuture<'_, Result<IngestResult>>;
+    /// Signals not yet handled by the engine, oldest first.
+    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
+    /// Allocates the next `INC-YYYY-NNNN` id.
+    fn next_incident_id(&self, year: i32) -> BoxFuture<'_, Result<String>>;
+    /// Incidents not resolved.
+    fn active_incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>>>;
+    /// Applies a commit atomically.
+    fn commit(&self, c: Commit) -> BoxFuture<'_, Result<()>>;
+    /// Budget uses of `key` since `since` in the given mode.
+    fn count_uses(&self, key: &str, since: Timestamp, dry_run: bool) -> BoxFuture<'_, Result<u32>>;
+    /// A breaker's record (default when never touched).
+    fn breaker(&self, key: &str) -> BoxFuture<'_, Result<BreakerRecord>>;
+    /// All breaker records.
+    fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>>;
+    /// Failures of `key` since `since`.
+    fn count_failures(&self, key: &str, since: Timestamp) -> BoxFuture<'_, Result<u32>>;
+    /// Active pauses.
+    fn pauses(&self) -> BoxFuture<'_, Result<Vec<Pause>>>;
+    /// Sets (or replaces) a pause.
+    fn set_pause(&self, p: Pause) -> BoxFuture<'_, Result<()>>;
+    /// Lifts a pause; `false` if there was none.
+    fn clear_pause(&self, scope: &str) -> BoxFuture<'_, Result<bool>>;
+    /// Pages due for delivery.
+    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>>;
+    /// Marks a page delivered (or recorded only, when the route has no destination).
+    fn outbox_done(&self, id: i64, now: Timestamp, delivered: bool) -> BoxFuture<'_, Result<()>>;
+    /// Schedules a retry.
+    fn outbox_retry(&self, id: i64, next_at: Timestamp, error: &str) -> BoxFuture<'_, Result<()>>;
+    /// Pages not yet delivered.
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<u64>>;
+    /// Incidents newest first, optionally by status.
+    fn list_incidents(&self, status: Option<Status>, limit: usize) -> BoxFuture<'_, Result<Vec<Incident>>>;
+    /// One incident.
+    fn get_incident(&self, id: &str) -> BoxFuture<'_, Result<Option<Incident>>>;
+    /// An incident's timeline, oldest first.
+    fn timeline(&self, id: &str) -> BoxFuture<'_, Result<Vec<Entry>>>;
+    /// Incident counts by status.
+    fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>>>;
+    /// Whether the store answers.
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+}

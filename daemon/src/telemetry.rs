@@ -1,0 +1,182 @@
+//! remedyd's own metrics (`remedyd_` prefix, low-cardinality labels) and log setup.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `{source, status}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// webhook | poller.
+    pub source: String,
+    /// stored | duplicate | rejected | matched | unmatched | unmapped.
+    pub status: String,
+}
+
+/// `{kind, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// Action kind.
+    pub kind: String,
+    /// ok | failed | dry_run | interrupted.
+    pub outcome: String,
+}
+
+/// One label named `reason`, `state`, `result`, `code` or `route`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Value.
+    pub reason: String,
+}
+
+/// `{state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// Value.
+    pub state: String,
+}
+
+/// `{route, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PageLabels {
+    /// Route name.
+    pub route: String,
+    /// delivered | recorded | retry | failed.
+    pub result: String,
+}
+
+/// `{code}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// HTTP status.
+    pub code: String,
+}
+
+/// Every metric remedyd exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Signals by source and what became of them.
+    pub signals: Family<SignalLabels, Counter>,
+    /// Alerts Alertmanager reported as truncated.
+    pub truncated_alerts: Counter,
+    /// Webhook answers by status code.
+    pub webhook_requests: Family<CodeLabel, Counter>,
+    /// Webhook handling time, receipt to answer.
+    pub webhook_duration: Histogram,
+    /// Incidents by state (set at scrape time from the store).
+    pub incidents: Family<StateLabel, Gauge>,
+    /// Actions by kind and outcome.
+    pub actions: Family<ActionLabels, Counter>,
+    /// Steps refused, by gate.
+    pub refusals: Family<ReasonLabel, Counter>,
+    /// Breakers by state (set at scrape time).
+    pub breakers: Family<StateLabel, Gauge>,
+    /// Escalations by reason kind.
+    pub escalations: Family<ReasonLabel, Counter>,
+    /// Pages not yet delivered (set at scrape time).
+    pub outbox_depth: Gauge,
+    /// Page deliveries by route and result.
+    pub pages: Family<PageLabels, Counter>,
+    /// Rule and policy reloads by result.
+    pub reloads: Family<ReasonLabel, Counter>,
+    /// Store errors by operation.
+    pub store_errors: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("remedyd");
+        let m = Self {
+            signals: Family::default(),
+            truncated_alerts: Counter::default(),
+            webhook_requests: Family::default(),
+            // 100 µs … ~3 s: the webhook answers in milliseconds; anything near 10 s is an outage.
+            webhook_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.5, 12),
+            ),
+            incidents: Family::default(),
+            actions: Family::default(),
+            refusals: Family::default(),
+            breakers: Family::default(),
+            escalations: Family::default(),
+            outbox_depth: Gauge::default(),
+            pages: Family::default(),
+            reloads: Family::default(),
+            store_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("signals", "Signals received, by source and outcome", m.signals.clone());
+        registry.register(
+            "truncated_alerts",
+            "Alerts Alertmanager left out of payloads (truncatedAlerts)",
+            m.truncated_alerts.clone(),
+        );
+        registry.register("webhook_requests", "Webhook answers by HTTP status", m.webhook_requests.clone());
+        registry.register("webhook_duration_seconds", "Webhook handling time", m.webhook_duration.clone());
+        registry.register("incidents", "Incidents by state", m.incidents.clone());
+        registry.register("actions", "Actions by kind and outcome", m.actions.clone());
+        registry.register("refusals", "Steps refused, by gate (budget, breaker, paused, storm, busy, namespace)", m.refusals.clone());
+        registry.register("breakers", "Breakers by state", m.breakers.clone());
+        registry.register("escalations", "Escalations by reason", m.escalations.clone());
+        registry.register("pager_outbox_depth", "Pages waiting for delivery", m.outbox_depth.clone());
+        registry.register("pages", "Page deliveries by route and result", m.pages.clone());
+        registry.register("ruleset_reloads", "Rule and policy reloads by result", m.reloads.clone());
+        registry.register("store_errors", "Store operations that failed", m.store_errors.clone());
+        Self { registry, ..m }
+    }
+
+    /// Counts a signal.
+    pub fn signal(&self, source: &str, status: &str, n: u64) {
+        self.signals
+            .get_or_create(&SignalLabels {
+                source: source.into(),
+                status: status.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts an action.
+    pub fn action(&self, kind: &str, outcome: &str) {
+        self.actions
+            .get_or_create(&ActionLabels {
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts under a `reason` label.
+    pub fn reason(family: &Family<ReasonLabel, Counter>, reason: &str) {
+        family
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { b.json().try_init() } else { b.try_init() };
+}
