@@ -52,12 +52,18 @@ impl Timestamp {
 
     /// This instant plus a duration (saturating).
     pub fn plus(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+        Self(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// This instant minus a duration (saturating).
     pub fn minus(self, d: Duration) -> Self {
-        Self(self.0.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
+        Self(
+            self.0
+                .saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// The time from `earlier` to `self`, zero if `earlier` is later.

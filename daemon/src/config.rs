@@ -196,7 +196,10 @@ impl Config {
         if self.max_body < 1024 {
             return Err(ConfigError::Invalid {
                 field: "max_body",
-                message: format!("{} bytes is too small for any Alertmanager payload", self.max_body),
+                message: format!(
+                    "{} bytes is too small for any Alertmanager payload",
+                    self.max_body
+                ),
             });
         }
         Ok(())

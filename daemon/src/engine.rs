@@ -156,15 +156,31 @@ impl Engine {
                 continue;
             };
             tracing::warn!(incident = %inc.id, ladder, step, "Step was running when the process stopped; not repeating it");
-            let action = policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).map(|s| s.action.clone()).unwrap_or_default();
+            let action = policy
+                .levels
+                .get(&ladder)
+                .and_then(|l| l.steps.get(step))
+                .map(|s| s.action.clone())
+                .unwrap_or_default();
             self.metrics.action(&action, "interrupted");
             let fx = inc.apply(
-                Event::StepFinished { ladder, step, result: StepResult::Unknown, detail: serde_json::Value::Null },
+                Event::StepFinished {
+                    ladder,
+                    step,
+                    result: StepResult::Unknown,
+                    detail: serde_json::Value::Null,
+                },
                 policy,
                 now,
             );
             let mut c = Commit::default();
-            c.finished.push((inc.id.clone(), ladder, step, now, serde_json::json!({"result": "interrupted"})));
+            c.finished.push((
+                inc.id.clone(),
+                ladder,
+                step,
+                now,
+                serde_json::json!({"result": "interrupted"}),
+            ));
             self.effects(&inc, fx, &rs, &mut c, now).await?;
             c.incidents.push(inc);
             self.store.commit(c).await?;
@@ -205,12 +221,19 @@ impl Engine {
                     }
                 };
                 matched = true;
-                let Some(policy) = rs.policies.get(&m.policy) else { continue };
+                let Some(policy) = rs.policies.get(&m.policy) else {
+                    continue;
+                };
                 let key = (m.rule.clone(), m.target.key());
                 match (active.get_mut(&key), s.status) {
                     (Some(inc), SignalStatus::Firing) => {
                         let fx = inc.apply(
-                            Event::Fired { fingerprint: s.fingerprint.clone(), starts_at: s.starts_at, level: m.level, for_: m.for_ },
+                            Event::Fired {
+                                fingerprint: s.fingerprint.clone(),
+                                starts_at: s.starts_at,
+                                level: m.level,
+                                for_: m.for_,
+                            },
                             policy,
                             now,
                         );
@@ -218,15 +241,29 @@ impl Engine {
                         touched.insert(key);
                     }
                     (Some(inc), SignalStatus::Resolved) => {
-                        let fx = inc.apply(Event::Resolved { fingerprint: s.fingerprint.clone() }, policy, now);
+                        let fx = inc.apply(
+                            Event::Resolved {
+                                fingerprint: s.fingerprint.clone(),
+                            },
+                            policy,
+                            now,
+                        );
                         effects.push((key.clone(), fx));
                         touched.insert(key);
                     }
                     (None, SignalStatus::Firing) => {
                         let id = self.store.next_incident_id(now.year()).await?;
                         let (inc, fx) = Incident::open(
-                            id, &m.rule, policy, m.target.clone(), s.labels.clone(), s.fingerprint.clone(),
-                            s.starts_at, m.level, m.for_, now,
+                            id,
+                            &m.rule,
+                            policy,
+                            m.target.clone(),
+                            s.labels.clone(),
+                            s.fingerprint.clone(),
+                            s.starts_at,
+                            m.level,
+                            m.for_,
+                            now,
                         );
                         tracing::info!(incident = %inc.id, rule = %m.rule, target = %m.target.key(), level = m.level, "Incident opened");
                         active.insert(key.clone(), inc);
@@ -237,7 +274,11 @@ impl Engine {
                     (None, SignalStatus::Resolved) => {}
                 }
             }
-            self.metrics.signal(s.source.as_str(), if matched { "matched" } else { "unmatched" }, 1);
+            self.metrics.signal(
+                s.source.as_str(),
+                if matched { "matched" } else { "unmatched" },
+                1,
+            );
         }
         for (key, fx) in effects {
             let inc = active.get(&key).expect("touched incident exists").clone();
@@ -259,7 +300,11 @@ impl Engine {
         let incidents = self.store.active_incidents().await?;
         let pauses = self.store.pauses().await?;
         let targets: BTreeSet<String> = incidents.iter().map(|i| i.target.key()).collect();
-        let storm = rs.limits.storm_guard.as_ref().map(|s| (targets.len() as u32, s.max_targets));
+        let storm = rs
+            .limits
+            .storm_guard
+            .as_ref()
+            .map(|s| (targets.len() as u32, s.max_targets));
         if let Some((n, max)) = storm
             && n <= max
         {
@@ -271,11 +316,15 @@ impl Engine {
             .map(|i| (i.target.key(), i.id.clone()))
             .collect();
         for mut inc in incidents {
-            let Some(policy) = rs.policies.get(&inc.policy) else { continue };
+            let Some(policy) = rs.policies.get(&inc.policy) else {
+                continue;
+            };
             let before = inc.clone();
             let mut c = Commit::default();
             let mut fx = inc.apply(Event::Tick, policy, now);
-            if matches!(inc.phase, Phase::Suspended { .. }) && covering_pause(&pauses, &inc).is_none() {
+            if matches!(inc.phase, Phase::Suspended { .. })
+                && covering_pause(&pauses, &inc).is_none()
+            {
                 fx.extend(inc.apply(Event::Resumed, policy, now));
             }
             let mut start = None;
@@ -283,11 +332,20 @@ impl Engine {
                 && !self.running.contains(&inc.id)
             {
                 let input = self
-                    .gate_input(&rs, &inc, step, &pauses, storm, acting.get(&inc.target.key()).filter(|o| **o != inc.id), now)
+                    .gate_input(
+                        &rs,
+                        &inc,
+                        step,
+                        &pauses,
+                        storm,
+                        acting.get(&inc.target.key()).filter(|o| **o != inc.id),
+                        now,
+                    )
                     .await?;
                 match gate::evaluate(&input, now) {
                     Decision::Refuse(r) => {
-                        if !(r.kind == RefusalKind::Busy && matches!(inc.phase, Phase::Held { .. })) {
+                        if !(r.kind == RefusalKind::Busy && matches!(inc.phase, Phase::Held { .. }))
+                        {
                             Metrics::reason(&self.metrics.refusals, bucket(r.kind));
                             tracing::info!(incident = %inc.id, gate = r.kind.as_str(), reason = %r.reason, "Step refused");
                         }
@@ -309,7 +367,16 @@ impl Engine {
                             "request": plan.as_ref().ok(), "plan_error": plan.as_ref().err(),
                             "gates": {"budgets": input.budgets, "breakers": input.breakers.iter().map(|b| (b.key.clone(), breaker::state(&b.record, now, &b.config).as_str())).collect::<BTreeMap<_, _>>()},
                         });
-                        fx.extend(inc.apply(Event::StepStarted { ladder, step: idx, detail, dry_run }, policy, now));
+                        fx.extend(inc.apply(
+                            Event::StepStarted {
+                                ladder,
+                                step: idx,
+                                detail,
+                                dry_run,
+                            },
+                            policy,
+                            now,
+                        ));
                         c.claims.push((inc.id.clone(), ladder, idx, now));
                         for u in &input.budgets {
                             c.budget_uses.push((u.key.clone(), now, dry_run));
@@ -337,7 +404,12 @@ impl Engine {
                     let mut inc = before;
                     let (ladder, step) = start.as_ref().map(|s| (s.0, s.1)).unwrap_or_default();
                     let fx = inc.apply(
-                        Event::StepFinished { ladder, step, result: StepResult::Unknown, detail: serde_json::json!({"ledger": "already claimed"}) },
+                        Event::StepFinished {
+                            ladder,
+                            step,
+                            result: StepResult::Unknown,
+                            detail: serde_json::json!({"ledger": "already claimed"}),
+                        },
                         policy,
                         now,
                     );
@@ -376,12 +448,31 @@ impl Engine {
         tasks.spawn(tracing::Instrument::instrument(
             async move {
                 let outcome = match (dry_run, plan, exec) {
-                    (_, Err(e), _) => Outcome::failed(false, format!("cannot build the request: {e}"), serde_json::Value::Null),
-                    (true, Ok(p), _) => Outcome::ok("dry-run: recorded the request, sent nothing", serde_json::json!({"would_send": p})),
+                    (_, Err(e), _) => Outcome::failed(
+                        false,
+                        format!("cannot build the request: {e}"),
+                        serde_json::Value::Null,
+                    ),
+                    (true, Ok(p), _) => Outcome::ok(
+                        "dry-run: recorded the request, sent nothing",
+                        serde_json::json!({"would_send": p}),
+                    ),
                     (false, Ok(_), Some(exec)) => exec.execute(&req).await,
-                    (false, Ok(_), None) => Outcome::failed(false, format!("unknown action {}", spec.action), serde_json::Value::Null),
+                    (false, Ok(_), None) => Outcome::failed(
+                        false,
+                        format!("unknown action {}", spec.action),
+                        serde_json::Value::Null,
+                    ),
                 };
-                let _ = tx.send(Done { incident, ladder, step, action: spec.action.clone(), outcome }).await;
+                let _ = tx
+                    .send(Done {
+                        incident,
+                        ladder,
+                        step,
+                        action: spec.action.clone(),
+                        outcome,
+                    })
+                    .await;
                 wake.notify_one();
             },
             span,
@@ -396,12 +487,23 @@ impl Engine {
             return Ok(());
         };
         let dry = done.outcome.detail.get("would_send").is_some();
-        self.metrics.action(&done.action, if dry { "dry_run" } else if done.outcome.ok { "ok" } else { "failed" });
+        self.metrics.action(
+            &done.action,
+            if dry {
+                "dry_run"
+            } else if done.outcome.ok {
+                "ok"
+            } else {
+                "failed"
+            },
+        );
         tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
         let result = if done.outcome.ok {
             StepResult::Ok
         } else {
-            StepResult::Failed { error: done.outcome.summary.clone() }
+            StepResult::Failed {
+                error: done.outcome.summary.clone(),
+            }
         };
         let mut detail = done.outcome.detail.clone();
         if let serde_json::Value::Object(m) = &mut detail {
@@ -409,9 +511,24 @@ impl Engine {
             m.insert("retryable".into(), done.outcome.retryable.into());
         }
         let mut c = Commit::default();
-        c.finished.push((inc.id.clone(), done.ladder, done.step, now, serde_json::to_value(&done.outcome).unwrap_or_default()));
+        c.finished.push((
+            inc.id.clone(),
+            done.ladder,
+            done.step,
+            now,
+            serde_json::to_value(&done.outcome).unwrap_or_default(),
+        ));
         if let Some(policy) = rs.policies.get(&inc.policy) {
-            let fx = inc.apply(Event::StepFinished { ladder: done.ladder, step: done.step, result, detail }, policy, now);
+            let fx = inc.apply(
+                Event::StepFinished {
+                    ladder: done.ladder,
+                    step: done.step,
+                    result,
+                    detail,
+                },
+                policy,
+                now,
+            );
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
         c.incidents.push(inc);
@@ -429,23 +546,44 @@ impl Engine {
         busy_with: Option<&String>,
         now: Timestamp,
     ) -> Result<GateInput, StoreError> {
-        let dry_run = rs.policies.get(&inc.policy).and_then(|p| p.mode).unwrap_or(self.config.mode) == Mode::DryRun;
+        let dry_run = rs
+            .policies
+            .get(&inc.policy)
+            .and_then(|p| p.mode)
+            .unwrap_or(self.config.mode)
+            == Mode::DryRun;
         let target = inc.target.key();
         let ns = (!inc.target.namespace.is_empty()).then(|| inc.target.namespace.clone());
-        let mut windows = vec![(format!("action:{}:{target}", step.action), step.budget), (format!("rule:{}", inc.rule), rs.limits.rule)];
+        let mut windows = vec![
+            (format!("action:{}:{target}", step.action), step.budget),
+            (format!("rule:{}", inc.rule), rs.limits.rule),
+        ];
         if let Some(ns) = &ns {
             windows.push((format!("namespace:{ns}"), rs.limits.namespace));
         }
         windows.push(("global".to_string(), rs.limits.global));
         let mut budgets = Vec::new();
         for (key, window) in windows {
-            let used = self.store.count_uses(&key, now.minus(window.per), dry_run).await?;
+            let used = self
+                .store
+                .count_uses(&key, now.minus(window.per), dry_run)
+                .await?;
             budgets.push(BudgetUse { key, window, used });
         }
         let mut breakers = Vec::new();
-        for (key, config) in [(format!("action:{}:{target}", step.action), rs.limits.breaker_target), ("global".to_string(), rs.limits.breaker_global)] {
+        for (key, config) in [
+            (
+                format!("action:{}:{target}", step.action),
+                rs.limits.breaker_target,
+            ),
+            ("global".to_string(), rs.limits.breaker_global),
+        ] {
             let record = self.store.breaker(&key).await?;
-            breakers.push(BreakerInput { key, record, config });
+            breakers.push(BreakerInput {
+                key,
+                record,
+                config,
+            });
         }
         Ok(GateInput {
             paused: covering_pause(pauses, inc),
@@ -480,12 +618,26 @@ impl Engine {
         }
     }
 
-    async fn storm_page(&mut self, rs: &Ruleset, reason: &str, now: Timestamp, c: &mut Commit) -> Result<(), StoreError> {
-        let Some(sg) = &rs.limits.storm_guard else { return Ok(()) };
+    async fn storm_page(
+        &mut self,
+        rs: &Ruleset,
+        reason: &str,
+        now: Timestamp,
+        c: &mut Commit,
+    ) -> Result<(), StoreError> {
+        let Some(sg) = &rs.limits.storm_guard else {
+            return Ok(());
+        };
         let incidents = self.store.active_incidents().await?;
-        let lines: Vec<String> = incidents.iter().map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule)).collect();
+        let lines: Vec<String> = incidents
+            .iter()
+            .map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule))
+            .collect();
         let mut n = escalate::notification(
-            incidents.iter().max_by_key(|i| i.level).expect("storm means incidents"),
+            incidents
+                .iter()
+                .max_by_key(|i| i.level)
+                .expect("storm means incidents"),
             &[],
             NotificationKind::Trigger,
             reason,
@@ -495,7 +647,10 @@ impl Engine {
         n.priority = "P1".into();
         n.severity = "critical".into();
         n.level = 3;
-        n.description = format!("{} targets in incident at once; workload automation stopped", lines.len());
+        n.description = format!(
+            "{} targets in incident at once; workload automation stopped",
+            lines.len()
+        );
         n.impact = "several services down: infrastructure-level incident".into();
         n.updates = lines;
         c.outbox.push((sg.route.clone(), n));
@@ -506,19 +661,38 @@ impl Engine {
     }
 
     /// Turns a transition's effects into writes.
-    async fn effects(&self, inc: &Incident, fx: Vec<Effect>, rs: &Ruleset, c: &mut Commit, now: Timestamp) -> Result<(), StoreError> {
+    async fn effects(
+        &self,
+        inc: &Incident,
+        fx: Vec<Effect>,
+        rs: &Ruleset,
+        c: &mut Commit,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let mut pages = Vec::new();
         for e in fx {
             match e {
                 Effect::Record(entry) => c.timeline.push((inc.id.clone(), entry)),
-                Effect::Page { route, reason } => pages.push((Some(route), reason, NotificationKind::Trigger)),
+                Effect::Page { route, reason } => {
+                    pages.push((Some(route), reason, NotificationKind::Trigger))
+                }
                 Effect::PageResolved => {
                     for r in &inc.paged {
-                        pages.push((Some(r.clone()), "recovered".into(), NotificationKind::Resolve));
+                        pages.push((
+                            Some(r.clone()),
+                            "recovered".into(),
+                            NotificationKind::Resolve,
+                        ));
                     }
                 }
                 Effect::BreakerFailure { action } => {
-                    for (key, cfg) in [(format!("action:{action}:{}", inc.target.key()), rs.limits.breaker_target), ("global".into(), rs.limits.breaker_global)] {
+                    for (key, cfg) in [
+                        (
+                            format!("action:{action}:{}", inc.target.key()),
+                            rs.limits.breaker_target,
+                        ),
+                        ("global".into(), rs.limits.breaker_global),
+                    ] {
                         let rec = self.store.breaker(&key).await?;
                         let since = breaker::window_start(&rec, now, &cfg);
                         let failures = self.store.count_failures(&key, since).await? + 1;
@@ -532,7 +706,10 @@ impl Engine {
                     }
                 }
                 Effect::BreakerSuccess { action } => {
-                    for key in [format!("action:{action}:{}", inc.target.key()), "global".into()] {
+                    for key in [
+                        format!("action:{action}:{}", inc.target.key()),
+                        "global".into(),
+                    ] {
                         let rec = self.store.breaker(&key).await?;
                         let next = breaker::on_success(&rec, now);
                         if next != rec {
@@ -546,7 +723,12 @@ impl Engine {
             return Ok(());
         }
         let mut timeline = self.store.timeline(&inc.id).await?;
-        timeline.extend(c.timeline.iter().filter(|(id, _)| *id == inc.id).map(|(_, e)| e.clone()));
+        timeline.extend(
+            c.timeline
+                .iter()
+                .filter(|(id, _)| *id == inc.id)
+                .map(|(_, e)| e.clone()),
+        );
         for (route, reason, kind) in pages {
             let Some(route) = route else { continue };
             if kind == NotificationKind::Trigger {
@@ -560,7 +742,8 @@ impl Engine {
                 Metrics::reason(&self.metrics.escalations, why);
                 tracing::warn!(incident = %inc.id, route = %route, reason = %reason, "Escalating");
             }
-            c.outbox.push((route, escalate::notification(inc, &timeline, kind, &reason)));
+            c.outbox
+                .push((route, escalate::notification(inc, &timeline, kind, &reason)));
         }
         let _: Option<&Policy> = None;
         Ok(())
@@ -573,9 +756,12 @@ fn covering_pause(pauses: &[Pause], inc: &Incident) -> Option<PauseInfo> {
         format!("rule:{}", inc.rule),
         format!("namespace:{}", inc.target.namespace),
     ];
-    pauses.iter().find(|p| scopes.contains(&p.scope)).map(|p| PauseInfo {
-        scope: p.scope.clone(),
-        reason: p.reason.clone(),
-        author: p.author.clone(),
-    })
+    pauses
+        .iter()
+        .find(|p| scopes.contains(&p.scope))
+        .map(|p| PauseInfo {
+            scope: p.scope.clone(),
+            reason: p.reason.clone(),
+            author: p.author.clone(),
+        })
 }

@@ -3,15 +3,19 @@
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod api;
+pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod escalate;
 pub mod incident;
+pub mod intake;
 pub mod policy;
 pub mod rules;
 pub mod ruleset;
 pub mod signal;
 pub mod store;
-pub mod template;
 pub mod telemetry;
-pub mod engine;
+pub mod template;

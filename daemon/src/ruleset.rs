@@ -25,7 +25,11 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}: {}: {}", self.file, self.line, self.field, self.message)
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file, self.line, self.field, self.message
+            )
         } else {
             write!(f, "{}: {}: {}", self.file, self.field, self.message)
         }
@@ -149,7 +153,11 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, diag: &mut Diagnostics) ->
 }
 
 /// Loads and compiles both directories. On any error, returns all of them and no ruleset.
-pub fn load(rules_dir: &Path, policies_dir: &Path, executors: &Executors) -> Result<Ruleset, Diagnostics> {
+pub fn load(
+    rules_dir: &Path,
+    policies_dir: &Path,
+    executors: &Executors,
+) -> Result<Ruleset, Diagnostics> {
     let mut diag = Diagnostics::default();
     let mut rules: Vec<Rule> = Vec::new();
     let mut files = Vec::new();
@@ -158,7 +166,12 @@ pub fn load(rules_dir: &Path, policies_dir: &Path, executors: &Executors) -> Res
         if let Some(raw) = parse::<rules::RawRuleFile>(&path, &mut diag) {
             for r in rules::compile(&file, raw, &mut diag) {
                 if let Some(first) = rules.iter().find(|x| x.name == r.name) {
-                    let line = r.origin.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(0);
+                    let line = r
+                        .origin
+                        .rsplit(':')
+                        .next()
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(0);
                     diag.push(
                         &file,
                         line,
@@ -192,7 +205,12 @@ pub fn load(rules_dir: &Path, policies_dir: &Path, executors: &Executors) -> Res
                     r.name,
                     r.policy,
                     policies_dir.display(),
-                    parts.policies.keys().cloned().collect::<Vec<_>>().join(", ")
+                    parts
+                        .policies
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }
@@ -220,7 +238,11 @@ pub fn load(rules_dir: &Path, policies_dir: &Path, executors: &Executors) -> Res
     }
     Ok(Ruleset {
         rules,
-        policies: parts.policies.into_iter().map(|(k, (p, _))| (k, p)).collect(),
+        policies: parts
+            .policies
+            .into_iter()
+            .map(|(k, (p, _))| (k, p))
+            .collect(),
         routes: parts.routes,
         limits: parts.limits.map(|(l, _)| l).unwrap_or_default(),
         vars: parts.vars,

@@ -75,6 +75,9 @@ pub struct Signal {
 impl Signal {
     /// The alert's name, or `""`.
     pub fn alertname(&self) -> &str {
-        self.labels.get("alertname").map(String::as_str).unwrap_or("")
+        self.labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }

@@ -115,23 +115,59 @@ impl Metrics {
             store_errors: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("signals", "Signals received, by source and outcome", m.signals.clone());
+        registry.register(
+            "signals",
+            "Signals received, by source and outcome",
+            m.signals.clone(),
+        );
         registry.register(
             "truncated_alerts",
             "Alerts Alertmanager left out of payloads (truncatedAlerts)",
             m.truncated_alerts.clone(),
         );
-        registry.register("webhook_requests", "Webhook answers by HTTP status", m.webhook_requests.clone());
-        registry.register("webhook_duration_seconds", "Webhook handling time", m.webhook_duration.clone());
+        registry.register(
+            "webhook_requests",
+            "Webhook answers by HTTP status",
+            m.webhook_requests.clone(),
+        );
+        registry.register(
+            "webhook_duration_seconds",
+            "Webhook handling time",
+            m.webhook_duration.clone(),
+        );
         registry.register("incidents", "Incidents by state", m.incidents.clone());
         registry.register("actions", "Actions by kind and outcome", m.actions.clone());
-        registry.register("refusals", "Steps refused, by gate (budget, breaker, paused, storm, busy, namespace)", m.refusals.clone());
+        registry.register(
+            "refusals",
+            "Steps refused, by gate (budget, breaker, paused, storm, busy, namespace)",
+            m.refusals.clone(),
+        );
         registry.register("breakers", "Breakers by state", m.breakers.clone());
-        registry.register("escalations", "Escalations by reason", m.escalations.clone());
-        registry.register("pager_outbox_depth", "Pages waiting for delivery", m.outbox_depth.clone());
-        registry.register("pages", "Page deliveries by route and result", m.pages.clone());
-        registry.register("ruleset_reloads", "Rule and policy reloads by result", m.reloads.clone());
-        registry.register("store_errors", "Store operations that failed", m.store_errors.clone());
+        registry.register(
+            "escalations",
+            "Escalations by reason",
+            m.escalations.clone(),
+        );
+        registry.register(
+            "pager_outbox_depth",
+            "Pages waiting for delivery",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "pages",
+            "Page deliveries by route and result",
+            m.pages.clone(),
+        );
+        registry.register(
+            "ruleset_reloads",
+            "Rule and policy reloads by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Store operations that failed",
+            m.store_errors.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -177,6 +213,12 @@ impl Metrics {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }

@@ -12,7 +12,10 @@ pub struct Template {
 #[derive(Clone, Debug, PartialEq)]
 enum Part {
     Lit(String),
-    Var { name: String, fallback: Option<String> },
+    Var {
+        name: String,
+        fallback: Option<String>,
+    },
 }
 
 /// Variables a template is rendered with: labels by name, plus `target.*`, `incident.*`, `vars.*`.
@@ -151,12 +154,20 @@ mod tests {
     #[test]
     fn missing_variable_is_named() {
         let t = Template::parse("{{service}}").unwrap();
-        assert!(t.render(&vars(&[])).unwrap_err().contains("no value for `service`"));
+        assert!(
+            t.render(&vars(&[]))
+                .unwrap_err()
+                .contains("no value for `service`")
+        );
     }
 
     #[test]
     fn unclosed_braces_fail_at_parse() {
-        assert!(Template::parse("{{service").unwrap_err().contains("unclosed"));
+        assert!(
+            Template::parse("{{service")
+                .unwrap_err()
+                .contains("unclosed")
+        );
         assert!(Template::parse("{{ a b }}").is_err());
     }
 }

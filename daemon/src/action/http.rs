@@ -64,11 +64,9 @@ impl Default for HttpExecutor {
 impl HttpExecutor {
     /// A client with remedyd's User-Agent.
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("remedyd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client builds (is the rustls provider installed?)");
-        Self { client }
+        Self {
+            client: super::http_client(),
+        }
     }
 
     fn parse(params: &serde_json::Value) -> Result<Params, String> {
@@ -118,7 +116,8 @@ impl HttpExecutor {
     }
 
     async fn send(&self, r: &Rendered) -> Result<(u16, String), (bool, String)> {
-        let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|e| (false, e.to_string()))?;
+        let method =
+            reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|e| (false, e.to_string()))?;
         let mut b = self.client.request(method, &r.url).timeout(r.timeout);
         for (k, v) in &r.headers {
             b = b.header(k, v);

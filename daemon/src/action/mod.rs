@@ -11,6 +11,15 @@ use serde::Serialize;
 
 use crate::template::Vars;
 
+/// An HTTP client with remedyd's User-Agent over rustls + ring (installing the provider once).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("remedyd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("HTTP client builds with the ring provider installed")
+}
+
 /// A boxed future, for object-safe async traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -1,5 +1,6 @@
 //! Escalation: notifications in the runbook's shape, the `Pager` trait and the webhook pager.
 
+pub mod outbox;
 pub mod webhook;
 
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,12 @@ pub fn notification(
     };
     let actions_taken = timeline
         .iter()
-        .filter(|e| matches!(e.kind.as_str(), "step_ok" | "step_failed" | "step_interrupted"))
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "step_ok" | "step_failed" | "step_interrupted"
+            )
+        })
         .map(|e| format!("{} {}", e.at.hms(), e.message))
         .collect();
     let updates = timeline
@@ -142,5 +148,9 @@ pub struct PagerError {
 /// Delivers notifications to a route.
 pub trait Pager: Send + Sync + 'static {
     /// Sends one notification. `Ok(false)` when the route has no destination (recorded only).
-    fn send<'a>(&'a self, route: &'a Route, n: &'a Notification) -> BoxFuture<'a, Result<bool, PagerError>>;
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>>;
 }

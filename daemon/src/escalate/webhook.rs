@@ -21,16 +21,17 @@ impl WebhookPager {
     /// A pager with remedyd's User-Agent.
     pub fn new() -> Self {
         Self {
-            client: reqwest::Client::builder()
-                .user_agent(concat!("remedyd/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("HTTP client builds (is the rustls provider installed?)"),
+            client: crate::action::http_client(),
         }
     }
 }
 
 impl Pager for WebhookPager {
-    fn send<'a>(&'a self, route: &'a Route, n: &'a Notification) -> BoxFuture<'a, Result<bool, PagerError>> {
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>> {
         Box::pin(async move {
             let RouteKind::Webhook { url, source } = &route.kind;
             let Some(url) = url else {

@@ -371,7 +371,10 @@ impl Incident {
         let len = self.ladder_of(policy).map_or(0, |l| l.steps.len());
         if self.next_step >= len {
             let reason = if len == 0 {
-                format!("level {} ladder of policy {} has no automated steps", self.ladder, policy.name)
+                format!(
+                    "level {} ladder of policy {} has no automated steps",
+                    self.ladder, policy.name
+                )
             } else {
                 format!("ladder exhausted after {len} step(s); alert still firing")
             };
@@ -401,7 +404,14 @@ impl Incident {
         fx.push(Effect::Page { route, reason });
     }
 
-    fn after_failure(&mut self, policy: &Policy, step: usize, why: String, now: Timestamp, fx: &mut Effects) {
+    fn after_failure(
+        &mut self,
+        policy: &Policy,
+        step: usize,
+        why: String,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
         let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(step)) else {
             return self.ready(policy, now, fx);
         };
@@ -421,15 +431,32 @@ impl Incident {
         let mut fx = Vec::new();
         if self.is_resolved() {
             // Only late step results are still worth recording.
-            if let Event::StepFinished { step, result, detail, .. } = event {
-                fx.push(record(now, "step_finished", format!("step {step} finished after resolve: {result:?}"), detail));
+            if let Event::StepFinished {
+                step,
+                result,
+                detail,
+                ..
+            } = event
+            {
+                fx.push(record(
+                    now,
+                    "step_finished",
+                    format!("step {step} finished after resolve: {result:?}"),
+                    detail,
+                ));
             }
             return fx;
         }
         match event {
-            Event::Fired { fingerprint, starts_at, level, for_ } => {
+            Event::Fired {
+                fingerprint,
+                starts_at,
+                level,
+                for_,
+            } => {
                 let new = !self.active.contains_key(&fingerprint);
-                self.active.insert(fingerprint.clone(), ActiveAlert { level, starts_at });
+                self.active
+                    .insert(fingerprint.clone(), ActiveAlert { level, starts_at });
                 if level > self.level {
                     let from = self.level;
                     self.level = level;
@@ -454,7 +481,15 @@ impl Incident {
                         }
                     }
                 } else if new {
-                    fx.push(record(now, "alert_joined", format!("alert {fingerprint} (level {level}) joined; {} firing", self.active.len()), serde_json::json!({"fingerprint": fingerprint, "level": level})));
+                    fx.push(record(
+                        now,
+                        "alert_joined",
+                        format!(
+                            "alert {fingerprint} (level {level}) joined; {} firing",
+                            self.active.len()
+                        ),
+                        serde_json::json!({"fingerprint": fingerprint, "level": level}),
+                    ));
                 }
             }
             Event::Resolved { fingerprint } => {
@@ -462,23 +497,57 @@ impl Incident {
                     return fx;
                 }
                 if !self.active.is_empty() {
-                    fx.push(record(now, "alert_resolved", format!("alert {fingerprint} resolved; {} still firing", self.active.len()), serde_json::json!({"fingerprint": fingerprint})));
+                    fx.push(record(
+                        now,
+                        "alert_resolved",
+                        format!(
+                            "alert {fingerprint} resolved; {} still firing",
+                            self.active.len()
+                        ),
+                        serde_json::json!({"fingerprint": fingerprint}),
+                    ));
                     return fx;
                 }
                 let (kind, msg) = match &self.phase {
                     Phase::Verifying { step, .. } => {
-                        let name = self.ladder_of(policy).and_then(|l| l.steps.get(*step)).map(|s| s.name.clone()).unwrap_or_default();
+                        let name = self
+                            .ladder_of(policy)
+                            .and_then(|l| l.steps.get(*step))
+                            .map(|s| s.name.clone())
+                            .unwrap_or_default();
                         if let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(*step)) {
-                            fx.push(Effect::BreakerSuccess { action: s.action.clone() });
+                            fx.push(Effect::BreakerSuccess {
+                                action: s.action.clone(),
+                            });
                         }
-                        ("verified", format!("verification passed: alerts resolved after step {name}; incident resolved"))
+                        (
+                            "verified",
+                            format!(
+                                "verification passed: alerts resolved after step {name}; incident resolved"
+                            ),
+                        )
                     }
-                    Phase::Ready | Phase::Waiting { .. } | Phase::Held { .. } => ("resolved", "alerts resolved; pending steps cancelled, incident resolved".to_string()),
-                    Phase::Running { step, .. } => ("resolved", format!("alerts resolved while step {step} was running; nothing further will run")),
-                    Phase::Escalated { .. } | Phase::Suspended { .. } => ("resolved", "alerts resolved; incident resolved".to_string()),
+                    Phase::Ready | Phase::Waiting { .. } | Phase::Held { .. } => (
+                        "resolved",
+                        "alerts resolved; pending steps cancelled, incident resolved".to_string(),
+                    ),
+                    Phase::Running { step, .. } => (
+                        "resolved",
+                        format!(
+                            "alerts resolved while step {step} was running; nothing further will run"
+                        ),
+                    ),
+                    Phase::Escalated { .. } | Phase::Suspended { .. } => {
+                        ("resolved", "alerts resolved; incident resolved".to_string())
+                    }
                     Phase::Resolved => unreachable!("handled above"),
                 };
-                fx.push(record(now, kind, msg, serde_json::json!({"fingerprint": fingerprint})));
+                fx.push(record(
+                    now,
+                    kind,
+                    msg,
+                    serde_json::json!({"fingerprint": fingerprint}),
+                ));
                 self.phase = Phase::Resolved;
                 self.resolved_at = Some(now);
                 if !self.paged.is_empty() {
@@ -487,28 +556,70 @@ impl Incident {
             }
             Event::Tick => match self.phase.clone() {
                 Phase::Waiting { until } if now >= until => {
-                    fx.push(record(now, "for_elapsed", format!("still firing at {until}; acting"), serde_json::json!({"until": until})));
+                    fx.push(record(
+                        now,
+                        "for_elapsed",
+                        format!("still firing at {until}; acting"),
+                        serde_json::json!({"until": until}),
+                    ));
                     self.ready(policy, now, &mut fx);
                 }
                 Phase::Verifying { step, until } if now >= until => {
-                    let s = self.ladder_of(policy).and_then(|l| l.steps.get(step)).cloned();
-                    let (name, action, within) = s.as_ref().map(|s| (s.name.clone(), s.action.clone(), s.verify.timeout())).unwrap_or_default();
-                    let why = format!("alerts still firing {} after step {name}", fmt_duration(within));
+                    let s = self
+                        .ladder_of(policy)
+                        .and_then(|l| l.steps.get(step))
+                        .cloned();
+                    let (name, action, within) = s
+                        .as_ref()
+                        .map(|s| (s.name.clone(), s.action.clone(), s.verify.timeout()))
+                        .unwrap_or_default();
+                    let why = format!(
+                        "alerts still firing {} after step {name}",
+                        fmt_duration(within)
+                    );
                     fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": fmt_duration(within), "firing": self.active.keys().collect::<Vec<_>>()})));
                     fx.push(Effect::BreakerFailure { action });
                     self.after_failure(policy, step, why, now, &mut fx);
                 }
                 _ => {}
             },
-            Event::StepStarted { ladder, step, detail, dry_run } => {
-                let name = policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).map(|s| (s.name.clone(), s.action.clone())).unwrap_or_default();
-                let mode = if dry_run { " (dry-run: recorded, not sent)" } else { "" };
-                fx.push(record(now, "step_started", format!("step {} ({}) started{mode}", name.0, name.1), detail));
+            Event::StepStarted {
+                ladder,
+                step,
+                detail,
+                dry_run,
+            } => {
+                let name = policy
+                    .levels
+                    .get(&ladder)
+                    .and_then(|l| l.steps.get(step))
+                    .map(|s| (s.name.clone(), s.action.clone()))
+                    .unwrap_or_default();
+                let mode = if dry_run {
+                    " (dry-run: recorded, not sent)"
+                } else {
+                    ""
+                };
+                fx.push(record(
+                    now,
+                    "step_started",
+                    format!("step {} ({}) started{mode}", name.0, name.1),
+                    detail,
+                ));
                 self.steps_started += 1;
                 self.phase = Phase::Running { ladder, step };
             }
-            Event::StepFinished { ladder, step, result, detail } => {
-                let s = policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).cloned();
+            Event::StepFinished {
+                ladder,
+                step,
+                result,
+                detail,
+            } => {
+                let s = policy
+                    .levels
+                    .get(&ladder)
+                    .and_then(|l| l.steps.get(step))
+                    .cloned();
                 let name = s.as_ref().map(|s| s.name.clone()).unwrap_or_default();
                 let current = self.phase == Phase::Running { ladder, step };
                 let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
@@ -532,41 +643,85 @@ impl Incident {
                 match result {
                     StepResult::Ok | StepResult::Unknown => {
                         let until = now.plus(verify);
-                        fx.push(record(now, "verifying", format!("verifying: alerts must resolve by {until} ({})", fmt_duration(verify)), serde_json::json!({"until": until})));
+                        fx.push(record(
+                            now,
+                            "verifying",
+                            format!(
+                                "verifying: alerts must resolve by {until} ({})",
+                                fmt_duration(verify)
+                            ),
+                            serde_json::json!({"until": until}),
+                        ));
                         self.phase = Phase::Verifying { step, until };
                     }
-                    StepResult::Failed { error } => self.after_failure(policy, step, error, now, &mut fx),
+                    StepResult::Failed { error } => {
+                        self.after_failure(policy, step, error, now, &mut fx)
+                    }
                 }
             }
             Event::Refused(Refusal { kind, reason }) => match kind {
                 RefusalKind::Busy => {
-                    if self.phase != (Phase::Held { reason: reason.clone() }) {
-                        fx.push(record(now, "held", reason.clone(), serde_json::json!({"kind": kind})));
+                    if self.phase
+                        != (Phase::Held {
+                            reason: reason.clone(),
+                        })
+                    {
+                        fx.push(record(
+                            now,
+                            "held",
+                            reason.clone(),
+                            serde_json::json!({"kind": kind}),
+                        ));
                         self.phase = Phase::Held { reason };
                     }
                 }
                 RefusalKind::Paused => {
-                    fx.push(record(now, "suspended", reason.clone(), serde_json::json!({"kind": kind})));
-                    let route = self.ladder_of(policy).map(|l| l.escalate_to.clone()).unwrap_or_default();
+                    fx.push(record(
+                        now,
+                        "suspended",
+                        reason.clone(),
+                        serde_json::json!({"kind": kind}),
+                    ));
+                    let route = self
+                        .ladder_of(policy)
+                        .map(|l| l.escalate_to.clone())
+                        .unwrap_or_default();
                     if !self.paged.contains(&route) {
                         self.paged.push(route.clone());
                     }
-                    self.phase = Phase::Suspended { reason: reason.clone() };
+                    self.phase = Phase::Suspended {
+                        reason: reason.clone(),
+                    };
                     fx.push(Effect::Page { route, reason });
                 }
                 RefusalKind::Storm => {
                     // The storm page covers every incident at once; no page per incident.
-                    fx.push(record(now, "escalated", format!("escalated: {reason}"), serde_json::json!({"kind": kind})));
+                    fx.push(record(
+                        now,
+                        "escalated",
+                        format!("escalated: {reason}"),
+                        serde_json::json!({"kind": kind}),
+                    ));
                     self.phase = Phase::Escalated { reason };
                 }
                 RefusalKind::Breaker | RefusalKind::Budget | RefusalKind::Namespace => {
-                    fx.push(record(now, "refused", reason.clone(), serde_json::json!({"kind": kind})));
+                    fx.push(record(
+                        now,
+                        "refused",
+                        reason.clone(),
+                        serde_json::json!({"kind": kind}),
+                    ));
                     self.escalate(policy, reason, now, &mut fx);
                 }
             },
             Event::Resumed => {
                 if let Phase::Suspended { .. } = self.phase {
-                    fx.push(record(now, "resumed", "automation resumed; the ladder continues", serde_json::Value::Null));
+                    fx.push(record(
+                        now,
+                        "resumed",
+                        "automation resumed; the ladder continues",
+                        serde_json::Value::Null,
+                    ));
                     self.ready(policy, now, &mut fx);
                 }
             }
@@ -576,7 +731,12 @@ impl Incident {
     }
 }
 
-fn record(at: Timestamp, kind: &str, message: impl Into<String>, data: serde_json::Value) -> Effect {
+fn record(
+    at: Timestamp,
+    kind: &str,
+    message: impl Into<String>,
+    data: serde_json::Value,
+) -> Effect {
     Effect::Record(Entry {
         at,
         kind: kind.to_string(),

@@ -67,7 +67,12 @@ pub fn window_start(rec: &BreakerRecord, now: Timestamp, cfg: &BreakerConfig) ->
 }
 
 /// The record after a failure; `failures` counts the failures in the window including this one.
-pub fn on_failure(rec: &BreakerRecord, failures: u32, now: Timestamp, cfg: &BreakerConfig) -> BreakerRecord {
+pub fn on_failure(
+    rec: &BreakerRecord,
+    failures: u32,
+    now: Timestamp,
+    cfg: &BreakerConfig,
+) -> BreakerRecord {
     let was_trial = rec.trial;
     if was_trial || failures >= cfg.failures {
         BreakerRecord {
@@ -145,7 +150,10 @@ mod tests {
             ..Default::default()
         });
         let failed = on_failure(&opened, 1, t(700), &CFG);
-        assert_eq!(state(&failed, t(701), &CFG), BreakerState::Open { until: t(1300) });
+        assert_eq!(
+            state(&failed, t(701), &CFG),
+            BreakerState::Open { until: t(1300) }
+        );
         let ok = on_success(&opened, t(700));
         assert_eq!(state(&ok, t(701), &CFG), BreakerState::Closed);
         assert_eq!(window_start(&ok, t(800), &CFG), t(700));

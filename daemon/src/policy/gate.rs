@@ -106,7 +106,10 @@ pub fn evaluate(input: &GateInput, now: Timestamp) -> Decision {
     if let Some(p) = &input.paused {
         return refuse(
             RefusalKind::Paused,
-            format!("automation paused ({}) by {}: {}", p.scope, p.author, p.reason),
+            format!(
+                "automation paused ({}) by {}: {}",
+                p.scope, p.author, p.reason
+            ),
         );
     }
     if let Some((active, max)) = input.storm
@@ -114,7 +117,9 @@ pub fn evaluate(input: &GateInput, now: Timestamp) -> Decision {
     {
         return refuse(
             RefusalKind::Storm,
-            format!("storm guard: {active} targets in incident at once (limit {max}); workload automation stopped"),
+            format!(
+                "storm guard: {active} targets in incident at once (limit {max}); workload automation stopped"
+            ),
         );
     }
     if let Some((ns, false)) = &input.namespace {
@@ -124,10 +129,7 @@ pub fn evaluate(input: &GateInput, now: Timestamp) -> Decision {
         );
     }
     if let Some(other) = &input.busy_with {
-        return refuse(
-            RefusalKind::Busy,
-            format!("held: target busy with {other}"),
-        );
+        return refuse(RefusalKind::Busy, format!("held: target busy with {other}"));
     }
     let mut trials = Vec::new();
     for b in &input.breakers {
@@ -208,7 +210,10 @@ mod tests {
         i.storm = Some((4, 3));
         assert!(matches!(
             evaluate(&i, Timestamp(0)),
-            Decision::Refuse(Refusal { kind: RefusalKind::Storm, .. })
+            Decision::Refuse(Refusal {
+                kind: RefusalKind::Storm,
+                ..
+            })
         ));
     }
 
@@ -240,7 +245,10 @@ mod tests {
         });
         assert!(matches!(
             evaluate(&i, Timestamp(1000)),
-            Decision::Refuse(Refusal { kind: RefusalKind::Breaker, .. })
+            Decision::Refuse(Refusal {
+                kind: RefusalKind::Breaker,
+                ..
+            })
         ));
         assert_eq!(
             evaluate(&i, Timestamp(60_000)),

@@ -440,7 +440,10 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                         file,
                         line,
                         "routes.url",
-                        format!("route {:?}: url must start with http:// or https://", r.name.value),
+                        format!(
+                            "route {:?}: url must start with http:// or https://",
+                            r.name.value
+                        ),
                     );
                 }
                 RouteKind::Webhook { url, source }
@@ -644,10 +647,7 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                     on_failure,
                 });
             }
-            if levels
-                .insert(l, Ladder { steps, escalate_to })
-                .is_some()
-            {
+            if levels.insert(l, Ladder { steps, escalate_to }).is_some() {
                 diag.push(
                     file,
                     lv.level.referenced.line(),

@@ -142,7 +142,11 @@ mod tests {
     #[test]
     fn equality_and_inequality_compare_exactly() {
         let l = labels(&[("alertname", "HighErrorRate")]);
-        assert!(Matcher::parse(r#"alertname="HighErrorRate""#).unwrap().matches(&l));
+        assert!(
+            Matcher::parse(r#"alertname="HighErrorRate""#)
+                .unwrap()
+                .matches(&l)
+        );
         assert!(!Matcher::parse("alertname=HighError").unwrap().matches(&l));
         assert!(Matcher::parse(r#"alertname!="Other""#).unwrap().matches(&l));
     }
@@ -150,9 +154,21 @@ mod tests {
     #[test]
     fn regexes_are_anchored_like_alertmanager() {
         let l = labels(&[("severity", "critical-ish")]);
-        assert!(!Matcher::parse(r#"severity=~"critical""#).unwrap().matches(&l));
-        assert!(Matcher::parse(r#"severity=~"critical.*""#).unwrap().matches(&l));
-        assert!(Matcher::parse(r#"severity!~"warning|critical""#).unwrap().matches(&l));
+        assert!(
+            !Matcher::parse(r#"severity=~"critical""#)
+                .unwrap()
+                .matches(&l)
+        );
+        assert!(
+            Matcher::parse(r#"severity=~"critical.*""#)
+                .unwrap()
+                .matches(&l)
+        );
+        assert!(
+            Matcher::parse(r#"severity!~"warning|critical""#)
+                .unwrap()
+                .matches(&l)
+        );
     }
 
     #[test]
@@ -165,9 +181,25 @@ mod tests {
 
     #[test]
     fn bad_matchers_say_what_is_valid() {
-        assert!(Matcher::parse("alertname").unwrap_err().contains("valid: =, !=, =~, !~"));
-        assert!(Matcher::parse(r#"a=~"(""#).unwrap_err().contains("invalid regex"));
-        assert!(Matcher::parse(r#"a="x"#).unwrap_err().contains("unterminated quote"));
-        assert!(Matcher::parse(r#"bad-name="x""#).unwrap_err().contains("label name"));
+        assert!(
+            Matcher::parse("alertname")
+                .unwrap_err()
+                .contains("valid: =, !=, =~, !~")
+        );
+        assert!(
+            Matcher::parse(r#"a=~"(""#)
+                .unwrap_err()
+                .contains("invalid regex")
+        );
+        assert!(
+            Matcher::parse(r#"a="x"#)
+                .unwrap_err()
+                .contains("unterminated quote")
+        );
+        assert!(
+            Matcher::parse(r#"bad-name="x""#)
+                .unwrap_err()
+                .contains("label name")
+        );
     }
 }

@@ -136,7 +136,8 @@ impl Commit {
 /// The narrow interface the engine, intake and API use; SQLite now, PostgreSQL later.
 pub trait Store: Send + Sync + 'static {
     /// Stores one delivery's signals durably, deduplicating on (fingerprint, startsAt, status).
-    fn ingest(&self, receipt: Receipt, signals: Vec<Signal>) -> BoxFuture<'_, Result<IngestResult>>;
+    fn ingest(&self, receipt: Receipt, signals: Vec<Signal>)
+    -> BoxFuture<'_, Result<IngestResult>>;
     /// Signals not yet handled by the engine, oldest first.
     fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
     /// Allocates the next `INC-YYYY-NNNN` id.
@@ -168,7 +169,11 @@ pub trait Store: Send + Sync + 'static {
     /// Pages not yet delivered.
     fn outbox_depth(&self) -> BoxFuture<'_, Result<u64>>;
     /// Incidents newest first, optionally by status.
-    fn list_incidents(&self, status: Option<Status>, limit: usize) -> BoxFuture<'_, Result<Vec<Incident>>>;
+    fn list_incidents(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Incident>>>;
     /// One incident.
     fn get_incident(&self, id: &str) -> BoxFuture<'_, Result<Option<Incident>>>;
     /// An incident's timeline, oldest first.

@@ -127,8 +127,10 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(db)?;
         // WAL lets readers proceed during writes; synchronous=FULL makes each commit durable
         // before the webhook answers 200.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
         migrate(&mut conn).map_err(db)?;
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -277,7 +279,9 @@ fn apply_commit(conn: &mut Connection, c: Commit) -> Result<()> {
             )
             .map_err(db)?;
         if n == 0 {
-            return Err(StoreError::AlreadyClaimed(format!("{id} ladder {ladder} step {step}")));
+            return Err(StoreError::AlreadyClaimed(format!(
+                "{id} ladder {ladder} step {step}"
+            )));
         }
     }
     apply_rest(&tx, &c).map_err(db)?;
@@ -286,12 +290,11 @@ fn apply_commit(conn: &mut Connection, c: Commit) -> Result<()> {
 
 fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()> {
     for i in &c.incidents {
-        let seq: i64 = i
-            .id
-            .rsplit('-')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let seq: i64 =
+            i.id.rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
         tx.execute(
             "INSERT INTO incidents (id, seq, rule, target_key, status, opened_at, updated_at, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -315,7 +318,10 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
         )?;
     }
     for id in &c.processed {
-        tx.execute("UPDATE signals SET processed = 1 WHERE id = ?1", params![id])?;
+        tx.execute(
+            "UPDATE signals SET processed = 1 WHERE id = ?1",
+            params![id],
+        )?;
     }
     for (route, n) in &c.outbox {
         tx.execute(
@@ -351,7 +357,11 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
 }
 
 impl Store for SqliteStore {
-    fn ingest(&self, receipt: Receipt, signals: Vec<Signal>) -> BoxFuture<'_, Result<IngestResult>> {
+    fn ingest(
+        &self,
+        receipt: Receipt,
+        signals: Vec<Signal>,
+    ) -> BoxFuture<'_, Result<IngestResult>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.tx
@@ -434,22 +444,32 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.call(move |c| {
             let body: Option<String> = c
-                .query_row("SELECT body FROM breakers WHERE key = ?1", params![key], |r| r.get(0))
+                .query_row(
+                    "SELECT body FROM breakers WHERE key = ?1",
+                    params![key],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(db)?;
-            body.map(|b| decode(&b)).transpose().map(Option::unwrap_or_default)
+            body.map(|b| decode(&b))
+                .transpose()
+                .map(Option::unwrap_or_default)
         })
     }
 
     fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>> {
         self.call(|c| {
-            let mut st = c.prepare_cached("SELECT key, body FROM breakers ORDER BY key").map_err(db)?;
+            let mut st = c
+                .prepare_cached("SELECT key, body FROM breakers ORDER BY key")
+                .map_err(db)?;
             let rows = st
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
-            rows.into_iter().map(|(k, b)| Ok((k, decode(&b)?))).collect()
+            rows.into_iter()
+                .map(|(k, b)| Ok((k, decode(&b)?)))
+                .collect()
         })
     }
 
@@ -468,7 +488,9 @@ impl Store for SqliteStore {
 
     fn pauses(&self) -> BoxFuture<'_, Result<Vec<Pause>>> {
         self.call(|c| {
-            let mut st = c.prepare_cached("SELECT body FROM pauses ORDER BY scope").map_err(db)?;
+            let mut st = c
+                .prepare_cached("SELECT body FROM pauses ORDER BY scope")
+                .map_err(db)?;
             let rows = st
                 .query_map([], |r| r.get::<_, String>(0))
                 .map_err(db)?
@@ -550,13 +572,21 @@ impl Store for SqliteStore {
 
     fn outbox_depth(&self) -> BoxFuture<'_, Result<u64>> {
         self.call(|c| {
-            c.query_row("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL", [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(db)
+            c.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE done_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db)
         })
     }
 
-    fn list_incidents(&self, status: Option<Status>, limit: usize) -> BoxFuture<'_, Result<Vec<Incident>>> {
+    fn list_incidents(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Incident>>> {
         self.call(move |c| match status {
             Some(s) => incidents_where(
                 c,
@@ -574,9 +604,11 @@ impl Store for SqliteStore {
     fn get_incident(&self, id: &str) -> BoxFuture<'_, Result<Option<Incident>>> {
         let id = id.to_string();
         self.call(move |c| {
-            Ok(incidents_where(c, "SELECT body FROM incidents WHERE id = ?1", params![id])?
-                .into_iter()
-                .next())
+            Ok(
+                incidents_where(c, "SELECT body FROM incidents WHERE id = ?1", params![id])?
+                    .into_iter()
+                    .next(),
+            )
         })
     }
 
@@ -600,10 +632,12 @@ impl Store for SqliteStore {
             let mut st = c
                 .prepare_cached("SELECT status, COUNT(*) FROM incidents GROUP BY status")
                 .map_err(db)?;
-            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
-                .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db)
+            st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)
         })
     }
 

@@ -1,0 +1,410 @@
+//! The HTTP API: webhook, incidents, pause/resume, health, metrics, dashboard.
+
+mod dashboard;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::clock::{Clock, Timestamp};
+use crate::engine::SharedRuleset;
+use crate::incident::{Entry, Incident, Status};
+use crate::intake::webhook;
+use crate::store::{Pause, Store, StoreError};
+use crate::telemetry::{CodeLabel, Metrics, StateLabel};
+
+/// What handlers share.
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the engine after signals are stored.
+    pub wake: Arc<Notify>,
+    /// Bearer token for the webhook and pause/resume.
+    pub token: Option<String>,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// The ruleset (readiness and the dashboard).
+    pub ruleset: SharedRuleset,
+    /// Cleared when shutdown begins.
+    pub ready: AtomicBool,
+    /// Webhook body limit.
+    pub max_body: usize,
+}
+
+/// An API error: a status and a JSON `{"error": ...}` that never leaks internals.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "Store error in API");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "store unavailable".into())
+    }
+}
+
+/// The router; tests call it directly or serve it.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.max_body;
+    Router::new()
+        .route(
+            "/webhook/alertmanager",
+            post(webhook_handler).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/pause", post(pause))
+        .route("/api/v1/resume", post(resume))
+        .route("/", get(dashboard::page))
+        .with_state(state)
+}
+
+fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match &state.token {
+        None => Ok(()),
+        Some(t) => {
+            if webhook::authorized(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()), t) {
+                Ok(())
+            } else {
+                Err(ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or invalid bearer token".into(),
+                ))
+            }
+        }
+    }
+}
+
+async fn webhook_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let resp = webhook_inner(&state, &headers, &body).await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    state
+        .metrics
+        .webhook_duration
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .webhook_requests
+        .get_or_create(&CodeLabel {
+            code: resp.status().as_u16().to_string(),
+        })
+        .inc();
+    resp
+}
+
+async fn webhook_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    check_token(state, headers)?;
+    let now = state.clock.now();
+    let (receipt, signals) = webhook::parse(body, now).map_err(|e| {
+        state.metrics.signal("webhook", "rejected", 1);
+        tracing::warn!(error = %e.0, "Rejected webhook payload");
+        ApiError(StatusCode::BAD_REQUEST, e.0)
+    })?;
+    if receipt.truncated_alerts > 0 {
+        state
+            .metrics
+            .truncated_alerts
+            .inc_by(receipt.truncated_alerts);
+        tracing::warn!(truncated = receipt.truncated_alerts, group_key = %receipt.group_key, "Alertmanager truncated this payload; missing alerts are not treated as resolved");
+    }
+    let truncated = receipt.truncated_alerts;
+    let r = state.store.ingest(receipt, signals).await.map_err(|e| {
+        Metrics::reason(&state.metrics.store_errors, "ingest");
+        tracing::error!(error = %e, "Could not store webhook signals; answering 503 so Alertmanager retries");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry".into())
+    })?;
+    state.metrics.signal("webhook", "stored", r.stored as u64);
+    state
+        .metrics
+        .signal("webhook", "duplicate", r.duplicates as u64);
+    if r.stored > 0 {
+        state.wake.notify_one();
+    }
+    Ok(Json(serde_json::json!({"stored": r.stored, "duplicates": r.duplicates, "truncated_alerts": truncated})).into_response())
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
+    if !state.ready.load(Ordering::SeqCst) {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down".into(),
+        ));
+    }
+    state.store.ping().await?;
+    Ok("ready\n")
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Ok(counts) = state.store.count_by_status().await {
+        for s in Status::ALL {
+            let n = counts
+                .iter()
+                .find(|(k, _)| k == s.as_str())
+                .map_or(0, |(_, n)| *n);
+            state
+                .metrics
+                .incidents
+                .get_or_create(&StateLabel {
+                    state: s.as_str().into(),
+                })
+                .set(n as i64);
+        }
+    }
+    if let Ok(d) = state.store.outbox_depth().await {
+        state.metrics.outbox_depth.set(d as i64);
+    }
+    if let Ok(bs) = state.store.breakers().await {
+        let rs = state.ruleset.read().expect("ruleset lock").clone();
+        let now = state.clock.now();
+        let mut counts =
+            std::collections::BTreeMap::from([("closed", 0i64), ("open", 0), ("half_open", 0)]);
+        for (k, rec) in bs {
+            let cfg = if k == "global" {
+                rs.limits.breaker_global
+            } else {
+                rs.limits.breaker_target
+            };
+            *counts
+                .entry(crate::policy::breaker::state(&rec, now, &cfg).as_str())
+                .or_default() += 1;
+        }
+        for (s, n) in counts {
+            state
+                .metrics
+                .breakers
+                .get_or_create(&StateLabel { state: s.into() })
+                .set(n);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// An incident as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IncidentView {
+    /// Id.
+    pub id: String,
+    /// Rule.
+    pub rule: String,
+    /// Policy.
+    pub policy: String,
+    /// Level.
+    pub level: u8,
+    /// Status.
+    pub status: Status,
+    /// Target.
+    pub target: crate::rules::Target,
+    /// Labels of the opening signal.
+    pub labels: crate::signal::Labels,
+    /// Alerts still firing.
+    pub firing: Vec<String>,
+    /// Opened.
+    pub opened_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Resolved.
+    pub resolved_at: Option<Timestamp>,
+    /// Machine phase, with its reason.
+    pub phase: crate::incident::Phase,
+    /// Timeline (single-incident answer only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<Entry>>,
+}
+
+impl IncidentView {
+    /// Builds the view.
+    pub fn new(i: &Incident, timeline: Option<Vec<Entry>>) -> Self {
+        Self {
+            id: i.id.clone(),
+            rule: i.rule.clone(),
+            policy: i.policy.clone(),
+            level: i.level,
+            status: i.status(),
+            target: i.target.clone(),
+            labels: i.labels.clone(),
+            firing: i.active.keys().cloned().collect(),
+            opened_at: i.opened_at,
+            updated_at: i.updated_at,
+            resolved_at: i.resolved_at,
+            phase: i.phase.clone(),
+            timeline,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_incidents(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("status: {s:?}; valid: open, remediating, verifying, escalated, suspended, resolved"),
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let list = state.store.list_incidents(status, limit).await?;
+    let views: Vec<IncidentView> = list.iter().map(|i| IncidentView::new(i, None)).collect();
+    Ok(Json(serde_json::json!({"incidents": views})))
+}
+
+async fn get_incident(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<IncidentView>, ApiError> {
+    let inc = state
+        .store
+        .get_incident(&id)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")))?;
+    let tl = state.store.timeline(&id).await?;
+    Ok(Json(IncidentView::new(&inc, Some(tl))))
+}
+
+/// `POST /api/v1/pause` and `/resume` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// Pause one rule.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Pause one namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Why (required to pause).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who.
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+fn scope(p: &PauseRequest) -> Result<String, ApiError> {
+    match (&p.rule, &p.namespace) {
+        (None, None) => Ok("global".into()),
+        (Some(r), None) => Ok(format!("rule:{r}")),
+        (None, Some(n)) => Ok(format!("namespace:{n}")),
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "rule, namespace: give one scope, or neither for a global pause".into(),
+        )),
+    }
+}
+
+fn pause_body(body: &[u8]) -> Result<PauseRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PauseRequest {
+            rule: None,
+            namespace: None,
+            reason: None,
+            author: None,
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{path}: {}", msg.split(" at line ").next().unwrap_or(&msg)),
+        )
+    })
+}
+
+async fn pause(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&state, &headers)?;
+    let req = pause_body(&body)?;
+    let scope = scope(&req)?;
+    let reason = req.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "reason: required to pause automation".into(),
+        )
+    })?;
+    let p = Pause {
+        scope: scope.clone(),
+        reason,
+        author: req.author.unwrap_or_else(|| "unknown".into()),
+        since: state.clock.now(),
+    };
+    state.store.set_pause(p.clone()).await?;
+    tracing::warn!(scope = %p.scope, author = %p.author, reason = %p.reason, "Automation paused");
+    state.wake.notify_one();
+    Ok(Json(serde_json::json!({"paused": p})))
+}
+
+async fn resume(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&state, &headers)?;
+    let req = pause_body(&body)?;
+    let scope = scope(&req)?;
+    let existed = state.store.clear_pause(&scope).await?;
+    if !existed {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no pause for scope {scope}"),
+        ));
+    }
+    tracing::warn!(scope = %scope, author = req.author.as_deref().unwrap_or("unknown"), "Automation resumed");
+    state.wake.notify_one();
+    Ok(Json(serde_json::json!({"resumed": scope})))
+}
+
+/// A plain HTML page (helper for the dashboard).
+fn html(body: String) -> Html<String> {
+    Html(body)
+}

@@ -1,0 +1,215 @@
+//! Wiring: store, ruleset, engine, outbox, HTTP; SIGHUP reload; SIGTERM shutdown with a deadline.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::action::Executors;
+use crate::api::{AppState, router};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig, SharedRuleset};
+use crate::escalate::Pager;
+use crate::escalate::webhook::WebhookPager;
+use crate::ruleset::{self, Ruleset};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::telemetry::Metrics;
+
+/// What `serve` runs with; tests replace the executors and pager.
+pub struct Parts {
+    /// Action kinds available to policies.
+    pub executors: Executors,
+    /// Delivers pages.
+    pub pager: Arc<dyn Pager>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self {
+            executors: Executors::builtin(),
+            pager: Arc::new(WebhookPager::new()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, ruleset::Diagnostics> {
+    ruleset::load(&cfg.rules, &cfg.policies, executors)
+}
+
+/// Reloads rules and policies fail-closed: an invalid set is logged and counted, the old one stays.
+pub fn reload(
+    cfg: &Config,
+    executors: &Executors,
+    shared: &SharedRuleset,
+    metrics: &Metrics,
+) -> bool {
+    match load_ruleset(cfg, executors) {
+        Ok(rs) => {
+            tracing::info!(
+                rules = rs.rules.len(),
+                policies = rs.policies.len(),
+                "Reloaded rules and policies"
+            );
+            *shared.write().expect("ruleset lock") = Arc::new(rs);
+            Metrics::reason(&metrics.reloads, "ok");
+            true
+        }
+        Err(diag) => {
+            for d in &diag.0 {
+                tracing::error!(file = %d.file, line = d.line, field = %d.field, "{}", d.message);
+            }
+            tracing::error!(
+                errors = diag.len(),
+                "Reload rejected; the previous rules and policies keep running"
+            );
+            Metrics::reason(&metrics.reloads, "error");
+            false
+        }
+    }
+}
+
+/// Runs the daemon on `cfg.listen` until SIGTERM or SIGINT.
+pub async fn serve(cfg: Config, parts: Parts) -> anyhow::Result<()> {
+    let addr = cfg.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping intake"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping intake"),
+            }
+            stop.cancel();
+        });
+    }
+    run(cfg, parts, listener, stop).await
+}
+
+/// Runs the daemon on a bound listener until `stop` is cancelled (tests call this directly).
+pub async fn run(
+    cfg: Config,
+    parts: Parts,
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let token = cfg.token()?;
+    let deadline = cfg.shutdown_deadline()?;
+    let db: PathBuf = cfg.sqlite_path().context("store must be sqlite://PATH")?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db).with_context(|| format!("opening store {}", db.display()))?,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let rs = load_ruleset(&cfg, &parts.executors).map_err(|d| {
+        anyhow::anyhow!(
+            "rules and policies are invalid ({} error(s)):\n{d}",
+            d.len()
+        )
+    })?;
+    tracing::info!(rules = rs.rules.len(), policies = rs.policies.len(), routes = rs.routes.len(), mode = cfg.mode.as_str(), store = %db.display(), "Loaded rules and policies");
+    for r in rs.routes.values() {
+        let crate::policy::RouteKind::Webhook { url, source } = &r.kind;
+        if url.is_none() {
+            tracing::warn!(route = %r.name, source = %source, "Route has no destination: its pages are recorded, not sent");
+        }
+    }
+    let shared: SharedRuleset = Arc::new(RwLock::new(Arc::new(rs)));
+    let wake = Arc::new(Notify::new());
+    let outbox_wake = Arc::new(Notify::new());
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        token,
+        clock: parts.clock.clone(),
+        ruleset: shared.clone(),
+        ready: AtomicBool::new(true),
+        max_body: cfg.max_body,
+    });
+    tracing::info!(listen = %listener.local_addr()?, "Serving");
+
+    let engine = Engine::new(
+        store.clone(),
+        shared.clone(),
+        parts.executors.clone(),
+        parts.clock.clone(),
+        metrics.clone(),
+        EngineConfig {
+            mode: cfg.mode,
+            ..Default::default()
+        },
+        wake.clone(),
+    );
+    let engine_task = tokio::spawn(engine.run(cancel.clone(), tasks.clone()));
+    let outbox_task = tokio::spawn(crate::escalate::outbox::run(
+        store.clone(),
+        parts.pager.clone(),
+        shared.clone(),
+        parts.clock.clone(),
+        metrics.clone(),
+        outbox_wake,
+        cancel.clone(),
+    ));
+
+    // SIGHUP: reload fail-closed.
+    {
+        let cfg = cfg.clone();
+        let executors = parts.executors.clone();
+        let shared = shared.clone();
+        let metrics = metrics.clone();
+        let cancel = cancel.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    Some(()) = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading rules and policies");
+                        reload(&cfg, &executors, &shared, &metrics);
+                    }
+                }
+            }
+        });
+    }
+
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            stop.cancelled().await;
+            state.ready.store(false, Ordering::SeqCst);
+        }
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
+    // Intake has stopped and every accepted request has been answered (its writes are durable).
+    cancel.cancel();
+    tasks.close();
+    let finished = tokio::time::timeout(deadline, async {
+        let _ = engine_task.await;
+        let _ = outbox_task.await;
+        tasks.wait().await;
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(deadline = ?deadline, "Shutdown deadline passed with actions in flight; they are recovered as interrupted on restart");
+    }
+    tracing::info!("Stopped");
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The command line: `serve`, `check`, `simulate`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::action::{ActionRequest, Executors};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Mode, Overrides};
+use crate::intake::webhook;
+use crate::ruleset;
+use crate::signal::Status;
+
+/// remedyd: alert-driven auto-remediation.
+#[derive(Debug, Parser)]
+#[command(name = "remedyd", version)]
+pub struct Cli {
+    /// Config file (default: ./remedyd.toml if present).
+    #[arg(long, global = true, env = "REMEDYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Rules directory.
+    #[arg(long, global = true)]
+    pub rules: Option<PathBuf>,
+    /// Policies directory.
+    #[arg(long, global = true)]
+    pub policies: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Listen address (HOST:PORT).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store URL (sqlite://PATH).
+        #[arg(long)]
+        store: Option<String>,
+        /// dry-run or enforce.
+        #[arg(long, value_parser = Mode::parse)]
+        mode: Option<Mode>,
+    },
+    /// Validate config, rules and policies; print every error; exit 1 on any.
+    Check,
+    /// Feed an Alertmanager payload through the rules and policies and print the plan.
+    Simulate {
+        /// Alertmanager webhook JSON file.
+        #[arg(long)]
+        alerts: PathBuf,
+    },
+}
+
+impl Cli {
+    /// Flag overrides for the config.
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides {
+            rules: self.rules.clone(),
+            policies: self.policies.clone(),
+            ..Default::default()
+        };
+        if let Command::Serve {
+            listen,
+            store,
+            mode,
+        } = &self.command
+        {
+            o.listen = listen.clone();
+            o.store = store.clone();
+            o.mode = *mode;
+        }
+        o
+    }
+}
+
+/// `remedyd check`: returns the exit code.
+pub fn check(cli: &Cli) -> i32 {
+    let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    match ruleset::load(&cfg.rules, &cfg.policies, &Executors::builtin()) {
+        Ok(rs) => {
+            println!(
+                "ok: {} rule(s), {} polic(ies), {} route(s) from {} file(s); mode {}",
+                rs.rules.len(),
+                rs.policies.len(),
+                rs.routes.len(),
+                rs.files.len(),
+                cfg.mode.as_str()
+            );
+            0
+        }
+        Err(d) => {
+            eprint!("{d}");
+            eprintln!("{} error(s)", d.len());
+            1
+        }
+    }
+}
+
+/// `remedyd simulate`: prints the plan for each alert; acts on nothing. Returns the exit code.
+pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
+    let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let executors = Executors::builtin();
+    let rs = match ruleset::load(&cfg.rules, &cfg.policies, &executors) {
+        Ok(rs) => rs,
+        Err(d) => {
+            eprint!("{d}");
+            return 1;
+        }
+    };
+    let body = match std::fs::read(alerts) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: {e}", alerts.display());
+            return 1;
+        }
+    };
+    let (receipt, signals) = match webhook::parse(&body, SystemClock.now()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{}: {e}", alerts.display());
+            return 1;
+        }
+    };
+    println!(
+        "simulate: {} alert(s), mode {} (nothing is sent)",
+        signals.len(),
+        cfg.mode.as_str()
+    );
+    if receipt.truncated_alerts > 0 {
+        println!(
+            "note: truncatedAlerts = {}: those alerts are missing, not resolved",
+            receipt.truncated_alerts
+        );
+    }
+    for s in &signals {
+        println!(
+            "\nalert {} {} {:?}",
+            s.fingerprint,
+            s.status.as_str(),
+            s.labels
+        );
+        let mut any = false;
+        for rule in &rs.rules {
+            let m = match rule.evaluate(s) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(miss) => {
+                    println!(
+                        "  rule {}: matched but not mapped: {}",
+                        miss.rule, miss.reason
+                    );
+                    continue;
+                }
+            };
+            any = true;
+            println!(
+                "  rule {} → level {} on {} (policy {})",
+                m.rule,
+                m.level,
+                m.target.key(),
+                m.policy
+            );
+            if s.status == Status::Resolved {
+                println!(
+                    "    resolved: resolves an open incident and cancels its pending steps; never acts"
+                );
+                continue;
+            }
+            if !m.for_.is_zero() {
+                println!(
+                    "    waits {} (for) before the first step",
+                    crate::clock::fmt_duration(m.for_)
+                );
+            }
+            let Some(policy) = rs.policies.get(&m.policy) else {
+                continue;
+            };
+            let Some((ladder, l)) = policy.ladder(m.level) else {
+                continue;
+            };
+            let mode = policy.mode.unwrap_or(cfg.mode);
+            println!("    ladder level {ladder} ({}):", mode.as_str());
+            for (i, step) in l.steps.iter().enumerate() {
+                let mut vars = s.labels.clone();
+                vars.insert("target.kind".into(), m.target.kind.as_str().into());
+                vars.insert("target.name".into(), m.target.name.clone());
+                vars.insert("target.namespace".into(), m.target.namespace.clone());
+                vars.insert("incident.id".into(), "INC-SIMULATED".into());
+                vars.insert("incident.level".into(), m.level.to_string());
+                vars.insert("incident.rule".into(), m.rule.clone());
+                for (k, v) in &rs.vars {
+                    vars.insert(format!("vars.{k}"), v.clone());
+                }
+                let req = ActionRequest {
+                    incident: "INC-SIMULATED".into(),
+                    step: step.name.clone(),
+                    action: step.action.clone(),
+                    params: step.params.clone(),
+                    vars,
+                };
+                let plan = executors
+                    .get(&step.action)
+                    .map(|e| e.plan(&req))
+                    .unwrap_or_else(|| Err("unknown action".into()));
+                println!(
+                    "    {}. {} ({}), budget {}/{}, verify: resolved within {}, on failure: {:?}",
+                    i + 1,
+                    step.name,
+                    step.action,
+                    step.budget.max,
+                    crate::clock::fmt_duration(step.budget.per),
+                    crate::clock::fmt_duration(step.verify.timeout()),
+                    step.on_failure
+                );
+                match plan {
+                    Ok(p) => println!("       request: {p}"),
+                    Err(e) => println!("       cannot build request: {e}"),
+                }
+            }
+            println!("    then escalate to {}", l.escalate_to);
+        }
+        if !any {
+            println!("  no rule matches: recorded, nothing to do");
+        }
+    }
+    0
+}

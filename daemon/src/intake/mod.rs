@@ -1,0 +1,3 @@
+//! Intake: where signals come from.
+
+pub mod webhook;
