@@ -621,7 +621,7 @@ impl Incident {
                     .and_then(|l| l.steps.get(step))
                     .cloned();
                 let name = s.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-                let current = self.phase == Phase::Running { ladder, step };
+                let current = self.phase == Phase::Running { ladder, step } && ladder == self.ladder;
                 let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
                 match &result {
                     StepResult::Ok => fx.push(record(now, "step_ok", format!("step {name} succeeded"), detail)),
