@@ -25,6 +25,8 @@ fn signal(fp: &str, starts: i64, status: Status) -> Signal {
         fingerprint: fp.into(),
         generator_url: String::new(),
         value: None,
+        rule: None,
+        level: None,
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Parts {
     pub pager: Arc<dyn Pager>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Overrides Prometheus as the source of polled values (`remedyd test`); `None` uses
+    /// `prometheus_url`.
+    pub source: Option<Arc<dyn crate::prom::MetricSource>>,
 }
 
 impl Default for Parts {
@@ -37,12 +40,31 @@ impl Default for Parts {
             executors: Executors::builtin(),
             pager: Arc::new(WebhookPager::new()),
             clock: Arc::new(SystemClock),
+            source: None,
         }
     }
 }
 
 fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, ruleset::Diagnostics> {
-    ruleset::load(&cfg.rules, &cfg.policies, executors)
+    let rs = ruleset::load(&cfg.rules, &cfg.policies, executors)?;
+    if cfg.prometheus_url.is_none() {
+        let mut d = ruleset::Diagnostics::default();
+        for r in rs.rules.iter().filter(|r| r.polled.is_some()) {
+            let (file, line) = r.origin.rsplit_once(':').unwrap_or((&r.origin, "0"));
+            d.push(file, line.parse().unwrap_or(0), "query", format!("rule {:?} is polled but prometheus_url is not set", r.name));
+        }
+        for p in rs.policies.values() {
+            for (level, l) in &p.levels {
+                for st in l.steps.iter().filter(|s| matches!(s.verify, crate::policy::Verify::Query { .. })) {
+                    d.push(&cfg.policies.display().to_string(), 0, "steps.verify.query", format!("policy {:?} level {level} step {:?} verifies with PromQL but prometheus_url is not set", p.name, st.name));
+                }
+            }
+        }
+        if !d.is_empty() {
+            return Err(d);
+        }
+    }
+    Ok(rs)
 }
 
 /// Reloads rules and policies fail-closed: an invalid set is logged and counted, the old one stays.
@@ -143,7 +165,12 @@ pub async fn run(
     });
     tracing::info!(listen = %listener.local_addr()?, "Serving");
 
-    let engine = Engine::new(
+    let source: Option<Arc<dyn crate::prom::MetricSource>> = match (&parts.source, &cfg.prometheus_url) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(url)) => Some(Arc::new(crate::prom::PromClient::new(url, metrics.clone()).map_err(anyhow::Error::msg)?)),
+        (None, None) => None,
+    };
+    let mut engine = Engine::new(
         store.clone(),
         shared.clone(),
         parts.executors.clone(),
@@ -155,6 +182,12 @@ pub async fn run(
         },
         wake.clone(),
     );
+    if let Some(src) = &source {
+        engine = engine.with_source(src.clone());
+        // SQLite means one replica, so this process is the leader and polls.
+        let poller = crate::intake::poller::Poller::new(store.clone(), shared.clone(), src.clone(), parts.clock.clone(), metrics.clone(), wake.clone());
+        tokio::spawn(poller.run(cancel.clone()));
+    }
     let engine_task = tokio::spawn(engine.run(cancel.clone(), tasks.clone()));
     let outbox_task = tokio::spawn(crate::escalate::outbox::run(
         store.clone(),

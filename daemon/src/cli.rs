@@ -52,6 +52,35 @@ pub enum Command {
         #[arg(long)]
         alerts: PathBuf,
     },
+    /// Run rule and policy unit tests (series and alerts over time, expected incidents).
+    Test {
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `remedyd test`: returns the exit code.
+pub fn test(files: &[PathBuf]) -> i32 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let mut failed = 0;
+    for f in files {
+        match rt.block_on(crate::testing::run_file(f)) {
+            Ok(fails) if fails.is_empty() => println!("{}: SUCCESS", f.display()),
+            Ok(fails) => {
+                failed += 1;
+                println!("{}: FAILED", f.display());
+                for x in fails {
+                    println!("  {x}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{}: ERROR\n  {e}", f.display());
+            }
+        }
+    }
+    i32::from(failed > 0)
 }
 
 impl Cli {

@@ -14,11 +14,12 @@ use crate::action::{ActionRequest, Executors, Outcome};
 use crate::clock::{Clock, Timestamp};
 use crate::config::Mode;
 use crate::escalate::{self, NotificationKind};
-use crate::incident::{Effect, Entry, Event, Incident, Phase, StepResult};
+use crate::incident::{Effect, Entry, Event, Incident, Phase, Probe, StepResult};
+use crate::prom::MetricSource;
 use crate::policy::breaker;
 use crate::policy::budget::BudgetUse;
 use crate::policy::gate::{self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind};
-use crate::policy::{Policy, Step};
+use crate::policy::{Policy, Step, Verify};
 use crate::ruleset::Ruleset;
 use crate::signal::Status as SignalStatus;
 use crate::store::{Commit, Pause, Store, StoreError};
@@ -39,6 +40,18 @@ struct Done {
     step: usize,
     action: String,
     outcome: Outcome,
+}
+
+/// What background work reports back to the engine.
+enum Msg {
+    /// An action returned.
+    Step(Done),
+    /// A verification probe returned.
+    Probe {
+        incident: String,
+        step: usize,
+        probe: Probe,
+    },
 }
 
 /// Engine settings.
@@ -70,9 +83,11 @@ pub struct Engine {
     config: EngineConfig,
     wake: Arc<Notify>,
     running: HashSet<String>,
+    probing: HashSet<String>,
+    source: Option<Arc<dyn MetricSource>>,
     storm_paged: bool,
-    done_tx: mpsc::Sender<Done>,
-    done_rx: mpsc::Receiver<Done>,
+    done_tx: mpsc::Sender<Msg>,
+    done_rx: mpsc::Receiver<Msg>,
 }
 
 fn bucket(kind: RefusalKind) -> &'static str {
@@ -100,10 +115,18 @@ impl Engine {
             config,
             wake,
             running: HashSet::new(),
+            probing: HashSet::new(),
+            source: None,
             storm_paged: false,
             done_tx,
             done_rx,
         }
+    }
+
+    /// Where PromQL verifications read values (Prometheus); without one they have no data.
+    pub fn with_source(mut self, source: Arc<dyn MetricSource>) -> Self {
+        self.source = Some(source);
+        self
     }
 
     fn rules(&self) -> Arc<Ruleset> {
@@ -123,19 +146,97 @@ impl Engine {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => {}
-                Some(done) = self.done_rx.recv() => {
-                    if let Err(e) = self.finish(done).await {
+                Some(msg) = self.done_rx.recv() => {
+                    if let Err(e) = self.handle(msg).await {
                         Metrics::reason(&self.metrics.store_errors, "finish");
-                        tracing::error!(error = %e, "Recording a finished step failed; it is recovered as interrupted on restart");
+                        tracing::error!(error = %e, "Recording a finished step or probe failed; a step is recovered as interrupted on restart");
                     }
                 }
                 _ = tokio::time::sleep(self.config.tick) => {}
             }
         }
         // Record what finished during shutdown; the rest resumes as "interrupted" on restart.
-        while let Ok(done) = self.done_rx.try_recv() {
-            let _ = self.finish(done).await;
+        while let Ok(msg) = self.done_rx.try_recv() {
+            let _ = self.handle(msg).await;
         }
+    }
+
+    async fn handle(&mut self, msg: Msg) -> Result<(), StoreError> {
+        match msg {
+            Msg::Step(done) => self.finish(done).await,
+            Msg::Probe { incident, step, probe } => {
+                self.probing.remove(&incident);
+                let rs = self.rules();
+                let now = self.clock.now();
+                let Some(mut inc) = self.store.get_incident(&incident).await? else {
+                    return Ok(());
+                };
+                let Some(policy) = rs.policies.get(&inc.policy) else {
+                    return Ok(());
+                };
+                let fx = inc.apply(Event::Probe { step, probe }, policy, now);
+                if fx.is_empty() {
+                    return Ok(());
+                }
+                let mut c = Commit::default();
+                self.effects(&inc, fx, &rs, &mut c, now).await?;
+                c.incidents.push(inc);
+                self.store.commit(c).await
+            }
+        }
+    }
+
+    fn launch_probe(&mut self, tasks: &TaskTracker, rs: &Ruleset, inc: &Incident, step: usize, spec: &Step) {
+        let Verify::Query { query, above, .. } = &spec.verify else { return };
+        self.probing.insert(inc.id.clone());
+        let vars = self.request(rs, inc, spec).vars;
+        let rendered = crate::template::Template::parse(query).and_then(|t| t.render(&vars));
+        let above = *above;
+        let source = self.source.clone();
+        let tx = self.done_tx.clone();
+        let wake = self.wake.clone();
+        let incident = inc.id.clone();
+        tasks.spawn(async move {
+            let probe = match (rendered, source) {
+                (Err(e), _) => Probe::NoData(format!("query template: {e}")),
+                (Ok(_), None) => Probe::NoData("prometheus_url is not configured".into()),
+                (Ok(q), Some(src)) => match src.query(&q).await {
+                    Err(e) => Probe::NoData(e.to_string()),
+                    Ok(samples) => {
+                        let values = samples.iter().map(|s| s.value).filter(|v| !v.is_nan());
+                        // The worst series decides: the highest value for a `below` bound.
+                        let worst = if above { values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v)))) } else { values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))) };
+                        match worst {
+                            Some(v) => Probe::Value(v),
+                            None if samples.is_empty() => Probe::NoData("query returned no series".into()),
+                            None => Probe::NoData("query returned NaN".into()),
+                        }
+                    }
+                },
+            };
+            let _ = tx.send(Msg::Probe { incident, step, probe }).await;
+            wake.notify_one();
+        });
+    }
+
+    /// One synchronous round for `remedyd test` and simulations: a pass, then wait for the
+    /// actions and probes it started and record their results, then another pass.
+    pub async fn settle(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
+        for _ in 0..4 {
+            self.pass(tasks).await?;
+            tasks.close();
+            tasks.wait().await;
+            tasks.reopen();
+            let mut any = false;
+            while let Ok(msg) = self.done_rx.try_recv() {
+                self.handle(msg).await?;
+                any = true;
+            }
+            if !any {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// One pass: handle stored signals, then drive due incidents. Public for tests.
@@ -310,6 +411,10 @@ impl Engine {
         {
             self.storm_paged = false;
         }
+        let infrastructure = incidents
+            .iter()
+            .find(|i| i.level >= 3)
+            .map(|i| i.id.clone());
         let mut acting: BTreeMap<String, String> = incidents
             .iter()
             .filter(|i| i.is_acting())
@@ -327,6 +432,11 @@ impl Engine {
             {
                 fx.extend(inc.apply(Event::Resumed, policy, now));
             }
+            if let Some((step, spec)) = inc.probe_due(policy, now)
+                && !self.probing.contains(&inc.id)
+            {
+                self.launch_probe(tasks, &rs, &inc, step, spec);
+            }
             let mut start = None;
             if let Some((ladder, idx, step)) = inc.due_step(policy)
                 && !self.running.contains(&inc.id)
@@ -338,6 +448,7 @@ impl Engine {
                         step,
                         &pauses,
                         storm,
+                        infrastructure.as_ref().filter(|id| **id != inc.id),
                         acting.get(&inc.target.key()).filter(|o| **o != inc.id),
                         now,
                     )
@@ -349,7 +460,7 @@ impl Engine {
                             Metrics::reason(&self.metrics.refusals, bucket(r.kind));
                             tracing::info!(incident = %inc.id, gate = r.kind.as_str(), reason = %r.reason, "Step refused");
                         }
-                        if r.kind == RefusalKind::Storm && !self.storm_paged {
+                        if r.kind == RefusalKind::Storm && !self.storm_paged && infrastructure.is_none() {
                             self.storm_page(&rs, &r.reason, now, &mut c).await?;
                         }
                         fx.extend(inc.apply(Event::Refused(r), policy, now));
@@ -465,13 +576,13 @@ impl Engine {
                     ),
                 };
                 let _ = tx
-                    .send(Done {
+                    .send(Msg::Step(Done {
                         incident,
                         ladder,
                         step,
                         action: spec.action.clone(),
                         outcome,
-                    })
+                    }))
                     .await;
                 wake.notify_one();
             },
@@ -543,6 +654,7 @@ impl Engine {
         step: &Step,
         pauses: &[Pause],
         storm: Option<(u32, u32)>,
+        infrastructure: Option<&String>,
         busy_with: Option<&String>,
         now: Timestamp,
     ) -> Result<GateInput, StoreError> {
@@ -588,6 +700,7 @@ impl Engine {
         Ok(GateInput {
             paused: covering_pause(pauses, inc),
             storm,
+            infrastructure: infrastructure.cloned(),
             namespace: ns.map(|n| {
                 let ok = rs.limits.namespaces.contains(&n);
                 (n, ok)

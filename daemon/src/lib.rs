@@ -19,3 +19,5 @@ pub mod signal;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod prom;
+pub mod testing;

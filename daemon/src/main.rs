@@ -10,6 +10,7 @@ fn main() {
     let code = match &cli.command {
         Command::Check => remedyd::cli::check(&cli),
         Command::Simulate { alerts } => remedyd::cli::simulate(&cli, alerts),
+        Command::Test { files } => remedyd::cli::test(files),
         Command::Serve { .. } => {
             let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
                 Ok(c) => c,

@@ -70,6 +70,12 @@ pub struct Signal {
     pub generator_url: String,
     /// For polled rules, the value behind the signal.
     pub value: Option<f64>,
+    /// For polled rules, the rule that produced it (polled signals go to their rule only).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// For polled rules, the level the value maps to.
+    #[serde(default)]
+    pub level: Option<u8>,
 }
 
 impl Signal {

@@ -84,6 +84,12 @@ pub struct Metrics {
     pub reloads: Family<ReasonLabel, Counter>,
     /// Store errors by operation.
     pub store_errors: Family<ReasonLabel, Counter>,
+    /// Prometheus queries by result (ok, unavailable, rejected).
+    pub prom_queries: Family<ReasonLabel, Counter>,
+    /// Prometheus query latency, retries included.
+    pub prom_query_duration: Histogram,
+    /// Duration of one poll cycle over every due polled rule.
+    pub poll_cycle_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -113,6 +119,15 @@ impl Metrics {
             pages: Family::default(),
             reloads: Family::default(),
             store_errors: Family::default(),
+            prom_queries: Family::default(),
+            // 1 ms … ~10 s: local queries take milliseconds; the client times out at 10 s.
+            prom_query_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.5, 11),
+            ),
+            // 1 ms … ~60 s: a cycle over many rules; near `every` means polling falls behind.
+            poll_cycle_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 3.0, 11),
+            ),
             registry: Registry::default(),
         };
         registry.register(

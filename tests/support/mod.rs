@@ -132,7 +132,7 @@ impl Daemon {
         let pager = Arc::new(CapturingPager::default());
         let mut executors = Executors::builtin();
         executors.register("test", exec.clone());
-        let parts = Parts { executors, pager: pager.clone(), clock: Arc::new(SystemClock) };
+        let parts = Parts { executors, pager: pager.clone(), clock: Arc::new(SystemClock), source: None };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();

@@ -80,11 +80,27 @@ pub enum Phase {
         /// Step index.
         step: usize,
     },
-    /// Waiting for the alerts to resolve.
+    /// Waiting for the step to prove it helped.
     Verifying {
         /// Step index.
         step: usize,
         /// Verification deadline.
+        until: Timestamp,
+        /// Next PromQL probe (query verifications).
+        #[serde(default)]
+        next_probe: Option<Timestamp>,
+        /// Last probe value.
+        #[serde(default)]
+        last: Option<f64>,
+        /// Why the last probe had no data.
+        #[serde(default)]
+        no_data: Option<String>,
+    },
+    /// The query verification passed; waiting for the alerts to clear.
+    Verified {
+        /// Step index.
+        step: usize,
+        /// After this, a still-firing alert goes to a human.
         until: Timestamp,
     },
     /// Another ladder is acting on the target.
@@ -178,6 +194,16 @@ pub enum StepResult {
     Unknown,
 }
 
+/// What a verification probe saw.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// The query's value (the worst series when several answer).
+    Value(f64),
+    /// No value: no series, NaN, Prometheus unavailable, or the query rejected.
+    NoData(String),
+}
+
 /// Inputs to the machine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -225,6 +251,13 @@ pub enum Event {
     Refused(Refusal),
     /// A pause covering this incident was lifted.
     Resumed,
+    /// A verification probe returned.
+    Probe {
+        /// Step index being verified.
+        step: usize,
+        /// What it saw.
+        probe: Probe,
+    },
 }
 
 /// What the engine must do after a transition.
@@ -325,7 +358,7 @@ impl Incident {
             Phase::Waiting { .. } | Phase::Held { .. } => Status::Open,
             Phase::Ready if self.steps_started == 0 => Status::Open,
             Phase::Ready | Phase::Running { .. } => Status::Remediating,
-            Phase::Verifying { .. } => Status::Verifying,
+            Phase::Verifying { .. } | Phase::Verified { .. } => Status::Verifying,
             Phase::Suspended { .. } => Status::Suspended,
             Phase::Escalated { .. } => Status::Escalated,
             Phase::Resolved => Status::Resolved,
@@ -339,13 +372,28 @@ impl Incident {
 
     /// Whether its ladder is acting on the target right now (running or verifying a step).
     pub fn is_acting(&self) -> bool {
-        matches!(self.phase, Phase::Running { .. } | Phase::Verifying { .. })
+        matches!(
+            self.phase,
+            Phase::Running { .. } | Phase::Verifying { .. } | Phase::Verified { .. }
+        )
+    }
+
+    /// A PromQL probe due now, with the query template, if the incident is verifying one.
+    pub fn probe_due<'p>(&self, policy: &'p Policy, now: Timestamp) -> Option<(usize, &'p Step)> {
+        let Phase::Verifying { step, next_probe: Some(at), .. } = self.phase else {
+            return None;
+        };
+        if at > now {
+            return None;
+        }
+        self.ladder_of(policy)?.steps.get(step).map(|s| (step, s))
     }
 
     /// The next deadline, for the engine's timer.
     pub fn deadline(&self) -> Option<Timestamp> {
         match self.phase {
-            Phase::Waiting { until } | Phase::Verifying { until, .. } => Some(until),
+            Phase::Waiting { until } | Phase::Verified { until, .. } => Some(until),
+            Phase::Verifying { until, next_probe, .. } => Some(next_probe.map_or(until, |p| p.min(until))),
             _ => None,
         }
     }
@@ -540,6 +588,10 @@ impl Incident {
                     Phase::Escalated { .. } | Phase::Suspended { .. } => {
                         ("resolved", "alerts resolved; incident resolved".to_string())
                     }
+                    Phase::Verified { .. } => (
+                        "resolved",
+                        "alerts resolved after the verified step; incident resolved".to_string(),
+                    ),
                     Phase::Resolved => unreachable!("handled above"),
                 };
                 fx.push(record(
@@ -564,22 +616,35 @@ impl Incident {
                     ));
                     self.ready(policy, now, &mut fx);
                 }
-                Phase::Verifying { step, until } if now >= until => {
-                    let s = self
-                        .ladder_of(policy)
-                        .and_then(|l| l.steps.get(step))
-                        .cloned();
-                    let (name, action, within) = s
-                        .as_ref()
-                        .map(|s| (s.name.clone(), s.action.clone(), s.verify.timeout()))
-                        .unwrap_or_default();
-                    let why = format!(
-                        "alerts still firing {} after step {name}",
-                        fmt_duration(within)
-                    );
-                    fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": fmt_duration(within), "firing": self.active.keys().collect::<Vec<_>>()})));
-                    fx.push(Effect::BreakerFailure { action });
-                    self.after_failure(policy, step, why, now, &mut fx);
+                Phase::Verifying { step, until, last, no_data, .. } if now >= until => {
+                    let s = self.ladder_of(policy).and_then(|l| l.steps.get(step)).cloned();
+                    let (name, action, verify) = s.as_ref().map(|s| (s.name.clone(), s.action.clone(), s.verify.clone())).unwrap_or((String::new(), String::new(), crate::policy::Verify::ResolvedWithin(Duration::ZERO)));
+                    let within = fmt_duration(verify.timeout());
+                    match &verify {
+                        crate::policy::Verify::Query { no_data: policy_no_data, .. } if no_data.is_some() || last.is_none() => {
+                            let reason = no_data.unwrap_or_else(|| "no probe returned a value".into());
+                            let why = format!("verification of step {name} had no data within {within}: {reason}");
+                            fx.push(record(now, "verification_no_data", why.clone(), serde_json::json!({"step": name, "within": within, "reason": reason})));
+                            match policy_no_data {
+                                crate::policy::NoData::Escalate => self.escalate(policy, why, now, &mut fx),
+                                crate::policy::NoData::Fail => self.after_failure(policy, step, why, now, &mut fx),
+                            }
+                        }
+                        _ => {
+                            let why = match (&verify, last) {
+                                (crate::policy::Verify::Query { .. }, Some(v)) => format!("value {v} still not {} {within} after step {name}", verify.condition()),
+                                _ => format!("alerts still firing {within} after step {name}"),
+                            };
+                            fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": within, "last": last, "condition": verify.condition(), "firing": self.active.keys().collect::<Vec<_>>()})));
+                            fx.push(Effect::BreakerFailure { action });
+                            self.after_failure(policy, step, why, now, &mut fx);
+                        }
+                    }
+                }
+                Phase::Verified { step, until } if now >= until => {
+                    let name = self.ladder_of(policy).and_then(|l| l.steps.get(step)).map(|s| s.name.clone()).unwrap_or_default();
+                    let why = format!("verification of step {name} passed, but the alert is still firing at {until}");
+                    self.escalate(policy, why, now, &mut fx);
                 }
                 _ => {}
             },
@@ -643,16 +708,26 @@ impl Incident {
                 match result {
                     StepResult::Ok | StepResult::Unknown => {
                         let until = now.plus(verify);
+                        let (cond, next_probe) = match s.as_ref().map(|s| &s.verify) {
+                            Some(v @ crate::policy::Verify::Query { every, query, .. }) => (
+                                format!("{query} {} by {until}", v.condition()),
+                                Some(now.plus(*every).min(until)),
+                            ),
+                            _ => (format!("alerts must resolve by {until}"), None),
+                        };
                         fx.push(record(
                             now,
                             "verifying",
-                            format!(
-                                "verifying: alerts must resolve by {until} ({})",
-                                fmt_duration(verify)
-                            ),
+                            format!("verifying: {cond} ({})", fmt_duration(verify)),
                             serde_json::json!({"until": until}),
                         ));
-                        self.phase = Phase::Verifying { step, until };
+                        self.phase = Phase::Verifying {
+                            step,
+                            until,
+                            next_probe,
+                            last: None,
+                            no_data: None,
+                        };
                     }
                     StepResult::Failed { error } => {
                         self.after_failure(policy, step, error, now, &mut fx)
@@ -714,6 +789,31 @@ impl Incident {
                     self.escalate(policy, reason, now, &mut fx);
                 }
             },
+            Event::Probe { step, probe } => {
+                let Phase::Verifying { step: vs, until, .. } = self.phase.clone() else { return fx };
+                if vs != step {
+                    return fx;
+                }
+                let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(step)).cloned() else { return fx };
+                let crate::policy::Verify::Query { every, within, .. } = &s.verify else { return fx };
+                let next_probe = Some(now.plus(*every)).filter(|p| *p < until).or(Some(until));
+                match probe {
+                    Probe::Value(v) if s.verify.passes(v) => {
+                        fx.push(record(now, "verified", format!("verification passed: value {v} {} after step {}", s.verify.condition(), s.name), serde_json::json!({"value": v, "condition": s.verify.condition()})));
+                        fx.push(Effect::BreakerSuccess { action: s.action.clone() });
+                        self.phase = Phase::Verified { step, until: now.plus(*within) };
+                    }
+                    Probe::Value(v) => {
+                        fx.push(record(now, "probe", format!("probe: value {v}, needs {}", s.verify.condition()), serde_json::json!({"value": v, "condition": s.verify.condition()})));
+                        self.phase = Phase::Verifying { step, until, next_probe, last: Some(v), no_data: None };
+                    }
+                    Probe::NoData(reason) => {
+                        fx.push(record(now, "probe_no_data", format!("probe: no data ({reason})"), serde_json::json!({"reason": reason})));
+                        let last = match self.phase { Phase::Verifying { last, .. } => last, _ => None };
+                        self.phase = Phase::Verifying { step, until, next_probe, last, no_data: Some(reason) };
+                    }
+                }
+            }
             Event::Resumed => {
                 if let Phase::Suspended { .. } = self.phase {
                     fx.push(record(

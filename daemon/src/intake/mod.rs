@@ -1,3 +1,4 @@
 //! Intake: where signals come from.
 
+pub mod poller;
 pub mod webhook;

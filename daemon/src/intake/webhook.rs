@@ -132,6 +132,8 @@ pub fn parse(body: &[u8], received_at: Timestamp) -> Result<(Receipt, Vec<Signal
             fingerprint: a.fingerprint,
             generator_url: a.generator_url,
             value: None,
+            rule: None,
+            level: None,
         });
     }
     let receipt = Receipt {

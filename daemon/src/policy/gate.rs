@@ -78,6 +78,8 @@ pub struct GateInput {
     pub paused: Option<PauseInfo>,
     /// (distinct targets in incident, limit), when the storm guard is on.
     pub storm: Option<(u32, u32)>,
+    /// A level-3 (infrastructure) incident in progress: it turns the storm guard on.
+    pub infrastructure: Option<String>,
     /// Target namespace and whether it is allowed.
     pub namespace: Option<(String, bool)>,
     /// Another incident acting on the target.
@@ -122,6 +124,12 @@ pub fn evaluate(input: &GateInput, now: Timestamp) -> Decision {
             ),
         );
     }
+    if let Some(id) = &input.infrastructure {
+        return refuse(
+            RefusalKind::Storm,
+            format!("storm guard: level-3 incident {id} (infrastructure) in progress; workload automation stopped"),
+        );
+    }
     if let Some((ns, false)) = &input.namespace {
         return refuse(
             RefusalKind::Namespace,
@@ -164,6 +172,7 @@ mod tests {
         GateInput {
             paused: None,
             storm: Some((1, 3)),
+            infrastructure: None,
             namespace: Some(("python-services".into(), true)),
             busy_with: None,
             breakers: vec![],

@@ -138,7 +138,20 @@ struct RawStep {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVerify {
-    resolved_within: String,
+    #[serde(default)]
+    resolved_within: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    above: Option<f64>,
+    #[serde(default)]
+    below: Option<f64>,
+    #[serde(default)]
+    within: Option<String>,
+    #[serde(default)]
+    every: Option<String>,
+    #[serde(default)]
+    no_data: Option<String>,
 }
 
 /// At most `max` events per `per`.
@@ -241,12 +254,40 @@ pub enum OnFailure {
     Escalate,
 }
 
-/// How a step proves it helped.
+/// What a verification with no data leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoData {
+    /// Hand to a human at once: nobody can tell whether the step helped (default).
+    Escalate,
+    /// Treat as a failed verification (the step's `on_failure` applies); the breaker is not
+    /// charged, since an outage is not the action's fault.
+    Fail,
+}
+
+/// How a step proves it helped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verify {
     /// The incident's alerts resolve within this time.
     ResolvedWithin(#[serde(with = "crate::ruleset::duration_str")] Duration),
+    /// A PromQL value passes a bound within this time, polled every `every`.
+    Query {
+        /// PromQL, templated like action parameters.
+        query: String,
+        /// `true`: passes when above `bound`; `false`: when below.
+        above: bool,
+        /// The bound.
+        bound: f64,
+        /// Deadline.
+        #[serde(with = "crate::ruleset::duration_str")]
+        within: Duration,
+        /// Probe interval.
+        #[serde(with = "crate::ruleset::duration_str")]
+        every: Duration,
+        /// What no data means.
+        no_data: NoData,
+    },
 }
 
 impl Verify {
@@ -254,6 +295,78 @@ impl Verify {
     pub fn timeout(&self) -> Duration {
         match self {
             Verify::ResolvedWithin(d) => *d,
+            Verify::Query { within, .. } => *within,
+        }
+    }
+
+    /// Whether a value passes (always false for `resolved_within`).
+    pub fn passes(&self, v: f64) -> bool {
+        match self {
+            Verify::ResolvedWithin(_) => false,
+            Verify::Query { above, bound, .. } => {
+                if *above { v > *bound } else { v < *bound }
+            }
+        }
+    }
+
+    /// `below 0.02` / `above 10`, for messages.
+    pub fn condition(&self) -> String {
+        match self {
+            Verify::ResolvedWithin(d) => format!("alerts resolved within {}", crate::clock::fmt_duration(*d)),
+            Verify::Query { above, bound, .. } => format!("{} {bound}", if *above { "above" } else { "below" }),
+        }
+    }
+}
+
+fn compile_verify(file: &str, v: &Spanned<RawVerify>, diag: &mut Diagnostics) -> Verify {
+    let line = v.referenced.line();
+    let r = &v.value;
+    let dur = |field: &str, s: &str, diag: &mut Diagnostics| {
+        parse_duration(s).unwrap_or_else(|e| {
+            diag.push(file, line, &format!("steps.verify.{field}"), e);
+            Duration::from_secs(60)
+        })
+    };
+    match (&r.resolved_within, &r.query) {
+        (Some(d), None) => {
+            if r.above.is_some() || r.below.is_some() || r.within.is_some() || r.every.is_some() || r.no_data.is_some() {
+                diag.push(file, line, "steps.verify", "above/below/within/every/no_data go with `query`, not `resolved_within`");
+            }
+            Verify::ResolvedWithin(dur("resolved_within", d, diag))
+        }
+        (None, Some(q)) => {
+            if let Err(e) = crate::rules::polled::check_promql(q) {
+                diag.push(file, line, "steps.verify.query", e);
+            }
+            let (above, bound) = match (r.above, r.below) {
+                (Some(a), None) => (true, a),
+                (None, Some(b)) => (false, b),
+                _ => {
+                    diag.push(file, line, "steps.verify", "a query verification needs exactly one of `above` or `below`");
+                    (false, 0.0)
+                }
+            };
+            let within = match &r.within {
+                Some(w) => dur("within", w, diag),
+                None => {
+                    diag.push(file, line, "steps.verify.within", "a query verification needs `within` (e.g. 5m)");
+                    Duration::from_secs(300)
+                }
+            };
+            let every = r.every.as_deref().map_or(Duration::from_secs(15), |e| dur("every", e, diag));
+            let no_data = match r.no_data.as_deref() {
+                None | Some("escalate") => NoData::Escalate,
+                Some("fail") => NoData::Fail,
+                Some(other) => {
+                    diag.push(file, line, "steps.verify.no_data", format!("unknown no_data {other:?}; valid: escalate, fail"));
+                    NoData::Escalate
+                }
+            };
+            Verify::Query { query: q.clone(), above, bound, within, every, no_data }
+        }
+        _ => {
+            diag.push(file, line, "steps.verify", "set exactly one of `resolved_within` or `query`");
+            Verify::ResolvedWithin(Duration::ZERO)
         }
     }
 }
@@ -605,13 +718,7 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                     None => Limits::default().action_target,
                 };
                 let verify = match &s.verify {
-                    Some(v) => match parse_duration(&v.value.resolved_within) {
-                        Ok(d) => Verify::ResolvedWithin(d),
-                        Err(e) => {
-                            diag.push(file, v.referenced.line(), "steps.verify.resolved_within", e);
-                            Verify::ResolvedWithin(Duration::ZERO)
-                        }
-                    },
+                    Some(v) => compile_verify(file, v, diag),
                     None => {
                         diag.push(
                             file,

@@ -1,6 +1,7 @@
 //! Rules: which signals matter, at which level, on which target, with which policy.
 
 pub mod matcher;
+pub mod polled;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,8 +32,14 @@ pub struct RawRule {
     name: Spanned<String>,
     #[serde(default)]
     description: Option<String>,
-    #[serde(rename = "match")]
-    matchers: Spanned<Vec<Spanned<String>>>,
+    #[serde(rename = "match", default)]
+    matchers: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    query: Option<Spanned<String>>,
+    #[serde(default)]
+    every: Option<Spanned<String>>,
+    #[serde(default)]
+    levels: Option<Vec<polled::RawThreshold>>,
     #[serde(default)]
     level: Option<Spanned<u8>>,
     #[serde(default)]
@@ -129,6 +136,17 @@ pub enum LevelSpec {
         /// Value → level.
         map: BTreeMap<String, u8>,
     },
+    /// From a polled query's value (the poller computes it; signals carry it).
+    Polled(Vec<polled::Threshold>),
+}
+
+/// A polled rule's query.
+#[derive(Clone, Debug)]
+pub struct PolledQuery {
+    /// PromQL.
+    pub query: String,
+    /// Interval.
+    pub every: Duration,
 }
 
 /// A compiled rule.
@@ -138,8 +156,10 @@ pub struct Rule {
     pub name: String,
     /// Free text.
     pub description: String,
-    /// All must match.
+    /// All must match (alert rules).
     pub matchers: Vec<Matcher>,
+    /// The query, for polled rules.
+    pub polled: Option<PolledQuery>,
     /// Level derivation.
     pub level: LevelSpec,
     /// Target kind.
@@ -186,7 +206,12 @@ impl Rule {
     /// Matches a signal; `Ok(None)` when the matchers do not match, `Err` when they do but the
     /// level or target cannot be derived (recorded, never guessed).
     pub fn evaluate(&self, signal: &Signal) -> Result<Option<Match>, Miss> {
-        if !self.matchers.iter().all(|m| m.matches(&signal.labels)) {
+        let mine = match (&self.polled, &signal.rule) {
+            (Some(_), Some(r)) => *r == self.name,
+            (None, None) => self.matchers.iter().all(|m| m.matches(&signal.labels)),
+            _ => false,
+        };
+        if !mine {
             return Ok(None);
         }
         let miss = |reason: String| Miss {
@@ -194,6 +219,10 @@ impl Rule {
             reason,
         };
         let level = match &self.level {
+            LevelSpec::Polled(_) => signal
+                .level
+                .filter(|l| (1..=3).contains(l))
+                .ok_or_else(|| miss("polled signal carries no level".into()))?,
             LevelSpec::Fixed(l) => *l,
             LevelSpec::FromLabel { label, map } => {
                 let v = signal.labels.get(label).map(String::as_str).unwrap_or("");
@@ -258,21 +287,57 @@ pub fn compile(file: &str, raw: RawRuleFile, diag: &mut Diagnostics) -> Vec<Rule
             );
         }
         let mut matchers = Vec::new();
-        if r.matchers.value.is_empty() {
-            diag.push(
-                file,
-                r.matchers.referenced.line(),
-                "match",
-                "at least one matcher is required (e.g. alertname=\"HighErrorRate\")",
-            );
-        }
-        for m in &r.matchers.value {
-            match Matcher::parse(&m.value) {
-                Ok(m) => matchers.push(m),
-                Err(e) => diag.push(file, m.referenced.line(), "match", e),
+        let mut polled = None;
+        match (&r.matchers, &r.query) {
+            (Some(ms), None) => {
+                if ms.value.is_empty() {
+                    diag.push(
+                        file,
+                        ms.referenced.line(),
+                        "match",
+                        "at least one matcher is required (e.g. alertname=\"HighErrorRate\")",
+                    );
+                }
+                for m in &ms.value {
+                    match Matcher::parse(&m.value) {
+                        Ok(m) => matchers.push(m),
+                        Err(e) => diag.push(file, m.referenced.line(), "match", e),
+                    }
+                }
+                if r.every.is_some() || r.levels.is_some() {
+                    diag.push(file, line, "every", "`every` and `levels` belong to polled rules (with `query`)");
+                }
             }
+            (None, Some(q)) => {
+                if let Err(e) = polled::check_promql(&q.value) {
+                    diag.push(file, q.referenced.line(), "query", e);
+                }
+                let every = match &r.every {
+                    Some(e) => parse_duration(&e.value).unwrap_or_else(|m| {
+                        diag.push(file, e.referenced.line(), "every", m);
+                        Duration::from_secs(15)
+                    }),
+                    None => Duration::from_secs(15),
+                };
+                if every < Duration::from_secs(1) {
+                    diag.push(file, q.referenced.line(), "every", "every must be at least 1s");
+                }
+                polled = Some(PolledQuery { query: q.value.clone(), every });
+            }
+            _ => diag.push(
+                file,
+                line,
+                "match",
+                "set exactly one of `match` (Alertmanager alerts) or `query` (polled PromQL)",
+            ),
         }
         let level = match (&r.level, &r.level_from) {
+            _ if polled.is_some() => {
+                if r.level.is_some() || r.level_from.is_some() {
+                    diag.push(file, line, "level", "a polled rule takes its levels from `levels:` thresholds");
+                }
+                LevelSpec::Polled(polled::compile(file, r.levels.as_deref().unwrap_or(&[]), diag))
+            }
             (Some(l), None) => {
                 check_level(file, l.referenced.line(), "level", l.value, diag);
                 LevelSpec::Fixed(l.value)
@@ -353,6 +418,7 @@ pub fn compile(file: &str, raw: RawRuleFile, diag: &mut Diagnostics) -> Vec<Rule
                 name: r.name.value.clone(),
                 description: r.description.unwrap_or_default(),
                 matchers,
+                polled,
                 level,
                 target_kind: kind,
                 target_name,
