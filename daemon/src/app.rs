@@ -45,7 +45,8 @@ impl Default for Parts {
     }
 }
 
-fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, ruleset::Diagnostics> {
+/// Loads rules and policies and checks what they need from the config (prometheus_url).
+pub fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, ruleset::Diagnostics> {
     let rs = ruleset::load(&cfg.rules, &cfg.policies, executors)?;
     if cfg.prometheus_url.is_none() {
         let mut d = ruleset::Diagnostics::default();

@@ -114,7 +114,7 @@ pub fn check(cli: &Cli) -> i32 {
             return 1;
         }
     };
-    match ruleset::load(&cfg.rules, &cfg.policies, &Executors::builtin()) {
+    match crate::app::load_ruleset(&cfg, &Executors::builtin()) {
         Ok(rs) => {
             println!(
                 "ok: {} rule(s), {} polic(ies), {} route(s) from {} file(s); mode {}",
@@ -144,7 +144,7 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
         }
     };
     let executors = Executors::builtin();
-    let rs = match ruleset::load(&cfg.rules, &cfg.policies, &executors) {
+    let rs = match crate::app::load_ruleset(&cfg, &executors) {
         Ok(rs) => rs,
         Err(d) => {
             eprint!("{d}");
