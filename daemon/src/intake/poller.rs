@@ -225,7 +225,98 @@ impl Poller {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::RwLock;
+
     use super::*;
+    use crate::action::{BoxFuture, Executors};
+    use crate::clock::ManualClock;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Answers from a queue: each call pops the next answer.
+    struct Scripted(Mutex<Vec<Result<Vec<Sample>, QueryError>>>);
+
+    impl MetricSource for Scripted {
+        fn query<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Sample>, QueryError>> {
+            Box::pin(async move {
+                let mut q = self.0.lock().unwrap();
+                if q.is_empty() { Err(QueryError::Rejected("unexpected query".into())) } else { q.remove(0) }
+            })
+        }
+    }
+
+    fn sample(v: f64) -> Sample {
+        Sample { labels: [("service".to_string(), "checkout".to_string())].into(), value: v }
+    }
+
+    async fn setup(answers: Vec<Result<Vec<Sample>, QueryError>>) -> (Poller, Arc<dyn Store>, Arc<ManualClock>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        std::fs::write(
+            dir.path().join("rules/r.yaml"),
+            "rules:\n  - name: er\n    query: 'sum by (service) (rate(x[1m]))'\n    every: 15s\n    levels:\n      - {level: 2, above: 0.05}\n      - {level: 1, above: 0.02}\n    target: {kind: deployment, name: '{{service}}'}\n    policy: p\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("policies/p.yaml"),
+            "routes: [{name: oncall, type: webhook, url: 'http://127.0.0.1:9/'}]\npolicies:\n  - name: p\n    escalate_to: oncall\n    levels: [{level: 1}]\n",
+        )
+        .unwrap();
+        let rs = crate::ruleset::load(&dir.path().join("rules"), &dir.path().join("policies"), &Executors::default()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let clock = Arc::new(ManualClock::new(Timestamp(1_000_000)));
+        let p = Poller::new(
+            store.clone(),
+            Arc::new(RwLock::new(Arc::new(rs))),
+            Arc::new(Scripted(Mutex::new(answers))),
+            clock.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(Notify::new()),
+        );
+        (p, store, clock, dir)
+    }
+
+    #[tokio::test]
+    async fn an_outage_neither_opens_nor_resolves() {
+        let (mut p, store, clock, _d) = setup(vec![
+            Err(QueryError::Unavailable("connection refused".into())),
+            Ok(vec![sample(0.03)]),
+            Err(QueryError::Unavailable("connection refused".into())),
+        ])
+        .await;
+        assert_eq!(p.cycle().await.unwrap(), 0);
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(p.cycle().await.unwrap(), 1, "level 1 fires");
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(p.cycle().await.unwrap(), 0, "an outage resolves nothing");
+        let pending = store.pending_signals(10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].signal.status, Status::Firing);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_fires_the_new_level_before_resolving_the_old() {
+        let (mut p, store, clock, _d) = setup(vec![Ok(vec![sample(0.03)]), Ok(vec![sample(0.08)]), Ok(vec![])]).await;
+        p.cycle().await.unwrap();
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(p.cycle().await.unwrap(), 2);
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(p.cycle().await.unwrap(), 1, "a series gone from the result resolves");
+        let s: Vec<(Status, Option<u8>)> = store.pending_signals(10).await.unwrap().iter().map(|s| (s.signal.status, s.signal.level)).collect();
+        assert_eq!(s, [(Status::Firing, Some(1)), (Status::Firing, Some(2)), (Status::Resolved, Some(1)), (Status::Resolved, Some(2))]);
+    }
+
+    #[tokio::test]
+    async fn rules_are_polled_on_their_interval_only() {
+        let (mut p, store, clock, _d) = setup(vec![Ok(vec![]), Ok(vec![sample(0.03)]), Ok(vec![sample(0.03)])]).await;
+        p.cycle().await.unwrap();
+        clock.advance(Duration::from_secs(14));
+        assert_eq!(p.cycle().await.unwrap(), 0, "not due: the scripted 0.03 is not consumed");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(p.cycle().await.unwrap(), 1);
+        assert_eq!(store.pending_signals(10).await.unwrap().len(), 1);
+    }
 
     #[test]
     fn fingerprints_are_stable_and_distinct_per_level() {
