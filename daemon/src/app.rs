@@ -52,11 +52,20 @@ pub fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, rule
         let mut d = ruleset::Diagnostics::default();
         for r in rs.rules.iter().filter(|r| r.polled.is_some()) {
             let (file, line) = r.origin.rsplit_once(':').unwrap_or((&r.origin, "0"));
-            d.push(file, line.parse().unwrap_or(0), "query", format!("rule {:?} is polled but prometheus_url is not set", r.name));
+            d.push(
+                file,
+                line.parse().unwrap_or(0),
+                "query",
+                format!("rule {:?} is polled but prometheus_url is not set", r.name),
+            );
         }
         for p in rs.policies.values() {
             for (level, l) in &p.levels {
-                for st in l.steps.iter().filter(|s| matches!(s.verify, crate::policy::Verify::Query { .. })) {
+                for st in l
+                    .steps
+                    .iter()
+                    .filter(|s| matches!(s.verify, crate::policy::Verify::Query { .. }))
+                {
                     d.push(&cfg.policies.display().to_string(), 0, "steps.verify.query", format!("policy {:?} level {level} step {:?} verifies with PromQL but prometheus_url is not set", p.name, st.name));
                 }
             }
@@ -166,11 +175,14 @@ pub async fn run(
     });
     tracing::info!(listen = %listener.local_addr()?, "Serving");
 
-    let source: Option<Arc<dyn crate::prom::MetricSource>> = match (&parts.source, &cfg.prometheus_url) {
-        (Some(s), _) => Some(s.clone()),
-        (None, Some(url)) => Some(Arc::new(crate::prom::PromClient::new(url, metrics.clone()).map_err(anyhow::Error::msg)?)),
-        (None, None) => None,
-    };
+    let source: Option<Arc<dyn crate::prom::MetricSource>> =
+        match (&parts.source, &cfg.prometheus_url) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(url)) => Some(Arc::new(
+                crate::prom::PromClient::new(url, metrics.clone()).map_err(anyhow::Error::msg)?,
+            )),
+            (None, None) => None,
+        };
     let mut engine = Engine::new(
         store.clone(),
         shared.clone(),
@@ -186,7 +198,14 @@ pub async fn run(
     if let Some(src) = &source {
         engine = engine.with_source(src.clone());
         // SQLite means one replica, so this process is the leader and polls.
-        let poller = crate::intake::poller::Poller::new(store.clone(), shared.clone(), src.clone(), parts.clock.clone(), metrics.clone(), wake.clone());
+        let poller = crate::intake::poller::Poller::new(
+            store.clone(),
+            shared.clone(),
+            src.clone(),
+            parts.clock.clone(),
+            metrics.clone(),
+            wake.clone(),
+        );
         tokio::spawn(poller.run(cancel.clone()));
     }
     let engine_task = tokio::spawn(engine.run(cancel.clone(), tasks.clone()));

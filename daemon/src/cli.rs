@@ -62,7 +62,10 @@ pub enum Command {
 
 /// `remedyd test`: returns the exit code.
 pub fn test(files: &[PathBuf]) -> i32 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let mut failed = 0;
     for f in files {
         match rt.block_on(crate::testing::run_file(f)) {

@@ -15,11 +15,11 @@ use crate::clock::{Clock, Timestamp};
 use crate::config::Mode;
 use crate::escalate::{self, NotificationKind};
 use crate::incident::{Effect, Entry, Event, Incident, Phase, Probe, StepResult};
-use crate::prom::MetricSource;
 use crate::policy::breaker;
 use crate::policy::budget::BudgetUse;
 use crate::policy::gate::{self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind};
 use crate::policy::{Policy, Step, Verify};
+use crate::prom::MetricSource;
 use crate::ruleset::Ruleset;
 use crate::signal::Status as SignalStatus;
 use crate::store::{Commit, Pause, Store, StoreError};
@@ -164,7 +164,11 @@ impl Engine {
     async fn handle(&mut self, msg: Msg) -> Result<(), StoreError> {
         match msg {
             Msg::Step(done) => self.finish(done).await,
-            Msg::Probe { incident, step, probe } => {
+            Msg::Probe {
+                incident,
+                step,
+                probe,
+            } => {
                 self.probing.remove(&incident);
                 let rs = self.rules();
                 let now = self.clock.now();
@@ -186,8 +190,17 @@ impl Engine {
         }
     }
 
-    fn launch_probe(&mut self, tasks: &TaskTracker, rs: &Ruleset, inc: &Incident, step: usize, spec: &Step) {
-        let Verify::Query { query, above, .. } = &spec.verify else { return };
+    fn launch_probe(
+        &mut self,
+        tasks: &TaskTracker,
+        rs: &Ruleset,
+        inc: &Incident,
+        step: usize,
+        spec: &Step,
+    ) {
+        let Verify::Query { query, above, .. } = &spec.verify else {
+            return;
+        };
         self.probing.insert(inc.id.clone());
         let vars = self.request(rs, inc, spec).vars;
         let rendered = crate::template::Template::parse(query).and_then(|t| t.render(&vars));
@@ -205,16 +218,28 @@ impl Engine {
                     Ok(samples) => {
                         let values = samples.iter().map(|s| s.value).filter(|v| !v.is_nan());
                         // The worst series decides: the highest value for a `below` bound.
-                        let worst = if above { values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v)))) } else { values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))) };
+                        let worst = if above {
+                            values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
+                        } else {
+                            values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                        };
                         match worst {
                             Some(v) => Probe::Value(v),
-                            None if samples.is_empty() => Probe::NoData("query returned no series".into()),
+                            None if samples.is_empty() => {
+                                Probe::NoData("query returned no series".into())
+                            }
                             None => Probe::NoData("query returned NaN".into()),
                         }
                     }
                 },
             };
-            let _ = tx.send(Msg::Probe { incident, step, probe }).await;
+            let _ = tx
+                .send(Msg::Probe {
+                    incident,
+                    step,
+                    probe,
+                })
+                .await;
             wake.notify_one();
         });
     }
@@ -460,7 +485,10 @@ impl Engine {
                             Metrics::reason(&self.metrics.refusals, bucket(r.kind));
                             tracing::info!(incident = %inc.id, gate = r.kind.as_str(), reason = %r.reason, "Step refused");
                         }
-                        if r.kind == RefusalKind::Storm && !self.storm_paged && infrastructure.is_none() {
+                        if r.kind == RefusalKind::Storm
+                            && !self.storm_paged
+                            && infrastructure.is_none()
+                        {
                             self.storm_page(&rs, &r.reason, now, &mut c).await?;
                         }
                         fx.extend(inc.apply(Event::Refused(r), policy, now));

@@ -53,7 +53,8 @@ impl PromClient {
             .timeout(QUERY_TIMEOUT)
             .build()
             .map_err(|e| e.to_string())?;
-        let client = prometheus_http_query::Client::from(http, url).map_err(|e| format!("prometheus_url {url:?}: {e}"))?;
+        let client = prometheus_http_query::Client::from(http, url)
+            .map_err(|e| format!("prometheus_url {url:?}: {e}"))?;
         Ok(Self { client, metrics })
     }
 
@@ -73,14 +74,26 @@ impl PromClient {
         let mut out = Vec::new();
         if let Some(v) = data.as_vector() {
             for s in v {
-                let mut labels: Labels = s.metric().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let mut labels: Labels = s
+                    .metric()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 labels.remove("__name__");
-                out.push(Sample { labels, value: s.sample().value() });
+                out.push(Sample {
+                    labels,
+                    value: s.sample().value(),
+                });
             }
         } else if let Some(s) = data.as_scalar() {
-            out.push(Sample { labels: Labels::new(), value: s.value() });
+            out.push(Sample {
+                labels: Labels::new(),
+                value: s.value(),
+            });
         } else {
-            return Err(QueryError::Rejected("a range vector is not a valid instant result".into()));
+            return Err(QueryError::Rejected(
+                "a range vector is not a valid instant result".into(),
+            ));
         }
         Ok(out)
     }
@@ -93,10 +106,17 @@ impl MetricSource for PromClient {
             // Two quick retries ride out a Prometheus restart or a dropped connection; a rejected
             // query is not retried.
             let res = (|| self.once(promql))
-                .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_times(2).with_jitter())
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_times(2)
+                        .with_jitter(),
+                )
                 .when(|e| matches!(e, QueryError::Unavailable(_)))
                 .await;
-            self.metrics.prom_query_duration.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .prom_query_duration
+                .observe(started.elapsed().as_secs_f64());
             let result = match &res {
                 Ok(_) => "ok",
                 Err(QueryError::Unavailable(_)) => "unavailable",

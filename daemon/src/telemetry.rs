@@ -183,6 +183,21 @@ impl Metrics {
             "Store operations that failed",
             m.store_errors.clone(),
         );
+        registry.register(
+            "prometheus_queries",
+            "Prometheus queries by result",
+            m.prom_queries.clone(),
+        );
+        registry.register(
+            "prometheus_query_duration_seconds",
+            "Prometheus query latency",
+            m.prom_query_duration.clone(),
+        );
+        registry.register(
+            "poll_cycle_duration_seconds",
+            "Time to evaluate every due polled rule once",
+            m.poll_cycle_duration.clone(),
+        );
         Self { registry, ..m }
     }
 

@@ -380,7 +380,12 @@ impl Incident {
 
     /// A PromQL probe due now, with the query template, if the incident is verifying one.
     pub fn probe_due<'p>(&self, policy: &'p Policy, now: Timestamp) -> Option<(usize, &'p Step)> {
-        let Phase::Verifying { step, next_probe: Some(at), .. } = self.phase else {
+        let Phase::Verifying {
+            step,
+            next_probe: Some(at),
+            ..
+        } = self.phase
+        else {
             return None;
         };
         if at > now {
@@ -393,7 +398,9 @@ impl Incident {
     pub fn deadline(&self) -> Option<Timestamp> {
         match self.phase {
             Phase::Waiting { until } | Phase::Verified { until, .. } => Some(until),
-            Phase::Verifying { until, next_probe, .. } => Some(next_probe.map_or(until, |p| p.min(until))),
+            Phase::Verifying {
+                until, next_probe, ..
+            } => Some(next_probe.map_or(until, |p| p.min(until))),
             _ => None,
         }
     }
@@ -616,23 +623,52 @@ impl Incident {
                     ));
                     self.ready(policy, now, &mut fx);
                 }
-                Phase::Verifying { step, until, last, no_data, .. } if now >= until => {
-                    let s = self.ladder_of(policy).and_then(|l| l.steps.get(step)).cloned();
-                    let (name, action, verify) = s.as_ref().map(|s| (s.name.clone(), s.action.clone(), s.verify.clone())).unwrap_or((String::new(), String::new(), crate::policy::Verify::ResolvedWithin(Duration::ZERO)));
+                Phase::Verifying {
+                    step,
+                    until,
+                    last,
+                    no_data,
+                    ..
+                } if now >= until => {
+                    let s = self
+                        .ladder_of(policy)
+                        .and_then(|l| l.steps.get(step))
+                        .cloned();
+                    let (name, action, verify) = s
+                        .as_ref()
+                        .map(|s| (s.name.clone(), s.action.clone(), s.verify.clone()))
+                        .unwrap_or((
+                            String::new(),
+                            String::new(),
+                            crate::policy::Verify::ResolvedWithin(Duration::ZERO),
+                        ));
                     let within = fmt_duration(verify.timeout());
                     match &verify {
-                        crate::policy::Verify::Query { no_data: policy_no_data, .. } if no_data.is_some() || last.is_none() => {
-                            let reason = no_data.unwrap_or_else(|| "no probe returned a value".into());
-                            let why = format!("verification of step {name} had no data within {within}: {reason}");
+                        crate::policy::Verify::Query {
+                            no_data: policy_no_data,
+                            ..
+                        } if no_data.is_some() || last.is_none() => {
+                            let reason =
+                                no_data.unwrap_or_else(|| "no probe returned a value".into());
+                            let why = format!(
+                                "verification of step {name} had no data within {within}: {reason}"
+                            );
                             fx.push(record(now, "verification_no_data", why.clone(), serde_json::json!({"step": name, "within": within, "reason": reason})));
                             match policy_no_data {
-                                crate::policy::NoData::Escalate => self.escalate(policy, why, now, &mut fx),
-                                crate::policy::NoData::Fail => self.after_failure(policy, step, why, now, &mut fx),
+                                crate::policy::NoData::Escalate => {
+                                    self.escalate(policy, why, now, &mut fx)
+                                }
+                                crate::policy::NoData::Fail => {
+                                    self.after_failure(policy, step, why, now, &mut fx)
+                                }
                             }
                         }
                         _ => {
                             let why = match (&verify, last) {
-                                (crate::policy::Verify::Query { .. }, Some(v)) => format!("value {v} still not {} {within} after step {name}", verify.condition()),
+                                (crate::policy::Verify::Query { .. }, Some(v)) => format!(
+                                    "value {v} still not {} {within} after step {name}",
+                                    verify.condition()
+                                ),
                                 _ => format!("alerts still firing {within} after step {name}"),
                             };
                             fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": within, "last": last, "condition": verify.condition(), "firing": self.active.keys().collect::<Vec<_>>()})));
@@ -642,8 +678,14 @@ impl Incident {
                     }
                 }
                 Phase::Verified { step, until } if now >= until => {
-                    let name = self.ladder_of(policy).and_then(|l| l.steps.get(step)).map(|s| s.name.clone()).unwrap_or_default();
-                    let why = format!("verification of step {name} passed, but the alert is still firing at {until}");
+                    let name = self
+                        .ladder_of(policy)
+                        .and_then(|l| l.steps.get(step))
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
+                    let why = format!(
+                        "verification of step {name} passed, but the alert is still firing at {until}"
+                    );
                     self.escalate(policy, why, now, &mut fx);
                 }
                 _ => {}
@@ -686,7 +728,8 @@ impl Incident {
                     .and_then(|l| l.steps.get(step))
                     .cloned();
                 let name = s.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-                let current = self.phase == Phase::Running { ladder, step } && ladder == self.ladder;
+                let current =
+                    self.phase == Phase::Running { ladder, step } && ladder == self.ladder;
                 let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
                 match &result {
                     StepResult::Ok => fx.push(record(now, "step_ok", format!("step {name} succeeded"), detail)),
@@ -790,27 +833,81 @@ impl Incident {
                 }
             },
             Event::Probe { step, probe } => {
-                let Phase::Verifying { step: vs, until, .. } = self.phase.clone() else { return fx };
+                let Phase::Verifying {
+                    step: vs, until, ..
+                } = self.phase.clone()
+                else {
+                    return fx;
+                };
                 if vs != step {
                     return fx;
                 }
-                let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(step)).cloned() else { return fx };
-                let crate::policy::Verify::Query { every, within, .. } = &s.verify else { return fx };
-                let next_probe = Some(now.plus(*every)).filter(|p| *p < until).or(Some(until));
+                let Some(s) = self
+                    .ladder_of(policy)
+                    .and_then(|l| l.steps.get(step))
+                    .cloned()
+                else {
+                    return fx;
+                };
+                let crate::policy::Verify::Query { every, within, .. } = &s.verify else {
+                    return fx;
+                };
+                let next_probe = Some(now.plus(*every))
+                    .filter(|p| *p < until)
+                    .or(Some(until));
                 match probe {
                     Probe::Value(v) if s.verify.passes(v) => {
-                        fx.push(record(now, "verified", format!("verification passed: value {v} {} after step {}", s.verify.condition(), s.name), serde_json::json!({"value": v, "condition": s.verify.condition()})));
-                        fx.push(Effect::BreakerSuccess { action: s.action.clone() });
-                        self.phase = Phase::Verified { step, until: now.plus(*within) };
+                        fx.push(record(
+                            now,
+                            "verified",
+                            format!(
+                                "verification passed: value {v} {} after step {}",
+                                s.verify.condition(),
+                                s.name
+                            ),
+                            serde_json::json!({"value": v, "condition": s.verify.condition()}),
+                        ));
+                        fx.push(Effect::BreakerSuccess {
+                            action: s.action.clone(),
+                        });
+                        self.phase = Phase::Verified {
+                            step,
+                            until: now.plus(*within),
+                        };
                     }
                     Probe::Value(v) => {
-                        fx.push(record(now, "probe", format!("probe: value {v}, needs {}", s.verify.condition()), serde_json::json!({"value": v, "condition": s.verify.condition()})));
-                        self.phase = Phase::Verifying { step, until, next_probe, last: Some(v), no_data: None };
+                        fx.push(record(
+                            now,
+                            "probe",
+                            format!("probe: value {v}, needs {}", s.verify.condition()),
+                            serde_json::json!({"value": v, "condition": s.verify.condition()}),
+                        ));
+                        self.phase = Phase::Verifying {
+                            step,
+                            until,
+                            next_probe,
+                            last: Some(v),
+                            no_data: None,
+                        };
                     }
                     Probe::NoData(reason) => {
-                        fx.push(record(now, "probe_no_data", format!("probe: no data ({reason})"), serde_json::json!({"reason": reason})));
-                        let last = match self.phase { Phase::Verifying { last, .. } => last, _ => None };
-                        self.phase = Phase::Verifying { step, until, next_probe, last, no_data: Some(reason) };
+                        fx.push(record(
+                            now,
+                            "probe_no_data",
+                            format!("probe: no data ({reason})"),
+                            serde_json::json!({"reason": reason}),
+                        ));
+                        let last = match self.phase {
+                            Phase::Verifying { last, .. } => last,
+                            _ => None,
+                        };
+                        self.phase = Phase::Verifying {
+                            step,
+                            until,
+                            next_probe,
+                            last,
+                            no_data: Some(reason),
+                        };
                     }
                 }
             }

@@ -13,7 +13,10 @@ fn step(name: &str, on_failure: OnFailure) -> Step {
         name: name.into(),
         action: "test".into(),
         params: serde_json::json!({}),
-        budget: Window { max: 3, per: Duration::from_secs(3600) },
+        budget: Window {
+            max: 3,
+            per: Duration::from_secs(3600),
+        },
         verify: Verify::ResolvedWithin(Duration::from_secs(300)),
         on_failure,
     }
@@ -22,10 +25,36 @@ fn step(name: &str, on_failure: OnFailure) -> Step {
 /// restart → rollback at level 1 (on-call); rollback at level 2 (owner); nothing at level 3.
 fn policy() -> Policy {
     let mut levels = BTreeMap::new();
-    levels.insert(1, Ladder { steps: vec![step("restart", OnFailure::Next), step("rollback", OnFailure::Escalate)], escalate_to: "oncall".into() });
-    levels.insert(2, Ladder { steps: vec![step("rollback", OnFailure::Escalate)], escalate_to: "owner".into() });
-    levels.insert(3, Ladder { steps: vec![], escalate_to: "platform".into() });
-    Policy { name: "p".into(), description: String::new(), mode: None, levels }
+    levels.insert(
+        1,
+        Ladder {
+            steps: vec![
+                step("restart", OnFailure::Next),
+                step("rollback", OnFailure::Escalate),
+            ],
+            escalate_to: "oncall".into(),
+        },
+    );
+    levels.insert(
+        2,
+        Ladder {
+            steps: vec![step("rollback", OnFailure::Escalate)],
+            escalate_to: "owner".into(),
+        },
+    );
+    levels.insert(
+        3,
+        Ladder {
+            steps: vec![],
+            escalate_to: "platform".into(),
+        },
+    );
+    Policy {
+        name: "p".into(),
+        description: String::new(),
+        mode: None,
+        levels,
+    }
 }
 
 fn t(s: i64) -> Timestamp {
@@ -37,7 +66,11 @@ fn open_at(level: u8, for_s: u64, now: i64) -> (Incident, Effects) {
         "INC-2026-0001".into(),
         "r",
         &policy(),
-        Target { kind: TargetKind::Deployment, namespace: "python-services".into(), name: "checkout".into() },
+        Target {
+            kind: TargetKind::Deployment,
+            namespace: "python-services".into(),
+            name: "checkout".into(),
+        },
         Labels::new(),
         "fp1".into(),
         t(now),
@@ -48,12 +81,26 @@ fn open_at(level: u8, for_s: u64, now: i64) -> (Incident, Effects) {
 }
 
 fn pages(fx: &Effects) -> Vec<String> {
-    fx.iter().filter_map(|e| match e { Effect::Page { route, .. } => Some(route.clone()), _ => None }).collect()
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Page { route, .. } => Some(route.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn start(inc: &mut Incident, now: i64) -> (u8, usize) {
     let (ladder, idx, _) = inc.due_step(&policy()).expect("a step is due");
-    inc.apply(Event::StepStarted { ladder, step: idx, detail: serde_json::Value::Null, dry_run: false }, &policy(), t(now));
+    inc.apply(
+        Event::StepStarted {
+            ladder,
+            step: idx,
+            detail: serde_json::Value::Null,
+            dry_run: false,
+        },
+        &policy(),
+        t(now),
+    );
     (ladder, idx)
 }
 
@@ -61,7 +108,10 @@ fn start(inc: &mut Incident, now: i64) -> (u8, usize) {
 fn new_incident_without_for_has_its_first_step_due() {
     let (inc, fx) = open_at(1, 0, 0);
     assert_eq!(inc.status(), Status::Open);
-    assert_eq!(inc.due_step(&policy()).map(|s| s.2.name.as_str()), Some("restart"));
+    assert_eq!(
+        inc.due_step(&policy()).map(|s| s.2.name.as_str()),
+        Some("restart")
+    );
     assert!(matches!(&fx[0], Effect::Record(e) if e.kind == "opened"));
 }
 
@@ -79,10 +129,20 @@ fn for_delays_the_first_step_until_it_elapses() {
 #[test]
 fn resolved_alert_cancels_pending_steps_and_never_acts() {
     let (mut inc, _) = open_at(1, 120, 0);
-    let fx = inc.apply(Event::Resolved { fingerprint: "fp1".into() }, &policy(), t(30));
+    let fx = inc.apply(
+        Event::Resolved {
+            fingerprint: "fp1".into(),
+        },
+        &policy(),
+        t(30),
+    );
     assert_eq!(inc.status(), Status::Resolved);
     assert!(inc.due_step(&policy()).is_none());
-    assert!(fx.iter().any(|e| matches!(e, Effect::Record(e) if e.message.contains("pending steps cancelled"))));
+    assert!(
+        fx.iter().any(
+            |e| matches!(e, Effect::Record(e) if e.message.contains("pending steps cancelled"))
+        )
+    );
     // Not paged, so no resolve notification either.
     assert!(!fx.contains(&Effect::PageResolved));
 }
@@ -92,22 +152,53 @@ fn successful_step_then_resolve_passes_verification_and_closes_breakers() {
     let (mut inc, _) = open_at(1, 0, 0);
     let (ladder, step) = start(&mut inc, 1);
     assert_eq!(inc.status(), Status::Remediating);
-    inc.apply(Event::StepFinished { ladder, step, result: StepResult::Ok, detail: serde_json::Value::Null }, &policy(), t(2));
+    inc.apply(
+        Event::StepFinished {
+            ladder,
+            step,
+            result: StepResult::Ok,
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(2),
+    );
     assert_eq!(inc.status(), Status::Verifying);
     assert_eq!(inc.deadline(), Some(t(302)));
-    let fx = inc.apply(Event::Resolved { fingerprint: "fp1".into() }, &policy(), t(100));
+    let fx = inc.apply(
+        Event::Resolved {
+            fingerprint: "fp1".into(),
+        },
+        &policy(),
+        t(100),
+    );
     assert_eq!(inc.status(), Status::Resolved);
-    assert!(fx.contains(&Effect::BreakerSuccess { action: "test".into() }));
+    assert!(fx.contains(&Effect::BreakerSuccess {
+        action: "test".into()
+    }));
 }
 
 #[test]
 fn failed_verification_counts_against_the_breaker_and_moves_to_the_next_step() {
     let (mut inc, _) = open_at(1, 0, 0);
     let (ladder, step) = start(&mut inc, 1);
-    inc.apply(Event::StepFinished { ladder, step, result: StepResult::Ok, detail: serde_json::Value::Null }, &policy(), t(2));
+    inc.apply(
+        Event::StepFinished {
+            ladder,
+            step,
+            result: StepResult::Ok,
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(2),
+    );
     let fx = inc.apply(Event::Tick, &policy(), t(302));
-    assert!(fx.contains(&Effect::BreakerFailure { action: "test".into() }));
-    assert_eq!(inc.due_step(&policy()).map(|s| s.2.name.as_str()), Some("rollback"));
+    assert!(fx.contains(&Effect::BreakerFailure {
+        action: "test".into()
+    }));
+    assert_eq!(
+        inc.due_step(&policy()).map(|s| s.2.name.as_str()),
+        Some("rollback")
+    );
 }
 
 #[test]
@@ -116,26 +207,61 @@ fn exhausted_ladder_escalates_to_the_level_route() {
     for (i, now) in [(0, 1), (1, 400)] {
         let (ladder, step) = start(&mut inc, now);
         assert_eq!(step, i);
-        inc.apply(Event::StepFinished { ladder, step, result: StepResult::Failed { error: "boom".into() }, detail: serde_json::Value::Null }, &policy(), t(now + 1));
+        inc.apply(
+            Event::StepFinished {
+                ladder,
+                step,
+                result: StepResult::Failed {
+                    error: "boom".into(),
+                },
+                detail: serde_json::Value::Null,
+            },
+            &policy(),
+            t(now + 1),
+        );
     }
     // rollback has on_failure: escalate.
     assert_eq!(inc.status(), Status::Escalated);
     assert_eq!(inc.paged, vec!["oncall".to_string()]);
-    let fx = inc.apply(Event::Resolved { fingerprint: "fp1".into() }, &policy(), t(500));
+    let fx = inc.apply(
+        Event::Resolved {
+            fingerprint: "fp1".into(),
+        },
+        &policy(),
+        t(500),
+    );
     assert!(fx.contains(&Effect::PageResolved));
 }
 
 #[test]
 fn higher_level_supersedes_pending_lower_steps() {
     let (mut inc, _) = open_at(1, 0, 0);
-    let fx = inc.apply(Event::Fired { fingerprint: "fp2".into(), starts_at: t(5), level: 2, for_: Duration::ZERO }, &policy(), t(5));
+    let fx = inc.apply(
+        Event::Fired {
+            fingerprint: "fp2".into(),
+            starts_at: t(5),
+            level: 2,
+            for_: Duration::ZERO,
+        },
+        &policy(),
+        t(5),
+    );
     assert_eq!(inc.level, 2);
-    assert!(fx.iter().any(|e| matches!(e, Effect::Record(e) if e.kind == "superseded")));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Record(e) if e.kind == "superseded"))
+    );
     let p = policy();
     let (ladder, _, s) = inc.due_step(&p).unwrap();
     assert_eq!((ladder, s.name.as_str()), (2, "rollback"));
     // The level-1 alert resolving does not resolve the incident while level 2 fires.
-    inc.apply(Event::Resolved { fingerprint: "fp1".into() }, &policy(), t(6));
+    inc.apply(
+        Event::Resolved {
+            fingerprint: "fp1".into(),
+        },
+        &policy(),
+        t(6),
+    );
     assert_ne!(inc.status(), Status::Resolved);
     assert_eq!(inc.level, 2);
 }
@@ -144,9 +270,27 @@ fn higher_level_supersedes_pending_lower_steps() {
 fn running_step_finishes_before_the_superseding_ladder_starts() {
     let (mut inc, _) = open_at(1, 0, 0);
     let (ladder, step) = start(&mut inc, 1);
-    inc.apply(Event::Fired { fingerprint: "fp2".into(), starts_at: t(2), level: 2, for_: Duration::ZERO }, &policy(), t(2));
+    inc.apply(
+        Event::Fired {
+            fingerprint: "fp2".into(),
+            starts_at: t(2),
+            level: 2,
+            for_: Duration::ZERO,
+        },
+        &policy(),
+        t(2),
+    );
     assert!(matches!(inc.phase, Phase::Running { ladder: 1, step: 0 }));
-    inc.apply(Event::StepFinished { ladder, step, result: StepResult::Ok, detail: serde_json::Value::Null }, &policy(), t(3));
+    inc.apply(
+        Event::StepFinished {
+            ladder,
+            step,
+            result: StepResult::Ok,
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(3),
+    );
     assert_eq!(inc.due_step(&policy()).map(|s| (s.0, s.1)), Some((2, 0)));
 }
 
@@ -160,25 +304,45 @@ fn level_three_ladder_without_steps_escalates_at_once() {
 #[test]
 fn busy_target_holds_once_and_pause_suspends_until_resumed() {
     let (mut inc, _) = open_at(1, 0, 0);
-    let busy = Refusal { kind: RefusalKind::Busy, reason: "held: target busy with INC-2026-0002".into() };
+    let busy = Refusal {
+        kind: RefusalKind::Busy,
+        reason: "held: target busy with INC-2026-0002".into(),
+    };
     let fx1 = inc.apply(Event::Refused(busy.clone()), &policy(), t(1));
     let fx2 = inc.apply(Event::Refused(busy), &policy(), t(2));
     assert_eq!(fx1.len(), 1);
     assert!(fx2.is_empty(), "held is recorded once");
     assert_eq!(inc.status(), Status::Open);
     assert!(inc.due_step(&policy()).is_some(), "held steps are retried");
-    let fx = inc.apply(Event::Refused(Refusal { kind: RefusalKind::Paused, reason: "paused".into() }), &policy(), t(3));
+    let fx = inc.apply(
+        Event::Refused(Refusal {
+            kind: RefusalKind::Paused,
+            reason: "paused".into(),
+        }),
+        &policy(),
+        t(3),
+    );
     assert_eq!(inc.status(), Status::Suspended);
     assert_eq!(pages(&fx), vec!["oncall".to_string()]);
     assert!(inc.due_step(&policy()).is_none());
     inc.apply(Event::Resumed, &policy(), t(4));
-    assert_eq!(inc.due_step(&policy()).map(|s| s.2.name.as_str()), Some("restart"));
+    assert_eq!(
+        inc.due_step(&policy()).map(|s| s.2.name.as_str()),
+        Some("restart")
+    );
 }
 
 #[test]
 fn budget_refusal_escalates_with_the_reason() {
     let (mut inc, _) = open_at(1, 0, 0);
-    let fx = inc.apply(Event::Refused(Refusal { kind: RefusalKind::Budget, reason: "budget spent: global 20/20 per 1h".into() }), &policy(), t(1));
+    let fx = inc.apply(
+        Event::Refused(Refusal {
+            kind: RefusalKind::Budget,
+            reason: "budget spent: global 20/20 per 1h".into(),
+        }),
+        &policy(),
+        t(1),
+    );
     assert_eq!(inc.status(), Status::Escalated);
     assert!(fx.iter().any(|e| matches!(e, Effect::Page { route, reason } if route == "oncall" && reason.contains("20/20"))));
 }
@@ -186,7 +350,14 @@ fn budget_refusal_escalates_with_the_reason() {
 #[test]
 fn storm_refusal_escalates_without_a_page_of_its_own() {
     let (mut inc, _) = open_at(1, 0, 0);
-    let fx = inc.apply(Event::Refused(Refusal { kind: RefusalKind::Storm, reason: "storm".into() }), &policy(), t(1));
+    let fx = inc.apply(
+        Event::Refused(Refusal {
+            kind: RefusalKind::Storm,
+            reason: "storm".into(),
+        }),
+        &policy(),
+        t(1),
+    );
     assert_eq!(inc.status(), Status::Escalated);
     assert!(pages(&fx).is_empty());
 }
@@ -195,7 +366,16 @@ fn storm_refusal_escalates_without_a_page_of_its_own() {
 fn interrupted_step_is_not_repeated_and_goes_to_verification() {
     let (mut inc, _) = open_at(1, 0, 0);
     let (ladder, step) = start(&mut inc, 1);
-    inc.apply(Event::StepFinished { ladder, step, result: StepResult::Unknown, detail: serde_json::Value::Null }, &policy(), t(50));
+    inc.apply(
+        Event::StepFinished {
+            ladder,
+            step,
+            result: StepResult::Unknown,
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(50),
+    );
     assert_eq!(inc.status(), Status::Verifying);
     assert!(inc.due_step(&policy()).is_none());
 }

@@ -43,7 +43,11 @@ pub struct Poller {
 
 /// Stable identity of a series: its labels, sorted.
 pub fn series_key(labels: &Labels) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A 16-hex-digit fingerprint for (rule, series, level), stable across versions (FNV-1a).
@@ -58,7 +62,16 @@ pub fn fingerprint(rule: &str, key: &str, level: u8) -> String {
 
 /// The signals a series' level change produces, the new level's firing first so that an
 /// upgrade supersedes instead of resolving the incident.
-fn transitions(rule: &Rule, query: &str, key: &str, prev: Option<&SeriesState>, level: u8, value: f64, labels: &Labels, now: Timestamp) -> Vec<Signal> {
+fn transitions(
+    rule: &Rule,
+    query: &str,
+    key: &str,
+    prev: Option<&SeriesState>,
+    level: u8,
+    value: f64,
+    labels: &Labels,
+    now: Timestamp,
+) -> Vec<Signal> {
     let p = prev.map_or(0, |s| s.level);
     if p == level {
         return Vec::new();
@@ -68,7 +81,11 @@ fn transitions(rule: &Rule, query: &str, key: &str, prev: Option<&SeriesState>, 
         source: Source::Poller,
         status,
         labels: labels.clone(),
-        annotations: [("query".to_string(), query.to_string()), ("value".to_string(), value.to_string())].into(),
+        annotations: [
+            ("query".to_string(), query.to_string()),
+            ("value".to_string(), value.to_string()),
+        ]
+        .into(),
         starts_at,
         ends_at,
         fingerprint: fingerprint(&rule.name, key, lvl),
@@ -81,15 +98,38 @@ fn transitions(rule: &Rule, query: &str, key: &str, prev: Option<&SeriesState>, 
         out.push(mk(Status::Firing, level, now, None, labels));
     }
     if let Some(prev) = prev.filter(|s| s.level > 0) {
-        out.push(mk(Status::Resolved, prev.level, prev.since, Some(now), &prev.labels));
+        out.push(mk(
+            Status::Resolved,
+            prev.level,
+            prev.since,
+            Some(now),
+            &prev.labels,
+        ));
     }
     out
 }
 
 impl Poller {
     /// A poller reading from `source`.
-    pub fn new(store: Arc<dyn Store>, ruleset: SharedRuleset, source: Arc<dyn MetricSource>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, wake: Arc<Notify>) -> Self {
-        Self { store, ruleset, source, clock, metrics, wake, state: BTreeMap::new(), last_run: BTreeMap::new(), seeded: false }
+    pub fn new(
+        store: Arc<dyn Store>,
+        ruleset: SharedRuleset,
+        source: Arc<dyn MetricSource>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            ruleset,
+            source,
+            clock,
+            metrics,
+            wake,
+            state: BTreeMap::new(),
+            last_run: BTreeMap::new(),
+            seeded: false,
+        }
     }
 
     /// Runs until cancelled.
@@ -112,13 +152,21 @@ impl Poller {
     async fn seed(&mut self) -> Result<(), StoreError> {
         let rs = self.ruleset.read().expect("ruleset lock").clone();
         for inc in self.store.active_incidents().await? {
-            if !rs.rules.iter().any(|r| r.name == inc.rule && r.polled.is_some()) {
+            if !rs
+                .rules
+                .iter()
+                .any(|r| r.name == inc.rule && r.polled.is_some())
+            {
                 continue;
             }
             if let Some(top) = inc.active.values().max_by_key(|a| a.level) {
                 self.state.insert(
                     (inc.rule.clone(), series_key(&inc.labels)),
-                    SeriesState { level: top.level, since: top.starts_at, labels: inc.labels.clone() },
+                    SeriesState {
+                        level: top.level,
+                        since: top.starts_at,
+                        labels: inc.labels.clone(),
+                    },
                 );
             }
         }
@@ -153,13 +201,19 @@ impl Poller {
             self.last_run.insert(r.name.clone(), now);
             let source = self.source.clone();
             let sem = sem.clone();
-            let q = r.polled.as_ref().expect("due rules are polled").query.clone();
+            let q = r
+                .polled
+                .as_ref()
+                .expect("due rules are polled")
+                .query
+                .clone();
             set.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 (i, source.query(&q).await)
             });
         }
-        let mut results: Vec<(usize, Result<Vec<Sample>, QueryError>)> = Vec::with_capacity(due.len());
+        let mut results: Vec<(usize, Result<Vec<Sample>, QueryError>)> =
+            Vec::with_capacity(due.len());
         while let Some(r) = set.join_next().await {
             if let Ok(r) = r {
                 results.push(r);
@@ -170,7 +224,9 @@ impl Poller {
         let mut next_state = Vec::new();
         for (i, res) in results {
             let rule = &due[i];
-            let LevelSpec::Polled(thresholds) = &rule.level else { continue };
+            let LevelSpec::Polled(thresholds) = &rule.level else {
+                continue;
+            };
             let query = &rule.polled.as_ref().expect("polled").query;
             let samples = match res {
                 Ok(s) => s,
@@ -184,12 +240,21 @@ impl Poller {
                 let key = series_key(&s.labels);
                 let prev = self.state.get(&(rule.name.clone(), key.clone()));
                 let level = polled::level_for(thresholds, prev.map_or(0, |p| p.level), s.value);
-                signals.extend(transitions(rule, query, &key, prev, level, s.value, &s.labels, now));
+                signals.extend(transitions(
+                    rule, query, &key, prev, level, s.value, &s.labels, now,
+                ));
                 let since = match prev {
                     Some(p) if p.level == level => p.since,
                     _ => now,
                 };
-                next_state.push(((rule.name.clone(), key.clone()), SeriesState { level, since, labels: s.labels.clone() }));
+                next_state.push((
+                    (rule.name.clone(), key.clone()),
+                    SeriesState {
+                        level,
+                        since,
+                        labels: s.labels.clone(),
+                    },
+                ));
                 seen.insert(key);
             }
             // A series that left a successful result is over, as in Prometheus alerting.
@@ -198,17 +263,40 @@ impl Poller {
                     break;
                 }
                 if !seen.contains(key) && st.level > 0 {
-                    signals.extend(transitions(rule, query, key, Some(st), 0, f64::NAN, &st.labels, now));
-                    next_state.push(((r.clone(), key.clone()), SeriesState { level: 0, since: now, labels: st.labels.clone() }));
+                    signals.extend(transitions(
+                        rule,
+                        query,
+                        key,
+                        Some(st),
+                        0,
+                        f64::NAN,
+                        &st.labels,
+                        now,
+                    ));
+                    next_state.push((
+                        (r.clone(), key.clone()),
+                        SeriesState {
+                            level: 0,
+                            since: now,
+                            labels: st.labels.clone(),
+                        },
+                    ));
                 }
             }
         }
         let n = signals.len();
         if n > 0 {
-            let receipt = Receipt { received_at: now, receiver: "poller".into(), group_key: String::new(), truncated_alerts: 0, alerts: n };
+            let receipt = Receipt {
+                received_at: now,
+                receiver: "poller".into(),
+                group_key: String::new(),
+                truncated_alerts: 0,
+                alerts: n,
+            };
             let r = self.store.ingest(receipt, signals).await?;
             self.metrics.signal("poller", "stored", r.stored as u64);
-            self.metrics.signal("poller", "duplicate", r.duplicates as u64);
+            self.metrics
+                .signal("poller", "duplicate", r.duplicates as u64);
             self.wake.notify_one();
         }
         for (k, st) in next_state {
@@ -218,7 +306,9 @@ impl Poller {
                 self.state.insert(k, st);
             }
         }
-        self.metrics.poll_cycle_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .poll_cycle_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(n)
     }
 }
@@ -240,16 +330,25 @@ mod tests {
         fn query<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Sample>, QueryError>> {
             Box::pin(async move {
                 let mut q = self.0.lock().unwrap();
-                if q.is_empty() { Err(QueryError::Rejected("unexpected query".into())) } else { q.remove(0) }
+                if q.is_empty() {
+                    Err(QueryError::Rejected("unexpected query".into()))
+                } else {
+                    q.remove(0)
+                }
             })
         }
     }
 
     fn sample(v: f64) -> Sample {
-        Sample { labels: [("service".to_string(), "checkout".to_string())].into(), value: v }
+        Sample {
+            labels: [("service".to_string(), "checkout".to_string())].into(),
+            value: v,
+        }
     }
 
-    async fn setup(answers: Vec<Result<Vec<Sample>, QueryError>>) -> (Poller, Arc<dyn Store>, Arc<ManualClock>, tempfile::TempDir) {
+    async fn setup(
+        answers: Vec<Result<Vec<Sample>, QueryError>>,
+    ) -> (Poller, Arc<dyn Store>, Arc<ManualClock>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
@@ -263,7 +362,12 @@ mod tests {
             "routes: [{name: oncall, type: webhook, url: 'http://127.0.0.1:9/'}]\npolicies:\n  - name: p\n    escalate_to: oncall\n    levels: [{level: 1}]\n",
         )
         .unwrap();
-        let rs = crate::ruleset::load(&dir.path().join("rules"), &dir.path().join("policies"), &Executors::default()).unwrap();
+        let rs = crate::ruleset::load(
+            &dir.path().join("rules"),
+            &dir.path().join("policies"),
+            &Executors::default(),
+        )
+        .unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
         let clock = Arc::new(ManualClock::new(Timestamp(1_000_000)));
         let p = Poller::new(
@@ -297,22 +401,54 @@ mod tests {
 
     #[tokio::test]
     async fn an_upgrade_fires_the_new_level_before_resolving_the_old() {
-        let (mut p, store, clock, _d) = setup(vec![Ok(vec![sample(0.03)]), Ok(vec![sample(0.08)]), Ok(vec![])]).await;
+        let (mut p, store, clock, _d) = setup(vec![
+            Ok(vec![sample(0.03)]),
+            Ok(vec![sample(0.08)]),
+            Ok(vec![]),
+        ])
+        .await;
         p.cycle().await.unwrap();
         clock.advance(Duration::from_secs(15));
         assert_eq!(p.cycle().await.unwrap(), 2);
         clock.advance(Duration::from_secs(15));
-        assert_eq!(p.cycle().await.unwrap(), 1, "a series gone from the result resolves");
-        let s: Vec<(Status, Option<u8>)> = store.pending_signals(10).await.unwrap().iter().map(|s| (s.signal.status, s.signal.level)).collect();
-        assert_eq!(s, [(Status::Firing, Some(1)), (Status::Firing, Some(2)), (Status::Resolved, Some(1)), (Status::Resolved, Some(2))]);
+        assert_eq!(
+            p.cycle().await.unwrap(),
+            1,
+            "a series gone from the result resolves"
+        );
+        let s: Vec<(Status, Option<u8>)> = store
+            .pending_signals(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| (s.signal.status, s.signal.level))
+            .collect();
+        assert_eq!(
+            s,
+            [
+                (Status::Firing, Some(1)),
+                (Status::Firing, Some(2)),
+                (Status::Resolved, Some(1)),
+                (Status::Resolved, Some(2))
+            ]
+        );
     }
 
     #[tokio::test]
     async fn rules_are_polled_on_their_interval_only() {
-        let (mut p, store, clock, _d) = setup(vec![Ok(vec![]), Ok(vec![sample(0.03)]), Ok(vec![sample(0.03)])]).await;
+        let (mut p, store, clock, _d) = setup(vec![
+            Ok(vec![]),
+            Ok(vec![sample(0.03)]),
+            Ok(vec![sample(0.03)]),
+        ])
+        .await;
         p.cycle().await.unwrap();
         clock.advance(Duration::from_secs(14));
-        assert_eq!(p.cycle().await.unwrap(), 0, "not due: the scripted 0.03 is not consumed");
+        assert_eq!(
+            p.cycle().await.unwrap(),
+            0,
+            "not due: the scripted 0.03 is not consumed"
+        );
         clock.advance(Duration::from_secs(1));
         assert_eq!(p.cycle().await.unwrap(), 1);
         assert_eq!(store.pending_signals(10).await.unwrap().len(), 1);
@@ -320,8 +456,14 @@ mod tests {
 
     #[test]
     fn fingerprints_are_stable_and_distinct_per_level() {
-        assert_eq!(fingerprint("r", "service=\"a\"", 1), fingerprint("r", "service=\"a\"", 1));
-        assert_ne!(fingerprint("r", "service=\"a\"", 1), fingerprint("r", "service=\"a\"", 2));
+        assert_eq!(
+            fingerprint("r", "service=\"a\"", 1),
+            fingerprint("r", "service=\"a\"", 1)
+        );
+        assert_ne!(
+            fingerprint("r", "service=\"a\"", 1),
+            fingerprint("r", "service=\"a\"", 2)
+        );
         assert_eq!(fingerprint("r", "", 1).len(), 16);
     }
 }

@@ -127,7 +127,9 @@ pub fn evaluate(input: &GateInput, now: Timestamp) -> Decision {
     if let Some(id) = &input.infrastructure {
         return refuse(
             RefusalKind::Storm,
-            format!("storm guard: level-3 incident {id} (infrastructure) in progress; workload automation stopped"),
+            format!(
+                "storm guard: level-3 incident {id} (infrastructure) in progress; workload automation stopped"
+            ),
         );
     }
     if let Some((ns, false)) = &input.namespace {

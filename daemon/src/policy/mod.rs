@@ -304,7 +304,11 @@ impl Verify {
         match self {
             Verify::ResolvedWithin(_) => false,
             Verify::Query { above, bound, .. } => {
-                if *above { v > *bound } else { v < *bound }
+                if *above {
+                    v > *bound
+                } else {
+                    v < *bound
+                }
             }
         }
     }
@@ -312,8 +316,12 @@ impl Verify {
     /// `below 0.02` / `above 10`, for messages.
     pub fn condition(&self) -> String {
         match self {
-            Verify::ResolvedWithin(d) => format!("alerts resolved within {}", crate::clock::fmt_duration(*d)),
-            Verify::Query { above, bound, .. } => format!("{} {bound}", if *above { "above" } else { "below" }),
+            Verify::ResolvedWithin(d) => {
+                format!("alerts resolved within {}", crate::clock::fmt_duration(*d))
+            }
+            Verify::Query { above, bound, .. } => {
+                format!("{} {bound}", if *above { "above" } else { "below" })
+            }
         }
     }
 }
@@ -329,8 +337,18 @@ fn compile_verify(file: &str, v: &Spanned<RawVerify>, diag: &mut Diagnostics) ->
     };
     match (&r.resolved_within, &r.query) {
         (Some(d), None) => {
-            if r.above.is_some() || r.below.is_some() || r.within.is_some() || r.every.is_some() || r.no_data.is_some() {
-                diag.push(file, line, "steps.verify", "above/below/within/every/no_data go with `query`, not `resolved_within`");
+            if r.above.is_some()
+                || r.below.is_some()
+                || r.within.is_some()
+                || r.every.is_some()
+                || r.no_data.is_some()
+            {
+                diag.push(
+                    file,
+                    line,
+                    "steps.verify",
+                    "above/below/within/every/no_data go with `query`, not `resolved_within`",
+                );
             }
             Verify::ResolvedWithin(dur("resolved_within", d, diag))
         }
@@ -342,30 +360,60 @@ fn compile_verify(file: &str, v: &Spanned<RawVerify>, diag: &mut Diagnostics) ->
                 (Some(a), None) => (true, a),
                 (None, Some(b)) => (false, b),
                 _ => {
-                    diag.push(file, line, "steps.verify", "a query verification needs exactly one of `above` or `below`");
+                    diag.push(
+                        file,
+                        line,
+                        "steps.verify",
+                        "a query verification needs exactly one of `above` or `below`",
+                    );
                     (false, 0.0)
                 }
             };
             let within = match &r.within {
                 Some(w) => dur("within", w, diag),
                 None => {
-                    diag.push(file, line, "steps.verify.within", "a query verification needs `within` (e.g. 5m)");
+                    diag.push(
+                        file,
+                        line,
+                        "steps.verify.within",
+                        "a query verification needs `within` (e.g. 5m)",
+                    );
                     Duration::from_secs(300)
                 }
             };
-            let every = r.every.as_deref().map_or(Duration::from_secs(15), |e| dur("every", e, diag));
+            let every = r
+                .every
+                .as_deref()
+                .map_or(Duration::from_secs(15), |e| dur("every", e, diag));
             let no_data = match r.no_data.as_deref() {
                 None | Some("escalate") => NoData::Escalate,
                 Some("fail") => NoData::Fail,
                 Some(other) => {
-                    diag.push(file, line, "steps.verify.no_data", format!("unknown no_data {other:?}; valid: escalate, fail"));
+                    diag.push(
+                        file,
+                        line,
+                        "steps.verify.no_data",
+                        format!("unknown no_data {other:?}; valid: escalate, fail"),
+                    );
                     NoData::Escalate
                 }
             };
-            Verify::Query { query: q.clone(), above, bound, within, every, no_data }
+            Verify::Query {
+                query: q.clone(),
+                above,
+                bound,
+                within,
+                every,
+                no_data,
+            }
         }
         _ => {
-            diag.push(file, line, "steps.verify", "set exactly one of `resolved_within` or `query`");
+            diag.push(
+                file,
+                line,
+                "steps.verify",
+                "set exactly one of `resolved_within` or `query`",
+            );
             Verify::ResolvedWithin(Duration::ZERO)
         }
     }

@@ -305,7 +305,12 @@ pub fn compile(file: &str, raw: RawRuleFile, diag: &mut Diagnostics) -> Vec<Rule
                     }
                 }
                 if r.every.is_some() || r.levels.is_some() {
-                    diag.push(file, line, "every", "`every` and `levels` belong to polled rules (with `query`)");
+                    diag.push(
+                        file,
+                        line,
+                        "every",
+                        "`every` and `levels` belong to polled rules (with `query`)",
+                    );
                 }
             }
             (None, Some(q)) => {
@@ -320,9 +325,17 @@ pub fn compile(file: &str, raw: RawRuleFile, diag: &mut Diagnostics) -> Vec<Rule
                     None => Duration::from_secs(15),
                 };
                 if every < Duration::from_secs(1) {
-                    diag.push(file, q.referenced.line(), "every", "every must be at least 1s");
+                    diag.push(
+                        file,
+                        q.referenced.line(),
+                        "every",
+                        "every must be at least 1s",
+                    );
                 }
-                polled = Some(PolledQuery { query: q.value.clone(), every });
+                polled = Some(PolledQuery {
+                    query: q.value.clone(),
+                    every,
+                });
             }
             _ => diag.push(
                 file,
@@ -334,9 +347,18 @@ pub fn compile(file: &str, raw: RawRuleFile, diag: &mut Diagnostics) -> Vec<Rule
         let level = match (&r.level, &r.level_from) {
             _ if polled.is_some() => {
                 if r.level.is_some() || r.level_from.is_some() {
-                    diag.push(file, line, "level", "a polled rule takes its levels from `levels:` thresholds");
+                    diag.push(
+                        file,
+                        line,
+                        "level",
+                        "a polled rule takes its levels from `levels:` thresholds",
+                    );
                 }
-                LevelSpec::Polled(polled::compile(file, r.levels.as_deref().unwrap_or(&[]), diag))
+                LevelSpec::Polled(polled::compile(
+                    file,
+                    r.levels.as_deref().unwrap_or(&[]),
+                    diag,
+                ))
             }
             (Some(l), None) => {
                 check_level(file, l.referenced.line(), "level", l.value, diag);

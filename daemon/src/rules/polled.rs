@@ -47,13 +47,23 @@ pub fn compile(file: &str, raw: &[RawThreshold], diag: &mut Diagnostics) -> Vec<
         let line = t.level.referenced.line();
         let level = t.level.value;
         if !(1..=3).contains(&level) {
-            diag.push(file, line, "levels.level", format!("level {level} is out of range; valid: 1, 2, 3"));
+            diag.push(
+                file,
+                line,
+                "levels.level",
+                format!("level {level} is out of range; valid: 1, 2, 3"),
+            );
         }
         let (direction, bound) = match (t.above, t.below) {
             (Some(a), None) => (Direction::Above, a),
             (None, Some(b)) => (Direction::Below, b),
             _ => {
-                diag.push(file, line, "levels", format!("level {level}: set exactly one of `above` or `below`"));
+                diag.push(
+                    file,
+                    line,
+                    "levels",
+                    format!("level {level}: set exactly one of `above` or `below`"),
+                );
                 continue;
             }
         };
@@ -74,12 +84,27 @@ pub fn compile(file: &str, raw: &[RawThreshold], diag: &mut Diagnostics) -> Vec<
             );
         }
         if out.iter().any(|o| o.level == level) {
-            diag.push(file, line, "levels.level", format!("level {level} appears twice"));
+            diag.push(
+                file,
+                line,
+                "levels.level",
+                format!("level {level} appears twice"),
+            );
         }
-        out.push(Threshold { level, direction, bound, clear });
+        out.push(Threshold {
+            level,
+            direction,
+            bound,
+            clear,
+        });
     }
     if raw.is_empty() {
-        diag.push(file, 0, "levels", "a polled rule needs at least one level threshold");
+        diag.push(
+            file,
+            0,
+            "levels",
+            "a polled rule needs at least one level threshold",
+        );
     }
     out.sort_by(|a, b| b.level.cmp(&a.level));
     out
@@ -118,7 +143,9 @@ pub fn check_promql(query: &str) -> Result<(), String> {
         }
     }
     q.push_str(rest);
-    promql_parser::parser::parse(&q).map(|_| ()).map_err(|e| format!("invalid PromQL: {e}"))
+    promql_parser::parser::parse(&q)
+        .map(|_| ())
+        .map_err(|e| format!("invalid PromQL: {e}"))
 }
 
 #[cfg(test)]
@@ -127,8 +154,18 @@ mod tests {
 
     fn levels() -> Vec<Threshold> {
         vec![
-            Threshold { level: 2, direction: Direction::Above, bound: 0.05, clear: 0.045 },
-            Threshold { level: 1, direction: Direction::Above, bound: 0.02, clear: 0.015 },
+            Threshold {
+                level: 2,
+                direction: Direction::Above,
+                bound: 0.05,
+                clear: 0.045,
+            },
+            Threshold {
+                level: 1,
+                direction: Direction::Above,
+                bound: 0.02,
+                clear: 0.015,
+            },
         ]
     }
 
@@ -158,7 +195,13 @@ mod tests {
 
     #[test]
     fn promql_is_checked_with_templates_in_place() {
-        assert!(check_promql(r#"rate(http_requests_total{service="{{target.name}}"}[5m]) > 0"#).is_ok());
-        assert!(check_promql("sum(rate(x[5m])").unwrap_err().starts_with("invalid PromQL"));
+        assert!(
+            check_promql(r#"rate(http_requests_total{service="{{target.name}}"}[5m]) > 0"#).is_ok()
+        );
+        assert!(
+            check_promql("sum(rate(x[5m])")
+                .unwrap_err()
+                .starts_with("invalid PromQL")
+        );
     }
 }
