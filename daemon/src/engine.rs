@@ -329,6 +329,8 @@ impl Engine {
             .into_iter()
             .map(|i| ((i.rule.clone(), i.target.key()), i))
             .collect();
+        // Re-sent alerts change nothing: only incidents that differ from the store are written.
+        let original = active.clone();
         let mut touched: BTreeSet<(String, String)> = BTreeSet::new();
         let mut c = Commit::default();
         let mut effects: Vec<((String, String), Vec<Effect>)> = Vec::new();
@@ -411,7 +413,9 @@ impl Engine {
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
         for key in touched {
-            if let Some(inc) = active.remove(&key) {
+            if let Some(inc) = active.remove(&key)
+                && original.get(&key) != Some(&inc)
+            {
                 c.incidents.push(inc);
             }
         }

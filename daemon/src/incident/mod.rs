@@ -923,7 +923,9 @@ impl Incident {
                 }
             }
         }
-        self.updated_at = now;
+        if !fx.is_empty() {
+            self.updated_at = now;
+        }
         fx
     }
 }
