@@ -19,11 +19,22 @@ struct Receiver {
     got: Mutex<Vec<(HeaderMap, serde_json::Value)>>,
 }
 
-async fn handle(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: String) -> (StatusCode, HeaderMap, &'static str) {
-    r.got.lock().unwrap().push((headers, serde_json::from_str(&body).unwrap_or_default()));
+async fn handle(
+    State(r): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, HeaderMap, &'static str) {
+    r.got
+        .lock()
+        .unwrap()
+        .push((headers, serde_json::from_str(&body).unwrap_or_default()));
     let (code, retry_after) = {
         let mut s = r.script.lock().unwrap();
-        if s.is_empty() { (200, None) } else { s.remove(0) }
+        if s.is_empty() {
+            (200, None)
+        } else {
+            s.remove(0)
+        }
     };
     let mut h = HeaderMap::new();
     if let Some(ra) = retry_after {
@@ -33,8 +44,13 @@ async fn handle(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: String
 }
 
 async fn receiver(script: &[(u16, Option<&'static str>)]) -> (String, Arc<Receiver>) {
-    let r = Arc::new(Receiver { script: Mutex::new(script.to_vec()), ..Default::default() });
-    let app = axum::Router::new().route("/{*path}", post(handle)).with_state(r.clone());
+    let r = Arc::new(Receiver {
+        script: Mutex::new(script.to_vec()),
+        ..Default::default()
+    });
+    let app = axum::Router::new()
+        .route("/{*path}", post(handle))
+        .with_state(r.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -53,12 +69,17 @@ fn request(url: &str, retries: u32) -> ActionRequest {
             "timeout": "1s",
             "retries": retries,
         }),
-        vars: [("target.name", "checkout"), ("incident.level", "2")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        vars: [("target.name", "checkout"), ("incident.level", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), f).await.expect("finished in time")
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("finished in time")
 }
 
 #[tokio::test]
@@ -70,10 +91,18 @@ async fn http_action_retries_5xx_then_succeeds_with_the_rendered_request() {
         assert_eq!(out.detail["attempts"], 3);
         let got = r.got.lock().unwrap();
         assert_eq!(got.len(), 3);
-        assert_eq!(got[2].1, serde_json::json!({"service": "checkout", "level": "2"}));
+        assert_eq!(
+            got[2].1,
+            serde_json::json!({"service": "checkout", "level": "2"})
+        );
         assert_eq!(got[2].0["x-team"], "sre");
         assert_eq!(got[2].0["idempotency-key"], "INC-2026-0007/restart");
-        assert!(got[2].0["user-agent"].to_str().unwrap().starts_with("remedyd/"));
+        assert!(
+            got[2].0["user-agent"]
+                .to_str()
+                .unwrap()
+                .starts_with("remedyd/")
+        );
     })
     .await
 }
@@ -93,8 +122,14 @@ async fn http_action_does_not_retry_4xx() {
 #[tokio::test]
 async fn http_action_retries_connection_errors_and_reports_retryable() {
     within(async {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let out = HttpExecutor::new().execute(&request(&format!("http://127.0.0.1:{port}"), 1)).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = HttpExecutor::new()
+            .execute(&request(&format!("http://127.0.0.1:{port}"), 1))
+            .await;
         assert!(!out.ok && out.retryable, "{out:?}");
         assert_eq!(out.detail["attempts"], 2);
     })
@@ -118,11 +153,31 @@ async fn http_action_plan_is_the_exact_request_and_sends_nothing() {
 #[test]
 fn http_action_params_are_checked_at_load() {
     let e = HttpExecutor::new();
-    assert!(e.validate(&serde_json::json!({})).unwrap_err().contains("missing field `url`"));
-    assert!(e.validate(&serde_json::json!({"url": "http://x", "method": "GE T"})).unwrap_err().contains("not an HTTP method"));
-    assert!(e.validate(&serde_json::json!({"url": "http://x/{{a"})).unwrap_err().contains("unclosed"));
-    assert!(e.validate(&serde_json::json!({"url": "http://x", "retry": 1})).unwrap_err().contains("unknown field `retry`"));
-    assert!(e.validate(&serde_json::json!({"url": "http://x", "timeout": "soon"})).unwrap_err().contains("not a duration"));
+    assert!(
+        e.validate(&serde_json::json!({}))
+            .unwrap_err()
+            .contains("missing field `url`")
+    );
+    assert!(
+        e.validate(&serde_json::json!({"url": "http://x", "method": "GE T"}))
+            .unwrap_err()
+            .contains("not an HTTP method")
+    );
+    assert!(
+        e.validate(&serde_json::json!({"url": "http://x/{{a"}))
+            .unwrap_err()
+            .contains("unclosed")
+    );
+    assert!(
+        e.validate(&serde_json::json!({"url": "http://x", "retry": 1}))
+            .unwrap_err()
+            .contains("unknown field `retry`")
+    );
+    assert!(
+        e.validate(&serde_json::json!({"url": "http://x", "timeout": "soon"}))
+            .unwrap_err()
+            .contains("not a duration")
+    );
 }
 
 fn note() -> Notification {
@@ -150,17 +205,42 @@ fn note() -> Notification {
 }
 
 fn route(url: Option<String>) -> Route {
-    Route { name: "oncall".into(), kind: RouteKind::Webhook { url, source: "url".into() }, timeout: Duration::from_secs(2) }
+    Route {
+        name: "oncall".into(),
+        kind: RouteKind::Webhook {
+            url,
+            source: "url".into(),
+        },
+        timeout: Duration::from_secs(2),
+    }
 }
 
 #[tokio::test]
 async fn webhook_pager_posts_the_runbook_fields() {
     within(async {
         let (url, r) = receiver(&[]).await;
-        assert!(WebhookPager::new().send(&route(Some(format!("{url}/page"))), &note()).await.unwrap());
+        assert!(
+            WebhookPager::new()
+                .send(&route(Some(format!("{url}/page"))), &note())
+                .await
+                .unwrap()
+        );
         let got = r.got.lock().unwrap();
         let body = &got[0].1;
-        for field in ["priority", "severity", "status", "service", "started_at", "description", "impact", "actions_taken", "updates", "history", "dedup_key", "event"] {
+        for field in [
+            "priority",
+            "severity",
+            "status",
+            "service",
+            "started_at",
+            "description",
+            "impact",
+            "actions_taken",
+            "updates",
+            "history",
+            "dedup_key",
+            "event",
+        ] {
             assert!(body.get(field).is_some(), "missing {field}: {body}");
         }
         assert_eq!(body["event"], "trigger");
@@ -180,7 +260,11 @@ async fn webhook_pager_reports_429_retry_after_and_4xx_as_final() {
         assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
         let e = p.send(&rt, &note()).await.unwrap_err();
         assert!(!e.retryable);
-        assert!(!e.message.contains(&url), "messages never carry the URL: {}", e.message);
+        assert!(
+            !e.message.contains(&url),
+            "messages never carry the URL: {}",
+            e.message
+        );
     })
     .await
 }
@@ -188,7 +272,12 @@ async fn webhook_pager_reports_429_retry_after_and_4xx_as_final() {
 #[tokio::test]
 async fn route_without_destination_records_only() {
     within(async {
-        assert!(!WebhookPager::new().send(&route(None), &note()).await.unwrap());
+        assert!(
+            !WebhookPager::new()
+                .send(&route(None), &note())
+                .await
+                .unwrap()
+        );
     })
     .await
 }

@@ -33,7 +33,9 @@ policies:
 "#;
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f).await.expect("test finished in time")
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test finished in time")
 }
 
 #[tokio::test]
@@ -43,14 +45,21 @@ async fn single_alert_fixture_opens_one_incident_and_runs_one_action() {
         let (status, body) = d.post(&fixture("01-firing-single-alert.json")).await;
         assert_eq!((status, body["stored"].as_u64()), (200, Some(1)));
         d.wait("the action", || d.exec.count() == 1).await;
-        let list = d.wait_incidents("verifying", |l| l.len() == 1 && l[0]["status"] == "verifying").await;
+        let list = d
+            .wait_incidents("verifying", |l| {
+                l.len() == 1 && l[0]["status"] == "verifying"
+            })
+            .await;
         let inc = &list[0];
         assert_eq!(inc["rule"], "high-error-rate");
         assert_eq!(inc["level"], 2);
         assert_eq!(inc["target"]["name"], "checkout");
         assert_eq!(inc["target"]["namespace"], "python-services");
         assert!(inc["id"].as_str().unwrap().starts_with("INC-20"));
-        assert_eq!(d.exec.requests.lock().unwrap()[0].vars["target.name"], "checkout");
+        assert_eq!(
+            d.exec.requests.lock().unwrap()[0].vars["target.name"],
+            "checkout"
+        );
         let tl = d.timeline(inc["id"].as_str().unwrap()).await;
         let kinds: Vec<&str> = tl.iter().map(|e| e["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["opened", "step_started", "step_ok", "verifying"]);
@@ -83,9 +92,15 @@ async fn same_payload_twice_gives_one_incident_and_one_action() {
 async fn grouped_payload_gives_one_incident_per_alert() {
     within(async {
         let d = Daemon::start(RULES, POLICY).await;
-        assert_eq!(d.post(&fixture("02-firing-grouped-3-alerts.json")).await.1["stored"], 3);
+        assert_eq!(
+            d.post(&fixture("02-firing-grouped-3-alerts.json")).await.1["stored"],
+            3
+        );
         let list = d.wait_incidents("three incidents", |l| l.len() == 3).await;
-        let mut services: Vec<&str> = list.iter().map(|i| i["target"]["name"].as_str().unwrap()).collect();
+        let mut services: Vec<&str> = list
+            .iter()
+            .map(|i| i["target"]["name"].as_str().unwrap())
+            .collect();
         services.sort();
         assert_eq!(services, ["checkout", "payments", "search"]);
         d.wait("three actions", || d.exec.count() == 3).await;
@@ -100,14 +115,48 @@ async fn resolved_alert_while_waiting_cancels_the_pending_step_and_nothing_runs(
         let rules = RULES.replace("policy: remediate", "policy: remediate\n    for: 3s");
         let d = Daemon::start(&rules, POLICY).await;
         let starts = now_rfc3339();
-        assert_eq!(d.post(&payload("firing", "checkout", "warning", "aaaa000000000001", &starts)).await.0, 200);
-        d.wait_incidents("open", |l| l.len() == 1 && l[0]["status"] == "open").await;
-        assert_eq!(d.post(&payload("resolved", "checkout", "warning", "aaaa000000000001", &starts)).await.0, 200);
-        let list = d.wait_incidents("resolved", |l| l.len() == 1 && l[0]["status"] == "resolved").await;
+        assert_eq!(
+            d.post(&payload(
+                "firing",
+                "checkout",
+                "warning",
+                "aaaa000000000001",
+                &starts
+            ))
+            .await
+            .0,
+            200
+        );
+        d.wait_incidents("open", |l| l.len() == 1 && l[0]["status"] == "open")
+            .await;
+        assert_eq!(
+            d.post(&payload(
+                "resolved",
+                "checkout",
+                "warning",
+                "aaaa000000000001",
+                &starts
+            ))
+            .await
+            .0,
+            200
+        );
+        let list = d
+            .wait_incidents("resolved", |l| l.len() == 1 && l[0]["status"] == "resolved")
+            .await;
         tokio::time::sleep(Duration::from_secs(4)).await;
-        assert_eq!(d.exec.count(), 0, "a resolved alert never triggers an action");
+        assert_eq!(
+            d.exec.count(),
+            0,
+            "a resolved alert never triggers an action"
+        );
         let tl = d.timeline(list[0]["id"].as_str().unwrap()).await;
-        assert!(tl.iter().any(|e| e["message"].as_str().unwrap().contains("pending steps cancelled")));
+        assert!(tl.iter().any(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("pending steps cancelled")
+        }));
         d.stop().await;
     })
     .await
@@ -131,13 +180,32 @@ async fn resolve_after_the_step_verifies_and_resolves_the_incident() {
     within(async {
         let d = Daemon::start(RULES, POLICY).await;
         let starts = now_rfc3339();
-        d.post(&payload("firing", "checkout", "warning", "bbbb000000000001", &starts)).await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "bbbb000000000001",
+            &starts,
+        ))
+        .await;
         d.wait("the action", || d.exec.count() == 1).await;
-        d.post(&payload("resolved", "checkout", "warning", "bbbb000000000001", &starts)).await;
-        let list = d.wait_incidents("resolved", |l| l[0]["status"] == "resolved").await;
+        d.post(&payload(
+            "resolved",
+            "checkout",
+            "warning",
+            "bbbb000000000001",
+            &starts,
+        ))
+        .await;
+        let list = d
+            .wait_incidents("resolved", |l| l[0]["status"] == "resolved")
+            .await;
         let tl = d.timeline(list[0]["id"].as_str().unwrap()).await;
         assert!(tl.iter().any(|e| e["kind"] == "verified"), "{tl:#?}");
-        assert!(d.pager.all().is_empty(), "nobody is paged for a self-healed incident");
+        assert!(
+            d.pager.all().is_empty(),
+            "nobody is paged for a self-healed incident"
+        );
         d.stop().await;
     })
     .await
@@ -148,20 +216,45 @@ async fn failed_verification_exhausts_the_ladder_and_pages_with_the_history_then
     within(async {
         let d = Daemon::start(RULES, POLICY).await;
         let starts = now_rfc3339();
-        d.post(&payload("firing", "checkout", "warning", "cccc000000000001", &starts)).await;
-        let list = d.wait_incidents("escalated", |l| l.len() == 1 && l[0]["status"] == "escalated").await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "cccc000000000001",
+            &starts,
+        ))
+        .await;
+        let list = d
+            .wait_incidents("escalated", |l| {
+                l.len() == 1 && l[0]["status"] == "escalated"
+            })
+            .await;
         assert_eq!(d.exec.count(), 1);
         d.wait("the page", || !d.pager.all().is_empty()).await;
         let (route, n) = d.pager.all()[0].clone();
         assert_eq!(route, "oncall");
         assert_eq!(n.incident, list[0]["id"].as_str().unwrap());
-        assert_eq!((n.priority.as_str(), n.service.as_str()), ("P3", "checkout"));
+        assert_eq!(
+            (n.priority.as_str(), n.service.as_str()),
+            ("P3", "checkout")
+        );
         assert!(n.reason.contains("ladder exhausted"), "{}", n.reason);
         assert_eq!(n.actions_taken.len(), 1);
         assert!(n.history.iter().any(|e| e.kind == "verification_failed"));
-        d.post(&payload("resolved", "checkout", "warning", "cccc000000000001", &starts)).await;
-        d.wait("the resolve page", || d.pager.all().len() == 2).await;
-        assert_eq!(d.pager.all()[1].1.event, remedyd::escalate::NotificationKind::Resolve);
+        d.post(&payload(
+            "resolved",
+            "checkout",
+            "warning",
+            "cccc000000000001",
+            &starts,
+        ))
+        .await;
+        d.wait("the resolve page", || d.pager.all().len() == 2)
+            .await;
+        assert_eq!(
+            d.pager.all()[1].1.event,
+            remedyd::escalate::NotificationKind::Resolve
+        );
         d.stop().await;
     })
     .await
@@ -173,10 +266,28 @@ async fn level_two_alert_supersedes_level_one_on_the_same_target() {
         let rules = RULES.replace("policy: remediate", "policy: remediate\n    for: 2s");
         let d = Daemon::start(&rules, POLICY).await;
         let starts = now_rfc3339();
-        d.post(&payload("firing", "checkout", "warning", "dddd000000000001", &starts)).await;
-        d.post(&payload("firing", "checkout", "critical", "dddd000000000002", &starts)).await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "dddd000000000001",
+            &starts,
+        ))
+        .await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "critical",
+            "dddd000000000002",
+            &starts,
+        ))
+        .await;
         d.wait("the action", || d.exec.count() == 1).await;
-        let list = d.wait_incidents("one level-2 incident", |l| l.len() == 1 && l[0]["level"] == 2).await;
+        let list = d
+            .wait_incidents("one level-2 incident", |l| {
+                l.len() == 1 && l[0]["level"] == 2
+            })
+            .await;
         assert_eq!(d.exec.requests.lock().unwrap()[0].step, "rollback");
         let tl = d.timeline(list[0]["id"].as_str().unwrap()).await;
         assert!(tl.iter().any(|e| e["kind"] == "superseded"));
@@ -199,15 +310,47 @@ policies:
           - {name: second, action: test, budget: {max: 1, per: 1h}, verify: {resolved_within: 1s}}
 "#;
         let d = Daemon::start(RULES, policy).await;
-        d.post(&payload("firing", "checkout", "warning", "eeee000000000001", &now_rfc3339())).await;
-        let list = d.wait_incidents("escalated", |l| l.len() == 1 && l[0]["status"] == "escalated").await;
-        assert_eq!(d.exec.count(), 1, "the second step shares the action × target budget");
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "eeee000000000001",
+            &now_rfc3339(),
+        ))
+        .await;
+        let list = d
+            .wait_incidents("escalated", |l| {
+                l.len() == 1 && l[0]["status"] == "escalated"
+            })
+            .await;
+        assert_eq!(
+            d.exec.count(),
+            1,
+            "the second step shares the action × target budget"
+        );
         d.wait("the page", || !d.pager.all().is_empty()).await;
-        assert!(d.pager.all()[0].1.reason.contains("budget spent: action:test:deployment/python-services/checkout 1/1 per 1h"), "{}", d.pager.all()[0].1.reason);
+        assert!(
+            d.pager.all()[0].1.reason.contains(
+                "budget spent: action:test:deployment/python-services/checkout 1/1 per 1h"
+            ),
+            "{}",
+            d.pager.all()[0].1.reason
+        );
         let tl = d.timeline(list[0]["id"].as_str().unwrap()).await;
         assert!(tl.iter().any(|e| e["kind"] == "refused"));
-        let m = d.http.get(format!("{}/metrics", d.url)).send().await.unwrap().text().await.unwrap();
-        assert!(m.contains("remedyd_refusals_total{reason=\"budget\"} 1"), "{m}");
+        let m = d
+            .http
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            m.contains("remedyd_refusals_total{reason=\"budget\"} 1"),
+            "{m}"
+        );
         d.stop().await;
     })
     .await
@@ -234,20 +377,61 @@ policies:
         let d = Daemon::start(RULES, policy).await;
         d.exec.script(&[false, false]);
         let starts = now_rfc3339();
-        d.post(&payload("firing", "checkout", "warning", "ffff000000000001", &starts)).await;
-        d.wait_incidents("escalated", |l| l.len() == 1 && l[0]["status"] == "escalated").await;
-        assert_eq!(d.exec.count(), 2, "the third step is refused by the open breaker");
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "ffff000000000001",
+            &starts,
+        ))
+        .await;
+        d.wait_incidents("escalated", |l| {
+            l.len() == 1 && l[0]["status"] == "escalated"
+        })
+        .await;
+        assert_eq!(
+            d.exec.count(),
+            2,
+            "the third step is refused by the open breaker"
+        );
         d.wait("the page", || !d.pager.all().is_empty()).await;
-        assert!(d.pager.all()[0].1.reason.contains("breaker action:test:deployment/python-services/checkout open until"));
+        assert!(
+            d.pager.all()[0]
+                .1
+                .reason
+                .contains("breaker action:test:deployment/python-services/checkout open until")
+        );
         // After the cool-down a new incident on the same target gets one trial, which succeeds.
-        d.post(&payload("resolved", "checkout", "warning", "ffff000000000001", &starts)).await;
-        d.wait_incidents("resolved", |l| l[0]["status"] == "resolved").await;
+        d.post(&payload(
+            "resolved",
+            "checkout",
+            "warning",
+            "ffff000000000001",
+            &starts,
+        ))
+        .await;
+        d.wait_incidents("resolved", |l| l[0]["status"] == "resolved")
+            .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        d.post(&payload("firing", "checkout", "warning", "ffff000000000001", &now_rfc3339())).await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "ffff000000000001",
+            &now_rfc3339(),
+        ))
+        .await;
         d.wait("the half-open trial", || d.exec.count() == 3).await;
-        let list = d.wait_incidents("verifying", |l| l.len() == 2 && l[0]["status"] == "verifying").await;
+        let list = d
+            .wait_incidents("verifying", |l| {
+                l.len() == 2 && l[0]["status"] == "verifying"
+            })
+            .await;
         let tl = d.timeline(list[0]["id"].as_str().unwrap()).await;
-        assert_eq!(tl[1]["data"]["gates"]["breakers"]["action:test:deployment/python-services/checkout"], "half_open");
+        assert_eq!(
+            tl[1]["data"]["gates"]["breakers"]["action:test:deployment/python-services/checkout"],
+            "half_open"
+        );
         d.stop().await;
     })
     .await
@@ -257,18 +441,52 @@ policies:
 async fn pause_suspends_and_pages_and_resume_continues_the_ladder() {
     within(async {
         let d = Daemon::start(RULES, POLICY).await;
-        let r = d.http.post(format!("{}/api/v1/pause", d.url)).body(r#"{"reason":"deploy freeze","author":"alice"}"#).send().await.unwrap();
+        let r = d
+            .http
+            .post(format!("{}/api/v1/pause", d.url))
+            .body(r#"{"reason":"deploy freeze","author":"alice"}"#)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        let r = d.http.post(format!("{}/api/v1/pause", d.url)).body(r#"{"author":"alice"}"#).send().await.unwrap();
+        let r = d
+            .http
+            .post(format!("{}/api/v1/pause", d.url))
+            .body(r#"{"author":"alice"}"#)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "a pause needs a reason");
-        d.post(&payload("firing", "checkout", "warning", "abab000000000001", &now_rfc3339())).await;
-        d.wait_incidents("suspended", |l| l.len() == 1 && l[0]["status"] == "suspended").await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "abab000000000001",
+            &now_rfc3339(),
+        ))
+        .await;
+        d.wait_incidents("suspended", |l| {
+            l.len() == 1 && l[0]["status"] == "suspended"
+        })
+        .await;
         d.wait("the page", || !d.pager.all().is_empty()).await;
-        assert!(d.pager.all()[0].1.reason.contains("paused (global) by alice: deploy freeze"));
+        assert!(
+            d.pager.all()[0]
+                .1
+                .reason
+                .contains("paused (global) by alice: deploy freeze")
+        );
         assert_eq!(d.exec.count(), 0);
-        let r = d.http.post(format!("{}/api/v1/resume", d.url)).body("{}").send().await.unwrap();
+        let r = d
+            .http
+            .post(format!("{}/api/v1/resume", d.url))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        d.wait("the action after resume", || d.exec.count() == 1).await;
+        d.wait("the action after resume", || d.exec.count() == 1)
+            .await;
         d.stop().await;
     })
     .await
@@ -277,14 +495,25 @@ async fn pause_suspends_and_pages_and_resume_continues_the_ladder() {
 #[tokio::test]
 async fn storm_guard_stops_workload_actions_and_pages_once() {
     within(async {
-        let policy = format!("limits:\n  storm_guard: {{max_targets: 2, route: platform}}\n{}", POLICY.replace("policies:\n", "policies:\n").trim_start());
+        let policy = format!(
+            "limits:\n  storm_guard: {{max_targets: 2, route: platform}}\n{}",
+            POLICY.trim_start()
+        );
         let rules = RULES.replace("policy: remediate", "policy: remediate\n    for: 2s");
         let d = Daemon::start(&rules, &policy).await;
         let starts = now_rfc3339();
-        for (svc, fp) in [("checkout", "1111000000000001"), ("payments", "1111000000000002"), ("search", "1111000000000003")] {
-            d.post(&payload("firing", svc, "warning", fp, &starts)).await;
+        for (svc, fp) in [
+            ("checkout", "1111000000000001"),
+            ("payments", "1111000000000002"),
+            ("search", "1111000000000003"),
+        ] {
+            d.post(&payload("firing", svc, "warning", fp, &starts))
+                .await;
         }
-        d.wait_incidents("three escalated", |l| l.len() == 3 && l.iter().all(|i| i["status"] == "escalated")).await;
+        d.wait_incidents("three escalated", |l| {
+            l.len() == 3 && l.iter().all(|i| i["status"] == "escalated")
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(d.exec.count(), 0, "no workload action during a storm");
         let pages = d.pager.all();
@@ -317,15 +546,25 @@ async fn second_rule_on_a_busy_target_is_held_until_the_first_ladder_finishes() 
 async fn bad_payloads_get_400_naming_the_field_and_store_nothing() {
     within(async {
         let d = Daemon::start(RULES, POLICY).await;
-        let body = fixture("02-firing-grouped-3-alerts.json").replace("\"2026-11-26T09:41:29.811Z\"", "12");
+        let body = fixture("02-firing-grouped-3-alerts.json")
+            .replace("\"2026-11-26T09:41:29.811Z\"", "12");
         let (status, err) = d.post(&body).await;
         assert_eq!(status, 400);
-        assert!(err["error"].as_str().unwrap().starts_with("alerts[2].startsAt: invalid type: integer `12`"), "{err}");
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("alerts[2].startsAt: invalid type: integer `12`"),
+            "{err}"
+        );
         let (status, err) = d.post("not json").await;
         assert_eq!(status, 400);
         assert!(err["error"].as_str().unwrap().starts_with("body:"), "{err}");
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert!(d.incidents().await.is_empty(), "nothing of a rejected payload is stored");
+        assert!(
+            d.incidents().await.is_empty(),
+            "nothing of a rejected payload is stored"
+        );
         d.stop().await;
     })
     .await
@@ -335,7 +574,10 @@ async fn bad_payloads_get_400_naming_the_field_and_store_nothing() {
 async fn body_over_the_limit_gets_413() {
     within(async {
         let d = Daemon::start_with(RULES, POLICY, None, |c| c.max_body = 2048).await;
-        let big = fixture("02-firing-grouped-3-alerts.json").replace("\"summary\": \"5xx", &format!("\"pad\": \"{}\", \"summary\": \"5xx", "x".repeat(4096)));
+        let big = fixture("02-firing-grouped-3-alerts.json").replace(
+            "\"summary\": \"5xx",
+            &format!("\"pad\": \"{}\", \"summary\": \"5xx", "x".repeat(4096)),
+        );
         assert_eq!(d.post(&big).await.0, 413);
         assert_eq!(d.post(&fixture("01-firing-single-alert.json")).await.0, 200);
         d.stop().await;
@@ -350,14 +592,28 @@ async fn truncated_payload_is_recorded_and_missing_alerts_are_not_resolved() {
         d.post(&fixture("02-firing-grouped-3-alerts.json")).await;
         d.wait_incidents("three", |l| l.len() == 3).await;
         // The next notification carries one alert and says two were cut: nothing resolves.
-        let mut v: serde_json::Value = serde_json::from_str(&fixture("02-firing-grouped-3-alerts.json")).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&fixture("02-firing-grouped-3-alerts.json")).unwrap();
         v["alerts"].as_array_mut().unwrap().truncate(1);
         v["truncatedAlerts"] = 2.into();
         let (status, body) = d.post(&v.to_string()).await;
         assert_eq!((status, body["truncated_alerts"].as_u64()), (200, Some(2)));
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert!(d.incidents().await.iter().all(|i| i["status"] != "resolved"));
-        let m = d.http.get(format!("{}/metrics", d.url)).send().await.unwrap().text().await.unwrap();
+        assert!(
+            d.incidents()
+                .await
+                .iter()
+                .all(|i| i["status"] != "resolved")
+        );
+        let m = d
+            .http
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(m.contains("remedyd_truncated_alerts_total 2"), "{m}");
         d.stop().await;
     })
@@ -369,11 +625,19 @@ async fn restart_resumes_an_incident_waiting_for_its_for_from_the_store() {
     within(async {
         let rules = RULES.replace("policy: remediate", "policy: remediate\n    for: 3s");
         let d = Daemon::start(&rules, POLICY).await;
-        d.post(&payload("firing", "checkout", "warning", "efef000000000001", &now_rfc3339())).await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "efef000000000001",
+            &now_rfc3339(),
+        ))
+        .await;
         d.wait_incidents("open", |l| l.len() == 1).await;
         let dir = d.stop().await;
         let d = Daemon::start_with(&rules, POLICY, Some(dir), |_| {}).await;
-        d.wait("the action after restart", || d.exec.count() == 1).await;
+        d.wait("the action after restart", || d.exec.count() == 1)
+            .await;
         assert_eq!(d.incidents().await.len(), 1);
         d.stop().await;
     })
@@ -397,17 +661,40 @@ policies:
               body: {incident: "{{incident.id}}", severity: "{{severity}}"}
             verify: {resolved_within: 1m}
 "#;
-        let d = Daemon::start_with(RULES, policy, None, |c| c.mode = remedyd::config::Mode::DryRun).await;
-        d.post(&payload("firing", "checkout", "warning", "fefe000000000001", &now_rfc3339())).await;
-        let list = d.wait_incidents("verifying", |l| l.len() == 1 && l[0]["status"] == "verifying").await;
+        let d = Daemon::start_with(RULES, policy, None, |c| {
+            c.mode = remedyd::config::Mode::DryRun
+        })
+        .await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "fefe000000000001",
+            &now_rfc3339(),
+        ))
+        .await;
+        let list = d
+            .wait_incidents("verifying", |l| {
+                l.len() == 1 && l[0]["status"] == "verifying"
+            })
+            .await;
         let id = list[0]["id"].as_str().unwrap();
         let tl = d.timeline(id).await;
         let req = &tl.iter().find(|e| e["kind"] == "step_started").unwrap()["data"]["request"];
         assert_eq!(req["method"], "POST");
-        assert_eq!(req["url"], "http://127.0.0.1:9/restart/python-services/checkout");
-        assert_eq!(req["body"], serde_json::json!({"incident": id, "severity": "warning"}));
+        assert_eq!(
+            req["url"],
+            "http://127.0.0.1:9/restart/python-services/checkout"
+        );
+        assert_eq!(
+            req["body"],
+            serde_json::json!({"incident": id, "severity": "warning"})
+        );
         assert_eq!(req["headers"]["Idempotency-Key"], format!("{id}/restart"));
-        assert!(tl.iter().any(|e| e["kind"] == "step_ok" && e["data"]["would_send"] == *req));
+        assert!(
+            tl.iter()
+                .any(|e| e["kind"] == "step_ok" && e["data"]["would_send"] == *req)
+        );
         d.stop().await;
     })
     .await

@@ -6,25 +6,56 @@ const BIN: &str = env!("CARGO_BIN_EXE_remedyd");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).current_dir(ROOT).envs(env.iter().copied()).output().unwrap();
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(ROOT)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
 fn shipped_rule_tests_pass() {
-    let (code, out) = run(&["test", "rules/tests/runbook.test.yaml", "examples/polled/tests.yaml"], &[]);
+    let (code, out) = run(
+        &[
+            "test",
+            "rules/tests/runbook.test.yaml",
+            "examples/polled/tests.yaml",
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("SUCCESS").count(), 2, "{out}");
 }
 
 #[test]
 fn polled_examples_pass_check_with_a_prometheus_url_and_fail_without() {
-    let args = ["check", "--rules", "examples/polled/rules", "--policies", "examples/polled/policies"];
-    let (code, out) = run(&args, &[("REMEDYD_PROMETHEUS_URL", "http://127.0.0.1:9090")]);
+    let args = [
+        "check",
+        "--rules",
+        "examples/polled/rules",
+        "--policies",
+        "examples/polled/policies",
+    ];
+    let (code, out) = run(
+        &args,
+        &[("REMEDYD_PROMETHEUS_URL", "http://127.0.0.1:9090")],
+    );
     assert_eq!(code, 0, "{out}");
     let (code, out) = run(&args, &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("rule \"error-rate\" is polled but prometheus_url is not set"), "{out}");
+    assert!(
+        out.contains("rule \"error-rate\" is polled but prometheus_url is not set"),
+        "{out}"
+    );
     assert!(out.contains("examples/polled/rules/levels.yaml:"), "{out}");
 }
 

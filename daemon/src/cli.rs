@@ -8,7 +8,6 @@ use crate::action::{ActionRequest, Executors};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Mode, Overrides};
 use crate::intake::webhook;
-use crate::ruleset;
 use crate::signal::Status;
 
 /// remedyd: alert-driven auto-remediation.

@@ -26,6 +26,9 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Receipt, Store};
 use crate::telemetry::Metrics;
 
+/// Query → the series it answers with, each with its values per interval.
+type SeriesByQuery = BTreeMap<String, Vec<(Labels, Vec<Option<f64>>)>>;
+
 /// A test file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,7 +151,7 @@ struct FileSource {
     clock: Arc<ManualClock>,
     start: Timestamp,
     interval: Duration,
-    by_query: BTreeMap<String, Vec<(Labels, Vec<Option<f64>>)>>,
+    by_query: SeriesByQuery,
 }
 
 impl MetricSource for FileSource {
@@ -241,7 +244,7 @@ async fn run_case(
         p.mode = Some(Mode::DryRun);
     }
     let shared: SharedRuleset = Arc::new(RwLock::new(Arc::new(rs.clone())));
-    let mut by_query: BTreeMap<String, Vec<(Labels, Vec<Option<f64>>)>> = BTreeMap::new();
+    let mut by_query: SeriesByQuery = BTreeMap::new();
     for s in &case.series {
         let rule = rs
             .rules

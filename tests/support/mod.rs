@@ -72,9 +72,16 @@ impl CapturingPager {
 }
 
 impl Pager for CapturingPager {
-    fn send<'a>(&'a self, route: &'a Route, n: &'a Notification) -> BoxFuture<'a, Result<bool, PagerError>> {
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>> {
         Box::pin(async move {
-            self.sent.lock().unwrap().push((route.name.clone(), n.clone()));
+            self.sent
+                .lock()
+                .unwrap()
+                .push((route.name.clone(), n.clone()));
             Ok(true)
         })
     }
@@ -112,7 +119,12 @@ impl Daemon {
     }
 
     /// Starts on an existing directory (restart on the same store) or a new one.
-    pub async fn start_with(rules: &str, policies: &str, dir: Option<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start_with(
+        rules: &str,
+        policies: &str,
+        dir: Option<tempfile::TempDir>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
@@ -132,49 +144,92 @@ impl Daemon {
         let pager = Arc::new(CapturingPager::default());
         let mut executors = Executors::builtin();
         executors.register("test", exec.clone());
-        let parts = Parts { executors, pager: pager.clone(), clock: Arc::new(SystemClock), source: None };
+        let parts = Parts {
+            executors,
+            pager: pager.clone(),
+            clock: Arc::new(SystemClock),
+            source: None,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let handle = tokio::spawn(remedyd::app::run(cfg, parts, listener, stop.clone()));
-        Daemon { url, exec, pager, dir, http: reqwest::Client::new(), stop, handle }
+        Daemon {
+            url,
+            exec,
+            pager,
+            dir,
+            http: reqwest::Client::new(),
+            stop,
+            handle,
+        }
     }
 
     /// Stops and returns the directory (with the store) for a restart.
     pub async fn stop(self) -> tempfile::TempDir {
         self.stop.cancel();
-        tokio::time::timeout(WAIT, self.handle).await.expect("stops in time").unwrap().unwrap();
+        tokio::time::timeout(WAIT, self.handle)
+            .await
+            .expect("stops in time")
+            .unwrap()
+            .unwrap();
         self.dir
     }
 
     /// Posts a webhook body; returns status and JSON.
     pub async fn post(&self, body: &str) -> (u16, serde_json::Value) {
-        let r = self.http.post(format!("{}/webhook/alertmanager", self.url)).body(body.to_string()).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}/webhook/alertmanager", self.url))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> serde_json::Value {
-        self.http.get(format!("{}{path}", self.url)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn incidents(&self) -> Vec<serde_json::Value> {
-        self.get("/api/v1/incidents").await["incidents"].as_array().unwrap().clone()
+        self.get("/api/v1/incidents").await["incidents"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     pub async fn timeline(&self, id: &str) -> Vec<serde_json::Value> {
-        self.get(&format!("/api/v1/incidents/{id}")).await["timeline"].as_array().unwrap().clone()
+        self.get(&format!("/api/v1/incidents/{id}")).await["timeline"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// Polls until `f` holds on the incident list (bounded by WAIT).
-    pub async fn wait_incidents(&self, what: &str, f: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    pub async fn wait_incidents(
+        &self,
+        what: &str,
+        f: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let list = self.incidents().await;
             if f(&list) {
                 return list;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; incidents: {list:#?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; incidents: {list:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -183,7 +238,10 @@ impl Daemon {
     pub async fn wait(&self, what: &str, f: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while !f() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -191,12 +249,26 @@ impl Daemon {
 
 /// A fixture from tests/fixtures/alertmanager.
 pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/alertmanager/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/alertmanager/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 /// A one-alert payload built in the test.
-pub fn payload(status: &str, service: &str, severity: &str, fingerprint: &str, starts_at: &str) -> String {
-    let ends = if status == "resolved" { "2099-01-01T00:00:00Z" } else { "0001-01-01T00:00:00Z" };
+pub fn payload(
+    status: &str,
+    service: &str,
+    severity: &str,
+    fingerprint: &str,
+    starts_at: &str,
+) -> String {
+    let ends = if status == "resolved" {
+        "2099-01-01T00:00:00Z"
+    } else {
+        "0001-01-01T00:00:00Z"
+    };
     serde_json::json!({
         "receiver": "remedyd", "status": status, "version": "4", "groupKey": "{}:{alertname=\"HighErrorRate\"}",
         "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",

@@ -60,6 +60,7 @@ pub fn fingerprint(rule: &str, key: &str, level: u8) -> String {
     format!("{h:016x}")
 }
 
+#[allow(clippy::too_many_arguments)]
 /// The signals a series' level change produces, the new level's firing first so that an
 /// upgrade supersedes instead of resolving the incident.
 fn transitions(

@@ -106,7 +106,7 @@ pub fn compile(file: &str, raw: &[RawThreshold], diag: &mut Diagnostics) -> Vec<
             "a polled rule needs at least one level threshold",
         );
     }
-    out.sort_by(|a, b| b.level.cmp(&a.level));
+    out.sort_by_key(|t| std::cmp::Reverse(t.level));
     out
 }
 

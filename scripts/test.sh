@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The test command (README): installs the Debian packages the tests need when they are missing,
+# then runs every test. Works on a fresh Debian/Ubuntu machine as root or through sudo.
+# Extra arguments go to the test runner (e.g. `./scripts/test.sh core_loop`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Debian packages the tests need (add here when a test needs another one):
+#   ca-certificates, curl       - HTTPS for cargo and the harness
+#   prometheus                  - /usr/bin/prometheus and /usr/bin/promtool (tests/support/services.rs)
+#   prometheus-alertmanager     - /usr/bin/prometheus-alertmanager (tests/support/services.rs)
+packages=(ca-certificates curl prometheus prometheus-alertmanager)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [[ $status != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} > 0)); then
+    if [[ $(id -u) -eq 0 ]]; then
+        sudo=()
+    elif command -v sudo >/dev/null; then
+        sudo=(sudo)
+    else
+        echo "scripts/test.sh: need root or sudo to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "scripts/test.sh: installing ${missing[*]}" >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get update -o DPkg::Lock::Timeout=600
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+fi
+
+# nextest runs each test in its own process; it does not run doctests, so those run separately
+# (`--all-targets` leaves them out of `cargo test` too). Every test runs; the exit status is
+# non-zero if any failed.
+rc=0
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --all-targets --no-fail-fast "$@" || rc=$?
+else
+    cargo test --locked --all-targets --no-fail-fast "$@" || rc=$?
+fi
+cargo test --locked --doc || rc=$?
+exit "$rc"
