@@ -83,6 +83,7 @@ pub struct Engine {
     config: EngineConfig,
     wake: Arc<Notify>,
     running: HashSet<String>,
+    cache: Option<BTreeMap<String, Incident>>,
     probing: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
     storm_paged: bool,
@@ -115,6 +116,7 @@ impl Engine {
             config,
             wake,
             running: HashSet::new(),
+            cache: None,
             probing: HashSet::new(),
             source: None,
             storm_paged: false,
@@ -172,7 +174,7 @@ impl Engine {
                 self.probing.remove(&incident);
                 let rs = self.rules();
                 let now = self.clock.now();
-                let Some(mut inc) = self.store.get_incident(&incident).await? else {
+                let Some(mut inc) = self.incident(&incident).await? else {
                     return Ok(());
                 };
                 let Some(policy) = rs.policies.get(&inc.policy) else {
@@ -185,7 +187,7 @@ impl Engine {
                 let mut c = Commit::default();
                 self.effects(&inc, fx, &rs, &mut c, now).await?;
                 c.incidents.push(inc);
-                self.store.commit(c).await
+                self.commit(c).await
             }
         }
     }
@@ -309,7 +311,7 @@ impl Engine {
             ));
             self.effects(&inc, fx, &rs, &mut c, now).await?;
             c.incidents.push(inc);
-            self.store.commit(c).await?;
+            self.commit(c).await?;
         }
         Ok(())
     }
@@ -322,18 +324,17 @@ impl Engine {
         }
         let rs = self.rules();
         let now = self.clock.now();
-        let mut active: BTreeMap<(String, String), Incident> = self
-            .store
-            .active_incidents()
-            .await?
-            .into_iter()
-            .map(|i| ((i.rule.clone(), i.target.key()), i))
+        let cache = self.cache().await?;
+        let index: BTreeMap<(String, String), String> = cache
+            .values()
+            .map(|i| ((i.rule.clone(), i.target.key()), i.id.clone()))
             .collect();
-        // Re-sent alerts change nothing: only incidents that differ from the store are written.
-        let original = active.clone();
-        let mut touched: BTreeSet<(String, String)> = BTreeSet::new();
+        // Incidents this batch works on, cloned from the cache on first touch; re-sent alerts
+        // change nothing, and only incidents that differ from the cache are written.
+        let mut work: BTreeMap<(String, String), Incident> = BTreeMap::new();
+        let mut finished: Vec<Incident> = Vec::new();
         let mut c = Commit::default();
-        let mut effects: Vec<((String, String), Vec<Effect>)> = Vec::new();
+        let mut effects: Vec<(Incident, Vec<Effect>)> = Vec::new();
         for stored in &pending {
             let s = &stored.signal;
             c.processed.push(stored.id);
@@ -353,31 +354,31 @@ impl Engine {
                     continue;
                 };
                 let key = (m.rule.clone(), m.target.key());
-                match (active.get_mut(&key), s.status) {
-                    (Some(inc), SignalStatus::Firing) => {
-                        let fx = inc.apply(
-                            Event::Fired {
-                                fingerprint: s.fingerprint.clone(),
-                                starts_at: s.starts_at,
-                                level: m.level,
-                                for_: m.for_,
-                            },
-                            policy,
-                            now,
-                        );
-                        effects.push((key.clone(), fx));
-                        touched.insert(key);
-                    }
-                    (Some(inc), SignalStatus::Resolved) => {
-                        let fx = inc.apply(
-                            Event::Resolved {
-                                fingerprint: s.fingerprint.clone(),
-                            },
-                            policy,
-                            now,
-                        );
-                        effects.push((key.clone(), fx));
-                        touched.insert(key);
+                if !work.contains_key(&key)
+                    && let Some(inc) = index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
+                {
+                    work.insert(key.clone(), inc.clone());
+                }
+                let event = match s.status {
+                    SignalStatus::Firing => Event::Fired {
+                        fingerprint: s.fingerprint.clone(),
+                        starts_at: s.starts_at,
+                        level: m.level,
+                        for_: m.for_,
+                    },
+                    SignalStatus::Resolved => Event::Resolved {
+                        fingerprint: s.fingerprint.clone(),
+                    },
+                };
+                match (work.get_mut(&key), s.status) {
+                    (Some(inc), _) => {
+                        let fx = inc.apply(event, policy, now);
+                        if !fx.is_empty() {
+                            effects.push((inc.clone(), fx));
+                        }
+                        if inc.is_resolved() {
+                            finished.extend(work.remove(&key));
+                        }
                     }
                     (None, SignalStatus::Firing) => {
                         let id = self.store.next_incident_id(now.year()).await?;
@@ -394,9 +395,8 @@ impl Engine {
                             now,
                         );
                         tracing::info!(incident = %inc.id, rule = %m.rule, target = %m.target.key(), level = m.level, "Incident opened");
-                        active.insert(key.clone(), inc);
-                        effects.push((key.clone(), fx));
-                        touched.insert(key);
+                        effects.push((inc.clone(), fx));
+                        work.insert(key, inc);
                     }
                     // A resolved alert without an open incident never acts.
                     (None, SignalStatus::Resolved) => {}
@@ -408,28 +408,85 @@ impl Engine {
                 1,
             );
         }
-        for (key, fx) in effects {
-            let inc = active.get(&key).expect("touched incident exists").clone();
+        for (inc, fx) in effects {
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
-        for key in touched {
-            if let Some(inc) = active.remove(&key)
-                && original.get(&key) != Some(&inc)
-            {
+        for inc in work.into_values().chain(finished) {
+            if self.cache.as_ref().and_then(|m| m.get(&inc.id)) != Some(&inc) {
                 c.incidents.push(inc);
             }
         }
-        self.store.commit(c).await?;
+        self.commit(c).await?;
         Ok(pending.len())
+    }
+
+    /// The active incidents, loaded from the store once and kept current by [`Self::commit`].
+    async fn cache(&mut self) -> Result<&BTreeMap<String, Incident>, StoreError> {
+        if self.cache.is_none() {
+            let all = self.store.active_incidents().await?;
+            self.cache = Some(all.into_iter().map(|i| (i.id.clone(), i)).collect());
+        }
+        Ok(self.cache.as_ref().expect("just loaded"))
+    }
+
+    /// An incident, from the cache when active.
+    async fn incident(&mut self, id: &str) -> Result<Option<Incident>, StoreError> {
+        if let Some(i) = self.cache().await?.get(id) {
+            return Ok(Some(i.clone()));
+        }
+        self.store.get_incident(id).await
+    }
+
+    /// Commits and keeps the cache in step; on any error the cache is reloaded next time.
+    async fn commit(&mut self, c: Commit) -> Result<(), StoreError> {
+        if c.is_empty() {
+            return Ok(());
+        }
+        let incidents = c.incidents.clone();
+        match self.store.commit(c).await {
+            Ok(()) => {
+                if let Some(cache) = self.cache.as_mut() {
+                    for i in incidents {
+                        if i.is_resolved() {
+                            cache.remove(&i.id);
+                        } else {
+                            cache.insert(i.id.clone(), i);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.cache = None;
+                Err(e)
+            }
+        }
     }
 
     /// Ticks deadlines, resumes lifted pauses, and starts due steps.
     async fn drive(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
         let rs = self.rules();
         let now = self.clock.now();
-        let incidents = self.store.active_incidents().await?;
         let pauses = self.store.pauses().await?;
-        let targets: BTreeSet<String> = incidents.iter().map(|i| i.target.key()).collect();
+        let all = self.cache().await?;
+        let targets: BTreeSet<String> = all.values().map(|i| i.target.key()).collect();
+        let infrastructure = all.values().find(|i| i.level >= 3).map(|i| i.id.clone());
+        let mut acting: BTreeMap<String, String> = all
+            .values()
+            .filter(|i| i.is_acting())
+            .map(|i| (i.target.key(), i.id.clone()))
+            .collect();
+        // Only incidents with something due are cloned and driven.
+        let due: Vec<Incident> = all
+            .values()
+            .filter(|i| {
+                matches!(
+                    i.phase,
+                    Phase::Ready | Phase::Held { .. } | Phase::Suspended { .. }
+                ) || i.deadline().is_some_and(|d| d <= now)
+            })
+            .cloned()
+            .collect();
         let storm = rs
             .limits
             .storm_guard
@@ -440,16 +497,7 @@ impl Engine {
         {
             self.storm_paged = false;
         }
-        let infrastructure = incidents
-            .iter()
-            .find(|i| i.level >= 3)
-            .map(|i| i.id.clone());
-        let mut acting: BTreeMap<String, String> = incidents
-            .iter()
-            .filter(|i| i.is_acting())
-            .map(|i| (i.target.key(), i.id.clone()))
-            .collect();
-        for mut inc in incidents {
+        for mut inc in due {
             let Some(policy) = rs.policies.get(&inc.policy) else {
                 continue;
             };
@@ -539,7 +587,7 @@ impl Engine {
             }
             self.effects(&inc, fx, &rs, &mut c, now).await?;
             c.incidents.push(inc.clone());
-            match self.store.commit(c).await {
+            match self.commit(c).await {
                 Ok(()) => {}
                 Err(StoreError::AlreadyClaimed(what)) => {
                     // Another writer ran this step: never twice. Record and verify instead.
@@ -559,7 +607,7 @@ impl Engine {
                     let mut c = Commit::default();
                     self.effects(&inc, fx, &rs, &mut c, now).await?;
                     c.incidents.push(inc);
-                    self.store.commit(c).await?;
+                    self.commit(c).await?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -626,7 +674,7 @@ impl Engine {
         self.running.remove(&done.incident);
         let rs = self.rules();
         let now = self.clock.now();
-        let Some(mut inc) = self.store.get_incident(&done.incident).await? else {
+        let Some(mut inc) = self.incident(&done.incident).await? else {
             return Ok(());
         };
         let dry = done.outcome.detail.get("would_send").is_some();
@@ -675,7 +723,7 @@ impl Engine {
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
         c.incidents.push(inc);
-        self.store.commit(c).await
+        self.commit(c).await
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -510,8 +510,11 @@ impl Incident {
                 for_,
             } => {
                 let new = !self.active.contains_key(&fingerprint);
+                // A re-sent alert keeps its first start: nothing changes, nothing is written.
                 self.active
-                    .insert(fingerprint.clone(), ActiveAlert { level, starts_at });
+                    .entry(fingerprint.clone())
+                    .or_insert(ActiveAlert { level, starts_at })
+                    .level = level;
                 if level > self.level {
                     let from = self.level;
                     self.level = level;
