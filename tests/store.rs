@@ -125,7 +125,7 @@ async fn suite(store: Arc<dyn Store>) {
     let c = Commit {
         incidents: vec![inc.clone()],
         timeline: vec![(id.clone(), entry.clone())],
-        processed: pending.iter().map(|p| p.id).collect(),
+        processed: pending.iter().map(|p| p.id).max(),
         outbox: vec![("oncall".into(), n)],
         budget_uses: vec![
             ("global".into(), Timestamp(100), false),

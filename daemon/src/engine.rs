@@ -337,7 +337,7 @@ impl Engine {
         let mut effects: Vec<(Incident, Vec<Effect>)> = Vec::new();
         for stored in &pending {
             let s = &stored.signal;
-            c.processed.push(stored.id);
+            c.processed = Some(stored.id);
             let mut matched = false;
             for rule in &rs.rules {
                 let m = match rule.evaluate(s) {

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::ruleset::{Diagnostics, parse_duration};
-use crate::signal::{Labels, Signal};
-use crate::template::{Template, Vars};
+use crate::signal::Signal;
+use crate::template::Template;
 pub use matcher::Matcher;
 
 /// Default namespace of the runbook's services.
@@ -234,10 +234,10 @@ impl Rule {
                 })?
             }
         };
-        let vars = label_vars(&signal.labels);
-        let name = self.target_name.render(&vars).map_err(miss)?;
+        let vars = &signal.labels;
+        let name = self.target_name.render(vars).map_err(miss)?;
         let namespace = match &self.target_namespace {
-            Some(t) => t.render(&vars).map_err(miss)?,
+            Some(t) => t.render(vars).map_err(miss)?,
             None => String::new(),
         };
         if name.is_empty() {
@@ -255,11 +255,6 @@ impl Rule {
             for_: self.for_,
         }))
     }
-}
-
-/// Template variables from labels.
-pub fn label_vars(labels: &Labels) -> Vars {
-    labels.clone()
 }
 
 /// Compiles raw rules, reporting every problem to `diag`.

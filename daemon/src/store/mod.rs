@@ -101,8 +101,9 @@ pub struct Commit {
     pub incidents: Vec<Incident>,
     /// Timeline entries to append.
     pub timeline: Vec<(String, Entry)>,
-    /// Signals now handled.
-    pub processed: Vec<i64>,
+    /// Every signal up to this id is handled (the engine handles them in id order, and ingest
+    /// commits ids in increasing order, so one watermark replaces a flag per row).
+    pub processed: Option<i64>,
     /// Pages to enqueue: (route, notification).
     pub outbox: Vec<(String, Notification)>,
     /// Budget uses: (key, at, dry_run).
@@ -123,7 +124,7 @@ impl Commit {
     pub fn is_empty(&self) -> bool {
         self.incidents.is_empty()
             && self.timeline.is_empty()
-            && self.processed.is_empty()
+            && self.processed.is_none()
             && self.outbox.is_empty()
             && self.budget_uses.is_empty()
             && self.breaker_failures.is_empty()

@@ -57,10 +57,8 @@ CREATE TABLE signals (
     source TEXT NOT NULL,
     received_at INTEGER NOT NULL,
     body TEXT NOT NULL,
-    processed INTEGER NOT NULL DEFAULT 0,
     UNIQUE (fingerprint, starts_at, status)
 );
-CREATE INDEX signals_pending ON signals (processed, id);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE incidents (
     id TEXT PRIMARY KEY,
@@ -317,9 +315,10 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
             params![id, e.at.0, encode(e)],
         )?;
     }
-    for id in &c.processed {
+    if let Some(id) = c.processed {
         tx.execute(
-            "UPDATE signals SET processed = 1 WHERE id = ?1",
+            "INSERT INTO counters (name, value) VALUES ('engine_signals', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
             params![id],
         )?;
     }
@@ -376,7 +375,9 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, body, received_at FROM signals WHERE processed = 0 ORDER BY id LIMIT ?1",
+                    "SELECT id, body, received_at FROM signals
+                     WHERE id > coalesce((SELECT value FROM counters WHERE name = 'engine_signals'), 0)
+                     ORDER BY id LIMIT ?1",
                 )
                 .map_err(db)?;
             let rows = st
