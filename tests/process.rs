@@ -585,10 +585,10 @@ async fn sighup_with_invalid_policies_keeps_the_last_good_set() {
         assert_ne!(bad, good);
         env.write("policies/p.yaml", &bad);
         d.signal("HUP");
-        wait_until(10, "reloads_total{reason=\"error\"} 1", || async {
+        wait_until(10, "reloads_total{result=\"error\"} 1", || async {
             sample(
                 &env.metrics().await,
-                r#"remedyd_ruleset_reloads_total{reason="error"}"#,
+                r#"remedyd_ruleset_reloads_total{result="error"}"#,
             ) == Some(1.0)
         })
         .await;
@@ -611,16 +611,16 @@ async fn sighup_with_invalid_policies_keeps_the_last_good_set() {
 
         env.write("policies/p.yaml", &good);
         d.signal("HUP");
-        wait_until(10, "reloads_total{reason=\"ok\"} 1", || async {
+        wait_until(10, "reloads_total{result=\"ok\"} 1", || async {
             sample(
                 &env.metrics().await,
-                r#"remedyd_ruleset_reloads_total{reason="ok"}"#,
+                r#"remedyd_ruleset_reloads_total{result="ok"}"#,
             ) == Some(1.0)
         })
         .await;
         let m = env.metrics().await;
         assert_eq!(
-            sample(&m, r#"remedyd_ruleset_reloads_total{reason="error"}"#),
+            sample(&m, r#"remedyd_ruleset_reloads_total{result="error"}"#),
             Some(1.0),
             "{m}"
         );

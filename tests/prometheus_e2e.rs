@@ -223,7 +223,7 @@ async fn prometheus_outage_opens_and_resolves_nothing_and_verification_reports_n
             .await
             .unwrap();
         assert!(
-            m.contains("remedyd_prometheus_queries_total{reason=\"unavailable\"}"),
+            m.contains("remedyd_prometheus_queries_total{result=\"unavailable\"}"),
             "{m}"
         );
         // Prometheus back, errors gone: the poller resolves the incident without a restart.

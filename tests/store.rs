@@ -136,7 +136,7 @@ async fn suite(store: Arc<dyn Store>) {
             "k".into(),
             BreakerRecord {
                 opened_at: Some(Timestamp(100)),
-                trial: false,
+                trial_since: None,
                 reset_at: None,
             },
         )],

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
@@ -60,13 +61,23 @@ pub fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, rule
             );
         }
         for p in rs.policies.values() {
+            let origin = rs.policy_origins.get(&p.name).cloned().unwrap_or_default();
+            let (file, line) = origin.rsplit_once(':').unwrap_or((&origin, "0"));
             for (level, l) in &p.levels {
                 for st in l
                     .steps
                     .iter()
                     .filter(|s| matches!(s.verify, crate::policy::Verify::Query { .. }))
                 {
-                    d.push(&cfg.policies.display().to_string(), 0, "steps.verify.query", format!("policy {:?} level {level} step {:?} verifies with PromQL but prometheus_url is not set", p.name, st.name));
+                    d.push(
+                        file,
+                        line.parse().unwrap_or(0),
+                        "steps.verify.query",
+                        format!(
+                            "policy {:?} level {level} step {:?} verifies with PromQL but prometheus_url is not set",
+                            p.name, st.name
+                        ),
+                    );
                 }
             }
         }
@@ -92,7 +103,7 @@ pub fn reload(
                 "Reloaded rules and policies"
             );
             *shared.write().expect("ruleset lock") = Arc::new(rs);
-            Metrics::reason(&metrics.reloads, "ok");
+            Metrics::result(&metrics.reloads, "ok");
             true
         }
         Err(diag) => {
@@ -103,7 +114,7 @@ pub fn reload(
                 errors = diag.len(),
                 "Reload rejected; the previous rules and policies keep running"
             );
-            Metrics::reason(&metrics.reloads, "error");
+            Metrics::result(&metrics.reloads, "error");
             false
         }
     }
@@ -191,6 +202,7 @@ pub async fn run(
         metrics.clone(),
         EngineConfig {
             mode: cfg.mode,
+            shutdown: deadline,
             ..Default::default()
         },
         wake.clone(),
@@ -254,15 +266,10 @@ pub async fn run(
     // Intake has stopped and every accepted request has been answered (its writes are durable).
     cancel.cancel();
     tasks.close();
-    let finished = tokio::time::timeout(deadline, async {
-        let _ = engine_task.await;
-        let _ = outbox_task.await;
-        tasks.wait().await;
-    })
-    .await;
-    if finished.is_err() {
-        tracing::warn!(deadline = ?deadline, "Shutdown deadline passed with actions in flight; they are recovered as interrupted on restart");
-    }
+    // The engine waits up to the deadline for actions in flight and records their results.
+    let _ = engine_task.await;
+    let _ = outbox_task.await;
+    let _ = tokio::time::timeout(Duration::from_millis(100), tasks.wait()).await;
     tracing::info!("Stopped");
     Ok(())
 }

@@ -248,15 +248,27 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                     .get(&step.action)
                     .map(|e| e.plan(&req))
                     .unwrap_or_else(|| Err("unknown action".into()));
+                let budget = step.budget.unwrap_or(rs.limits.action_target);
+                let verify = match &step.verify {
+                    crate::policy::Verify::ResolvedWithin(_) => step.verify.condition(),
+                    v @ crate::policy::Verify::Query { query, within, .. } => format!(
+                        "{} {} within {}",
+                        query.split_whitespace().collect::<Vec<_>>().join(" "),
+                        v.condition(),
+                        crate::clock::fmt_duration(*within)
+                    ),
+                };
+                let on_failure = match step.on_failure {
+                    crate::policy::OnFailure::Next => "next",
+                    crate::policy::OnFailure::Escalate => "escalate",
+                };
                 println!(
-                    "    {}. {} ({}), budget {}/{}, verify: resolved within {}, on failure: {:?}",
+                    "    {}. {} ({}), budget {}/{}, verify: {verify}, on failure: {on_failure}",
                     i + 1,
                     step.name,
                     step.action,
-                    step.budget.max,
-                    crate::clock::fmt_duration(step.budget.per),
-                    crate::clock::fmt_duration(step.verify.timeout()),
-                    step.on_failure
+                    budget.max,
+                    crate::clock::fmt_duration(budget.per),
                 );
                 match plan {
                     Ok(p) => println!("       request: {p}"),

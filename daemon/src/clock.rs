@@ -7,10 +7,38 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// A point in time, milliseconds since the Unix epoch (UTC).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+/// A point in time, milliseconds since the Unix epoch (UTC). Serialized as RFC 3339 (what a
+/// person reading the API or a page expects); integers are accepted too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 time or milliseconds since the epoch")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                Ok(Timestamp(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                i64::try_from(v).map(Timestamp).map_err(E::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                Timestamp::parse_rfc3339(v).map_err(|e| E::custom(format!("{v:?}: {e}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Timestamp {
     /// Parses RFC 3339 with any number of fraction digits, as Alertmanager sends.
@@ -135,6 +163,18 @@ mod tests {
         assert_eq!(ms, ns);
         assert_eq!(ms.to_rfc3339(), "2026-11-26T09:41:27.811Z");
         assert_eq!(ms.year(), 2026);
+    }
+
+    #[test]
+    fn serializes_as_rfc3339_and_reads_both_forms() {
+        let t = Timestamp(1_795_686_088_892);
+        let s = serde_json::to_string(&t).unwrap();
+        assert_eq!(s, "\"2026-11-26T09:41:28.892Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&s).unwrap(), t);
+        assert_eq!(
+            serde_json::from_str::<Timestamp>("1795686088892").unwrap(),
+            t
+        );
     }
 
     #[test]

@@ -207,10 +207,17 @@ impl Config {
 
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|e| ConfigError::Invalid {
-            field: "listen",
-            message: format!("{:?} is not HOST:PORT ({e})", self.listen),
-        })
+        if let Ok(a) = self.listen.parse() {
+            return Ok(a);
+        }
+        // A host name (`localhost:9097`): its first address.
+        std::net::ToSocketAddrs::to_socket_addrs(self.listen.as_str())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "listen",
+                message: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:9097)", self.listen),
+            })
     }
 
     /// The webhook token from `webhook_token` or `webhook_token_file`.

@@ -18,7 +18,7 @@ use crate::incident::{Effect, Entry, Event, Incident, Phase, Probe, StepResult};
 use crate::policy::breaker;
 use crate::policy::budget::BudgetUse;
 use crate::policy::gate::{self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind};
-use crate::policy::{Policy, Step, Verify};
+use crate::policy::{Step, Verify};
 use crate::prom::MetricSource;
 use crate::ruleset::Ruleset;
 use crate::signal::Status as SignalStatus;
@@ -61,6 +61,8 @@ pub struct EngineConfig {
     pub mode: Mode,
     /// Fallback wake-up when nothing signals it: bounds how late a deadline is noticed.
     pub tick: Duration,
+    /// On shutdown, how long to wait for actions in flight so their results are recorded.
+    pub shutdown: Duration,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +71,7 @@ impl Default for EngineConfig {
             mode: Mode::DryRun,
             // 1 s: deadlines (`for`, verification) are minutes; a second late is fine.
             tick: Duration::from_secs(1),
+            shutdown: Duration::from_secs(10),
         }
     }
 }
@@ -142,7 +145,7 @@ impl Engine {
         }
         loop {
             if let Err(e) = self.pass(&tasks).await {
-                Metrics::reason(&self.metrics.store_errors, "engine");
+                self.metrics.store_error("engine");
                 tracing::warn!(error = %e, "Engine pass failed; retrying");
             }
             tokio::select! {
@@ -150,14 +153,30 @@ impl Engine {
                 _ = self.wake.notified() => {}
                 Some(msg) = self.done_rx.recv() => {
                     if let Err(e) = self.handle(msg).await {
-                        Metrics::reason(&self.metrics.store_errors, "finish");
+                        self.metrics.store_error("finish");
                         tracing::error!(error = %e, "Recording a finished step or probe failed; a step is recovered as interrupted on restart");
                     }
                 }
                 _ = tokio::time::sleep(self.config.tick) => {}
             }
         }
-        // Record what finished during shutdown; the rest resumes as "interrupted" on restart.
+        // No new step starts. Wait (bounded) for the ones in flight so that their results are
+        // recorded; what is still running at the deadline resumes as "interrupted" on restart.
+        let deadline = tokio::time::Instant::now() + self.config.shutdown;
+        while !self.running.is_empty() || !self.probing.is_empty() {
+            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                Ok(Some(msg)) => {
+                    let _ = self.handle(msg).await;
+                }
+                _ => {
+                    tracing::warn!(
+                        running = self.running.len(),
+                        "Shutdown deadline passed with actions in flight; they are recovered as interrupted on restart"
+                    );
+                    break;
+                }
+            }
+        }
         while let Ok(msg) = self.done_rx.try_recv() {
             let _ = self.handle(msg).await;
         }
@@ -283,7 +302,7 @@ impl Engine {
             let Some(policy) = rs.policies.get(&inc.policy) else {
                 continue;
             };
-            tracing::warn!(incident = %inc.id, ladder, step, "Step was running when the process stopped; not repeating it");
+            tracing::warn!(incident = %inc.id, ladder, step = %policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).map_or("?", |s| s.name.as_str()), "Step was running when the process stopped; not repeating it");
             let action = policy
                 .levels
                 .get(&ladder)
@@ -574,7 +593,7 @@ impl Engine {
                         }
                         for t in trials {
                             if let Some(b) = input.breakers.iter().find(|b| b.key == t) {
-                                c.breakers.push((t, breaker::on_trial(&b.record)));
+                                c.breakers.push((t, breaker::on_trial(&b.record, now)));
                             }
                         }
                         acting.insert(inc.target.key(), inc.id.clone());
@@ -747,7 +766,10 @@ impl Engine {
         let target = inc.target.key();
         let ns = (!inc.target.namespace.is_empty()).then(|| inc.target.namespace.clone());
         let mut windows = vec![
-            (format!("action:{}:{target}", step.action), step.budget),
+            (
+                format!("action:{}:{target}", step.action),
+                step.budget.unwrap_or(rs.limits.action_target),
+            ),
             (format!("rule:{}", inc.rule), rs.limits.rule),
         ];
         if let Some(ns) = &ns {
@@ -938,7 +960,6 @@ impl Engine {
             c.outbox
                 .push((route, escalate::notification(inc, &timeline, kind, &reason)));
         }
-        let _: Option<&Policy> = None;
         Ok(())
     }
 }

@@ -122,7 +122,7 @@ impl MetricSource for PromClient {
                 Err(QueryError::Unavailable(_)) => "unavailable",
                 Err(QueryError::Rejected(_)) => "rejected",
             };
-            Metrics::reason(&self.metrics.prom_queries, result);
+            Metrics::result(&self.metrics.prom_queries, result);
             res
         })
     }

@@ -107,6 +107,8 @@ pub struct Ruleset {
     pub vars: BTreeMap<String, String>,
     /// Files loaded, for the log.
     pub files: Vec<PathBuf>,
+    /// Where each policy is defined (`file:line`), for later cross-checks.
+    pub policy_origins: BTreeMap<String, String>,
 }
 
 fn yaml_files(dir: &Path, diag: &mut Diagnostics) -> Vec<PathBuf> {
@@ -144,8 +146,14 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, diag: &mut Diagnostics) ->
         Err(e) => {
             let line = e.location().map(|l| l.line()).unwrap_or(0);
             let msg = e.to_string();
-            // serde-saphyr appends its own position; the diagnostic already carries the line.
-            let msg = msg.lines().next().unwrap_or_default().to_string();
+            // serde-saphyr puts the position first ("error: line 6 column 5: ..."); the diagnostic
+            // already carries the line.
+            let first = msg.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let msg = match first.split_once(": ") {
+                Some((pos, rest)) if pos.starts_with("line ") => rest.to_string(),
+                _ => first.to_string(),
+            };
             diag.push(&file, line, "yaml", msg);
             None
         }
@@ -186,14 +194,28 @@ pub fn load(
         files.push(path);
     }
     let mut parts = PolicyParts::default();
+    // A policy file that does not parse defines nothing; naming its policies and routes as
+    // missing would only bury the real error.
+    let mut unparsed = false;
     for path in yaml_files(policies_dir, &mut diag) {
         let file = path.display().to_string();
-        if let Some(raw) = parse::<policy::RawPolicyFile>(&path, &mut diag) {
-            policy::compile(&file, raw, &mut parts, &mut diag);
+        match parse::<policy::RawPolicyFile>(&path, &mut diag) {
+            Some(raw) => policy::compile(&file, raw, &mut parts, &mut diag),
+            None => unparsed = true,
         }
         files.push(path);
     }
-    for r in &rules {
+    let known = |names: Vec<&String>, what: &str| {
+        if names.is_empty() {
+            format!("no {what} is defined")
+        } else {
+            format!(
+                "known: {}",
+                names.into_iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    };
+    for r in rules.iter().filter(|_| !unparsed) {
         if !parts.policies.contains_key(&r.policy) {
             let (file, line) = &r.policy_origin;
             diag.push(
@@ -201,29 +223,24 @@ pub fn load(
                 *line,
                 "policy",
                 format!(
-                    "rule {:?} names policy {:?}, which no file in {} defines (known: {})",
+                    "rule {:?} names policy {:?}, which no file in {} defines ({})",
                     r.name,
                     r.policy,
                     policies_dir.display(),
-                    parts
-                        .policies
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    known(parts.policies.keys().collect(), "policy")
                 ),
             );
         }
     }
-    for (route, file, line) in &parts.route_refs {
+    for (route, file, line) in parts.route_refs.iter().filter(|_| !unparsed) {
         if !parts.routes.contains_key(route) {
             diag.push(
                 file,
                 *line,
                 "escalate_to",
                 format!(
-                    "route {route:?} is not defined (known: {})",
-                    parts.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+                    "route {route:?} is not defined ({})",
+                    known(parts.routes.keys().collect(), "route")
                 ),
             );
         }
@@ -236,6 +253,11 @@ pub fn load(
     if !diag.is_empty() {
         return Err(diag);
     }
+    let policy_origins = parts
+        .policies
+        .iter()
+        .map(|(k, (_, o))| (k.clone(), o.clone()))
+        .collect();
     Ok(Ruleset {
         rules,
         policies: parts
@@ -247,5 +269,6 @@ pub fn load(
         limits: parts.limits.map(|(l, _)| l).unwrap_or_default(),
         vars: parts.vars,
         files,
+        policy_origins,
     })
 }

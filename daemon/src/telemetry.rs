@@ -25,11 +25,25 @@ pub struct ActionLabels {
     pub outcome: String,
 }
 
-/// One label named `reason`, `state`, `result`, `code` or `route`.
+/// `{reason}`: why a step was refused or escalated.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Value.
     pub reason: String,
+}
+
+/// `{result}`: how an operation ended (ok, error, unavailable, rejected).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// Value.
+    pub result: String,
+}
+
+/// `{operation}`: which store operation failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    /// Value.
+    pub operation: String,
 }
 
 /// `{state}`.
@@ -81,11 +95,11 @@ pub struct Metrics {
     /// Page deliveries by route and result.
     pub pages: Family<PageLabels, Counter>,
     /// Rule and policy reloads by result.
-    pub reloads: Family<ReasonLabel, Counter>,
+    pub reloads: Family<ResultLabel, Counter>,
     /// Store errors by operation.
-    pub store_errors: Family<ReasonLabel, Counter>,
+    pub store_errors: Family<OperationLabel, Counter>,
     /// Prometheus queries by result (ok, unavailable, rejected).
-    pub prom_queries: Family<ReasonLabel, Counter>,
+    pub prom_queries: Family<ResultLabel, Counter>,
     /// Prometheus query latency, retries included.
     pub prom_query_duration: Histogram,
     /// Duration of one poll cycle over every due polled rule.
@@ -230,6 +244,24 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts under a `result` label.
+    pub fn result(family: &Family<ResultLabel, Counter>, result: &str) {
+        family
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed store operation.
+    pub fn store_error(&self, operation: &str) {
+        self.store_errors
+            .get_or_create(&OperationLabel {
+                operation: operation.into(),
+            })
+            .inc();
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -245,6 +277,7 @@ pub fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         b.json().try_init()

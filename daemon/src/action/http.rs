@@ -73,14 +73,24 @@ impl HttpExecutor {
         let p: Params = serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
         reqwest::Method::from_bytes(p.method.as_bytes())
             .map_err(|_| format!("method {:?} is not an HTTP method", p.method))?;
-        Template::parse(&p.url)?;
-        for v in p.headers.values() {
-            Template::parse(v)?;
+        let url = Template::parse(&p.url).map_err(|e| format!("url: {e}"))?;
+        // A URL that starts with a template is checked when rendered; a literal one now.
+        if !(p.url.starts_with("{{")
+            || p.url.starts_with("http://")
+            || p.url.starts_with("https://"))
+        {
+            return Err(format!(
+                "url: {:?} must start with http:// or https://",
+                url.source()
+            ));
+        }
+        for (k, v) in &p.headers {
+            Template::parse(v).map_err(|e| format!("headers.{k}: {e}"))?;
         }
         if let Some(b) = &p.body {
-            template::check_json(b)?;
+            template::check_json(b).map_err(|e| format!("body: {e}"))?;
         }
-        crate::ruleset::parse_duration(&p.timeout)?;
+        crate::ruleset::parse_duration(&p.timeout).map_err(|e| format!("timeout: {e}"))?;
         if p.retries > 10 {
             return Err(format!("retries {} is more than 10", p.retries));
         }
@@ -97,9 +107,15 @@ impl HttpExecutor {
         for (k, v) in &p.headers {
             headers.insert(k.clone(), Template::parse(v)?.render(&req.vars)?);
         }
-        headers
-            .entry("Idempotency-Key".into())
-            .or_insert_with(|| format!("{}/{}", req.incident, req.step));
+        if !headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("idempotency-key"))
+        {
+            headers.insert(
+                "Idempotency-Key".into(),
+                format!("{}/{}", req.incident, req.step),
+            );
+        }
         let body = p
             .body
             .as_ref()

@@ -61,11 +61,12 @@ impl From<StoreError> for ApiError {
 
 /// The router; tests call it directly or serve it.
 pub fn router(state: Arc<AppState>) -> Router {
-    let max_body = state.max_body;
     Router::new()
+        // The handler reads the body itself so that the token is checked first and an
+        // oversized body gets the same JSON error as every other refusal.
         .route(
             "/webhook/alertmanager",
-            post(webhook_handler).layer(DefaultBodyLimit::max(max_body)),
+            post(webhook_handler).layer(DefaultBodyLimit::disable()),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -97,10 +98,22 @@ fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 async fn webhook_handler(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
-    let resp = webhook_inner(&state, &headers, &body).await;
+    let resp = match check_token(&state, &headers) {
+        Err(e) => Err(e),
+        Ok(()) => match axum::body::to_bytes(body, state.max_body).await {
+            Ok(bytes) => webhook_inner(&state, &bytes).await,
+            Err(_) => Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body: larger than max_body ({} bytes), or cut short",
+                    state.max_body
+                ),
+            )),
+        },
+    };
     let resp = match resp {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -119,12 +132,7 @@ async fn webhook_handler(
     resp
 }
 
-async fn webhook_inner(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    check_token(state, headers)?;
+async fn webhook_inner(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let (receipt, signals) = webhook::parse(body, now).map_err(|e| {
         state.metrics.signal("webhook", "rejected", 1);
@@ -140,7 +148,7 @@ async fn webhook_inner(
     }
     let truncated = receipt.truncated_alerts;
     let r = state.store.ingest(receipt, signals).await.map_err(|e| {
-        Metrics::reason(&state.metrics.store_errors, "ingest");
+        state.metrics.store_error("ingest");
         tracing::error!(error = %e, "Could not store webhook signals; answering 503 so Alertmanager retries");
         ApiError(StatusCode::SERVICE_UNAVAILABLE, "store unavailable; retry".into())
     })?;

@@ -91,10 +91,14 @@ pub fn notification(
         inc.level,
         inc.rule
     );
+    // The runbook's levels: 1 degraded, 2 unavailable, 3 infrastructure.
     let impact = match inc.level {
-        3.. => "several services down: infrastructure-level incident".to_string(),
-        2 => format!("{} unavailable (error rate above 5%)", inc.target.name),
-        _ => format!("{} degraded (error rate 2-5%)", inc.target.name),
+        3.. => format!(
+            "level 3: infrastructure - several services affected ({})",
+            inc.target.key()
+        ),
+        2 => format!("level 2: {} unavailable", inc.target.key()),
+        _ => format!("level 1: {} degraded", inc.target.key()),
     };
     let actions_taken = timeline
         .iter()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::policy::gate::{Refusal, RefusalKind};
-use crate::policy::{Ladder, OnFailure, Policy, Step, Verify, Window};
+use crate::policy::{Ladder, OnFailure, Policy, Step, Verify};
 use crate::rules::{Target, TargetKind};
 
 fn step(name: &str, on_failure: OnFailure) -> Step {
@@ -13,10 +13,7 @@ fn step(name: &str, on_failure: OnFailure) -> Step {
         name: name.into(),
         action: "test".into(),
         params: serde_json::json!({}),
-        budget: Window {
-            max: 3,
-            per: Duration::from_secs(3600),
-        },
+        budget: None,
         verify: Verify::ResolvedWithin(Duration::from_secs(300)),
         on_failure,
     }

@@ -137,7 +137,7 @@ impl Poller {
     pub async fn run(mut self, cancel: CancellationToken) {
         loop {
             if let Err(e) = self.cycle().await {
-                Metrics::reason(&self.metrics.store_errors, "poller");
+                self.metrics.store_error("poller");
                 tracing::warn!(error = %e, "Poll cycle could not store its signals; retrying next cycle");
             }
             tokio::select! {

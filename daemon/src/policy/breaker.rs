@@ -10,8 +10,11 @@ use crate::clock::Timestamp;
 pub struct BreakerRecord {
     /// When it last opened; `None` while closed.
     pub opened_at: Option<Timestamp>,
-    /// A half-open trial is in flight.
-    pub trial: bool,
+    /// When a half-open trial started. A trial whose result never comes (its incident resolved
+    /// or was superseded mid-step) expires after another cool-down, so the breaker cannot stay
+    /// open for ever.
+    #[serde(default)]
+    pub trial_since: Option<Timestamp>,
     /// Failures before this instant no longer count (set when a trial succeeds).
     pub reset_at: Option<Timestamp>,
 }
@@ -48,10 +51,11 @@ pub fn state(rec: &BreakerRecord, now: Timestamp, cfg: &BreakerConfig) -> Breake
         None => BreakerState::Closed,
         Some(at) => {
             let until = at.plus(cfg.cooldown);
-            if now < until || rec.trial {
-                BreakerState::Open { until }
-            } else {
-                BreakerState::HalfOpen
+            let trial_until = rec.trial_since.map(|t| t.plus(cfg.cooldown));
+            match trial_until {
+                _ if now < until => BreakerState::Open { until },
+                Some(t) if now < t => BreakerState::Open { until: t },
+                _ => BreakerState::HalfOpen,
             }
         }
     }
@@ -73,11 +77,10 @@ pub fn on_failure(
     now: Timestamp,
     cfg: &BreakerConfig,
 ) -> BreakerRecord {
-    let was_trial = rec.trial;
-    if was_trial || failures >= cfg.failures {
+    if rec.trial_since.is_some() || failures >= cfg.failures {
         BreakerRecord {
             opened_at: Some(now),
-            trial: false,
+            trial_since: None,
             reset_at: rec.reset_at,
         }
     } else {
@@ -90,7 +93,7 @@ pub fn on_success(rec: &BreakerRecord, now: Timestamp) -> BreakerRecord {
     if rec.opened_at.is_some() {
         BreakerRecord {
             opened_at: None,
-            trial: false,
+            trial_since: None,
             reset_at: Some(now),
         }
     } else {
@@ -99,9 +102,9 @@ pub fn on_success(rec: &BreakerRecord, now: Timestamp) -> BreakerRecord {
 }
 
 /// The record when a half-open trial starts.
-pub fn on_trial(rec: &BreakerRecord) -> BreakerRecord {
+pub fn on_trial(rec: &BreakerRecord, now: Timestamp) -> BreakerRecord {
     BreakerRecord {
-        trial: true,
+        trial_since: Some(now),
         ..*rec
     }
 }
@@ -139,16 +142,21 @@ mod tests {
             opened_at: Some(t(0)),
             ..Default::default()
         };
-        let r = on_trial(&r);
+        let r = on_trial(&r, t(650));
         assert!(matches!(state(&r, t(700), &CFG), BreakerState::Open { .. }));
+        // A trial whose result never came expires after a cool-down.
+        assert_eq!(state(&r, t(1250), &CFG), BreakerState::HalfOpen);
     }
 
     #[test]
     fn failed_trial_reopens_and_successful_trial_closes() {
-        let opened = on_trial(&BreakerRecord {
-            opened_at: Some(t(0)),
-            ..Default::default()
-        });
+        let opened = on_trial(
+            &BreakerRecord {
+                opened_at: Some(t(0)),
+                ..Default::default()
+            },
+            t(650),
+        );
         let failed = on_failure(&opened, 1, t(700), &CFG);
         assert_eq!(
             state(&failed, t(701), &CFG),

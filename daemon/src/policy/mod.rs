@@ -428,8 +428,8 @@ pub struct Step {
     pub action: String,
     /// Action parameters (`with:`), templates unrendered.
     pub params: serde_json::Value,
-    /// Budget per action × target.
-    pub budget: Window,
+    /// Budget per action × target; `None` uses `limits.budgets.action_target`.
+    pub budget: Option<Window>,
     /// Verification.
     pub verify: Verify,
     /// What failure does.
@@ -761,10 +761,10 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                     file.to_string(),
                     s.action.referenced.line(),
                 ));
-                let budget = match &s.budget {
-                    Some(b) => window(file, "steps.budget", b, diag),
-                    None => Limits::default().action_target,
-                };
+                let budget = s
+                    .budget
+                    .as_ref()
+                    .map(|b| window(file, "steps.budget", b, diag));
                 let verify = match &s.verify {
                     Some(v) => compile_verify(file, v, diag),
                     None => {

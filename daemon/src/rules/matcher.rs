@@ -32,6 +32,34 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// Parses one or several comma-separated matchers, optionally in braces, as Alertmanager
+    /// writes them: `{alertname="X", severity=~"warning|critical"}`.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+        let t = s.trim();
+        let t = t
+            .strip_prefix('{')
+            .and_then(|x| x.strip_suffix('}'))
+            .unwrap_or(t);
+        let mut out = Vec::new();
+        let (mut start, mut quoted, mut escaped) = (0, false, false);
+        for (i, c) in t.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    out.push(Self::parse(&t[start..i])?);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if !t[start..].trim().is_empty() || out.is_empty() {
+            out.push(Self::parse(&t[start..])?);
+        }
+        Ok(out)
+    }
+
     /// Parses `name="value"`, `name!="v"`, `name=~"re"`, `name!~"re"`; quotes are optional.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
@@ -63,10 +91,15 @@ impl Matcher {
         };
         let value = unquote(raw.trim()).map_err(|e| format!("`{s}`: {e}"))?;
         let regex = match op {
-            Op::Re | Op::NotRe => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("`{s}`: invalid regex: {e}"))?,
-            ),
+            Op::Re | Op::NotRe => Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                // regex's message spans lines and shows our anchoring; keep its last line.
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or_default().trim();
+                format!(
+                    "`{s}`: invalid regex: {}",
+                    last.trim_start_matches("error: ")
+                )
+            })?),
             _ => None,
         };
         Ok(Self {
@@ -177,6 +210,16 @@ mod tests {
         assert!(Matcher::parse(r#"team="""#).unwrap().matches(&l));
         assert!(Matcher::parse(r#"team!="sre""#).unwrap().matches(&l));
         assert!(!Matcher::parse(r#"team=~".+""#).unwrap().matches(&l));
+    }
+
+    #[test]
+    fn a_matcher_list_in_alertmanager_syntax_is_split_outside_quotes() {
+        let ms =
+            Matcher::parse_list(r#"{alertname="X", severity=~"warning|critical", note="a,b"}"#)
+                .unwrap();
+        assert_eq!(ms.len(), 3);
+        assert_eq!(ms[2].value, "a,b");
+        assert!(Matcher::parse_list(r#"a="x",, b="y""#).is_err());
     }
 
     #[test]

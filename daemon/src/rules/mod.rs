@@ -55,7 +55,7 @@ pub struct RawRule {
 #[serde(deny_unknown_fields)]
 pub struct RawLevelFrom {
     label: String,
-    map: BTreeMap<String, u8>,
+    map: BTreeMap<String, Spanned<u8>>,
 }
 
 /// The target as written.
@@ -294,8 +294,8 @@ pub fn compile(file: &str, raw: RawRuleFile, diag: &mut Diagnostics) -> Vec<Rule
                     );
                 }
                 for m in &ms.value {
-                    match Matcher::parse(&m.value) {
-                        Ok(m) => matchers.push(m),
+                    match Matcher::parse_list(&m.value) {
+                        Ok(m) => matchers.extend(m),
                         Err(e) => diag.push(file, m.referenced.line(), "match", e),
                     }
                 }
@@ -368,12 +368,23 @@ pub fn compile(file: &str, raw: RawRuleFile, diag: &mut Diagnostics) -> Vec<Rule
                         "map at least one label value to a level",
                     );
                 }
-                for v in lf.value.map.values() {
-                    check_level(file, lf.referenced.line(), "level_from.map", *v, diag);
+                for (k, v) in &lf.value.map {
+                    check_level(
+                        file,
+                        v.referenced.line(),
+                        &format!("level_from.map.{k}"),
+                        v.value,
+                        diag,
+                    );
                 }
                 LevelSpec::FromLabel {
                     label: lf.value.label.clone(),
-                    map: lf.value.map.clone(),
+                    map: lf
+                        .value
+                        .map
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.value))
+                        .collect(),
                 }
             }
             _ => {

@@ -129,7 +129,9 @@ impl SqliteStore {
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
+        // 1 s: only another process (a backup, the sqlite3 shell) can hold the lock; the webhook
+        // must answer 503 quickly so that Alertmanager retries well within its 10 s.
+        conn.pragma_update(None, "busy_timeout", 1000).map_err(db)?;
         migrate(&mut conn).map_err(db)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
