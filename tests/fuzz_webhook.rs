@@ -23,9 +23,28 @@ impl Rng {
 }
 
 const TOKENS: &[&str] = &[
-    "null", "true", "-1", "1e999", "\"\"", "[]", "{}", "\"\\u0000\"", "\"\\ud800\"", ",", ":", "\"firing\"",
-    "\"resolved\"", "\"0001-01-01T00:00:00Z\"", "\"2026-13-45T99:99:99Z\"", "18446744073709551616", "\"4\"",
-    "\"x\"", "{\"a\":", "]", "}", "\"é\"",
+    "null",
+    "true",
+    "-1",
+    "1e999",
+    "\"\"",
+    "[]",
+    "{}",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    ",",
+    ":",
+    "\"firing\"",
+    "\"resolved\"",
+    "\"0001-01-01T00:00:00Z\"",
+    "\"2026-13-45T99:99:99Z\"",
+    "18446744073709551616",
+    "\"4\"",
+    "\"x\"",
+    "{\"a\":",
+    "]",
+    "}",
+    "\"é\"",
 ];
 
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
@@ -80,8 +99,12 @@ fn check(body: &[u8]) -> Result<(), String> {
         }
         Ok(Err(e)) => {
             let m = e.0;
-            let named = ["body:", "version:", "status:", "alerts"].iter().any(|p| m.starts_with(p))
-                || m.split(':').next().is_some_and(|f| !f.is_empty() && !f.contains(' '));
+            let named = ["body:", "version:", "status:", "alerts"]
+                .iter()
+                .any(|p| m.starts_with(p))
+                || m.split(':')
+                    .next()
+                    .is_some_and(|f| !f.is_empty() && !f.contains(' '));
             if m.contains('\n') || !named {
                 return Err(format!("refusal does not name a field on one line: {m:?}"));
             }
@@ -105,7 +128,10 @@ fn corrupted_alertmanager_bodies_never_panic_and_refusals_name_the_field() {
         let base = &fixtures[i % fixtures.len()];
         let body = mutate(&mut rng, base);
         if let Err(e) = check(&body) {
-            panic!("iteration {i}: {e}\nbody: {}", String::from_utf8_lossy(&body));
+            panic!(
+                "iteration {i}: {e}\nbody: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         match webhook::parse(&body, Timestamp(0)) {
             Ok(_) => accepted += 1,
@@ -113,5 +139,8 @@ fn corrupted_alertmanager_bodies_never_panic_and_refusals_name_the_field() {
         }
     }
     // The mutations must exercise both paths, or the test proves little.
-    assert!(accepted > 1_000 && refused > 1_000, "accepted {accepted}, refused {refused}");
+    assert!(
+        accepted > 1_000 && refused > 1_000,
+        "accepted {accepted}, refused {refused}"
+    );
 }
