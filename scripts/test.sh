@@ -9,7 +9,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   ca-certificates, curl       - HTTPS for cargo and the harness
 #   prometheus                  - /usr/bin/prometheus and /usr/bin/promtool (tests/support/services.rs)
 #   prometheus-alertmanager     - /usr/bin/prometheus-alertmanager (tests/support/services.rs)
-packages=(ca-certificates curl prometheus prometheus-alertmanager)
+#   postgresql                  - PostgreSQL 15: /usr/lib/postgresql/15/bin/{initdb,postgres} and
+#                                 the `postgres` user (tests/support/services.rs; store, ha)
+#   chromium, chromium-driver   - /usr/bin/chromium, /usr/bin/chromedriver (tests/dashboard.rs)
+packages=(ca-certificates curl prometheus prometheus-alertmanager postgresql chromium chromium-driver)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -10,7 +10,7 @@ use remedyd::action::http::HttpExecutor;
 use remedyd::action::{ActionRequest, Executor};
 use remedyd::escalate::webhook::WebhookPager;
 use remedyd::escalate::{Notification, NotificationKind, Pager};
-use remedyd::policy::{Route, RouteKind};
+use remedyd::policy::{Route, Secret, Transport};
 
 /// A receiver that answers from a script of statuses (then 200) and records what it got.
 #[derive(Default)]
@@ -199,20 +199,23 @@ fn note() -> Notification {
         reason: "ladder exhausted".into(),
         actions_taken: vec!["12:05:00 step restart succeeded".into()],
         updates: vec![],
+        values: vec![],
+        resolution: None,
         history: vec![],
         root_cause: "to be determined by the responder".into(),
+        digest: None,
     }
 }
 
 fn route(url: Option<String>) -> Route {
-    Route {
-        name: "oncall".into(),
-        kind: RouteKind::Webhook {
-            url,
-            source: "url".into(),
+    Route::new(
+        "oncall",
+        Transport::Webhook {
+            url: url.map(Secret::new),
         },
-        timeout: Duration::from_secs(2),
-    }
+        "url",
+        Duration::from_secs(2),
+    )
 }
 
 #[tokio::test]

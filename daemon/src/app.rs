@@ -1,6 +1,5 @@
 //! Wiring: store, ruleset, engine, outbox, HTTP; SIGHUP reload; SIGTERM shutdown with a deadline.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,12 +13,10 @@ use crate::action::Executors;
 use crate::api::{AppState, router};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig, SharedRuleset};
+use crate::engine::{EngineConfig, SharedRuleset};
 use crate::escalate::Pager;
 use crate::escalate::webhook::WebhookPager;
 use crate::ruleset::{self, Ruleset};
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 use crate::telemetry::Metrics;
 
 /// What `serve` runs with; tests replace the executors and pager.
@@ -150,10 +147,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let token = cfg.token()?;
     let deadline = cfg.shutdown_deadline()?;
-    let db: PathBuf = cfg.sqlite_path().context("store must be sqlite://PATH")?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db).with_context(|| format!("opening store {}", db.display()))?,
-    );
+    let wake = Arc::new(Notify::new());
+    // SQLite: this process is the only replica. PostgreSQL: migrated, reachable (or an error).
+    let (store, elector) = crate::leader::open(&cfg.store, wake.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let rs = load_ruleset(&cfg, &parts.executors).map_err(|d| {
         anyhow::anyhow!(
@@ -161,7 +157,7 @@ pub async fn run(
             d.len()
         )
     })?;
-    tracing::info!(rules = rs.rules.len(), policies = rs.policies.len(), routes = rs.routes.len(), mode = cfg.mode.as_str(), store = %db.display(), "Loaded rules and policies");
+    tracing::info!(rules = rs.rules.len(), policies = rs.policies.len(), routes = rs.routes.len(), mode = cfg.mode.as_str(), store = %crate::config::redact_url(&cfg.store), "Loaded rules and policies");
     for r in rs.routes.values() {
         let crate::policy::RouteKind::Webhook { url, source } = &r.kind;
         if url.is_none() {
@@ -169,7 +165,6 @@ pub async fn run(
         }
     }
     let shared: SharedRuleset = Arc::new(RwLock::new(Arc::new(rs)));
-    let wake = Arc::new(Notify::new());
     let outbox_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -194,40 +189,25 @@ pub async fn run(
             )),
             (None, None) => None,
         };
-    let mut engine = Engine::new(
-        store.clone(),
-        shared.clone(),
-        parts.executors.clone(),
-        parts.clock.clone(),
-        metrics.clone(),
-        EngineConfig {
-            mode: cfg.mode,
-            shutdown: deadline,
-            ..Default::default()
+    // The engine, the poller and the outbox run only while this replica leads.
+    let leader_task = tokio::spawn(crate::leader::run(
+        elector,
+        crate::leader::Duties {
+            ruleset: shared.clone(),
+            executors: parts.executors.clone(),
+            clock: parts.clock.clone(),
+            metrics: metrics.clone(),
+            engine: EngineConfig {
+                mode: cfg.mode,
+                shutdown: deadline,
+                ..Default::default()
+            },
+            wake: wake.clone(),
+            outbox_wake,
+            pager: parts.pager.clone(),
+            source,
+            tasks: tasks.clone(),
         },
-        wake.clone(),
-    );
-    if let Some(src) = &source {
-        engine = engine.with_source(src.clone());
-        // SQLite means one replica, so this process is the leader and polls.
-        let poller = crate::intake::poller::Poller::new(
-            store.clone(),
-            shared.clone(),
-            src.clone(),
-            parts.clock.clone(),
-            metrics.clone(),
-            wake.clone(),
-        );
-        tokio::spawn(poller.run(cancel.clone()));
-    }
-    let engine_task = tokio::spawn(engine.run(cancel.clone(), tasks.clone()));
-    let outbox_task = tokio::spawn(crate::escalate::outbox::run(
-        store.clone(),
-        parts.pager.clone(),
-        shared.clone(),
-        parts.clock.clone(),
-        metrics.clone(),
-        outbox_wake,
         cancel.clone(),
     ));
 
@@ -267,8 +247,7 @@ pub async fn run(
     cancel.cancel();
     tasks.close();
     // The engine waits up to the deadline for actions in flight and records their results.
-    let _ = engine_task.await;
-    let _ = outbox_task.await;
+    let _ = leader_task.await;
     let _ = tokio::time::timeout(Duration::from_millis(100), tasks.wait()).await;
     tracing::info!("Stopped");
     Ok(())

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `simulate`.
+//! The command line: `serve`, `check`, `simulate`, `test`, `review`.
 
 use std::path::PathBuf;
 
@@ -57,6 +57,70 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the post-incident review of an incident in Markdown, from the store.
+    Review {
+        /// Incident id (`INC-2026-0042`).
+        incident: String,
+        /// Store URL (sqlite://PATH); default from the config.
+        #[arg(long)]
+        store: Option<String>,
+    },
+}
+
+/// `remedyd review`: prints the review to stdout; returns the exit code (1: no such incident or
+/// the store cannot be read; 2: bad config).
+pub fn review(cli: &Cli, incident: &str) -> i32 {
+    let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("remedyd: {e}");
+            return 2;
+        }
+    };
+    let Some(path) = cfg.sqlite_path() else {
+        eprintln!(
+            "remedyd: review reads a sqlite:// store; for {} use GET /api/v1/incidents/{incident} or the dashboard's review link",
+            crate::config::redact_url(&cfg.store)
+        );
+        return 2;
+    };
+    if !path.exists() {
+        eprintln!("remedyd: no store at {}", path.display());
+        return 1;
+    }
+    let store = match crate::store::sqlite::SqliteStore::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("remedyd: opening store {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let store: &dyn crate::store::Store = &store;
+    let found = rt.block_on(async {
+        let Some(inc) = store.get_incident(incident).await? else {
+            return Ok(None);
+        };
+        let tl = store.timeline(incident).await?;
+        Ok::<_, crate::store::StoreError>(Some((inc, tl)))
+    });
+    match found {
+        Ok(Some((inc, tl))) => {
+            print!("{}", crate::escalate::review::render(&inc, &tl));
+            0
+        }
+        Ok(None) => {
+            eprintln!("remedyd: no incident {incident} in {}", path.display());
+            1
+        }
+        Err(e) => {
+            eprintln!("remedyd: {e}");
+            1
+        }
+    }
 }
 
 /// `remedyd test`: returns the exit code.
@@ -103,6 +167,9 @@ impl Cli {
             o.store = store.clone();
             o.mode = *mode;
         }
+        if let Command::Review { store, .. } = &self.command {
+            o.store = store.clone();
+        }
         o
     }
 }
@@ -126,6 +193,9 @@ pub fn check(cli: &Cli) -> i32 {
                 rs.files.len(),
                 cfg.mode.as_str()
             );
+            for n in route_notes(&rs) {
+                println!("note: {n}");
+            }
             0
         }
         Err(d) => {
@@ -134,6 +204,11 @@ pub fn check(cli: &Cli) -> i32 {
             1
         }
     }
+}
+
+/// Notes for `check`: routes that will record pages without sending them (not errors).
+fn route_notes(rs: &crate::ruleset::Ruleset) -> Vec<String> {
+    rs.routes.values().filter_map(|r| r.note()).collect()
 }
 
 /// `remedyd simulate`: prints the plan for each alert; acts on nothing. Returns the exit code.

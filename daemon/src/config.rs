@@ -43,7 +43,8 @@ impl Mode {
 pub struct Config {
     /// Address of the HTTP server.
     pub listen: String,
-    /// `sqlite://PATH` (or `postgres://…` once that store exists).
+    /// `sqlite://PATH` (one replica) or `postgres://USER:PASSWORD@HOST:PORT/DBNAME` (several
+    /// replicas share it; no TLS yet).
     pub store: String,
     /// Directory of rule files.
     pub rules: PathBuf,
@@ -179,13 +180,14 @@ impl Config {
         self.token()?;
         self.shutdown_deadline()?;
         if !self.store.starts_with("sqlite://") {
-            return Err(ConfigError::Invalid {
+            // PostgreSQL: the URL is parsed here so that a typo fails at startup, not later.
+            crate::store::postgres::parse_url(&self.store).map_err(|e| ConfigError::Invalid {
                 field: "store",
                 message: format!(
-                    "{:?}: only sqlite://PATH is supported in this build (postgres:// comes with the PostgreSQL store)",
+                    "{:?}: {e}; valid: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DBNAME",
                     redact_url(&self.store)
                 ),
-            });
+            })?;
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
@@ -254,10 +256,26 @@ impl Config {
     }
 }
 
-/// Hides credentials in a URL for messages.
+/// Hides credentials in a URL for messages: the user info and a `password=` parameter.
 pub fn redact_url(u: &str) -> String {
-    match (u.find("://"), u.find('@')) {
-        (Some(s), Some(a)) if a > s => format!("{}://***{}", &u[..s], &u[a..]),
-        _ => u.to_string(),
+    let (head, query) = u.split_once('?').map_or((u, None), |(h, q)| (h, Some(q)));
+    let mut out = match (head.find("://"), head.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***{}", &head[..s], &head[a..]),
+        _ => head.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<&str> = q
+            .split('&')
+            .map(|p| {
+                if p.starts_with("password=") {
+                    "password=***"
+                } else {
+                    p
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod escalate;
 pub mod incident;
 pub mod intake;
+pub mod leader;
 pub mod policy;
 pub mod prom;
 pub mod rules;

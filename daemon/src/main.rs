@@ -11,6 +11,7 @@ fn main() {
         Command::Check => remedyd::cli::check(&cli),
         Command::Simulate { alerts } => remedyd::cli::simulate(&cli, alerts),
         Command::Test { files } => remedyd::cli::test(files),
+        Command::Review { incident, .. } => remedyd::cli::review(&cli, incident),
         Command::Serve { .. } => {
             let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
                 Ok(c) => c,

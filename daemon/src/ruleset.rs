@@ -109,6 +109,8 @@ pub struct Ruleset {
     pub files: Vec<PathBuf>,
     /// Where each policy is defined (`file:line`), for later cross-checks.
     pub policy_origins: BTreeMap<String, String>,
+    /// The daily digest, when a policies file sets one.
+    pub digest: Option<policy::DigestSchedule>,
 }
 
 fn yaml_files(dir: &Path, diag: &mut Diagnostics) -> Vec<PathBuf> {
@@ -245,6 +247,24 @@ pub fn load(
             );
         }
     }
+    if let Some((d, file, line)) = &parts.digest
+        && let Some(r) = parts.routes.get(&d.route)
+        && !matches!(
+            r.transport,
+            policy::Transport::Webhook { .. } | policy::Transport::Slack { .. }
+        )
+    {
+        diag.push(
+            file,
+            *line,
+            "digest.route",
+            format!(
+                "route {:?} is a {} route: a daily digest would page someone; send it to a webhook or slack route",
+                d.route,
+                r.transport.kind()
+            ),
+        );
+    }
     for (kind, params, file, line) in &parts.action_refs {
         if let Err(e) = executors.validate(kind, params) {
             diag.push(file, *line, "action", e);
@@ -270,5 +290,6 @@ pub fn load(
         vars: parts.vars,
         files,
         policy_origins,
+        digest: parts.digest.map(|(d, _, _)| d),
     })
 }

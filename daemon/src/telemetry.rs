@@ -104,6 +104,8 @@ pub struct Metrics {
     pub prom_query_duration: Histogram,
     /// Duration of one poll cycle over every due polled rule.
     pub poll_cycle_duration: Histogram,
+    /// 1 while this replica leads (runs the engine, the poller and the outbox), else 0.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -142,6 +144,7 @@ impl Metrics {
             poll_cycle_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.001, 3.0, 11),
             ),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -212,7 +215,54 @@ impl Metrics {
             "Time to evaluate every due polled rule once",
             m.poll_cycle_duration.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica leads: runs the engine, the poller and the outbox",
+            m.leader.clone(),
+        );
+        // Label values known in advance start at 0, so that dashboards and alerts see a series
+        // before the first event instead of nothing.
+        for r in ["paused", "storm", "namespace", "busy", "breaker", "budget"] {
+            let _ = m.refusals.get_or_create(&ReasonLabel { reason: r.into() });
+        }
+        for r in [
+            "paused",
+            "budget",
+            "breaker",
+            "exhausted",
+            "policy",
+            "storm",
+        ] {
+            let _ = m
+                .escalations
+                .get_or_create(&ReasonLabel { reason: r.into() });
+        }
+        for r in ["ok", "error"] {
+            let _ = m.reloads.get_or_create(&ResultLabel { result: r.into() });
+        }
+        for r in ["ok", "unavailable", "rejected"] {
+            let _ = m
+                .prom_queries
+                .get_or_create(&ResultLabel { result: r.into() });
+        }
+        for o in ["ingest", "engine", "finish", "poller"] {
+            let _ = m.store_errors.get_or_create(&OperationLabel {
+                operation: o.into(),
+            });
+        }
         Self { registry, ..m }
+    }
+
+    /// Starts the page counters of these routes at 0 for every result.
+    pub fn init_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        for route in routes {
+            for result in ["delivered", "recorded", "retry", "failed"] {
+                let _ = self.pages.get_or_create(&PageLabels {
+                    route: route.into(),
+                    result: result.into(),
+                });
+            }
+        }
     }
 
     /// Counts a signal.

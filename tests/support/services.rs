@@ -1,5 +1,5 @@
-//! Real Prometheus 2.42 and Alertmanager 0.25 (Debian's packages) on loopback, and a fake
-//! exporter, for end-to-end tests. No shell: the binaries are spawned directly, each with its own
+//! Real Prometheus 2.42, Alertmanager 0.25 and PostgreSQL 15 (Debian's packages) on loopback,
+//! and a fake exporter, for end-to-end tests. No shell: the binaries are spawned directly, each with its own
 //! temporary directory (config, storage, log) and free loopback port, and killed on `Drop`.
 //!
 //! Flags that matter (see /work/shared/reference/harness.md): Prometheus
@@ -116,6 +116,7 @@ fn tail(path: &Path, max: usize) -> String {
 // The C library's prctl: std links libc on Linux, so no crate is needed for this one call.
 unsafe extern "C" {
     fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+    fn kill(pid: std::ffi::c_int, sig: std::ffi::c_int) -> std::ffi::c_int;
 }
 const PR_SET_PDEATHSIG: std::ffi::c_int = 1;
 const SIGKILL: std::ffi::c_ulong = 9;
@@ -668,4 +669,293 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .filter_map(|v| v.split_whitespace().next()?.parse().ok())
         .next()
         .unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// The PostgreSQL 15 server (Debian package `postgresql`, which depends on `postgresql-15`).
+pub const POSTGRES: &str = "/usr/lib/postgresql/15/bin/postgres";
+/// initdb (same package).
+pub const INITDB: &str = "/usr/lib/postgresql/15/bin/initdb";
+/// The superuser's password. Host connections use scram-sha-256, so the password in a URL is
+/// really checked, and tests can check that it never reaches a log.
+pub const PG_PASSWORD: &str = "pg-Test-s3cr3t-9f2c";
+/// The database [`Postgres::start`] creates.
+pub const PG_DATABASE: &str = "remedyd";
+
+const SIGINT: std::ffi::c_int = 2;
+const SIGQUIT: std::ffi::c_int = 3;
+
+/// uid and gid of a system user, from /etc/passwd.
+fn user_ids(name: &str) -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == name)
+        .map(|f| {
+            (
+                f[2].parse().expect("uid is a number"),
+                f[3].parse().expect("gid is a number"),
+            )
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "user {name:?} does not exist: install the Debian package `postgresql`, which \
+                 creates it. This test runs the real server and is never skipped."
+            )
+        })
+}
+
+/// A real PostgreSQL 15 on 127.0.0.1 with its own cluster in a temporary directory, running as
+/// user `postgres` (initdb and postgres refuse root). Fast shutdown on `Drop`.
+///
+/// `fsync=off`: the tests stop and kill processes, never the machine, so what PostgreSQL has
+/// written survives them; `synchronous_commit` stays on, so a commit is acknowledged only once
+/// its WAL is written.
+pub struct Postgres {
+    port: u16,
+    uid: u32,
+    gid: u32,
+    child: Option<Child>,
+    log: PathBuf,
+    // Last, so that the directory is removed after the server is dead.
+    dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// initdb, start, wait until it accepts connections, create [`PG_DATABASE`].
+    pub async fn start() -> Self {
+        require(POSTGRES, "postgresql");
+        require(INITDB, "postgresql");
+        let (uid, gid) = user_ids("postgres");
+        let dir = tempfile::Builder::new()
+            .prefix("remedyd-pg.")
+            .tempdir()
+            .expect("temp dir");
+        // User postgres must traverse the (root-owned, 0700) temp dir and own its own dirs.
+        let chmod = |p: &Path, mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        chmod(dir.path(), 0o755);
+        for sub in ["data", "sock"] {
+            let p = dir.path().join(sub);
+            std::fs::create_dir(&p).expect("creating a postgres dir");
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).expect("chown to postgres");
+            chmod(&p, 0o700);
+        }
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{PG_PASSWORD}\n")).expect("writing the pwfile");
+        chmod(&pwfile, 0o644);
+        let log = dir.path().join("postgres.log");
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("opening the log file");
+        let status = Command::new(INITDB)
+            .args([
+                "-D",
+                "data",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .args([
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .current_dir(dir.path())
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("cloning the log handle"))
+            .stderr(out)
+            .status()
+            .expect("running initdb");
+        let mut pg = Postgres {
+            port: 0,
+            uid,
+            gid,
+            child: None,
+            log,
+            dir,
+        };
+        assert!(status.success(), "initdb failed: {status}\n{}", pg.logs());
+        for attempt in 1.. {
+            pg.port = free_port();
+            pg.spawn();
+            match pg.wait_ready().await {
+                Ok(()) => break,
+                Err(log) if attempt < 3 && log.contains("already in use") => {
+                    eprintln!("postgres: port {} was taken; retrying", pg.port)
+                }
+                Err(log) => panic!("postgres exited during startup\n{log}"),
+            }
+        }
+        let c = pg.client("postgres").await;
+        c.batch_execute(&format!("CREATE DATABASE {PG_DATABASE}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE: {e:?}\n{}", pg.logs()));
+        pg
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "postgres is already running");
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the log file");
+        let err = out.try_clone().expect("cloning the log handle");
+        let mut cmd = Command::new(POSTGRES);
+        cmd.args(["-D", "data", "-k"])
+            .arg(self.dir.path().join("sock"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .current_dir(self.dir.path())
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // As for the other services. std runs this after setuid (which clears the setting), so
+        // it holds for the server.
+        unsafe {
+            cmd.pre_exec(|| {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("starting postgres"));
+    }
+
+    /// Waits until a password login to database `postgres` works; the log if it exits first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + SERVICE_WAIT;
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.child = None;
+                return Err(format!("exit status: {status}\n{}", self.logs()));
+            }
+            let last =
+                match tokio_postgres::connect(&self.url_for("postgres"), tokio_postgres::NoTls)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) => format!("{e:?}"),
+                };
+            if Instant::now() >= deadline {
+                panic!(
+                    "postgres did not accept connections on port {} within {SERVICE_WAIT:?} (last: {last})\n{}",
+                    self.port,
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/remedyd`.
+    pub fn url(&self) -> String {
+        self.url_for(PG_DATABASE)
+    }
+
+    /// The URL of database `db` on this server.
+    pub fn url_for(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
+    }
+
+    /// Creates database `name` (lowercase letters, digits, `_`) and answers its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{name:?} is not a plain identifier"
+        );
+        self.client("postgres")
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}\n{}", self.logs()));
+        self.url_for(name)
+    }
+
+    /// A client on database `db` (its connection runs on a task of the current runtime).
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url_for(db), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to postgres: {e:?}\n{}", self.logs()));
+        tokio::spawn(conn);
+        client
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn signal_and_wait(&mut self, sig: std::ffi::c_int) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe {
+            kill(c.id() as std::ffi::c_int, sig);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Fast shutdown (SIGINT): sessions are terminated, everything is written, the server exits.
+    pub fn stop(&mut self) {
+        self.signal_and_wait(SIGINT);
+    }
+
+    /// Immediate shutdown (SIGQUIT), as a crash: the next start recovers from the WAL.
+    pub fn crash(&mut self) {
+        self.signal_and_wait(SIGQUIT);
+    }
+
+    /// Starts again on the same port and data directory and waits until it accepts connections.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        if let Err(log) = self.wait_ready().await {
+            panic!("postgres exited during restart\n{log}");
+        }
+    }
+
+    /// The end of its log, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "----- postgres log ({}) -----\n{}\n----- end of postgres log -----",
+            self.log.display(),
+            tail(&self.log, 12_000)
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/", get(dashboard::page))
+        .route("/incidents/{id}", get(dashboard::incident_page))
+        .route("/incidents/{id}/review.md", get(dashboard::review))
+        .route("/ui/pause", post(dashboard::ui_pause))
+        .route("/ui/resume", post(dashboard::ui_resume))
         .with_state(state)
 }
 
@@ -374,22 +378,53 @@ async fn pause(
     check_token(&state, &headers)?;
     let req = pause_body(&body)?;
     let scope = scope(&req)?;
-    let reason = req.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+    let p = apply_pause(&state, scope, req.reason, req.author).await?;
+    Ok(Json(serde_json::json!({"paused": p})))
+}
+
+/// Stores a pause (the API and the dashboard's form both come here).
+pub(crate) async fn apply_pause(
+    state: &AppState,
+    scope: String,
+    reason: Option<String>,
+    author: Option<String>,
+) -> Result<Pause, ApiError> {
+    let reason = reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
         ApiError(
             StatusCode::BAD_REQUEST,
             "reason: required to pause automation".into(),
         )
     })?;
     let p = Pause {
-        scope: scope.clone(),
+        scope,
         reason,
-        author: req.author.unwrap_or_else(|| "unknown".into()),
+        author: author
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| "unknown".into()),
         since: state.clock.now(),
     };
     state.store.set_pause(p.clone()).await?;
     tracing::warn!(scope = %p.scope, author = %p.author, reason = %p.reason, "Automation paused");
     state.wake.notify_one();
-    Ok(Json(serde_json::json!({"paused": p})))
+    Ok(p)
+}
+
+/// Lifts a pause (the API and the dashboard's form both come here).
+pub(crate) async fn apply_resume(
+    state: &AppState,
+    scope: &str,
+    author: Option<&str>,
+) -> Result<(), ApiError> {
+    let existed = state.store.clear_pause(scope).await?;
+    if !existed {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no pause for scope {scope}"),
+        ));
+    }
+    tracing::warn!(scope = %scope, author = author.unwrap_or("unknown"), "Automation resumed");
+    state.wake.notify_one();
+    Ok(())
 }
 
 async fn resume(
@@ -400,19 +435,6 @@ async fn resume(
     check_token(&state, &headers)?;
     let req = pause_body(&body)?;
     let scope = scope(&req)?;
-    let existed = state.store.clear_pause(&scope).await?;
-    if !existed {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no pause for scope {scope}"),
-        ));
-    }
-    tracing::warn!(scope = %scope, author = req.author.as_deref().unwrap_or("unknown"), "Automation resumed");
-    state.wake.notify_one();
+    apply_resume(&state, &scope, req.author.as_deref()).await?;
     Ok(Json(serde_json::json!({"resumed": scope})))
-}
-
-/// A plain HTML page (helper for the dashboard).
-fn html(body: String) -> Html<String> {
-    Html(body)
 }

@@ -34,7 +34,14 @@ pub async fn run(
     wake: Arc<Notify>,
     cancel: CancellationToken,
 ) {
+    let mut seen: Option<Arc<crate::ruleset::Ruleset>> = None;
     loop {
+        let rs = ruleset.read().expect("ruleset lock").clone();
+        if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &rs)) {
+            // New or reloaded routes: their page counters start at 0.
+            metrics.init_routes(rs.routes.keys().map(String::as_str));
+            seen = Some(rs);
+        }
         if let Err(e) = deliver_due(&*store, &*pager, &ruleset, &*clock, &metrics).await {
             tracing::warn!(error = %e, "Outbox pass failed; retrying");
         }

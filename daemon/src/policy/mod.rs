@@ -25,6 +25,8 @@ pub struct RawPolicyFile {
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     policies: Vec<RawPolicy>,
+    #[serde(default)]
+    digest: Option<Spanned<RawDigest>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,7 +40,25 @@ struct RawRoute {
     #[serde(default)]
     url_env: Option<String>,
     #[serde(default)]
+    url_file: Option<String>,
+    #[serde(default)]
+    routing_key_env: Option<String>,
+    #[serde(default)]
+    routing_key_file: Option<String>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default)]
+    api_key_file: Option<String>,
+    #[serde(default)]
     timeout: Option<Spanned<String>>,
+}
+
+/// `digest: {route: NAME, at: "08:00"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDigest {
+    route: Spanned<String>,
+    at: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -469,29 +489,180 @@ impl Policy {
     }
 }
 
-/// Kind of a human route.
+/// A secret (routing key, API key, a webhook URL with its token) read from the environment or a
+/// file at load time. It never appears in `Debug` output, logs or error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// PagerDuty Events API v2 endpoint.
+pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// Opsgenie API base (`https://api.eu.opsgenie.com` for EU accounts).
+pub const OPSGENIE_URL: &str = "https://api.opsgenie.com";
+
+/// How a route delivers, and where. A `None` secret means it is not configured here: pages are
+/// recorded (timeline, log, outbox) and not sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Generic JSON webhook: the notification as JSON.
+    Webhook {
+        /// Destination (a secret when it came from env or a file: it may carry a token).
+        url: Option<Secret>,
+    },
+    /// PagerDuty Events API v2.
+    PagerDuty {
+        /// Events endpoint ([`PAGERDUTY_URL`] unless overridden).
+        url: String,
+        /// Integration (routing) key.
+        routing_key: Option<Secret>,
+    },
+    /// Opsgenie Alert API.
+    Opsgenie {
+        /// API base ([`OPSGENIE_URL`] unless overridden).
+        url: String,
+        /// API integration key (`Authorization: GenieKey …`).
+        api_key: Option<Secret>,
+    },
+    /// Slack incoming webhook.
+    Slack {
+        /// The webhook URL (a secret).
+        url: Option<Secret>,
+    },
+}
+
+impl Transport {
+    /// The route type as written in policies.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Webhook { .. } => "webhook",
+            Transport::PagerDuty { .. } => "pagerduty",
+            Transport::Opsgenie { .. } => "opsgenie",
+            Transport::Slack { .. } => "slack",
+        }
+    }
+
+    /// Whether it has what it needs to send.
+    pub fn ready(&self) -> bool {
+        match self {
+            Transport::Webhook { url } | Transport::Slack { url } => url.is_some(),
+            Transport::PagerDuty { routing_key, .. } => routing_key.is_some(),
+            Transport::Opsgenie { api_key, .. } => api_key.is_some(),
+        }
+    }
+
+    /// Secret values, for redacting anything a receiver echoes back.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            Transport::Webhook { url } | Transport::Slack { url } => {
+                url.iter().map(Secret::expose).collect()
+            }
+            Transport::PagerDuty { routing_key, .. } => {
+                routing_key.iter().map(Secret::expose).collect()
+            }
+            Transport::Opsgenie { api_key, .. } => api_key.iter().map(Secret::expose).collect(),
+        }
+    }
+}
+
+/// Kind of a human route: the summary older callers read (`url` is `None` exactly when the
+/// route cannot send). New code reads [`Route::transport`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum RouteKind {
-    /// Generic JSON webhook.
+    /// Any route.
     Webhook {
-        /// Destination; `None` when its env variable is unset (pages are then recorded, not sent).
+        /// `None` when its secret is missing (pages are then recorded, not sent); otherwise the
+        /// URL written in the policy file, or a description without the secret (a URL from env
+        /// or a file, PagerDuty, Opsgenie, Slack).
         url: Option<String>,
-        /// Where the URL came from, for messages (never the URL itself when it may hold a secret).
+        /// Where the secret came from, for messages (never the secret itself).
         source: String,
     },
 }
 
 /// A named human route.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// Name used by `escalate_to`.
     pub name: String,
-    /// Transport.
+    /// Transport and destination.
+    pub transport: Transport,
+    /// Where the secret or URL came from (`env NAME`, `file PATH`, `url`), for messages.
+    pub source: String,
+    /// Why the route cannot send (its secret is missing), for the load-time note.
+    pub missing: Option<String>,
+    /// Summary for older callers; see [`RouteKind`].
     pub kind: RouteKind,
     /// Per-request timeout.
-    #[serde(with = "crate::ruleset::duration_str")]
     pub timeout: Duration,
+}
+
+impl Route {
+    /// A route from its parts (the [`RouteKind`] summary is derived).
+    pub fn new(name: &str, transport: Transport, source: &str, timeout: Duration) -> Self {
+        let url = match &transport {
+            // A URL written in the policy file is not secret; one from env or a file may be.
+            Transport::Webhook { url } if source == "url" => {
+                url.as_ref().map(|u| u.expose().to_string())
+            }
+            Transport::Webhook { url } => {
+                url.as_ref().map(|_| format!("webhook URL from {source}"))
+            }
+            Transport::PagerDuty { url, routing_key } => routing_key.as_ref().map(|_| url.clone()),
+            Transport::Opsgenie { url, api_key } => api_key.as_ref().map(|_| url.clone()),
+            Transport::Slack { url } => url.as_ref().map(|_| "slack incoming webhook".into()),
+        };
+        let missing = (!transport.ready()).then(|| format!("{source} is not set"));
+        Self {
+            name: name.to_string(),
+            kind: RouteKind::Webhook {
+                url,
+                source: source.to_string(),
+            },
+            transport,
+            source: source.to_string(),
+            missing,
+            timeout,
+        }
+    }
+
+    /// The load-time note for a route that records pages without sending them.
+    pub fn note(&self) -> Option<String> {
+        self.missing.as_ref().map(|why| {
+            format!(
+                "route {:?} ({}) has no destination: {why}; its pages are recorded, not sent",
+                self.name,
+                self.transport.kind()
+            )
+        })
+    }
+}
+
+/// `digest:`: a daily summary sent to a route at a time of day (UTC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestSchedule {
+    /// Route it goes to (webhook or slack).
+    pub route: String,
+    /// Hour (UTC).
+    pub hour: u8,
+    /// Minute.
+    pub minute: u8,
 }
 
 /// What policy files contribute, before cross-checks.
@@ -509,6 +680,220 @@ pub struct PolicyParts {
     pub route_refs: Vec<(String, String, u64)>,
     /// Actions referenced: (kind, params, file, line).
     pub action_refs: Vec<(String, serde_json::Value, String, u64)>,
+    /// The daily digest, if a file set one, with its file and line.
+    pub digest: Option<(DigestSchedule, String, u64)>,
+}
+
+/// Reads a secret from exactly one of an env variable or a file. Returns the secret (`None` when
+/// missing), where it comes from, and why it is missing. Never puts the value in a message.
+fn read_secret(
+    file: &str,
+    line: u64,
+    diag: &mut Diagnostics,
+    route: &str,
+    env: (&str, Option<String>),
+    path: (&str, Option<String>),
+) -> (Option<Secret>, String, Option<String>) {
+    match (env.1, path.1) {
+        (Some(var), None) => {
+            let source = format!("env {var}");
+            match std::env::var(&var) {
+                Ok(v) if !v.trim().is_empty() => (Some(Secret::new(v.trim())), source, None),
+                Ok(_) => (None, source, Some(format!("env {var} is empty"))),
+                Err(_) => (None, source, Some(format!("env {var} is not set"))),
+            }
+        }
+        (None, Some(p)) => {
+            let source = format!("file {p}");
+            match std::fs::read_to_string(&p) {
+                Ok(v) if !v.trim().is_empty() => (Some(Secret::new(v.trim())), source, None),
+                Ok(_) => (None, source, Some(format!("file {p} is empty"))),
+                Err(e) => (None, source, Some(format!("file {p} cannot be read ({e})"))),
+            }
+        }
+        _ => {
+            diag.push(
+                file,
+                line,
+                &format!("routes.{}", env.0),
+                format!(
+                    "route {route:?} needs exactly one of `{}` or `{}`",
+                    env.0, path.0
+                ),
+            );
+            (None, String::new(), None)
+        }
+    }
+}
+
+fn check_url(file: &str, line: u64, diag: &mut Diagnostics, route: &str, what: &str, url: &str) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        diag.push(
+            file,
+            line,
+            "routes.url",
+            format!("route {route:?}: {what} must start with http:// or https://"),
+        );
+    }
+}
+
+/// Compiles one route entry; `None` when its type is unknown.
+fn compile_route(file: &str, r: &RawRoute, diag: &mut Diagnostics) -> Option<Route> {
+    let line = r.name.referenced.line();
+    let name = r.name.value.as_str();
+    let kind = r.kind.value.as_str();
+    let timeout = match &r.timeout {
+        Some(t) => parse_duration(&t.value).unwrap_or_else(|e| {
+            diag.push(file, t.referenced.line(), "routes.timeout", e);
+            Duration::from_secs(10)
+        }),
+        None => Duration::from_secs(10),
+    };
+    // Fields that do not apply to this type are errors, not silently ignored.
+    let allowed: &[&str] = match kind {
+        "webhook" => &["url", "url_env", "url_file"],
+        "slack" => &["url_env", "url_file"],
+        "pagerduty" => &["url", "routing_key_env", "routing_key_file"],
+        "opsgenie" => &["url", "api_key_env", "api_key_file"],
+        other => {
+            diag.push(
+                file,
+                r.kind.referenced.line(),
+                "routes.type",
+                format!("unknown route type {other:?}; valid: webhook, pagerduty, opsgenie, slack"),
+            );
+            return None;
+        }
+    };
+    for (field, set) in [
+        ("url", r.url.is_some()),
+        ("url_env", r.url_env.is_some()),
+        ("url_file", r.url_file.is_some()),
+        ("routing_key_env", r.routing_key_env.is_some()),
+        ("routing_key_file", r.routing_key_file.is_some()),
+        ("api_key_env", r.api_key_env.is_some()),
+        ("api_key_file", r.api_key_file.is_some()),
+    ] {
+        if set && !allowed.contains(&field) {
+            let hint = if kind == "slack" && field == "url" {
+                " (a Slack webhook URL is a secret: use url_env or url_file)".to_string()
+            } else {
+                format!(" (valid for {kind}: {}, timeout)", allowed.join(", "))
+            };
+            diag.push(
+                file,
+                line,
+                &format!("routes.{field}"),
+                format!("route {name:?}: `{field}` does not apply to a {kind} route{hint}"),
+            );
+        }
+    }
+    let api_url = |default: &str, diag: &mut Diagnostics| {
+        let u = r.url.clone().unwrap_or_else(|| default.to_string());
+        check_url(file, line, diag, name, "url", &u);
+        u.trim_end_matches('/').to_string()
+    };
+    let (transport, source, missing) = match kind {
+        "webhook" => match (&r.url, &r.url_env, &r.url_file) {
+            (Some(u), None, None) => {
+                check_url(file, line, diag, name, "url", u);
+                (
+                    Transport::Webhook {
+                        url: Some(Secret::new(u.clone())),
+                    },
+                    "url".to_string(),
+                    None,
+                )
+            }
+            (None, env, path) => {
+                let (url, source, missing) = read_secret(
+                    file,
+                    line,
+                    diag,
+                    name,
+                    ("url_env", env.clone()),
+                    ("url_file", path.clone()),
+                );
+                if let Some(u) = &url {
+                    check_url(
+                        file,
+                        line,
+                        diag,
+                        name,
+                        &format!("the URL from {source}"),
+                        u.expose(),
+                    );
+                }
+                (Transport::Webhook { url }, source, missing)
+            }
+            _ => {
+                diag.push(
+                    file,
+                    line,
+                    "routes.url",
+                    format!("route {name:?} needs exactly one of `url`, `url_env` or `url_file`"),
+                );
+                (Transport::Webhook { url: None }, String::new(), None)
+            }
+        },
+        "slack" => {
+            let (url, source, missing) = read_secret(
+                file,
+                line,
+                diag,
+                name,
+                ("url_env", r.url_env.clone()),
+                ("url_file", r.url_file.clone()),
+            );
+            if let Some(u) = &url {
+                check_url(
+                    file,
+                    line,
+                    diag,
+                    name,
+                    &format!("the URL from {source}"),
+                    u.expose(),
+                );
+            }
+            (Transport::Slack { url }, source, missing)
+        }
+        "pagerduty" => {
+            let url = api_url(PAGERDUTY_URL, diag);
+            let (routing_key, source, missing) = read_secret(
+                file,
+                line,
+                diag,
+                name,
+                ("routing_key_env", r.routing_key_env.clone()),
+                ("routing_key_file", r.routing_key_file.clone()),
+            );
+            (Transport::PagerDuty { url, routing_key }, source, missing)
+        }
+        _ => {
+            let url = api_url(OPSGENIE_URL, diag);
+            let (api_key, source, missing) = read_secret(
+                file,
+                line,
+                diag,
+                name,
+                ("api_key_env", r.api_key_env.clone()),
+                ("api_key_file", r.api_key_file.clone()),
+            );
+            (Transport::Opsgenie { url, api_key }, source, missing)
+        }
+    };
+    let mut route = Route::new(name, transport, &source, timeout);
+    if route.missing.is_some() {
+        route.missing = missing.or(route.missing);
+    }
+    Some(route)
+}
+
+/// Parses `HH:MM` (UTC).
+fn parse_time_of_day(s: &str) -> Option<(u8, u8)> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && s.trim().len() == 5).then_some((h, m))
 }
 
 fn window(file: &str, field: &str, w: &Spanned<RawWindow>, diag: &mut Diagnostics) -> Window {
@@ -568,70 +953,54 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
         }
     }
     for r in raw.routes {
-        let line = r.name.referenced.line();
-        let timeout = match &r.timeout {
-            Some(t) => parse_duration(&t.value).unwrap_or_else(|e| {
-                diag.push(file, t.referenced.line(), "routes.timeout", e);
-                Duration::from_secs(10)
-            }),
-            None => Duration::from_secs(10),
-        };
-        let kind = match r.kind.value.as_str() {
-            "webhook" => {
-                let (url, source) = match (r.url, r.url_env) {
-                    (Some(u), None) => (Some(u), "url".to_string()),
-                    (None, Some(env)) => (
-                        std::env::var(&env).ok().filter(|v| !v.is_empty()),
-                        format!("env {env}"),
-                    ),
-                    _ => {
-                        diag.push(
-                            file,
-                            line,
-                            "routes.url",
-                            "a webhook route needs exactly one of `url` or `url_env`",
-                        );
-                        (None, String::new())
-                    }
-                };
-                if let Some(u) = &url
-                    && !(u.starts_with("http://") || u.starts_with("https://"))
-                {
-                    diag.push(
-                        file,
-                        line,
-                        "routes.url",
-                        format!(
-                            "route {:?}: url must start with http:// or https://",
-                            r.name.value
-                        ),
-                    );
-                }
-                RouteKind::Webhook { url, source }
-            }
-            other => {
-                diag.push(
-                    file,
-                    r.kind.referenced.line(),
-                    "routes.type",
-                    format!("unknown route type {other:?}; valid: webhook"),
-                );
-                continue;
-            }
-        };
-        let route = Route {
-            name: r.name.value.clone(),
-            kind,
-            timeout,
+        let Some(route) = compile_route(file, &r, diag) else {
+            continue;
         };
         if parts.routes.insert(r.name.value.clone(), route).is_some() {
             diag.push(
                 file,
-                line,
+                r.name.referenced.line(),
                 "routes.name",
                 format!("route {:?} is defined twice", r.name.value),
             );
         }
+    }
+    if let Some(d) = raw.digest {
+        let line = d.referenced.line();
+        if let Some((_, f, l)) = &parts.digest {
+            diag.push(
+                file,
+                line,
+                "digest",
+                format!("the digest is already set at {f}:{l}; keep one `digest:` section"),
+            );
+        }
+        let (hour, minute) = parse_time_of_day(&d.value.at).unwrap_or_else(|| {
+            diag.push(
+                file,
+                line,
+                "digest.at",
+                format!(
+                    "{:?} is not a time of day; write HH:MM in UTC, e.g. \"08:00\"",
+                    d.value.at
+                ),
+            );
+            (8, 0)
+        });
+        parts.route_refs.push((
+            d.value.route.value.clone(),
+            file.to_string(),
+            d.value.route.referenced.line(),
+        ));
+        parts.digest = Some((
+            DigestSchedule {
+                route: d.value.route.value,
+                hour,
+                minute,
+            },
+            file.to_string(),
+            line,
+        ));
     }
     if let Some(l) = raw.limits {
         let line = l.referenced.line();

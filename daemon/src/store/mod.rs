@@ -2,6 +2,7 @@
 //! change, timeline entry, ledger claim, budget use, breaker change and page is written before it
 //! takes effect, so a restart resumes from here (crash-only).
 
+pub mod postgres;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -134,7 +135,8 @@ impl Commit {
     }
 }
 
-/// The narrow interface the engine, intake and API use; SQLite now, PostgreSQL later.
+/// The narrow interface the engine, intake and API use: SQLite (one replica) or PostgreSQL
+/// (several replicas sharing one database).
 pub trait Store: Send + Sync + 'static {
     /// Stores one delivery's signals durably, deduplicating on (fingerprint, startsAt, status).
     fn ingest(&self, receipt: Receipt, signals: Vec<Signal>)
