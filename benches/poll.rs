@@ -3,7 +3,6 @@
 //! Run: `cargo bench --bench poll` (BENCH_SECONDS, default 60; BENCH_RULES, default 1000).
 
 #[path = "../tests/support/services.rs"]
-#[allow(dead_code)]
 mod services;
 
 use std::process::{Command, Stdio};

@@ -269,6 +269,8 @@ pub enum NoData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verify {
+    /// Nothing to verify: an evidence step, which changes nothing; the ladder goes on at once.
+    None,
     /// The incident's alerts resolve within this time.
     ResolvedWithin(#[serde(with = "crate::ruleset::duration_str")] Duration),
     /// A PromQL value passes a bound within this time, polled every `every`.
@@ -294,6 +296,7 @@ impl Verify {
     /// How long verification may take.
     pub fn timeout(&self) -> Duration {
         match self {
+            Verify::None => Duration::ZERO,
             Verify::ResolvedWithin(d) => *d,
             Verify::Query { within, .. } => *within,
         }
@@ -302,7 +305,7 @@ impl Verify {
     /// Whether a value passes (always false for `resolved_within`).
     pub fn passes(&self, v: f64) -> bool {
         match self {
-            Verify::ResolvedWithin(_) => false,
+            Verify::None | Verify::ResolvedWithin(_) => false,
             Verify::Query { above, bound, .. } => {
                 if *above {
                     v > *bound
@@ -316,6 +319,7 @@ impl Verify {
     /// `below 0.02` / `above 10`, for messages.
     pub fn condition(&self) -> String {
         match self {
+            Verify::None => "nothing (evidence)".to_string(),
             Verify::ResolvedWithin(d) => {
                 format!("alerts resolved within {}", crate::clock::fmt_duration(*d))
             }
@@ -508,7 +512,8 @@ pub struct PolicyParts {
     /// `escalate_to` and storm routes referenced, with file and line.
     pub route_refs: Vec<(String, String, u64)>,
     /// Actions referenced: (kind, params, file, line).
-    pub action_refs: Vec<(String, serde_json::Value, String, u64)>,
+    /// Actions referenced: (kind, params, file, line, step name when it has no `verify`).
+    pub action_refs: Vec<(String, serde_json::Value, String, u64, Option<String>)>,
 }
 
 fn window(file: &str, field: &str, w: &Spanned<RawWindow>, diag: &mut Diagnostics) -> Window {
@@ -760,26 +765,18 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                     params.clone(),
                     file.to_string(),
                     s.action.referenced.line(),
+                    s.verify.is_none().then(|| s.name.value.clone()),
                 ));
                 let budget = s
                     .budget
                     .as_ref()
                     .map(|b| window(file, "steps.budget", b, diag));
+                // Only evidence actions may go without `verify`; checked once executors are known.
                 let verify = match &s.verify {
                     Some(v) => compile_verify(file, v, diag),
-                    None => {
-                        diag.push(
-                            file,
-                            sline,
-                            "steps.verify",
-                            format!(
-                                "step {:?} has no verify; every step is verified (e.g. verify: {{resolved_within: 5m}})",
-                                s.name.value
-                            ),
-                        );
-                        Verify::ResolvedWithin(Duration::ZERO)
-                    }
+                    None => Verify::None,
                 };
+                let _ = sline;
                 let on_failure = match s.on_failure.as_ref().map(|o| (o.value.as_str(), o)) {
                     None | Some(("next", _)) => OnFailure::Next,
                     Some(("escalate", _)) => OnFailure::Escalate,
