@@ -105,6 +105,31 @@ pub trait Executor: Send + Sync + 'static {
     }
 }
 
+/// Wraps an executor so that its dry-run is the plan alone.
+struct PlanOnly(Arc<dyn Executor>);
+
+impl Executor for PlanOnly {
+    fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
+        self.0.validate(params)
+    }
+    fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
+        self.0.plan(req)
+    }
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        // Never called: `remedyd test` runs every policy in dry-run.
+        Box::pin(async move {
+            Outcome::failed(
+                false,
+                format!("{}: not executed in tests", req.action),
+                serde_json::Value::Null,
+            )
+        })
+    }
+    fn gathers_evidence(&self) -> bool {
+        self.0.gathers_evidence()
+    }
+}
+
 /// Executors by action kind.
 #[derive(Clone, Default)]
 pub struct Executors(BTreeMap<String, Arc<dyn Executor>>);
@@ -121,6 +146,21 @@ impl Executors {
     /// Adds or replaces an action kind.
     pub fn register(&mut self, kind: &str, exec: Arc<dyn Executor>) {
         self.0.insert(kind.to_string(), exec);
+    }
+    /// The same kinds, but whose dry-run only plans and reads nothing (for `remedyd test`,
+    /// which must not depend on databases or clusters being reachable).
+    pub fn plan_only(&self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        Arc::new(PlanOnly(e.clone())) as Arc<dyn Executor>,
+                    )
+                })
+                .collect(),
+        )
     }
     /// Looks up a kind.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Executor>> {

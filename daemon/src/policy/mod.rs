@@ -512,8 +512,14 @@ pub struct PolicyParts {
     /// `escalate_to` and storm routes referenced, with file and line.
     pub route_refs: Vec<(String, String, u64)>,
     /// Actions referenced: (kind, params, file, line).
-    /// Actions referenced: (kind, params, file, line, step name when it has no `verify`).
-    pub action_refs: Vec<(String, serde_json::Value, String, u64, Option<String>)>,
+    /// Actions referenced: (kind, params, file, line, step name and line when it has no `verify`).
+    pub action_refs: Vec<(
+        String,
+        serde_json::Value,
+        String,
+        u64,
+        Option<(String, u64)>,
+    )>,
 }
 
 fn window(file: &str, field: &str, w: &Spanned<RawWindow>, diag: &mut Diagnostics) -> Window {
@@ -765,7 +771,7 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                     params.clone(),
                     file.to_string(),
                     s.action.referenced.line(),
-                    s.verify.is_none().then(|| s.name.value.clone()),
+                    s.verify.is_none().then(|| (s.name.value.clone(), sline)),
                 ));
                 let budget = s
                     .budget
@@ -776,7 +782,6 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                     Some(v) => compile_verify(file, v, diag),
                     None => Verify::None,
                 };
-                let _ = sline;
                 let on_failure = match s.on_failure.as_ref().map(|o| (o.value.as_str(), o)) {
                     None | Some(("next", _)) => OnFailure::Next,
                     Some(("escalate", _)) => OnFailure::Escalate,
