@@ -498,6 +498,10 @@ pub struct Route {
     pub timeout: Duration,
 }
 
+/// A step's action as referenced: (kind, params, file, line of `action:`, the step's name and
+/// line when it has no `verify`).
+pub type ActionRef = (String, serde_json::Value, String, u64, Option<(String, u64)>);
+
 /// What policy files contribute, before cross-checks.
 #[derive(Debug, Default)]
 pub struct PolicyParts {
@@ -513,12 +517,7 @@ pub struct PolicyParts {
     pub route_refs: Vec<(String, String, u64)>,
     /// Actions referenced: (kind, params, file, line).
     /// Actions referenced: (kind, params, file, line, step name and line when it has no `verify`).
-    pub action_refs: Vec<(
-        String,
-        serde_json::Value,
-        String,
-        u64,
-        Option<(String, u64)>,
+    pub action_refs: Vec<ActionRef>,
     )>,
 }
 
