@@ -500,7 +500,13 @@ pub struct Route {
 
 /// A step's action as referenced: (kind, params, file, line of `action:`, the step's name and
 /// line when it has no `verify`).
-pub type ActionRef = (String, serde_json::Value, String, u64, Option<(String, u64)>);
+pub type ActionRef = (
+    String,
+    serde_json::Value,
+    String,
+    u64,
+    Option<(String, u64)>,
+);
 
 /// What policy files contribute, before cross-checks.
 #[derive(Debug, Default)]
@@ -515,10 +521,8 @@ pub struct PolicyParts {
     pub policies: BTreeMap<String, (Policy, String)>,
     /// `escalate_to` and storm routes referenced, with file and line.
     pub route_refs: Vec<(String, String, u64)>,
-    /// Actions referenced: (kind, params, file, line).
-    /// Actions referenced: (kind, params, file, line, step name and line when it has no `verify`).
+    /// Actions referenced, for the cross-check against the executors.
     pub action_refs: Vec<ActionRef>,
-    )>,
 }
 
 fn window(file: &str, field: &str, w: &Spanned<RawWindow>, diag: &mut Diagnostics) -> Window {
