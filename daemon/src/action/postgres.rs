@@ -444,3 +444,58 @@ impl Executor for Evidence {
         true
     }
 }
+
+/// In `enforce` mode a database that policies act on must be reachable at startup, with the
+/// privileges the actions need: a missing connection is a startup error, never a silent
+/// downgrade (DESIGN.md §5). Checks every distinct DSN source once.
+pub async fn preflight(
+    rs: &crate::ruleset::Ruleset,
+    global: crate::config::Mode,
+) -> Result<(), Vec<String>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut errors = Vec::new();
+    for p in rs.policies.values() {
+        if p.mode.unwrap_or(global) != crate::config::Mode::Enforce {
+            continue;
+        }
+        for (level, l) in &p.levels {
+            for s in &l.steps {
+                if !s.action.starts_with("postgres_") {
+                    continue;
+                }
+                let Ok(conn) = serde_json::from_value::<Conn>(
+                    s.params
+                        .as_object()
+                        .map(|o| {
+                            o.iter()
+                                .filter(|(k, _)| *k == "dsn_env" || *k == "dsn_file")
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ) else {
+                    continue;
+                };
+                let key = format!("{:?}/{:?}", conn.dsn_env, conn.dsn_file);
+                if !seen.insert((key, s.action == "postgres_cancel_queries")) {
+                    continue;
+                }
+                let check = async {
+                    let (c, _) = conn.connect().await?;
+                    check_privileges(&c, s.action == "postgres_cancel_queries").await
+                };
+                if let Err(e) = check.await {
+                    errors.push(format!(
+                        "policy {:?} level {level} step {:?} ({}): {e}",
+                        p.name, s.name, s.action
+                    ));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
