@@ -39,13 +39,13 @@ if ((${#missing[@]} > 0)); then
 fi
 
 # nextest runs each test in its own process; it does not run doctests, so those run separately
-# (`--all-targets` leaves them out of `cargo test` too). Every test runs; the exit status is
+# (`--all-targets` leaves them out of `cargo test` too). Benchmarks are not tests: `cargo bench`. Every test runs; the exit status is
 # non-zero if any failed.
 rc=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --all-targets --no-fail-fast "$@" || rc=$?
+    cargo nextest run --locked --lib --bins --tests --no-fail-fast "$@" || rc=$?
 else
-    cargo test --locked --all-targets --no-fail-fast "$@" || rc=$?
+    cargo test --locked --lib --bins --tests --no-fail-fast "$@" || rc=$?
 fi
 cargo test --locked --doc || rc=$?
 exit "$rc"

@@ -33,7 +33,7 @@ policies:
 "#;
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
+    tokio::time::timeout(Duration::from_secs(120), f)
         .await
         .expect("test finished in time")
 }

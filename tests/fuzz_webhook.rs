@@ -122,7 +122,7 @@ fn corrupted_alertmanager_bodies_never_panic_and_refusals_name_the_field() {
         .collect();
     fixtures.sort();
     assert!(fixtures.len() >= 3);
-    let mut rng = Rng(0x5eed_0f_ca11_ab1e);
+    let mut rng = Rng(0x005e_ed0f_ca11_ab1e);
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..30_000 {
         let base = &fixtures[i % fixtures.len()];

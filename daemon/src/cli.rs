@@ -325,7 +325,9 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                     .unwrap_or_else(|| Err("unknown action".into()));
                 let budget = step.budget.unwrap_or(rs.limits.action_target);
                 let verify = match &step.verify {
-                    crate::policy::Verify::ResolvedWithin(_) => step.verify.condition(),
+                    crate::policy::Verify::None | crate::policy::Verify::ResolvedWithin(_) => {
+                        step.verify.condition()
+                    }
                     v @ crate::policy::Verify::Query { query, within, .. } => format!(
                         "{} {} within {}",
                         query.split_whitespace().collect::<Vec<_>>().join(" "),

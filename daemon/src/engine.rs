@@ -663,7 +663,8 @@ impl Engine {
                         format!("cannot build the request: {e}"),
                         serde_json::Value::Null,
                     ),
-                    (true, Ok(p), _) => Outcome::ok(
+                    (true, Ok(_), Some(exec)) => exec.dry_run(&req).await,
+                    (true, Ok(p), None) => Outcome::ok(
                         "dry-run: recorded the request, sent nothing",
                         serde_json::json!({"would_send": p}),
                     ),

@@ -265,9 +265,20 @@ pub fn load(
             ),
         );
     }
-    for (kind, params, file, line) in &parts.action_refs {
+    for (kind, params, file, line, unverified) in &parts.action_refs {
         if let Err(e) = executors.validate(kind, params) {
             diag.push(file, *line, "action", e);
+        } else if let Some((step, step_line)) = unverified
+            && !executors.get(kind).is_some_and(|e| e.gathers_evidence())
+        {
+            diag.push(
+                file,
+                *step_line,
+                "steps.verify",
+                format!(
+                    "step {step:?} has no verify; every step that changes something is verified (e.g. verify: {{resolved_within: 5m}})"
+                ),
+            );
         }
     }
     if !diag.is_empty() {

@@ -206,7 +206,7 @@ pub async fn run_file(path: &Path) -> Result<Vec<String>, String> {
         )
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let executors = Executors::builtin();
+    let executors = Executors::builtin().plan_only();
     let rs = ruleset::load(
         &base.join(&file.rules),
         &base.join(&file.policies),
@@ -430,7 +430,8 @@ async fn check(
                 }
             }
         }
-        started.sort();
+        // Stable: steps started in the same instant keep their timeline order.
+        started.sort_by_key(|(at, _)| *at);
         let got: Vec<String> = started.into_iter().map(|(_, n)| n).collect();
         if &got != want {
             out.push(format!(

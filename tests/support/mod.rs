@@ -14,8 +14,9 @@ use remedyd::escalate::{Notification, Pager, PagerError};
 use remedyd::policy::Route;
 use tokio_util::sync::CancellationToken;
 
-/// Every wait in these tests is bounded: a missing behaviour fails instead of hanging.
-pub const WAIT: Duration = Duration::from_secs(20);
+/// Every wait in these tests is bounded: a missing behaviour fails instead of hanging. 60 s:
+/// generous for a loaded CI machine running tests in parallel; passing tests take far less.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// An action kind `test`: counts calls; answers from a script (then ok).
 #[derive(Default)]

@@ -1,6 +1,7 @@
 //! Actions: the `Executor` trait, its outcome, and the registry policies are checked against.
 
 pub mod http;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -80,6 +81,53 @@ pub trait Executor: Send + Sync + 'static {
     fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String>;
     /// Does it.
     fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome>;
+    /// In dry-run: what it would do, touching nothing. The default records the plan; an action
+    /// that must read state to know what it would do (which queries it would cancel) overrides
+    /// it with a read-only look.
+    fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            match self.plan(req) {
+                Ok(p) => Outcome::ok(
+                    "dry-run: recorded the request, sent nothing",
+                    serde_json::json!({ "would_send": p }),
+                ),
+                Err(e) => Outcome::failed(
+                    false,
+                    format!("cannot build the request: {e}"),
+                    serde_json::Value::Null,
+                ),
+            }
+        })
+    }
+    /// Evidence actions only read: their steps need no verification and the ladder goes on.
+    fn gathers_evidence(&self) -> bool {
+        false
+    }
+}
+
+/// Wraps an executor so that its dry-run is the plan alone.
+struct PlanOnly(Arc<dyn Executor>);
+
+impl Executor for PlanOnly {
+    fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
+        self.0.validate(params)
+    }
+    fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
+        self.0.plan(req)
+    }
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        // Never called: `remedyd test` runs every policy in dry-run.
+        Box::pin(async move {
+            Outcome::failed(
+                false,
+                format!("{}: not executed in tests", req.action),
+                serde_json::Value::Null,
+            )
+        })
+    }
+    fn gathers_evidence(&self) -> bool {
+        self.0.gathers_evidence()
+    }
 }
 
 /// Executors by action kind.
@@ -91,11 +139,28 @@ impl Executors {
     pub fn builtin() -> Self {
         let mut e = Self::default();
         e.register("http", Arc::new(http::HttpExecutor::new()));
+        e.register("postgres_evidence", Arc::new(postgres::Evidence));
+        e.register("postgres_cancel_queries", Arc::new(postgres::CancelQueries));
         e
     }
     /// Adds or replaces an action kind.
     pub fn register(&mut self, kind: &str, exec: Arc<dyn Executor>) {
         self.0.insert(kind.to_string(), exec);
+    }
+    /// The same kinds, but whose dry-run only plans and reads nothing (for `remedyd test`,
+    /// which must not depend on databases or clusters being reachable).
+    pub fn plan_only(&self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        Arc::new(PlanOnly(e.clone())) as Arc<dyn Executor>,
+                    )
+                })
+                .collect(),
+        )
     }
     /// Looks up a kind.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Executor>> {

@@ -738,7 +738,8 @@ impl Incident {
                     StepResult::Ok => fx.push(record(now, "step_ok", format!("step {name} succeeded"), detail)),
                     StepResult::Failed { error } => {
                         fx.push(record(now, "step_failed", format!("step {name} failed: {error}"), detail));
-                        if let Some(s) = &s {
+                        // Evidence that could not be gathered is no failed remediation.
+                        if let Some(s) = s.as_ref().filter(|s| s.verify != crate::policy::Verify::None) {
                             fx.push(Effect::BreakerFailure { action: s.action.clone() });
                         }
                     }
@@ -752,6 +753,14 @@ impl Incident {
                     return fx;
                 }
                 match result {
+                    StepResult::Ok | StepResult::Unknown
+                        if s.as_ref()
+                            .is_some_and(|s| s.verify == crate::policy::Verify::None) =>
+                    {
+                        // Evidence changes nothing: the ladder goes on at once.
+                        self.next_step = step + 1;
+                        self.ready(policy, now, &mut fx);
+                    }
                     StepResult::Ok | StepResult::Unknown => {
                         let until = now.plus(verify);
                         let (cond, next_probe) = match s.as_ref().map(|s| &s.verify) {

@@ -289,6 +289,8 @@ pub enum NoData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verify {
+    /// Nothing to verify: an evidence step, which changes nothing; the ladder goes on at once.
+    None,
     /// The incident's alerts resolve within this time.
     ResolvedWithin(#[serde(with = "crate::ruleset::duration_str")] Duration),
     /// A PromQL value passes a bound within this time, polled every `every`.
@@ -314,6 +316,7 @@ impl Verify {
     /// How long verification may take.
     pub fn timeout(&self) -> Duration {
         match self {
+            Verify::None => Duration::ZERO,
             Verify::ResolvedWithin(d) => *d,
             Verify::Query { within, .. } => *within,
         }
@@ -322,7 +325,7 @@ impl Verify {
     /// Whether a value passes (always false for `resolved_within`).
     pub fn passes(&self, v: f64) -> bool {
         match self {
-            Verify::ResolvedWithin(_) => false,
+            Verify::None | Verify::ResolvedWithin(_) => false,
             Verify::Query { above, bound, .. } => {
                 if *above {
                     v > *bound
@@ -336,6 +339,7 @@ impl Verify {
     /// `below 0.02` / `above 10`, for messages.
     pub fn condition(&self) -> String {
         match self {
+            Verify::None => "nothing (evidence)".to_string(),
             Verify::ResolvedWithin(d) => {
                 format!("alerts resolved within {}", crate::clock::fmt_duration(*d))
             }
@@ -665,6 +669,16 @@ pub struct DigestSchedule {
     pub minute: u8,
 }
 
+/// A step's action as referenced: (kind, params, file, line of `action:`, the step's name and
+/// line when it has no `verify`).
+pub type ActionRef = (
+    String,
+    serde_json::Value,
+    String,
+    u64,
+    Option<(String, u64)>,
+);
+
 /// What policy files contribute, before cross-checks.
 #[derive(Debug, Default)]
 pub struct PolicyParts {
@@ -678,8 +692,8 @@ pub struct PolicyParts {
     pub policies: BTreeMap<String, (Policy, String)>,
     /// `escalate_to` and storm routes referenced, with file and line.
     pub route_refs: Vec<(String, String, u64)>,
-    /// Actions referenced: (kind, params, file, line).
-    pub action_refs: Vec<(String, serde_json::Value, String, u64)>,
+    /// Actions referenced, for the cross-check against the executors.
+    pub action_refs: Vec<ActionRef>,
     /// The daily digest, if a file set one, with its file and line.
     pub digest: Option<(DigestSchedule, String, u64)>,
 }
@@ -1129,25 +1143,16 @@ pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &m
                     params.clone(),
                     file.to_string(),
                     s.action.referenced.line(),
+                    s.verify.is_none().then(|| (s.name.value.clone(), sline)),
                 ));
                 let budget = s
                     .budget
                     .as_ref()
                     .map(|b| window(file, "steps.budget", b, diag));
+                // Only evidence actions may go without `verify`; checked once executors are known.
                 let verify = match &s.verify {
                     Some(v) => compile_verify(file, v, diag),
-                    None => {
-                        diag.push(
-                            file,
-                            sline,
-                            "steps.verify",
-                            format!(
-                                "step {:?} has no verify; every step is verified (e.g. verify: {{resolved_within: 5m}})",
-                                s.name.value
-                            ),
-                        );
-                        Verify::ResolvedWithin(Duration::ZERO)
-                    }
+                    None => Verify::None,
                 };
                 let on_failure = match s.on_failure.as_ref().map(|o| (o.value.as_str(), o)) {
                     None | Some(("next", _)) => OnFailure::Next,
