@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::engine::{EngineConfig, SharedRuleset};
 use crate::escalate::Pager;
-use crate::escalate::webhook::WebhookPager;
+use crate::escalate::Pagers;
 use crate::ruleset::{self, Ruleset};
 use crate::telemetry::Metrics;
 
@@ -36,7 +36,7 @@ impl Default for Parts {
     fn default() -> Self {
         Self {
             executors: Executors::builtin(),
-            pager: Arc::new(WebhookPager::new()),
+            pager: Arc::new(Pagers::new()),
             clock: Arc::new(SystemClock),
             source: None,
         }
@@ -85,6 +85,15 @@ pub fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, rule
     Ok(rs)
 }
 
+/// Logs every route that records pages without sending them (its secret is missing).
+fn log_route_notes(rs: &Ruleset) {
+    for r in rs.routes.values() {
+        if let Some(note) = r.note() {
+            tracing::warn!(route = %r.name, kind = r.transport.kind(), "{note}");
+        }
+    }
+}
+
 /// Reloads rules and policies fail-closed: an invalid set is logged and counted, the old one stays.
 pub fn reload(
     cfg: &Config,
@@ -99,6 +108,7 @@ pub fn reload(
                 policies = rs.policies.len(),
                 "Reloaded rules and policies"
             );
+            log_route_notes(&rs);
             *shared.write().expect("ruleset lock") = Arc::new(rs);
             Metrics::result(&metrics.reloads, "ok");
             true
@@ -158,11 +168,14 @@ pub async fn run(
         )
     })?;
     tracing::info!(rules = rs.rules.len(), policies = rs.policies.len(), routes = rs.routes.len(), mode = cfg.mode.as_str(), store = %crate::config::redact_url(&cfg.store), "Loaded rules and policies");
-    for r in rs.routes.values() {
-        let crate::policy::RouteKind::Webhook { url, source } = &r.kind;
-        if url.is_none() {
-            tracing::warn!(route = %r.name, source = %source, "Route has no destination: its pages are recorded, not sent");
-        }
+    log_route_notes(&rs);
+    if cfg.mode == crate::config::Mode::Enforce
+        && let Err(errors) = crate::action::postgres::preflight(&rs, cfg.mode).await
+    {
+        anyhow::bail!(
+            "enforce mode: databases the policies act on are not usable:\n{}",
+            errors.join("\n")
+        );
     }
     let shared: SharedRuleset = Arc::new(RwLock::new(Arc::new(rs)));
     let outbox_wake = Arc::new(Notify::new());

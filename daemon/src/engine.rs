@@ -87,6 +87,7 @@ pub struct Engine {
     wake: Arc<Notify>,
     running: HashSet<String>,
     cache: Option<BTreeMap<String, Incident>>,
+    recover_pending: bool,
     probing: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
     storm_paged: bool,
@@ -120,6 +121,7 @@ impl Engine {
             wake,
             running: HashSet::new(),
             cache: None,
+            recover_pending: false,
             probing: HashSet::new(),
             source: None,
             storm_paged: false,
@@ -287,6 +289,10 @@ impl Engine {
 
     /// One pass: handle stored signals, then drive due incidents. Public for tests.
     pub async fn pass(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
+        if self.recover_pending {
+            self.recover().await?;
+            self.recover_pending = false;
+        }
         while self.signals().await? == SIGNAL_BATCH {}
         self.drive(tasks).await
     }
@@ -299,6 +305,10 @@ impl Engine {
             let Phase::Running { ladder, step } = inc.phase else {
                 continue;
             };
+            // A step this process is running is not interrupted.
+            if self.running.contains(&inc.id) {
+                continue;
+            }
             let Some(policy) = rs.policies.get(&inc.policy) else {
                 continue;
             };
@@ -629,7 +639,15 @@ impl Engine {
                     self.commit(c).await?;
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The commit may have landed even though it reported an error (the
+                    // connection dropped during COMMIT): the next pass re-reads the store and
+                    // treats a claimed step with no action in flight as interrupted.
+                    if start.is_some() {
+                        self.recover_pending = true;
+                    }
+                    return Err(e);
+                }
             }
             if let Some((ladder, idx, step, req, dry_run, plan)) = start {
                 self.launch(tasks, inc.id.clone(), ladder, idx, step, req, dry_run, plan);

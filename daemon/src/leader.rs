@@ -113,6 +113,14 @@ impl Duties {
             handles.push(tokio::spawn(poller.run(cancel.clone())));
         }
         handles.push(tokio::spawn(engine.run(cancel.clone(), self.tasks.clone())));
+        // The daily digest is a leader duty too: one digest, whatever the number of replicas.
+        handles.push(tokio::spawn(crate::escalate::digest::run(
+            store.clone(),
+            self.ruleset.clone(),
+            self.clock.clone(),
+            self.outbox_wake.clone(),
+            cancel.clone(),
+        )));
         handles.push(tokio::spawn(crate::escalate::outbox::run(
             store,
             self.pager.clone(),
