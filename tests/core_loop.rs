@@ -578,8 +578,29 @@ async fn body_over_the_limit_gets_413() {
             "\"summary\": \"5xx",
             &format!("\"pad\": \"{}\", \"summary\": \"5xx", "x".repeat(4096)),
         );
-        assert_eq!(d.post(&big).await.0, 413);
+        let (status, err) = d.post(&big).await;
+        assert_eq!(status, 413);
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("body: larger than max_body (2048 bytes)"),
+            "{err}"
+        );
         assert_eq!(d.post(&fixture("01-firing-single-alert.json")).await.0, 200);
+        let m = d
+            .http
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            m.contains("remedyd_webhook_requests_total{code=\"413\"} 1"),
+            "{m}"
+        );
         d.stop().await;
     })
     .await
@@ -694,6 +715,47 @@ policies:
         assert!(
             tl.iter()
                 .any(|e| e["kind"] == "step_ok" && e["data"]["would_send"] == *req)
+        );
+        d.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn steps_without_a_budget_use_the_action_target_limit() {
+    within(async {
+        let policy = r#"
+limits:
+  budgets:
+    action_target: {max: 1, per: 1h}
+policies:
+  - name: remediate
+    escalate_to: oncall
+    levels:
+      - level: 1
+        steps:
+          - {name: first, action: test, verify: {resolved_within: 1s}}
+          - {name: second, action: test, verify: {resolved_within: 1s}}
+"#;
+        let d = Daemon::start(RULES, policy).await;
+        d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "abcd000000000009",
+            &now_rfc3339(),
+        ))
+        .await;
+        d.wait_incidents("escalated", |l| {
+            l.len() == 1 && l[0]["status"] == "escalated"
+        })
+        .await;
+        assert_eq!(d.exec.count(), 1);
+        d.wait("the page", || !d.pager.all().is_empty()).await;
+        assert!(
+            d.pager.all()[0].1.reason.contains("1/1 per 1h"),
+            "{}",
+            d.pager.all()[0].1.reason
         );
         d.stop().await;
     })

@@ -120,11 +120,14 @@ async fn three_percent_errors_run_the_level_1_ladder_and_verification_passes_onc
             "{k:?}\n{}",
             prom.logs()
         );
+        // Either the PromQL probe passed (with its value) or, on a slow machine, the poller saw
+        // the error rate clear first and the alert's resolve verified the step.
         let verified = tl.iter().find(|e| e["kind"] == "verified").unwrap();
-        assert!(
-            verified["data"]["value"].as_f64().unwrap() < 0.02,
-            "{verified}"
-        );
+        if let Some(v) = verified["data"]["value"].as_f64() {
+            assert!(v < 0.02, "{verified}");
+        } else {
+            assert!(verified["data"]["fingerprint"].is_string(), "{verified}");
+        }
         assert_eq!(d.exec.count(), 1);
         assert!(d.pager.all().is_empty());
         d.stop().await;
