@@ -201,17 +201,58 @@ impl Driver {
         .await;
     }
 
+    /// Waits (bounded) until the element `css` reads `want`: the page before a form's answer
+    /// may have an element of the same id with the old text.
+    async fn text_becomes(&self, css: &str, want: &str) -> String {
+        let mut got = String::new();
+        for _ in 0..50 {
+            got = self.text(css).await;
+            if got == want {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        got
+    }
+
+    /// The text of the element `css`. After a click that submits a form the old page may still
+    /// be there for a moment (or its element detached mid-read): retry, bounded, until the new
+    /// page answers.
     async fn text(&self, css: &str) -> String {
-        let el = self.find(css).await;
-        self.call(
-            reqwest::Method::GET,
-            &self.at(&format!("/element/{el}/text")),
-            json!(null),
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+        let mut last = String::new();
+        for _ in 0..50 {
+            let found = self
+                .http
+                .post(format!("{}{}", self.base, self.at("/element")))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap();
+            let ok = found.status().is_success();
+            let v: Value = found.json().await.unwrap();
+            if ok && let Some(el) = v["value"][ELEMENT].as_str() {
+                let r = self
+                    .http
+                    .get(format!(
+                        "{}{}",
+                        self.base,
+                        self.at(&format!("/element/{el}/text"))
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                let ok = r.status().is_success();
+                let t: Value = r.json().await.unwrap();
+                if ok {
+                    return t["value"].as_str().unwrap_or_default().to_string();
+                }
+                last = t.to_string();
+            } else {
+                last = v.to_string();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no text for {css}: {last}");
     }
 
     async fn url(&self) -> String {
@@ -324,7 +365,9 @@ async fn dashboard_shows_the_incident_and_pauses_and_resumes_automation_in_a_bro
         b.type_in("#pause-form input[name=token]", TOKEN).await;
         let button = b.find("#pause").await;
         b.click(&button).await;
-        let notice = b.text("#notice").await;
+        let notice = b
+            .text_becomes("#notice", "Paused global: deploy freeze (browser test)")
+            .await;
         assert_eq!(notice, "Paused global: deploy freeze (browser test)");
         let automation = b.text("#automation").await;
         assert!(
@@ -345,7 +388,10 @@ async fn dashboard_shows_the_incident_and_pauses_and_resumes_automation_in_a_bro
             .find("#automation form[action=\"/ui/resume\"] button")
             .await;
         b.click(&resume).await;
-        assert_eq!(b.text("#notice").await, "Resumed global");
+        assert_eq!(
+            b.text_becomes("#notice", "Resumed global").await,
+            "Resumed global"
+        );
         assert!(
             b.text("#automation")
                 .await

@@ -302,23 +302,15 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
             let mode = policy.mode.unwrap_or(cfg.mode);
             println!("    ladder level {ladder} ({}):", mode.as_str());
             for (i, step) in l.steps.iter().enumerate() {
-                let mut vars = s.labels.clone();
-                vars.insert("target.kind".into(), m.target.kind.as_str().into());
-                vars.insert("target.name".into(), m.target.name.clone());
-                vars.insert("target.namespace".into(), m.target.namespace.clone());
-                vars.insert("incident.id".into(), "INC-SIMULATED".into());
-                vars.insert("incident.level".into(), m.level.to_string());
-                vars.insert("incident.rule".into(), m.rule.clone());
-                for (k, v) in &rs.vars {
-                    vars.insert(format!("vars.{k}"), v.clone());
-                }
-                let req = ActionRequest {
-                    incident: "INC-SIMULATED".into(),
-                    step: step.name.clone(),
-                    action: step.action.clone(),
-                    params: step.params.clone(),
-                    vars,
-                };
+                let req = ActionRequest::for_step(
+                    "INC-SIMULATED",
+                    m.level,
+                    &m.rule,
+                    &m.target,
+                    &s.labels,
+                    &rs.vars,
+                    step,
+                );
                 let plan = executors
                     .get(&step.action)
                     .map(|e| e.plan(&req))

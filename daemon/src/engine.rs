@@ -833,23 +833,15 @@ impl Engine {
     }
 
     fn request(&self, rs: &Ruleset, inc: &Incident, step: &Step) -> ActionRequest {
-        let mut vars = inc.labels.clone();
-        vars.insert("target.kind".into(), inc.target.kind.as_str().into());
-        vars.insert("target.name".into(), inc.target.name.clone());
-        vars.insert("target.namespace".into(), inc.target.namespace.clone());
-        vars.insert("incident.id".into(), inc.id.clone());
-        vars.insert("incident.level".into(), inc.level.to_string());
-        vars.insert("incident.rule".into(), inc.rule.clone());
-        for (k, v) in &rs.vars {
-            vars.insert(format!("vars.{k}"), v.clone());
-        }
-        ActionRequest {
-            incident: inc.id.clone(),
-            step: step.name.clone(),
-            action: step.action.clone(),
-            params: step.params.clone(),
-            vars,
-        }
+        ActionRequest::for_step(
+            &inc.id,
+            inc.level,
+            &inc.rule,
+            &inc.target,
+            &inc.labels,
+            &rs.vars,
+            step,
+        )
     }
 
     async fn storm_page(

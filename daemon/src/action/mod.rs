@@ -24,6 +24,39 @@ pub fn http_client() -> reqwest::Client {
 /// A boxed future, for object-safe async traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+impl ActionRequest {
+    /// A step's request for an incident: the template variables are the labels of the signal
+    /// that opened it, `target.*`, `incident.*` and the policies' `vars.*`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_step(
+        incident: &str,
+        level: u8,
+        rule: &str,
+        target: &crate::rules::Target,
+        labels: &crate::signal::Labels,
+        vars: &std::collections::BTreeMap<String, String>,
+        step: &crate::policy::Step,
+    ) -> Self {
+        let mut all = labels.clone();
+        all.insert("target.kind".into(), target.kind.as_str().into());
+        all.insert("target.name".into(), target.name.clone());
+        all.insert("target.namespace".into(), target.namespace.clone());
+        all.insert("incident.id".into(), incident.to_string());
+        all.insert("incident.level".into(), level.to_string());
+        all.insert("incident.rule".into(), rule.to_string());
+        for (k, v) in vars {
+            all.insert(format!("vars.{k}"), v.clone());
+        }
+        ActionRequest {
+            incident: incident.to_string(),
+            step: step.name.clone(),
+            action: step.action.clone(),
+            params: step.params.clone(),
+            vars: all,
+        }
+    }
+}
+
 /// What an executor is asked to do.
 #[derive(Clone, Debug, Serialize)]
 pub struct ActionRequest {
