@@ -100,6 +100,10 @@ fn describe_error(body: &[u8]) -> BadPayload {
             let msg = inner.to_string();
             // serde_json appends " at line L column C"; the field path says more.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            // Key names in the path come from the sender: escape control characters and cap the
+            // length so that the answer and the log line stay one readable line.
+            let path = one_line(&path, 200);
+            let msg = one_line(&msg, 300);
             if path == "." || path.is_empty() {
                 BadPayload(format!("body: {msg}"))
             } else {
@@ -107,6 +111,23 @@ fn describe_error(body: &[u8]) -> BadPayload {
             }
         }
     }
+}
+
+/// `s` with control characters escaped, cut at `max` characters (marked with `…`).
+fn one_line(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn validate(p: Payload, received_at: Timestamp) -> Result<(Receipt, Vec<Signal>), BadPayload> {
@@ -225,6 +246,15 @@ mod tests {
                 .0
                 .starts_with("version:")
         );
+    }
+
+    #[test]
+    fn a_key_with_a_newline_still_gives_a_one_line_error() {
+        // Found by libFuzzer (fuzz/): serde_path_to_error puts unknown key names in the path raw.
+        let body = br#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{},"annotations":{"a\n\n": 1}}]}"#;
+        let e = parse(body, Timestamp(0)).unwrap_err();
+        assert!(!e.0.contains('\n'), "{e}");
+        assert!(e.0.starts_with("alerts[0].annotations"), "{e}");
     }
 
     #[test]
