@@ -7,6 +7,9 @@
 //! Bodies follow perf-anchors.md: 11 labels, 3 annotations; "fresh" mode gives every request new
 //! alerts (new startsAt), so deduplication never short-cuts the work.
 
+#[path = "../tests/support/services.rs"]
+mod services;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,14 +57,6 @@ fn body(n: usize, seq: u64) -> String {
         "externalURL": "http://alertmanager.example:9093", "version": "4", "groupKey": "{}:{alertname=\"HighErrorRate\"}", "truncatedAlerts": 0
     })
     .to_string()
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -253,7 +248,7 @@ async fn main() {
         let idle = rss_kib(pid);
         // Warm-up, then saturation.
         load(&s.url, alerts, 32, 3, Duration::ZERO, seq.clone()).await;
-        let cpu0 = cpu_ticks(pid);
+        let cpu0 = services::cpu_ticks(pid);
         let peak = Arc::new(AtomicU64::new(0));
         let sampler = {
             let peak = peak.clone();
@@ -292,7 +287,7 @@ async fn main() {
             waited += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let cpu = cpu_ticks(pid) - cpu0;
+        let cpu = services::cpu_ticks(pid) - cpu0;
         sampler.abort();
         let cpu_us = cpu as f64 * 1e6 / ticks_per_sec() as f64 / ok.max(1) as f64;
         let (_, _, light) = load(

@@ -10,14 +10,6 @@ use std::time::Duration;
 
 use services::{Exporter, Prometheus};
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-}
-
 fn pid_of(port: u16) -> Option<u32> {
     // The Prometheus child listening on `port`: found by its command line.
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -127,7 +119,10 @@ async fn main() {
         .next()
         .and_then(|p| p.parse().ok())
         .and_then(pid_of);
-    let (r0, p0) = (cpu_ticks(child.id()), prom_pid.map_or(0, cpu_ticks));
+    let (r0, p0) = (
+        services::cpu_ticks(child.id()),
+        prom_pid.map_or(0, services::cpu_ticks),
+    );
     let m0 = c
         .get(format!("{url}/metrics"))
         .send()
@@ -145,7 +140,10 @@ async fn main() {
         .text()
         .await
         .unwrap();
-    let (r1, p1) = (cpu_ticks(child.id()), prom_pid.map_or(0, cpu_ticks));
+    let (r1, p1) = (
+        services::cpu_ticks(child.id()),
+        prom_pid.map_or(0, services::cpu_ticks),
+    );
     let cycles = metric(&m1, "remedyd_poll_cycle_duration_seconds_count")
         - metric(&m0, "remedyd_poll_cycle_duration_seconds_count");
     let cycle_sum = metric(&m1, "remedyd_poll_cycle_duration_seconds_sum")

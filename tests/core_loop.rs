@@ -338,15 +338,7 @@ policies:
         );
         let tl = d.timeline(list[0]["id"].as_str().unwrap()).await;
         assert!(tl.iter().any(|e| e["kind"] == "refused"));
-        let m = d
-            .http
-            .get(format!("{}/metrics", d.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = d.metrics().await;
         assert!(
             m.contains("remedyd_refusals_total{reason=\"budget\"} 1"),
             "{m}"
@@ -588,15 +580,7 @@ async fn body_over_the_limit_gets_413() {
             "{err}"
         );
         assert_eq!(d.post(&fixture("01-firing-single-alert.json")).await.0, 200);
-        let m = d
-            .http
-            .get(format!("{}/metrics", d.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = d.metrics().await;
         assert!(
             m.contains("remedyd_webhook_requests_total{code=\"413\"} 1"),
             "{m}"
@@ -626,15 +610,7 @@ async fn truncated_payload_is_recorded_and_missing_alerts_are_not_resolved() {
                 .iter()
                 .all(|i| i["status"] != "resolved")
         );
-        let m = d
-            .http
-            .get(format!("{}/metrics", d.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = d.metrics().await;
         assert!(m.contains("remedyd_truncated_alerts_total 2"), "{m}");
         d.stop().await;
     })

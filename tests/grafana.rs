@@ -71,15 +71,7 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
             .await;
         assert_eq!(status, 200);
         d.wait_incidents("the incident", |l| l.len() == 1).await;
-        let text = d
-            .http
-            .get(format!("{}/metrics", d.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = d.metrics().await;
         // Families (`# TYPE name kind`) and the sample names each kind exposes.
         let mut exported: BTreeMap<String, String> = BTreeMap::new();
         let mut sampled: BTreeSet<String> = BTreeSet::new();

@@ -29,43 +29,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use serde_json::Value;
-use services::{PG_PASSWORD, Postgres};
+use services::{PG_PASSWORD, Postgres, http as client, wait_until, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_remedyd");
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("reqwest client")
-}
-
-/// Runs `f` under a timeout; on expiry panics (the [`Cluster`] then prints the logs).
-async fn within(secs: u64, f: impl Future<Output = ()>) {
-    if tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .is_err()
-    {
-        panic!("test did not finish within {secs} s");
-    }
-}
-
-/// Polls `cond` every 100 ms until it holds; panics with `what` after `secs`.
-async fn wait_until<F, Fut>(secs: u64, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "waited {secs} s for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The HTTP receiver: target of the `http` steps (/action) and of the page route (/page).

@@ -6,9 +6,11 @@
 //! missing behaviour fails instead of hanging. remedyd's log (stderr) goes to a file in the test's
 //! temp dir and is printed when the test fails.
 
+#[path = "support/services.rs"]
+mod services;
+
 use std::fs::OpenOptions;
-use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -18,55 +20,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use serde_json::Value;
+use services::{free_port, http as client, wait_until, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_remedyd");
 const SINGLE: &str = include_str!("fixtures/alertmanager/01-firing-single-alert.json");
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("reqwest client")
-}
-
-/// Runs `f` under a timeout; on expiry panics (the [`Env`] then prints remedyd's log).
-async fn within(secs: u64, f: impl Future<Output = ()>) {
-    if tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .is_err()
-    {
-        panic!("test did not finish within {secs} s");
-    }
-}
-
-/// Polls `cond` every 100 ms until it holds; panics with `what` after `secs`.
-async fn wait_until<F, Fut>(secs: u64, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "waited {secs} s for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

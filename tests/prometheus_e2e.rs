@@ -216,15 +216,7 @@ async fn prometheus_outage_opens_and_resolves_nothing_and_verification_reports_n
             list[0]["status"], "escalated",
             "the outage resolved nothing"
         );
-        let m = d
-            .http
-            .get(format!("{}/metrics", d.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = d.metrics().await;
         assert!(
             m.contains("remedyd_prometheus_queries_total{result=\"unavailable\"}"),
             "{m}"

@@ -95,10 +95,6 @@ pub struct Engine {
     done_rx: mpsc::Receiver<Msg>,
 }
 
-fn bucket(kind: RefusalKind) -> &'static str {
-    kind.as_str()
-}
-
 impl Engine {
     /// A new engine; `wake` is notified by intake after signals are stored.
     pub fn new(
@@ -563,7 +559,7 @@ impl Engine {
                     Decision::Refuse(r) => {
                         if !(r.kind == RefusalKind::Busy && matches!(inc.phase, Phase::Held { .. }))
                         {
-                            Metrics::reason(&self.metrics.refusals, bucket(r.kind));
+                            Metrics::reason(&self.metrics.refusals, r.kind.as_str());
                             tracing::info!(incident = %inc.id, gate = r.kind.as_str(), reason = %r.reason, "Step refused");
                         }
                         if r.kind == RefusalKind::Storm

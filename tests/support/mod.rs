@@ -201,6 +201,18 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn incidents(&self) -> Vec<serde_json::Value> {
         self.get("/api/v1/incidents").await["incidents"]
             .as_array()

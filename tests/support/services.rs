@@ -66,6 +66,32 @@ pub fn http() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// Runs `f` under a timeout of `secs`; on expiry panics (the caller's guards then print logs).
+pub async fn within(secs: u64, f: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .is_err()
+    {
+        panic!("test did not finish within {secs} s");
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds; panics with `what` after `secs`.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waited {secs} s for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls `probe` every 200 ms until it answers `Ok`, for at most `within`. On timeout returns the
 /// last `Err` (what was seen) so that the caller can fail with it and the services' logs.
 pub async fn eventually<T>(
@@ -958,4 +984,13 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// CPU time (user + system, in clock ticks of 1/100 s) a process has used: for benchmarks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
 }
