@@ -43,6 +43,16 @@ impl Default for Parts {
     }
 }
 
+impl Parts {
+    /// The real parts for a configuration: the Kubernetes actions use its `kubeconfig`.
+    pub fn for_config(cfg: &Config) -> Self {
+        Self {
+            executors: Executors::builtin_for(cfg.kubeconfig.clone()),
+            ..Self::default()
+        }
+    }
+}
+
 /// Loads rules and policies and checks what they need from the config (prometheus_url).
 pub fn load_ruleset(cfg: &Config, executors: &Executors) -> Result<Ruleset, ruleset::Diagnostics> {
     let rs = ruleset::load(&cfg.rules, &cfg.policies, executors)?;
@@ -176,6 +186,17 @@ pub async fn run(
             "enforce mode: databases the policies act on are not usable:\n{}",
             errors.join("\n")
         );
+    }
+    if cfg.mode == crate::config::Mode::Enforce
+        && crate::action::kube::used_by(&rs)
+        && let Some(cluster) = parts.executors.cluster()
+    {
+        match cluster.preflight().await {
+            Ok(version) => tracing::info!(%version, "Kubernetes API server reachable"),
+            Err(e) => anyhow::bail!(
+                "enforce mode: policies use Kubernetes actions but the cluster is not usable: {e}"
+            ),
+        }
     }
     let shared: SharedRuleset = Arc::new(RwLock::new(Arc::new(rs)));
     let outbox_wake = Arc::new(Notify::new());

@@ -756,6 +756,40 @@ impl Engine {
             );
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
+        if done.outcome.trip_breaker {
+            // A refusal that cannot fix itself (the API denied our permissions): open this
+            // action's breaker on this target now rather than after more failures.
+            let key = format!("action:{}:{}", done.action, inc.target.key());
+            let rec = self.store.breaker(&key).await?;
+            let rec = c
+                .breakers
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, r)| *r)
+                .unwrap_or(rec);
+            if rec.opened_at.is_none() {
+                let opened = breaker::BreakerRecord {
+                    opened_at: Some(now),
+                    trial_since: None,
+                    reset_at: rec.reset_at,
+                };
+                tracing::warn!(breaker = %key, "Breaker opened: permission denied");
+                c.timeline.push((
+                    inc.id.clone(),
+                    Entry {
+                        at: now,
+                        kind: "breaker_opened".into(),
+                        message: format!(
+                            "breaker {key} opened: the action was denied permission ({})",
+                            done.outcome.summary
+                        ),
+                        data: serde_json::json!({"key": key, "reason": "forbidden"}),
+                    },
+                ));
+                c.breakers.push((key, opened));
+            }
+        }
         c.incidents.push(inc);
         self.commit(c).await
     }

@@ -22,7 +22,10 @@ fn main() {
             };
             remedyd::telemetry::init_logging(cfg.log_format == "json");
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(remedyd::app::serve(cfg, Default::default())) {
+            match rt.block_on(remedyd::app::serve(
+                cfg.clone(),
+                remedyd::app::Parts::for_config(&cfg),
+            )) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("{e:#}");

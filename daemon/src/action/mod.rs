@@ -1,6 +1,7 @@
 //! Actions: the `Executor` trait, its outcome, and the registry policies are checked against.
 
 pub mod http;
+pub mod kube;
 pub mod postgres;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,10 @@ pub struct Outcome {
     pub summary: String,
     /// Details: the request sent, responses, attempts.
     pub detail: serde_json::Value,
+    /// The failure will not fix itself (the API refused our permissions): open the breaker of
+    /// this action on this target now, without waiting for more failures.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trip_breaker: bool,
 }
 
 impl Outcome {
@@ -93,6 +98,7 @@ impl Outcome {
             retryable: false,
             summary: summary.into(),
             detail,
+            trip_breaker: false,
         }
     }
     /// A failure.
@@ -102,6 +108,7 @@ impl Outcome {
             retryable,
             summary: summary.into(),
             detail,
+            trip_breaker: false,
         }
     }
 }
@@ -165,26 +172,42 @@ impl Executor for PlanOnly {
 
 /// Executors by action kind.
 #[derive(Clone, Default)]
-pub struct Executors(BTreeMap<String, Arc<dyn Executor>>);
+pub struct Executors {
+    kinds: BTreeMap<String, Arc<dyn Executor>>,
+    cluster: Option<Arc<kube::Cluster>>,
+}
 
 impl Executors {
-    /// The built-in actions.
-    pub fn builtin() -> Self {
+    /// The built-in actions; the Kubernetes ones reach the cluster of `kubeconfig` (or
+    /// in-cluster / `~/.kube/config` when `None`) on first use.
+    pub fn builtin_for(kubeconfig: Option<std::path::PathBuf>) -> Self {
         let mut e = Self::default();
         e.register("http", Arc::new(http::HttpExecutor::new()));
         e.register("postgres_evidence", Arc::new(postgres::Evidence));
         e.register("postgres_cancel_queries", Arc::new(postgres::CancelQueries));
+        let cluster = kube::Cluster::new(kubeconfig);
+        kube::register(&mut e, cluster.clone());
+        e.cluster = Some(cluster);
         e
+    }
+    /// The built-in actions with the default cluster (`check`, `simulate`, tests).
+    pub fn builtin() -> Self {
+        Self::builtin_for(None)
+    }
+    /// The cluster the Kubernetes actions use, if registered.
+    pub fn cluster(&self) -> Option<&Arc<kube::Cluster>> {
+        self.cluster.as_ref()
     }
     /// Adds or replaces an action kind.
     pub fn register(&mut self, kind: &str, exec: Arc<dyn Executor>) {
-        self.0.insert(kind.to_string(), exec);
+        self.kinds.insert(kind.to_string(), exec);
     }
     /// The same kinds, but whose dry-run only plans and reads nothing (for `remedyd test`,
     /// which must not depend on databases or clusters being reachable).
     pub fn plan_only(&self) -> Self {
-        Self(
-            self.0
+        Self {
+            kinds: self
+                .kinds
                 .iter()
                 .map(|(k, e)| {
                     (
@@ -193,19 +216,20 @@ impl Executors {
                     )
                 })
                 .collect(),
-        )
+            cluster: None,
+        }
     }
     /// Looks up a kind.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Executor>> {
-        self.0.get(kind)
+        self.kinds.get(kind)
     }
     /// Validates a step's action and parameters.
     pub fn validate(&self, kind: &str, params: &serde_json::Value) -> Result<(), String> {
-        match self.0.get(kind) {
+        match self.kinds.get(kind) {
             Some(e) => e.validate(params).map_err(|e| format!("{kind}: {e}")),
             None => Err(format!(
                 "unknown action {kind:?}; available: {}",
-                self.0.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
             )),
         }
     }

@@ -1,0 +1,314 @@
+//! `kube_drain_node`: `kubectl drain NODE --ignore-daemonsets [--delete-emptydir-data]` with a
+//! bounded timeout and a floor of ready nodes. On any failure the node stays cordoned (kubectl
+//! never uncordons either) and the step names the pods that blocked it.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ActionRequest, BoxFuture, Failure, KubeAction, Session, check_template, duration, fmt, get,
+    list_all, render, strategic,
+};
+
+/// kubectl's wait between evictions a PodDisruptionBudget refused.
+const PDB_RETRY: Duration = Duration::from_secs(5);
+
+fn default_node() -> String {
+    "{{target.name}}".into()
+}
+fn default_timeout() -> String {
+    "5m".into()
+}
+fn default_min_ready() -> usize {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// Node name (template); the target's name by default.
+    #[serde(default = "default_node")]
+    node: String,
+    /// Bound of the whole drain: evictions, PDB retries, pods gone.
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    /// Never drain when fewer ready, schedulable nodes than this would remain.
+    #[serde(default = "default_min_ready")]
+    min_ready_nodes: usize,
+    /// Evict pods with emptyDir volumes (their data is lost), like `--delete-emptydir-data`.
+    #[serde(default)]
+    delete_emptydir_data: bool,
+}
+
+impl Params {
+    fn check(&self) -> Result<Duration, String> {
+        check_template("node", &self.node)?;
+        duration("timeout", &self.timeout, Duration::from_secs(3600))
+    }
+}
+
+/// The drain action.
+pub struct Drain;
+
+fn node_ready(n: &Value) -> bool {
+    n["spec"]["unschedulable"] != true
+        && n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn controller(p: &Value) -> Option<&Value> {
+    p["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["controller"] == true)
+}
+
+fn finished(p: &Value) -> bool {
+    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+}
+
+fn key(p: &Value) -> (String, String) {
+    (
+        p["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+impl KubeAction for Drain {
+    fn validate(&self, p: &Value) -> Result<(), String> {
+        serde_json::from_value::<Params>(p.clone())
+            .map_err(|e| e.to_string())?
+            .check()
+            .map(|_| ())
+    }
+    fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
+        let p: Params = serde_json::from_value(req.params.clone()).map_err(|e| e.to_string())?;
+        let node = render("node", &p.node, req)?;
+        Ok(
+            json!({"cordon": format!("/api/v1/nodes/{node}"), "evict": "pods on the node, through pods/eviction", "timeout": p.timeout, "min_ready_nodes": p.min_ready_nodes}),
+        )
+    }
+    fn run<'a>(
+        &'a self,
+        s: &'a mut Session,
+        req: &'a ActionRequest,
+    ) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move {
+            let p: Params = serde_json::from_value(req.params.clone())
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            let timeout = p.check().map_err(Failure::Refused)?;
+            let node = render("node", &p.node, req).map_err(Failure::Refused)?;
+            let started = Instant::now();
+            let n: Value = s
+                .read(get("/api/v1/nodes", &node))
+                .await
+                .map_err(Failure::api(format!("reading node {node}")))?;
+            let nodes = list_all(s, "/api/v1/nodes", None, None, None)
+                .await
+                .map_err(Failure::api("listing nodes"))?;
+            let others = nodes
+                .iter()
+                .filter(|x| x["metadata"]["name"] != node.as_str() && node_ready(x))
+                .count();
+            if others < p.min_ready_nodes {
+                return Err(Failure::Refused(format!(
+                    "not draining {node}: only {others} other ready node(s) would remain (min_ready_nodes {})",
+                    p.min_ready_nodes
+                )));
+            }
+            if n["spec"]["unschedulable"] == true {
+                s.notes.push(format!("node/{node} already cordoned"));
+            } else {
+                s.write::<Value>(
+                    strategic(
+                        "/api/v1/nodes",
+                        &node,
+                        None,
+                        &json!({"spec": {"unschedulable": true}}),
+                    ),
+                    true,
+                )
+                .await
+                .map_err(Failure::api(format!("cordoning {node}")))?;
+                s.notes.push(format!("node/{node} cordoned"));
+            }
+            let pods = list_all(
+                s,
+                "/api/v1/pods",
+                None,
+                Some(&format!("spec.nodeName={node}")),
+                Some(500),
+            )
+            .await
+            .map_err(Failure::api(format!("listing pods on {node}")))?;
+            // kubectl's filters, in order; the first that refuses decides. Any refusal stops
+            // the drain before anything is evicted.
+            let mut evict = Vec::new();
+            let mut fatal = Vec::new();
+            let mut skipped = Vec::new();
+            for pod in &pods {
+                let (ns, name) = key(pod);
+                if let Some(c) = controller(pod).filter(|c| c["kind"] == "DaemonSet")
+                    && !finished(pod)
+                {
+                    let ds = c["name"].as_str().unwrap_or_default();
+                    match s
+                        .read::<Value>(get(&super::path("apps/v1", &ns, "daemonsets"), ds))
+                        .await
+                    {
+                        Ok(_) => {
+                            skipped.push(format!("{ns}/{name} (DaemonSet {ds})"));
+                            continue;
+                        }
+                        Err(e) if e.code == 404 => {
+                            fatal.push(format!("{ns}/{name}: its DaemonSet {ds} is gone"));
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(Failure::Api(format!("reading DaemonSet {ns}/{ds}"), e));
+                        }
+                    }
+                }
+                if !pod["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_null() {
+                    skipped.push(format!("{ns}/{name} (mirror pod)"));
+                    continue;
+                }
+                let empty_dir = pod["spec"]["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| !v["emptyDir"].is_null());
+                if empty_dir && !finished(pod) && !p.delete_emptydir_data {
+                    fatal.push(format!(
+                        "{ns}/{name}: has emptyDir data (set delete_emptydir_data to evict it)"
+                    ));
+                    continue;
+                }
+                if controller(pod).is_none() && !finished(pod) {
+                    fatal.push(format!(
+                        "{ns}/{name}: not managed by a controller (it would not come back)"
+                    ));
+                    continue;
+                }
+                evict.push((
+                    ns,
+                    name,
+                    pod["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ));
+            }
+            if !skipped.is_empty() {
+                s.notes.push(format!("ignored: {}", skipped.join(", ")));
+            }
+            if !fatal.is_empty() {
+                return Err(Failure::Refused(format!(
+                    "not draining {node} (left cordoned): {}",
+                    fatal.join("; ")
+                )));
+            }
+            // Evictions in parallel would need one session per pod; one after another, each
+            // retried on its PDB, keeps the record in order and the load on the API low.
+            let mut blocked: Vec<String> = Vec::new();
+            let mut pending: Vec<(String, String, String)> = Vec::new();
+            for (ns, name, uid) in evict {
+                let body = json!({
+                    "kind": "Eviction", "apiVersion": "policy/v1",
+                    "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+                    "deleteOptions": {},
+                });
+                let pods_path = super::path("v1", &ns, "pods");
+                loop {
+                    let r = super::at(pods_path.clone())
+                        .create_subresource(
+                            "eviction",
+                            &name,
+                            &Default::default(),
+                            serde_json::to_vec(&body).unwrap_or_default(),
+                        )
+                        .map_err(|e| Failure::Refused(e.to_string()))?;
+                    match s.write_once(r).await {
+                        Ok(_) => {
+                            pending.push((ns.clone(), name.clone(), uid.clone()));
+                            break;
+                        }
+                        Err(e) if e.code == 404 => break,
+                        Err(e)
+                            if e.code == 429
+                                || (e.code == 403 && e.message.contains("terminat"))
+                                || e.code >= 500 =>
+                        {
+                            if started.elapsed() + PDB_RETRY > timeout {
+                                blocked.push(format!("{ns}/{name}: {}", e.message));
+                                break;
+                            }
+                            s.notes.push(format!(
+                                "evicting {ns}/{name}: {} (will retry after 5s)",
+                                e.message
+                            ));
+                            tokio::time::sleep(PDB_RETRY).await;
+                        }
+                        Err(e) => {
+                            return Err(Failure::Api(
+                                format!("evicting {ns}/{name} (node {node} left cordoned)"),
+                                e,
+                            ));
+                        }
+                    }
+                }
+            }
+            if !blocked.is_empty() {
+                return Err(Failure::Refused(format!(
+                    "drain of {node} timed out after {} (node left cordoned); blocked: {}",
+                    fmt(timeout),
+                    blocked.join("; ")
+                )));
+            }
+            if !s.dry() {
+                // Gone: 404 or a new UID (a StatefulSet pod recreated under the same name).
+                for (ns, name, uid) in &pending {
+                    let pods_path = super::path("v1", ns, "pods");
+                    loop {
+                        match s.read::<Value>(get(&pods_path, name)).await {
+                            Err(e) if e.code == 404 => break,
+                            Ok(p) if p["metadata"]["uid"] != uid.as_str() => break,
+                            Ok(_) => {}
+                            Err(e) => {
+                                return Err(Failure::Api(format!("reading pod {ns}/{name}"), e));
+                            }
+                        }
+                        if started.elapsed() > timeout {
+                            return Err(Failure::Refused(format!(
+                                "drain of {node} timed out after {} (node left cordoned); still terminating: {ns}/{name}",
+                                fmt(timeout)
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            s.detail.insert(
+                "drain".into(),
+                json!({"node": node, "evicted": pending.iter().map(|(n, p, _)| format!("{n}/{p}")).collect::<Vec<_>>(), "ignored": skipped}),
+            );
+            Ok(format!(
+                "node/{node} drained: {} pod(s) evicted in {}",
+                pending.len(),
+                fmt(started.elapsed())
+            ))
+        })
+    }
+}
