@@ -188,6 +188,25 @@ fn describe(req: &http::Request<Vec<u8>>) -> Value {
     })
 }
 
+/// kube-core writes `?&fieldManager=…` when a patch has no other parameter; send kubectl's
+/// `?fieldManager=…` instead (servers read both alike, but the request should be kubectl's).
+fn tidy(mut req: http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    if let Some(q) = req.uri().query()
+        && (q.starts_with('&') || q.is_empty())
+    {
+        let q = q.trim_start_matches('&');
+        let pq = if q.is_empty() {
+            req.uri().path().to_string()
+        } else {
+            format!("{}?{q}", req.uri().path())
+        };
+        if let Ok(uri) = pq.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
 fn clone_req(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
     let mut b = http::Request::builder()
         .method(req.method().clone())
@@ -236,6 +255,7 @@ impl Session {
         &mut self,
         req: http::Request<Vec<u8>>,
     ) -> Result<T, ApiError> {
+        let req = tidy(req);
         self.reads += 1;
         let shape = describe(&req);
         let errors = std::sync::Mutex::new(Vec::new());
@@ -277,6 +297,7 @@ impl Session {
         req: http::Request<Vec<u8>>,
         conflicts: bool,
     ) -> Result<Option<T>, ApiError> {
+        let req = tidy(req);
         let shape = describe(&req);
         self.writes.push(shape.clone());
         if self.dry {
@@ -309,6 +330,7 @@ impl Session {
         &mut self,
         req: http::Request<Vec<u8>>,
     ) -> Result<Option<Value>, ApiError> {
+        let req = tidy(req);
         let shape = describe(&req);
         self.writes.push(shape.clone());
         if self.dry {

@@ -1,0 +1,977 @@
+//! The Kubernetes actions against the stateful fake API server (tests/support/fake_kube), through
+//! the real `kube::Client` over loopback HTTP, with the real kubectl as the oracle: from the same
+//! fixture state, kubectl and remedyd must send the same writes (method, path, query, content
+//! type, JSON body; timestamps masked, Go's `null`/`{}` defaults pruned), and every read kubectl
+//! makes remedyd makes too (kubectl's builder reads some objects twice; remedyd once; remedyd
+//! adds the rollout watch kubectl runs as a separate `rollout status`).
+//!
+//! What this cannot prove (see tests/support/fake_kube/mod.rs): strategic-merge edge cases beyond
+//! the implemented keys, admission, real RBAC evaluation (RBAC mode checks our own manifests),
+//! controller timing and PDB arithmetic, APF throttling, TLS/auth/HTTP2. With
+//! `REMEDYD_TEST_KUBECONFIG` set, `real_cluster_smoke` runs the read-only evidence action against
+//! that cluster (humans' staging runs; never in CI).
+
+#[path = "support/fake_kube/mod.rs"]
+mod fake_kube;
+#[path = "support/kubectl.rs"]
+mod kubectl;
+#[path = "support/rbac.rs"]
+mod rbac;
+
+use std::time::Duration;
+
+use fake_kube::{FakeKube, Options, Recorded, Rollout, fixtures};
+use remedyd::action::{ActionRequest, Executors, Outcome};
+use serde_json::{Value, json};
+
+const NS: &str = "python-services";
+
+fn request(action: &str, params: Value, target: (&str, &str)) -> ActionRequest {
+    let mut vars = remedyd::template::Vars::new();
+    vars.insert("target.namespace".into(), target.0.into());
+    vars.insert("target.name".into(), target.1.into());
+    vars.insert("target.kind".into(), "deployment".into());
+    ActionRequest {
+        incident: "INC-2026-0001".into(),
+        step: "s".into(),
+        action: action.into(),
+        params,
+        vars,
+    }
+}
+
+struct Env {
+    fake: FakeKube,
+    dir: tempfile::TempDir,
+    exec: Executors,
+}
+
+impl Env {
+    async fn new() -> Self {
+        Self::with(Options::default()).await
+    }
+    async fn with(o: Options) -> Self {
+        let fake = FakeKube::start_with(o).await;
+        let dir = tempfile::tempdir().unwrap();
+        let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
+        Env { fake, dir, exec }
+    }
+    /// A Deployment `web` (3 replicas) rolled out, on two nodes.
+    fn web(&self) {
+        for n in ["node-1", "node-2", "node-3"] {
+            self.fake.put(fixtures::node(n));
+        }
+        self.fake
+            .put(fixtures::deployment(NS, "web", 3, "registry.local/web:1.0"));
+        self.fake.step();
+        self.fake.step();
+    }
+    async fn run(&self, action: &str, params: Value) -> Outcome {
+        self.run_on(action, params, (NS, "web")).await
+    }
+    async fn run_on(&self, action: &str, params: Value, target: (&str, &str)) -> Outcome {
+        let req = request(action, params, target);
+        let e = self.exec.get(action).expect("registered");
+        e.validate(&req.params).expect("valid params");
+        tokio::time::timeout(Duration::from_secs(60), e.execute(&req))
+            .await
+            .expect("the action finishes within 60 s")
+    }
+    async fn dry(&self, action: &str, params: Value) -> Outcome {
+        let req = request(action, params, (NS, "web"));
+        self.exec.get(action).unwrap().dry_run(&req).await
+    }
+    fn deployment(&self) -> Value {
+        self.fake
+            .get("apps/v1", "Deployment", NS, "web")
+            .expect("web exists")
+    }
+    async fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        let fake = self.fake.clone();
+        let dir = self.dir.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl::kubectl(&fake, &dir, &a)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Drops `null`s and empty objects (Go's typed encoding adds `creationTimestamp: null` and
+/// `resources: {}` where k8s-openapi omits them; the server reads both the same).
+fn prune(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), prune(v)))
+                .filter(|(_, v)| !(v.is_null() || v.as_object().is_some_and(|m| m.is_empty())))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(prune).collect()),
+        o => o.clone(),
+    }
+}
+
+fn writes(reqs: &[Recorded]) -> Vec<Value> {
+    kubectl::normalise(reqs)
+        .into_iter()
+        .filter(|r| r["method"] != "GET")
+        .map(|r| prune(&r))
+        .collect()
+}
+
+fn reads(reqs: &[Recorded]) -> std::collections::BTreeSet<String> {
+    kubectl::normalise(reqs)
+        .into_iter()
+        .filter(|r| r["method"] == "GET" && r["query"]["watch"].is_null())
+        .map(|r| format!("{} {}", r["path"].as_str().unwrap(), r["query"]))
+        .collect()
+}
+
+/// Runs kubectl on one fake and remedyd on another, both set up by `setup`; compares the traces.
+async fn parity(
+    setup: impl Fn(&Env),
+    args: &[&str],
+    action: &str,
+    params: Value,
+    ordered: bool,
+) -> (Env, Outcome) {
+    let a = Env::new().await;
+    setup(&a);
+    a.fake.clear_requests();
+    a.fake.auto_step(Duration::from_millis(50));
+    let out = a.kubectl(args).await;
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        kubectl::text(&out)
+    );
+    let theirs = a.fake.requests();
+
+    let b = Env::new().await;
+    setup(&b);
+    b.fake.clear_requests();
+    b.fake.auto_step(Duration::from_millis(50));
+    let outcome = b.run(action, params).await;
+    assert!(outcome.ok, "{action}: {outcome:?}");
+    let ours = b.fake.requests();
+
+    let (mut tw, mut ow) = (writes(&theirs), writes(&ours));
+    if !ordered {
+        tw.sort_by_key(|v| v.to_string());
+        ow.sort_by_key(|v| v.to_string());
+    }
+    assert_eq!(
+        ow,
+        tw,
+        "{action} must send kubectl's writes\nremedyd: {}\nkubectl: {}",
+        serde_json::to_string_pretty(&ow).unwrap(),
+        serde_json::to_string_pretty(&tw).unwrap()
+    );
+    let missing: Vec<_> = reads(&theirs).difference(&reads(&ours)).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "{action}: kubectl read {missing:?}, remedyd did not"
+    );
+    for r in ours.iter().filter(|r| !kubectl::is_discovery(&r.path)) {
+        let ua = r.user_agent.as_deref().unwrap_or_default();
+        assert!(
+            ua.starts_with("remedyd/"),
+            "{} {} sent User-Agent {ua:?}",
+            r.method,
+            r.path
+        );
+    }
+    (b, outcome)
+}
+
+// --- rollout restart / status -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_sends_kubectls_patch_and_waits_for_the_rollout() {
+    let (b, outcome) = parity(
+        |e| e.web(),
+        &["rollout", "restart", "deployment/web", "-n", NS],
+        "kube_rollout_restart",
+        json!({"wait": "30s"}),
+        true,
+    )
+    .await;
+    assert!(
+        outcome.summary.contains("successfully rolled out"),
+        "{}",
+        outcome.summary
+    );
+    let d = b.deployment();
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string()
+    );
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
+    assert_eq!(outcome.detail["requests"].as_array().unwrap().len(), 1);
+    // The gate listed (and watched, if needed) the one Deployment, as kubectl's viewer does.
+    assert!(b.fake.requests().iter().any(|r| {
+        r.method == "GET"
+            && r.path.ends_with("/deployments")
+            && r.query
+                .get("fieldSelector")
+                .is_some_and(|f| f == "metadata.name=web")
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_refuses_a_paused_deployment_and_writes_nothing() {
+    let e = Env::new().await;
+    e.web();
+    let mut d = e.deployment();
+    d["spec"]["paused"] = json!(true);
+    e.fake.put(d);
+    e.fake.clear_requests();
+    let o = e.run("kube_rollout_restart", json!({})).await;
+    assert!(!o.ok && !o.retryable, "{o:?}");
+    assert!(o.summary.contains("paused"), "{}", o.summary);
+    assert!(writes(&e.fake.requests()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_past_its_deadline_fails_the_step_as_kubectl_status_does() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.set_rollout(NS, "web", Rollout::Stuck);
+    e.fake.auto_step(Duration::from_millis(50));
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
+    assert!(!o.ok, "{o:?}");
+    assert!(
+        o.summary.contains("exceeded its progress deadline"),
+        "{}",
+        o.summary
+    );
+    // kubectl agrees on the same state.
+    let out = e
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            NS,
+            "--timeout=10s",
+        ])
+        .await;
+    assert!(!out.status.success());
+    assert!(kubectl::text(&out).contains("exceeded its progress deadline"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollout_wait_is_bounded() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.set_rollout(NS, "web", Rollout::Slow(1000));
+    e.fake.auto_step(Duration::from_millis(100));
+    let o = e.run("kube_rollout_restart", json!({"wait": "2s"})).await;
+    assert!(!o.ok, "{o:?}");
+    assert!(o.summary.contains("not finished after 2s"), "{}", o.summary);
+    assert!(
+        !o.detail["rollout"]["progress"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_step_matches_kubectls_verdict() {
+    let e = Env::new().await;
+    e.web();
+    let o = e.run("kube_rollout_status", json!({"wait": "10s"})).await;
+    assert!(o.ok, "{o:?}");
+    let out = e
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            NS,
+            "--timeout=10s",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", kubectl::text(&out));
+    assert!(kubectl::text(&out).contains("successfully rolled out"));
+}
+
+// --- rollout undo ------------------------------------------------------------------------------
+
+/// web at revision 2 (image 2.0) with revision 1 (image 1.0) in history.
+fn two_revisions(e: &Env) {
+    e.web();
+    let mut d = e.deployment();
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("registry.local/web:2.0");
+    e.fake.put(d);
+    e.fake.step();
+    e.fake.step();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_picks_kubectls_revision_and_sends_its_json_patch() {
+    let (b, outcome) = parity(
+        two_revisions,
+        &["rollout", "undo", "deployment/web", "-n", NS],
+        "kube_rollout_undo",
+        json!({"wait": "30s"}),
+        true,
+    )
+    .await;
+    assert!(
+        outcome.summary.contains("to revision 1"),
+        "{}",
+        outcome.summary
+    );
+    assert_eq!(
+        b.deployment()["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.local/web:1.0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_skips_when_the_template_already_matches_and_honours_changed_within() {
+    let e = Env::new().await;
+    two_revisions(&e);
+    e.fake.auto_step(Duration::from_millis(50));
+    // Back to revision 1 (now 3); undoing to revision 3 matches the current template.
+    let o = e.run("kube_rollout_undo", json!({"wait": "30s"})).await;
+    assert!(o.ok, "{o:?}");
+    let rev = e.deployment()["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.fake.clear_requests();
+    let o = e
+        .run(
+            "kube_rollout_undo",
+            json!({"to_revision": rev.parse::<i64>().unwrap()}),
+        )
+        .await;
+    assert!(!o.ok && o.summary.contains("skipped rollback"), "{o:?}");
+    assert!(writes(&e.fake.requests()).is_empty());
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let o = e
+        .run("kube_rollout_undo", json!({"changed_within": "1s"}))
+        .await;
+    assert!(!o.ok && o.summary.contains("changed_within"), "{o:?}");
+    let o = e
+        .run(
+            "kube_rollout_undo",
+            json!({"changed_within": "10m", "wait": "30s"}),
+        )
+        .await;
+    assert!(o.ok, "{o:?}");
+}
+
+// --- scale and HPA ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_sends_kubectls_merge_patch_to_the_scale_subresource() {
+    let (b, _) = parity(
+        |e| e.web(),
+        &["scale", "deployment/web", "-n", NS, "--replicas=5"],
+        "kube_scale",
+        json!({"replicas": 5, "max": 8, "wait": "30s"}),
+        true,
+    )
+    .await;
+    assert_eq!(b.deployment()["spec"]["replicas"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_stays_within_its_bounds() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.auto_step(Duration::from_millis(50));
+    let o = e
+        .run("kube_scale", json!({"by": 2, "max": 4, "wait": "30s"}))
+        .await;
+    assert!(o.ok, "{o:?}");
+    assert_eq!(e.deployment()["spec"]["replicas"], 4, "clamped to max");
+    e.fake.clear_requests();
+    let o = e.run("kube_scale", json!({"by": 2, "max": 4})).await;
+    assert!(!o.ok && o.summary.contains("scale blocked"), "{o:?}");
+    assert!(writes(&e.fake.requests()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_raises_the_hpa_instead_of_fighting_it_or_refuses() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.put(fixtures::hpa(NS, "web", "web", 3, 5));
+    let o = e.run("kube_scale", json!({"replicas": 6, "max": 8})).await;
+    assert!(o.ok, "{o:?}");
+    let h = e
+        .fake
+        .get("autoscaling/v2", "HorizontalPodAutoscaler", NS, "web")
+        .unwrap();
+    assert_eq!(
+        (
+            h["spec"]["minReplicas"].clone(),
+            h["spec"]["maxReplicas"].clone()
+        ),
+        (json!(6), json!(6))
+    );
+    assert_eq!(
+        e.deployment()["spec"]["replicas"],
+        3,
+        "the Deployment is the HPA's"
+    );
+    assert_eq!(
+        h["spec"]["metrics"].as_array().unwrap().len(),
+        2,
+        "metrics untouched"
+    );
+    let o = e
+        .run(
+            "kube_scale",
+            json!({"replicas": 7, "max": 8, "hpa": "refuse"}),
+        )
+        .await;
+    assert!(!o.ok && o.summary.contains("would revert"), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_cpu_target_keeps_the_other_metrics_and_survives_a_conflict() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.put(fixtures::hpa(NS, "web", "web", 2, 5));
+    e.fake.fail("PATCH", "horizontalpodautoscalers/web", 409, 1);
+    let o = e
+        .run(
+            "kube_hpa_patch",
+            json!({"cpu_utilization": 60, "max_replicas": 8, "max_replicas_limit": 10}),
+        )
+        .await;
+    assert!(o.ok, "{o:?}");
+    let h = e
+        .fake
+        .get("autoscaling/v2", "HorizontalPodAutoscaler", NS, "web")
+        .unwrap();
+    let metrics = h["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    let cpu = metrics
+        .iter()
+        .find(|m| m["resource"]["name"] == "cpu")
+        .unwrap();
+    assert_eq!(cpu["resource"]["target"]["averageUtilization"], 60);
+    assert!(metrics.iter().any(|m| m["resource"]["name"] == "memory"));
+    assert_eq!(h["spec"]["maxReplicas"], 8);
+    let patches: Vec<Recorded> = e
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(
+        patches.len(),
+        2,
+        "a 409, then a fresh read and a second patch"
+    );
+    for p in &patches {
+        assert_eq!(
+            p.query.get("fieldManager").map(String::as_str),
+            Some("kubectl-patch")
+        );
+        assert!(p.body.as_ref().unwrap()["metadata"]["resourceVersion"].is_string());
+    }
+}
+
+// --- set resources -----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_resources_sends_kubectls_strategic_patch_and_keeps_the_sidecar() {
+    let (b, o) = parity(
+        |e| e.web(),
+        &["set", "resources", "deployment/web", "-n", NS, "-c", "app", "--limits=memory=512Mi"],
+        "kube_set_resources",
+        json!({"containers": ["app"], "limits": {"memory": "512Mi"}, "max": {"memory": "2Gi"}, "wait": "30s"}),
+        true,
+    )
+    .await;
+    assert!(o.summary.contains("256Mi -> 512Mi"), "{}", o.summary);
+    let cs = b.deployment()["spec"]["template"]["spec"]["containers"].clone();
+    assert_eq!(cs.as_array().unwrap().len(), 2, "sidecar kept: {cs}");
+    assert_eq!(cs[0]["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(cs[0]["resources"]["limits"]["cpu"], "500m");
+    assert!(cs[1]["resources"]["limits"].is_null(), "sidecar untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_resources_refuses_beyond_its_max_or_requests_above_limits() {
+    let e = Env::new().await;
+    e.web();
+    let o = e
+        .run("kube_set_resources", json!({"containers": ["app"], "limits": {"memory": "+50%"}, "max": {"memory": "300Mi"}}))
+        .await;
+    assert!(
+        !o.ok && o.summary.contains("exceed the step's max"),
+        "{o:?}"
+    );
+    let o = e
+        .run(
+            "kube_set_resources",
+            json!({"containers": ["app"], "requests": {"cpu": "800m"}, "max": {"cpu": "2"}}),
+        )
+        .await;
+    assert!(
+        !o.ok && o.summary.contains("would exceed limits.cpu"),
+        "{o:?}"
+    );
+    let o = e
+        .run(
+            "kube_set_resources",
+            json!({"containers": ["nope"], "limits": {"cpu": "1"}, "max": {"cpu": "2"}}),
+        )
+        .await;
+    assert!(
+        !o.ok && o.summary.contains("unable to find container"),
+        "{o:?}"
+    );
+    assert!(writes(&e.fake.requests()).is_empty());
+    // +50 % of 256Mi within a 2Gi max: 384Mi.
+    e.fake.auto_step(Duration::from_millis(50));
+    let o = e
+        .run("kube_set_resources", json!({"containers": ["app"], "limits": {"memory": "+50%"}, "max": {"memory": "2Gi"}, "wait": "30s"}))
+        .await;
+    assert!(o.ok, "{o:?}");
+    assert_eq!(
+        e.deployment()["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "384Mi"
+    );
+}
+
+// --- delete pods ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_pods_never_takes_more_than_its_share_and_waits_for_replacements() {
+    let e = Env::new().await;
+    e.web();
+    let mut d = e.deployment();
+    d["spec"]["replicas"] = json!(4);
+    e.fake.put(d);
+    e.fake.step();
+    e.fake.step();
+    let before: Vec<String> = e
+        .fake
+        .list("v1", "Pod", NS)
+        .iter()
+        .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(before.len(), 4);
+    e.fake.clear_requests();
+    e.fake.auto_step(Duration::from_millis(100));
+    let o = e
+        .run(
+            "kube_delete_pods",
+            json!({"deployment": "{{target.name}}", "max_share": 0.5, "wait": "45s"}),
+        )
+        .await;
+    assert!(o.ok, "{o:?}");
+    let reqs = e.fake.requests();
+    let deletes: Vec<&Recorded> = reqs.iter().filter(|r| r.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 4);
+    for d in &deletes {
+        assert_eq!(
+            d.body.as_ref().unwrap(),
+            &json!({"propagationPolicy": "Background"})
+        );
+    }
+    // Never more than 2 deletions without the pods being read back in between.
+    let mut run = 0;
+    for r in &reqs {
+        if r.method == "DELETE" {
+            run += 1;
+            assert!(run <= 2, "more than max_share deleted at once");
+        } else if r.method == "GET" && !r.path.ends_with("/pods") {
+            run = 0;
+        }
+    }
+    let after: Vec<Value> = e.fake.list("v1", "Pod", NS);
+    assert!(
+        after
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .all(|p| !before.contains(&p["metadata"]["uid"].as_str().unwrap().to_string()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_pods_sends_kubectls_delete() {
+    parity(
+        |e| e.web(),
+        &["delete", "pod", "-l", "app=web", "-n", NS, "--wait=false"],
+        "kube_delete_pods",
+        json!({"selector": "app=web", "max_share": 1.0, "wait": "45s"}),
+        false,
+    )
+    .await;
+}
+
+// --- drain --------------------------------------------------------------------------------------
+
+/// Three nodes; web's pods spread; a DaemonSet pod on node-1.
+fn cluster(e: &Env) {
+    e.web();
+    e.fake
+        .put(fixtures::daemonset("kube-system", "node-exporter"));
+    e.fake.put(fixtures::daemonset_pod(
+        "kube-system",
+        "node-exporter",
+        "node-1",
+    ));
+    e.fake.put(fixtures::node("node-4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_cordons_and_evicts_like_kubectl() {
+    let (b, o) = parity(
+        cluster,
+        &["drain", "node-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=30s"],
+        "kube_drain_node",
+        json!({"node": "node-1", "timeout": "30s", "min_ready_nodes": 2, "delete_emptydir_data": true}),
+        false,
+    )
+    .await;
+    assert!(o.summary.contains("drained"), "{}", o.summary);
+    assert_eq!(
+        b.fake.get("v1", "Node", "", "node-1").unwrap()["spec"]["unschedulable"],
+        true
+    );
+    let left: Vec<Value> = b
+        .fake
+        .list("v1", "Pod", "")
+        .into_iter()
+        .filter(|p| {
+            p["spec"]["nodeName"] == "node-1" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect();
+    assert!(
+        left.iter()
+            .all(|p| p["metadata"]["namespace"] == "kube-system"),
+        "only the DaemonSet pod stays: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_blocked_by_a_pdb_retries_every_5s_then_gives_up_leaving_the_node_cordoned() {
+    let e = Env::new().await;
+    cluster(&e);
+    e.fake
+        .put(fixtures::pdb(NS, "web", json!({"app": "web"}), 0));
+    let o = e
+        .run(
+            "kube_drain_node",
+            json!({"node": "node-1", "timeout": "8s"}),
+        )
+        .await;
+    assert!(!o.ok && !o.retryable, "{o:?}");
+    assert!(o.summary.contains("left cordoned"), "{}", o.summary);
+    assert!(
+        o.summary.contains("python-services/web-"),
+        "names the blocking pod: {}",
+        o.summary
+    );
+    assert!(
+        o.summary.to_lowercase().contains("disruption budget"),
+        "{}",
+        o.summary
+    );
+    assert_eq!(
+        e.fake.get("v1", "Node", "", "node-1").unwrap()["spec"]["unschedulable"],
+        true
+    );
+    let evictions: Vec<Recorded> = e
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/eviction"))
+        .collect();
+    assert!(evictions.len() >= 2, "429 retried: {}", evictions.len());
+    assert!(evictions.iter().all(|r| r.status == 429));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_keeps_enough_ready_nodes_and_refuses_unmanaged_pods_before_evicting() {
+    let e = Env::new().await;
+    cluster(&e);
+    e.fake.clear_requests();
+    let o = e
+        .run(
+            "kube_drain_node",
+            json!({"node": "node-1", "min_ready_nodes": 4}),
+        )
+        .await;
+    assert!(!o.ok && o.summary.contains("min_ready_nodes 4"), "{o:?}");
+    assert!(writes(&e.fake.requests()).is_empty(), "not even cordoned");
+
+    e.fake.put(fixtures::bare_pod(NS, "debug", "node-1"));
+    let o = e.run("kube_drain_node", json!({"node": "node-1"})).await;
+    assert!(
+        !o.ok && o.summary.contains("python-services/debug"),
+        "{o:?}"
+    );
+    assert!(
+        e.fake
+            .requests()
+            .iter()
+            .all(|r| !r.path.ends_with("/eviction"))
+    );
+    assert_eq!(
+        e.fake.get("v1", "Node", "", "node-1").unwrap()["spec"]["unschedulable"],
+        true
+    );
+}
+
+// --- DNS, namespaces, dry-run, errors ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_actions_touch_coredns_only_and_workload_actions_never_kube_system() {
+    let e = Env::new().await;
+    e.web();
+    let mut dns = fixtures::deployment("kube-system", "coredns", 2, "coredns:1.11");
+    dns["spec"]["selector"] = json!({"matchLabels": {"k8s-app": "kube-dns"}});
+    dns["spec"]["template"]["metadata"]["labels"] = json!({"k8s-app": "kube-dns"});
+    e.fake.put(dns);
+    e.fake.step();
+    e.fake.step();
+    e.fake.auto_step(Duration::from_millis(50));
+    let o = e
+        .run_on(
+            "kube_dns_scale",
+            json!({"by": 1, "max": 4, "wait": "30s"}),
+            ("", "coredns"),
+        )
+        .await;
+    assert!(o.ok, "{o:?}");
+    assert_eq!(
+        e.fake
+            .get("apps/v1", "Deployment", "kube-system", "coredns")
+            .unwrap()["spec"]["replicas"],
+        3
+    );
+    let o = e
+        .run_on(
+            "kube_dns_restart_pods",
+            json!({"max_share": 0.5, "wait": "45s"}),
+            ("", "coredns"),
+        )
+        .await;
+    assert!(o.ok, "{o:?}");
+    for r in e.fake.requests().iter().filter(|r| r.method != "GET") {
+        assert!(
+            r.path.contains("/namespaces/kube-system/"),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+    let o = e
+        .run_on(
+            "kube_rollout_restart",
+            json!({}),
+            ("kube-system", "coredns"),
+        )
+        .await;
+    assert!(!o.ok && o.summary.contains("kube_dns_scale"), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reads_and_records_the_exact_write_but_sends_none() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.clear_requests();
+    let o = e
+        .dry(
+            "kube_set_resources",
+            json!({"containers": ["app"], "limits": {"memory": "512Mi"}, "max": {"memory": "1Gi"}}),
+        )
+        .await;
+    assert!(o.ok, "{o:?}");
+    assert!(writes(&e.fake.requests()).is_empty(), "nothing written");
+    let w = &o.detail["would_send"][0];
+    assert_eq!(w["method"], "PATCH");
+    assert_eq!(w["query"], "fieldManager=kubectl-set");
+    assert_eq!(w["content_type"], "application/strategic-merge-patch+json");
+    assert_eq!(
+        w["body"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "512Mi"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_conflicts_are_retried_and_forbidden_trips_the_breaker() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.auto_step(Duration::from_millis(50));
+    e.fake.fail("PATCH", "deployments/web", 503, 1);
+    e.fake.fail("PATCH", "deployments/web", 409, 1);
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
+    assert!(o.ok, "{o:?}");
+    assert_eq!(o.detail["api_errors"].as_array().unwrap().len(), 2);
+
+    e.fake.fail("PATCH", "deployments/web", 403, 1);
+    let o = e.run("kube_rollout_restart", json!({})).await;
+    assert!(!o.ok && !o.retryable && o.trip_breaker, "{o:?}");
+    assert!(o.summary.contains("403"), "{}", o.summary);
+
+    e.fake.fail("PATCH", "deployments/web", 500, 10);
+    let o = e.run("kube_rollout_restart", json!({})).await;
+    assert!(!o.ok && o.retryable && !o.trip_breaker, "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_reports_pods_restarts_logs_and_events() {
+    let e = Env::new().await;
+    e.web();
+    let mut pods = e.fake.list("v1", "Pod", NS);
+    let p = &mut pods[0];
+    let name = p["metadata"]["name"].as_str().unwrap().to_string();
+    p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    p["status"]["containerStatuses"] = json!([{"name": "app", "restartCount": 7, "ready": false,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"reason": "OOMKilled"}}}]);
+    e.fake.put(p.clone());
+    e.fake
+        .set_pod_log(NS, &name, "line 1\nFATAL out of memory\n");
+    e.fake.put(json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.1", "namespace": NS},
+        "involvedObject": {"kind": "Deployment", "name": "web", "namespace": NS},
+        "type": "Normal", "reason": "ScalingReplicaSet", "message": "Scaled up", "lastTimestamp": "2026-11-26T10:00:00Z", "count": 1}));
+    let o = e.run("kube_evidence", json!({"log_lines": 20})).await;
+    assert!(o.ok, "{o:?}");
+    assert!(
+        o.summary.contains("CrashLoopBackOff") && o.summary.contains("OOMKilled"),
+        "{}",
+        o.summary
+    );
+    let ev = &o.detail["evidence"];
+    assert_eq!(ev["pods"].as_array().unwrap().len(), 3);
+    assert!(
+        ev["logs"][&name]
+            .as_str()
+            .unwrap()
+            .contains("FATAL out of memory")
+    );
+    assert_eq!(ev["events"][0]["reason"], "ScalingReplicaSet");
+    let log_req = e
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/log"))
+        .unwrap();
+    assert_eq!(
+        log_req.query.get("tailLines").map(String::as_str),
+        Some("20")
+    );
+    assert!(writes(&e.fake.requests()).is_empty(), "evidence only reads");
+}
+
+// --- RBAC ------------------------------------------------------------------------------------
+
+/// Every action, with the fake answering 403 to anything deploy/kubernetes/rbac.yaml does not
+/// grant the service account: an action needing more than the shipped RBAC fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_works_within_the_shipped_rbac() {
+    let e = Env::with(Options {
+        rbac: true,
+        ..Options::default()
+    })
+    .await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let rbac = rbac::Rbac::load(&dir, "remedyd", "remedyd");
+    e.fake.set_authorizer(move |a| {
+        rbac.allows(
+            &a.verb,
+            &a.group,
+            &a.resource,
+            &a.subresource,
+            &a.namespace,
+            &a.name,
+        )
+    });
+    cluster(&e);
+    let mut dns = fixtures::deployment("kube-system", "coredns", 2, "coredns:1.11");
+    dns["spec"]["selector"] = json!({"matchLabels": {"k8s-app": "kube-dns"}});
+    dns["spec"]["template"]["metadata"]["labels"] = json!({"k8s-app": "kube-dns"});
+    e.fake.put(dns);
+    e.fake.put(fixtures::hpa(NS, "web", "web", 2, 5));
+    e.fake.step();
+    e.fake.step();
+    e.fake.auto_step(Duration::from_millis(50));
+    let steps: Vec<(&str, Value, (&str, &str))> = vec![
+        ("kube_evidence", json!({}), (NS, "web")),
+        ("kube_rollout_restart", json!({"wait": "30s"}), (NS, "web")),
+        ("kube_rollout_status", json!({"wait": "30s"}), (NS, "web")),
+        ("kube_rollout_undo", json!({"wait": "30s"}), (NS, "web")),
+        (
+            "kube_set_resources",
+            json!({"containers": ["app"], "limits": {"memory": "300Mi"}, "max": {"memory": "1Gi"}, "wait": "30s"}),
+            (NS, "web"),
+        ),
+        (
+            "kube_hpa_patch",
+            json!({"cpu_utilization": 70}),
+            (NS, "web"),
+        ),
+        ("kube_scale", json!({"replicas": 4, "max": 6}), (NS, "web")),
+        (
+            "kube_delete_pods",
+            json!({"deployment": "web", "max_share": 0.5, "wait": "45s"}),
+            (NS, "web"),
+        ),
+        (
+            "kube_dns_scale",
+            json!({"by": 1, "max": 4, "wait": "30s"}),
+            ("", "coredns"),
+        ),
+        (
+            "kube_dns_restart_pods",
+            json!({"max_share": 0.5, "wait": "45s"}),
+            ("", "coredns"),
+        ),
+        (
+            "kube_drain_node",
+            json!({"node": "node-2", "timeout": "30s", "delete_emptydir_data": true}),
+            ("", "node-2"),
+        ),
+    ];
+    for (action, params, target) in steps {
+        let o = e.run_on(action, params, target).await;
+        assert!(
+            o.ok,
+            "{action} under the shipped RBAC: {o:?}\ndenied: {:?}",
+            e.fake.denied()
+        );
+    }
+    assert!(e.fake.denied().is_empty(), "{:?}", e.fake.denied());
+    // And the RBAC mode does refuse what is not granted.
+    let o = e
+        .run_on("kube_rollout_restart", json!({}), ("payments", "web"))
+        .await;
+    assert!(!o.ok && o.trip_breaker, "{o:?}");
+}
+
+/// Opt-in: `REMEDYD_TEST_KUBECONFIG=/path REMEDYD_TEST_DEPLOYMENT=ns/name cargo test --test
+/// kube_actions real_cluster` reads evidence from a real cluster (read-only). Without the
+/// variable it checks nothing and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_cluster_smoke() {
+    let Ok(path) = std::env::var("REMEDYD_TEST_KUBECONFIG") else {
+        eprintln!("REMEDYD_TEST_KUBECONFIG not set: the real-cluster run is for staging, by hand");
+        return;
+    };
+    let target = std::env::var("REMEDYD_TEST_DEPLOYMENT").expect("REMEDYD_TEST_DEPLOYMENT=ns/name");
+    let (ns, name) = target.split_once('/').expect("ns/name");
+    let exec = Executors::builtin_for(Some(path.into()));
+    let req = request("kube_evidence", json!({}), (ns, name));
+    let o = exec.get("kube_evidence").unwrap().execute(&req).await;
+    assert!(o.ok, "{o:?}");
+}
