@@ -269,7 +269,7 @@ impl Cluster {
                 cmd.env_remove(k);
             }
         }
-        // The database URL comes from the environment, as in deploy/ha (a Secret).
+        // The database URL comes from the environment, as in deploy/kubernetes (a Secret).
         cmd.env("REMEDYD_STORE", store)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -1,4 +1,4 @@
-//! The shipped Kubernetes manifests (deploy/kubernetes/, deploy/ha/) are what they claim to be:
+//! The shipped Kubernetes manifests (deploy/kubernetes/) are what they claim to be:
 //!
 //! - every document is a known Kubernetes kind and round-trips through its k8s-openapi type
 //!   (serde silently drops unknown fields, so a misspelt field shows up as a difference);
@@ -204,9 +204,9 @@ fn every_kubernetes_document_is_a_known_kind_and_round_trips() {
     let mut checked = 0;
     for f in yaml_files(&deploy) {
         let rel = f.strip_prefix(root()).unwrap().display().to_string();
-        // deploy/kubernetes and deploy/ha hold only Kubernetes objects; the other files are
+        // deploy/kubernetes holds only Kubernetes objects; the other files are
         // Prometheus rules and Alertmanager config, which are not.
-        let kube_only = rel.starts_with("deploy/kubernetes/") || rel.starts_with("deploy/ha/");
+        let kube_only = rel.starts_with("deploy/kubernetes/");
         let docs = documents(&f);
         if kube_only && docs.is_empty() {
             failures.push(format!("{rel}: no documents"));
@@ -225,7 +225,7 @@ fn every_kubernetes_document_is_a_known_kind_and_round_trips() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(checked >= 15, "only {checked} objects found under deploy/");
+    assert!(checked >= 14, "only {checked} objects found under deploy/");
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn a_misspelt_field_is_caught_by_the_round_trip() {
 fn namespaced_objects_name_their_namespace() {
     // Without metadata.namespace, `kubectl apply` puts the object in the context's namespace.
     let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
-    for dir in ["deploy/kubernetes", "deploy/ha"] {
+    for dir in ["deploy/kubernetes"] {
         for (f, d) in Objects::load(&root().join(dir)).docs {
             let ns = d["metadata"].get("namespace").and_then(Value::as_str);
             if cluster_scoped.contains(&kind_of(&d)) {
@@ -381,7 +381,7 @@ fn probe_problems(n: &str, c: &Container) -> Vec<String> {
 #[test]
 fn the_deployments_are_locked_down_and_probed() {
     let mut problems = Vec::new();
-    for dir in ["deploy/kubernetes", "deploy/ha"] {
+    for dir in ["deploy/kubernetes"] {
         for d in Objects::load(&root().join(dir)).all::<Deployment>("Deployment") {
             let name = format!("{dir}: Deployment {}", d.metadata.name.unwrap_or_default());
             let spec = d.spec.expect("spec");
@@ -433,7 +433,7 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 
 #[test]
 fn the_service_and_the_pdb_select_the_deployments_pods() {
-    for dir in ["deploy/kubernetes", "deploy/ha"] {
+    for dir in ["deploy/kubernetes"] {
         let objects = Objects::load(&root().join(dir));
         let deployments = objects.all::<Deployment>("Deployment");
         assert!(!deployments.is_empty(), "{dir}: no Deployment");
