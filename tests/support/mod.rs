@@ -143,7 +143,7 @@ impl Daemon {
         tweak(&mut cfg);
         let exec = Arc::new(TestExecutor::default());
         let pager = Arc::new(CapturingPager::default());
-        let mut executors = Executors::builtin();
+        let mut executors = Executors::builtin_for(cfg.kubeconfig.clone());
         executors.register("test", exec.clone());
         let parts = Parts {
             executors,
