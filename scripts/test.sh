@@ -14,6 +14,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   chromium, chromium-driver   - /usr/bin/chromium, /usr/bin/chromedriver (tests/dashboard.rs)
 packages=(ca-certificates curl prometheus prometheus-alertmanager postgresql chromium chromium-driver)
 
+# Not from Debian: /usr/bin/kubectl, the oracle of the Kubernetes tests (tests/kube_actions.rs,
+# tests/fake_kube.rs), is google-cloud-cli's `kubectl` package (client-go 1.27-1.33), which the
+# build image ships; Debian's kubernetes-client 1.20 predates policy/v1 Eviction and is no oracle.
+# Those tests fail (never skip) without it, naming what is missing.
+if [[ ! -x /usr/bin/kubectl ]]; then
+    echo "scripts/test.sh: /usr/bin/kubectl is missing: the Kubernetes tests will fail (see above)" >&2
+fi
+
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

@@ -156,9 +156,6 @@ impl KubeAction for Status {
             wait_rollout(s, &ns, &name, wait).await
         })
     }
-    fn evidence(&self) -> bool {
-        false
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
