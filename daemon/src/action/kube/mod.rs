@@ -386,36 +386,57 @@ pub fn path(group_version: &str, ns: &str, resource: &str) -> String {
     format!("{base}/namespaces/{ns}/{resource}")
 }
 
-/// A strategic merge patch with a field manager (kubectl's `set`, `rollout restart`).
+/// A patch of an object, or of its `subresource`, with an optional field manager; the content
+/// type follows the patch kind (strategic, merge or JSON), as kubectl's `--type`.
+pub fn patch(
+    collection: &str,
+    name: &str,
+    subresource: Option<&str>,
+    manager: Option<&str>,
+    body: &::kube::api::Patch<Value>,
+) -> http::Request<Vec<u8>> {
+    let pp = ::kube::api::PatchParams {
+        field_manager: manager.map(str::to_string),
+        ..Default::default()
+    };
+    let r = at(collection);
+    match subresource {
+        Some(sub) => r.patch_subresource(sub, name, &pp, body),
+        None => r.patch(name, &pp, body),
+    }
+    .expect("a valid patch request (names are checked when rendered)")
+}
+
+/// A strategic merge patch of an object.
 pub fn strategic(
     collection: &str,
     name: &str,
     manager: Option<&str>,
     body: &Value,
 ) -> http::Request<Vec<u8>> {
-    let pp = ::kube::api::PatchParams {
-        field_manager: manager.map(str::to_string),
-        ..Default::default()
-    };
-    at(collection)
-        .patch(name, &pp, &::kube::api::Patch::Strategic(body))
-        .expect("a valid patch request")
+    patch(
+        collection,
+        name,
+        None,
+        manager,
+        &::kube::api::Patch::Strategic(body.clone()),
+    )
 }
 
-/// A merge patch (kubectl's `scale`, `patch --type=merge`).
+/// A merge patch of an object.
 pub fn merge(
     collection: &str,
     name: &str,
     manager: Option<&str>,
     body: &Value,
 ) -> http::Request<Vec<u8>> {
-    let pp = ::kube::api::PatchParams {
-        field_manager: manager.map(str::to_string),
-        ..Default::default()
-    };
-    at(collection)
-        .patch(name, &pp, &::kube::api::Patch::Merge(body))
-        .expect("a valid patch request")
+    patch(
+        collection,
+        name,
+        None,
+        manager,
+        &::kube::api::Patch::Merge(body.clone()),
+    )
 }
 
 /// A list with a label and/or field selector, kubectl's way (no limit unless paging).

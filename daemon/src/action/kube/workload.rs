@@ -73,6 +73,21 @@ async fn read_deployment(s: &mut Session, ns: &str, name: &str) -> Result<Value,
         .map_err(Failure::api(format!("reading deployment {ns}/{name}")))
 }
 
+/// Sends a change to a Deployment, then waits for its rollout (the gate every such step has).
+async fn change_and_wait(
+    s: &mut Session,
+    req: http::Request<Vec<u8>>,
+    what: String,
+    ns: &str,
+    name: &str,
+    wait: Duration,
+) -> Result<String, Failure> {
+    s.write::<Value>(req, true)
+        .await
+        .map_err(Failure::api(what))?;
+    wait_rollout(s, ns, name, wait).await
+}
+
 fn refuse<T>(why: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::Refused(why.into()))
 }
@@ -119,13 +134,9 @@ impl KubeAction for Restart {
                 ));
             }
             let body = json!({"spec": {"template": {"metadata": {"annotations": {key: now}}}}});
-            s.write::<Value>(
-                strategic(&deployments(&ns), &name, Some("kubectl-rollout"), &body),
-                true,
-            )
-            .await
-            .map_err(Failure::api(format!("restarting deployment {ns}/{name}")))?;
-            let done = wait_rollout(s, &ns, &name, wait).await?;
+            let req = strategic(&deployments(&ns), &name, Some("kubectl-rollout"), &body);
+            let what = format!("restarting deployment {ns}/{name}");
+            let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
             Ok(format!("restarted deployment {ns}/{name}: {done}"))
         })
     }
@@ -367,17 +378,15 @@ impl KubeAction for Undo {
             ]);
             let patch: json_patch::Patch =
                 serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
-            let req = super::at(deployments(&ns))
-                .patch(
-                    &name,
-                    &Default::default(),
-                    &::kube::api::Patch::<()>::Json(patch),
-                )
-                .map_err(|e| bad(e.to_string()))?;
-            s.write::<Value>(req, true)
-                .await
-                .map_err(Failure::api(format!("rolling back deployment {ns}/{name}")))?;
-            let done = wait_rollout(s, &ns, &name, wait).await?;
+            let req = super::patch(
+                &deployments(&ns),
+                &name,
+                None,
+                None,
+                &::kube::api::Patch::Json(patch),
+            );
+            let what = format!("rolling back deployment {ns}/{name}");
+            let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
             Ok(format!(
                 "rolled back deployment {ns}/{name} from revision {current_rev} to revision {rev}: {done}"
             ))
@@ -557,18 +566,10 @@ impl KubeAction for Scale {
                     "raised HPA {ns}/{hname} minReplicas {hmin} -> {want} (it manages {name}; a direct scale would be reverted)"
                 ));
             }
-            let scale_path = format!("{}/{name}/scale", deployments(&ns));
-            let req = http::Request::builder()
-                .method(http::Method::PATCH)
-                .uri(&scale_path)
-                .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
-                .header(http::header::ACCEPT, "application/json")
-                .body(serde_json::to_vec(&json!({"spec": {"replicas": want}})).unwrap_or_default())
-                .map_err(|e| bad(e.to_string()))?;
-            s.write::<Value>(req, true)
-                .await
-                .map_err(Failure::api(format!("scaling {ns}/{name}")))?;
-            let done = wait_rollout(s, &ns, &name, wait).await?;
+            let body = ::kube::api::Patch::Merge(json!({"spec": {"replicas": want}}));
+            let req = super::patch(&deployments(&ns), &name, Some("scale"), None, &body);
+            let what = format!("scaling {ns}/{name}");
+            let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
             Ok(format!(
                 "scaled {ns}/{name} from {current} to {want} replicas: {done}"
             ))
@@ -895,13 +896,9 @@ impl KubeAction for SetResources {
                 "$setElementOrder/containers": order,
                 "containers": changed,
             }}}});
-            s.write::<Value>(
-                strategic(&deployments(&ns), &name, Some("kubectl-set"), &body),
-                true,
-            )
-            .await
-            .map_err(Failure::api(format!("setting resources of {ns}/{name}")))?;
-            let done = wait_rollout(s, &ns, &name, wait).await?;
+            let req = strategic(&deployments(&ns), &name, Some("kubectl-set"), &body);
+            let what = format!("setting resources of {ns}/{name}");
+            let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
             Ok(format!("{ns}/{name}: {}; {done}", said.join(", ")))
         })
     }
