@@ -666,6 +666,12 @@ async fn drain_cordons_and_evicts_like_kubectl() {
 async fn drain_blocked_by_a_pdb_retries_every_5s_then_gives_up_leaving_the_node_cordoned() {
     let e = Env::new().await;
     cluster(&e);
+    // Another workload on the node, not covered by the PDB: evictions run in parallel, as
+    // kubectl's do, so the blocked one does not hold it.
+    e.fake
+        .put(fixtures::deployment(NS, "api", 4, "registry.local/api:1.0"));
+    e.fake.step();
+    e.fake.step();
     e.fake
         .put(fixtures::pdb(NS, "web", json!({"app": "web"}), 0));
     let o = e
@@ -696,8 +702,15 @@ async fn drain_blocked_by_a_pdb_retries_every_5s_then_gives_up_leaving_the_node_
         .into_iter()
         .filter(|r| r.path.ends_with("/eviction"))
         .collect();
-    assert!(evictions.len() >= 2, "429 retried: {}", evictions.len());
-    assert!(evictions.iter().all(|r| r.status == 429));
+    let (web, api): (Vec<&Recorded>, Vec<&Recorded>) =
+        evictions.iter().partition(|r| r.path.contains("/pods/web-"));
+    assert!(web.len() >= 2, "429 retried: {}", web.len());
+    assert!(web.iter().all(|r| r.status == 429));
+    assert!(!api.is_empty(), "api has a pod on node-1");
+    assert!(api.iter().all(|r| r.status == 201), "{api:?}");
+    let first_api = evictions.iter().position(|r| !r.path.contains("/pods/web-"));
+    let last_web = evictions.iter().rposition(|r| r.path.contains("/pods/web-"));
+    assert!(first_api < last_web, "api's eviction did not wait for web's PDB retries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -231,6 +231,19 @@ impl Session {
         }
     }
 
+    /// A session for work done in parallel, merged back with `absorb`.
+    pub fn fork(&self) -> Self {
+        Self::new(self.client.clone(), self.dry)
+    }
+
+    /// Takes a forked session's record.
+    pub fn absorb(&mut self, other: Session) {
+        self.writes.extend(other.writes);
+        self.errors.extend(other.errors);
+        self.reads += other.reads;
+        self.notes.extend(other.notes);
+    }
+
     /// True in dry-run.
     pub fn dry(&self) -> bool {
         self.dry

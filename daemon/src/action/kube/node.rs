@@ -220,55 +220,35 @@ impl KubeAction for Drain {
                     fatal.join("; ")
                 )));
             }
-            // Evictions in parallel would need one session per pod; one after another, each
-            // retried on its PDB, keeps the record in order and the load on the API low.
+            // Evictions run in parallel, as kubectl's do: a PDB holding one workload's pod does
+            // not hold the others'. Each has its own session, merged back in pod order.
+            let runs = futures::future::join_all(evict.iter().map(|(ns, name, _)| {
+                let mut f = s.fork();
+                async move {
+                    let r = evict_one(&mut f, ns, name, started, timeout).await;
+                    (f, r)
+                }
+            }))
+            .await;
             let mut blocked: Vec<String> = Vec::new();
             let mut pending: Vec<(String, String, String)> = Vec::new();
-            for (ns, name, uid) in evict {
-                let body = json!({
-                    "kind": "Eviction", "apiVersion": "policy/v1",
-                    "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
-                    "deleteOptions": {},
-                });
-                let pods_path = super::path("v1", &ns, "pods");
-                loop {
-                    let r = super::at(pods_path.clone())
-                        .create_subresource(
-                            "eviction",
-                            &name,
-                            &Default::default(),
-                            serde_json::to_vec(&body).unwrap_or_default(),
-                        )
-                        .map_err(|e| Failure::Refused(e.to_string()))?;
-                    match s.write_once(r).await {
-                        Ok(_) => {
-                            pending.push((ns.clone(), name.clone(), uid.clone()));
-                            break;
-                        }
-                        Err(e) if e.code == 404 => break,
-                        Err(e)
-                            if e.code == 429
-                                || (e.code == 403 && e.message.contains("terminat"))
-                                || e.code >= 500 =>
-                        {
-                            if started.elapsed() + PDB_RETRY > timeout {
-                                blocked.push(format!("{ns}/{name}: {}", e.message));
-                                break;
-                            }
-                            s.notes.push(format!(
-                                "evicting {ns}/{name}: {} (will retry after 5s)",
-                                e.message
-                            ));
-                            tokio::time::sleep(PDB_RETRY).await;
-                        }
-                        Err(e) => {
-                            return Err(Failure::Api(
-                                format!("evicting {ns}/{name} (node {node} left cordoned)"),
-                                e,
-                            ));
-                        }
+            let mut failed = None;
+            for ((f, r), (ns, name, uid)) in runs.into_iter().zip(evict) {
+                s.absorb(f);
+                match r {
+                    Evicted::Yes => pending.push((ns, name, uid)),
+                    Evicted::Gone => {}
+                    Evicted::Blocked(why) => blocked.push(format!("{ns}/{name}: {why}")),
+                    Evicted::Failed(e) => {
+                        failed.get_or_insert((format!("{ns}/{name}"), e));
                     }
                 }
+            }
+            if let Some((pod, e)) = failed {
+                return Err(Failure::Api(
+                    format!("evicting {pod} (node {node} left cordoned)"),
+                    e,
+                ));
             }
             if !blocked.is_empty() {
                 return Err(Failure::Refused(format!(
@@ -310,5 +290,58 @@ impl KubeAction for Drain {
                 fmt(started.elapsed())
             ))
         })
+    }
+}
+
+enum Evicted {
+    Yes,
+    Gone,
+    Blocked(String),
+    Failed(super::ApiError),
+}
+
+/// One pod's eviction, kubectl's loop: 429 (a PodDisruptionBudget), 5xx and "namespace
+/// terminating" are retried every 5 s until the drain's deadline; 404 means already gone.
+async fn evict_one(
+    s: &mut Session,
+    ns: &str,
+    name: &str,
+    started: Instant,
+    timeout: Duration,
+) -> Evicted {
+    let body = json!({
+        "kind": "Eviction", "apiVersion": "policy/v1",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+        "deleteOptions": {},
+    });
+    let pods_path = super::path("v1", ns, "pods");
+    loop {
+        let r = super::at(pods_path.clone())
+            .create_subresource(
+                "eviction",
+                name,
+                &Default::default(),
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+            .expect("a valid eviction request (names come from the API)");
+        match s.write_once(r).await {
+            Ok(_) => return Evicted::Yes,
+            Err(e) if e.code == 404 => return Evicted::Gone,
+            Err(e)
+                if e.code == 429
+                    || (e.code == 403 && e.message.contains("terminat"))
+                    || e.code >= 500 =>
+            {
+                if started.elapsed() + PDB_RETRY > timeout {
+                    return Evicted::Blocked(e.message);
+                }
+                s.notes.push(format!(
+                    "evicting {ns}/{name}: {} (will retry after 5s)",
+                    e.message
+                ));
+                tokio::time::sleep(PDB_RETRY).await;
+            }
+            Err(e) => return Evicted::Failed(e),
+        }
     }
 }
