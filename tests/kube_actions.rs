@@ -702,15 +702,23 @@ async fn drain_blocked_by_a_pdb_retries_every_5s_then_gives_up_leaving_the_node_
         .into_iter()
         .filter(|r| r.path.ends_with("/eviction"))
         .collect();
-    let (web, api): (Vec<&Recorded>, Vec<&Recorded>) =
-        evictions.iter().partition(|r| r.path.contains("/pods/web-"));
+    let (web, api): (Vec<&Recorded>, Vec<&Recorded>) = evictions
+        .iter()
+        .partition(|r| r.path.contains("/pods/web-"));
     assert!(web.len() >= 2, "429 retried: {}", web.len());
     assert!(web.iter().all(|r| r.status == 429));
     assert!(!api.is_empty(), "api has a pod on node-1");
     assert!(api.iter().all(|r| r.status == 201), "{api:?}");
-    let first_api = evictions.iter().position(|r| !r.path.contains("/pods/web-"));
-    let last_web = evictions.iter().rposition(|r| r.path.contains("/pods/web-"));
-    assert!(first_api < last_web, "api's eviction did not wait for web's PDB retries");
+    let first_api = evictions
+        .iter()
+        .position(|r| !r.path.contains("/pods/web-"));
+    let last_web = evictions
+        .iter()
+        .rposition(|r| r.path.contains("/pods/web-"));
+    assert!(
+        first_api < last_web,
+        "api's eviction did not wait for web's PDB retries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
