@@ -56,9 +56,9 @@ pub struct Config {
     pub webhook_token: Option<String>,
     /// File holding the token (trailing newline ignored); alternative to `webhook_token`.
     pub webhook_token_file: Option<PathBuf>,
-    /// Prometheus base URL (polled rules and PromQL verification; not used yet).
+    /// Prometheus base URL (polled rules and PromQL verification).
     pub prometheus_url: Option<String>,
-    /// Kubeconfig path; in-cluster config when unset (kube actions; not used yet).
+    /// Kubeconfig of the Kubernetes actions; in-cluster, else `~/.kube/config`, when unset.
     pub kubeconfig: Option<PathBuf>,
     /// Webhook body limit in bytes.
     pub max_body: usize,
