@@ -77,6 +77,8 @@ pub struct Recorded {
     pub user_agent: Option<String>,
     pub body: Option<Value>,
     pub status: u16,
+    /// When the request reached the handler (taken first thing, before the body is read).
+    pub at: std::time::Instant,
 }
 
 /// RBAC request attributes (kube.md §3.3 #13): verb get/list/watch/create/update/patch/delete/

@@ -155,6 +155,7 @@ fn header_text(h: &axum::http::HeaderMap, name: header::HeaderName) -> Option<St
 }
 
 pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
+    let at = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query());
@@ -179,6 +180,7 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
         user_agent,
         body: body.clone(),
         status: 0,
+        at,
     };
 
     let delay = {
