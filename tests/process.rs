@@ -840,7 +840,7 @@ async fn simulate_prints_the_plan_and_sends_nothing() {
     let rx = Receiver::start(Duration::ZERO).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let p = dir.path().to_path_buf();
-    // The shipped files, with the deploy hooks and every route pointed at the receiver.
+    // The shipped files, every route pointed at the receiver (a page would be a request).
     for sub in ["rules", "policies"] {
         std::fs::create_dir(p.join(sub)).unwrap();
         for e in std::fs::read_dir(repo().join(sub)).unwrap() {
@@ -848,11 +848,7 @@ async fn simulate_prints_the_plan_and_sends_nothing() {
             if !e.file_type().unwrap().is_file() {
                 continue;
             }
-            let text = std::fs::read_to_string(e.path()).unwrap().replace(
-                "http://deploy-hooks.platform.svc.cluster.local:8080",
-                &rx.url(""),
-            );
-            std::fs::write(p.join(sub).join(e.file_name()), text).unwrap();
+            std::fs::copy(e.path(), p.join(sub).join(e.file_name())).unwrap();
         }
     }
     let alerts = repo().join("tests/fixtures/alertmanager/02-firing-grouped-3-alerts.json");
@@ -881,9 +877,12 @@ async fn simulate_prints_the_plan_and_sends_nothing() {
             "{service} missing from the plan:\n{out}"
         );
     }
-    assert!(out.contains("rollback (http)"), "no rollback step:\n{out}");
     assert!(
-        out.contains(&rx.url("/v1/rollback")),
+        out.contains("rollback (kube_rollout_undo)"),
+        "no rollback step:\n{out}"
+    );
+    assert!(
+        out.contains("/apis/apps/v1/namespaces/python-services/deployments/checkout/scale"),
         "the plan does not show the request:\n{out}"
     );
     assert!(out.contains("nothing is sent"), "{out}");

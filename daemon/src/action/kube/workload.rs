@@ -255,7 +255,7 @@ impl KubeAction for Undo {
         let u = params::<UndoParams>(&req.params)?;
         let (ns, name, wait) = u.target.resolve(req)?;
         Ok(
-            json!({"patch": format!("{}/{name}", deployments(&ns)), "content_type": "application/json-patch+json", "to_revision": u.to_revision, "wait": fmt(wait)}),
+            json!({"patch": format!("{}/{name}", deployments(&ns)), "content_type": "application/json-patch+json", "to_revision": u.to_revision, "changed_within": u.changed_within, "wait": fmt(wait)}),
         )
     }
     fn run<'a>(
