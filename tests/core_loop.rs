@@ -636,6 +636,25 @@ async fn restart_resumes_an_incident_waiting_for_its_for_from_the_store() {
         d.wait("the action after restart", || d.exec.count() == 1)
             .await;
         assert_eq!(d.incidents().await.len(), 1);
+        // Numbering goes on from the store after a restart: never a number twice.
+        d.post(&payload(
+            "firing",
+            "payments",
+            "warning",
+            "efef000000000002",
+            &now_rfc3339(),
+        ))
+        .await;
+        let l = d
+            .wait_incidents("a second incident", |l| l.len() == 2)
+            .await;
+        let mut ids: Vec<&str> = l.iter().map(|i| i["id"].as_str().unwrap()).collect();
+        ids.sort();
+        let year = &ids[0][4..8];
+        assert_eq!(
+            ids,
+            [format!("INC-{year}-0001"), format!("INC-{year}-0002")]
+        );
         d.stop().await;
     })
     .await

@@ -115,10 +115,10 @@ async fn suite(store: Arc<dyn Store>) {
         "oldest first"
     );
 
-    // A commit is atomic and marks signals processed.
-    let id = store.next_incident_id(2026).await.unwrap();
-    assert_eq!(id, "INC-2026-0001");
-    assert_eq!(store.next_incident_id(2026).await.unwrap(), "INC-2026-0002");
+    // A commit is atomic and marks signals processed; committing an incident advances its
+    // year's counter (the engine numbers new incidents after it).
+    assert_eq!(store.incident_counter(2026).await.unwrap(), 0);
+    let id = "INC-2026-0001".to_string();
     let inc = incident(&id, "checkout");
     let entry = Entry {
         at: Timestamp(10),
@@ -154,6 +154,8 @@ async fn suite(store: Arc<dyn Store>) {
         finished: vec![],
     };
     store.commit(c).await.unwrap();
+    assert_eq!(store.incident_counter(2026).await.unwrap(), 1);
+    assert_eq!(store.incident_counter(2027).await.unwrap(), 0);
     assert!(store.pending_signals(10).await.unwrap().is_empty());
     assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), inc);
     assert_eq!(store.timeline(&id).await.unwrap(), vec![entry]);
@@ -183,11 +185,21 @@ async fn suite(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert!(store.commit(dup).await.is_err());
+    assert_eq!(
+        store.incident_counter(2026).await.unwrap(),
+        1,
+        "a refused commit counts nothing"
+    );
     let other = Commit {
         incidents: vec![incident("INC-2026-0003", "payments")],
         ..Default::default()
     };
     store.commit(other).await.unwrap();
+    assert_eq!(
+        store.incident_counter(2026).await.unwrap(),
+        3,
+        "a refused commit counts nothing"
+    );
     let list = store.list_incidents(None, 10).await.unwrap();
     assert_eq!(
         list.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
@@ -504,30 +516,22 @@ async fn ingest_from_two_replicas_never_slips_under_the_engine_watermark() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incident_ids_are_unique_and_dense_across_replicas() {
+async fn the_incident_counter_never_goes_back_across_replicas() {
     let pg = Postgres::start().await;
     let a = Arc::new(pg_store(&pg.url()).await);
     let b = Arc::new(pg_store(&pg.url()).await);
-    // Ten writers, five per replica, interleaving ten allocations each.
-    let ids = bounded(
-        "100 ids",
-        PG_TEST,
-        futures_join_all((0..10).map(|w| {
-            let s = if w % 2 == 0 { a.clone() } else { b.clone() };
-            async move {
-                let mut ids = Vec::new();
-                for _ in 0..10 {
-                    ids.push(s.next_incident_id(2026).await.unwrap());
-                }
-                ids
-            }
-        })),
-    )
-    .await;
-    let mut ids: Vec<String> = ids.into_iter().flatten().collect();
-    ids.sort();
-    let want: Vec<String> = (1..=100).map(|n| format!("INC-2026-{n:04}")).collect();
-    assert_eq!(ids, want);
+    // Commits from both replicas, out of order: the counter is the highest number committed,
+    // so a new leader reading it never hands out a number already used.
+    for (s, n) in [(&a, 3), (&b, 7), (&a, 5)] {
+        s.commit(Commit {
+            incidents: vec![incident(&format!("INC-2026-{n:04}"), &format!("svc{n}"))],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(b.incident_counter(2026).await.unwrap(), 7);
+    assert_eq!(a.incident_counter(2026).await.unwrap(), 7);
 }
 
 /// A Commit that opens incident `id` on `name` and claims its first step.

@@ -2,7 +2,7 @@
 //! due steps through the gates and the ledger, runs actions, and turns effects into store writes
 //! and pages. Everything it decides is committed before it acts, so a restart resumes.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -91,6 +91,8 @@ pub struct Engine {
     probing: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
     storm_paged: bool,
+    /// The last incident number given out per year (from the store, then counted here).
+    numbers: HashMap<i32, i64>,
     done_tx: mpsc::Sender<Msg>,
     done_rx: mpsc::Receiver<Msg>,
 }
@@ -121,9 +123,22 @@ impl Engine {
             probing: HashSet::new(),
             source: None,
             storm_paged: false,
+            numbers: HashMap::new(),
             done_tx,
             done_rx,
         }
+    }
+
+    /// The next `INC-YYYY-NNNN`. The engine is the only writer of incidents (one per leadership
+    /// term, fenced), so it counts in memory from the highest committed number; a number whose
+    /// commit failed is skipped, never reused.
+    async fn next_incident_id(&mut self, year: i32) -> Result<String, StoreError> {
+        let n = match self.numbers.get(&year) {
+            Some(n) => *n,
+            None => self.store.incident_counter(year).await?,
+        } + 1;
+        self.numbers.insert(year, n);
+        Ok(format!("INC-{year}-{n:04}"))
     }
 
     /// Where PromQL verifications read values (Prometheus); without one they have no data.
@@ -406,7 +421,7 @@ impl Engine {
                         }
                     }
                     (None, SignalStatus::Firing) => {
-                        let id = self.store.next_incident_id(now.year()).await?;
+                        let id = self.next_incident_id(now.year()).await?;
                         let (inc, fx) = Incident::open(
                             id,
                             &m.rule,

@@ -143,8 +143,10 @@ pub trait Store: Send + Sync + 'static {
     -> BoxFuture<'_, Result<IngestResult>>;
     /// Signals not yet handled by the engine, oldest first.
     fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
-    /// Allocates the next `INC-YYYY-NNNN` id.
-    fn next_incident_id(&self, year: i32) -> BoxFuture<'_, Result<String>>;
+    /// The highest incident number committed for `year` (`INC-YYYY-NNNN`), 0 if none: the
+    /// engine, the only writer of incidents, numbers new ones after it in memory, and committing
+    /// an incident advances it in the same transaction (no transaction of its own per id).
+    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>>;
     /// Incidents not resolved.
     fn active_incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>>>;
     /// Applies a commit atomically.
@@ -185,4 +187,15 @@ pub trait Store: Send + Sync + 'static {
     fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>>>;
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// The counter an incident id advances: `INC-2026-0042` → `incident-2026`.
+pub fn incident_counter_name(id: &str) -> Option<String> {
+    let mut parts = id.split('-');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("INC"), Some(year), Some(_), None) if year.parse::<i32>().is_ok() => {
+            Some(format!("incident-{year}"))
+        }
+        _ => None,
+    }
 }

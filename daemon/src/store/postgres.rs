@@ -576,6 +576,15 @@ async fn apply_commit(
                     .next()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
+            if let Some(counter) = super::incident_counter_name(&i.id) {
+                tx.execute(
+                    "INSERT INTO counters (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, excluded.value)",
+                    &[&counter, &seq],
+                )
+                .await
+                .map_err(db)?;
+            }
             tx.execute(
                 &st,
                 &[
@@ -704,20 +713,17 @@ impl Store for PgStore {
         })
     }
 
-    fn next_incident_id(&self, year: i32) -> BoxFuture<'_, Result<String>> {
+    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
         self.op(async move {
             let c = self.client().await?;
-            // One statement: the row lock makes the increment atomic across replicas.
-            let n: i64 = c
-                .query_one(
-                    "INSERT INTO counters (name, value) VALUES ($1, 1)
-                     ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
-                    &[&format!("incident-{year}")],
-                )
-                .await
-                .map_err(db)?
-                .get(0);
-            Ok(format!("INC-{year}-{n:04}"))
+            Ok(c.query_opt(
+                "SELECT value FROM counters WHERE name = $1",
+                &[&format!("incident-{year}")],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0))
+            .unwrap_or_default())
         })
     }
 

@@ -295,6 +295,13 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
+        if let Some(counter) = super::incident_counter_name(&i.id) {
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                params![counter, seq],
+            )?;
+        }
         tx.execute(
             "INSERT INTO incidents (id, seq, rule, target_key, status, opened_at, updated_at, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -401,18 +408,16 @@ impl Store for SqliteStore {
         })
     }
 
-    fn next_incident_id(&self, year: i32) -> BoxFuture<'_, Result<String>> {
+    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
         self.call(move |c| {
-            let name = format!("incident-{year}");
-            let n: i64 = c
-                .query_row(
-                    "INSERT INTO counters (name, value) VALUES (?1, 1)
-                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-                    params![name],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
-            Ok(format!("INC-{year}-{n:04}"))
+            c.query_row(
+                "SELECT value FROM counters WHERE name = ?1",
+                params![format!("incident-{year}")],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(db)
         })
     }
 
