@@ -840,29 +840,38 @@ impl Engine {
             windows.push((format!("namespace:{ns}"), rs.limits.namespace));
         }
         windows.push(("global".to_string(), rs.limits.global));
-        let mut budgets = Vec::new();
-        for (key, window) in windows {
-            let used = self
-                .store
-                .count_uses(&key, now.minus(window.per), dry_run)
-                .await?;
-            budgets.push(BudgetUse { key, window, used });
-        }
-        let mut breakers = Vec::new();
-        for (key, config) in [
+        let breaker_keys = [
             (
                 format!("action:{}:{target}", step.action),
                 rs.limits.breaker_target,
             ),
             ("global".to_string(), rs.limits.breaker_global),
-        ] {
-            let record = self.store.breaker(&key).await?;
-            breakers.push(BreakerInput {
+        ];
+        let (counts, records) = self
+            .store
+            .gate_reads(
+                windows
+                    .iter()
+                    .map(|(k, w)| (k.clone(), now.minus(w.per)))
+                    .collect(),
+                dry_run,
+                breaker_keys.iter().map(|(k, _)| k.clone()).collect(),
+            )
+            .await?;
+        let budgets = windows
+            .into_iter()
+            .zip(counts)
+            .map(|((key, window), used)| BudgetUse { key, window, used })
+            .collect();
+        let breakers = breaker_keys
+            .into_iter()
+            .zip(records)
+            .map(|((key, config), record)| BreakerInput {
                 key,
                 record,
                 config,
-            });
-        }
+            })
+            .collect();
         Ok(GateInput {
             paused: covering_pause(pauses, inc),
             storm,

@@ -155,6 +155,27 @@ pub trait Store: Send + Sync + 'static {
     fn count_uses(&self, key: &str, since: Timestamp, dry_run: bool) -> BoxFuture<'_, Result<u32>>;
     /// A breaker's record (default when never touched).
     fn breaker(&self, key: &str) -> BoxFuture<'_, Result<BreakerRecord>>;
+    /// What the gates read before a step, in one go: the budget uses of each `(key, since)` in
+    /// the given mode, and the breaker records of `breakers`. The default asks one by one; a
+    /// store may answer in one round trip.
+    fn gate_reads(
+        &self,
+        uses: Vec<(String, Timestamp)>,
+        dry_run: bool,
+        breakers: Vec<String>,
+    ) -> BoxFuture<'_, Result<(Vec<u32>, Vec<BreakerRecord>)>> {
+        Box::pin(async move {
+            let mut counts = Vec::with_capacity(uses.len());
+            for (key, since) in &uses {
+                counts.push(self.count_uses(key, *since, dry_run).await?);
+            }
+            let mut records = Vec::with_capacity(breakers.len());
+            for key in &breakers {
+                records.push(self.breaker(key).await?);
+            }
+            Ok((counts, records))
+        })
+    }
     /// All breaker records.
     fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>>;
     /// Failures of `key` since `since`.

@@ -437,31 +437,31 @@ impl Store for SqliteStore {
 
     fn count_uses(&self, key: &str, since: Timestamp, dry_run: bool) -> BoxFuture<'_, Result<u32>> {
         let key = key.to_string();
-        self.call(move |c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM budget_uses WHERE key = ?1 AND dry_run = ?2 AND at > ?3",
-                params![key, dry_run as i64, since.0],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u32)
-            .map_err(db)
-        })
+        self.call(move |c| count_uses(c, &key, since, dry_run))
     }
 
     fn breaker(&self, key: &str) -> BoxFuture<'_, Result<BreakerRecord>> {
         let key = key.to_string();
+        self.call(move |c| breaker(c, &key))
+    }
+
+    fn gate_reads(
+        &self,
+        uses: Vec<(String, Timestamp)>,
+        dry_run: bool,
+        breakers: Vec<String>,
+    ) -> BoxFuture<'_, Result<(Vec<u32>, Vec<BreakerRecord>)>> {
+        // One trip to the store thread instead of one per key.
         self.call(move |c| {
-            let body: Option<String> = c
-                .query_row(
-                    "SELECT body FROM breakers WHERE key = ?1",
-                    params![key],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            body.map(|b| decode(&b))
-                .transpose()
-                .map(Option::unwrap_or_default)
+            let counts = uses
+                .iter()
+                .map(|(k, since)| count_uses(c, k, *since, dry_run))
+                .collect::<Result<Vec<_>>>()?;
+            let records = breakers
+                .iter()
+                .map(|k| breaker(c, k))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((counts, records))
         })
     }
 
@@ -652,4 +652,25 @@ impl Store for SqliteStore {
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         self.call(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
     }
+}
+
+fn count_uses(c: &Connection, key: &str, since: Timestamp, dry_run: bool) -> Result<u32> {
+    c.prepare_cached("SELECT COUNT(*) FROM budget_uses WHERE key = ?1 AND dry_run = ?2 AND at > ?3")
+        .and_then(|mut st| {
+            st.query_row(params![key, dry_run as i64, since.0], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|n| n as u32)
+        .map_err(db)
+}
+
+fn breaker(c: &Connection, key: &str) -> Result<BreakerRecord> {
+    let body: Option<String> = c
+        .prepare_cached("SELECT body FROM breakers WHERE key = ?1")
+        .and_then(|mut st| st.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(db)?;
+    body.map(|b| decode(&b))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
