@@ -14,8 +14,8 @@
 //! The engine's share is split with timestamps from its own log events (a tracing layer that
 //! only notes times): the 200 → "Incident opened" (signals read), → the `step` span opening (the
 //! signal batch committed, gates read, the step claimed in the ledger), → the request at the fake
-//! (executor). Four durable SQLite transactions (each one `fsync` of the WAL) lie on this path:
-//! the webhook's ingest, the incident-id counter, the signal batch and the ledger claim; for
+//! (executor). Three durable SQLite transactions (each one `fsync` of the WAL) lie on this path:
+//! the webhook's ingest, the signal batch (which opens the incident) and the ledger claim; for
 //! scale, the latency of one `fsync` on the store's filesystem is measured too.
 //!
 //! Between iterations the rollout is completed (`step`), the alert resolved, the incident
@@ -407,10 +407,7 @@ async fn main() {
     row("webhook sent → 200", ok);
     row("200 → first Kubernetes request", engine);
     if read.len() == iterations {
-        row(
-            "  200 → incident opened (engine woken, signals read, incident id committed)",
-            read,
-        );
+        row("  200 → incident opened (engine woken, signals read)", read);
         row(
             "  incident opened → step launched (signals committed, gates read, step claimed)",
             decide,
