@@ -326,6 +326,14 @@ async fn conflicts_and_server_errors_are_retried_and_forbidden_opens_the_breaker
         t.contains("breaker_opened") && t.contains("denied permission"),
         "{t}"
     );
+    let m = w.d.metrics().await;
+    for series in [
+        r#"remedyd_kube_requests_total{method="PATCH",code="403"} 1"#,
+        r#"remedyd_kube_requests_total{method="PATCH",code="409"} 1"#,
+        r#"remedyd_kube_requests_total{method="PATCH",code="503"} 1"#,
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
     let before = patches(&w.fake).len();
     // The next alert on that target is refused by the breaker: no request reaches the API.
     w.d.post(&payload(

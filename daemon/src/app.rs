@@ -187,6 +187,9 @@ pub async fn run(
             errors.join("\n")
         );
     }
+    if let Some(cluster) = parts.executors.cluster() {
+        cluster.set_metrics(metrics.clone());
+    }
     if cfg.mode == crate::config::Mode::Enforce
         && crate::action::kube::used_by(&rs)
         && let Some(cluster) = parts.executors.cluster()

@@ -62,6 +62,15 @@ pub struct PageLabels {
     pub result: String,
 }
 
+/// `{method, code}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeLabels {
+    /// HTTP method.
+    pub method: String,
+    /// HTTP status, or `error` when no answer came.
+    pub code: String,
+}
+
 /// `{code}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
@@ -106,6 +115,8 @@ pub struct Metrics {
     pub poll_cycle_duration: Histogram,
     /// 1 while this replica leads (runs the engine, the poller and the outbox), else 0.
     pub leader: Gauge,
+    /// Kubernetes API requests by method and status.
+    pub kube_requests: Family<KubeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +147,7 @@ impl Metrics {
             reloads: Family::default(),
             store_errors: Family::default(),
             prom_queries: Family::default(),
+            kube_requests: Family::default(),
             // 1 ms … ~10 s: local queries take milliseconds; the client times out at 10 s.
             prom_query_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.5, 11),
@@ -214,6 +226,11 @@ impl Metrics {
             "poll_cycle_duration_seconds",
             "Time to evaluate every due polled rule once",
             m.poll_cycle_duration.clone(),
+        );
+        registry.register(
+            "kube_requests",
+            "Kubernetes API requests by method and status (error: no answer)",
+            m.kube_requests.clone(),
         );
         registry.register(
             "leader",

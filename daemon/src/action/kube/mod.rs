@@ -43,6 +43,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Cluster {
     kubeconfig: Option<PathBuf>,
     client: tokio::sync::Mutex<Option<::kube::Client>>,
+    metrics: std::sync::OnceLock<Arc<crate::telemetry::Metrics>>,
 }
 
 impl Cluster {
@@ -51,7 +52,13 @@ impl Cluster {
         Arc::new(Self {
             kubeconfig,
             client: tokio::sync::Mutex::new(None),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where requests are counted (`remedyd_kube_requests_total`); set once by the daemon.
+    pub fn set_metrics(&self, m: Arc<crate::telemetry::Metrics>) {
+        let _ = self.metrics.set(m);
     }
 
     /// The client, built once it succeeds (a failure is retried on the next use).
@@ -159,6 +166,7 @@ impl Failure {
 /// One action run: reads go to the cluster; writes are sent, or recorded in dry-run.
 pub struct Session {
     client: ::kube::Client,
+    metrics: Option<Arc<crate::telemetry::Metrics>>,
     dry: bool,
     /// Writes, in order, as sent (or as they would be): the timeline's evidence.
     writes: Vec<Value>,
@@ -219,9 +227,14 @@ fn clone_req(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
 }
 
 impl Session {
-    fn new(client: ::kube::Client, dry: bool) -> Self {
+    fn new(
+        client: ::kube::Client,
+        metrics: Option<Arc<crate::telemetry::Metrics>>,
+        dry: bool,
+    ) -> Self {
         Self {
             client,
+            metrics,
             dry,
             writes: Vec::new(),
             errors: Vec::new(),
@@ -233,7 +246,7 @@ impl Session {
 
     /// A session for work done in parallel, merged back with `absorb`.
     pub fn fork(&self) -> Self {
-        Self::new(self.client.clone(), self.dry)
+        Self::new(self.client.clone(), self.metrics.clone(), self.dry)
     }
 
     /// Takes a forked session's record.
@@ -253,13 +266,29 @@ impl Session {
         &self,
         req: http::Request<Vec<u8>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request::<T>(req)).await {
+        let method = req.method().to_string();
+        let r = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request::<T>(req)).await {
             Ok(r) => r.map_err(ApiError::from_kube),
             Err(_) => Err(ApiError {
                 code: 0,
                 reason: String::new(),
                 message: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
             }),
+        };
+        self.count(method, r.as_ref().err());
+        r
+    }
+
+    fn count(&self, method: String, err: Option<&ApiError>) {
+        if let Some(m) = &self.metrics {
+            let code = match err {
+                None => "2xx".to_string(),
+                Some(e) if e.code == 0 => "error".to_string(),
+                Some(e) => e.code.to_string(),
+            };
+            m.kube_requests
+                .get_or_create(&crate::telemetry::KubeLabels { method, code })
+                .inc();
         }
     }
 
@@ -292,14 +321,16 @@ impl Session {
     /// A read of a plain-text body (pod logs).
     pub async fn read_text(&mut self, req: http::Request<Vec<u8>>) -> Result<String, ApiError> {
         self.reads += 1;
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request_text(req)).await {
+        let r = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request_text(req)).await {
             Ok(r) => r.map_err(ApiError::from_kube),
             Err(_) => Err(ApiError {
                 code: 0,
                 reason: String::new(),
                 message: "no answer within 30 s".into(),
             }),
-        }
+        };
+        self.count("GET".into(), r.as_ref().err());
+        r
     }
 
     /// A write. Dry-run records it and answers `None`. Otherwise it is sent; no answer and 5xx
@@ -765,7 +796,7 @@ impl KubeExecutor {
             }
             Err(e) => return Outcome::failed(true, e, Value::Null),
         };
-        let mut s = Session::new(client, dry);
+        let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry);
         let r = self.action.run(&mut s, req).await;
         let detail = s.into_detail();
         match r {
