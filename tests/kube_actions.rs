@@ -285,6 +285,27 @@ async fn the_rollout_wait_is_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_watch_the_rbac_refuses_fails_at_once_not_at_the_bound() {
+    let e = Env::with(Options {
+        rbac: true,
+        ..Options::default()
+    })
+    .await;
+    e.fake.set_authorizer(|a| {
+        !(a.resource == "deployments" && (a.verb == "list" || a.verb == "watch"))
+    });
+    e.web();
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
+    assert!(!o.ok && o.trip_breaker, "{o:?}");
+    // The refusal itself, not the wait running out.
+    assert!(
+        o.summary.contains("watching deployment") && o.summary.contains("403"),
+        "{}",
+        o.summary
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_status_step_matches_kubectls_verdict() {
     let e = Env::new().await;
     e.web();

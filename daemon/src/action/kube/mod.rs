@@ -128,6 +128,9 @@ impl std::fmt::Display for ApiError {
 
 impl ApiError {
     fn from_kube(e: ::kube::Error) -> Self {
+        Self::from_kube_ref(&e)
+    }
+    fn from_kube_ref(e: &::kube::Error) -> Self {
         match e {
             ::kube::Error::Api(s) => Self {
                 code: s.code,
@@ -654,7 +657,14 @@ pub async fn wait_rollout(
                 }
                 Ok(_) => continue,
                 Err(e) => {
-                    // The watcher re-lists by itself; record and go on until the bound.
+                    // Refused (RBAC, gone): waiting cannot help. Anything else the watcher
+                    // recovers from by itself (it re-lists); record it and go on to the bound.
+                    if let Some(api) = watch_refusal(&e) {
+                        return Err(Failure::Api(
+                            format!("watching deployment {ns}/{name}"),
+                            api,
+                        ));
+                    }
                     last = format!("watch error: {e}");
                     continue;
                 }
@@ -690,6 +700,23 @@ pub async fn wait_rollout(
             fmt(wait)
         ))),
     }
+}
+
+/// A watch error that waiting will not fix: 401, 403, 404.
+fn watch_refusal(e: &::kube::runtime::watcher::Error) -> Option<ApiError> {
+    use ::kube::runtime::watcher::Error as W;
+    let api = match e {
+        W::InitialListFailed(k) | W::WatchStartFailed(k) | W::WatchFailed(k) => {
+            ApiError::from_kube_ref(k)
+        }
+        W::WatchError(s) => ApiError {
+            code: s.code,
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+        },
+        W::NoResourceVersion => return None,
+    };
+    matches!(api.code, 401 | 403 | 404).then_some(api)
 }
 
 /// A duration as a person reads it.

@@ -17,6 +17,8 @@ use super::{
 const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
 const CORE_DNS: &str = "coredns";
 const DNS_PODS: &str = "k8s-app=kube-dns";
+/// Pods listed in one evidence record.
+const MAX_PODS: usize = 50;
 
 fn params<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
     let v = if v.is_null() { json!({}) } else { v.clone() };
@@ -1311,6 +1313,10 @@ impl KubeAction for Evidence {
                 })
                 .collect();
             why.truncate(5);
+            // A large Deployment's pods: the failing ones first, at most MAX_PODS in the record.
+            let mut shown: Vec<&Value> = failing.clone();
+            shown.extend(summaries.iter().filter(|p| !failing.contains(p)));
+            shown.truncate(MAX_PODS);
             s.detail.insert(
                 "evidence".into(),
                 json!({
@@ -1320,7 +1326,8 @@ impl KubeAction for Evidence {
                         "revision": d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
                         "status": d["status"],
                     },
-                    "pods": summaries, "logs": logs, "events": events,
+                    "pods_total": summaries.len(),
+                    "pods": shown, "logs": logs, "events": events,
                 }),
             );
             Ok(format!(
