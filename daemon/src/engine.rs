@@ -93,6 +93,10 @@ pub struct Engine {
     storm_paged: bool,
     /// The last incident number given out per year (from the store, then counted here).
     numbers: HashMap<i32, i64>,
+    /// The last signal batch's writes, committed with the first step they make due (one
+    /// transaction: the incident opens and its first step is claimed together) or at the end
+    /// of the pass. The cache already shows them; a failed commit reloads it.
+    deferred: Option<Commit>,
     done_tx: mpsc::Sender<Msg>,
     done_rx: mpsc::Receiver<Msg>,
 }
@@ -124,6 +128,7 @@ impl Engine {
             source: None,
             storm_paged: false,
             numbers: HashMap::new(),
+            deferred: None,
             done_tx,
             done_rx,
         }
@@ -305,7 +310,15 @@ impl Engine {
             self.recover_pending = false;
         }
         while self.signals().await? == SIGNAL_BATCH {}
-        self.drive(tasks).await
+        let deferred = self.deferred.is_some();
+        let r = self.drive(tasks).await;
+        if r.is_err() && deferred {
+            // The deferred batch may not be written: its signals stay after the watermark and
+            // are handled again; the cache, which showed them, is reloaded from the store.
+            self.deferred = None;
+            self.cache = None;
+        }
+        r
     }
 
     /// Steps left running by a dead process: not run again (at most once); verification follows.
@@ -456,8 +469,33 @@ impl Engine {
                 c.incidents.push(inc);
             }
         }
-        self.commit(c).await?;
+        if pending.len() < SIGNAL_BATCH {
+            // The last batch of the pass: drive() writes it with the first step it makes due.
+            self.defer(c);
+        } else {
+            self.commit(c).await?;
+        }
         Ok(pending.len())
+    }
+
+    /// Holds a commit for drive() (see `deferred`), showing it in the cache meanwhile.
+    fn defer(&mut self, c: Commit) {
+        if c.is_empty() {
+            return;
+        }
+        if let Some(cache) = self.cache.as_mut() {
+            for i in &c.incidents {
+                if i.is_resolved() {
+                    cache.remove(&i.id);
+                } else {
+                    cache.insert(i.id.clone(), i.clone());
+                }
+            }
+        }
+        match self.deferred.as_mut() {
+            Some(d) => d.absorb(c),
+            None => self.deferred = Some(c),
+        }
     }
 
     /// The active incidents, loaded from the store once and kept current by [`Self::commit`].
@@ -542,7 +580,7 @@ impl Engine {
                 continue;
             };
             let before = inc.clone();
-            let mut c = Commit::default();
+            let mut c = self.deferred.take().unwrap_or_default();
             let mut fx = inc.apply(Event::Tick, policy, now);
             if matches!(inc.phase, Phase::Suspended { .. })
                 && covering_pause(&pauses, &inc).is_none()
@@ -623,6 +661,9 @@ impl Engine {
                 }
             }
             if inc == before && fx.is_empty() {
+                if !c.is_empty() {
+                    self.deferred = Some(c);
+                }
                 continue;
             }
             self.effects(&inc, fx, &rs, &mut c, now).await?;
@@ -663,6 +704,9 @@ impl Engine {
             if let Some((ladder, idx, step, req, dry_run, plan)) = start {
                 self.launch(tasks, inc.id.clone(), ladder, idx, step, req, dry_run, plan);
             }
+        }
+        if let Some(c) = self.deferred.take() {
+            self.commit(c).await?;
         }
         Ok(())
     }

@@ -121,6 +121,19 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// Adds `later`'s writes after this one's (one transaction instead of two).
+    pub fn absorb(&mut self, later: Commit) {
+        self.incidents.extend(later.incidents);
+        self.timeline.extend(later.timeline);
+        self.processed = self.processed.max(later.processed);
+        self.outbox.extend(later.outbox);
+        self.budget_uses.extend(later.budget_uses);
+        self.breaker_failures.extend(later.breaker_failures);
+        self.breakers.extend(later.breakers);
+        self.claims.extend(later.claims);
+        self.finished.extend(later.finished);
+    }
+
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
         self.incidents.is_empty()
