@@ -14,8 +14,9 @@
 //! The engine's share is split with timestamps from its own log events (a tracing layer that
 //! only notes times): the 200 → "Incident opened" (signals read), → the `step` span opening (the
 //! signal batch committed, gates read, the step claimed in the ledger), → the request at the fake
-//! (executor). Three durable SQLite transactions (each one `fsync` of the WAL) lie on this path:
-//! the webhook's ingest, the signal batch (which opens the incident) and the ledger claim; for
+//! (executor). Two durable SQLite transactions (each one `fsync` of the WAL) lie on this path:
+//! the webhook's ingest, and the signal batch that opens the incident with its first step's
+//! ledger claim; for
 //! scale, the latency of one `fsync` on the store's filesystem is measured too.
 //!
 //! Between iterations the rollout is completed (`step`), the alert resolved, the incident
