@@ -852,6 +852,37 @@ async fn dry_run_reads_and_records_the_exact_write_but_sends_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_without_a_reachable_cluster_records_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = {
+        let fake = FakeKube::start().await;
+        fake.kubeconfig(dir.path())
+    }; // the fake stops here: its port answers nothing
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let exec = Executors::builtin_for(Some(gone));
+    let req = request("kube_rollout_restart", json!({}), (NS, "web"));
+    let o = exec
+        .get("kube_rollout_restart")
+        .unwrap()
+        .dry_run(&req)
+        .await;
+    assert!(o.ok, "{o:?}");
+    assert!(o.summary.contains("cluster not reachable"), "{}", o.summary);
+    assert_eq!(
+        o.detail["plan"]["annotation"],
+        "kubectl.kubernetes.io/restartedAt"
+    );
+    assert!(o.detail["would_send"].as_array().unwrap().is_empty());
+    // In enforce mode the same is a retryable failure, never a silent success.
+    let o = exec
+        .get("kube_rollout_restart")
+        .unwrap()
+        .execute(&req)
+        .await;
+    assert!(!o.ok && o.retryable, "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_and_conflicts_are_retried_and_forbidden_trips_the_breaker() {
     let e = Env::new().await;
     e.web();

@@ -825,9 +825,17 @@ impl KubeExecutor {
         };
         let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry);
         let r = self.action.run(&mut s, req).await;
-        let detail = s.into_detail();
+        let mut detail = s.into_detail();
         match r {
             Ok(summary) if dry => Outcome::ok(format!("dry-run: {summary}"), detail),
+            // Dry-run with the cluster out of reach: what can be known without reading.
+            Err(Failure::Api(what, e)) if dry && e.code == 0 => {
+                detail["plan"] = self.action.plan(req).unwrap_or_default();
+                Outcome::ok(
+                    format!("dry-run: cluster not reachable ({what}: {e}); recorded the plan only"),
+                    detail,
+                )
+            }
             Ok(summary) => Outcome::ok(summary, detail),
             Err(Failure::Refused(why)) => Outcome::failed(false, why, detail),
             Err(Failure::Api(what, e)) => {
