@@ -1017,7 +1017,7 @@ async fn kubectl_pages_with_limit_and_continue() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rollout_restart_is_the_same_for_kubectl_1_27_to_1_33() {
+async fn restart_scale_set_resources_and_cordon_are_the_same_for_kubectl_1_27_to_1_33() {
     let mut traces = Vec::new();
     for minor in 27..=33 {
         let fake = FakeKube::start_with(Options {
@@ -1026,10 +1026,25 @@ async fn rollout_restart_is_the_same_for_kubectl_1_27_to_1_33() {
         })
         .await;
         fake.put(fixtures::deployment(NS, "web", 1, "nginx:1.27"));
+        fake.put(fixtures::node("n1"));
         fake.step();
         fake.clear_requests();
         let dir = tempfile::tempdir().unwrap();
-        ok(&kc(&fake, dir.path(), &["rollout", "restart", "deployment/web"]).await);
+        for args in [
+            &["rollout", "restart", "deployment/web"][..],
+            &["scale", "deployment/web", "--replicas=3"],
+            &[
+                "set",
+                "resources",
+                "deployment/web",
+                "-c",
+                "app",
+                "--limits=memory=512Mi",
+            ],
+            &["cordon", "n1"],
+        ] {
+            ok(&kc(&fake, dir.path(), args).await);
+        }
         let reqs = fake.requests();
         let ua = reqs
             .iter()
@@ -1043,6 +1058,11 @@ async fn rollout_restart_is_the_same_for_kubectl_1_27_to_1_33() {
         traces.push((minor, normalise(&reqs)));
     }
     let reference = traces.iter().find(|(m, _)| *m == 32).unwrap().1.clone();
+    let writes = reference.iter().filter(|r| r["method"] == "PATCH").count();
+    assert_eq!(
+        writes, 4,
+        "restart, scale, set resources, cordon: {reference:#?}"
+    );
     for (minor, t) in &traces {
         assert_eq!(t, &reference, "kubectl 1.{minor} differs from 1.32");
     }
