@@ -239,6 +239,13 @@ impl Metrics {
         );
         // Label values known in advance start at 0, so that dashboards and alerts see a series
         // before the first event instead of nothing.
+        // Permission refusals of the Kubernetes API: the series to alert on exists from the start.
+        for method in ["GET", "PATCH", "POST", "DELETE"] {
+            let _ = m.kube_requests.get_or_create(&KubeLabels {
+                method: method.into(),
+                code: "403".into(),
+            });
+        }
         for r in ["paused", "storm", "namespace", "busy", "breaker", "budget"] {
             let _ = m.refusals.get_or_create(&ReasonLabel { reason: r.into() });
         }
