@@ -787,6 +787,7 @@ impl Engine {
         } else {
             StepResult::Failed {
                 error: done.outcome.summary.clone(),
+                denied: done.outcome.trip_breaker,
             }
         };
         let mut detail = done.outcome.detail.clone();
@@ -814,40 +815,6 @@ impl Engine {
                 now,
             );
             self.effects(&inc, fx, &rs, &mut c, now).await?;
-        }
-        if done.outcome.trip_breaker {
-            // A refusal that cannot fix itself (the API denied our permissions): open this
-            // action's breaker on this target now rather than after more failures.
-            let key = format!("action:{}:{}", done.action, inc.target.key());
-            let rec = self.store.breaker(&key).await?;
-            let rec = c
-                .breakers
-                .iter()
-                .rev()
-                .find(|(k, _)| *k == key)
-                .map(|(_, r)| *r)
-                .unwrap_or(rec);
-            if rec.opened_at.is_none() {
-                let opened = breaker::BreakerRecord {
-                    opened_at: Some(now),
-                    trial_since: None,
-                    reset_at: rec.reset_at,
-                };
-                tracing::warn!(breaker = %key, "Breaker opened: permission denied");
-                c.timeline.push((
-                    inc.id.clone(),
-                    Entry {
-                        at: now,
-                        kind: "breaker_opened".into(),
-                        message: format!(
-                            "breaker {key} opened: the action was denied permission ({})",
-                            done.outcome.summary
-                        ),
-                        data: serde_json::json!({"key": key, "reason": "forbidden"}),
-                    },
-                ));
-                c.breakers.push((key, opened));
-            }
         }
         c.incidents.push(inc);
         self.commit(c).await
@@ -1009,21 +976,34 @@ impl Engine {
                         ));
                     }
                 }
-                Effect::BreakerFailure { action } => {
-                    for (key, cfg) in [
+                Effect::BreakerFailure { action, denied } => {
+                    for (key, cfg, at_once) in [
                         (
                             format!("action:{action}:{}", inc.target.key()),
                             rs.limits.breaker_target,
+                            denied,
                         ),
-                        ("global".into(), rs.limits.breaker_global),
+                        ("global".into(), rs.limits.breaker_global, false),
                     ] {
                         let rec = self.store.breaker(&key).await?;
                         let since = breaker::window_start(&rec, now, &cfg);
-                        let failures = self.store.count_failures(&key, since).await? + 1;
+                        let mut failures = self.store.count_failures(&key, since).await? + 1;
+                        if at_once {
+                            // Permission denied will not fix itself: the threshold is met now.
+                            failures = failures.max(cfg.failures);
+                        }
                         let next = breaker::on_failure(&rec, failures, now, &cfg);
                         if next.opened_at != rec.opened_at {
-                            tracing::warn!(breaker = %key, failures, "Breaker opened");
-                            c.timeline.push((inc.id.clone(), Entry { at: now, kind: "breaker_opened".into(), message: format!("breaker {key} opened after {failures} failure(s) within {}", crate::clock::fmt_duration(cfg.within)), data: serde_json::json!({"key": key, "failures": failures}) }));
+                            tracing::warn!(breaker = %key, failures, denied = at_once, "Breaker opened");
+                            let message = if at_once {
+                                format!("breaker {key} opened: the action was denied permission")
+                            } else {
+                                format!(
+                                    "breaker {key} opened after {failures} failure(s) within {}",
+                                    crate::clock::fmt_duration(cfg.within)
+                                )
+                            };
+                            c.timeline.push((inc.id.clone(), Entry { at: now, kind: "breaker_opened".into(), message, data: serde_json::json!({"key": key, "failures": failures, "denied": at_once}) }));
                         }
                         c.breaker_failures.push((key.clone(), now));
                         c.breakers.push((key, next));

@@ -189,6 +189,10 @@ pub enum StepResult {
     Failed {
         /// Why.
         error: String,
+        /// The target refused our permissions: trying again cannot help, so the action's
+        /// breaker on this target opens at once.
+        #[serde(default)]
+        denied: bool,
     },
     /// The process died while the step ran; it is not run again (at most once).
     Unknown,
@@ -278,6 +282,8 @@ pub enum Effect {
     BreakerFailure {
         /// Action kind.
         action: String,
+        /// Permission denied: open the action×target breaker now, not after more failures.
+        denied: bool,
     },
     /// A remediation verified: close half-open breakers of this action.
     BreakerSuccess {
@@ -675,7 +681,10 @@ impl Incident {
                                 _ => format!("alerts still firing {within} after step {name}"),
                             };
                             fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": within, "last": last, "condition": verify.condition(), "firing": self.active.keys().collect::<Vec<_>>()})));
-                            fx.push(Effect::BreakerFailure { action });
+                            fx.push(Effect::BreakerFailure {
+                                action,
+                                denied: false,
+                            });
                             self.after_failure(policy, step, why, now, &mut fx);
                         }
                     }
@@ -736,11 +745,11 @@ impl Incident {
                 let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
                 match &result {
                     StepResult::Ok => fx.push(record(now, "step_ok", format!("step {name} succeeded"), detail)),
-                    StepResult::Failed { error } => {
+                    StepResult::Failed { error, denied } => {
                         fx.push(record(now, "step_failed", format!("step {name} failed: {error}"), detail));
                         // Evidence that could not be gathered is no failed remediation.
                         if let Some(s) = s.as_ref().filter(|s| s.verify != crate::policy::Verify::None) {
-                            fx.push(Effect::BreakerFailure { action: s.action.clone() });
+                            fx.push(Effect::BreakerFailure { action: s.action.clone(), denied: *denied });
                         }
                     }
                     StepResult::Unknown => fx.push(record(now, "step_interrupted", format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail)),
@@ -784,7 +793,7 @@ impl Incident {
                             no_data: None,
                         };
                     }
-                    StepResult::Failed { error } => {
+                    StepResult::Failed { error, .. } => {
                         self.after_failure(policy, step, error, now, &mut fx)
                     }
                 }

@@ -190,7 +190,8 @@ fn failed_verification_counts_against_the_breaker_and_moves_to_the_next_step() {
     );
     let fx = inc.apply(Event::Tick, &policy(), t(302));
     assert!(fx.contains(&Effect::BreakerFailure {
-        action: "test".into()
+        action: "test".into(),
+        denied: false,
     }));
     assert_eq!(
         inc.due_step(&policy()).map(|s| s.2.name.as_str()),
@@ -210,6 +211,7 @@ fn exhausted_ladder_escalates_to_the_level_route() {
                 step,
                 result: StepResult::Failed {
                     error: "boom".into(),
+                    denied: false,
                 },
                 detail: serde_json::Value::Null,
             },
@@ -228,6 +230,29 @@ fn exhausted_ladder_escalates_to_the_level_route() {
         t(500),
     );
     assert!(fx.contains(&Effect::PageResolved));
+}
+
+#[test]
+fn a_denied_step_asks_for_its_breaker_to_open_at_once() {
+    let (mut inc, _) = open_at(1, 0, 0);
+    let (ladder, step) = start(&mut inc, 1);
+    let fx = inc.apply(
+        Event::StepFinished {
+            ladder,
+            step,
+            result: StepResult::Failed {
+                error: "403 Forbidden".into(),
+                denied: true,
+            },
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(2),
+    );
+    assert!(fx.contains(&Effect::BreakerFailure {
+        action: "test".into(),
+        denied: true,
+    }));
 }
 
 #[test]
