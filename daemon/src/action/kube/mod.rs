@@ -295,22 +295,25 @@ impl Session {
         }
     }
 
-    /// A read, retried on no answer, 429 and 5xx (3 tries, 1 s apart).
-    pub async fn read<T: DeserializeOwned>(
+    /// Sends `req`, retrying the errors `retry` accepts up to `times` more times, 1 s apart.
+    /// Retried errors go into `api_errors`; the final one too for a write (a read's final 404
+    /// is often the answer it waits for).
+    async fn send<T: DeserializeOwned>(
         &mut self,
         req: http::Request<Vec<u8>>,
+        times: usize,
+        retry: impl Fn(&ApiError) -> bool,
+        write: bool,
     ) -> Result<T, ApiError> {
-        let req = tidy(req);
-        self.reads += 1;
         let shape = describe(&req);
         let errors = std::sync::Mutex::new(Vec::new());
         let r = (|| async { self.send_once::<T>(clone_req(&req)).await })
             .retry(
                 ConstantBuilder::default()
                     .with_delay(Duration::from_secs(1))
-                    .with_max_times(2),
+                    .with_max_times(times),
             )
-            .when(|e: &ApiError| e.transient())
+            .when(retry)
             .notify(|e, _| {
                 errors.lock().expect("errors").push(
                     json!({"request": shape.clone(), "error": e.to_string(), "retried": true}),
@@ -318,7 +321,20 @@ impl Session {
             })
             .await;
         self.errors.extend(errors.into_inner().expect("errors"));
+        if let (true, Err(e)) = (write, &r) {
+            self.errors
+                .push(json!({"request": shape, "error": e.to_string(), "retried": false}));
+        }
         r
+    }
+
+    /// A read, retried on no answer, 429 and 5xx (3 tries in all).
+    pub async fn read<T: DeserializeOwned>(
+        &mut self,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        self.reads += 1;
+        self.send(tidy(req), 2, ApiError::transient, false).await
     }
 
     /// A read of a plain-text body (pod logs).
@@ -337,39 +353,20 @@ impl Session {
     }
 
     /// A write. Dry-run records it and answers `None`. Otherwise it is sent; no answer and 5xx
-    /// are retried (3 tries, 1 s apart), 409 too when `conflicts` (a patch without a
-    /// precondition: kubectl retries those too), and the answer is returned.
+    /// are retried (5 tries in all), 409 too when `conflicts` (a patch without a precondition:
+    /// kubectl retries those too), and the answer is returned.
     pub async fn write<T: DeserializeOwned>(
         &mut self,
         req: http::Request<Vec<u8>>,
         conflicts: bool,
     ) -> Result<Option<T>, ApiError> {
         let req = tidy(req);
-        let shape = describe(&req);
-        self.writes.push(shape.clone());
+        self.writes.push(describe(&req));
         if self.dry {
             return Ok(None);
         }
-        let errors = std::sync::Mutex::new(Vec::new());
-        let r = (|| async { self.send_once::<T>(clone_req(&req)).await })
-            .retry(
-                ConstantBuilder::default()
-                    .with_delay(Duration::from_secs(1))
-                    .with_max_times(4),
-            )
-            .when(|e: &ApiError| (e.code == 0 || e.code >= 500) || (conflicts && e.code == 409))
-            .notify(|e, _| {
-                errors.lock().expect("errors").push(
-                    json!({"request": shape.clone(), "error": e.to_string(), "retried": true}),
-                )
-            })
-            .await;
-        self.errors.extend(errors.into_inner().expect("errors"));
-        if let Err(e) = &r {
-            self.errors
-                .push(json!({"request": shape, "error": e.to_string(), "retried": false}));
-        }
-        r.map(Some)
+        let retry = |e: &ApiError| e.code == 0 || e.code >= 500 || (conflicts && e.code == 409);
+        self.send(req, 4, retry, true).await.map(Some)
     }
 
     /// A write sent once, its error returned as is (eviction: the caller owns the 429 loop).
@@ -378,17 +375,11 @@ impl Session {
         req: http::Request<Vec<u8>>,
     ) -> Result<Option<Value>, ApiError> {
         let req = tidy(req);
-        let shape = describe(&req);
-        self.writes.push(shape.clone());
+        self.writes.push(describe(&req));
         if self.dry {
             return Ok(None);
         }
-        let r = self.send_once::<Value>(req).await;
-        if let Err(e) = &r {
-            self.errors
-                .push(json!({"request": shape, "error": e.to_string(), "retried": false}));
-        }
-        r.map(Some)
+        self.send(req, 0, |_| false, true).await.map(Some)
     }
 
     /// The client (for watches).
@@ -720,9 +711,7 @@ fn watch_refusal(e: &::kube::runtime::watcher::Error) -> Option<ApiError> {
 }
 
 /// A duration as a person reads it.
-pub fn fmt(d: Duration) -> String {
-    crate::clock::fmt_duration(d)
-}
+pub use crate::clock::fmt_duration as fmt;
 
 /// Parses a bounded duration parameter.
 pub fn duration(field: &str, s: &str, max: Duration) -> Result<Duration, String> {

@@ -1017,41 +1017,22 @@ impl KubeAction for DeletePods {
                 .await
                 .map_err(Failure::api(format!("listing pods {sel} in {ns}")))?;
             let ready_before = pods.iter().filter(|p| ready(p)).count();
-            let mut todo: Vec<(String, String)> = pods
+            // (name, uid, ready), unready pods first: they serve nothing, deleting them costs
+            // no capacity.
+            let mut todo: Vec<(String, String, bool)> = pods
                 .iter()
                 .filter(|x| x["metadata"]["deletionTimestamp"].is_null())
                 .filter(|x| !p.only_unready || !ready(x))
                 .map(|x| {
-                    (
-                        x["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        x["metadata"]["uid"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    )
+                    let field = |f: &str| x["metadata"][f].as_str().unwrap_or_default().to_string();
+                    (field("name"), field("uid"), ready(x))
                 })
                 .collect();
-            // Unready pods first: they serve nothing, deleting them costs no capacity.
-            todo.sort_by_key(|(n, _)| {
-                pods.iter()
-                    .find(|x| x["metadata"]["name"] == n.as_str())
-                    .is_some_and(ready)
-            });
+            todo.sort_by_key(|t| t.2);
             if todo.is_empty() {
                 return refuse(format!("no pods to delete ({sel} in {ns})"));
             }
-            let unready_todo = todo
-                .iter()
-                .filter(|(n, _)| {
-                    !pods
-                        .iter()
-                        .find(|x| x["metadata"]["name"] == n.as_str())
-                        .is_some_and(ready)
-                })
-                .count();
+            let unready_todo = todo.iter().filter(|t| !t.2).count();
             let batch = ((ready_before as f64) * p.max_share).floor() as usize;
             if batch == 0 && unready_todo < todo.len() {
                 return refuse(format!(
@@ -1067,18 +1048,10 @@ impl KubeAction for DeletePods {
             let mut deleted = Vec::new();
             while !todo.is_empty() {
                 // All unready ones may go at once; ready ones `batch` at a time.
-                let take = todo
-                    .iter()
-                    .take_while(|(n, _)| {
-                        !pods
-                            .iter()
-                            .find(|x| x["metadata"]["name"] == n.as_str())
-                            .is_some_and(ready)
-                    })
-                    .count();
+                let take = todo.iter().take_while(|t| !t.2).count();
                 let take = if take > 0 { take } else { batch.max(1) }.min(todo.len());
-                let now: Vec<(String, String)> = todo.drain(..take).collect();
-                for (name, _) in &now {
+                let now: Vec<(String, String, bool)> = todo.drain(..take).collect();
+                for (name, _, _) in &now {
                     let r = super::at(pods_path.clone())
                         .delete(
                             name,
@@ -1111,7 +1084,7 @@ impl KubeAction for DeletePods {
                         ));
                     }
                     let mut gone = true;
-                    for (name, uid) in &now {
+                    for (name, uid, _) in &now {
                         match s.read::<Value>(get(&pods_path, name)).await {
                             Ok(p) if p["metadata"]["uid"] == uid.as_str() => gone = false,
                             Ok(_) => {}
