@@ -16,24 +16,12 @@ use std::process::Output;
 use std::time::Duration;
 
 use fake_kube::{FakeKube, Options, Rollout, fixtures};
-use kubectl::{kubectl, normalise, text};
+use kubectl::{kubectl_async as kc, normalise, text};
 use serde_json::{Value, json};
 
 const NS: &str = "default";
 
 /// kubectl on a blocking thread, so the test's runtime (and `auto_step`) keep running.
-async fn kc(fake: &FakeKube, dir: &Path, args: &[&str]) -> Output {
-    let fake = fake.clone();
-    let dir = dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl(&fake, &dir, &refs)
-    })
-    .await
-    .unwrap()
-}
-
 fn ok(o: &Output) {
     assert!(o.status.success(), "kubectl failed: {}", text(o));
 }

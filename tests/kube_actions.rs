@@ -88,15 +88,7 @@ impl Env {
             .expect("web exists")
     }
     async fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        let fake = self.fake.clone();
-        let dir = self.dir.path().to_path_buf();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl::kubectl(&fake, &dir, &a)
-        })
-        .await
-        .unwrap()
+        kubectl::kubectl_async(&self.fake, self.dir.path(), args).await
     }
 }
 

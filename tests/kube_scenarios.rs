@@ -95,15 +95,12 @@ async fn world(steps: &str) -> World {
 }
 
 fn node_alert(status: &str, node: &str, fp: &str, starts_at: &str) -> String {
-    json!({
-        "receiver": "remedyd", "status": status, "version": "4", "groupKey": "{}:{}",
-        "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-        "alerts": [{"status": status, "labels": {"alertname": "KubeNodeNotReady", "node": node},
-            "annotations": {}, "startsAt": starts_at,
-            "endsAt": if status == "resolved" { "2099-01-01T00:00:00Z" } else { "0001-01-01T00:00:00Z" },
-            "generatorURL": "http://prom", "fingerprint": fp}]
-    })
-    .to_string()
+    support::alert_payload(
+        status,
+        json!({"alertname": "KubeNodeNotReady", "node": node}),
+        fp,
+        starts_at,
+    )
 }
 
 async fn timeline_text(d: &Daemon, id: &str) -> String {

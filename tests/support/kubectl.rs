@@ -49,6 +49,20 @@ pub fn kubectl(fake: &FakeKube, dir: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running {KUBECTL}: {e}"))
 }
 
+/// `kubectl` on a blocking thread, for async tests whose runtime must keep going meanwhile
+/// (e.g. to step the fake).
+pub async fn kubectl_async(fake: &FakeKube, dir: &Path, args: &[&str]) -> Output {
+    let fake = fake.clone();
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubectl(&fake, &dir, &refs)
+    })
+    .await
+    .expect("the kubectl thread")
+}
+
 /// Runs `kubectl ARGS` without a server (`--local`, `version --client`, ...).
 pub fn kubectl_offline(dir: &Path, args: &[&str]) -> Output {
     require();

@@ -269,11 +269,26 @@ pub fn fixture(name: &str) -> String {
     .unwrap()
 }
 
-/// A one-alert payload built in the test.
+/// A one-alert HighErrorRate payload built in the test.
 pub fn payload(
     status: &str,
     service: &str,
     severity: &str,
+    fingerprint: &str,
+    starts_at: &str,
+) -> String {
+    alert_payload(
+        status,
+        serde_json::json!({"alertname": "HighErrorRate", "service": service, "severity": severity}),
+        fingerprint,
+        starts_at,
+    )
+}
+
+/// A one-alert payload with these labels, as Alertmanager 0.25 sends it.
+pub fn alert_payload(
+    status: &str,
+    labels: serde_json::Value,
     fingerprint: &str,
     starts_at: &str,
 ) -> String {
@@ -282,12 +297,16 @@ pub fn payload(
     } else {
         "0001-01-01T00:00:00Z"
     };
+    let group_key = format!(
+        "{{}}:{{alertname={:?}}}",
+        labels["alertname"].as_str().unwrap_or_default()
+    );
     serde_json::json!({
-        "receiver": "remedyd", "status": status, "version": "4", "groupKey": "{}:{alertname=\"HighErrorRate\"}",
+        "receiver": "remedyd", "status": status, "version": "4", "groupKey": group_key,
         "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
         "alerts": [{
             "status": status,
-            "labels": {"alertname": "HighErrorRate", "service": service, "severity": severity},
+            "labels": labels,
             "annotations": {"summary": "errors"},
             "startsAt": starts_at, "endsAt": ends, "generatorURL": "http://prom", "fingerprint": fingerprint
         }]
