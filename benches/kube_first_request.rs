@@ -30,6 +30,8 @@
 
 #[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -157,24 +159,12 @@ fn service(i: usize) -> String {
 }
 
 fn payload(status: &str, svc: &str, fingerprint: &str, starts_at: &str) -> String {
-    let ends = if status == "resolved" {
-        SystemClock.now().to_rfc3339()
-    } else {
-        "0001-01-01T00:00:00Z".to_string()
-    };
-    serde_json::json!({
-        "receiver": "remedyd", "status": status, "version": "4", "groupKey": "{}:{alertname=\"HighErrorRate\"}",
-        "truncatedAlerts": 0, "groupLabels": {"alertname": "HighErrorRate"}, "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://alertmanager.example:9093",
-        "alerts": [{
-            "status": status,
-            "labels": {"alertname": "HighErrorRate", "service": svc, "severity": "critical", "namespace": NS},
-            "annotations": {"summary": "5xx ratio above 5%"},
-            "startsAt": starts_at, "endsAt": ends, "generatorURL": "http://prometheus.example:9090/graph",
-            "fingerprint": fingerprint
-        }]
-    })
-    .to_string()
+    support::alert_payload(
+        status,
+        serde_json::json!({"alertname": "HighErrorRate", "service": svc, "severity": "critical", "namespace": NS}),
+        fingerprint,
+        starts_at,
+    )
 }
 
 /// Polls `f` every millisecond until it returns something (bounded by WAIT).
