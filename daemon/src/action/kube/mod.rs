@@ -727,6 +727,19 @@ pub fn duration(field: &str, s: &str, max: Duration) -> Result<Duration, String>
     Ok(d)
 }
 
+/// A step's `with:` (absent = `{}`), an error naming the field (`containers: …`).
+pub fn params<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
+    let v = if v.is_null() { json!({}) } else { v.clone() };
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let p = e.path().to_string();
+        if p == "." {
+            e.inner().to_string()
+        } else {
+            format!("{p}: {}", e.inner())
+        }
+    })
+}
+
 /// Renders a template parameter (`{{target.name}}` by default).
 pub fn render(field: &str, t: &str, req: &ActionRequest) -> Result<String, String> {
     let v = Template::parse(t)

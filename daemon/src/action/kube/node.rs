@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{
     ActionRequest, BoxFuture, Failure, KubeAction, Session, check_template, duration, fmt, get,
-    list_all, render, strategic,
+    list_all, params, render, strategic,
 };
 
 /// kubectl's wait between evictions a PodDisruptionBudget refused.
@@ -88,13 +88,10 @@ fn key(p: &Value) -> (String, String) {
 
 impl KubeAction for Drain {
     fn validate(&self, p: &Value) -> Result<(), String> {
-        serde_json::from_value::<Params>(p.clone())
-            .map_err(|e| e.to_string())?
-            .check()
-            .map(|_| ())
+        params::<Params>(p)?.check().map(|_| ())
     }
     fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
-        let p: Params = serde_json::from_value(req.params.clone()).map_err(|e| e.to_string())?;
+        let p: Params = params(&req.params)?;
         let node = render("node", &p.node, req)?;
         Ok(
             json!({"cordon": format!("/api/v1/nodes/{node}"), "evict": "pods on the node, through pods/eviction", "timeout": p.timeout, "min_ready_nodes": p.min_ready_nodes}),
@@ -106,8 +103,7 @@ impl KubeAction for Drain {
         req: &'a ActionRequest,
     ) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
-            let p: Params = serde_json::from_value(req.params.clone())
-                .map_err(|e| Failure::Refused(e.to_string()))?;
+            let p: Params = params(&req.params).map_err(Failure::Refused)?;
             let timeout = p.check().map_err(Failure::Refused)?;
             let node = render("node", &p.node, req).map_err(Failure::Refused)?;
             let started = Instant::now();

@@ -4,13 +4,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::quantity::Quantity;
 use super::{
     ActionRequest, BoxFuture, Failure, KubeAction, Session, check_template, duration, fmt, get,
-    list_all, merge, namespace, path, render, selector_string, strategic, wait_rollout,
+    list_all, merge, namespace, params, path, render, selector_string, strategic, wait_rollout,
 };
 
 /// The longest any wait may be.
@@ -19,18 +18,6 @@ const CORE_DNS: &str = "coredns";
 const DNS_PODS: &str = "k8s-app=kube-dns";
 /// Pods listed in one evidence record.
 const MAX_PODS: usize = 50;
-
-fn params<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
-    let v = if v.is_null() { json!({}) } else { v.clone() };
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let p = e.path().to_string();
-        if p == "." {
-            e.inner().to_string()
-        } else {
-            format!("{p}: {}", e.inner())
-        }
-    })
-}
 
 fn default_deployment() -> String {
     "{{target.name}}".into()
