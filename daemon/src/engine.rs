@@ -283,6 +283,24 @@ impl Engine {
         });
     }
 
+    /// What [`Self::run`] does first: steps left running by a previous process are recorded as
+    /// interrupted. For harnesses that drive passes themselves (the model-based test).
+    pub async fn recover_interrupted(&mut self) -> Result<(), StoreError> {
+        self.recover().await
+    }
+
+    /// Records the results of the steps and probes that have already finished, without waiting
+    /// for the others; returns how many. For harnesses that drive passes themselves and whose
+    /// actions may hang (the model-based test), where [`Self::settle`] would wait for ever.
+    pub async fn record_finished(&mut self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        while let Ok(msg) = self.done_rx.try_recv() {
+            self.handle(msg).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// One synchronous round for `remedyd test` and simulations: a pass, then wait for the
     /// actions and probes it started and record their results, then another pass.
     pub async fn settle(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
