@@ -1,0 +1,236 @@
+//! I8: a restart changes nothing. The store is read before the restart and after the new engine's
+//! first pass at the same instant; only what the restart itself explains may differ: the steps it
+//! interrupted (their incidents, and the incidents waiting for the same targets) and what those
+//! touch (their budget scopes and breakers).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use remedyd::clock::Timestamp;
+use remedyd::incident::{Entry, Incident, Phase};
+use remedyd::policy::breaker::BreakerRecord;
+use remedyd::store::{Pause, Store};
+
+use super::check::Violation;
+
+/// What the store holds.
+pub struct Snapshot {
+    incidents: BTreeMap<String, Incident>,
+    timelines: BTreeMap<String, Vec<Entry>>,
+    breakers: BTreeMap<String, BreakerRecord>,
+    pauses: Vec<Pause>,
+    uses: BTreeMap<(String, bool), u32>,
+    outbox: BTreeMap<i64, (String, String, u32)>,
+}
+
+/// Reads everything I8 compares; `keys` are the budget scopes to count.
+pub async fn snapshot(store: &dyn Store, keys: &[String]) -> Result<Snapshot, String> {
+    let e = |what: &str| {
+        let what = what.to_string();
+        move |err: remedyd::store::StoreError| format!("reading {what} for I8: {err}")
+    };
+    let incidents: BTreeMap<String, Incident> = store
+        .list_incidents(None, 100_000)
+        .await
+        .map_err(e("incidents"))?
+        .into_iter()
+        .map(|i| (i.id.clone(), i))
+        .collect();
+    let mut timelines = BTreeMap::new();
+    for id in incidents.keys() {
+        timelines.insert(
+            id.clone(),
+            store.timeline(id).await.map_err(e("a timeline"))?,
+        );
+    }
+    let breakers = store
+        .breakers()
+        .await
+        .map_err(e("breakers"))?
+        .into_iter()
+        .collect();
+    let pauses = store.pauses().await.map_err(e("pauses"))?;
+    let mut uses = BTreeMap::new();
+    for dry in [false, true] {
+        let (counts, _) = store
+            .gate_reads(
+                keys.iter().map(|k| (k.clone(), Timestamp(0))).collect(),
+                dry,
+                Vec::new(),
+            )
+            .await
+            .map_err(e("budget uses"))?;
+        for (k, n) in keys.iter().zip(counts) {
+            uses.insert((k.clone(), dry), n);
+        }
+    }
+    let outbox = store
+        .outbox_due(Timestamp(i64::MAX), 100_000)
+        .await
+        .map_err(e("the outbox"))?
+        .into_iter()
+        .map(|i| {
+            let body = serde_json::to_string(&i.notification).unwrap_or_default();
+            (i.id, (i.route, body, i.attempts))
+        })
+        .collect();
+    Ok(Snapshot {
+        incidents,
+        timelines,
+        breakers,
+        pauses,
+        uses,
+        outbox,
+    })
+}
+
+fn differ(what: String) -> Violation {
+    Violation {
+        invariant: "I8",
+        kind: "restart_changed_state",
+        message: what,
+    }
+}
+
+/// The differences the restart does not explain.
+pub fn compare(before: &Snapshot, after: &Snapshot) -> Vec<Violation> {
+    let interrupted: BTreeSet<&String> = before
+        .incidents
+        .values()
+        .filter(|i| !i.is_resolved() && matches!(i.phase, Phase::Running { .. }))
+        .map(|i| &i.id)
+        .collect();
+    let targets: BTreeSet<String> = interrupted
+        .iter()
+        .filter_map(|id| before.incidents.get(*id))
+        .map(|i| i.target.key())
+        .collect();
+    let explained = |i: &Incident| interrupted.contains(&i.id) || targets.contains(&i.target.key());
+    let mut out = Vec::new();
+    let mut keys_ok: BTreeSet<String> = BTreeSet::new();
+    for i in before.incidents.values().filter(|i| explained(i)) {
+        keys_ok.insert(format!("rule:{}", i.rule));
+        keys_ok.insert(format!("namespace:{}", i.target.namespace));
+        keys_ok.insert("global".into());
+    }
+    let key_ok = |k: &str| {
+        keys_ok.contains(k)
+            || targets
+                .iter()
+                .any(|t| k.starts_with("action:") && k.ends_with(&format!(":{t}")))
+    };
+    let ids: BTreeSet<&String> = before
+        .incidents
+        .keys()
+        .chain(after.incidents.keys())
+        .collect();
+    for id in ids {
+        let (b, a) = (before.incidents.get(id), after.incidents.get(id));
+        if b.or(a).is_some_and(|i| explained(i)) {
+            let (tb, ta) = (before.timelines.get(id), after.timelines.get(id));
+            let prefix = match (tb, ta) {
+                (Some(tb), Some(ta)) => ta.starts_with(tb),
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            if !prefix {
+                out.push(differ(format!(
+                    "{id}: its timeline was rewritten by the restart"
+                )));
+            }
+            continue;
+        }
+        if b != a {
+            out.push(differ(format!(
+                "{id}: before the restart {}; after {}",
+                b.map_or("absent".into(), |i| format!(
+                    "{} level {} {:?}",
+                    i.status().as_str(),
+                    i.level,
+                    i.phase
+                )),
+                a.map_or("absent".into(), |i| format!(
+                    "{} level {} {:?}",
+                    i.status().as_str(),
+                    i.level,
+                    i.phase
+                )),
+            )));
+        } else if before.timelines.get(id) != after.timelines.get(id) {
+            let n = before.timelines.get(id).map_or(0, Vec::len);
+            let added: Vec<String> = after
+                .timelines
+                .get(id)
+                .map(|t| {
+                    t.iter()
+                        .skip(n)
+                        .map(|e| format!("{}: {}", e.kind, e.message))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(differ(format!(
+                "{id}: the restart added to its timeline: {added:?}"
+            )));
+        }
+    }
+    let bkeys: BTreeSet<&String> = before
+        .breakers
+        .keys()
+        .chain(after.breakers.keys())
+        .collect();
+    for k in bkeys {
+        if !key_ok(k) && before.breakers.get(k) != after.breakers.get(k) {
+            out.push(differ(format!(
+                "breaker {k}: {:?} before the restart, {:?} after",
+                before.breakers.get(k),
+                after.breakers.get(k)
+            )));
+        }
+    }
+    if before.pauses != after.pauses {
+        out.push(differ(format!(
+            "pauses: {:?} before the restart, {:?} after",
+            before.pauses, after.pauses
+        )));
+    }
+    for ((k, dry), n) in &before.uses {
+        let m = after.uses.get(&(k.clone(), *dry)).copied().unwrap_or(0);
+        if !key_ok(k) && m != *n {
+            out.push(differ(format!(
+                "budget {k} ({}): {n} uses before the restart, {m} after",
+                if *dry { "dry-run" } else { "enforce" }
+            )));
+        }
+    }
+    for (id, row) in &before.outbox {
+        if after.outbox.get(id) != Some(row) {
+            out.push(differ(format!(
+                "outbox row {id} to {} changed by the restart",
+                row.0
+            )));
+        }
+    }
+    for (id, (route, body, _)) in &after.outbox {
+        if before.outbox.contains_key(id) {
+            continue;
+        }
+        let incident = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                v.get("incident")
+                    .and_then(|i| i.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let ok = before
+            .incidents
+            .get(&incident)
+            .or(after.incidents.get(&incident))
+            .is_some_and(|i| explained(i));
+        if !ok {
+            out.push(differ(format!(
+                "the restart enqueued a page to {route} for {incident} (row {id})"
+            )));
+        }
+    }
+    out
+}

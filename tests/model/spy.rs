@@ -1,0 +1,201 @@
+//! The fact log: everything the engine did, in the order it happened, as seen at its seams.
+//! [`SpyStore`] wraps the real store and logs each successful write (the engine's commits, the
+//! outbox's bookkeeping, ingests); the recording executors and pager log their calls. The
+//! invariants are checked over this log, so they see the order of writes inside one event
+//! without reading the store back after each of them.
+
+use std::sync::{Arc, Mutex};
+
+use remedyd::action::BoxFuture;
+use remedyd::clock::Timestamp;
+use remedyd::incident::{Entry, Incident, Status};
+use remedyd::policy::breaker::BreakerRecord;
+use remedyd::signal::Signal;
+use remedyd::store::{
+    Commit, IngestResult, OutboxItem, Pause, Receipt, Result, Store, StoredSignal,
+};
+
+/// One executor call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// Position in the call log.
+    pub seq: usize,
+    /// Engine generation (restarts so far) that made it.
+    pub generation: u32,
+    /// Action kind.
+    pub action: String,
+    /// Incident id.
+    pub incident: String,
+    /// Step name.
+    pub step: String,
+    /// `dry_run` (true) or `execute`.
+    pub dry_run: bool,
+}
+
+/// Something that happened, in order.
+#[derive(Clone, Debug)]
+pub enum Fact {
+    /// Signals stored by ingest (webhook payloads and the poller).
+    Ingest(Vec<Signal>, IngestResult),
+    /// A commit the store accepted.
+    Commit(Box<Commit>),
+    /// An executor was called.
+    Call(Call),
+    /// An executor call returned.
+    Returned(usize),
+    /// The outbox handed these pages to the pager (id, route).
+    OutboxDue(Vec<(i64, String)>),
+    /// A page is done: delivered, or recorded only / given up.
+    OutboxDone(i64, bool),
+    /// A page is to be retried at this time.
+    OutboxRetry(i64, Timestamp),
+    /// A pause was set.
+    Pause(String),
+    /// A pause was lifted.
+    Resume(String),
+}
+
+/// The shared, ordered log.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<Fact>>>);
+
+impl Log {
+    /// Appends a fact.
+    pub fn push(&self, f: Fact) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+    }
+    /// Takes every fact logged so far.
+    pub fn drain(&self) -> Vec<Fact> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A store that logs its successful writes.
+pub struct SpyStore {
+    inner: Arc<dyn Store>,
+    log: Log,
+}
+
+impl SpyStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Store>, log: Log) -> Self {
+        Self { inner, log }
+    }
+}
+
+impl Store for SpyStore {
+    fn ingest(
+        &self,
+        receipt: Receipt,
+        signals: Vec<Signal>,
+    ) -> BoxFuture<'_, Result<IngestResult>> {
+        Box::pin(async move {
+            let copy = signals.clone();
+            let r = self.inner.ingest(receipt, signals).await?;
+            self.log.push(Fact::Ingest(copy, r));
+            Ok(r)
+        })
+    }
+    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
+        self.inner.pending_signals(limit)
+    }
+    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+        self.inner.incident_counter(year)
+    }
+    fn active_incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>>> {
+        self.inner.active_incidents()
+    }
+    fn commit(&self, c: Commit) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let copy = c.clone();
+            self.inner.commit(c).await?;
+            self.log.push(Fact::Commit(Box::new(copy)));
+            Ok(())
+        })
+    }
+    fn count_uses(&self, key: &str, since: Timestamp, dry_run: bool) -> BoxFuture<'_, Result<u32>> {
+        self.inner.count_uses(key, since, dry_run)
+    }
+    fn breaker(&self, key: &str) -> BoxFuture<'_, Result<BreakerRecord>> {
+        self.inner.breaker(key)
+    }
+    fn gate_reads(
+        &self,
+        uses: Vec<(String, Timestamp)>,
+        dry_run: bool,
+        breakers: Vec<String>,
+    ) -> BoxFuture<'_, Result<(Vec<u32>, Vec<BreakerRecord>)>> {
+        self.inner.gate_reads(uses, dry_run, breakers)
+    }
+    fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>> {
+        self.inner.breakers()
+    }
+    fn count_failures(&self, key: &str, since: Timestamp) -> BoxFuture<'_, Result<u32>> {
+        self.inner.count_failures(key, since)
+    }
+    fn pauses(&self) -> BoxFuture<'_, Result<Vec<Pause>>> {
+        self.inner.pauses()
+    }
+    fn set_pause(&self, p: Pause) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let scope = p.scope.clone();
+            self.inner.set_pause(p).await?;
+            self.log.push(Fact::Pause(scope));
+            Ok(())
+        })
+    }
+    fn clear_pause(&self, scope: &str) -> BoxFuture<'_, Result<bool>> {
+        let scope = scope.to_string();
+        Box::pin(async move {
+            let r = self.inner.clear_pause(&scope).await?;
+            self.log.push(Fact::Resume(scope));
+            Ok(r)
+        })
+    }
+    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
+        Box::pin(async move {
+            let items = self.inner.outbox_due(now, limit).await?;
+            self.log.push(Fact::OutboxDue(
+                items.iter().map(|i| (i.id, i.route.clone())).collect(),
+            ));
+            Ok(items)
+        })
+    }
+    fn outbox_done(&self, id: i64, now: Timestamp, delivered: bool) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.inner.outbox_done(id, now, delivered).await?;
+            self.log.push(Fact::OutboxDone(id, delivered));
+            Ok(())
+        })
+    }
+    fn outbox_retry(&self, id: i64, next_at: Timestamp, error: &str) -> BoxFuture<'_, Result<()>> {
+        let error = error.to_string();
+        Box::pin(async move {
+            self.inner.outbox_retry(id, next_at, &error).await?;
+            self.log.push(Fact::OutboxRetry(id, next_at));
+            Ok(())
+        })
+    }
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<u64>> {
+        self.inner.outbox_depth()
+    }
+    fn list_incidents(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Incident>>> {
+        self.inner.list_incidents(status, limit)
+    }
+    fn get_incident(&self, id: &str) -> BoxFuture<'_, Result<Option<Incident>>> {
+        self.inner.get_incident(id)
+    }
+    fn timeline(&self, id: &str) -> BoxFuture<'_, Result<Vec<Entry>>> {
+        self.inner.timeline(id)
+    }
+    fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>>> {
+        self.inner.count_by_status()
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        self.inner.ping()
+    }
+}

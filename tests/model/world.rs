@@ -1,0 +1,630 @@
+//! The harness around the real engine: SQLite store (behind the spy), manual clock, recording
+//! executors and pager, a metric source the history controls, the real poller and outbox, and
+//! the real ruleset loader. [`World::step`] applies one event and runs the daemon until nothing
+//! is left to do at that instant; the model then checks what happened.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use remedyd::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
+use remedyd::clock::{Clock, ManualClock, Timestamp};
+use remedyd::config::Mode;
+use remedyd::engine::{Engine, EngineConfig, SharedRuleset};
+use remedyd::escalate::{Notification, Pager, PagerError};
+use remedyd::intake::poller::Poller;
+use remedyd::policy::Route;
+use remedyd::prom::{MetricSource, QueryError, Sample};
+use remedyd::ruleset::Ruleset;
+use remedyd::signal::Labels;
+use remedyd::store::sqlite::SqliteStore;
+use remedyd::store::{Pause, Store};
+use remedyd::telemetry::Metrics;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::task::TaskTracker;
+
+use super::history::{AlertSpec, Event, GlobalMode, History, OutcomeKind, SERVICES};
+use super::spy::{Call, Fact, Log, SpyStore};
+
+/// The instant every history starts at (2026-03-01T00:00:00Z): fixed so that ids and times are
+/// the same on every run.
+pub const T0: Timestamp = Timestamp(1_772_323_200_000);
+
+/// Rounds of pass → wait → record per event. A round only follows one that recorded a result;
+/// eight is far more than a ladder of three steps needs at one instant.
+const ROUNDS: usize = 8;
+
+/// Yields allowed for the tasks of one round to finish. They are immediate unless hung; this
+/// bounds a task that never finishes (a hang the model reports).
+const YIELDS: usize = 10_000;
+
+// === impl Lab ===
+
+/// State shared by the recording executors.
+pub struct Lab {
+    clock: Arc<ManualClock>,
+    log: Log,
+    inner: Mutex<LabInner>,
+}
+
+#[derive(Default)]
+struct LabInner {
+    scripts: BTreeMap<String, VecDeque<OutcomeKind>>,
+    hung: VecDeque<(usize, oneshot::Sender<OutcomeKind>)>,
+    calls: usize,
+    generation: u32,
+}
+
+impl Lab {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LabInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls hung and not yet released.
+    pub fn hung(&self) -> usize {
+        self.lock().hung.len()
+    }
+
+    async fn call(&self, action: &str, req: &ActionRequest, dry_run: bool) -> Outcome {
+        let (seq, kind, wait) = {
+            let mut l = self.lock();
+            let seq = l.calls;
+            l.calls += 1;
+            let kind = l
+                .scripts
+                .get_mut(action)
+                .and_then(|q| q.pop_front())
+                .unwrap_or(OutcomeKind::Ok);
+            self.log.push(Fact::Call(Call {
+                seq,
+                generation: l.generation,
+                action: action.to_string(),
+                incident: req.incident.clone(),
+                step: req.step.clone(),
+                dry_run,
+            }));
+            let wait = (kind == OutcomeKind::Hang).then(|| {
+                let (tx, rx) = oneshot::channel();
+                l.hung.push_back((seq, tx));
+                rx
+            });
+            (seq, kind, wait)
+        };
+        let kind = match wait {
+            // A dropped sender: the history is over; the answer goes nowhere.
+            Some(rx) => rx.await.unwrap_or(OutcomeKind::Fail),
+            None => kind,
+        };
+        self.log.push(Fact::Returned(seq));
+        let at = self.clock.now();
+        let detail = serde_json::json!({"at": at});
+        match kind {
+            OutcomeKind::Ok | OutcomeKind::Hang => Outcome::ok(format!("{action} done"), detail),
+            OutcomeKind::Fail => {
+                Outcome::failed(false, format!("{action} failed (scripted)"), detail)
+            }
+            OutcomeKind::Retry => Outcome::failed(
+                true,
+                format!("{action}: 503 from the API (scripted)"),
+                detail,
+            ),
+            OutcomeKind::Timeout => {
+                Outcome::failed(true, format!("{action} timed out (scripted)"), detail)
+            }
+            OutcomeKind::Denied => Outcome {
+                trip_breaker: true,
+                ..Outcome::failed(false, format!("{action}: 403 forbidden (scripted)"), detail)
+            },
+        }
+    }
+}
+
+/// A recording executor for one action kind.
+struct Recorder {
+    kind: &'static str,
+    lab: Arc<Lab>,
+}
+
+impl Executor for Recorder {
+    fn validate(&self, _: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+    fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!({"action": self.kind, "target": req.vars.get("target.name")}))
+    }
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.lab.call(self.kind, req, false))
+    }
+    fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.lab.call(self.kind, req, true))
+    }
+    fn gathers_evidence(&self) -> bool {
+        self.kind == "evidence"
+    }
+}
+
+// === impl RecPager ===
+
+/// A pager whose routes are up or down as the history says; it records every attempt.
+#[derive(Default)]
+pub struct RecPager {
+    down: Mutex<BTreeMap<String, bool>>,
+    /// Every attempt: route, notification, delivered.
+    pub sent: Mutex<Vec<(String, Notification, bool)>>,
+}
+
+impl RecPager {
+    /// Whether a route's deliveries succeed now.
+    pub fn up(&self, route: &str) -> bool {
+        !self
+            .down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(route)
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+impl Pager for RecPager {
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>> {
+        Box::pin(async move {
+            let ok = self.up(&route.name);
+            self.sent.lock().unwrap_or_else(|e| e.into_inner()).push((
+                route.name.clone(),
+                n.clone(),
+                ok,
+            ));
+            if ok {
+                Ok(true)
+            } else {
+                Err(PagerError {
+                    retryable: true,
+                    message: format!("route {} is down (scripted)", route.name),
+                    retry_after: None,
+                })
+            }
+        })
+    }
+}
+
+// === impl Source ===
+
+/// Query values the history sets: the polled error ratio and the verification health value.
+#[derive(Default)]
+pub struct Source {
+    values: Mutex<BTreeMap<(&'static str, usize), f64>>,
+}
+
+impl Source {
+    fn set(&self, metric: &'static str, svc: usize, v: Option<f64>) {
+        let mut m = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        match v {
+            Some(v) => m.insert((metric, svc), v),
+            None => m.remove(&(metric, svc)),
+        };
+    }
+}
+
+fn series(svc: usize) -> Labels {
+    [
+        ("service".to_string(), SERVICES[svc].0.to_string()),
+        ("namespace".to_string(), SERVICES[svc].1.to_string()),
+    ]
+    .into()
+}
+
+impl MetricSource for Source {
+    fn query<'a>(&'a self, promql: &'a str) -> BoxFuture<'a, Result<Vec<Sample>, QueryError>> {
+        Box::pin(async move {
+            let m = self.values.lock().unwrap_or_else(|e| e.into_inner());
+            let (metric, only) = if promql == "svc_error_ratio" {
+                ("svc_error_ratio", None)
+            } else if let Some(rest) = promql.strip_prefix("svc_health{service=\"") {
+                let name = rest.trim_end_matches("\"}");
+                ("svc_health", SERVICES.iter().position(|(n, _)| *n == name))
+            } else {
+                return Err(QueryError::Rejected(format!("unknown query {promql}")));
+            };
+            Ok(m.iter()
+                .filter(|((k, svc), _)| *k == metric && only.is_none_or(|o| o == *svc))
+                .map(|((_, svc), v)| Sample {
+                    labels: series(*svc),
+                    value: *v,
+                })
+                .collect())
+        })
+    }
+}
+
+// === impl World ===
+
+/// Alertmanager's fingerprint stand-in: FNV-1a of the sorted labels.
+pub fn fingerprint(labels: &Labels) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0]).chain(v.bytes()).chain([1]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The labels of an alert.
+pub fn labels(a: &AlertSpec) -> Labels {
+    let mut l = series(a.svc);
+    l.insert("alertname".into(), a.name.as_str().into());
+    l.insert("severity".into(), a.sev.as_str().into());
+    l
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp(T0.0 + secs * 1000)
+}
+
+/// An Alertmanager v4 body for these alerts.
+fn payload(alerts: &[AlertSpec], now: Timestamp) -> String {
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| {
+            let l = labels(a);
+            serde_json::json!({
+                "status": if a.firing { "firing" } else { "resolved" },
+                "labels": l,
+                "annotations": {"summary": "model"},
+                "startsAt": at(a.starts).to_rfc3339(),
+                "endsAt": if a.firing { "0001-01-01T00:00:00Z".to_string() } else { now.to_rfc3339() },
+                "generatorURL": "",
+                "fingerprint": fingerprint(&l),
+            })
+        })
+        .collect();
+    let status = if alerts.iter().any(|a| a["status"] == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
+    serde_json::json!({
+        "version": "4", "status": status, "receiver": "remedyd", "groupKey": "{}:{}",
+        "truncatedAlerts": 0, "alerts": alerts,
+    })
+    .to_string()
+}
+
+/// Rulesets already loaded, by the text of their files: histories share configurations, and
+/// the loader (YAML, PromQL checks) costs more than a whole history's events in a debug build.
+static LOADED: Mutex<BTreeMap<String, Arc<Ruleset>>> = Mutex::new(BTreeMap::new());
+
+/// Loads one variant's files with the real loader, from a temporary directory (once per
+/// distinct text in this process).
+pub fn load(files: &[(String, String)], executors: &Executors) -> Result<Arc<Ruleset>, String> {
+    let key: String = files.iter().map(|(p, t)| format!("{p}\n{t}\n")).collect();
+    if let Some(rs) = LOADED.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(rs.clone());
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    for sub in ["rules", "policies"] {
+        std::fs::create_dir_all(dir.path().join(sub))
+            .map_err(|e| format!("creating {sub}/: {e}"))?;
+    }
+    for (path, text) in files {
+        std::fs::write(dir.path().join(path), text).map_err(|e| format!("writing {path}: {e}"))?;
+    }
+    let rs = remedyd::ruleset::load(
+        &dir.path().join("rules"),
+        &dir.path().join("policies"),
+        executors,
+    )
+    .map_err(|d| format!("the generated rules and policies do not load:\n{d}"))?;
+    let rs = Arc::new(rs);
+    LOADED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, rs.clone());
+    Ok(rs)
+}
+
+/// The recording executors.
+pub fn executors(lab: &Arc<Lab>) -> Executors {
+    let mut e = Executors::default();
+    for kind in super::history::ACTIONS {
+        e.register(
+            kind,
+            Arc::new(Recorder {
+                kind,
+                lab: lab.clone(),
+            }),
+        );
+    }
+    e
+}
+
+/// The harness for one history.
+pub struct World {
+    /// The fact log.
+    pub log: Log,
+    /// The clock.
+    pub clock: Arc<ManualClock>,
+    /// The store, behind the spy.
+    pub store: Arc<dyn Store>,
+    /// The store itself, for reads that are not the engine's (I8 snapshots).
+    pub raw: Arc<dyn Store>,
+    /// Variants loaded so far (a reload loads its variant, as the daemon's reload does).
+    rulesets: Vec<Option<Arc<Ruleset>>>,
+    /// The variants' files.
+    files: Vec<Vec<(String, String)>>,
+    /// The variant in effect.
+    pub variant: usize,
+    shared: SharedRuleset,
+    executors: Executors,
+    /// Executors' shared state.
+    pub lab: Arc<Lab>,
+    /// The pager.
+    pub pager: Arc<RecPager>,
+    source: Arc<Source>,
+    metrics: Arc<Metrics>,
+    engine: Engine,
+    poller: Poller,
+    tasks: TaskTracker,
+    wake: Arc<Notify>,
+    /// Global mode.
+    pub mode: Mode,
+}
+
+impl World {
+    /// A fresh world for `h` on an in-memory SQLite store.
+    pub fn new(h: &History) -> Result<Self, String> {
+        let sqlite = SqliteStore::open(std::path::Path::new(":memory:"))
+            .map_err(|e| format!("opening the SQLite store: {e}"))?;
+        Self::on_store(h, Arc::new(sqlite))
+    }
+
+    /// A fresh world for `h` on `inner`.
+    pub fn on_store(h: &History, inner: Arc<dyn Store>) -> Result<Self, String> {
+        let log = Log::default();
+        let clock = Arc::new(ManualClock::new(T0));
+        let lab = Arc::new(Lab {
+            clock: clock.clone(),
+            log: log.clone(),
+            inner: Mutex::new(LabInner::default()),
+        });
+        let executors = executors(&lab);
+        let first = load(&h.variants[0], &executors)?;
+        let mut rulesets = vec![None; h.variants.len()];
+        rulesets[0] = Some(first.clone());
+        let store: Arc<dyn Store> = Arc::new(SpyStore::new(inner.clone(), log.clone()));
+        let shared: SharedRuleset = Arc::new(RwLock::new(first));
+        let mode = match h.mode {
+            GlobalMode::DryRun => Mode::DryRun,
+            GlobalMode::Enforce => Mode::Enforce,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let source = Arc::new(Source::default());
+        let wake = Arc::new(Notify::new());
+        let (engine, poller) = Self::build(
+            &store, &shared, &executors, &clock, &metrics, &source, &wake, mode,
+        );
+        Ok(Self {
+            log,
+            clock,
+            store,
+            raw: inner,
+            rulesets,
+            files: h.variants.clone(),
+            variant: 0,
+            shared,
+            executors,
+            lab,
+            pager: Arc::new(RecPager::default()),
+            source,
+            metrics,
+            engine,
+            poller,
+            tasks: TaskTracker::new(),
+            wake,
+            mode,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        store: &Arc<dyn Store>,
+        shared: &SharedRuleset,
+        executors: &Executors,
+        clock: &Arc<ManualClock>,
+        metrics: &Arc<Metrics>,
+        source: &Arc<Source>,
+        wake: &Arc<Notify>,
+        mode: Mode,
+    ) -> (Engine, Poller) {
+        let clock: Arc<dyn Clock> = clock.clone();
+        let engine = Engine::new(
+            store.clone(),
+            shared.clone(),
+            executors.clone(),
+            clock.clone(),
+            metrics.clone(),
+            EngineConfig {
+                mode,
+                ..Default::default()
+            },
+            wake.clone(),
+        )
+        .with_source(source.clone());
+        let poller = Poller::new(
+            store.clone(),
+            shared.clone(),
+            source.clone(),
+            clock,
+            metrics.clone(),
+            wake.clone(),
+        );
+        (engine, poller)
+    }
+
+    /// The ruleset in effect.
+    pub fn ruleset(&self) -> Arc<Ruleset> {
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies one event (without running the daemon).
+    pub async fn apply(&mut self, e: &Event) -> Result<(), String> {
+        let now = self.clock.now();
+        match e {
+            Event::Wait(s) => self.clock.advance(Duration::from_secs(*s)),
+            Event::Alerts(alerts) => {
+                let body = payload(alerts, now);
+                let (receipt, signals) = remedyd::intake::webhook::parse(body.as_bytes(), now)
+                    .map_err(|e| format!("the generated payload does not parse: {e}"))?;
+                self.store
+                    .ingest(receipt, signals)
+                    .await
+                    .map_err(|e| format!("ingest: {e}"))?;
+            }
+            Event::Poll(svc, v) => self.source.set("svc_error_ratio", *svc, *v),
+            Event::Health(svc, v) => self.source.set("svc_health", *svc, *v),
+            Event::Next(action, o) => {
+                self.lab
+                    .lock()
+                    .scripts
+                    .entry(action.to_string())
+                    .or_default()
+                    .push_back(*o);
+            }
+            Event::Release(o) => {
+                let hung = self.lab.lock().hung.pop_front();
+                if let Some((_, tx)) = hung {
+                    let _ = tx.send(*o);
+                }
+            }
+            Event::Pause(scope) => self
+                .store
+                .set_pause(Pause {
+                    scope: scope.clone(),
+                    reason: "model".into(),
+                    author: "model".into(),
+                    since: now,
+                })
+                .await
+                .map_err(|e| format!("pause: {e}"))?,
+            Event::Resume(scope) => {
+                self.store
+                    .clear_pause(scope)
+                    .await
+                    .map_err(|e| format!("resume: {e}"))?;
+            }
+            Event::Route(route, up) => {
+                self.pager
+                    .down
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(route.to_string(), !up);
+            }
+            Event::Reload(v) => {
+                let v = (*v).min(self.files.len() - 1);
+                let rs = match &self.rulesets[v] {
+                    Some(rs) => rs.clone(),
+                    None => {
+                        let rs = load(&self.files[v], &self.executors)?;
+                        self.rulesets[v] = Some(rs.clone());
+                        rs
+                    }
+                };
+                self.variant = v;
+                *self.shared.write().unwrap_or_else(|e| e.into_inner()) = rs;
+            }
+            Event::Restart => self.restart().await?,
+        }
+        Ok(())
+    }
+
+    /// Drops the engine and the poller (all their memory) and builds new ones on the same store;
+    /// the new engine recovers as `run` does.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        self.lab.lock().generation += 1;
+        let (engine, poller) = Self::build(
+            &self.store,
+            &self.shared,
+            &self.executors,
+            &self.clock,
+            &self.metrics,
+            &self.source,
+            &self.wake,
+            self.mode,
+        );
+        self.engine = engine;
+        self.poller = poller;
+        self.engine
+            .recover_interrupted()
+            .await
+            .map_err(|e| format!("engine recovery: {e}"))
+    }
+
+    /// Runs the daemon at this instant until it rests: a poll cycle, then rounds of an engine
+    /// pass, its tasks, and their results.
+    /// `poll: false` skips the poll cycle (after a restart, whose new poller would otherwise
+    /// poll every rule at once: new data, not a change the restart made).
+    pub async fn settle(&mut self, poll: bool) -> Result<(), String> {
+        if poll {
+            self.poller
+                .cycle()
+                .await
+                .map_err(|e| format!("poll cycle: {e}"))?;
+        }
+        for _ in 0..ROUNDS {
+            self.engine
+                .pass(&self.tasks)
+                .await
+                .map_err(|e| format!("engine pass: {e}"))?;
+            let mut yields = 0;
+            while self.tasks.len() > self.lab.hung() {
+                if yields == YIELDS {
+                    return Err(format!(
+                        "{} task(s) of the engine neither finished nor hung in an executor",
+                        self.tasks.len() - self.lab.hung()
+                    ));
+                }
+                tokio::task::yield_now().await;
+                yields += 1;
+            }
+            let n = self
+                .engine
+                .record_finished()
+                .await
+                .map_err(|e| format!("recording finished steps: {e}"))?;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One outbox delivery pass, as the outbox task does.
+    pub async fn deliver(&self) -> Result<(), String> {
+        remedyd::escalate::outbox::deliver_due(
+            &*self.store,
+            &*self.pager,
+            &self.shared,
+            &*(self.clock.clone() as Arc<dyn Clock>),
+            &self.metrics,
+        )
+        .await
+        .map_err(|e| format!("outbox delivery: {e}"))
+    }
+
+    /// Releases every hung call (the history is over).
+    pub fn release_all(&self) {
+        let mut l = self.lab.lock();
+        for (_, tx) in l.hung.drain(..) {
+            let _ = tx.send(OutcomeKind::Ok);
+        }
+    }
+}
