@@ -9,7 +9,9 @@
 //! - CI: `generated_histories_hold_every_invariant` runs 2 000 histories of 200–240 events.
 //! - Campaign: `REMEDYD_MODEL_CAMPAIGN=<histories> [REMEDYD_MODEL_SEED=<n>] cargo nextest run
 //!   --test model generated` runs as many as asked and prints the figures; every kind of violation
-//!   found is shrunk and printed.
+//!   found is shrunk and printed. `REMEDYD_MODEL_IGNORE=kind,kind` counts kinds already found
+//!   instead of stopping at them; `REMEDYD_MODEL_SAVE=DIR` writes each minimal history to
+//!   `DIR/KIND.txt`; `REMEDYD_MODEL_WORKERS` sets the threads.
 
 #[path = "model/breaker.rs"]
 mod breaker;
@@ -94,8 +96,15 @@ fn generated_histories_hold_every_invariant() {
         f.known,
         f.elapsed.as_secs_f64()
     );
+    let save = std::env::var("REMEDYD_MODEL_SAVE").ok();
     for (kind, (n, text)) in &f.found {
         println!("\n=== {kind}: {n} history(ies); the first, shrunk:\n{text}");
+        if let Some(dir) = &save {
+            let path = std::path::Path::new(dir).join(format!("{kind}.txt"));
+            if let Err(e) = std::fs::write(&path, text) {
+                println!("cannot write {}: {e}", path.display());
+            }
+        }
     }
     assert!(
         f.found.is_empty(),
@@ -136,7 +145,11 @@ fn kept_regression_histories_replay_as_expected() {
                 ));
             }
         } else if let Some((at, v)) = run.violation {
-            failures.push(format!("{name}: event {}: {v}", at + 1));
+            let explained = runner::explain(&runner::runtime(), &h, KNOWN_OPEN);
+            failures.push(format!(
+                "{name}: event {}: {v}\nwhat the engine did:\n{explained}",
+                at + 1
+            ));
         }
     }
     assert!(failures.is_empty(), "regressions:\n{}", failures.join("\n"));

@@ -142,6 +142,12 @@ pub struct Model {
     mirror: Mirror,
     /// Per commit: what explains a breaker difference on a key.
     notes: BTreeMap<String, &'static str>,
+    /// Failures the reference did not count, per key (time, why): what explains a breaker the
+    /// engine opened early.
+    uncounted: BTreeMap<String, Vec<(Timestamp, &'static str)>>,
+    /// Failures the reference counted where the engine may not have (time, why): what explains
+    /// a breaker the engine left closed.
+    disputed: BTreeMap<String, Vec<(Timestamp, &'static str)>>,
 }
 
 fn covering_pause<'a>(pauses: &'a BTreeSet<String>, inc: &Incident) -> Option<&'a String> {
@@ -178,6 +184,8 @@ impl Model {
             storm_open: None,
             mirror: Mirror::default(),
             notes: BTreeMap::new(),
+            uncounted: BTreeMap::new(),
+            disputed: BTreeMap::new(),
         }
     }
 
@@ -262,6 +270,15 @@ impl Model {
         self.breakers
             .entry(key.to_string())
             .or_insert_with(|| RefBreaker::new(cfg))
+    }
+
+    /// A failure the reference does not count (evidence, dry-run, precondition refusal).
+    fn uncounted(&mut self, key: String, why: &'static str) {
+        self.uncounted
+            .entry(key.clone())
+            .or_default()
+            .push((self.now, why));
+        self.notes.insert(key, why);
     }
 
     fn active(&self) -> impl Iterator<Item = &Incident> {
@@ -356,6 +373,9 @@ impl Model {
             }
             self.incidents.insert(inc.id.clone(), inc.clone());
         }
+        for (k, rec) in &c.breakers {
+            self.engine_breakers.insert(k.clone(), *rec);
+        }
         let mut expected_uses: Vec<(String, bool)> = Vec::new();
         let mut evidence_claims = Vec::new();
         let mut escalations: Vec<(String, Entry)> = Vec::new();
@@ -403,9 +423,6 @@ impl Model {
             }
         } else {
             self.checks += 1;
-        }
-        for (k, rec) in &c.breakers {
-            self.engine_breakers.insert(k.clone(), *rec);
         }
         self.outbox_rows(&c);
         for (id, e) in escalations {
@@ -674,19 +691,23 @@ impl Model {
         let resolved = self.incidents.get(id).is_some_and(|i| i.is_resolved());
         for (key, at_once) in run.keys().into_iter().zip([denied, false]) {
             if run.evidence {
-                self.notes.insert(key, "breaker_counted_evidence_failure");
+                self.uncounted(key, "breaker_counted_evidence_failure");
             } else if run.dry_run {
-                self.notes.insert(key, "breaker_counted_dry_run_failure");
+                self.uncounted(key, "breaker_counted_dry_run_failure");
             } else if no_change {
-                self.notes.insert(key.clone(), "breaker_counted_no_change");
+                self.uncounted(key.clone(), "breaker_counted_no_change");
                 let b = self.breaker(&key);
                 if b.is_trial(id, run.ladder, run.step) {
                     b.release(now, true);
                 }
             } else {
                 if resolved {
-                    self.notes
-                        .insert(key.clone(), "breaker_ignored_failure_after_resolve");
+                    let why = "breaker_ignored_failure_after_resolve";
+                    self.notes.insert(key.clone(), why);
+                    self.disputed
+                        .entry(key.clone())
+                        .or_default()
+                        .push((now, why));
                 }
                 let b = self.breaker(&key);
                 let trial = b.is_trial(id, run.ladder, run.step);
@@ -722,7 +743,7 @@ impl Model {
         };
         for key in run.keys() {
             if run.evidence || run.dry_run {
-                self.notes.insert(key, "breaker_counted_dry_run_failure");
+                self.uncounted(key, "breaker_counted_dry_run_failure");
                 continue;
             }
             let b = self.breaker(&key);
@@ -766,9 +787,44 @@ impl Model {
             let trial = self.breaker(&key).trial.clone();
             let count = self.breaker(&key).count(now);
             self.checks += 1;
-            // A known-open defect explains what the engine did with this key in this commit:
-            // follow the engine from here so that later checks stay meaningful.
-            if let Some(kind) = self.notes.get(&key).copied()
+            // What explains a difference: this commit's notes, else (for a breaker the engine
+            // opened and the reference did not) the last failure the reference did not count.
+            let opened_early = matches!(reference, St::Closed | St::HalfOpen)
+                && matches!(engine, BreakerState::Open { .. } | BreakerState::HalfOpen)
+                && (rec.opened_at.is_some_and(|o| o == now) || reference == St::Closed);
+            let closed_early = !reference.allows(engine) && engine == BreakerState::Closed;
+            // The last such failure in the window, a known-open kind first (several may
+            // explain the difference; a new one shows in histories without the known ones).
+            let known_open = &self.known_open;
+            let last = |m: &BTreeMap<String, Vec<(Timestamp, &'static str)>>| {
+                let in_window: Vec<&'static str> = m
+                    .get(&key)
+                    .map(|v| {
+                        v.iter()
+                            .rev()
+                            .filter(|(t, _)| *t > now.minus(cfg.within))
+                            .map(|(_, why)| *why)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                in_window
+                    .iter()
+                    .find(|w| known_open.contains(w))
+                    .or(in_window.first())
+                    .copied()
+            };
+            let cause = self.notes.get(&key).copied().or_else(|| {
+                if opened_early {
+                    last(&self.uncounted)
+                } else if closed_early {
+                    last(&self.disputed)
+                } else {
+                    None
+                }
+            });
+            // A known-open defect explains what the engine did with this key: follow the engine
+            // from here so that later checks stay meaningful.
+            if let Some(kind) = cause
                 && self.known_open.contains(&kind)
             {
                 if !reference.allows(engine) {
@@ -784,16 +840,12 @@ impl Model {
             {
                 continue;
             }
-            let kind = self
-                .notes
-                .get(&key)
-                .copied()
-                .unwrap_or(match (reference, engine) {
-                    (St::Closed, _) => "breaker_opened_early",
-                    (_, BreakerState::Closed) => "breaker_closed_early",
-                    (St::HalfOpen, BreakerState::Open { .. }) => "breaker_held_open",
-                    _ => "breaker_half_open_early",
-                });
+            let kind = cause.unwrap_or(match (reference, engine) {
+                (St::Closed, _) => "breaker_opened_early",
+                (_, BreakerState::Closed) => "breaker_closed_early",
+                (St::HalfOpen, BreakerState::Open { .. }) => "breaker_held_open",
+                _ => "breaker_half_open_early",
+            });
             let msg = format!(
                 "breaker {key} at {now}: engine {} ({rec:?}), reference {reference:?} ({count} counted failure(s) in the window, K={}, trial {trial:?})",
                 engine.as_str(),

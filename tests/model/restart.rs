@@ -226,7 +226,16 @@ pub fn compare(before: &Snapshot, after: &Snapshot) -> Vec<Violation> {
             .get(&incident)
             .or(after.incidents.get(&incident))
             .is_some_and(|i| explained(i));
-        if !ok {
+        if incident.starts_with("STORM-") {
+            // The engine remembered in memory that it had paged this storm.
+            out.push(Violation {
+                invariant: "I8",
+                kind: "restart_repeated_storm_page",
+                message: format!(
+                    "the restart paged {route} again for a storm already paged ({incident}, row {id})"
+                ),
+            });
+        } else if !ok {
             out.push(differ(format!(
                 "the restart enqueued a page to {route} for {incident} (row {id})"
             )));

@@ -64,6 +64,10 @@ impl Log {
     pub fn push(&self, f: Fact) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(f);
     }
+    /// Facts logged and not yet taken.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
     /// Takes every fact logged so far.
     pub fn drain(&self) -> Vec<Fact> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))

@@ -30,9 +30,9 @@ use super::spy::{Call, Fact, Log, SpyStore};
 /// the same on every run.
 pub const T0: Timestamp = Timestamp(1_772_323_200_000);
 
-/// Rounds of pass → wait → record per event. A round only follows one that recorded a result;
-/// eight is far more than a ladder of three steps needs at one instant.
-const ROUNDS: usize = 8;
+/// Rounds of pass → wait → record per event before the daemon must be at rest (a round that
+/// writes nothing and calls nothing). A ladder of three steps needs four at one instant.
+const ROUNDS: usize = 12;
 
 /// Yields allowed for the tasks of one round to finish. They are immediate unless hung; this
 /// bounds a task that never finishes (a hang the model reports).
@@ -580,6 +580,7 @@ impl World {
                 .map_err(|e| format!("poll cycle: {e}"))?;
         }
         for _ in 0..ROUNDS {
+            let before = self.log.len();
             self.engine
                 .pass(&self.tasks)
                 .await
@@ -595,16 +596,17 @@ impl World {
                 tokio::task::yield_now().await;
                 yields += 1;
             }
-            let n = self
-                .engine
+            self.engine
                 .record_finished()
                 .await
                 .map_err(|e| format!("recording finished steps: {e}"))?;
-            if n == 0 {
-                break;
+            if self.log.len() == before {
+                return Ok(());
             }
         }
-        Ok(())
+        Err(format!(
+            "the engine still writes after {ROUNDS} passes at one instant (it never rests)"
+        ))
     }
 
     /// One outbox delivery pass, as the outbox task does.
