@@ -90,7 +90,9 @@ pub struct Engine {
     recover_pending: bool,
     probing: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
-    storm_paged: bool,
+    /// When the open storm began (its page's identity), `None` when there is none; loaded from
+    /// the store ([`crate::store::STORM_COUNTER`]) on first use, so it survives restarts.
+    storm: Option<Option<Timestamp>>,
     /// The last incident number given out per year (from the store, then counted here).
     numbers: HashMap<i32, i64>,
     /// The last signal batch's writes, committed with the first step they make due (one
@@ -126,7 +128,7 @@ impl Engine {
             recover_pending: false,
             probing: HashSet::new(),
             source: None,
-            storm_paged: false,
+            storm: None,
             numbers: HashMap::new(),
             deferred: None,
             done_tx,
@@ -570,10 +572,18 @@ impl Engine {
             .storm_guard
             .as_ref()
             .map(|s| (targets.len() as u32, s.max_targets));
-        if let Some((n, max)) = storm
+        let storm_lines: Vec<String> = match storm {
+            Some((n, max)) if n > max => all
+                .values()
+                .map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let storm_open = self.storm_open().await?;
+        if let (Some((n, max)), Some(began)) = (storm, storm_open)
             && n <= max
         {
-            self.storm_paged = false;
+            self.storm_over(&rs, began, n, max, now).await?;
         }
         for mut inc in due {
             let Some(policy) = rs.policies.get(&inc.policy) else {
@@ -616,10 +626,10 @@ impl Engine {
                             tracing::info!(incident = %inc.id, gate = r.kind.as_str(), reason = %r.reason, "Step refused");
                         }
                         if r.kind == RefusalKind::Storm
-                            && !self.storm_paged
+                            && self.storm_open().await?.is_none()
                             && infrastructure.is_none()
                         {
-                            self.storm_page(&rs, &r.reason, now, &mut c).await?;
+                            self.storm_page(&rs, &r.reason, &storm_lines, now, &mut c);
                         }
                         fx.extend(inc.apply(Event::Refused(r), policy, now));
                     }
@@ -909,45 +919,72 @@ impl Engine {
         )
     }
 
-    async fn storm_page(
+    /// When the open storm began, from memory or the store.
+    async fn storm_open(&mut self) -> Result<Option<Timestamp>, StoreError> {
+        if let Some(open) = self.storm {
+            return Ok(open);
+        }
+        let at = self
+            .store
+            .counter(crate::store::STORM_COUNTER.to_string())
+            .await?;
+        let open = (at != 0).then_some(Timestamp(at));
+        self.storm = Some(open);
+        Ok(open)
+    }
+
+    /// The storm page: one trigger per storm to the storm guard's route, listing every target in
+    /// incident (`lines`, from the cache, so incidents opened by this very pass are in it). The
+    /// storm's start is committed with it, so a restart neither pages it again nor forgets it.
+    fn storm_page(
         &mut self,
         rs: &Ruleset,
         reason: &str,
+        lines: &[String],
         now: Timestamp,
         c: &mut Commit,
-    ) -> Result<(), StoreError> {
+    ) {
         let Some(sg) = &rs.limits.storm_guard else {
-            return Ok(());
+            return;
         };
-        let incidents = self.store.active_incidents().await?;
-        let lines: Vec<String> = incidents
-            .iter()
-            .map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule))
-            .collect();
-        let mut n = escalate::notification(
-            incidents
-                .iter()
-                .max_by_key(|i| i.level)
-                .expect("storm means incidents"),
-            &[],
-            NotificationKind::Trigger,
-            reason,
-        );
-        n.incident = format!("STORM-{}", now.0);
-        n.dedup_key = format!("remedyd/storm/{}", now.0);
-        n.priority = "P1".into();
-        n.severity = "critical".into();
-        n.level = 3;
+        let mut n = storm_notification(now, NotificationKind::Trigger, reason);
         n.description = format!(
             "{} targets in incident at once; workload automation stopped",
             lines.len()
         );
-        n.impact = "several services down: infrastructure-level incident".into();
-        n.updates = lines;
+        n.updates = lines.to_vec();
         c.outbox.push((sg.route.clone(), n));
+        c.counters
+            .push((crate::store::STORM_COUNTER.to_string(), now.0));
         Metrics::reason(&self.metrics.escalations, "storm");
         tracing::warn!(route = %sg.route, reason = %reason, "Storm guard tripped; paging once");
-        self.storm_paged = true;
+        // Shown as open at once; a failed commit reloads it from the store.
+        self.storm = Some(Some(now));
+    }
+
+    /// The storm is over (targets in incident back within the limit): its page is resolved.
+    async fn storm_over(
+        &mut self,
+        rs: &Ruleset,
+        began: Timestamp,
+        n: u32,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut c = Commit::default();
+        if let Some(sg) = &rs.limits.storm_guard {
+            let reason = format!("storm over: {n} target(s) in incident (limit {max})");
+            let mut note = storm_notification(began, NotificationKind::Resolve, &reason);
+            note.resolved_at = Some(now);
+            note.description = reason.clone();
+            c.outbox.push((sg.route.clone(), note));
+            tracing::info!(route = %sg.route, "Storm over; resolving its page");
+        }
+        c.counters
+            .push((crate::store::STORM_COUNTER.to_string(), 0));
+        self.storm = None;
+        self.commit(c).await?;
+        self.storm = Some(None);
         Ok(())
     }
 
@@ -1050,6 +1087,41 @@ impl Engine {
                 .push((route, escalate::notification(inc, &timeline, kind, &reason)));
         }
         Ok(())
+    }
+}
+
+/// A storm page (trigger or resolve): one identity per storm, from when it began.
+fn storm_notification(
+    began: Timestamp,
+    kind: NotificationKind,
+    reason: &str,
+) -> escalate::Notification {
+    escalate::Notification {
+        event: kind,
+        dedup_key: format!("remedyd/storm/{}", began.0),
+        incident: format!("STORM-{}", began.0),
+        priority: "P1".into(),
+        severity: "critical".into(),
+        status: match kind {
+            NotificationKind::Resolve => "resolved".into(),
+            _ => "escalated".into(),
+        },
+        service: String::new(),
+        namespace: String::new(),
+        rule: "storm_guard".into(),
+        level: 3,
+        started_at: began,
+        resolved_at: None,
+        description: String::new(),
+        impact: "several services down: infrastructure-level incident".into(),
+        reason: reason.to_string(),
+        actions_taken: Vec::new(),
+        updates: Vec::new(),
+        values: Vec::new(),
+        resolution: None,
+        history: Vec::new(),
+        root_cause: String::new(),
+        digest: None,
     }
 }
 

@@ -118,7 +118,13 @@ pub struct Commit {
     pub claims: Vec<(String, u8, usize, Timestamp)>,
     /// Ledger rows to finish: (incident, ladder, step, at, result).
     pub finished: Vec<(String, u8, usize, Timestamp, serde_json::Value)>,
+    /// Named engine state to set: (name, value), e.g. [`STORM_COUNTER`].
+    pub counters: Vec<(String, i64)>,
 }
+
+/// The counter holding when the current storm began (milliseconds since the epoch), 0 when no
+/// storm is open: a restart neither pages the same storm again nor forgets to resolve it.
+pub const STORM_COUNTER: &str = "storm_open";
 
 impl Commit {
     /// Adds `later`'s writes after this one's (one transaction instead of two).
@@ -132,6 +138,7 @@ impl Commit {
         self.breakers.extend(later.breakers);
         self.claims.extend(later.claims);
         self.finished.extend(later.finished);
+        self.counters.extend(later.counters);
     }
 
     /// Nothing to write.
@@ -145,6 +152,7 @@ impl Commit {
             && self.breakers.is_empty()
             && self.finished.is_empty()
             && self.claims.is_empty()
+            && self.counters.is_empty()
     }
 }
 
@@ -159,7 +167,11 @@ pub trait Store: Send + Sync + 'static {
     /// The highest incident number committed for `year` (`INC-YYYY-NNNN`), 0 if none: the
     /// engine, the only writer of incidents, numbers new ones after it in memory, and committing
     /// an incident advances it in the same transaction (no transaction of its own per id).
-    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>>;
+    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+        self.counter(format!("incident-{year}"))
+    }
+    /// A named counter's value, 0 if never set.
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>>;
     /// Incidents not resolved.
     fn active_incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>>>;
     /// Applies a commit atomically.

@@ -620,6 +620,15 @@ async fn apply_commit(
         .await
         .map_err(db)?;
     }
+    for (name, value) in &x.counters {
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&text(name), value],
+        )
+        .await
+        .map_err(db)?;
+    }
     for (route, n) in &x.outbox {
         tx.execute(
             "INSERT INTO outbox (route, incident_id, body, next_at) VALUES ($1, $2, $3, 0)",
@@ -713,17 +722,16 @@ impl Store for PgStore {
         })
     }
 
-    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>> {
         self.op(async move {
             let c = self.client().await?;
-            Ok(c.query_opt(
-                "SELECT value FROM counters WHERE name = $1",
-                &[&format!("incident-{year}")],
+            Ok(
+                c.query_opt("SELECT value FROM counters WHERE name = $1", &[&name])
+                    .await
+                    .map_err(db)?
+                    .map(|r| r.get(0))
+                    .unwrap_or_default(),
             )
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0))
-            .unwrap_or_default())
         })
     }
 

@@ -355,6 +355,13 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
             params![k, encode(rec)],
         )?;
     }
+    for (name, value) in &c.counters {
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+    }
     for (id, ladder, step, at, result) in &c.finished {
         tx.execute(
             "UPDATE ledger SET finished_at = ?4, result = ?5 WHERE incident_id = ?1 AND ladder = ?2 AND step = ?3",
@@ -408,11 +415,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>> {
         self.call(move |c| {
             c.query_row(
                 "SELECT value FROM counters WHERE name = ?1",
-                params![format!("incident-{year}")],
+                params![name],
                 |r| r.get(0),
             )
             .optional()
