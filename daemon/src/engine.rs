@@ -662,7 +662,8 @@ impl Engine {
                         }
                         for t in trials {
                             if let Some(b) = input.breakers.iter().find(|b| b.key == t) {
-                                c.breakers.push((t, breaker::on_trial(&b.record, now)));
+                                c.breakers
+                                    .push((t, breaker::on_trial(&b.record, now, &inc.id)));
                             }
                         }
                         acting.insert(inc.target.key(), inc.id.clone());
@@ -787,6 +788,8 @@ impl Engine {
                 "dry_run"
             } else if done.outcome.ok {
                 "ok"
+            } else if done.outcome.no_change {
+                "no_change"
             } else {
                 "failed"
             },
@@ -794,6 +797,10 @@ impl Engine {
         tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
         let result = if done.outcome.ok {
             StepResult::Ok
+        } else if done.outcome.no_change {
+            StepResult::NoChange {
+                reason: done.outcome.summary.clone(),
+            }
         } else {
             StepResult::Failed {
                 error: done.outcome.summary.clone(),
@@ -850,24 +857,27 @@ impl Engine {
             == Mode::DryRun;
         let target = inc.target.key();
         let ns = (!inc.target.namespace.is_empty()).then(|| inc.target.namespace.clone());
-        let mut windows = vec![
-            (
+        // Evidence only reads: it spends no budget and neither asks nor trips a breaker (it
+        // would otherwise take a half-open breaker's one trial and never report on it).
+        let evidence = step.verify == Verify::None;
+        let mut windows = Vec::new();
+        let mut breaker_keys = Vec::new();
+        if !evidence {
+            windows.push((
                 format!("action:{}:{target}", step.action),
                 step.budget.unwrap_or(rs.limits.action_target),
-            ),
-            (format!("rule:{}", inc.rule), rs.limits.rule),
-        ];
-        if let Some(ns) = &ns {
-            windows.push((format!("namespace:{ns}"), rs.limits.namespace));
-        }
-        windows.push(("global".to_string(), rs.limits.global));
-        let breaker_keys = [
-            (
+            ));
+            windows.push((format!("rule:{}", inc.rule), rs.limits.rule));
+            if let Some(ns) = &ns {
+                windows.push((format!("namespace:{ns}"), rs.limits.namespace));
+            }
+            windows.push(("global".to_string(), rs.limits.global));
+            breaker_keys.push((
                 format!("action:{}:{target}", step.action),
                 rs.limits.breaker_target,
-            ),
-            ("global".to_string(), rs.limits.breaker_global),
-        ];
+            ));
+            breaker_keys.push(("global".to_string(), rs.limits.breaker_global));
+        }
         let (counts, records) = self
             .store
             .gate_reads(
@@ -999,6 +1009,10 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let mut pages = Vec::new();
         for e in fx {
+            let e_kind = match e {
+                Effect::BreakerSuccess { .. } => EffectKind::Success,
+                _ => EffectKind::Other,
+            };
             match e {
                 Effect::Record(entry) => c.timeline.push((inc.id.clone(), entry)),
                 Effect::Page { route, reason } => {
@@ -1029,7 +1043,7 @@ impl Engine {
                             // Permission denied will not fix itself: the threshold is met now.
                             failures = failures.max(cfg.failures);
                         }
-                        let next = breaker::on_failure(&rec, failures, now, &cfg);
+                        let next = breaker::on_failure(&rec, failures, now, &cfg, &inc.id);
                         if next.opened_at != rec.opened_at {
                             tracing::warn!(breaker = %key, failures, denied = at_once, "Breaker opened");
                             let message = if at_once {
@@ -1046,14 +1060,22 @@ impl Engine {
                         c.breakers.push((key, next));
                     }
                 }
-                Effect::BreakerSuccess { action } => {
+                Effect::BreakerSuccess { action } | Effect::BreakerRelease { action } => {
+                    let success = matches!(e_kind, EffectKind::Success);
                     for key in [
                         format!("action:{action}:{}", inc.target.key()),
                         "global".into(),
                     ] {
                         let rec = self.store.breaker(&key).await?;
-                        let next = breaker::on_success(&rec, now);
+                        let next = if success {
+                            breaker::on_success(&rec, now, &inc.id)
+                        } else {
+                            breaker::on_release(&rec, &inc.id)
+                        };
                         if next != rec {
+                            if success {
+                                tracing::info!(breaker = %key, incident = %inc.id, "Breaker closed: its trial verified");
+                            }
                             c.breakers.push((key, next));
                         }
                     }
@@ -1088,6 +1110,12 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Whether a breaker effect is a success or a release (they share the per-key loop).
+enum EffectKind {
+    Success,
+    Other,
 }
 
 /// A storm page (trigger or resolve): one identity per storm, from when it began.

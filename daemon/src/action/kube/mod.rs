@@ -827,6 +827,7 @@ impl KubeExecutor {
         };
         let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry);
         let r = self.action.run(&mut s, req).await;
+        let wrote = !s.writes.is_empty();
         let mut detail = s.into_detail();
         match r {
             Ok(summary) if dry => Outcome::ok(format!("dry-run: {summary}"), detail),
@@ -839,6 +840,8 @@ impl KubeExecutor {
                 )
             }
             Ok(summary) => Outcome::ok(summary, detail),
+            // Refused before the first write: a precondition, not a failed remediation.
+            Err(Failure::Refused(why)) if !wrote => Outcome::refused(why, detail),
             Err(Failure::Refused(why)) => Outcome::failed(false, why, detail),
             Err(Failure::Api(what, e)) => {
                 let mut o = Outcome::failed(e.transient(), format!("{what}: {e}"), detail);
