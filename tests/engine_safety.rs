@@ -139,10 +139,15 @@ struct Rig {
     pages: Arc<Pages>,
     metrics: Arc<Metrics>,
     start: Timestamp,
+    executors: Executors,
 }
 
 impl Rig {
     fn new(rules: &str, policies: &str) -> Self {
+        Self::with(rules, policies, EngineConfig::default().stale_after)
+    }
+
+    fn with(rules: &str, policies: &str, stale_after: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (rd, pd) = (dir.path().join("rules"), dir.path().join("policies"));
         std::fs::create_dir_all(&rd).unwrap();
@@ -164,11 +169,12 @@ impl Rig {
         let engine = Engine::new(
             store.clone(),
             shared.clone(),
-            executors,
+            executors.clone(),
             clock.clone(),
             metrics.clone(),
             EngineConfig {
                 mode: Mode::Enforce,
+                stale_after,
                 ..Default::default()
             },
             Arc::new(Notify::new()),
@@ -185,17 +191,29 @@ impl Rig {
             pages: Arc::new(Pages::default()),
             metrics,
             start,
+            executors,
         }
     }
 
-    /// An Alertmanager alert for `service` at `severity`, `firing` or `resolved`.
-    async fn alert(&mut self, service: &str, severity: &str, status: Status, starts_at: Timestamp) {
+    /// A reload: new rules, the same policies.
+    fn reload_rules(&mut self, rules: &str) {
+        let (rd, pd) = (
+            self._dir.path().join("rules"),
+            self._dir.path().join("policies"),
+        );
+        std::fs::write(rd.join("r.yaml"), rules).unwrap();
+        let rs = remedyd::ruleset::load(&rd, &pd, &self.executors)
+            .unwrap_or_else(|d| panic!("rules and policies load: {d}"));
+        *self.shared.write().unwrap() = Arc::new(rs);
+    }
+
+    fn signal(service: &str, severity: &str, status: Status, starts_at: Timestamp) -> Signal {
         let labels: Labels = BTreeMap::from([
             ("alertname".to_string(), "Broken".to_string()),
             ("service".to_string(), service.to_string()),
             ("severity".to_string(), severity.to_string()),
         ]);
-        let signal = Signal {
+        Signal {
             source: Source::Webhook,
             status,
             labels,
@@ -207,16 +225,36 @@ impl Rig {
             value: None,
             rule: None,
             level: None,
-        };
+        }
+    }
+
+    /// One delivery of several alerts (one Alertmanager group), then the engine.
+    async fn deliver(&mut self, signals: Vec<Signal>) {
         let receipt = Receipt {
             received_at: self.clock.now(),
             receiver: "remedyd".into(),
             group_key: "{}".into(),
             truncated_alerts: 0,
-            alerts: 1,
+            alerts: signals.len(),
         };
-        self.store.ingest(receipt, vec![signal]).await.unwrap();
+        self.store.ingest(receipt, signals).await.unwrap();
         self.settle().await;
+    }
+
+    fn pages(&self) -> Vec<(String, NotificationKind, String)> {
+        self.pages
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(r, n)| (r.clone(), n.event, n.incident.clone()))
+            .collect()
+    }
+
+    /// An Alertmanager alert for `service` at `severity`, `firing` or `resolved`.
+    async fn alert(&mut self, service: &str, severity: &str, status: Status, starts_at: Timestamp) {
+        self.deliver(vec![Self::signal(service, severity, status, starts_at)])
+            .await;
     }
 
     async fn fire(&mut self, service: &str, severity: &str) {
@@ -243,7 +281,10 @@ impl Rig {
 
     async fn advance(&mut self, d: Duration) {
         // In steps of the engine's tick, as time passes for the real engine.
-        let step = Duration::from_secs(5);
+        self.advance_by(d, Duration::from_secs(5)).await
+    }
+
+    async fn advance_by(&mut self, d: Duration, step: Duration) {
         let mut left = d;
         while !left.is_zero() {
             let s = left.min(step);
@@ -290,6 +331,7 @@ fn policy(extra_limits: &str, steps: &str) -> String {
         r#"
 routes:
   - {{name: oncall, type: webhook, url: "http://127.0.0.1:9/"}}
+  - {{name: platform, type: webhook, url: "http://127.0.0.1:9/"}}
 limits:
   namespaces: [python-services]
 {extra_limits}
@@ -473,6 +515,127 @@ async fn a_level_upgrade_waits_for_the_rules_for() {
         rig.advance(Duration::from_secs(35)).await;
         assert_eq!(rig.level("checkout").await, 2);
         assert_eq!(rig.fix_calls(), 2, "the level-2 ladder ran after its for");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_incident_that_hears_nothing_goes_stale_pages_once_and_stops_counting_for_the_storm() {
+    within(async {
+        let limits = "  storm_guard: {max_targets: 1, route: platform}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 24h}}";
+        let mut rig = Rig::with(RULES, &policy(limits, steps), Duration::from_secs(3600));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        assert_eq!(rig.status("checkout").await, "verifying");
+        // Alertmanager re-sends it every 30 minutes (duplicates at ingest): not stale.
+        for _ in 0..4 {
+            rig.advance_by(Duration::from_secs(1800), Duration::from_secs(60))
+                .await;
+            rig.alert("checkout", "warning", Status::Firing, t0).await;
+        }
+        assert_eq!(rig.status("checkout").await, "verifying", "heard of");
+        assert!(rig.pages().is_empty());
+        // Then silence for more than stale_after.
+        rig.advance_by(Duration::from_secs(3700), Duration::from_secs(60))
+            .await;
+        assert_eq!(rig.status("checkout").await, "escalated");
+        let inc = rig
+            .store
+            .get_incident("INC-2026-0001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(inc.stale_since.is_some());
+        assert_eq!(
+            rig.pages(),
+            vec![(
+                "oncall".to_string(),
+                NotificationKind::Trigger,
+                "INC-2026-0001".to_string()
+            )],
+            "paged once"
+        );
+        // More silence pages nobody again.
+        rig.advance_by(Duration::from_secs(7200), Duration::from_secs(300))
+            .await;
+        assert_eq!(rig.pages().len(), 1);
+        // A stale incident does not count toward the storm guard: the next one is remediated.
+        rig.fire("payments", "warning").await;
+        assert_eq!(
+            rig.fix_calls(),
+            2,
+            "no storm: the stale incident is not counted"
+        );
+        // Never resolved silently; heard of again, it is no longer stale (a human owns it).
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        rig.advance_by(Duration::from_secs(120), Duration::from_secs(60))
+            .await;
+        let inc = rig
+            .store
+            .get_incident("INC-2026-0001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(inc.stale_since, None);
+        assert_eq!(inc.status().as_str(), "escalated");
+        let now = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Resolved, now)
+            .await;
+        assert_eq!(rig.status("checkout").await, "resolved");
+        assert_eq!(
+            rig.pages().last().map(|p| p.1),
+            Some(NotificationKind::Resolve)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_resolve_closes_its_incident_after_a_reload_renamed_the_rule() {
+    within(async {
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1h}}";
+        let mut rig = Rig::new(RULES, &policy("", steps));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        assert_eq!(rig.status("checkout").await, "verifying");
+        rig.reload_rules(&RULES.replace("  - name: r\n", "  - name: r-renamed\n"));
+        rig.alert("checkout", "warning", Status::Resolved, t0).await;
+        let list = rig.store.list_incidents(None, 10).await.unwrap();
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert!(list[0].is_resolved(), "{list:#?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_alert_that_resolves_and_fires_again_in_one_delivery_opens_a_new_incident() {
+    within(async {
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1h}}";
+        let mut rig = Rig::new(RULES, &policy("", steps));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        rig.advance(Duration::from_secs(10)).await;
+        let t1 = rig.clock.now();
+        rig.deliver(vec![
+            Rig::signal("checkout", "warning", Status::Resolved, t0),
+            Rig::signal("checkout", "warning", Status::Firing, t1),
+        ])
+        .await;
+        let list = rig.store.list_incidents(None, 10).await.unwrap();
+        let states: Vec<(String, String)> = list
+            .iter()
+            .map(|i| (i.id.clone(), i.status().as_str().to_string()))
+            .collect();
+        assert!(
+            states.contains(&("INC-2026-0001".into(), "resolved".into())),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&("INC-2026-0002".into(), "verifying".into())),
+            "{states:?}"
+        );
+        assert_eq!(rig.fix_calls(), 2);
     })
     .await
 }

@@ -237,6 +237,7 @@ pub async fn run(
             engine: EngineConfig {
                 mode: cfg.mode,
                 shutdown: deadline,
+                stale_after: cfg.stale_after()?,
                 ..Default::default()
             },
             wake: wake.clone(),

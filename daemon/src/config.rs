@@ -66,6 +66,9 @@ pub struct Config {
     pub shutdown_timeout: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// An Alertmanager-driven incident none of whose alerts is heard of (not even re-sent) for
+    /// this long, and that did not change meanwhile, goes stale: paged once, handed to a human.
+    pub stale_after: String,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             // Alertmanager gives up on a request after 10 s; finishing writes takes far less.
             shutdown_timeout: "10s".into(),
             log_format: "text".into(),
+            stale_after: "12h".into(),
         }
     }
 }
@@ -103,6 +107,7 @@ pub const KEYS: &[&str] = &[
     "max_body",
     "shutdown_timeout",
     "log_format",
+    "stale_after",
 ];
 
 /// Flag overrides.
@@ -179,6 +184,7 @@ impl Config {
         }
         self.token()?;
         self.shutdown_deadline()?;
+        self.stale_after()?;
         if !self.store.starts_with("sqlite://") {
             // PostgreSQL: the URL is parsed here so that a typo fails at startup, not later.
             crate::store::postgres::parse_url(&self.store).map_err(|e| ConfigError::Invalid {
@@ -243,6 +249,26 @@ impl Config {
     /// Path of the SQLite file.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         self.store.strip_prefix("sqlite://").map(PathBuf::from)
+    }
+
+    /// `stale_after`, parsed; it must be longer than a minute (staleness is checked each minute).
+    pub fn stale_after(&self) -> Result<Duration, ConfigError> {
+        let d = crate::ruleset::parse_duration(&self.stale_after).map_err(|message| {
+            ConfigError::Invalid {
+                field: "stale_after",
+                message,
+            }
+        })?;
+        if d < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid {
+                field: "stale_after",
+                message: format!(
+                    "{:?} is shorter than a minute; set it above Alertmanager's repeat_interval (default 4h)",
+                    self.stale_after
+                ),
+            });
+        }
+        Ok(d)
     }
 
     /// The shutdown deadline.

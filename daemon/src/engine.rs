@@ -28,6 +28,13 @@ use crate::telemetry::Metrics;
 /// The current ruleset, swapped whole on reload.
 pub type SharedRuleset = Arc<RwLock<Arc<Ruleset>>>;
 
+/// 12 h: three times Alertmanager's default `repeat_interval` (4 h), so that two lost re-sends
+/// in a row do not make an incident stale.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
+/// How often incidents are checked for staleness: one store read over their alerts; staleness
+/// is hours, so a minute late is nothing.
+const STALE_CHECK: Duration = Duration::from_secs(60);
+
 /// Signals handled per pass; bounds one commit's size.
 const SIGNAL_BATCH: usize = 256;
 /// Finished steps waiting for the engine. 256: far more than can run at once (one per target).
@@ -63,6 +70,9 @@ pub struct EngineConfig {
     pub tick: Duration,
     /// On shutdown, how long to wait for actions in flight so their results are recorded.
     pub shutdown: Duration,
+    /// An Alertmanager-driven incident none of whose alerts is heard of (not even re-sent) for
+    /// this long goes stale (config `stale_after`).
+    pub stale_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +82,7 @@ impl Default for EngineConfig {
             // 1 s: deadlines (`for`, verification) are minutes; a second late is fine.
             tick: Duration::from_secs(1),
             shutdown: Duration::from_secs(10),
+            stale_after: DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -93,6 +104,8 @@ pub struct Engine {
     /// When the open storm began (its page's identity), `None` when there is none; loaded from
     /// the store ([`crate::store::STORM_COUNTER`]) on first use, so it survives restarts.
     storm: Option<Option<Timestamp>>,
+    /// When incidents are next checked for staleness.
+    next_stale_check: Timestamp,
     /// The last incident number given out per year (from the store, then counted here).
     numbers: HashMap<i32, i64>,
     /// The last signal batch's writes, committed with the first step they make due (one
@@ -129,6 +142,7 @@ impl Engine {
             probing: HashSet::new(),
             source: None,
             storm: None,
+            next_stale_check: Timestamp(0),
             numbers: HashMap::new(),
             deferred: None,
             done_tx,
@@ -388,6 +402,9 @@ impl Engine {
         // change nothing, and only incidents that differ from the cache are written.
         let mut work: BTreeMap<(String, String), Incident> = BTreeMap::new();
         let mut finished: Vec<Incident> = Vec::new();
+        // Incidents this batch resolved: a later firing alert of the same key opens a new one
+        // instead of reviving the cache's copy.
+        let mut closed: BTreeSet<(String, String)> = BTreeSet::new();
         let mut c = Commit::default();
         let mut effects: Vec<(Incident, Vec<Effect>)> = Vec::new();
         for stored in &pending {
@@ -410,6 +427,7 @@ impl Engine {
                 };
                 let key = (m.rule.clone(), m.target.key());
                 if !work.contains_key(&key)
+                    && !closed.contains(&key)
                     && let Some(inc) = index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
                 {
                     work.insert(key.clone(), inc.clone());
@@ -433,6 +451,7 @@ impl Engine {
                         }
                         if inc.is_resolved() {
                             finished.extend(work.remove(&key));
+                            closed.insert(key);
                         }
                     }
                     (None, SignalStatus::Firing) => {
@@ -457,6 +476,46 @@ impl Engine {
                     (None, SignalStatus::Resolved) => {}
                 }
             }
+            if s.status == SignalStatus::Resolved {
+                // A resolve reaches every incident its alert joined, even when a reload removed
+                // or renamed the rule that mapped it: no incident stays open for want of a rule.
+                let holders: Vec<(String, String)> = work
+                    .values()
+                    .chain(self.cache.iter().flat_map(|m| m.values()))
+                    .filter(|i| i.active.contains_key(&s.fingerprint))
+                    .map(|i| (i.rule.clone(), i.target.key()))
+                    .filter(|k| !closed.contains(k))
+                    .collect();
+                for key in holders {
+                    if !work.contains_key(&key)
+                        && let Some(inc) =
+                            index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
+                    {
+                        work.insert(key.clone(), inc.clone());
+                    }
+                    let Some(inc) = work.get_mut(&key) else {
+                        continue;
+                    };
+                    let Some(policy) = rs.policies.get(&inc.policy) else {
+                        continue;
+                    };
+                    let fx = inc.apply(
+                        Event::Resolved {
+                            fingerprint: s.fingerprint.clone(),
+                        },
+                        policy,
+                        now,
+                    );
+                    if !fx.is_empty() {
+                        matched = true;
+                        effects.push((inc.clone(), fx));
+                    }
+                    if inc.is_resolved() {
+                        finished.extend(work.remove(&key));
+                        closed.insert(key);
+                    }
+                }
+            }
             self.metrics.signal(
                 s.source.as_str(),
                 if matched { "matched" } else { "unmatched" },
@@ -466,7 +525,9 @@ impl Engine {
         for (inc, fx) in effects {
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
-        for inc in work.into_values().chain(finished) {
+        // Resolved first: the store allows one open incident per (rule, target), and a key this
+        // batch closed may have opened again.
+        for inc in finished.into_iter().chain(work.into_values()) {
             if self.cache.as_ref().and_then(|m| m.get(&inc.id)) != Some(&inc) {
                 c.incidents.push(inc);
             }
@@ -543,14 +604,82 @@ impl Engine {
         }
     }
 
+    /// Marks incidents stale that heard nothing for `stale_after`, and un-marks those heard of
+    /// again. Polled rules' incidents are left out: the poller only speaks on a level change.
+    async fn check_stale(&mut self, rs: &Ruleset, now: Timestamp) -> Result<(), StoreError> {
+        if now < self.next_stale_check {
+            return Ok(());
+        }
+        self.next_stale_check = now.plus(STALE_CHECK);
+        let after = self.config.stale_after;
+        let candidates: Vec<Incident> = self
+            .cache()
+            .await?
+            .values()
+            .filter(|i| {
+                !rs.rules
+                    .iter()
+                    .any(|r| r.name == i.rule && r.polled.is_some())
+            })
+            .filter(|i| i.stale_since.is_some() || now.since(i.updated_at) >= after)
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let fps: Vec<String> = candidates
+            .iter()
+            .flat_map(|i| i.active.keys().cloned())
+            .collect();
+        let heard: HashMap<String, Timestamp> =
+            self.store.last_heard(fps).await?.into_iter().collect();
+        for mut inc in candidates {
+            let Some(policy) = rs.policies.get(&inc.policy) else {
+                continue;
+            };
+            let last = inc
+                .active
+                .keys()
+                .filter_map(|fp| heard.get(fp).copied())
+                .max()
+                .unwrap_or(inc.opened_at);
+            let event = match inc.stale_since {
+                Some(since) if last > since => Event::Heard { at: last },
+                None if now.since(last) >= after => Event::Stale { heard: last, after },
+                _ => continue,
+            };
+            let fx = inc.apply(event, policy, now);
+            if fx.is_empty() {
+                continue;
+            }
+            if inc.stale_since.is_some() {
+                tracing::warn!(incident = %inc.id, heard = %last, "Incident is stale: none of its alerts heard of for stale_after");
+            }
+            let mut c = self.deferred.take().unwrap_or_default();
+            self.effects(&inc, fx, rs, &mut c, now).await?;
+            c.incidents.push(inc);
+            self.commit(c).await?;
+        }
+        Ok(())
+    }
+
     /// Ticks deadlines, resumes lifted pauses, and starts due steps.
     async fn drive(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
         let rs = self.rules();
         let now = self.clock.now();
+        self.check_stale(&rs, now).await?;
         let pauses = self.store.pauses().await?;
         let all = self.cache().await?;
-        let targets: BTreeSet<String> = all.values().map(|i| i.target.key()).collect();
-        let infrastructure = all.values().find(|i| i.level >= 3).map(|i| i.id.clone());
+        // Stale incidents (heard nothing for stale_after) hold nothing: no storm, no infrastructure.
+        let targets: BTreeSet<String> = all
+            .values()
+            .filter(|i| i.stale_since.is_none())
+            .map(|i| i.target.key())
+            .collect();
+        let infrastructure = all
+            .values()
+            .find(|i| i.level >= 3 && i.stale_since.is_none())
+            .map(|i| i.id.clone());
         let mut acting: BTreeMap<String, String> = all
             .values()
             .filter(|i| i.is_acting())

@@ -166,6 +166,11 @@ pub struct Incident {
     /// verifications count against no breaker (nothing was done).
     #[serde(default)]
     pub step_dry_run: bool,
+    /// Since when it is stale: none of its alerts was heard of (not even re-sent) for
+    /// `stale_after`. A stale incident is handed to a human and no longer counts toward the
+    /// storm guard; it is never resolved silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<Timestamp>,
     /// When opened.
     pub opened_at: Timestamp,
     /// Last change.
@@ -269,6 +274,18 @@ pub enum Event {
     Refused(Refusal),
     /// A pause covering this incident was lifted.
     Resumed,
+    /// None of its alerts was heard of since `heard` (not even re-sent by Alertmanager).
+    Stale {
+        /// When one of its alerts was last received.
+        heard: Timestamp,
+        /// The configured `stale_after`.
+        after: Duration,
+    },
+    /// An alert of a stale incident was heard of again.
+    Heard {
+        /// When.
+        at: Timestamp,
+    },
     /// A verification probe returned.
     Probe {
         /// Step index being verified.
@@ -345,6 +362,7 @@ impl Incident {
             paged: Vec::new(),
             steps_started: 0,
             step_dry_run: false,
+            stale_since: None,
             opened_at: now,
             updated_at: now,
             resolved_at: None,
@@ -468,6 +486,15 @@ impl Incident {
     /// The step due now (phase ready or held), from the policy's ladder.
     pub fn due_step<'p>(&self, policy: &'p Policy) -> Option<(u8, usize, &'p Step)> {
         if !matches!(self.phase, Phase::Ready | Phase::Held { .. }) {
+            return None;
+        }
+        // An alert of a level with another ladder is waiting out its `for`: starting this
+        // ladder's next step now would only be superseded by then. It starts when the
+        // higher alert either matures (and its ladder runs) or resolves.
+        if self.active.values().any(|a| {
+            a.level > self.level
+                && policy.ladder(a.level).map(|(l, _)| l).unwrap_or(a.level) != self.ladder
+        }) {
             return None;
         }
         let ladder = policy.levels.get(&self.ladder)?;
@@ -1030,6 +1057,50 @@ impl Incident {
                             no_data: Some(reason),
                         };
                     }
+                }
+            }
+            Event::Stale { heard, after } => {
+                // A running step finishes first; its result is recorded, then this comes again.
+                if self.stale_since.is_some() || matches!(self.phase, Phase::Running { .. }) {
+                    return fx;
+                }
+                self.stale_since = Some(now);
+                let why = format!(
+                    "stale: none of its alerts heard of since {heard} (stale_after {}); Alertmanager re-sends firing alerts every repeat_interval, so it may have resolved unseen or lost its alerts",
+                    fmt_duration(after)
+                );
+                fx.push(record(
+                    now,
+                    "stale",
+                    why.clone(),
+                    serde_json::json!({"heard": heard, "stale_after": fmt_duration(after)}),
+                ));
+                let route = self
+                    .ladder_of(policy)
+                    .map(|l| l.escalate_to.clone())
+                    .unwrap_or_default();
+                if !matches!(
+                    self.phase,
+                    Phase::Escalated { .. } | Phase::Suspended { .. }
+                ) {
+                    self.phase = Phase::Escalated {
+                        reason: why.clone(),
+                    };
+                }
+                // Paged once: a route that already has this incident's trigger is not paged again.
+                if !self.paged.contains(&route) {
+                    self.paged.push(route.clone());
+                    fx.push(Effect::Page { route, reason: why });
+                }
+            }
+            Event::Heard { at } => {
+                if self.stale_since.take().is_some() {
+                    fx.push(record(
+                        now,
+                        "heard_again",
+                        format!("an alert was heard of again at {at}; no longer stale (a human still owns it)"),
+                        serde_json::json!({"at": at}),
+                    ));
                 }
             }
             Event::Resumed => {

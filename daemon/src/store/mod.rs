@@ -201,6 +201,12 @@ pub trait Store: Send + Sync + 'static {
             Ok((counts, records))
         })
     }
+    /// When a firing alert of each fingerprint was last received (stored or re-sent, which ingest
+    /// counts as a duplicate): fingerprints never received are left out.
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>>;
     /// All breaker records.
     fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>>;
     /// Failures of `key` since `since`.

@@ -159,7 +159,8 @@ pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, Strin
     Ok(config)
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE receipts (
     id BIGSERIAL PRIMARY KEY,
     received_at BIGINT NOT NULL,
@@ -226,7 +227,12 @@ CREATE TABLE outbox (
     delivered BOOLEAN
 );
 CREATE INDEX outbox_due ON outbox (done_at, next_at);
-"#];
+"#,
+    // When a firing alert was last received (a re-send is a duplicate): stale incidents.
+    r#"
+ALTER TABLE signals ADD COLUMN last_seen BIGINT;
+"#,
+];
 
 async fn migrate(client: &mut tokio_postgres::Client) -> std::result::Result<(), String> {
     let tx = client.transaction().await.map_err(|e| explain(&e))?;
@@ -499,6 +505,24 @@ async fn ingest_batch(pool: &Pool, batch: &[IngestJob]) -> Result<Vec<IngestResu
             .await
             .map_err(db)? as usize;
         stored += n;
+        if n < signals.len() {
+            // Re-sent firing alerts: the incident they belong to is still heard of.
+            let firing: Vec<usize> = (0..signals.len())
+                .filter(|i| signals[*i].status == crate::signal::Status::Firing)
+                .collect();
+            if !firing.is_empty() {
+                let f: Vec<_> = firing.iter().map(|i| fps[*i].clone()).collect();
+                let s: Vec<i64> = firing.iter().map(|i| starts[*i]).collect();
+                tx.execute(
+                    "UPDATE signals SET last_seen = $1
+                     FROM unnest($2::text[], $3::bigint[]) AS u (f, s)
+                     WHERE fingerprint = u.f AND starts_at = u.s AND status = 'firing'",
+                    &[&r.received_at.0, &f, &s],
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
         results.push(IngestResult {
             stored: n,
             duplicates: signals.len() - n,
@@ -783,6 +807,28 @@ impl Store for PgStore {
                 Some(r) => decode(r.get(0)),
                 None => Ok(BreakerRecord::default()),
             }
+        })
+    }
+
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
+        self.op(async move {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT fingerprint, max(coalesce(last_seen, received_at)) FROM signals
+                     WHERE fingerprint = ANY($1::text[]) AND status = 'firing'
+                     GROUP BY fingerprint",
+                    &[&fingerprints],
+                )
+                .await
+                .map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), Timestamp(r.get::<_, i64>(1))))
+                .collect())
         })
     }
 

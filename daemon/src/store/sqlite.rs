@@ -39,7 +39,8 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE receipts (
     id INTEGER PRIMARY KEY,
     received_at INTEGER NOT NULL,
@@ -106,7 +107,13 @@ CREATE TABLE outbox (
     delivered INTEGER
 );
 CREATE INDEX outbox_due ON outbox (done_at, next_at);
-"#];
+"#,
+    // When a firing alert was last received: Alertmanager re-sends it every repeat_interval, and
+    // ingest counts the re-send as a duplicate; an incident that hears nothing goes stale.
+    r#"
+ALTER TABLE signals ADD COLUMN last_seen INTEGER;
+"#,
+];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -203,6 +210,10 @@ fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
                 "INSERT INTO signals (receipt_id, fingerprint, starts_at, status, source, received_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
             )?;
+            let mut heard = tx.prepare_cached(
+                "UPDATE signals SET last_seen = ?1
+                 WHERE fingerprint = ?2 AND starts_at = ?3 AND status = 'firing'",
+            )?;
             for (r, signals, _) in batch {
                 rcpt.execute(params![
                     r.received_at.0,
@@ -228,6 +239,13 @@ fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
                         res.stored += 1;
                     } else {
                         res.duplicates += 1;
+                        if s.status == crate::signal::Status::Firing {
+                            heard.execute(params![
+                                r.received_at.0,
+                                s.fingerprint,
+                                s.starts_at.0
+                            ])?;
+                        }
                     }
                 }
                 results.push(res);
@@ -469,6 +487,28 @@ impl Store for SqliteStore {
                 .map(|k| breaker(c, k))
                 .collect::<Result<Vec<_>>>()?;
             Ok((counts, records))
+        })
+    }
+
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT max(coalesce(last_seen, received_at)) FROM signals
+                     WHERE fingerprint = ?1 AND status = 'firing'",
+                )
+                .map_err(db)?;
+            let mut out = Vec::with_capacity(fingerprints.len());
+            for fp in fingerprints {
+                let at: Option<i64> = st.query_row(params![fp], |r| r.get(0)).map_err(db)?;
+                if let Some(at) = at {
+                    out.push((fp, Timestamp(at)));
+                }
+            }
+            Ok(out)
         })
     }
 
