@@ -98,7 +98,10 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!((r.stored, r.duplicates), (2, 0));
     let r = store
         .ingest(
-            receipt(3),
+            Receipt {
+                received_at: Timestamp(5),
+                ..receipt(3)
+            },
             vec![
                 signal("a", 1, Status::Firing),
                 signal("a", 2, Status::Firing),
@@ -108,6 +111,16 @@ async fn suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((r.stored, r.duplicates), (2, 1));
+    // A re-sent firing alert is a duplicate, but it is heard of (stale incidents).
+    let heard = store
+        .last_heard(vec!["a".into(), "b".into(), "never".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>();
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert_eq!(heard["a"], Timestamp(5), "the re-send counts");
+    assert_eq!(heard["b"], Timestamp(1));
     let pending = store.pending_signals(10).await.unwrap();
     assert_eq!(pending.len(), 4);
     assert!(
@@ -146,14 +159,29 @@ async fn suite(store: Arc<dyn Store>) {
             "k".into(),
             BreakerRecord {
                 opened_at: Some(Timestamp(100)),
-                trial_since: None,
+                trial_since: Some(Timestamp(150)),
+                trial_by: Some(id.clone()),
                 reset_at: None,
             },
         )],
         claims: vec![(id.clone(), 1, 0, Timestamp(10))],
         finished: vec![],
+        counters: vec![(remedyd::store::STORM_COUNTER.into(), 42)],
     };
     store.commit(c).await.unwrap();
+    // Named engine state is set exactly (the open storm), and can be cleared.
+    assert_eq!(
+        store
+            .counter(remedyd::store::STORM_COUNTER.into())
+            .await
+            .unwrap(),
+        42
+    );
+    assert_eq!(
+        store.breaker("k").await.unwrap().trial_by.as_deref(),
+        Some(id.as_str()),
+        "the trial's holder is kept"
+    );
     assert_eq!(store.incident_counter(2026).await.unwrap(), 1);
     assert_eq!(store.incident_counter(2027).await.unwrap(), 0);
     assert!(store.pending_signals(10).await.unwrap().is_empty());
@@ -405,7 +433,7 @@ async fn postgres_replicas_starting_together_migrate_once_and_reconnect_to_their
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1], "each migration applied once");
+        assert_eq!(versions, [1, 2], "each migration applied once");
         stores[0]
             .ingest(receipt(1), vec![signal("a", 1, Status::Firing)])
             .await
