@@ -39,7 +39,9 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema.
+    r#"
 CREATE TABLE receipts (
     id INTEGER PRIMARY KEY,
     received_at INTEGER NOT NULL,
@@ -106,7 +108,14 @@ CREATE TABLE outbox (
     delivered INTEGER
 );
 CREATE INDEX outbox_due ON outbox (done_at, next_at);
-"#];
+"#,
+    // 2: pages are delivered in order per (incident, route): `outbox_due` asks, for each due
+    // page, whether an earlier page of its incident and route is still pending. This partial
+    // index answers that from the pending rows alone, however many delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
+"#,
+];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -528,15 +537,28 @@ impl Store for SqliteStore {
         })
     }
 
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
         self.call(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, route, body, attempts FROM outbox WHERE done_at IS NULL AND next_at <= ?1 ORDER BY id LIMIT ?2",
+                    "SELECT o.id, o.route, o.body, o.attempts FROM outbox o JOIN (
+                         SELECT h.id, row_number() OVER (PARTITION BY h.route ORDER BY h.id) AS nth
+                         FROM outbox h
+                         WHERE h.done_at IS NULL AND h.next_at <= ?1
+                           AND NOT EXISTS (
+                               SELECT 1 FROM outbox e
+                               WHERE e.done_at IS NULL AND e.incident_id = h.incident_id
+                                 AND e.route = h.route AND e.id < h.id)
+                     ) d ON d.id = o.id
+                     WHERE d.nth <= ?2 ORDER BY o.id",
                 )
                 .map_err(db)?;
             let rows = st
-                .query_map(params![now.0, limit as i64], |r| {
+                .query_map(params![now.0, per_route as i64], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
                 })
                 .map_err(db)?
