@@ -559,7 +559,12 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let rows = st
                 .query_map(params![now.0, per_route as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
                 })
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
