@@ -359,6 +359,183 @@ async fn sqlite_store_survives_reopen() {
     );
 }
 
+/// A page of `incident` (an incident id, `STORM-…` or `DIGEST-…`).
+fn page(incident_id: &str, event: NotificationKind) -> remedyd::escalate::Notification {
+    let mut n = notification(&incident("INC-2026-0001", "checkout"), &[], event, "why");
+    n.incident = incident_id.into();
+    n
+}
+
+/// What `outbox_due` returns at `now`, as (route, incident, event), oldest first.
+async fn due(
+    store: &dyn Store,
+    now: i64,
+    per_route: usize,
+) -> Vec<(String, String, NotificationKind)> {
+    store
+        .outbox_due(Timestamp(now), per_route)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.route, i.notification.incident, i.notification.event))
+        .collect()
+}
+
+/// The id of the pending page (route, incident, event).
+async fn page_id(
+    store: &dyn Store,
+    now: i64,
+    route: &str,
+    incident: &str,
+    event: NotificationKind,
+) -> i64 {
+    store
+        .outbox_due(Timestamp(now), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| {
+            i.route == route && i.notification.incident == incident && i.notification.event == event
+        })
+        .unwrap_or_else(|| panic!("{route} {incident} {event:?} is due at {now}"))
+        .id
+}
+
+fn row(route: &str, incident: &str, event: NotificationKind) -> (String, String, NotificationKind) {
+    (route.into(), incident.into(), event)
+}
+
+/// Per (incident, route) the outbox hands out pages strictly in enqueue order: a resolve is not
+/// due while its trigger waits for a retry, nor in the pass that delivers the trigger; only
+/// once the trigger is done (delivered, recorded or given up). Other routes of the incident and
+/// other incidents of the route are not held. A backlog on one route does not hide another's.
+async fn outbox_order(store: Arc<dyn Store>) {
+    use NotificationKind::{Resolve, Trigger};
+    let s = &*store;
+    store
+        .commit(Commit {
+            outbox: vec![
+                ("oncall".into(), page("INC-2026-0001", Trigger)),
+                ("oncall".into(), page("INC-2026-0001", Resolve)),
+                ("owner".into(), page("INC-2026-0001", Trigger)),
+                ("oncall".into(), page("INC-2026-0002", Trigger)),
+                ("platform".into(), page("STORM-1", Trigger)),
+                ("platform".into(), page("STORM-1", Resolve)),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 0, 10).await,
+        [
+            row("oncall", "INC-2026-0001", Trigger),
+            row("owner", "INC-2026-0001", Trigger),
+            row("oncall", "INC-2026-0002", Trigger),
+            row("platform", "STORM-1", Trigger),
+        ],
+        "only the first page of each (incident, route)"
+    );
+
+    // The trigger fails and is retried later: neither it nor its resolve is due meanwhile.
+    let trigger = page_id(s, 0, "oncall", "INC-2026-0001", Trigger).await;
+    store
+        .outbox_retry(trigger, Timestamp(1000), "503")
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 999, 10).await,
+        [
+            row("owner", "INC-2026-0001", Trigger),
+            row("oncall", "INC-2026-0002", Trigger),
+            row("platform", "STORM-1", Trigger),
+        ],
+        "a resolve is not due while its trigger waits for a retry"
+    );
+
+    // A storm page given up lets its resolve go; delivered pages let nothing else change.
+    for (route, inc) in [("owner", "INC-2026-0001"), ("oncall", "INC-2026-0002")] {
+        let id = page_id(s, 999, route, inc, Trigger).await;
+        store.outbox_done(id, Timestamp(999), true).await.unwrap();
+    }
+    let storm = page_id(s, 999, "platform", "STORM-1", Trigger).await;
+    store
+        .outbox_done(storm, Timestamp(999), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 999, 10).await,
+        [row("platform", "STORM-1", Resolve)],
+        "a given-up trigger lets its resolve go"
+    );
+    let storm_resolve = page_id(s, 999, "platform", "STORM-1", Resolve).await;
+    store
+        .outbox_done(storm_resolve, Timestamp(999), true)
+        .await
+        .unwrap();
+
+    // The trigger's retry time comes: the trigger first, the resolve only once it is done.
+    assert_eq!(
+        due(s, 1000, 10).await,
+        [row("oncall", "INC-2026-0001", Trigger)]
+    );
+    store
+        .outbox_done(trigger, Timestamp(1001), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 1001, 10).await,
+        [row("oncall", "INC-2026-0001", Resolve)]
+    );
+    let resolve = page_id(s, 1001, "oncall", "INC-2026-0001", Resolve).await;
+    store
+        .outbox_done(resolve, Timestamp(1002), true)
+        .await
+        .unwrap();
+    assert!(due(s, 5000, 10).await.is_empty());
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+
+    // Three incidents page `busy`, then one pages `quiet`: with two per route, `quiet` is
+    // still handed out.
+    let outbox = ["INC-2026-0003", "INC-2026-0004", "INC-2026-0005"]
+        .into_iter()
+        .map(|inc| ("busy".to_string(), page(inc, Trigger)))
+        .chain([("quiet".to_string(), page("INC-2026-0006", Trigger))])
+        .collect();
+    store
+        .commit(Commit {
+            outbox,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 5000, 2).await,
+        [
+            row("busy", "INC-2026-0003", Trigger),
+            row("busy", "INC-2026-0004", Trigger),
+            row("quiet", "INC-2026-0006", Trigger),
+        ],
+        "at most two per route, oldest first"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_outbox_holds_a_resolve_behind_its_retried_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), outbox_order(Arc::new(store)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outbox_holds_a_resolve_behind_its_retried_trigger() {
+    let pg = Postgres::start().await;
+    let store = pg_store(&pg.url()).await;
+    bounded("the outbox order", PG_TEST, outbox_order(Arc::new(store))).await;
+}
+
 #[tokio::test]
 async fn concurrent_webhooks_are_group_committed_without_loss() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,7 +610,7 @@ async fn postgres_replicas_starting_together_migrate_once_and_reconnect_to_their
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2], "each migration applied once");
+        assert_eq!(versions, [1, 2, 3], "each migration applied once");
         stores[0]
             .ingest(receipt(1), vec![signal("a", 1, Status::Firing)])
             .await

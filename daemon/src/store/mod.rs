@@ -217,8 +217,15 @@ pub trait Store: Send + Sync + 'static {
     fn set_pause(&self, p: Pause) -> BoxFuture<'_, Result<()>>;
     /// Lifts a pause; `false` if there was none.
     fn clear_pause(&self, scope: &str) -> BoxFuture<'_, Result<bool>>;
-    /// Pages due for delivery.
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>>;
+    /// Pages due for delivery, oldest first. Per (incident, route) only the oldest page not yet
+    /// done (delivered, recorded or given up) can be due, and only once its `next_at` has come:
+    /// a resolve waits behind its trigger while the trigger is retried. At most `per_route` pages
+    /// of each route, so that a backlog on one route never hides another route's pages.
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>>;
     /// Marks a page delivered (or recorded only, when the route has no destination).
     fn outbox_done(&self, id: i64, now: Timestamp, delivered: bool) -> BoxFuture<'_, Result<()>>;
     /// Schedules a retry.

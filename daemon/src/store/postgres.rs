@@ -160,6 +160,7 @@ pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, Strin
 }
 
 const MIGRATIONS: &[&str] = &[
+    // 1: the schema.
     r#"
 CREATE TABLE receipts (
     id BIGSERIAL PRIMARY KEY,
@@ -228,9 +229,15 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (done_at, next_at);
 "#,
-    // When a firing alert was last received (a re-send is a duplicate): stale incidents.
+    // 2: when a firing alert was last received (a re-send is a duplicate): stale incidents.
     r#"
 ALTER TABLE signals ADD COLUMN last_seen BIGINT;
+"#,
+    // 3: pages are delivered in order per (incident, route): `outbox_due` asks, for each due
+    // page, whether an earlier page of its incident and route is still pending. This partial
+    // index answers that from the pending rows alone, however many delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
 "#,
 ];
 
@@ -907,17 +914,29 @@ impl Store for PgStore {
         })
     }
 
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
         self.op(async move {
             let c = self.client().await?;
             let st = c
                 .prepare_cached(
-                    "SELECT id, route, body, attempts FROM outbox
-                     WHERE done_at IS NULL AND next_at <= $1 ORDER BY id LIMIT $2",
+                    "SELECT o.id, o.route, o.body, o.attempts FROM outbox o JOIN (
+                         SELECT h.id, row_number() OVER (PARTITION BY h.route ORDER BY h.id) AS nth
+                         FROM outbox h
+                         WHERE h.done_at IS NULL AND h.next_at <= $1
+                           AND NOT EXISTS (
+                               SELECT 1 FROM outbox e
+                               WHERE e.done_at IS NULL AND e.incident_id = h.incident_id
+                                 AND e.route = h.route AND e.id < h.id)
+                     ) d ON d.id = o.id
+                     WHERE d.nth <= $2 ORDER BY o.id",
                 )
                 .await
                 .map_err(db)?;
-            c.query(&st, &[&now.0, &(limit as i64)])
+            c.query(&st, &[&now.0, &(per_route as i64)])
                 .await
                 .map_err(db)?
                 .iter()

@@ -40,6 +40,7 @@ fn db(e: rusqlite::Error) -> StoreError {
 }
 
 const MIGRATIONS: &[&str] = &[
+    // 1: the schema.
     r#"
 CREATE TABLE receipts (
     id INTEGER PRIMARY KEY,
@@ -108,10 +109,16 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (done_at, next_at);
 "#,
-    // When a firing alert was last received: Alertmanager re-sends it every repeat_interval, and
+    // 2: when a firing alert was last received: Alertmanager re-sends it every repeat_interval, and
     // ingest counts the re-send as a duplicate; an incident that hears nothing goes stale.
     r#"
 ALTER TABLE signals ADD COLUMN last_seen INTEGER;
+"#,
+    // 3: pages are delivered in order per (incident, route): `outbox_due` asks, for each due
+    // page, whether an earlier page of its incident and route is still pending. This partial
+    // index answers that from the pending rows alone, however many delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
 "#,
 ];
 
@@ -575,16 +582,34 @@ impl Store for SqliteStore {
         })
     }
 
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
         self.call(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, route, body, attempts FROM outbox WHERE done_at IS NULL AND next_at <= ?1 ORDER BY id LIMIT ?2",
+                    "SELECT o.id, o.route, o.body, o.attempts FROM outbox o JOIN (
+                         SELECT h.id, row_number() OVER (PARTITION BY h.route ORDER BY h.id) AS nth
+                         FROM outbox h
+                         WHERE h.done_at IS NULL AND h.next_at <= ?1
+                           AND NOT EXISTS (
+                               SELECT 1 FROM outbox e
+                               WHERE e.done_at IS NULL AND e.incident_id = h.incident_id
+                                 AND e.route = h.route AND e.id < h.id)
+                     ) d ON d.id = o.id
+                     WHERE d.nth <= ?2 ORDER BY o.id",
                 )
                 .map_err(db)?;
             let rows = st
-                .query_map(params![now.0, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                .query_map(params![now.0, per_route as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
                 })
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
