@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
-use serde_json::Value;
 use remedyd::store::postgres::{Leadership, PgStore};
+use serde_json::Value;
 use services::{PG_PASSWORD, Postgres, http as client, wait_until, within};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -828,12 +828,21 @@ async fn remedyd_resolve_is_applied_by_the_leader_and_stays_queued_while_no_repl
         let (code, out, err) = remedyd_cli(
             c.dir.path(),
             &url,
-            &["resolve", &a, "--reason", "known upstream outage", "--author", "erin"],
+            &[
+                "resolve",
+                &a,
+                "--reason",
+                "known upstream outage",
+                "--author",
+                "erin",
+            ],
         )
         .await;
         assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
         assert!(
-            out.contains(&format!("{a} resolved by hand by erin: known upstream outage")),
+            out.contains(&format!(
+                "{a} resolved by hand by erin: known upstream outage"
+            )),
             "{out}"
         );
         wait_until(15, "the resolve page of the first incident", || async {
@@ -846,11 +855,16 @@ async fn remedyd_resolve_is_applied_by_the_leader_and_stays_queued_while_no_repl
         // a replica starts again (it stands by, serving the API).
         c.replicas[0].kill9();
         let holder = Leadership::new(
-            PgStore::connect(&url).await.expect("connect the lock holder"),
+            PgStore::connect(&url)
+                .await
+                .expect("connect the lock holder"),
             Arc::new(Notify::new()),
         );
         let cancel = CancellationToken::new();
-        let term = holder.acquire(&cancel).await.expect("the test holds leadership");
+        let term = holder
+            .acquire(&cancel)
+            .await
+            .expect("the test holds leadership");
         c.spawn("replica-1", &url);
         c.ready(1).await;
         assert_eq!(c.replicas[1].leads().await, Some(false));
@@ -870,7 +884,14 @@ async fn remedyd_resolve_is_applied_by_the_leader_and_stays_queued_while_no_repl
         let (code, out, err) = remedyd_cli(
             c.dir.path(),
             &url,
-            &["resolve", &b, "--reason", "deploy rolled back by hand", "--author", "frank"],
+            &[
+                "resolve",
+                &b,
+                "--reason",
+                "deploy rolled back by hand",
+                "--author",
+                "frank",
+            ],
         )
         .await;
         assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");

@@ -531,12 +531,13 @@ async fn a_failed_step_pages_the_webhook_route_exactly_once() {
 // remedyd resolve (SQLite; PostgreSQL is in tests/ha.rs)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remedyd_resolve_closes_an_incident_whose_rule_was_removed_and_its_route_gets_the_resolve() {
+async fn remedyd_resolve_closes_an_incident_whose_rule_was_removed_and_its_route_gets_the_resolve()
+{
     let env = Env::new();
     let rx = Receiver::answering(Duration::ZERO, StatusCode::INTERNAL_SERVER_ERROR).await;
     env.write_config(&rx, None, "10s");
     within(90, async {
-        let mut d = env.start().await;
+        let d = env.start().await;
         let (status, body) = env
             .post_webhook(&alert_now("checkout", "fp-by-hand"), None)
             .await;
@@ -584,7 +585,14 @@ async fn remedyd_resolve_closes_an_incident_whose_rule_was_removed_and_its_route
         };
         let args = |id: &str, store: &str| -> Vec<String> {
             [
-                "resolve", id, "--reason", "rule removed", "--author", "bob", "--store", store,
+                "resolve",
+                id,
+                "--reason",
+                "rule removed",
+                "--author",
+                "bob",
+                "--store",
+                store,
             ]
             .map(String::from)
             .to_vec()

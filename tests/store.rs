@@ -19,9 +19,7 @@ use remedyd::rules::{Target, TargetKind};
 use remedyd::signal::{Signal, Source, Status};
 use remedyd::store::postgres::{Leadership, PgStore};
 use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{
-    Commit, Pause, Receipt, ResolveRequest, ResolveResult, Store, StoreError,
-};
+use remedyd::store::{Commit, Pause, Receipt, ResolveRequest, ResolveResult, Store, StoreError};
 use services::{PG_PASSWORD, Postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -729,7 +727,12 @@ async fn a_resolve_request_stored_by_any_replica_wakes_the_leader() {
             .request_resolve("INC-2026-0001", "noise", "alice", Timestamp(1))
             .await
             .unwrap();
-        bounded("the leader's wake-up", Duration::from_secs(5), wake.notified()).await;
+        bounded(
+            "the leader's wake-up",
+            Duration::from_secs(5),
+            wake.notified(),
+        )
+        .await;
         assert_eq!(term.store.pending_resolves(10).await.unwrap().len(), 1);
         term.release().await;
     })
