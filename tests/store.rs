@@ -19,7 +19,7 @@ use remedyd::rules::{Target, TargetKind};
 use remedyd::signal::{Signal, Source, Status};
 use remedyd::store::postgres::{Leadership, PgStore};
 use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{Commit, Pause, Receipt, Store, StoreError};
+use remedyd::store::{Commit, Pause, Receipt, ResolveRequest, ResolveResult, Store, StoreError};
 use services::{PG_PASSWORD, Postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -167,6 +167,7 @@ async fn suite(store: Arc<dyn Store>) {
         claims: vec![(id.clone(), 1, 0, Timestamp(10))],
         finished: vec![],
         counters: vec![(remedyd::store::STORM_COUNTER.into(), 42)],
+        resolves_done: vec![],
     };
     store.commit(c).await.unwrap();
     // Named engine state is set exactly (the open storm), and can be cleared.
@@ -328,7 +329,67 @@ async fn suite(store: Arc<dyn Store>) {
         store.count_uses(&key, Timestamp(50), false).await.unwrap(),
         1
     );
+    resolve_requests(&*store).await;
     store.ping().await.unwrap();
+}
+
+/// Resolve requests: stored pending, oldest first, until the engine's commit marks them done
+/// with a result that reads back as written.
+async fn resolve_requests(store: &dyn Store) {
+    assert!(store.pending_resolves(10).await.unwrap().is_empty());
+    let first = store
+        .request_resolve("INC-2026-0009", "noise", "alice", Timestamp(500))
+        .await
+        .unwrap();
+    // A NUL (which PostgreSQL's TEXT cannot hold) is stored, not refused.
+    let second = store
+        .request_resolve("INC-1999-0001", "nul\0reason", "bob", Timestamp(501))
+        .await
+        .unwrap();
+    assert!(second > first);
+    let pending = store.pending_resolves(10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert_eq!(
+        pending[0],
+        ResolveRequest {
+            id: first,
+            incident: "INC-2026-0009".into(),
+            reason: "noise".into(),
+            author: "alice".into(),
+            requested_at: Timestamp(500),
+            done: None,
+        }
+    );
+    assert_eq!(store.pending_resolves(1).await.unwrap().len(), 1);
+    store
+        .commit(Commit {
+            resolves_done: vec![(first, Timestamp(502), ResolveResult::Resolved)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = store.pending_resolves(10).await.unwrap();
+    assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), [second]);
+    assert_eq!(
+        store.resolve_request(first).await.unwrap().unwrap().done,
+        Some((Timestamp(502), ResolveResult::Resolved))
+    );
+    store
+        .commit(Commit {
+            resolves_done: vec![(second, Timestamp(503), ResolveResult::UnknownIncident)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(store.pending_resolves(10).await.unwrap().is_empty());
+    assert_eq!(
+        store.resolve_request(second).await.unwrap().unwrap().done,
+        Some((Timestamp(503), ResolveResult::UnknownIncident))
+    );
+    assert_eq!(store.resolve_request(second + 100).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -610,7 +671,7 @@ async fn postgres_replicas_starting_together_migrate_once_and_reconnect_to_their
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3], "each migration applied once");
+        assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
         stores[0]
             .ingest(receipt(1), vec![signal("a", 1, Status::Firing)])
             .await
@@ -853,6 +914,32 @@ async fn a_released_term_hands_over_at_once_and_ingest_anywhere_wakes_the_leader
         stop.cancel();
         assert!(c.acquire(&stop).await.is_none());
         term_b.release().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_request_stored_by_any_replica_wakes_the_leader() {
+    let pg = Postgres::start().await;
+    let url = pg.url();
+    let wake = Arc::new(Notify::new());
+    let leader = Leadership::new(pg_store(&url).await, wake.clone());
+    let other = pg_store(&url).await;
+    let cancel = CancellationToken::new();
+    bounded("wake-up", PG_TEST, async {
+        let term = leader.acquire(&cancel).await.expect("leads");
+        other
+            .request_resolve("INC-2026-0001", "noise", "alice", Timestamp(1))
+            .await
+            .unwrap();
+        bounded(
+            "the leader's wake-up",
+            Duration::from_secs(5),
+            wake.notified(),
+        )
+        .await;
+        assert_eq!(term.store.pending_resolves(10).await.unwrap().len(), 1);
+        term.release().await;
     })
     .await;
 }

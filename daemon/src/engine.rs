@@ -18,11 +18,11 @@ use crate::incident::{Effect, Entry, Event, Incident, Phase, Probe, StepResult};
 use crate::policy::breaker;
 use crate::policy::budget::BudgetUse;
 use crate::policy::gate::{self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind};
-use crate::policy::{Step, Verify};
+use crate::policy::{Policy, Step, Verify};
 use crate::prom::MetricSource;
 use crate::ruleset::Ruleset;
 use crate::signal::Status as SignalStatus;
-use crate::store::{Commit, Pause, Store, StoreError};
+use crate::store::{Commit, Pause, ResolveResult, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// The current ruleset, swapped whole on reload.
@@ -37,6 +37,8 @@ const STALE_CHECK: Duration = Duration::from_secs(60);
 
 /// Signals handled per pass; bounds one commit's size.
 const SIGNAL_BATCH: usize = 256;
+/// Resolve requests applied per pass: people ask rarely; bounds one pass's extra work.
+const RESOLVE_BATCH: usize = 64;
 /// Finished steps waiting for the engine. 256: far more than can run at once (one per target).
 const DONE_QUEUE: usize = 256;
 
@@ -325,6 +327,11 @@ impl Engine {
             self.recover().await?;
             self.recover_pending = false;
         }
+        if let Err(e) = self.operator_requests().await {
+            // A request that cannot be applied now must not stop remediation: it stays pending.
+            self.metrics.store_error("resolve");
+            tracing::warn!(error = %e, "Applying resolve requests failed; retrying on the next pass");
+        }
         while self.signals().await? == SIGNAL_BATCH {}
         let deferred = self.deferred.is_some();
         let r = self.drive(tasks).await;
@@ -335,6 +342,58 @@ impl Engine {
             self.cache = None;
         }
         r
+    }
+
+    /// Applies people's requests to resolve incidents by hand (API, dashboard, `remedyd
+    /// resolve`): each in one commit with the incident, its timeline, the resolve pages of the
+    /// routes paged and the request marked done. An unknown or already resolved incident marks
+    /// the request done with that result.
+    async fn operator_requests(&mut self) -> Result<(), StoreError> {
+        let pending = self.store.pending_resolves(RESOLVE_BATCH).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let rs = self.rules();
+        for req in pending {
+            let now = self.clock.now();
+            let mut c = Commit::default();
+            let result = match self.incident(&req.incident).await? {
+                None => ResolveResult::UnknownIncident,
+                Some(inc) if inc.is_resolved() => ResolveResult::AlreadyResolved,
+                Some(mut inc) => {
+                    // A policy removed by a reload must not keep its incidents open for ever:
+                    // resolving by hand reads nothing from the policy.
+                    let removed = Policy {
+                        name: inc.policy.clone(),
+                        description: String::new(),
+                        mode: None,
+                        levels: BTreeMap::new(),
+                    };
+                    let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
+                    let event = Event::ResolvedByHand {
+                        reason: req.reason.clone(),
+                        author: req.author.clone(),
+                    };
+                    let fx = inc.apply(event, policy, now);
+                    self.effects(&inc, fx, &rs, &mut c, now).await?;
+                    let why = format!("resolved by hand by {}: {}", req.author, req.reason);
+                    for (_, n) in &mut c.outbox {
+                        if n.event == NotificationKind::Resolve {
+                            n.reason = why.clone();
+                        }
+                    }
+                    tracing::warn!(incident = %inc.id, author = %req.author, reason = %req.reason, "Incident resolved by hand");
+                    c.incidents.push(inc);
+                    ResolveResult::Resolved
+                }
+            };
+            if result != ResolveResult::Resolved {
+                tracing::info!(incident = %req.incident, author = %req.author, result = result.as_str(), "Resolve request not applied");
+            }
+            c.resolves_done.push((req.id, now, result));
+            self.commit(c).await?;
+        }
+        Ok(())
     }
 
     /// Steps left running by a dead process: not run again (at most once); verification follows.

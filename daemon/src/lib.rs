@@ -15,6 +15,7 @@ pub mod intake;
 pub mod leader;
 pub mod policy;
 pub mod prom;
+pub mod resolve;
 pub mod rules;
 pub mod ruleset;
 pub mod signal;

@@ -12,6 +12,12 @@ fn main() {
         Command::Simulate { alerts } => remedyd::cli::simulate(&cli, alerts),
         Command::Test { files } => remedyd::cli::test(files),
         Command::Review { incident, .. } => remedyd::cli::review(&cli, incident),
+        Command::Resolve {
+            incident,
+            reason,
+            author,
+            ..
+        } => remedyd::cli::resolve(&cli, incident, reason, author),
         Command::Serve { .. } => {
             let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
                 Ok(c) => c,

@@ -1,4 +1,4 @@
-//! The HTTP API: webhook, incidents, pause/resume, health, metrics, dashboard.
+//! The HTTP API: webhook, incidents, resolve by hand, pause/resume, health, metrics, dashboard.
 
 mod dashboard;
 
@@ -73,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/", get(dashboard::page))
@@ -80,6 +81,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/incidents/{id}/review.md", get(dashboard::review))
         .route("/ui/pause", post(dashboard::ui_pause))
         .route("/ui/resume", post(dashboard::ui_resume))
+        .route("/ui/incidents/{id}/resolve", post(dashboard::ui_resolve))
         .with_state(state)
 }
 
@@ -320,8 +322,85 @@ async fn get_incident(
     Ok(Json(IncidentView::new(&inc, Some(tl))))
 }
 
+/// `POST /api/v1/incidents/{id}/resolve` body: both fields required and non-blank.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// Why the incident is resolved by hand.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who resolves it.
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+impl From<crate::resolve::ResolveError> for ApiError {
+    fn from(e: crate::resolve::ResolveError) -> Self {
+        use crate::resolve::ResolveError as E;
+        let code = match &e {
+            E::Missing(_) => StatusCode::BAD_REQUEST,
+            E::UnknownIncident(_) => StatusCode::NOT_FOUND,
+            E::AlreadyResolved(_) => StatusCode::CONFLICT,
+            E::Store(_) => {
+                tracing::error!(error = %e, "Store error while resolving by hand");
+                return ApiError(StatusCode::SERVICE_UNAVAILABLE, "store unavailable".into());
+            }
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// Resolves an incident by hand (the API and the dashboard's form both come here): the engine
+/// applies the request; `Queued` when it did not within [`crate::resolve::WAIT`].
+pub(crate) async fn apply_resolve(
+    state: &AppState,
+    id: &str,
+    reason: Option<&str>,
+    author: Option<&str>,
+) -> Result<crate::resolve::Answer, ApiError> {
+    let fields = crate::resolve::Fields::check(reason, author)?;
+    Ok(crate::resolve::resolve_by_hand(
+        &*state.store,
+        Some(&state.wake),
+        state.clock.now(),
+        id,
+        &fields,
+        crate::resolve::WAIT,
+    )
+    .await?)
+}
+
+async fn resolve(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_token(&state, &headers)?;
+    let req: ResolveBody = json_body(&body)?;
+    match apply_resolve(&state, &id, req.reason.as_deref(), req.author.as_deref()).await? {
+        crate::resolve::Answer::Resolved(inc) => {
+            let tl = state.store.timeline(&inc.id).await?;
+            Ok(Json(IncidentView::new(&inc, Some(tl))).into_response())
+        }
+        crate::resolve::Answer::Queued(request) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "request": request,
+                "incident": id,
+                "status": "queued",
+                "message": format!(
+                    "no engine applied the request within {}s (this replica does not lead, or the leader is down); the leader applies it when it runs",
+                    crate::resolve::WAIT.as_secs()
+                ),
+            })),
+        )
+            .into_response()),
+    }
+}
+
 /// `POST /api/v1/pause` and `/resume` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PauseRequest {
     /// Pause one rule.
@@ -350,14 +429,11 @@ fn scope(p: &PauseRequest) -> Result<String, ApiError> {
     }
 }
 
-fn pause_body(body: &[u8]) -> Result<PauseRequest, ApiError> {
+/// A JSON body whose fields are all optional (an empty body is all defaults); a bad one is a
+/// 400 naming the field.
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PauseRequest {
-            rule: None,
-            namespace: None,
-            reason: None,
-            author: None,
-        });
+        return Ok(T::default());
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -368,6 +444,10 @@ fn pause_body(body: &[u8]) -> Result<PauseRequest, ApiError> {
             format!("{path}: {}", msg.split(" at line ").next().unwrap_or(&msg)),
         )
     })
+}
+
+fn pause_body(body: &[u8]) -> Result<PauseRequest, ApiError> {
+    json_body(body)
 }
 
 async fn pause(

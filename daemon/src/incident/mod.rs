@@ -293,6 +293,13 @@ pub enum Event {
         /// What it saw.
         probe: Probe,
     },
+    /// A person closed the incident (API, dashboard or `remedyd resolve`).
+    ResolvedByHand {
+        /// Why.
+        reason: String,
+        /// Who.
+        author: String,
+    },
 }
 
 /// What the engine must do after a transition.
@@ -1114,11 +1121,58 @@ impl Incident {
                     self.ready(policy, now, &mut fx);
                 }
             }
+            Event::ResolvedByHand { reason, author } => {
+                self.resolve_by_hand(reason, author, now, &mut fx)
+            }
         }
         if !fx.is_empty() {
             self.updated_at = now;
         }
         fx
+    }
+}
+
+// === impl Incident: resolved by hand ===
+
+impl Incident {
+    /// Closes the incident for a person, from any open phase: pending steps are cancelled, a
+    /// running step's result is still recorded when it comes (nothing further runs), and every
+    /// paged route gets its resolve. Alerts still firing stay listed; their re-sends are
+    /// duplicates, so only a new firing opens a new incident.
+    fn resolve_by_hand(
+        &mut self,
+        reason: String,
+        author: String,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let firing = self.active.len();
+        let mut message = format!("resolved by hand by {author}: {reason}");
+        if let Phase::Running { step, .. } = self.phase {
+            message.push_str(&format!(
+                " (step {} was running: its result is recorded, nothing further runs)",
+                step + 1
+            ));
+        }
+        if firing > 0 {
+            message.push_str(&format!("; {firing} alert(s) still firing"));
+        }
+        fx.push(record(
+            now,
+            "resolved_by_hand",
+            message,
+            serde_json::json!({
+                "author": author,
+                "reason": reason,
+                "status_before": self.status().as_str(),
+                "firing": self.active.keys().collect::<Vec<_>>(),
+            }),
+        ));
+        self.phase = Phase::Resolved;
+        self.resolved_at = Some(now);
+        if !self.paged.is_empty() {
+            fx.push(Effect::PageResolved);
+        }
     }
 }
 

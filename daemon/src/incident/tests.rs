@@ -401,3 +401,80 @@ fn interrupted_step_is_not_repeated_and_goes_to_verification() {
     assert_eq!(inc.status(), Status::Verifying);
     assert!(inc.due_step(&policy()).is_none());
 }
+
+// === resolved by hand ===
+
+fn by_hand(inc: &mut Incident, now: i64) -> Effects {
+    inc.apply(
+        Event::ResolvedByHand {
+            reason: "false alarm: load test".into(),
+            author: "alice".into(),
+        },
+        &policy(),
+        t(now),
+    )
+}
+
+#[test]
+fn resolving_a_paged_incident_by_hand_records_who_and_why_and_resolves_its_pages() {
+    let (mut inc, fx) = open_at(3, 0, 0);
+    assert_eq!(pages(&fx), ["platform"]);
+    let fx = by_hand(&mut inc, 60);
+    assert_eq!(inc.status(), Status::Resolved);
+    assert_eq!(inc.resolved_at, Some(t(60)));
+    let entry = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Record(e) if e.kind == "resolved_by_hand" => Some(e),
+            _ => None,
+        })
+        .expect("a resolved_by_hand entry");
+    assert_eq!(entry.data["author"], "alice");
+    assert_eq!(entry.data["reason"], "false alarm: load test");
+    assert!(
+        entry.message.contains("alice") && entry.message.contains("false alarm: load test"),
+        "{}",
+        entry.message
+    );
+    assert!(fx.contains(&Effect::PageResolved));
+}
+
+#[test]
+fn resolving_by_hand_while_a_step_runs_lets_it_finish_and_nothing_further_runs() {
+    let (mut inc, _) = open_at(1, 0, 0);
+    let (ladder, step) = start(&mut inc, 1);
+    let fx = by_hand(&mut inc, 5);
+    assert!(
+        !fx.contains(&Effect::PageResolved),
+        "nobody was paged, so no resolve"
+    );
+    let fx = inc.apply(
+        Event::StepFinished {
+            ladder,
+            step,
+            result: StepResult::Failed {
+                error: "boom".into(),
+                denied: false,
+            },
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(9),
+    );
+    assert_eq!(inc.status(), Status::Resolved);
+    assert!(inc.due_step(&policy()).is_none());
+    assert!(
+        fx.iter()
+            .all(|e| matches!(e, Effect::Record(e) if e.kind == "step_finished")),
+        "the late result is recorded, and nothing else happens: {fx:?}"
+    );
+}
+
+#[test]
+fn resolving_by_hand_an_incident_already_resolved_changes_nothing() {
+    let (mut inc, _) = open_at(3, 0, 0);
+    by_hand(&mut inc, 10);
+    let before = inc.clone();
+    assert!(by_hand(&mut inc, 20).is_empty());
+    assert_eq!(inc, before);
+}

@@ -95,6 +95,58 @@ pub struct Pause {
     pub since: Timestamp,
 }
 
+/// How the engine answered a [`ResolveRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveResult {
+    /// The incident was resolved by hand.
+    Resolved,
+    /// No incident has this id.
+    UnknownIncident,
+    /// The incident was already resolved (by its alerts, or by an earlier request).
+    AlreadyResolved,
+}
+
+impl ResolveResult {
+    /// Stored and reported spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveResult::Resolved => "resolved",
+            ResolveResult::UnknownIncident => "unknown_incident",
+            ResolveResult::AlreadyResolved => "already_resolved",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ResolveResult::Resolved,
+            ResolveResult::UnknownIncident,
+            ResolveResult::AlreadyResolved,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A person's request to resolve an incident by hand (API, dashboard or CLI). The engine, the
+/// only writer of incidents, applies it and marks it done in the same commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolveRequest {
+    /// Row id.
+    pub id: i64,
+    /// The incident to resolve.
+    pub incident: String,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub author: String,
+    /// When it was asked.
+    pub requested_at: Timestamp,
+    /// When the engine applied it, and how; `None` while pending.
+    pub done: Option<(Timestamp, ResolveResult)>,
+}
+
 /// One atomic change produced by the engine.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
@@ -120,6 +172,8 @@ pub struct Commit {
     pub finished: Vec<(String, u8, usize, Timestamp, serde_json::Value)>,
     /// Named engine state to set: (name, value), e.g. [`STORM_COUNTER`].
     pub counters: Vec<(String, i64)>,
+    /// Resolve requests applied: (request id, at, result).
+    pub resolves_done: Vec<(i64, Timestamp, ResolveResult)>,
 }
 
 /// The counter holding when the current storm began (milliseconds since the epoch), 0 when no
@@ -139,6 +193,7 @@ impl Commit {
         self.claims.extend(later.claims);
         self.finished.extend(later.finished);
         self.counters.extend(later.counters);
+        self.resolves_done.extend(later.resolves_done);
     }
 
     /// Nothing to write.
@@ -153,6 +208,7 @@ impl Commit {
             && self.finished.is_empty()
             && self.claims.is_empty()
             && self.counters.is_empty()
+            && self.resolves_done.is_empty()
     }
 }
 
@@ -244,6 +300,19 @@ pub trait Store: Send + Sync + 'static {
     fn timeline(&self, id: &str) -> BoxFuture<'_, Result<Vec<Entry>>>;
     /// Incident counts by status.
     fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>>>;
+    /// Stores a request to resolve `incident` by hand and wakes the leader's engine (on
+    /// PostgreSQL, in whichever replica leads); returns the request's id.
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>>;
+    /// Resolve requests the engine has not applied yet, oldest first.
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>>;
+    /// One resolve request (to see whether, and how, it was applied).
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>>;
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
 }

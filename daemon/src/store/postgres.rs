@@ -29,7 +29,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Commit, IngestResult, OutboxItem, Pause, Receipt, Result, Store, StoreError, StoredSignal,
+    Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
+    StoreError, StoredSignal,
 };
 use crate::action::BoxFuture;
 use crate::clock::Timestamp;
@@ -44,8 +45,8 @@ const LEADER_LOCK: i64 = 0x7265_6d65_6479_6400;
 const MIGRATE_LOCK: i64 = LEADER_LOCK + 1;
 /// Transaction advisory lock that orders ingest commits across replicas (see the module doc).
 const INGEST_LOCK: i64 = LEADER_LOCK + 2;
-/// `NOTIFY` channel: a replica that stored signals wakes the leader's engine at once instead of
-/// at its next 1 s tick.
+/// `NOTIFY` channel: a replica that stored signals, or a request to resolve an incident by hand,
+/// wakes the leader's engine at once instead of at its next 1 s tick.
 const SIGNALS_CHANNEL: &str = "remedyd_signals";
 
 /// Pooled connections per replica. 16: the webhook holds one per group commit, the engine and
@@ -238,6 +239,19 @@ ALTER TABLE signals ADD COLUMN last_seen BIGINT;
     // index answers that from the pending rows alone, however many delivered rows pile up.
     r#"
 CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
+"#,
+    // 4: resolve requests (API, form, `remedyd resolve`), applied by the engine.
+    r#"
+CREATE TABLE resolve_requests (
+    id BIGSERIAL PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    requested_at BIGINT NOT NULL,
+    done_at BIGINT,
+    result TEXT
+);
+CREATE INDEX resolve_requests_pending ON resolve_requests (id) WHERE done_at IS NULL;
 "#,
 ];
 
@@ -708,7 +722,41 @@ async fn apply_commit(
         .await
         .map_err(db)?;
     }
+    for (id, at, result) in &x.resolves_done {
+        tx.execute(
+            "UPDATE resolve_requests SET done_at = $2, result = $3 WHERE id = $1",
+            &[id, &at.0, &result.as_str()],
+        )
+        .await
+        .map_err(db)?;
+    }
     tx.commit().await.map_err(db)
+}
+
+/// The columns [`resolve_request`] reads, in its order.
+const RESOLVE_COLUMNS: &str = "id, incident_id, reason, author, requested_at, done_at, result";
+
+fn resolve_request(r: &tokio_postgres::Row) -> Result<ResolveRequest> {
+    let id: i64 = r.try_get(0).map_err(db)?;
+    let done_at: Option<i64> = r.try_get(5).map_err(db)?;
+    let result: Option<String> = r.try_get(6).map_err(db)?;
+    let done = match (done_at, result) {
+        (Some(at), Some(result)) => Some((
+            Timestamp(at),
+            ResolveResult::parse(&result).ok_or_else(|| {
+                StoreError::Corrupt(format!("resolve request {id}: unknown result {result:?}"))
+            })?,
+        )),
+        _ => None,
+    };
+    Ok(ResolveRequest {
+        id,
+        incident: r.try_get(1).map_err(db)?,
+        reason: r.try_get(2).map_err(db)?,
+        author: r.try_get(3).map_err(db)?,
+        requested_at: Timestamp(r.try_get(4).map_err(db)?),
+        done,
+    })
 }
 
 impl Store for PgStore {
@@ -1058,6 +1106,76 @@ impl Store for PgStore {
             .iter()
             .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
             .collect())
+        })
+    }
+
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>> {
+        let (incident, reason, author) = (
+            text(incident).into_owned(),
+            text(reason).into_owned(),
+            text(author).into_owned(),
+        );
+        self.op(async move {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO resolve_requests (incident_id, reason, author, requested_at)
+                     VALUES ($1, $2, $3, $4) RETURNING id",
+                    &[&incident, &reason, &author, &at.0],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            // Delivered at COMMIT to the leader's LISTEN connection, whichever replica leads.
+            tx.execute("SELECT pg_notify($1, 'resolve')", &[&SIGNALS_CHANNEL])
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(id)
+        })
+    }
+
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>> {
+        self.op(async move {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {RESOLVE_COLUMNS} FROM resolve_requests
+                     WHERE done_at IS NULL ORDER BY id LIMIT $1"
+                ))
+                .await
+                .map_err(db)?;
+            c.query(&st, &[&(limit as i64)])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(resolve_request)
+                .collect()
+        })
+    }
+
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>> {
+        self.op(async move {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {RESOLVE_COLUMNS} FROM resolve_requests WHERE id = $1"
+                ))
+                .await
+                .map_err(db)?;
+            c.query_opt(&st, &[&id])
+                .await
+                .map_err(db)?
+                .as_ref()
+                .map(resolve_request)
+                .transpose()
         })
     }
 

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Commit, IngestResult, OutboxItem, Pause, Receipt, Result, Store, StoreError, StoredSignal,
+    Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
+    StoreError, StoredSignal,
 };
 use crate::action::BoxFuture;
 use crate::clock::Timestamp;
@@ -119,6 +120,19 @@ ALTER TABLE signals ADD COLUMN last_seen INTEGER;
     // index answers that from the pending rows alone, however many delivered rows pile up.
     r#"
 CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
+"#,
+    // 4: resolve requests (API, form, `remedyd resolve`), applied by the engine.
+    r#"
+CREATE TABLE resolve_requests (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    done_at INTEGER,
+    result TEXT
+);
+CREATE INDEX resolve_requests_pending ON resolve_requests (id) WHERE done_at IS NULL;
 "#,
 ];
 
@@ -393,7 +407,59 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
             params![id, *ladder as i64, *step as i64, at.0, encode(result)],
         )?;
     }
+    for (id, at, result) in &c.resolves_done {
+        tx.execute(
+            "UPDATE resolve_requests SET done_at = ?2, result = ?3 WHERE id = ?1",
+            params![id, at.0, result.as_str()],
+        )?;
+    }
     Ok(())
+}
+
+/// The columns [`resolve_row`] reads, in its order.
+const RESOLVE_COLUMNS: &str = "id, incident_id, reason, author, requested_at, done_at, result";
+
+type ResolveRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
+fn resolve_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResolveRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn resolve_request(row: ResolveRow) -> Result<ResolveRequest> {
+    let (id, incident, reason, author, requested_at, done_at, result) = row;
+    let done = match (done_at, result) {
+        (Some(at), Some(r)) => Some((
+            Timestamp(at),
+            ResolveResult::parse(&r).ok_or_else(|| {
+                StoreError::Corrupt(format!("resolve request {id}: unknown result {r:?}"))
+            })?,
+        )),
+        _ => None,
+    };
+    Ok(ResolveRequest {
+        id,
+        incident,
+        reason,
+        author,
+        requested_at: Timestamp(requested_at),
+        done,
+    })
 }
 
 impl Store for SqliteStore {
@@ -718,6 +784,55 @@ impl Store for SqliteStore {
             .map_err(db)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db)
+        })
+    }
+
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>> {
+        let (incident, reason, author) =
+            (incident.to_string(), reason.to_string(), author.to_string());
+        // One replica: the caller wakes the engine in this process; another process (the CLI)
+        // is picked up at the engine's next tick.
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO resolve_requests (incident_id, reason, author, requested_at) VALUES (?1, ?2, ?3, ?4)",
+                params![incident, reason, author, at.0],
+            )
+            .map_err(db)?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {RESOLVE_COLUMNS} FROM resolve_requests WHERE done_at IS NULL ORDER BY id LIMIT ?1"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![limit as i64], resolve_row)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter().map(resolve_request).collect()
+        })
+    }
+
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>> {
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {RESOLVE_COLUMNS} FROM resolve_requests WHERE id = ?1"
+            ))
+            .and_then(|mut st| st.query_row(params![id], resolve_row).optional())
+            .map_err(db)?
+            .map(resolve_request)
+            .transpose()
         })
     }
 
