@@ -66,6 +66,8 @@ pub struct Config {
     pub shutdown_timeout: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// `/readyz` fails when signals are pending and no engine pass has completed for this long.
+    pub engine_stall_after: String,
 }
 
 impl Default for Config {
@@ -85,6 +87,9 @@ impl Default for Config {
             // Alertmanager gives up on a request after 10 s; finishing writes takes far less.
             shutdown_timeout: "10s".into(),
             log_format: "text".into(),
+            // 60 s: a healthy engine completes a pass at least every second (its tick), and a
+            // pass that takes a minute is already an outage; shorter would flag a slow store.
+            engine_stall_after: "60s".into(),
         }
     }
 }
@@ -103,6 +108,7 @@ pub const KEYS: &[&str] = &[
     "max_body",
     "shutdown_timeout",
     "log_format",
+    "engine_stall_after",
 ];
 
 /// Flag overrides.
@@ -179,6 +185,7 @@ impl Config {
         }
         self.token()?;
         self.shutdown_deadline()?;
+        self.engine_stall_after()?;
         if !self.store.starts_with("sqlite://") {
             // PostgreSQL: the URL is parsed here so that a typo fails at startup, not later.
             crate::store::postgres::parse_url(&self.store).map_err(|e| ConfigError::Invalid {
@@ -245,6 +252,27 @@ impl Config {
         self.store.strip_prefix("sqlite://").map(PathBuf::from)
     }
 
+    /// How long the engine may go without a completed pass, while signals are pending, before
+    /// `/readyz` fails.
+    pub fn engine_stall_after(&self) -> Result<Duration, ConfigError> {
+        let d = crate::ruleset::parse_duration(&self.engine_stall_after).map_err(|message| {
+            ConfigError::Invalid {
+                field: "engine_stall_after",
+                message,
+            }
+        })?;
+        if d < MIN_STALL_AFTER {
+            return Err(ConfigError::Invalid {
+                field: "engine_stall_after",
+                message: format!(
+                    "{:?} is shorter than 1s, the engine's tick: a healthy engine would be reported stalled",
+                    self.engine_stall_after
+                ),
+            });
+        }
+        Ok(d)
+    }
+
     /// The shutdown deadline.
     pub fn shutdown_deadline(&self) -> Result<Duration, ConfigError> {
         crate::ruleset::parse_duration(&self.shutdown_timeout).map_err(|message| {
@@ -255,6 +283,10 @@ impl Config {
         })
     }
 }
+
+/// The shortest `engine_stall_after`: the engine passes at least every second (its tick), so
+/// anything shorter would report a healthy engine as stalled.
+const MIN_STALL_AFTER: Duration = Duration::from_secs(1);
 
 /// Hides credentials in a URL for messages: the user info and a `password=` parameter.
 pub fn redact_url(u: &str) -> String {
@@ -278,4 +310,35 @@ pub fn redact_url(u: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_stall_after_defaults_to_a_minute_and_refuses_less_than_the_engine_tick() {
+        assert_eq!(
+            Config::default().engine_stall_after().unwrap(),
+            Duration::from_secs(60)
+        );
+        let cfg = Config {
+            engine_stall_after: "2m".into(),
+            ..Config::default()
+        };
+        assert_eq!(cfg.engine_stall_after().unwrap(), Duration::from_secs(120));
+        for (bad, says) in [
+            ("500ms", "shorter than 1s"),
+            ("0s", "shorter than 1s"),
+            ("soon", "is not a duration"),
+        ] {
+            let cfg = Config {
+                engine_stall_after: bad.into(),
+                ..Config::default()
+            };
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with("config: engine_stall_after: "), "{e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }
