@@ -14,9 +14,9 @@
 //!
 //! Every test runs under a timeout, and every wait polls against a deadline.
 
-mod support;
 #[path = "support/services.rs"]
 mod services;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -354,13 +354,22 @@ fn stalled_reads(stalled: Arc<AtomicBool>) -> StoreLayer {
 }
 
 impl Store for StalledReads {
-    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>, StoreError>> {
+    fn pending_signals(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSignal>, StoreError>> {
         if self.stalled.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError::Database("reads stalled by the test".into())) });
+            return Box::pin(async {
+                Err(StoreError::Database("reads stalled by the test".into()))
+            });
         }
         self.inner.pending_signals(limit)
     }
-    fn ingest(&self, r: Receipt, s: Vec<Signal>) -> BoxFuture<'_, Result<IngestResult, StoreError>> {
+    fn ingest(
+        &self,
+        r: Receipt,
+        s: Vec<Signal>,
+    ) -> BoxFuture<'_, Result<IngestResult, StoreError>> {
         self.inner.ingest(r, s)
     }
     fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64, StoreError>> {
@@ -394,7 +403,11 @@ impl Store for StalledReads {
     fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>, StoreError>> {
         self.inner.breakers()
     }
-    fn count_failures(&self, key: &str, since: Timestamp) -> BoxFuture<'_, Result<u32, StoreError>> {
+    fn count_failures(
+        &self,
+        key: &str,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<u32, StoreError>> {
         self.inner.count_failures(key, since)
     }
     fn pauses(&self) -> BoxFuture<'_, Result<Vec<Pause>, StoreError>> {
@@ -455,9 +468,7 @@ impl Store for StalledReads {
 
 /// The engine's last-pass gauge as a timestamp.
 async fn last_pass(d: &Daemon) -> Timestamp {
-    let secs = d
-        .metric("remedyd_engine_last_pass_timestamp_seconds")
-        .await;
+    let secs = d.metric("remedyd_engine_last_pass_timestamp_seconds").await;
     Timestamp((secs * 1000.0).round() as i64)
 }
 
@@ -514,7 +525,8 @@ async fn readyz_fails_while_signals_wait_for_a_stalled_engine_and_recovers_after
 // PostgreSQL: the standby takes over from a leader whose engine died
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_engine_panic_on_the_postgres_leader_hands_leadership_to_the_standby_which_stays_ready() {
+async fn an_engine_panic_on_the_postgres_leader_hands_leadership_to_the_standby_which_stays_ready()
+{
     let pg = Postgres::start().await;
     let url = pg.create_database("supervise").await;
     within(120, async {
@@ -578,7 +590,10 @@ async fn the_binary_logs_a_task_panic_through_tracing_and_exits_1() {
         std::fs::create_dir_all(dir.path().join("policies")).expect("policies dir");
         std::fs::write(dir.path().join("rules/rules.yaml"), RULES).expect("rules");
         std::fs::write(dir.path().join("policies/routes.yaml"), ROUTES).expect("routes");
-        let dry_policy = POLICY.replace("action: test", "action: http, with: {url: \"http://127.0.0.1:9/x\"}");
+        let dry_policy = POLICY.replace(
+            "action: test",
+            "action: http, with: {url: \"http://127.0.0.1:9/x\"}",
+        );
         std::fs::write(dir.path().join("policies/policies.yaml"), dry_policy).expect("policies");
         let log_path = dir.path().join("remedyd.log");
         let log = std::fs::File::create(&log_path).expect("log file");

@@ -251,27 +251,27 @@ pub async fn run(
         Task::Leadership,
         &cancel,
         crate::leader::run(
-        elector,
-        crate::leader::Duties {
-            ruleset: shared.clone(),
-            executors: parts.executors.clone(),
-            clock: parts.clock.clone(),
-            metrics: metrics.clone(),
-            engine: EngineConfig {
-                mode: cfg.mode,
-                shutdown: deadline,
-                ..Default::default()
+            elector,
+            crate::leader::Duties {
+                ruleset: shared.clone(),
+                executors: parts.executors.clone(),
+                clock: parts.clock.clone(),
+                metrics: metrics.clone(),
+                engine: EngineConfig {
+                    mode: cfg.mode,
+                    shutdown: deadline,
+                    ..Default::default()
+                },
+                wake: wake.clone(),
+                outbox_wake,
+                pager: parts.pager.clone(),
+                source,
+                tasks: tasks.clone(),
+                supervisor: supervisor.clone(),
+                health: engine_health,
             },
-            wake: wake.clone(),
-            outbox_wake,
-            pager: parts.pager.clone(),
-            source,
-            tasks: tasks.clone(),
-            supervisor: supervisor.clone(),
-            health: engine_health,
-        },
-        cancel.clone(),
-    ),
+            cancel.clone(),
+        ),
     );
 
     // SIGHUP: reload fail-closed.

@@ -135,7 +135,12 @@ impl Supervisor {
 
     /// Spawns `fut` as `task`. `stop` is the token that asks it to stop: ending after it is
     /// cancelled is normal; ending before it, or panicking at any time, is a failure.
-    pub fn spawn<F>(self: &Arc<Self>, task: Task, stop: &CancellationToken, fut: F) -> JoinHandle<()>
+    pub fn spawn<F>(
+        self: &Arc<Self>,
+        task: Task,
+        stop: &CancellationToken,
+        fut: F,
+    ) -> JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -181,10 +186,7 @@ impl Supervisor {
 
     /// The first failure, if any.
     pub fn failure(&self) -> Option<TaskError> {
-        self.first
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The store the leader's duties use: `store`, or the test seam's wrapper of it.
