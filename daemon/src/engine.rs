@@ -183,6 +183,8 @@ impl Engine {
             if let Err(e) = self.pass(&tasks).await {
                 self.metrics.store_error("engine");
                 tracing::warn!(error = %e, "Engine pass failed; retrying");
+            } else {
+                self.metrics.engine_passed(self.clock.now());
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,

@@ -20,6 +20,7 @@ pub mod rules;
 pub mod ruleset;
 pub mod signal;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod template;
 pub mod testing;

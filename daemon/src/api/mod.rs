@@ -4,7 +4,7 @@ mod dashboard;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -20,7 +20,7 @@ use crate::engine::SharedRuleset;
 use crate::incident::{Entry, Incident, Status};
 use crate::intake::webhook;
 use crate::store::{Pause, Store, StoreError};
-use crate::telemetry::{CodeLabel, Metrics, StateLabel};
+use crate::telemetry::{CodeLabel, EngineHealth, Metrics, StateLabel};
 
 /// What handlers share.
 pub struct AppState {
@@ -40,6 +40,10 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Webhook body limit.
     pub max_body: usize,
+    /// Whether this replica's engine runs, and since when (readiness).
+    pub engine: Arc<EngineHealth>,
+    /// Readiness fails when signals are pending and no engine pass completed for this long.
+    pub engine_stall_after: Duration,
 }
 
 /// An API error: a status and a JSON `{"error": ...}` that never leaks internals.
@@ -176,7 +180,36 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiE
         ));
     }
     state.store.ping().await?;
+    if let Some(reason) = engine_stall(&state).await? {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, reason));
+    }
     Ok("ready\n")
+}
+
+/// Why this replica's engine counts as stalled, if it does: it runs here, no pass has completed
+/// for `engine_stall_after` (counted from the later of its start and its last pass), and
+/// signals are waiting for it. An idle engine is not stalled, and neither is a replica that
+/// does not lead: its engine does not run, by design, and its readiness is about intake.
+async fn engine_stall(state: &AppState) -> Result<Option<String>, ApiError> {
+    let Some(started) = state.engine.running_since() else {
+        return Ok(None);
+    };
+    let last = state
+        .metrics
+        .engine_last_pass()
+        .map_or(started, |t| t.max(started));
+    let idle = state.clock.now().since(last);
+    if idle < state.engine_stall_after {
+        return Ok(None);
+    }
+    if state.store.pending_signals(1).await?.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "engine stalled: signals are waiting and no engine pass has completed for {} (engine_stall_after = {})",
+        crate::clock::fmt_duration(idle),
+        crate::clock::fmt_duration(state.engine_stall_after)
+    )))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
