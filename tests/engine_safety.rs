@@ -27,6 +27,7 @@ enum Answer {
     Ok,
     Fail,
     NoChange,
+    Panic,
 }
 
 /// A remediation action answering from a script (then ok), recording every call.
@@ -61,6 +62,7 @@ impl Executor for Fix {
                 Answer::Ok => Outcome::ok("fixed", serde_json::Value::Null),
                 Answer::Fail => Outcome::failed(false, "fix failed", serde_json::Value::Null),
                 Answer::NoChange => Outcome::refused("nothing to fix", serde_json::Value::Null),
+                Answer::Panic => panic!("fix blew up"),
             }
         })
     }
@@ -636,6 +638,27 @@ async fn an_alert_that_resolves_and_fires_again_in_one_delivery_opens_a_new_inci
             "{states:?}"
         );
         assert_eq!(rig.fix_calls(), 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_panicking_action_is_a_failed_step_and_the_engine_goes_on() {
+    within(async {
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}}";
+        let mut rig = Rig::new(RULES, &policy("", steps));
+        rig.fix.script.lock().unwrap().push(Answer::Panic);
+        rig.fire("checkout", "warning").await;
+        assert_eq!(rig.status("checkout").await, "escalated");
+        let tl = rig.store.timeline("INC-2026-0001").await.unwrap();
+        assert!(
+            tl.iter()
+                .any(|e| e.kind == "step_failed" && e.message.contains("fix blew up")),
+            "{tl:#?}"
+        );
+        // The engine still works for the next incident.
+        rig.fire("payments", "warning").await;
+        assert_eq!(rig.status("payments").await, "verifying");
     })
     .await
 }

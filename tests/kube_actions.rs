@@ -227,6 +227,8 @@ async fn restart_refuses_a_paused_deployment_and_writes_nothing() {
     e.fake.clear_requests();
     let o = e.run("kube_rollout_restart", json!({})).await;
     assert!(!o.ok && !o.retryable, "{o:?}");
+    // Refused before any write: a precondition, which no breaker counts.
+    assert!(o.no_change, "{o:?}");
     assert!(o.summary.contains("paused"), "{}", o.summary);
     assert!(writes(&e.fake.requests()).is_empty());
 }
@@ -239,6 +241,8 @@ async fn a_rollout_past_its_deadline_fails_the_step_as_kubectl_status_does() {
     e.fake.auto_step(Duration::from_millis(50));
     let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
     assert!(!o.ok, "{o:?}");
+    // The restart was sent: a failed rollout is a failed remediation, not a precondition.
+    assert!(!o.no_change, "{o:?}");
     assert!(
         o.summary.contains("exceeded its progress deadline"),
         "{}",
@@ -452,6 +456,7 @@ async fn scale_raises_the_hpa_instead_of_fighting_it_or_refuses() {
         )
         .await;
     assert!(!o.ok && o.summary.contains("would revert"), "{o:?}");
+    assert!(o.no_change, "refused before writing: {o:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

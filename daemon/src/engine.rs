@@ -937,12 +937,12 @@ impl Engine {
                         format!("cannot build the request: {e}"),
                         serde_json::Value::Null,
                     ),
-                    (true, Ok(_), Some(exec)) => exec.dry_run(&req).await,
+                    (true, Ok(_), Some(exec)) => unwound(exec.dry_run(&req)).await,
                     (true, Ok(p), None) => Outcome::ok(
                         "dry-run: recorded the request, sent nothing",
                         serde_json::json!({"would_send": p}),
                     ),
-                    (false, Ok(_), Some(exec)) => exec.execute(&req).await,
+                    (false, Ok(_), Some(exec)) => unwound(exec.execute(&req)).await,
                     (false, Ok(_), None) => Outcome::failed(
                         false,
                         format!("unknown action {}", spec.action),
@@ -1299,6 +1299,29 @@ impl Engine {
                 .push((route, escalate::notification(inc, &timeline, kind, &reason)));
         }
         Ok(())
+    }
+}
+
+/// An action's future whose panic becomes a failed outcome: the engine records it and the ladder
+/// goes on, instead of the step staying "running" in memory until a restart. A panic is a bug of
+/// remedyd's, so it is logged as an error and counted as a failure.
+async fn unwound(f: crate::action::BoxFuture<'_, Outcome>) -> Outcome {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %msg, "Action panicked; recording it as a failed step");
+            Outcome::failed(
+                false,
+                format!("the action panicked (a remedyd bug): {msg}"),
+                serde_json::Value::Null,
+            )
+        }
     }
 }
 
