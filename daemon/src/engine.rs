@@ -659,7 +659,9 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
+                // Memory may show what did not land (the cache, an open storm): reload both.
                 self.cache = None;
+                self.storm = None;
                 Err(e)
             }
         }
@@ -765,6 +767,7 @@ impl Engine {
         let storm_lines: Vec<String> = match storm {
             Some((n, max)) if n > max => all
                 .values()
+                .filter(|i| i.stale_since.is_none())
                 .map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule))
                 .collect(),
             _ => Vec::new(),

@@ -547,10 +547,13 @@ impl Incident {
         self.phase = Phase::Escalated {
             reason: reason.clone(),
         };
+        // One trigger per route per incident: a route that already has this incident (paged
+        // when a pause suspended it, or by an earlier ladder) learns the rest from the timeline
+        // and the resolve, instead of a second page for the same incident.
         if !self.paged.contains(&route) {
             self.paged.push(route.clone());
+            fx.push(Effect::Page { route, reason });
         }
-        fx.push(Effect::Page { route, reason });
     }
 
     fn after_failure(
@@ -959,13 +962,14 @@ impl Incident {
                         .ladder_of(policy)
                         .map(|l| l.escalate_to.clone())
                         .unwrap_or_default();
-                    if !self.paged.contains(&route) {
-                        self.paged.push(route.clone());
-                    }
                     self.phase = Phase::Suspended {
                         reason: reason.clone(),
                     };
-                    fx.push(Effect::Page { route, reason });
+                    // One trigger per route per incident (see `escalate`).
+                    if !self.paged.contains(&route) {
+                        self.paged.push(route.clone());
+                        fx.push(Effect::Page { route, reason });
+                    }
                 }
                 RefusalKind::Storm => {
                     // The storm page covers every incident at once; no page per incident.

@@ -478,3 +478,43 @@ fn resolving_by_hand_an_incident_already_resolved_changes_nothing() {
     assert!(by_hand(&mut inc, 20).is_empty());
     assert_eq!(inc, before);
 }
+
+#[test]
+fn a_route_gets_one_trigger_per_incident_however_often_it_escalates() {
+    let (mut inc, _) = open_at(1, 0, 0);
+    let paused = Refusal {
+        kind: RefusalKind::Paused,
+        reason: "paused".into(),
+    };
+    let fx = inc.apply(Event::Refused(paused.clone()), &policy(), t(1));
+    assert_eq!(pages(&fx), vec!["oncall".to_string()]);
+    inc.apply(Event::Resumed, &policy(), t(2));
+    // Suspended again, then refused by a budget: the on-call route already has it.
+    let fx = inc.apply(Event::Refused(paused), &policy(), t(3));
+    assert!(pages(&fx).is_empty(), "{fx:?}");
+    assert_eq!(inc.status(), Status::Suspended);
+    inc.apply(Event::Resumed, &policy(), t(4));
+    let fx = inc.apply(
+        Event::Refused(Refusal {
+            kind: RefusalKind::Budget,
+            reason: "budget spent".into(),
+        }),
+        &policy(),
+        t(5),
+    );
+    assert_eq!(inc.status(), Status::Escalated);
+    assert!(pages(&fx).is_empty(), "{fx:?}");
+    assert_eq!(inc.paged, vec!["oncall".to_string()]);
+    // A level whose ladder escalates elsewhere pages that route, once.
+    let fx = inc.apply(
+        Event::Fired {
+            fingerprint: "fp2".into(),
+            starts_at: t(6),
+            level: 3,
+            for_: Duration::ZERO,
+        },
+        &policy(),
+        t(6),
+    );
+    assert_eq!(pages(&fx), vec!["platform".to_string()]);
+}
