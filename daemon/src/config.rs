@@ -44,7 +44,7 @@ pub struct Config {
     /// Address of the HTTP server.
     pub listen: String,
     /// `sqlite://PATH` (one replica) or `postgres://USER:PASSWORD@HOST:PORT/DBNAME` (several
-    /// replicas share it; no TLS yet).
+    /// replicas share it; TLS by the URL's `sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
     pub store: String,
     /// Directory of rule files.
     pub rules: PathBuf,

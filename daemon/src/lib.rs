@@ -13,6 +13,7 @@ pub mod escalate;
 pub mod incident;
 pub mod intake;
 pub mod leader;
+pub mod pgtls;
 pub mod policy;
 pub mod prom;
 pub mod resolve;

@@ -14,18 +14,17 @@
 //!   lost leadership (and does not know yet) cannot write once a new leader has started.
 //! - Ledger claims fail the whole commit with [`StoreError::AlreadyClaimed`], across replicas.
 //!
-//! Connections use no TLS: TLS to PostgreSQL is not supported yet (`sslmode=require` is refused
-//! at startup rather than silently downgraded). The URL's password is never logged: messages
-//! name the database by [`describe`].
+//! TLS follows the URL's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` as libpq does (see
+//! [`crate::pgtls`]); the pool and the leadership connection use the same connector. The URL's
+//! password is never logged: messages name the database by [`describe`].
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres::config::Host;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -35,6 +34,7 @@ use super::{
 use crate::action::BoxFuture;
 use crate::clock::Timestamp;
 use crate::incident::{Entry, Incident, Status};
+use crate::pgtls::{PgTls, TlsSettings};
 use crate::policy::breaker::BreakerRecord;
 use crate::signal::Signal;
 
@@ -78,22 +78,7 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     StoreError::Database(explain(&e))
 }
 
-/// A driver error with the server's message and SQLSTATE (the driver's Display says only
-/// "db error") or the I/O cause. Never contains the password.
-pub fn explain(e: &tokio_postgres::Error) -> String {
-    if let Some(d) = e.as_db_error() {
-        let mut s = format!("{} (SQLSTATE {})", d.message(), d.code().code());
-        if let Some(detail) = d.detail() {
-            s.push_str(": ");
-            s.push_str(detail);
-        }
-        return s;
-    }
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    }
-}
+pub use crate::pgtls::explain;
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
@@ -127,20 +112,15 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
-/// Parses a `postgres://` URL and checks what this build supports; the error never contains
-/// the password.
-pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, String> {
+/// Parses a `postgres://` URL, its TLS settings apart (no file is read); the error never
+/// contains the password.
+pub fn parse_url(
+    url: &str,
+) -> std::result::Result<(tokio_postgres::Config, TlsSettings), String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("expected postgres://USER:PASSWORD@HOST:PORT/DBNAME".into());
     }
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| explain(&e))?;
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(
-            "sslmode=require: TLS to PostgreSQL is not supported yet; use a private network \
-             or a TLS sidecar, and sslmode=disable or prefer"
-                .into(),
-        );
-    }
+    let (mut config, tls) = crate::pgtls::parse(url).map_err(|e| e.to_string())?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -157,7 +137,7 @@ pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, Strin
         config.get_options().unwrap_or_default()
     );
     config.options(options.trim_start());
-    Ok(config)
+    Ok((config, tls))
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -307,6 +287,8 @@ type IngestJob = (Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>);
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    /// The URL's TLS, for the leadership connection (the pool has its own clone).
+    tls: PgTls,
     ingest: mpsc::Sender<IngestJob>,
     /// With `Some(epoch)`, commits succeed only while `leader_epoch` equals it.
     fence: Option<i64>,
@@ -317,10 +299,11 @@ impl PgStore {
     /// Connects to `url` (`postgres://…`) and applies migrations. Fails when the database is
     /// unreachable: at startup that is an error, never a silent downgrade.
     pub async fn connect(url: &str) -> std::result::Result<Self, String> {
-        let config = parse_url(url)?;
+        let (config, settings) = parse_url(url)?;
         let describe: Arc<str> = describe(&config).into();
+        let tls = PgTls::new(&settings).map_err(|e| format!("TLS to {describe}: {e}"))?;
         let (mut client, conn) = config
-            .connect(NoTls)
+            .connect(tls.clone())
             .await
             .map_err(|e| format!("connecting to {describe}: {}", explain(&e)))?;
         let driver = tokio::spawn(conn);
@@ -331,7 +314,7 @@ impl PgStore {
 
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 // A connection the server closed reports it; the first query on a silently
                 // dead one fails, the request answers 503 and the connection is dropped.
@@ -350,10 +333,11 @@ impl PgStore {
             .map_err(|e| format!("connection pool: {e}"))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(ingest_worker(pool.clone(), rx));
-        tracing::info!(database = %describe, "Connected to the PostgreSQL store (no TLS)");
+        tracing::info!(database = %describe, sslmode = %settings.mode, verify_chain = settings.verifies_chain(), client_cert = settings.cert.is_some(), "Connected to the PostgreSQL store");
         Ok(Self {
             pool,
             config,
+            tls,
             ingest: tx,
             fence: None,
             describe,
@@ -1255,7 +1239,7 @@ impl Leadership {
         let (client, mut conn) = self
             .store
             .config
-            .connect(NoTls)
+            .connect(self.store.tls.clone())
             .await
             .map_err(|e| explain(&e))?;
         if std::mem::take(failing) {
@@ -1409,9 +1393,9 @@ mod tests {
 
     #[test]
     fn messages_name_the_database_without_its_password() {
-        let c = parse_url("postgres://remedyd:s3cr3t@db.example:6543/incidents").unwrap();
+        let (c, _) = parse_url("postgres://remedyd:s3cr3t@db.example:6543/incidents").unwrap();
         assert_eq!(describe(&c), "remedyd@db.example:6543/incidents");
-        let c = parse_url("postgresql://remedyd@db?password=s3cr3t&dbname=x").unwrap();
+        let (c, _) = parse_url("postgresql://remedyd@db?password=s3cr3t&dbname=x").unwrap();
         assert!(!describe(&c).contains("s3cr3t"), "{}", describe(&c));
         for url in [
             "postgres://remedyd:s3cr3t@db/x",
@@ -1424,9 +1408,15 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_rather_than_silently_dropped() {
-        let e = parse_url("postgres://u:s3cr3t@db/x?sslmode=require").unwrap_err();
-        assert!(e.contains("TLS to PostgreSQL is not supported yet"), "{e}");
+    fn the_urls_tls_settings_are_taken_and_a_verify_mode_without_a_ca_is_refused() {
+        let (c, tls) =
+            parse_url("postgres://u:s3cr3t@db/x?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+                .unwrap();
+        assert_eq!(tls.mode, crate::pgtls::SslMode::VerifyFull);
+        assert_eq!(tls.root_cert.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let e = parse_url("postgres://u:s3cr3t@db/x?sslmode=verify-ca").unwrap_err();
+        assert!(e.contains("sslrootcert"), "{e}");
         assert!(!e.contains("s3cr3t"), "{e}");
         assert!(parse_url("postgres://u@db/x?sslmode=disable").is_ok());
         assert!(parse_url("mysql://u@db/x").is_err());
@@ -1436,9 +1426,9 @@ mod tests {
 
     #[test]
     fn an_unset_connect_timeout_gets_a_bound() {
-        let c = parse_url("postgres://u@db/x").unwrap();
+        let (c, _) = parse_url("postgres://u@db/x").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
-        let c = parse_url("postgres://u@db/x?connect_timeout=9").unwrap();
+        let (c, _) = parse_url("postgres://u@db/x?connect_timeout=9").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(9)));
     }
 }
