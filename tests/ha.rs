@@ -709,8 +709,8 @@ async fn an_unreachable_database_or_unsupported_url_stops_serve_without_logging_
             format!("127.0.0.1:{port}"),
         ),
         (
-            format!("postgres://remedyd:{secret}@127.0.0.1:{port}/remedyd?sslmode=require"),
-            "TLS to PostgreSQL is not supported yet".to_string(),
+            format!("postgres://remedyd:{secret}@127.0.0.1:{port}/remedyd?sslmode=verify-full"),
+            "sslmode=verify-full needs sslrootcert".to_string(),
         ),
         (
             format!("postgres://remedyd@127.0.0.1:{port}/remedyd?password={secret}"),

@@ -449,7 +449,10 @@ impl PgTls {
     }
 }
 
-fn read_certs(setting: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, PgTlsError> {
+fn read_certs(
+    setting: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, PgTlsError> {
     let bytes = std::fs::read(path).map_err(|e| PgTlsError::file(setting, path, e))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -509,8 +512,7 @@ impl ServerCertVerifier for Verifier {
             return Ok(ServerCertVerified::assertion());
         };
         // webpki checks the chain before the name: a name error means the chain is good.
-        match roots.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match roots.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
@@ -570,7 +572,9 @@ impl Shared {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         match cert {
-            Some(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => format!(
+            Some(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => format!(
                 "the server's certificate does not name host {host:?} (sslmode=verify-full checks \
                  the host name; connect by a name the certificate lists, or use verify-ca): {e}"
             ),
@@ -578,7 +582,10 @@ impl Shared {
                 "the server's certificate is refused: {e} (sslrootcert={root}: is this the CA \
                  that signed the server's certificate?)"
             ),
-            None => format!("TLS handshake with {host} (sslmode={}): {e}", self.settings.mode),
+            None => format!(
+                "TLS handshake with {host} (sslmode={}): {e}",
+                self.settings.mode
+            ),
         }
     }
 }
@@ -727,7 +734,10 @@ mod tests {
     #[test]
     fn settings_this_build_cannot_honour_are_refused_by_name_without_the_password() {
         for (dsn, setting) in [
-            ("postgres://u:s3cr3t@db/x?sslmode=verify-full", "sslrootcert"),
+            (
+                "postgres://u:s3cr3t@db/x?sslmode=verify-full",
+                "sslrootcert",
+            ),
             ("host=db password=s3cr3t sslmode=verify-ca", "sslrootcert"),
             ("postgres://u:s3cr3t@db/x?sslmode=allow", "sslmode"),
             ("postgres://u:s3cr3t@db/x?sslmode=bogus", "sslmode"),
@@ -753,9 +763,15 @@ mod tests {
             ..TlsSettings::default()
         };
         let e = PgTls::new(&settings(&missing)).err().unwrap().to_string();
-        assert!(e.starts_with(&format!("sslrootcert={}", missing.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("sslrootcert={}", missing.display())),
+            "{e}"
+        );
         let e = PgTls::new(&settings(&not_pem)).err().unwrap().to_string();
-        assert!(e.contains("sslrootcert=") && e.contains("no PEM certificate"), "{e}");
+        assert!(
+            e.contains("sslrootcert=") && e.contains("no PEM certificate"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -763,12 +779,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("client.key");
-        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_key(&key).err().unwrap().to_string();
         assert!(e.starts_with("sslkey=") && e.contains("0600"), "{e}");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = read_key(&key).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = read_key(&key)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(!e.contains("0600"), "{e}");
     }
 }

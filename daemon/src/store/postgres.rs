@@ -114,9 +114,7 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
 
 /// Parses a `postgres://` URL, its TLS settings apart (no file is read); the error never
 /// contains the password.
-pub fn parse_url(
-    url: &str,
-) -> std::result::Result<(tokio_postgres::Config, TlsSettings), String> {
+pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, TlsSettings), String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("expected postgres://USER:PASSWORD@HOST:PORT/DBNAME".into());
     }
@@ -1413,7 +1411,10 @@ mod tests {
             parse_url("postgres://u:s3cr3t@db/x?sslmode=verify-full&sslrootcert=/etc/ca.pem")
                 .unwrap();
         assert_eq!(tls.mode, crate::pgtls::SslMode::VerifyFull);
-        assert_eq!(tls.root_cert.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(
+            tls.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
         assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
         let e = parse_url("postgres://u:s3cr3t@db/x?sslmode=verify-ca").unwrap_err();
         assert!(e.contains("sslrootcert"), "{e}");
