@@ -14,13 +14,16 @@ mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use remedyd::action::postgres::Evidence;
 use remedyd::action::{ActionRequest, Executor};
 use remedyd::store::Store;
-use remedyd::store::postgres::PgStore;
+use remedyd::store::postgres::{Leadership, PgStore};
 use services::{PG_DATABASE, PG_PASSWORD, PgServerTls, Postgres};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Every test: bounded, so a hang fails instead of blocking the run.
 const TEST: Duration = Duration::from_secs(120);
@@ -360,8 +363,18 @@ async fn the_store_and_the_database_actions_connect_over_verified_tls() {
             .await
             .unwrap_or_else(|e| panic!("the store over verify-full: {e}"));
         store.ping().await.expect("the store answers");
+        // The leadership connection is not from the pool: it must take the URL's TLS too.
+        let leadership = Leadership::new(store.clone(), Arc::new(Notify::new()));
+        let term = leadership
+            .acquire(&CancellationToken::new())
+            .await
+            .expect("leadership over TLS");
         let ssl = sessions(&pg, "store").await;
-        assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "{ssl:?}");
+        assert!(
+            ssl.len() >= 2 && ssl.iter().all(|s| *s),
+            "pool and leadership: {ssl:?}"
+        );
+        term.release().await;
 
         let e = PgStore::connect(&url(
             &pg,
