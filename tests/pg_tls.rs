@@ -450,8 +450,7 @@ async fn a_client_certificate_logs_in_where_the_server_demands_one() {
         assert_eq!(who, "certuser");
         let e = remedyd::pgtls::connect(&base)
             .await
-            .err()
-            .expect("without a certificate the server refuses certuser");
+            .expect_err("without a certificate the server refuses certuser");
         assert!(e.contains("certificate"), "{e}");
     })
     .await
