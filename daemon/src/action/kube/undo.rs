@@ -431,12 +431,19 @@ impl KubeAction for Undo {
                 ),
                 _ => String::new(),
             };
-            let what = format!("rolling back deployment {ns}/{name} to revision {to}");
-            let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
-            Ok(format!(
-                "rolled back deployment {ns}/{name} from revision {from} to revision {to}: {}{restarts}; {done}",
+            let change = format!(
+                "from revision {from} to revision {to}: {}{restarts}",
                 describe(&changes)
-            ))
+            );
+            let what = format!("rolling back deployment {ns}/{name} {change}");
+            // The timeline and the page say what changed even when the rollout then fails.
+            match change_and_wait(s, req, what, &ns, &name, wait).await {
+                Ok(done) => Ok(format!("rolled back deployment {ns}/{name} {change}; {done}")),
+                Err(Failure::Refused(why)) => Err(Failure::Refused(format!(
+                    "rolled back deployment {ns}/{name} {change}; then {why}"
+                ))),
+                Err(e) => Err(e),
+            }
         })
     }
 }
