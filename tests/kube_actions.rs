@@ -507,6 +507,41 @@ async fn a_deployment_only_ever_restarted_has_nothing_to_roll_back_and_nothing_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_that_pushed_the_previous_release_out_of_the_history_leave_nothing_to_roll_back()
+{
+    let e = Env::new().await;
+    e.web();
+    let mut d = e.deployment();
+    d["spec"]["revisionHistoryLimit"] = json!(2);
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("registry.local/web:2.0");
+    e.fake.put(d);
+    e.fake.step();
+    e.fake.step();
+    for at in [
+        "2026-11-28T04:00:00Z",
+        "2026-11-28T04:01:00Z",
+        "2026-11-28T04:02:00Z",
+    ] {
+        restart(&e, at);
+    }
+    // Revisions 3 and 4 (restarts of 2.0) are kept with the current 5; 1 (1.0) and 2 are gone.
+    assert_eq!(e.fake.list("apps/v1", "ReplicaSet", NS).len(), 3);
+    e.fake.auto_step(Duration::from_millis(50));
+    e.fake.clear_requests();
+    let o = e.run("kube_rollout_undo", json!({"wait": "30s"})).await;
+    assert!(!o.ok && o.no_change, "{o:?}");
+    assert!(
+        o.summary.contains("nothing to roll back")
+            && o.summary
+                .contains("revisions before 3 are no longer kept (revisionHistoryLimit 2)"),
+        "{}",
+        o.summary
+    );
+    assert!(writes(&e.fake.requests()).is_empty());
+    assert_eq!(image(&e.deployment()), "registry.local/web:2.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_within_is_measured_from_the_release_not_from_a_restart() {
     let e = Env::new().await;
     two_revisions(&e);

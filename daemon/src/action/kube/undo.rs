@@ -291,8 +291,21 @@ impl KubeAction for Undo {
                         } else {
                             String::new()
                         };
+                        // The controller keeps `revisionHistoryLimit` old ReplicaSets: many
+                        // restarts can push the previous release out of the history.
+                        let gone = if h.release_first > 1 {
+                            format!(
+                                "; revisions before {} are no longer kept (revisionHistoryLimit {})",
+                                h.release_first,
+                                d["spec"]["revisionHistoryLimit"]
+                                    .as_i64()
+                                    .map_or("unset".to_string(), |l| l.to_string())
+                            )
+                        } else {
+                            String::new()
+                        };
                         return refuse(format!(
-                            "nothing to roll back: deployment {ns}/{name} has no earlier release in its history (current revision {}{restarts})",
+                            "nothing to roll back: deployment {ns}/{name} has no earlier release in its history (current revision {}{restarts}{gone})",
                             h.current
                         ));
                     }
