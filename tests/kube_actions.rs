@@ -440,7 +440,8 @@ async fn undo_after_a_restart_returns_to_the_previous_release_with_kubectls_to_r
         o.summary.contains("from revision 3 to revision 1")
             && o.summary
                 .contains("app registry.local/web:2.0 → registry.local/web:1.0")
-            && o.summary.contains("revisions 3..3 were restarts of revision 2"),
+            && o.summary
+                .contains("revisions 3..3 were restarts of revision 2"),
         "{}",
         o.summary
     );
@@ -456,15 +457,11 @@ async fn undo_after_restarts_by_remedyd_itself_brings_back_the_previous_image() 
     let e = Env::new().await;
     two_revisions(&e);
     e.fake.auto_step(Duration::from_millis(50));
-    let o = e
-        .run("kube_rollout_restart", json!({"wait": "30s"}))
-        .await;
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
     assert!(o.ok, "{o:?}");
     // A second restart a second later: two revisions that are both the 2.0 release.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let o = e
-        .run("kube_rollout_restart", json!({"wait": "30s"}))
-        .await;
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
     assert!(o.ok, "{o:?}");
     assert_eq!(image(&e.deployment()), "registry.local/web:2.0");
     let o = e
@@ -487,9 +484,7 @@ async fn a_deployment_only_ever_restarted_has_nothing_to_roll_back_and_nothing_i
     let e = Env::new().await;
     e.web();
     e.fake.auto_step(Duration::from_millis(50));
-    let o = e
-        .run("kube_rollout_restart", json!({"wait": "30s"}))
-        .await;
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
     assert!(o.ok, "{o:?}");
     e.fake.clear_requests();
     let o = e.run("kube_rollout_undo", json!({"wait": "30s"})).await;
@@ -507,8 +502,7 @@ async fn a_deployment_only_ever_restarted_has_nothing_to_roll_back_and_nothing_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarts_that_pushed_the_previous_release_out_of_the_history_leave_nothing_to_roll_back()
-{
+async fn restarts_that_pushed_the_previous_release_out_of_the_history_leave_nothing_to_roll_back() {
     let e = Env::new().await;
     e.web();
     let mut d = e.deployment();
@@ -548,9 +542,7 @@ async fn changed_within_is_measured_from_the_release_not_from_a_restart() {
     e.fake.auto_step(Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // The restart makes a ReplicaSet seconds old; the 2.0 release is older than 2 s.
-    let o = e
-        .run("kube_rollout_restart", json!({"wait": "30s"}))
-        .await;
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
     assert!(o.ok, "{o:?}");
     e.fake.clear_requests();
     let o = e

@@ -1,6 +1,6 @@
 //! Test-stepped controllers: the deployment controller (ReplicaSets, revisions and the
-//! `revisionHistoryLimit` cleanup, pods, status,
-//! conditions) and the kubelet (removes terminating pods).
+//! `revisionHistoryLimit` cleanup, pods, status, conditions) and the kubelet (removes terminating
+//! pods).
 #![allow(dead_code)]
 
 use std::collections::HashSet;

@@ -177,7 +177,8 @@ fn image_changes(before: &Value, after: &Value) -> Vec<Value> {
         .into_iter()
         .filter(|n| seen.insert(n.as_str()))
         .filter_map(|n| {
-            let find = |l: &[(String, String)]| l.iter().find(|(x, _)| x == n).map(|(_, i)| i.clone());
+            let find =
+                |l: &[(String, String)]| l.iter().find(|(x, _)| x == n).map(|(_, i)| i.clone());
             let (x, y) = (find(&b), find(&a));
             (x != y).then(|| json!({"container": n, "before": x, "after": y}))
         })
@@ -320,7 +321,9 @@ impl KubeAction for Undo {
                     ));
                 };
                 let first = by_rev(h.release_first).unwrap_or(&Value::Null);
-                let created = first["metadata"]["creationTimestamp"].as_str().unwrap_or("");
+                let created = first["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("");
                 let Ok(t) = crate::clock::Timestamp::parse_rfc3339(created) else {
                     return refuse(format!(
                         "not rolled back: the ReplicaSet of revision {} of {ns}/{name} has no readable creationTimestamp ({created:?})",
@@ -451,7 +454,9 @@ impl KubeAction for Undo {
             let what = format!("rolling back deployment {ns}/{name} {change}");
             // The timeline and the page say what changed even when the rollout then fails.
             match change_and_wait(s, req, what, &ns, &name, wait).await {
-                Ok(done) => Ok(format!("rolled back deployment {ns}/{name} {change}; {done}")),
+                Ok(done) => Ok(format!(
+                    "rolled back deployment {ns}/{name} {change}; {done}"
+                )),
                 Err(Failure::Refused(why)) => Err(Failure::Refused(format!(
                     "rolled back deployment {ns}/{name} {change}; then {why}"
                 ))),

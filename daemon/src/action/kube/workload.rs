@@ -39,11 +39,16 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// Checks the template and the wait; returns the wait.
     pub(super) fn check(&self) -> Result<Duration, String> {
         check_template("deployment", &self.deployment)?;
         duration("wait", &self.wait, MAX_WAIT)
     }
-    pub(super) fn resolve(&self, req: &ActionRequest) -> Result<(String, String, Duration), String> {
+    /// (namespace, Deployment name, wait) for one request.
+    pub(super) fn resolve(
+        &self,
+        req: &ActionRequest,
+    ) -> Result<(String, String, Duration), String> {
         Ok((
             namespace(req)?,
             render("deployment", &self.deployment, req)?,
@@ -52,11 +57,17 @@ impl Target {
     }
 }
 
+/// The Deployments collection path of a namespace.
 pub(super) fn deployments(ns: &str) -> String {
     path("apps/v1", ns, "deployments")
 }
 
-pub(super) async fn read_deployment(s: &mut Session, ns: &str, name: &str) -> Result<Value, Failure> {
+/// GET of one Deployment; a failure names it.
+pub(super) async fn read_deployment(
+    s: &mut Session,
+    ns: &str,
+    name: &str,
+) -> Result<Value, Failure> {
     s.read(get(&deployments(ns), name))
         .await
         .map_err(Failure::api(format!("reading deployment {ns}/{name}")))
@@ -77,10 +88,12 @@ pub(super) async fn change_and_wait(
     wait_rollout(s, ns, name, wait).await
 }
 
+/// A refusal (a precondition that does not hold).
 pub(super) fn refuse<T>(why: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::Refused(why.into()))
 }
 
+/// Parameters that do not render or parse: a refusal.
 pub(super) fn bad(e: String) -> Failure {
     Failure::Refused(e)
 }
