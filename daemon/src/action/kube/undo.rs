@@ -268,6 +268,13 @@ impl KubeAction for Undo {
                 .map(|(r, rs)| (*r, &rs["spec"]["template"]))
                 .collect();
             let history = History::of(&d["spec"]["template"], &templates);
+            // kubectl checks this after picking the revision; first here, so that a template
+            // changed while paused is not reported as a controller that has not caught up.
+            if d["spec"]["paused"] == true {
+                return refuse(
+                    "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again",
+                );
+            }
             if u.to_revision == 0 {
                 match &history {
                     None if owned.is_empty() => {
@@ -383,11 +390,6 @@ impl KubeAction for Undo {
             let Some(rs) = by_rev(to) else {
                 return refuse(format!("unable to find specified revision {to} in history"));
             };
-            if d["spec"]["paused"] == true {
-                return refuse(
-                    "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again",
-                );
-            }
             let template = without_hash(&rs["spec"]["template"]);
             if semantic_eq(&template, &without_hash(&d["spec"]["template"])) {
                 return refuse(format!(
