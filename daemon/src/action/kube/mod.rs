@@ -18,6 +18,7 @@
 
 mod node;
 pub mod quantity;
+mod undo;
 mod workload;
 
 use std::path::PathBuf;
@@ -901,7 +902,7 @@ pub fn register(e: &mut Executors, cluster: Arc<Cluster>) {
     e.register("kube_evidence", mk(Box::new(workload::Evidence)));
     e.register("kube_rollout_restart", mk(Box::new(workload::Restart)));
     e.register("kube_rollout_status", mk(Box::new(workload::Status)));
-    e.register("kube_rollout_undo", mk(Box::new(workload::Undo)));
+    e.register("kube_rollout_undo", mk(Box::new(undo::Undo)));
     e.register("kube_scale", mk(Box::new(workload::Scale { dns: false })));
     e.register("kube_hpa_patch", mk(Box::new(workload::HpaPatch)));
     e.register("kube_set_resources", mk(Box::new(workload::SetResources)));
