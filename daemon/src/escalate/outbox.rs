@@ -153,8 +153,10 @@ fn by_route(due: Vec<OutboxItem>) -> Vec<(String, Vec<OutboxItem>)> {
     lanes
 }
 
-/// Sends every due page once, in one pass: routes concurrently (at most [`MAX_LANES`] at once),
-/// each route's pages in order. Returns when every lane is done, with the first store error.
+/// Sends every due page: routes concurrently (at most [`MAX_LANES`] at once), each route's
+/// pages in order. A page held behind an earlier one of its incident and route (a resolve behind
+/// its trigger) becomes due when that one is done, so passes repeat until one finds nothing new
+/// (at most [`MAX_PASSES`]). Returns when every lane is done, with the first store error.
 pub async fn deliver_due(
     store: &dyn Store,
     pager: &dyn Pager,
@@ -162,14 +164,28 @@ pub async fn deliver_due(
     clock: &dyn Clock,
     metrics: &Metrics,
 ) -> Result<(), StoreError> {
-    let due = store.outbox_due(clock.now(), PER_ROUTE).await?;
-    let results: Vec<Result<(), StoreError>> = futures::stream::iter(by_route(due))
-        .map(|(_, items)| deliver_lane(store, pager, ruleset, clock, metrics, items))
-        .buffer_unordered(MAX_LANES)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    let mut last: Option<Vec<i64>> = None;
+    for _ in 0..MAX_PASSES {
+        let due = store.outbox_due(clock.now(), PER_ROUTE).await?;
+        let ids: Vec<i64> = due.iter().map(|i| i.id).collect();
+        if ids.is_empty() || last.as_ref() == Some(&ids) {
+            break;
+        }
+        last = Some(ids);
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(by_route(due))
+            .map(|(_, items)| deliver_lane(store, pager, ruleset, clock, metrics, items))
+            .buffer_unordered(MAX_LANES)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), StoreError>>()?;
+    }
+    Ok(())
 }
+
+/// Passes of one [`deliver_due`]: each unblocks at most the next page of every (incident,
+/// route), and an incident rarely has more than a trigger and a resolve per route; 8 bounds
+/// the call when pages keep failing.
+const MAX_PASSES: usize = 8;
 
 /// Sends one route's due pages one after another (each the oldest pending page of its
 /// incident on this route), recording each result before the next.
