@@ -662,3 +662,21 @@ async fn a_panicking_action_is_a_failed_step_and_the_engine_goes_on() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_failed_verification_that_opens_a_breaker_stops_the_next_step_of_the_same_ladder() {
+    within(async {
+        // Found by the model-based test: the next step's gates read the breakers before the
+        // failed verification that opened one was written.
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 10m}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}, on_failure: next}\n          - {name: fix-again, action: fix, verify: {resolved_within: 1m}}";
+        let mut rig = Rig::new(RULES, &policy(limits, steps));
+        rig.fire("checkout", "warning").await;
+        assert_eq!(rig.fix_calls(), 1);
+        rig.advance(Duration::from_secs(70)).await;
+        assert!(rig.breaker_open("global").await);
+        assert_eq!(rig.fix_calls(), 1, "the open breaker refused fix-again");
+        assert_eq!(rig.status("checkout").await, "escalated");
+    })
+    .await
+}

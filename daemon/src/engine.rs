@@ -782,13 +782,22 @@ impl Engine {
             let Some(policy) = rs.policies.get(&inc.policy) else {
                 continue;
             };
-            let before = inc.clone();
+            let mut before = inc.clone();
             let mut c = self.deferred.take().unwrap_or_default();
             let mut fx = inc.apply(Event::Tick, policy, now);
             if matches!(inc.phase, Phase::Suspended { .. })
                 && covering_pause(&pauses, &inc).is_none()
             {
                 fx.extend(inc.apply(Event::Resumed, policy, now));
+            }
+            if fx.iter().any(Effect::is_breaker) {
+                // A failed verification counts against breakers that the next step's gates
+                // read: it lands first, or that step would pass a breaker it just opened.
+                self.effects(&inc, std::mem::take(&mut fx), &rs, &mut c, now)
+                    .await?;
+                c.incidents.push(inc.clone());
+                self.commit(std::mem::take(&mut c)).await?;
+                before = inc.clone();
             }
             if let Some((step, spec)) = inc.probe_due(policy, now)
                 && !self.probing.contains(&inc.id)

@@ -339,6 +339,18 @@ pub enum Effect {
 /// A transition's output.
 pub type Effects = Vec<Effect>;
 
+impl Effect {
+    /// Whether it changes a breaker (the gates of the next step must see it).
+    pub fn is_breaker(&self) -> bool {
+        matches!(
+            self,
+            Effect::BreakerFailure { .. }
+                | Effect::BreakerSuccess { .. }
+                | Effect::BreakerRelease { .. }
+        )
+    }
+}
+
 impl Incident {
     /// A new incident for a firing alert; returns it with its opening effects.
     #[allow(clippy::too_many_arguments)]
