@@ -1245,7 +1245,7 @@ impl Engine {
                             // Permission denied will not fix itself: the threshold is met now.
                             failures = failures.max(cfg.failures);
                         }
-                        let next = breaker::on_failure(&rec, failures, now, &cfg, &inc.id);
+                        let next = breaker::on_failure(&rec, failures, now, &cfg);
                         if next.opened_at != rec.opened_at {
                             tracing::warn!(breaker = %key, failures, denied = at_once, "Breaker opened");
                             let message = if at_once {

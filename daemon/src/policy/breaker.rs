@@ -73,28 +73,25 @@ pub fn window_start(rec: &BreakerRecord, now: Timestamp, cfg: &BreakerConfig) ->
     }
 }
 
-/// The record after a counted failure of a step of incident `by`; `failures` counts the
-/// failures in the window including this one. Closed: opens at the K-th. Open: only the failure
-/// of the trial (half-open, held by `by`) reopens it, with a fresh cool-down; any other failure
-/// leaves it as it is (it does not stretch the cool-down).
+/// The record after a counted failure; `failures` counts the failures in the window including
+/// this one. It opens at the K-th; while open, a failure (the trial's, or any other once K are
+/// in the window) opens it again with a fresh cool-down and ends a running trial: remediations
+/// that keep failing keep it open.
 pub fn on_failure(
     rec: &BreakerRecord,
     failures: u32,
     now: Timestamp,
     cfg: &BreakerConfig,
-    by: &str,
 ) -> BreakerRecord {
-    let open_now = BreakerRecord {
-        opened_at: Some(now),
-        trial_since: None,
-        trial_by: None,
-        reset_at: rec.reset_at,
-    };
-    match rec.opened_at {
-        Some(_) if holds_trial(rec, by) => open_now,
-        Some(_) => rec.clone(),
-        None if failures >= cfg.failures => open_now,
-        None => rec.clone(),
+    if rec.trial_since.is_some() || failures >= cfg.failures {
+        BreakerRecord {
+            opened_at: Some(now),
+            trial_since: None,
+            trial_by: None,
+            reset_at: rec.reset_at,
+        }
+    } else {
+        rec.clone()
     }
 }
 
@@ -162,10 +159,10 @@ mod tests {
     #[test]
     fn opens_after_k_failures_then_half_opens_after_cooldown() {
         let mut r = BreakerRecord::default();
-        r = on_failure(&r, 1, t(0), &CFG, "INC-1");
-        r = on_failure(&r, 2, t(10), &CFG, "INC-1");
+        r = on_failure(&r, 1, t(0), &CFG);
+        r = on_failure(&r, 2, t(10), &CFG);
         assert_eq!(state(&r, t(11), &CFG), BreakerState::Closed);
-        r = on_failure(&r, 3, t(20), &CFG, "INC-1");
+        r = on_failure(&r, 3, t(20), &CFG);
         assert_eq!(state(&r, t(21), &CFG), BreakerState::Open { until: t(620) });
         assert_eq!(state(&r, t(620), &CFG), BreakerState::HalfOpen);
     }
@@ -192,7 +189,7 @@ mod tests {
             t(650),
             "INC-2",
         );
-        let failed = on_failure(&opened, 1, t(700), &CFG, "INC-2");
+        let failed = on_failure(&opened, 1, t(700), &CFG);
         assert_eq!(
             state(&failed, t(701), &CFG),
             BreakerState::Open { until: t(1300) }
@@ -203,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_trial_closes_or_reopens_an_open_breaker() {
+    fn only_the_trial_closes_an_open_breaker_and_any_failure_keeps_it_open() {
         let opened = BreakerRecord {
             opened_at: Some(t(0)),
             ..Default::default()
@@ -211,9 +208,18 @@ mod tests {
         let trial = on_trial(&opened, t(650), "INC-2");
         // Another incident's success (a step started before the breaker opened) proves nothing.
         assert_eq!(on_success(&trial, t(700), "INC-1"), trial);
-        // Another incident's failure neither reopens it nor stretches its cool-down.
-        assert_eq!(on_failure(&trial, 5, t(700), &CFG, "INC-1"), trial);
-        assert_eq!(on_failure(&opened, 5, t(100), &CFG, "INC-1"), opened);
+        // Another incident's failure while the trial runs: open again, trial over, fresh cool-down.
+        let reopened = on_failure(&trial, 5, t(700), &CFG);
+        assert_eq!(reopened.trial_by, None);
+        assert_eq!(
+            state(&reopened, t(701), &CFG),
+            BreakerState::Open { until: t(1300) }
+        );
+        assert_eq!(
+            on_success(&reopened, t(800), "INC-2"),
+            reopened,
+            "no longer the trial"
+        );
         assert_eq!(
             state(&on_success(&trial, t(700), "INC-2"), t(701), &CFG),
             BreakerState::Closed
