@@ -680,3 +680,38 @@ async fn a_failed_verification_that_opens_a_breaker_stops_the_next_step_of_the_s
     })
     .await
 }
+
+#[tokio::test]
+async fn a_dry_run_step_does_not_take_a_half_open_breakers_trial() {
+    within(async {
+        // Found by the model-based test: a dry-run policy's step took the trial of a breaker an
+        // enforce policy had opened, and its result could never close or reopen it.
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 10m}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}}";
+        let mut p = policy(limits, steps);
+        p.push_str("  - name: p-dry\n    escalate_to: oncall\n    mode: dry-run\n    levels:\n      - level: 1\n        steps:\n          - {name: fix, action: fix, verify: {resolved_within: 1m}}\n");
+        let rules = format!(
+            "{RULES}  - name: r-dry\n    match: ['alertname=\"Dry\"']\n    level: 1\n    target: {{kind: deployment, name: \"{{{{service}}}}\"}}\n    policy: p-dry\n"
+        );
+        let mut rig = Rig::new(&rules, &p);
+        rig.fire("checkout", "warning").await;
+        rig.advance(Duration::from_secs(70)).await;
+        assert!(rig.breaker_open("global").await, "the enforce failure opened it");
+        rig.advance(Duration::from_secs(600)).await;
+        // Half-open: a dry run passes without taking the trial...
+        let now = rig.clock.now();
+        let mut s = Rig::signal("search", "warning", Status::Firing, now);
+        s.labels.insert("alertname".into(), "Dry".into());
+        s.fingerprint = "search-dry".into();
+        rig.deliver(vec![s]).await;
+        assert_eq!(rig.fix.calls.lock().unwrap().last().map(|c| c.1), Some(true));
+        let rec = rig.store.breaker("global").await.unwrap();
+        assert_eq!(rec.trial_by, None, "{rec:?}");
+        // ...and the next enforce remediation gets it.
+        rig.fire("payments", "warning").await;
+        let rec = rig.store.breaker("global").await.unwrap();
+        assert!(rec.trial_by.is_some(), "{rec:?}");
+        assert_eq!(rig.status("payments").await, "verifying");
+    })
+    .await
+}

@@ -862,7 +862,9 @@ impl Engine {
                         for u in &input.budgets {
                             c.budget_uses.push((u.key.clone(), now, dry_run));
                         }
-                        for t in trials {
+                        // A dry run passes a half-open breaker without taking its one trial:
+                        // its result counts for nothing, so the trial would only be held up.
+                        for t in trials.into_iter().filter(|_| !dry_run) {
                             if let Some(b) = input.breakers.iter().find(|b| b.key == t) {
                                 c.breakers
                                     .push((t, breaker::on_trial(&b.record, now, &inc.id)));
