@@ -627,14 +627,28 @@ impl Incident {
     pub fn apply(&mut self, event: Event, policy: &Policy, now: Timestamp) -> Effects {
         let mut fx = Vec::new();
         if self.is_resolved() {
-            // Only late step results are still worth recording.
+            // Only late step results are still worth recording, and a remediation that failed
+            // still failed: the breakers count it even though the alerts resolved meanwhile.
             if let Event::StepFinished {
+                ladder,
                 step,
                 result,
                 detail,
-                ..
             } = event
             {
+                if let StepResult::Failed { denied, .. } = &result
+                    && !self.step_dry_run
+                    && let Some(s) = policy
+                        .levels
+                        .get(&ladder)
+                        .and_then(|l| l.steps.get(step))
+                        .filter(|s| s.verify != crate::policy::Verify::None)
+                {
+                    fx.push(Effect::BreakerFailure {
+                        action: s.action.clone(),
+                        denied: *denied,
+                    });
+                }
                 fx.push(record(
                     now,
                     "step_finished",

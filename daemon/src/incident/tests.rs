@@ -463,10 +463,14 @@ fn resolving_by_hand_while_a_step_runs_lets_it_finish_and_nothing_further_runs()
     );
     assert_eq!(inc.status(), Status::Resolved);
     assert!(inc.due_step(&policy()).is_none());
+    // The late result is recorded, and counted against the breakers (it failed); nothing
+    // else happens.
     assert!(
-        fx.iter()
-            .all(|e| matches!(e, Effect::Record(e) if e.kind == "step_finished")),
-        "the late result is recorded, and nothing else happens: {fx:?}"
+        fx.iter().all(
+            |e| matches!(e, Effect::Record(e) if e.kind == "step_finished")
+                || matches!(e, Effect::BreakerFailure { .. })
+        ),
+        "{fx:?}"
     );
 }
 
@@ -517,4 +521,46 @@ fn a_route_gets_one_trigger_per_incident_however_often_it_escalates() {
         t(6),
     );
     assert_eq!(pages(&fx), vec!["platform".to_string()]);
+}
+
+#[test]
+fn a_step_that_fails_after_its_incident_resolved_still_counts_against_the_breakers() {
+    // Found by the model-based test: the failure was recorded but no breaker counted it.
+    let (mut inc, _) = open_at(1, 0, 0);
+    inc.apply(
+        Event::StepStarted {
+            ladder: 1,
+            step: 0,
+            detail: serde_json::Value::Null,
+            dry_run: false,
+        },
+        &policy(),
+        t(1),
+    );
+    inc.apply(
+        Event::Resolved {
+            fingerprint: "fp1".into(),
+        },
+        &policy(),
+        t(2),
+    );
+    assert!(inc.is_resolved());
+    let fx = inc.apply(
+        Event::StepFinished {
+            ladder: 1,
+            step: 0,
+            result: StepResult::Failed {
+                error: "boom".into(),
+                denied: false,
+            },
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(3),
+    );
+    assert!(fx.contains(&Effect::BreakerFailure {
+        action: "test".into(),
+        denied: false,
+    }));
+    assert!(inc.is_resolved(), "still resolved");
 }
