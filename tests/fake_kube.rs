@@ -1175,3 +1175,43 @@ async fn rbac_mode_denies_with_403_and_records_attributes() {
     ok(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_replicasets_beyond_the_revision_history_limit_are_removed_oldest_first() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let fake = FakeKube::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        fake.put(fixtures::node("n1"));
+        let mut d = fixtures::deployment(NS, "web", 2, "nginx:1.27");
+        d["spec"]["revisionHistoryLimit"] = json!(2);
+        fake.put(d);
+        fake.step();
+        for (i, image) in ["nginx:1.28", "nginx:1.29", "nginx:1.30", "nginx:1.31"]
+            .iter()
+            .enumerate()
+        {
+            ok(&kc(
+                &fake,
+                dir.path(),
+                &["set", "image", "deployment/web", &format!("app={image}")],
+            )
+            .await);
+            fake.step();
+            fake.step();
+            let kept = fake.list("apps/v1", "ReplicaSet", NS).len();
+            assert_eq!(kept, (i + 2).min(3), "after revision {}", i + 2);
+        }
+        // kubectl reads the same history: revisions 3 and 4 kept, 5 current.
+        let out = kc(&fake, dir.path(), &["rollout", "history", "deployment/web"]).await;
+        ok(&out);
+        let revs: Vec<String> = text(&out)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.parse::<i64>().is_ok())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(revs, ["3", "4", "5"], "{}", text(&out));
+    })
+    .await
+    .expect("within 120 s");
+}

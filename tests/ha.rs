@@ -5,7 +5,8 @@
 //! does) run each step once and page once; a leader killed with SIGKILL mid-ladder is replaced
 //! and the ladder finishes without repeating a step; a database outage answers 503 and service
 //! resumes on its own, with nothing acknowledged lost; an unreachable database or an unsupported
-//! URL stops `serve` at startup without logging the password.
+//! URL stops `serve` at startup without logging the password; `remedyd resolve` is applied by
+//! whichever replica leads, and stays queued (the API answers 202) while none does.
 //!
 //! What they cannot prove: network partitions between a replica and the database (all runs on
 //! loopback, where a dead peer is seen at once; the leader's 10 s idle-session timeout that
@@ -28,8 +29,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
+use remedyd::store::postgres::{Leadership, PgStore};
 use serde_json::Value;
 use services::{PG_PASSWORD, Postgres, http as client, wait_until, within};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_remedyd");
 
@@ -705,8 +709,8 @@ async fn an_unreachable_database_or_unsupported_url_stops_serve_without_logging_
             format!("127.0.0.1:{port}"),
         ),
         (
-            format!("postgres://remedyd:{secret}@127.0.0.1:{port}/remedyd?sslmode=require"),
-            "TLS to PostgreSQL is not supported yet".to_string(),
+            format!("postgres://remedyd:{secret}@127.0.0.1:{port}/remedyd?sslmode=verify-full"),
+            "sslmode=verify-full needs sslrootcert".to_string(),
         ),
         (
             format!("postgres://remedyd@127.0.0.1:{port}/remedyd?password={secret}"),
@@ -751,6 +755,180 @@ async fn an_unreachable_database_or_unsupported_url_stops_serve_without_logging_
                 "the password is in the log:\n{text}"
             );
         }
+    })
+    .await;
+}
+
+/// Runs `remedyd ARGS` with the database URL in `REMEDYD_STORE` (as in deploy/kubernetes), at
+/// most 30 s: exit code, stdout, stderr.
+async fn remedyd_cli(dir: &std::path::Path, store: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.current_dir(dir).args(args).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REMEDYD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("REMEDYD_STORE", store).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("remedyd {args:?} did not finish within 30 s"))
+        .expect("run remedyd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// (incident, event) of every page, in arrival order.
+fn pages(rx: &Receiver) -> Vec<(String, String)> {
+    rx.bodies("/page")
+        .iter()
+        .map(|b| {
+            let v: Value = serde_json::from_str(b).expect("page body is JSON");
+            (
+                v["incident"].as_str().unwrap_or_default().to_string(),
+                v["event"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remedyd_resolve_is_applied_by_the_leader_and_stays_queued_while_no_replica_leads() {
+    // One step verified within 1 s, then the ladder is exhausted: each incident is paged.
+    let mut c = Cluster::start(1, 1, "1s", None).await;
+    let url = c.pg.url();
+    within(150, async {
+        c.leader(15).await;
+        let started = now();
+        for (service, fp) in [("checkout", "fp-hand-a"), ("payments", "fp-hand-b")] {
+            let (status, answer) = c.replicas[0].post(&alert(service, fp, &started)).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        wait_until(30, "both incidents escalated and paged", || async {
+            let list = c.incidents().await;
+            list.len() == 2
+                && list.iter().all(|i| i["status"] == "escalated")
+                && c.rx.count("/page") == 2
+        })
+        .await;
+        let list = c.incidents().await;
+        let id_of = |service: &str| {
+            list.iter()
+                .find(|i| i["target"]["name"] == service)
+                .and_then(|i| i["id"].as_str())
+                .expect("incident of the service")
+                .to_string()
+        };
+        let (a, b) = (id_of("checkout"), id_of("payments"));
+
+        // The CLI, from outside any replica: the leader's engine applies it.
+        let (code, out, err) = remedyd_cli(
+            c.dir.path(),
+            &url,
+            &[
+                "resolve",
+                &a,
+                "--reason",
+                "known upstream outage",
+                "--author",
+                "erin",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+        assert!(
+            out.contains(&format!(
+                "{a} resolved by hand by erin: known upstream outage"
+            )),
+            "{out}"
+        );
+        wait_until(15, "the resolve page of the first incident", || async {
+            c.rx.count("/page") == 3
+        })
+        .await;
+        assert_eq!(pages(&c.rx)[2], (a.clone(), "resolve".to_string()));
+
+        // No replica leads: the leader is killed and this test holds the leadership lock while
+        // a replica starts again (it stands by, serving the API).
+        c.replicas[0].kill9();
+        let holder = Leadership::new(
+            PgStore::connect(&url)
+                .await
+                .expect("connect the lock holder"),
+            Arc::new(Notify::new()),
+        );
+        let cancel = CancellationToken::new();
+        let term = holder
+            .acquire(&cancel)
+            .await
+            .expect("the test holds leadership");
+        c.spawn("replica-1", &url);
+        c.ready(1).await;
+        assert_eq!(c.replicas[1].leads().await, Some(false));
+
+        let resp = client()
+            .post(c.replicas[1].url(&format!("/api/v1/incidents/{b}/resolve")))
+            .header("content-type", "application/json")
+            .body(r#"{"reason": "deploy rolled back by hand", "author": "frank"}"#)
+            .send()
+            .await
+            .expect("POST resolve");
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let answer: Value = resp.json().await.expect("JSON answer");
+        assert_eq!(answer["status"], "queued", "{answer}");
+        assert_eq!(answer["incident"], b.as_str(), "{answer}");
+        assert!(answer["request"].is_i64(), "{answer}");
+        let (code, out, err) = remedyd_cli(
+            c.dir.path(),
+            &url,
+            &[
+                "resolve",
+                &b,
+                "--reason",
+                "deploy rolled back by hand",
+                "--author",
+                "frank",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+        assert!(out.contains("queued as resolve request"), "{out}");
+        assert_eq!(
+            c.replicas[1]
+                .incidents()
+                .await
+                .iter()
+                .find(|i| i["id"] == b.as_str())
+                .map(|i| i["status"].clone()),
+            Some(Value::from("escalated")),
+            "nobody applied it yet"
+        );
+
+        // Leadership is free again: the replica leads and its engine applies the queue, once.
+        term.release().await;
+        wait_until(20, "the queued resolve applied", || async {
+            c.replicas[1]
+                .incidents()
+                .await
+                .iter()
+                .any(|i| i["id"] == b.as_str() && i["status"] == "resolved")
+        })
+        .await;
+        let kinds = c.replicas[1].timeline(&b).await;
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "resolved_by_hand").count(),
+            1,
+            "{kinds:?}"
+        );
+        wait_until(15, "the resolve page of the second incident", || async {
+            c.rx.count("/page") == 4
+        })
+        .await;
+        assert_eq!(pages(&c.rx)[3], (b.clone(), "resolve".to_string()));
+        c.assert_no_password_in_logs();
     })
     .await;
 }

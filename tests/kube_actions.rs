@@ -227,6 +227,8 @@ async fn restart_refuses_a_paused_deployment_and_writes_nothing() {
     e.fake.clear_requests();
     let o = e.run("kube_rollout_restart", json!({})).await;
     assert!(!o.ok && !o.retryable, "{o:?}");
+    // Refused before any write: a precondition, which no breaker counts.
+    assert!(o.no_change, "{o:?}");
     assert!(o.summary.contains("paused"), "{}", o.summary);
     assert!(writes(&e.fake.requests()).is_empty());
 }
@@ -239,6 +241,8 @@ async fn a_rollout_past_its_deadline_fails_the_step_as_kubectl_status_does() {
     e.fake.auto_step(Duration::from_millis(50));
     let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
     assert!(!o.ok, "{o:?}");
+    // The restart was sent: a failed rollout is a failed remediation, not a precondition.
+    assert!(!o.no_change, "{o:?}");
     assert!(
         o.summary.contains("exceeded its progress deadline"),
         "{}",
@@ -377,6 +381,89 @@ async fn undo_skips_when_the_template_already_matches_and_honours_changed_within
         .run("kube_rollout_undo", json!({"changed_within": "1s"}))
         .await;
     assert!(!o.ok && o.summary.contains("changed_within"), "{o:?}");
+    // Revision 3 went back to revision 1's template: undoing it again would bring back the newer
+    // release (revision 2), which is a roll forward, not a rollback.
+    let o = e
+        .run(
+            "kube_rollout_undo",
+            json!({"changed_within": "10m", "wait": "30s"}),
+        )
+        .await;
+    assert!(
+        !o.ok && o.no_change && o.summary.contains("would bring back revision 2"),
+        "{o:?}"
+    );
+    assert!(writes(&e.fake.requests()).is_empty());
+}
+
+/// Restarts `web` as kubectl does, with a fixed `restartedAt` (the same on every fake).
+fn restart(e: &Env, at: &str) {
+    let mut d = e.deployment();
+    d["spec"]["template"]["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/restartedAt": at});
+    e.fake.put(d);
+    e.fake.step();
+    e.fake.step();
+}
+
+/// web: revision 1 (image 1.0), revision 2 (image 2.0), revision 3 (2.0 restarted).
+fn release_then_restart(e: &Env) {
+    two_revisions(e);
+    restart(e, "2026-11-28T04:00:00Z");
+}
+
+fn image(d: &Value) -> &str {
+    d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_after_a_restart_returns_to_the_previous_release_with_kubectls_to_revision_request() {
+    let (b, o) = parity(
+        release_then_restart,
+        &[
+            "rollout",
+            "undo",
+            "deployment/web",
+            "-n",
+            NS,
+            "--to-revision=1",
+        ],
+        "kube_rollout_undo",
+        json!({"wait": "30s"}),
+        true,
+    )
+    .await;
+    assert_eq!(image(&b.deployment()), "registry.local/web:1.0");
+    assert!(
+        o.summary.contains("from revision 3 to revision 1")
+            && o.summary
+                .contains("app registry.local/web:2.0 → registry.local/web:1.0")
+            && o.summary
+                .contains("revisions 3..3 were restarts of revision 2"),
+        "{}",
+        o.summary
+    );
+    assert_eq!(
+        o.detail["rollback"]["images"],
+        json!([{"container": "app", "before": "registry.local/web:2.0", "after": "registry.local/web:1.0"}])
+    );
+    assert_eq!(o.detail["rollback"]["release_first_revision"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_after_restarts_by_remedyd_itself_brings_back_the_previous_image() {
+    let e = Env::new().await;
+    two_revisions(&e);
+    e.fake.auto_step(Duration::from_millis(50));
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
+    assert!(o.ok, "{o:?}");
+    // A second restart a second later: two revisions that are both the 2.0 release.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
+    assert!(o.ok, "{o:?}");
+    assert_eq!(image(&e.deployment()), "registry.local/web:2.0");
     let o = e
         .run(
             "kube_rollout_undo",
@@ -384,6 +471,95 @@ async fn undo_skips_when_the_template_already_matches_and_honours_changed_within
         )
         .await;
     assert!(o.ok, "{o:?}");
+    assert_eq!(image(&e.deployment()), "registry.local/web:1.0");
+    assert!(
+        o.summary.contains("from revision 4 to revision 1"),
+        "{}",
+        o.summary
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_only_ever_restarted_has_nothing_to_roll_back_and_nothing_is_written() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.auto_step(Duration::from_millis(50));
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
+    assert!(o.ok, "{o:?}");
+    e.fake.clear_requests();
+    let o = e.run("kube_rollout_undo", json!({"wait": "30s"})).await;
+    assert!(!o.ok, "{o:?}");
+    assert!(o.no_change, "refused before writing: {o:?}");
+    assert!(o.summary.contains("nothing to roll back"), "{}", o.summary);
+    assert!(
+        o.summary
+            .contains("revisions 2..2 are restarts of revision 1"),
+        "{}",
+        o.summary
+    );
+    assert!(writes(&e.fake.requests()).is_empty());
+    assert_eq!(image(&e.deployment()), "registry.local/web:1.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_that_pushed_the_previous_release_out_of_the_history_leave_nothing_to_roll_back() {
+    let e = Env::new().await;
+    e.web();
+    let mut d = e.deployment();
+    d["spec"]["revisionHistoryLimit"] = json!(2);
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("registry.local/web:2.0");
+    e.fake.put(d);
+    e.fake.step();
+    e.fake.step();
+    for at in [
+        "2026-11-28T04:00:00Z",
+        "2026-11-28T04:01:00Z",
+        "2026-11-28T04:02:00Z",
+    ] {
+        restart(&e, at);
+    }
+    // Revisions 3 and 4 (restarts of 2.0) are kept with the current 5; 1 (1.0) and 2 are gone.
+    assert_eq!(e.fake.list("apps/v1", "ReplicaSet", NS).len(), 3);
+    e.fake.auto_step(Duration::from_millis(50));
+    e.fake.clear_requests();
+    let o = e.run("kube_rollout_undo", json!({"wait": "30s"})).await;
+    assert!(!o.ok && o.no_change, "{o:?}");
+    assert!(
+        o.summary.contains("nothing to roll back")
+            && o.summary
+                .contains("revisions before 3 are no longer kept (revisionHistoryLimit 2)"),
+        "{}",
+        o.summary
+    );
+    assert!(writes(&e.fake.requests()).is_empty());
+    assert_eq!(image(&e.deployment()), "registry.local/web:2.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_within_is_measured_from_the_release_not_from_a_restart() {
+    let e = Env::new().await;
+    two_revisions(&e);
+    e.fake.auto_step(Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The restart makes a ReplicaSet seconds old; the 2.0 release is older than 2 s.
+    let o = e.run("kube_rollout_restart", json!({"wait": "30s"})).await;
+    assert!(o.ok, "{o:?}");
+    e.fake.clear_requests();
+    let o = e
+        .run(
+            "kube_rollout_undo",
+            json!({"changed_within": "2s", "wait": "30s"}),
+        )
+        .await;
+    assert!(!o.ok && o.no_change, "{o:?}");
+    assert!(
+        o.summary.contains("first rolled out as revision 2")
+            && o.summary.contains("more than changed_within 2s"),
+        "{}",
+        o.summary
+    );
+    assert!(writes(&e.fake.requests()).is_empty());
+    assert_eq!(image(&e.deployment()), "registry.local/web:2.0");
 }
 
 // --- scale and HPA ----------------------------------------------------------------------------
@@ -452,6 +628,7 @@ async fn scale_raises_the_hpa_instead_of_fighting_it_or_refuses() {
         )
         .await;
     assert!(!o.ok && o.summary.contains("would revert"), "{o:?}");
+    assert!(o.no_change, "refused before writing: {o:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -964,6 +1141,10 @@ async fn every_action_works_within_the_shipped_rbac() {
         )
     });
     cluster(&e);
+    // A second release, so that the undo after the restart has one to go back to.
+    let mut web = e.deployment();
+    web["spec"]["template"]["spec"]["containers"][0]["image"] = json!("registry.local/web:2.0");
+    e.fake.put(web);
     let mut dns = fixtures::deployment("kube-system", "coredns", 2, "coredns:1.11");
     dns["spec"]["selector"] = json!({"matchLabels": {"k8s-app": "kube-dns"}});
     dns["spec"]["template"]["metadata"]["labels"] = json!({"k8s-app": "kube-dns"});

@@ -154,7 +154,8 @@ async fn error_rate_alert_gathers_evidence_restarts_waits_for_the_rollout_and_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_past_its_progress_deadline_is_rolled_back_then_escalated() {
+async fn a_restart_past_its_progress_deadline_is_rolled_back_to_the_previous_image_then_escalated()
+{
     let w = world(
         r#"          - name: restart
             action: kube_rollout_restart
@@ -203,6 +204,14 @@ async fn a_restart_past_its_progress_deadline_is_rolled_back_then_escalated() {
         p[1].content_type.as_deref(),
         Some("application/json-patch+json")
     );
+    // The previous release (1.0), not the template from before the restart (2.0).
+    let dep = w.fake.get("apps/v1", "Deployment", NS, "checkout").unwrap();
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.local/checkout:1.0"
+    );
+    let change = "from revision 3 to revision 1: app registry.local/checkout:2.0 → registry.local/checkout:1.0";
+    assert!(t.contains(change), "{t}");
     w.d.wait("the page", || !w.d.pager.all().is_empty()).await;
     let pages = w.d.pager.all();
     assert_eq!(pages.len(), 1, "{pages:?}");
@@ -212,7 +221,7 @@ async fn a_restart_past_its_progress_deadline_is_rolled_back_then_escalated() {
             .1
             .actions_taken
             .iter()
-            .any(|a| a.contains("rollback")),
+            .any(|a| a.contains("rollback") && a.contains(change)),
         "{:?}",
         pages[0].1.actions_taken
     );

@@ -528,6 +528,147 @@ async fn a_failed_step_pages_the_webhook_route_exactly_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// remedyd resolve (SQLite; PostgreSQL is in tests/ha.rs)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remedyd_resolve_closes_an_incident_whose_rule_was_removed_and_its_route_gets_the_resolve()
+{
+    let env = Env::new();
+    let rx = Receiver::answering(Duration::ZERO, StatusCode::INTERNAL_SERVER_ERROR).await;
+    env.write_config(&rx, None, "10s");
+    within(90, async {
+        let d = env.start().await;
+        let (status, body) = env
+            .post_webhook(&alert_now("checkout", "fp-by-hand"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        wait_until(15, "the trigger on the webhook route", || async {
+            rx.count("/page") == 1
+        })
+        .await;
+        let list = env.incidents().await;
+        assert_eq!(list[0]["status"], "escalated", "{list:#?}");
+        let id = list[0]["id"].as_str().expect("incident id").to_string();
+
+        // The rule and its policy are removed by a reload (the route stays): nothing would
+        // ever close this incident but a person.
+        env.write(
+            "rules/r.yaml",
+            &rule(None)
+                .replace("name: error-rate", "name: other-rule")
+                .replace("HighErrorRate", "OtherAlert")
+                .replace("policy: restart", "policy: other"),
+        );
+        env.write(
+            "policies/p.yaml",
+            &policy(&rx, "10s").replace(
+                "  - name: restart\n    escalate_to: oncall",
+                "  - name: other\n    escalate_to: oncall",
+            ),
+        );
+        d.signal("HUP");
+        wait_until(10, "reloads_total{result=\"ok\"} 1", || async {
+            sample(
+                &env.metrics().await,
+                r#"remedyd_ruleset_reloads_total{result="ok"}"#,
+            ) == Some(1.0)
+        })
+        .await;
+
+        let store = format!("sqlite://{}", env.db_path().display());
+        let resolve = |args: Vec<String>| {
+            let dir = env.path().to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run_cli(&dir, &args, &[])
+            })
+        };
+        let args = |id: &str, store: &str| -> Vec<String> {
+            [
+                "resolve",
+                id,
+                "--reason",
+                "rule removed",
+                "--author",
+                "bob",
+                "--store",
+                store,
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let (status, out, err) = resolve(args(&id, &store)).await.expect("the CLI ran");
+        assert_eq!(status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+        assert!(
+            out.contains(&format!("{id} resolved by hand by bob: rule removed")),
+            "{out}"
+        );
+        let inc = env.get_json(&format!("/api/v1/incidents/{id}")).await;
+        assert_eq!(inc["status"], "resolved", "{inc:#}");
+        let by_hand: Vec<&Value> = inc["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .filter(|e| e["kind"] == "resolved_by_hand")
+            .collect();
+        assert_eq!(by_hand.len(), 1, "{inc:#}");
+        assert_eq!(by_hand[0]["data"]["author"], "bob");
+        assert_eq!(by_hand[0]["data"]["reason"], "rule removed");
+        wait_until(15, "the resolve on the webhook route", || async {
+            rx.count("/page") == 2
+        })
+        .await;
+        let pages: Vec<Value> = rx
+            .bodies("/page")
+            .iter()
+            .map(|b| serde_json::from_str(b).expect("page body is JSON"))
+            .collect();
+        assert_eq!(
+            pages
+                .iter()
+                .map(|p| (p["incident"].as_str(), p["event"].as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (Some(id.as_str()), Some("trigger")),
+                (Some(id.as_str()), Some("resolve"))
+            ]
+        );
+
+        // Exit 1: already resolved, or no such incident; the store is never created.
+        let (status, _, err) = resolve(args(&id, &store)).await.expect("the CLI ran");
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("{id} is already resolved")), "{err}");
+        let (status, _, err) = resolve(args("INC-1999-0001", &store))
+            .await
+            .expect("the CLI ran");
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("no incident INC-1999-0001"), "{err}");
+        let missing = format!("sqlite://{}", env.path().join("nowhere.db").display());
+        let (status, _, err) = resolve(args(&id, &missing)).await.expect("the CLI ran");
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("no store at"), "{err}");
+        assert!(!env.path().join("nowhere.db").exists());
+        // Exit 2: a bad store URL, a blank reason, a missing author.
+        let (status, _, err) = resolve(args(&id, "mysql://db")).await.expect("the CLI ran");
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert!(err.contains("valid: sqlite://PATH or postgres://"), "{err}");
+        let mut blank = args(&id, &store);
+        blank[3] = " ".into();
+        let (status, _, err) = resolve(blank).await.expect("the CLI ran");
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert!(err.contains("reason: required"), "{err}");
+        let no_author: Vec<String> = args(&id, &store)
+            .into_iter()
+            .filter(|a| a != "--author" && a != "bob")
+            .collect();
+        let (status, _, err) = resolve(no_author).await.expect("the CLI ran");
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert!(err.contains("--author"), "{err}");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Signals
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use remedyd::rules::{Target, TargetKind};
 use remedyd::signal::{Signal, Source, Status};
 use remedyd::store::postgres::{Leadership, PgStore};
 use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{Commit, Pause, Receipt, Store, StoreError};
+use remedyd::store::{Commit, Pause, Receipt, ResolveRequest, ResolveResult, Store, StoreError};
 use services::{PG_PASSWORD, Postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,10 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!((r.stored, r.duplicates), (2, 0));
     let r = store
         .ingest(
-            receipt(3),
+            Receipt {
+                received_at: Timestamp(5),
+                ..receipt(3)
+            },
             vec![
                 signal("a", 1, Status::Firing),
                 signal("a", 2, Status::Firing),
@@ -108,6 +111,16 @@ async fn suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((r.stored, r.duplicates), (2, 1));
+    // A re-sent firing alert is a duplicate, but it is heard of (stale incidents).
+    let heard = store
+        .last_heard(vec!["a".into(), "b".into(), "never".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>();
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert_eq!(heard["a"], Timestamp(5), "the re-send counts");
+    assert_eq!(heard["b"], Timestamp(1));
     let pending = store.pending_signals(10).await.unwrap();
     assert_eq!(pending.len(), 4);
     assert!(
@@ -146,14 +159,30 @@ async fn suite(store: Arc<dyn Store>) {
             "k".into(),
             BreakerRecord {
                 opened_at: Some(Timestamp(100)),
-                trial_since: None,
+                trial_since: Some(Timestamp(150)),
+                trial_by: Some(id.clone()),
                 reset_at: None,
             },
         )],
         claims: vec![(id.clone(), 1, 0, Timestamp(10))],
         finished: vec![],
+        counters: vec![(remedyd::store::STORM_COUNTER.into(), 42)],
+        resolves_done: vec![],
     };
     store.commit(c).await.unwrap();
+    // Named engine state is set exactly (the open storm), and can be cleared.
+    assert_eq!(
+        store
+            .counter(remedyd::store::STORM_COUNTER.into())
+            .await
+            .unwrap(),
+        42
+    );
+    assert_eq!(
+        store.breaker("k").await.unwrap().trial_by.as_deref(),
+        Some(id.as_str()),
+        "the trial's holder is kept"
+    );
     assert_eq!(store.incident_counter(2026).await.unwrap(), 1);
     assert_eq!(store.incident_counter(2027).await.unwrap(), 0);
     assert!(store.pending_signals(10).await.unwrap().is_empty());
@@ -300,7 +329,67 @@ async fn suite(store: Arc<dyn Store>) {
         store.count_uses(&key, Timestamp(50), false).await.unwrap(),
         1
     );
+    resolve_requests(&*store).await;
     store.ping().await.unwrap();
+}
+
+/// Resolve requests: stored pending, oldest first, until the engine's commit marks them done
+/// with a result that reads back as written.
+async fn resolve_requests(store: &dyn Store) {
+    assert!(store.pending_resolves(10).await.unwrap().is_empty());
+    let first = store
+        .request_resolve("INC-2026-0009", "noise", "alice", Timestamp(500))
+        .await
+        .unwrap();
+    // A NUL (which PostgreSQL's TEXT cannot hold) is stored, not refused.
+    let second = store
+        .request_resolve("INC-1999-0001", "nul\0reason", "bob", Timestamp(501))
+        .await
+        .unwrap();
+    assert!(second > first);
+    let pending = store.pending_resolves(10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert_eq!(
+        pending[0],
+        ResolveRequest {
+            id: first,
+            incident: "INC-2026-0009".into(),
+            reason: "noise".into(),
+            author: "alice".into(),
+            requested_at: Timestamp(500),
+            done: None,
+        }
+    );
+    assert_eq!(store.pending_resolves(1).await.unwrap().len(), 1);
+    store
+        .commit(Commit {
+            resolves_done: vec![(first, Timestamp(502), ResolveResult::Resolved)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = store.pending_resolves(10).await.unwrap();
+    assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), [second]);
+    assert_eq!(
+        store.resolve_request(first).await.unwrap().unwrap().done,
+        Some((Timestamp(502), ResolveResult::Resolved))
+    );
+    store
+        .commit(Commit {
+            resolves_done: vec![(second, Timestamp(503), ResolveResult::UnknownIncident)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(store.pending_resolves(10).await.unwrap().is_empty());
+    assert_eq!(
+        store.resolve_request(second).await.unwrap().unwrap().done,
+        Some((Timestamp(503), ResolveResult::UnknownIncident))
+    );
+    assert_eq!(store.resolve_request(second + 100).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -329,6 +418,183 @@ async fn sqlite_store_survives_reopen() {
         1,
         "migrations are idempotent and data stays"
     );
+}
+
+/// A page of `incident` (an incident id, `STORM-…` or `DIGEST-…`).
+fn page(incident_id: &str, event: NotificationKind) -> remedyd::escalate::Notification {
+    let mut n = notification(&incident("INC-2026-0001", "checkout"), &[], event, "why");
+    n.incident = incident_id.into();
+    n
+}
+
+/// What `outbox_due` returns at `now`, as (route, incident, event), oldest first.
+async fn due(
+    store: &dyn Store,
+    now: i64,
+    per_route: usize,
+) -> Vec<(String, String, NotificationKind)> {
+    store
+        .outbox_due(Timestamp(now), per_route)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.route, i.notification.incident, i.notification.event))
+        .collect()
+}
+
+/// The id of the pending page (route, incident, event).
+async fn page_id(
+    store: &dyn Store,
+    now: i64,
+    route: &str,
+    incident: &str,
+    event: NotificationKind,
+) -> i64 {
+    store
+        .outbox_due(Timestamp(now), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| {
+            i.route == route && i.notification.incident == incident && i.notification.event == event
+        })
+        .unwrap_or_else(|| panic!("{route} {incident} {event:?} is due at {now}"))
+        .id
+}
+
+fn row(route: &str, incident: &str, event: NotificationKind) -> (String, String, NotificationKind) {
+    (route.into(), incident.into(), event)
+}
+
+/// Per (incident, route) the outbox hands out pages strictly in enqueue order: a resolve is not
+/// due while its trigger waits for a retry, nor in the pass that delivers the trigger; only
+/// once the trigger is done (delivered, recorded or given up). Other routes of the incident and
+/// other incidents of the route are not held. A backlog on one route does not hide another's.
+async fn outbox_order(store: Arc<dyn Store>) {
+    use NotificationKind::{Resolve, Trigger};
+    let s = &*store;
+    store
+        .commit(Commit {
+            outbox: vec![
+                ("oncall".into(), page("INC-2026-0001", Trigger)),
+                ("oncall".into(), page("INC-2026-0001", Resolve)),
+                ("owner".into(), page("INC-2026-0001", Trigger)),
+                ("oncall".into(), page("INC-2026-0002", Trigger)),
+                ("platform".into(), page("STORM-1", Trigger)),
+                ("platform".into(), page("STORM-1", Resolve)),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 0, 10).await,
+        [
+            row("oncall", "INC-2026-0001", Trigger),
+            row("owner", "INC-2026-0001", Trigger),
+            row("oncall", "INC-2026-0002", Trigger),
+            row("platform", "STORM-1", Trigger),
+        ],
+        "only the first page of each (incident, route)"
+    );
+
+    // The trigger fails and is retried later: neither it nor its resolve is due meanwhile.
+    let trigger = page_id(s, 0, "oncall", "INC-2026-0001", Trigger).await;
+    store
+        .outbox_retry(trigger, Timestamp(1000), "503")
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 999, 10).await,
+        [
+            row("owner", "INC-2026-0001", Trigger),
+            row("oncall", "INC-2026-0002", Trigger),
+            row("platform", "STORM-1", Trigger),
+        ],
+        "a resolve is not due while its trigger waits for a retry"
+    );
+
+    // A storm page given up lets its resolve go; delivered pages let nothing else change.
+    for (route, inc) in [("owner", "INC-2026-0001"), ("oncall", "INC-2026-0002")] {
+        let id = page_id(s, 999, route, inc, Trigger).await;
+        store.outbox_done(id, Timestamp(999), true).await.unwrap();
+    }
+    let storm = page_id(s, 999, "platform", "STORM-1", Trigger).await;
+    store
+        .outbox_done(storm, Timestamp(999), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 999, 10).await,
+        [row("platform", "STORM-1", Resolve)],
+        "a given-up trigger lets its resolve go"
+    );
+    let storm_resolve = page_id(s, 999, "platform", "STORM-1", Resolve).await;
+    store
+        .outbox_done(storm_resolve, Timestamp(999), true)
+        .await
+        .unwrap();
+
+    // The trigger's retry time comes: the trigger first, the resolve only once it is done.
+    assert_eq!(
+        due(s, 1000, 10).await,
+        [row("oncall", "INC-2026-0001", Trigger)]
+    );
+    store
+        .outbox_done(trigger, Timestamp(1001), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 1001, 10).await,
+        [row("oncall", "INC-2026-0001", Resolve)]
+    );
+    let resolve = page_id(s, 1001, "oncall", "INC-2026-0001", Resolve).await;
+    store
+        .outbox_done(resolve, Timestamp(1002), true)
+        .await
+        .unwrap();
+    assert!(due(s, 5000, 10).await.is_empty());
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+
+    // Three incidents page `busy`, then one pages `quiet`: with two per route, `quiet` is
+    // still handed out.
+    let outbox = ["INC-2026-0003", "INC-2026-0004", "INC-2026-0005"]
+        .into_iter()
+        .map(|inc| ("busy".to_string(), page(inc, Trigger)))
+        .chain([("quiet".to_string(), page("INC-2026-0006", Trigger))])
+        .collect();
+    store
+        .commit(Commit {
+            outbox,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        due(s, 5000, 2).await,
+        [
+            row("busy", "INC-2026-0003", Trigger),
+            row("busy", "INC-2026-0004", Trigger),
+            row("quiet", "INC-2026-0006", Trigger),
+        ],
+        "at most two per route, oldest first"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_outbox_holds_a_resolve_behind_its_retried_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), outbox_order(Arc::new(store)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outbox_holds_a_resolve_behind_its_retried_trigger() {
+    let pg = Postgres::start().await;
+    let store = pg_store(&pg.url()).await;
+    bounded("the outbox order", PG_TEST, outbox_order(Arc::new(store))).await;
 }
 
 #[tokio::test]
@@ -405,7 +671,7 @@ async fn postgres_replicas_starting_together_migrate_once_and_reconnect_to_their
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1], "each migration applied once");
+        assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
         stores[0]
             .ingest(receipt(1), vec![signal("a", 1, Status::Firing)])
             .await
@@ -648,6 +914,32 @@ async fn a_released_term_hands_over_at_once_and_ingest_anywhere_wakes_the_leader
         stop.cancel();
         assert!(c.acquire(&stop).await.is_none());
         term_b.release().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_request_stored_by_any_replica_wakes_the_leader() {
+    let pg = Postgres::start().await;
+    let url = pg.url();
+    let wake = Arc::new(Notify::new());
+    let leader = Leadership::new(pg_store(&url).await, wake.clone());
+    let other = pg_store(&url).await;
+    let cancel = CancellationToken::new();
+    bounded("wake-up", PG_TEST, async {
+        let term = leader.acquire(&cancel).await.expect("leads");
+        other
+            .request_resolve("INC-2026-0001", "noise", "alice", Timestamp(1))
+            .await
+            .unwrap();
+        bounded(
+            "the leader's wake-up",
+            Duration::from_secs(5),
+            wake.notified(),
+        )
+        .await;
+        assert_eq!(term.store.pending_resolves(10).await.unwrap().len(), 1);
+        term.release().await;
     })
     .await;
 }

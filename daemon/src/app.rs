@@ -1,4 +1,9 @@
 //! Wiring: store, ruleset, engine, outbox, HTTP; SIGHUP reload; SIGTERM shutdown with a deadline.
+//!
+//! Crash-only (see [`crate::supervise`]): the leadership loop, its duties and the reloader run
+//! under one [`Supervisor`]; when any of them panics or stops on its own, intake stops, the
+//! rest is cancelled, and [`run`] returns the failure, so the process exits non-zero and its
+//! orchestrator restarts it. The store holds the state, and a restart resumes from it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -17,7 +22,12 @@ use crate::engine::{EngineConfig, SharedRuleset};
 use crate::escalate::Pager;
 use crate::escalate::Pagers;
 use crate::ruleset::{self, Ruleset};
-use crate::telemetry::Metrics;
+use crate::supervise::{Faults, Supervisor, Task};
+use crate::telemetry::{EngineHealth, Metrics};
+
+/// Beyond the shutdown deadline, how long the leadership loop gets to stop its duties and
+/// release its term (the release itself is bounded at 1 s, the duties at the deadline + 2 s).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What `serve` runs with; tests replace the executors and pager.
 pub struct Parts {
@@ -30,6 +40,8 @@ pub struct Parts {
     /// Overrides Prometheus as the source of polled values (`remedyd test`); `None` uses
     /// `prometheus_url`.
     pub source: Option<Arc<dyn crate::prom::MetricSource>>,
+    /// Test-only fault injection into the long-running tasks; `None` in production.
+    pub faults: Option<Arc<Faults>>,
 }
 
 impl Default for Parts {
@@ -39,6 +51,7 @@ impl Default for Parts {
             pager: Arc::new(Pagers::new()),
             clock: Arc::new(SystemClock),
             source: None,
+            faults: None,
         }
     }
 }
@@ -167,6 +180,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let token = cfg.token()?;
     let deadline = cfg.shutdown_deadline()?;
+    let engine_stall_after = cfg.engine_stall_after()?;
     let wake = Arc::new(Notify::new());
     // SQLite: this process is the only replica. PostgreSQL: migrated, reachable (or an error).
     let (store, elector) = crate::leader::open(&cfg.store, wake.clone()).await?;
@@ -205,6 +219,10 @@ pub async fn run(
     let outbox_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // The first failure of a supervised task cancels `cancel` (everything stops) and `failed`.
+    let supervisor = Supervisor::new(cancel.clone(), parts.faults.clone());
+    let failed = supervisor.failed();
+    let engine_health = Arc::new(EngineHealth::default());
 
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -215,6 +233,8 @@ pub async fn run(
         ruleset: shared.clone(),
         ready: AtomicBool::new(true),
         max_body: cfg.max_body,
+        engine: engine_health.clone(),
+        engine_stall_after,
     });
     tracing::info!(listen = %listener.local_addr()?, "Serving");
 
@@ -227,36 +247,43 @@ pub async fn run(
             (None, None) => None,
         };
     // The engine, the poller and the outbox run only while this replica leads.
-    let leader_task = tokio::spawn(crate::leader::run(
-        elector,
-        crate::leader::Duties {
-            ruleset: shared.clone(),
-            executors: parts.executors.clone(),
-            clock: parts.clock.clone(),
-            metrics: metrics.clone(),
-            engine: EngineConfig {
-                mode: cfg.mode,
-                shutdown: deadline,
-                ..Default::default()
+    let leader_task = supervisor.spawn(
+        Task::Leadership,
+        &cancel,
+        crate::leader::run(
+            elector,
+            crate::leader::Duties {
+                ruleset: shared.clone(),
+                executors: parts.executors.clone(),
+                clock: parts.clock.clone(),
+                metrics: metrics.clone(),
+                engine: EngineConfig {
+                    mode: cfg.mode,
+                    shutdown: deadline,
+                    stale_after: cfg.stale_after()?,
+                    ..Default::default()
+                },
+                wake: wake.clone(),
+                outbox_wake,
+                pager: parts.pager.clone(),
+                source,
+                tasks: tasks.clone(),
+                supervisor: supervisor.clone(),
+                health: engine_health,
             },
-            wake: wake.clone(),
-            outbox_wake,
-            pager: parts.pager.clone(),
-            source,
-            tasks: tasks.clone(),
-        },
-        cancel.clone(),
-    ));
+            cancel.clone(),
+        ),
+    );
 
     // SIGHUP: reload fail-closed.
-    {
+    let reloader = {
         let cfg = cfg.clone();
         let executors = parts.executors.clone();
         let shared = shared.clone();
         let metrics = metrics.clone();
         let cancel = cancel.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        tokio::spawn(async move {
+        supervisor.spawn(Task::Reloader, &cancel.clone(), async move {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -266,26 +293,49 @@ pub async fn run(
                     }
                 }
             }
-        });
-    }
+        })
+    };
 
+    // Intake stops on SIGTERM/SIGINT (`stop`), or at once when a supervised task fails.
     let shutdown = {
         let state = state.clone();
+        let failed = failed.clone();
         async move {
-            stop.cancelled().await;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = failed.cancelled() => {}
+            }
             state.ready.store(false, Ordering::SeqCst);
         }
     };
-    axum::serve(listener, router(state))
+    let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
+        .into_future();
+    // After a failure, requests in progress get the shutdown deadline to be answered (their
+    // writes are durable either way); then the server is dropped with them.
+    let served = tokio::select! {
+        r = server => r.context("HTTP server"),
+        _ = async { failed.cancelled().await; tokio::time::sleep(deadline).await } => Ok(()),
+    };
     // Intake has stopped and every accepted request has been answered (its writes are durable).
     cancel.cancel();
     tasks.close();
-    // The engine waits up to the deadline for actions in flight and records their results.
-    let _ = leader_task.await;
+    // The engine waits up to the deadline for actions in flight and records their results; the
+    // leadership loop bounds that (and releasing the term) itself, this bounds the loop.
+    let leader_abort = leader_task.abort_handle();
+    if tokio::time::timeout(deadline + STOP_GRACE, leader_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("The leadership loop did not stop in time; abandoning it");
+        leader_abort.abort();
+    }
+    let _ = reloader.await;
     let _ = tokio::time::timeout(Duration::from_millis(100), tasks.wait()).await;
+    served?;
+    if let Some(e) = supervisor.failure() {
+        return Err(e.into());
+    }
     tracing::info!("Stopped");
     Ok(())
 }

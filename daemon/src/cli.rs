@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `simulate`, `test`, `review`.
+//! The command line: `serve`, `check`, `simulate`, `test`, `review`, `resolve`.
 
 use std::path::PathBuf;
 
@@ -65,6 +65,21 @@ pub enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Resolve an incident by hand: the running engine applies it, records who and why, and
+    /// sends a resolve to every route that was paged.
+    Resolve {
+        /// Incident id (`INC-2026-0042`).
+        incident: String,
+        /// Why it is resolved by hand (required).
+        #[arg(long)]
+        reason: String,
+        /// Who resolves it (required).
+        #[arg(long)]
+        author: String,
+        /// Store URL (sqlite://PATH or postgres://…); default from the config.
+        #[arg(long)]
+        store: Option<String>,
+    },
 }
 
 /// `remedyd review`: prints the review to stdout; returns the exit code (1: no such incident or
@@ -123,6 +138,117 @@ pub fn review(cli: &Cli, incident: &str) -> i32 {
     }
 }
 
+/// `remedyd resolve`: asks the engine (of the running daemon, or on PostgreSQL of the leading
+/// replica) to resolve an incident by hand, and waits up to [`crate::resolve::WAIT`] for it.
+/// Returns the exit code: 0 when resolved, and 0 with a message when only queued (no engine
+/// applied it in time: the leader applies it when it runs); 1 for an unknown or already
+/// resolved incident, or a store that cannot be used; 2 for a bad config or a blank reason or
+/// author.
+pub fn resolve(cli: &Cli, incident: &str, reason: &str, author: &str) -> i32 {
+    let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("remedyd: {e}");
+            return 2;
+        }
+    };
+    let fields = match crate::resolve::Fields::check(Some(reason), Some(author)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("remedyd: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("remedyd: starting the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async {
+        let store = match open_existing_store(&cfg.store).await {
+            Ok(s) => s,
+            Err((code, msg)) => {
+                eprintln!("remedyd: {msg}");
+                return code;
+            }
+        };
+        let answer = crate::resolve::resolve_by_hand(
+            &*store,
+            None,
+            SystemClock.now(),
+            incident,
+            &fields,
+            crate::resolve::WAIT,
+        )
+        .await;
+        match answer {
+            Ok(crate::resolve::Answer::Resolved(inc)) => {
+                println!(
+                    "{} resolved by hand by {}: {}",
+                    inc.id, fields.author, fields.reason
+                );
+                if !inc.paged.is_empty() {
+                    println!("resolve queued for the paged route(s): {}", inc.paged.join(", "));
+                }
+                0
+            }
+            Ok(crate::resolve::Answer::Queued(request)) => {
+                println!(
+                    "{incident}: queued as resolve request {request}; no engine applied it within {}s \
+                     (is `remedyd serve` running on this store? with PostgreSQL, does a replica lead?). \
+                     The leader applies it when it runs.",
+                    crate::resolve::WAIT.as_secs()
+                );
+                0
+            }
+            Err(crate::resolve::ResolveError::Missing(e)) => {
+                eprintln!("remedyd: {e}");
+                2
+            }
+            Err(e) => {
+                eprintln!("remedyd: {e}");
+                1
+            }
+        }
+    })
+}
+
+/// Opens the store named by `url` for a one-off command, never creating one: `Err((exit code,
+/// message))` — 2 for a URL that is not a store URL, 1 for a store that is missing or cannot be
+/// reached.
+async fn open_existing_store(
+    url: &str,
+) -> Result<std::sync::Arc<dyn crate::store::Store>, (i32, String)> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path);
+        if !path.exists() {
+            return Err((1, format!("no store at {}", path.display())));
+        }
+        let store = crate::store::sqlite::SqliteStore::open(path)
+            .map_err(|e| (1, format!("opening store {}: {e}", path.display())))?;
+        return Ok(std::sync::Arc::new(store));
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err((
+            2,
+            format!(
+                "store: {}: valid: sqlite://PATH or postgres://…",
+                crate::config::redact_url(url)
+            ),
+        ));
+    }
+    crate::store::postgres::parse_url(url).map_err(|e| (2, format!("store: {e}")))?;
+    let store = crate::store::postgres::PgStore::connect(url)
+        .await
+        .map_err(|e| (1, format!("opening the PostgreSQL store: {e}")))?;
+    Ok(std::sync::Arc::new(store))
+}
+
 /// `remedyd test`: returns the exit code.
 pub fn test(files: &[PathBuf]) -> i32 {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -167,7 +293,7 @@ impl Cli {
             o.store = store.clone();
             o.mode = *mode;
         }
-        if let Command::Review { store, .. } = &self.command {
+        if let Command::Review { store, .. } | Command::Resolve { store, .. } = &self.command {
             o.store = store.clone();
         }
         o

@@ -44,7 +44,7 @@ pub struct Config {
     /// Address of the HTTP server.
     pub listen: String,
     /// `sqlite://PATH` (one replica) or `postgres://USER:PASSWORD@HOST:PORT/DBNAME` (several
-    /// replicas share it; no TLS yet).
+    /// replicas share it; TLS by the URL's `sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
     pub store: String,
     /// Directory of rule files.
     pub rules: PathBuf,
@@ -66,6 +66,11 @@ pub struct Config {
     pub shutdown_timeout: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// An Alertmanager-driven incident none of whose alerts is heard of (not even re-sent) for
+    /// this long, and that did not change meanwhile, goes stale: paged once, handed to a human.
+    pub stale_after: String,
+    /// `/readyz` fails when signals are pending and no engine pass has completed for this long.
+    pub engine_stall_after: String,
 }
 
 impl Default for Config {
@@ -85,6 +90,10 @@ impl Default for Config {
             // Alertmanager gives up on a request after 10 s; finishing writes takes far less.
             shutdown_timeout: "10s".into(),
             log_format: "text".into(),
+            stale_after: "12h".into(),
+            // 60 s: a healthy engine completes a pass at least every second (its tick), and a
+            // pass that takes a minute is already an outage; shorter would flag a slow store.
+            engine_stall_after: "60s".into(),
         }
     }
 }
@@ -103,6 +112,8 @@ pub const KEYS: &[&str] = &[
     "max_body",
     "shutdown_timeout",
     "log_format",
+    "stale_after",
+    "engine_stall_after",
 ];
 
 /// Flag overrides.
@@ -179,6 +190,8 @@ impl Config {
         }
         self.token()?;
         self.shutdown_deadline()?;
+        self.stale_after()?;
+        self.engine_stall_after()?;
         if !self.store.starts_with("sqlite://") {
             // PostgreSQL: the URL is parsed here so that a typo fails at startup, not later.
             crate::store::postgres::parse_url(&self.store).map_err(|e| ConfigError::Invalid {
@@ -245,6 +258,47 @@ impl Config {
         self.store.strip_prefix("sqlite://").map(PathBuf::from)
     }
 
+    /// `stale_after`, parsed; it must be longer than a minute (staleness is checked each minute).
+    pub fn stale_after(&self) -> Result<Duration, ConfigError> {
+        let d = crate::ruleset::parse_duration(&self.stale_after).map_err(|message| {
+            ConfigError::Invalid {
+                field: "stale_after",
+                message,
+            }
+        })?;
+        if d < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid {
+                field: "stale_after",
+                message: format!(
+                    "{:?} is shorter than a minute; set it above Alertmanager's repeat_interval (default 4h)",
+                    self.stale_after
+                ),
+            });
+        }
+        Ok(d)
+    }
+
+    /// How long the engine may go without a completed pass, while signals are pending, before
+    /// `/readyz` fails.
+    pub fn engine_stall_after(&self) -> Result<Duration, ConfigError> {
+        let d = crate::ruleset::parse_duration(&self.engine_stall_after).map_err(|message| {
+            ConfigError::Invalid {
+                field: "engine_stall_after",
+                message,
+            }
+        })?;
+        if d < MIN_STALL_AFTER {
+            return Err(ConfigError::Invalid {
+                field: "engine_stall_after",
+                message: format!(
+                    "{:?} is shorter than 1s, the engine's tick: a healthy engine would be reported stalled",
+                    self.engine_stall_after
+                ),
+            });
+        }
+        Ok(d)
+    }
+
     /// The shutdown deadline.
     pub fn shutdown_deadline(&self) -> Result<Duration, ConfigError> {
         crate::ruleset::parse_duration(&self.shutdown_timeout).map_err(|message| {
@@ -255,6 +309,10 @@ impl Config {
         })
     }
 }
+
+/// The shortest `engine_stall_after`: the engine passes at least every second (its tick), so
+/// anything shorter would report a healthy engine as stalled.
+const MIN_STALL_AFTER: Duration = Duration::from_secs(1);
 
 /// Hides credentials in a URL for messages: the user info and a `password=` parameter.
 pub fn redact_url(u: &str) -> String {
@@ -278,4 +336,35 @@ pub fn redact_url(u: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_stall_after_defaults_to_a_minute_and_refuses_less_than_the_engine_tick() {
+        assert_eq!(
+            Config::default().engine_stall_after().unwrap(),
+            Duration::from_secs(60)
+        );
+        let cfg = Config {
+            engine_stall_after: "2m".into(),
+            ..Config::default()
+        };
+        assert_eq!(cfg.engine_stall_after().unwrap(), Duration::from_secs(120));
+        for (bad, says) in [
+            ("500ms", "shorter than 1s"),
+            ("0s", "shorter than 1s"),
+            ("soon", "is not a duration"),
+        ] {
+            let cfg = Config {
+                engine_stall_after: bad.into(),
+                ..Config::default()
+            };
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with("config: engine_stall_after: "), "{e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

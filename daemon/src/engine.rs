@@ -18,18 +18,27 @@ use crate::incident::{Effect, Entry, Event, Incident, Phase, Probe, StepResult};
 use crate::policy::breaker;
 use crate::policy::budget::BudgetUse;
 use crate::policy::gate::{self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind};
-use crate::policy::{Step, Verify};
+use crate::policy::{Policy, Step, Verify};
 use crate::prom::MetricSource;
 use crate::ruleset::Ruleset;
 use crate::signal::Status as SignalStatus;
-use crate::store::{Commit, Pause, Store, StoreError};
+use crate::store::{Commit, Pause, ResolveResult, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// The current ruleset, swapped whole on reload.
 pub type SharedRuleset = Arc<RwLock<Arc<Ruleset>>>;
 
+/// 12 h: three times Alertmanager's default `repeat_interval` (4 h), so that two lost re-sends
+/// in a row do not make an incident stale.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
+/// How often incidents are checked for staleness: one store read over their alerts; staleness
+/// is hours, so a minute late is nothing.
+const STALE_CHECK: Duration = Duration::from_secs(60);
+
 /// Signals handled per pass; bounds one commit's size.
 const SIGNAL_BATCH: usize = 256;
+/// Resolve requests applied per pass: people ask rarely; bounds one pass's extra work.
+const RESOLVE_BATCH: usize = 64;
 /// Finished steps waiting for the engine. 256: far more than can run at once (one per target).
 const DONE_QUEUE: usize = 256;
 
@@ -63,6 +72,9 @@ pub struct EngineConfig {
     pub tick: Duration,
     /// On shutdown, how long to wait for actions in flight so their results are recorded.
     pub shutdown: Duration,
+    /// An Alertmanager-driven incident none of whose alerts is heard of (not even re-sent) for
+    /// this long goes stale (config `stale_after`).
+    pub stale_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +84,7 @@ impl Default for EngineConfig {
             // 1 s: deadlines (`for`, verification) are minutes; a second late is fine.
             tick: Duration::from_secs(1),
             shutdown: Duration::from_secs(10),
+            stale_after: DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -90,7 +103,11 @@ pub struct Engine {
     recover_pending: bool,
     probing: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
-    storm_paged: bool,
+    /// When the open storm began (its page's identity), `None` when there is none; loaded from
+    /// the store ([`crate::store::STORM_COUNTER`]) on first use, so it survives restarts.
+    storm: Option<Option<Timestamp>>,
+    /// When incidents are next checked for staleness.
+    next_stale_check: Timestamp,
     /// The last incident number given out per year (from the store, then counted here).
     numbers: HashMap<i32, i64>,
     /// The last signal batch's writes, committed with the first step they make due (one
@@ -126,7 +143,8 @@ impl Engine {
             recover_pending: false,
             probing: HashSet::new(),
             source: None,
-            storm_paged: false,
+            storm: None,
+            next_stale_check: Timestamp(0),
             numbers: HashMap::new(),
             deferred: None,
             done_tx,
@@ -165,6 +183,8 @@ impl Engine {
             if let Err(e) = self.pass(&tasks).await {
                 self.metrics.store_error("engine");
                 tracing::warn!(error = %e, "Engine pass failed; retrying");
+            } else {
+                self.metrics.engine_passed(self.clock.now());
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -327,6 +347,11 @@ impl Engine {
             self.recover().await?;
             self.recover_pending = false;
         }
+        if let Err(e) = self.operator_requests().await {
+            // A request that cannot be applied now must not stop remediation: it stays pending.
+            self.metrics.store_error("resolve");
+            tracing::warn!(error = %e, "Applying resolve requests failed; retrying on the next pass");
+        }
         while self.signals().await? == SIGNAL_BATCH {}
         let deferred = self.deferred.is_some();
         let r = self.drive(tasks).await;
@@ -337,6 +362,58 @@ impl Engine {
             self.cache = None;
         }
         r
+    }
+
+    /// Applies people's requests to resolve incidents by hand (API, dashboard, `remedyd
+    /// resolve`): each in one commit with the incident, its timeline, the resolve pages of the
+    /// routes paged and the request marked done. An unknown or already resolved incident marks
+    /// the request done with that result.
+    async fn operator_requests(&mut self) -> Result<(), StoreError> {
+        let pending = self.store.pending_resolves(RESOLVE_BATCH).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let rs = self.rules();
+        for req in pending {
+            let now = self.clock.now();
+            let mut c = Commit::default();
+            let result = match self.incident(&req.incident).await? {
+                None => ResolveResult::UnknownIncident,
+                Some(inc) if inc.is_resolved() => ResolveResult::AlreadyResolved,
+                Some(mut inc) => {
+                    // A policy removed by a reload must not keep its incidents open for ever:
+                    // resolving by hand reads nothing from the policy.
+                    let removed = Policy {
+                        name: inc.policy.clone(),
+                        description: String::new(),
+                        mode: None,
+                        levels: BTreeMap::new(),
+                    };
+                    let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
+                    let event = Event::ResolvedByHand {
+                        reason: req.reason.clone(),
+                        author: req.author.clone(),
+                    };
+                    let fx = inc.apply(event, policy, now);
+                    self.effects(&inc, fx, &rs, &mut c, now).await?;
+                    let why = format!("resolved by hand by {}: {}", req.author, req.reason);
+                    for (_, n) in &mut c.outbox {
+                        if n.event == NotificationKind::Resolve {
+                            n.reason = why.clone();
+                        }
+                    }
+                    tracing::warn!(incident = %inc.id, author = %req.author, reason = %req.reason, "Incident resolved by hand");
+                    c.incidents.push(inc);
+                    ResolveResult::Resolved
+                }
+            };
+            if result != ResolveResult::Resolved {
+                tracing::info!(incident = %req.incident, author = %req.author, result = result.as_str(), "Resolve request not applied");
+            }
+            c.resolves_done.push((req.id, now, result));
+            self.commit(c).await?;
+        }
+        Ok(())
     }
 
     /// Steps left running by a dead process: not run again (at most once); verification follows.
@@ -404,6 +481,9 @@ impl Engine {
         // change nothing, and only incidents that differ from the cache are written.
         let mut work: BTreeMap<(String, String), Incident> = BTreeMap::new();
         let mut finished: Vec<Incident> = Vec::new();
+        // Incidents this batch resolved: a later firing alert of the same key opens a new one
+        // instead of reviving the cache's copy.
+        let mut closed: BTreeSet<(String, String)> = BTreeSet::new();
         let mut c = Commit::default();
         let mut effects: Vec<(Incident, Vec<Effect>)> = Vec::new();
         for stored in &pending {
@@ -426,6 +506,7 @@ impl Engine {
                 };
                 let key = (m.rule.clone(), m.target.key());
                 if !work.contains_key(&key)
+                    && !closed.contains(&key)
                     && let Some(inc) = index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
                 {
                     work.insert(key.clone(), inc.clone());
@@ -449,6 +530,7 @@ impl Engine {
                         }
                         if inc.is_resolved() {
                             finished.extend(work.remove(&key));
+                            closed.insert(key);
                         }
                     }
                     (None, SignalStatus::Firing) => {
@@ -473,6 +555,46 @@ impl Engine {
                     (None, SignalStatus::Resolved) => {}
                 }
             }
+            if s.status == SignalStatus::Resolved {
+                // A resolve reaches every incident its alert joined, even when a reload removed
+                // or renamed the rule that mapped it: no incident stays open for want of a rule.
+                let holders: Vec<(String, String)> = work
+                    .values()
+                    .chain(self.cache.iter().flat_map(|m| m.values()))
+                    .filter(|i| i.active.contains_key(&s.fingerprint))
+                    .map(|i| (i.rule.clone(), i.target.key()))
+                    .filter(|k| !closed.contains(k))
+                    .collect();
+                for key in holders {
+                    if !work.contains_key(&key)
+                        && let Some(inc) =
+                            index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
+                    {
+                        work.insert(key.clone(), inc.clone());
+                    }
+                    let Some(inc) = work.get_mut(&key) else {
+                        continue;
+                    };
+                    let Some(policy) = rs.policies.get(&inc.policy) else {
+                        continue;
+                    };
+                    let fx = inc.apply(
+                        Event::Resolved {
+                            fingerprint: s.fingerprint.clone(),
+                        },
+                        policy,
+                        now,
+                    );
+                    if !fx.is_empty() {
+                        matched = true;
+                        effects.push((inc.clone(), fx));
+                    }
+                    if inc.is_resolved() {
+                        finished.extend(work.remove(&key));
+                        closed.insert(key);
+                    }
+                }
+            }
             self.metrics.signal(
                 s.source.as_str(),
                 if matched { "matched" } else { "unmatched" },
@@ -482,7 +604,9 @@ impl Engine {
         for (inc, fx) in effects {
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
-        for inc in work.into_values().chain(finished) {
+        // Resolved first: the store allows one open incident per (rule, target), and a key this
+        // batch closed may have opened again.
+        for inc in finished.into_iter().chain(work.into_values()) {
             if self.cache.as_ref().and_then(|m| m.get(&inc.id)) != Some(&inc) {
                 c.incidents.push(inc);
             }
@@ -553,20 +677,90 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
+                // Memory may show what did not land (the cache, an open storm): reload both.
                 self.cache = None;
+                self.storm = None;
                 Err(e)
             }
         }
+    }
+
+    /// Marks incidents stale that heard nothing for `stale_after`, and un-marks those heard of
+    /// again. Polled rules' incidents are left out: the poller only speaks on a level change.
+    async fn check_stale(&mut self, rs: &Ruleset, now: Timestamp) -> Result<(), StoreError> {
+        if now < self.next_stale_check {
+            return Ok(());
+        }
+        self.next_stale_check = now.plus(STALE_CHECK);
+        let after = self.config.stale_after;
+        let candidates: Vec<Incident> = self
+            .cache()
+            .await?
+            .values()
+            .filter(|i| {
+                !rs.rules
+                    .iter()
+                    .any(|r| r.name == i.rule && r.polled.is_some())
+            })
+            .filter(|i| i.stale_since.is_some() || now.since(i.updated_at) >= after)
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let fps: Vec<String> = candidates
+            .iter()
+            .flat_map(|i| i.active.keys().cloned())
+            .collect();
+        let heard: HashMap<String, Timestamp> =
+            self.store.last_heard(fps).await?.into_iter().collect();
+        for mut inc in candidates {
+            let Some(policy) = rs.policies.get(&inc.policy) else {
+                continue;
+            };
+            let last = inc
+                .active
+                .keys()
+                .filter_map(|fp| heard.get(fp).copied())
+                .max()
+                .unwrap_or(inc.opened_at);
+            let event = match inc.stale_since {
+                Some(since) if last > since => Event::Heard { at: last },
+                None if now.since(last) >= after => Event::Stale { heard: last, after },
+                _ => continue,
+            };
+            let fx = inc.apply(event, policy, now);
+            if fx.is_empty() {
+                continue;
+            }
+            if inc.stale_since.is_some() {
+                tracing::warn!(incident = %inc.id, heard = %last, "Incident is stale: none of its alerts heard of for stale_after");
+            }
+            let mut c = self.deferred.take().unwrap_or_default();
+            self.effects(&inc, fx, rs, &mut c, now).await?;
+            c.incidents.push(inc);
+            self.commit(c).await?;
+        }
+        Ok(())
     }
 
     /// Ticks deadlines, resumes lifted pauses, and starts due steps.
     async fn drive(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
         let rs = self.rules();
         let now = self.clock.now();
+        self.check_stale(&rs, now).await?;
         let pauses = self.store.pauses().await?;
         let all = self.cache().await?;
-        let targets: BTreeSet<String> = all.values().map(|i| i.target.key()).collect();
-        let infrastructure = all.values().find(|i| i.level >= 3).map(|i| i.id.clone());
+        // Stale incidents (heard nothing for stale_after) hold nothing: no storm, no infrastructure.
+        let targets: BTreeSet<String> = all
+            .values()
+            .filter(|i| i.stale_since.is_none())
+            .map(|i| i.target.key())
+            .collect();
+        let infrastructure = all
+            .values()
+            .find(|i| i.level >= 3 && i.stale_since.is_none())
+            .map(|i| i.id.clone());
         let mut acting: BTreeMap<String, String> = all
             .values()
             .filter(|i| i.is_acting())
@@ -588,22 +782,40 @@ impl Engine {
             .storm_guard
             .as_ref()
             .map(|s| (targets.len() as u32, s.max_targets));
-        if let Some((n, max)) = storm
+        let storm_lines: Vec<String> = match storm {
+            Some((n, max)) if n > max => all
+                .values()
+                .filter(|i| i.stale_since.is_none())
+                .map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let storm_open = self.storm_open().await?;
+        if let (Some((n, max)), Some(began)) = (storm, storm_open)
             && n <= max
         {
-            self.storm_paged = false;
+            self.storm_over(&rs, began, n, max, now).await?;
         }
         for mut inc in due {
             let Some(policy) = rs.policies.get(&inc.policy) else {
                 continue;
             };
-            let before = inc.clone();
+            let mut before = inc.clone();
             let mut c = self.deferred.take().unwrap_or_default();
             let mut fx = inc.apply(Event::Tick, policy, now);
             if matches!(inc.phase, Phase::Suspended { .. })
                 && covering_pause(&pauses, &inc).is_none()
             {
                 fx.extend(inc.apply(Event::Resumed, policy, now));
+            }
+            if fx.iter().any(Effect::is_breaker) {
+                // A failed verification counts against breakers that the next step's gates
+                // read: it lands first, or that step would pass a breaker it just opened.
+                self.effects(&inc, std::mem::take(&mut fx), &rs, &mut c, now)
+                    .await?;
+                c.incidents.push(inc.clone());
+                self.commit(std::mem::take(&mut c)).await?;
+                before = inc.clone();
             }
             if let Some((step, spec)) = inc.probe_due(policy, now)
                 && !self.probing.contains(&inc.id)
@@ -634,10 +846,10 @@ impl Engine {
                             tracing::info!(incident = %inc.id, gate = r.kind.as_str(), reason = %r.reason, "Step refused");
                         }
                         if r.kind == RefusalKind::Storm
-                            && !self.storm_paged
+                            && self.storm_open().await?.is_none()
                             && infrastructure.is_none()
                         {
-                            self.storm_page(&rs, &r.reason, now, &mut c).await?;
+                            self.storm_page(&rs, &r.reason, &storm_lines, now, &mut c);
                         }
                         fx.extend(inc.apply(Event::Refused(r), policy, now));
                     }
@@ -668,9 +880,12 @@ impl Engine {
                         for u in &input.budgets {
                             c.budget_uses.push((u.key.clone(), now, dry_run));
                         }
-                        for t in trials {
+                        // A dry run passes a half-open breaker without taking its one trial:
+                        // its result counts for nothing, so the trial would only be held up.
+                        for t in trials.into_iter().filter(|_| !dry_run) {
                             if let Some(b) = input.breakers.iter().find(|b| b.key == t) {
-                                c.breakers.push((t, breaker::on_trial(&b.record, now)));
+                                c.breakers
+                                    .push((t, breaker::on_trial(&b.record, now, &inc.id)));
                             }
                         }
                         acting.insert(inc.target.key(), inc.id.clone());
@@ -754,12 +969,12 @@ impl Engine {
                         format!("cannot build the request: {e}"),
                         serde_json::Value::Null,
                     ),
-                    (true, Ok(_), Some(exec)) => exec.dry_run(&req).await,
+                    (true, Ok(_), Some(exec)) => unwound(exec.dry_run(&req)).await,
                     (true, Ok(p), None) => Outcome::ok(
                         "dry-run: recorded the request, sent nothing",
                         serde_json::json!({"would_send": p}),
                     ),
-                    (false, Ok(_), Some(exec)) => exec.execute(&req).await,
+                    (false, Ok(_), Some(exec)) => unwound(exec.execute(&req)).await,
                     (false, Ok(_), None) => Outcome::failed(
                         false,
                         format!("unknown action {}", spec.action),
@@ -795,6 +1010,8 @@ impl Engine {
                 "dry_run"
             } else if done.outcome.ok {
                 "ok"
+            } else if done.outcome.no_change {
+                "no_change"
             } else {
                 "failed"
             },
@@ -802,6 +1019,10 @@ impl Engine {
         tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
         let result = if done.outcome.ok {
             StepResult::Ok
+        } else if done.outcome.no_change {
+            StepResult::NoChange {
+                reason: done.outcome.summary.clone(),
+            }
         } else {
             StepResult::Failed {
                 error: done.outcome.summary.clone(),
@@ -858,24 +1079,27 @@ impl Engine {
             == Mode::DryRun;
         let target = inc.target.key();
         let ns = (!inc.target.namespace.is_empty()).then(|| inc.target.namespace.clone());
-        let mut windows = vec![
-            (
+        // Evidence only reads: it spends no budget and neither asks nor trips a breaker (it
+        // would otherwise take a half-open breaker's one trial and never report on it).
+        let evidence = step.verify == Verify::None;
+        let mut windows = Vec::new();
+        let mut breaker_keys = Vec::new();
+        if !evidence {
+            windows.push((
                 format!("action:{}:{target}", step.action),
                 step.budget.unwrap_or(rs.limits.action_target),
-            ),
-            (format!("rule:{}", inc.rule), rs.limits.rule),
-        ];
-        if let Some(ns) = &ns {
-            windows.push((format!("namespace:{ns}"), rs.limits.namespace));
-        }
-        windows.push(("global".to_string(), rs.limits.global));
-        let breaker_keys = [
-            (
+            ));
+            windows.push((format!("rule:{}", inc.rule), rs.limits.rule));
+            if let Some(ns) = &ns {
+                windows.push((format!("namespace:{ns}"), rs.limits.namespace));
+            }
+            windows.push(("global".to_string(), rs.limits.global));
+            breaker_keys.push((
                 format!("action:{}:{target}", step.action),
                 rs.limits.breaker_target,
-            ),
-            ("global".to_string(), rs.limits.breaker_global),
-        ];
+            ));
+            breaker_keys.push(("global".to_string(), rs.limits.breaker_global));
+        }
         let (counts, records) = self
             .store
             .gate_reads(
@@ -927,45 +1151,72 @@ impl Engine {
         )
     }
 
-    async fn storm_page(
+    /// When the open storm began, from memory or the store.
+    async fn storm_open(&mut self) -> Result<Option<Timestamp>, StoreError> {
+        if let Some(open) = self.storm {
+            return Ok(open);
+        }
+        let at = self
+            .store
+            .counter(crate::store::STORM_COUNTER.to_string())
+            .await?;
+        let open = (at != 0).then_some(Timestamp(at));
+        self.storm = Some(open);
+        Ok(open)
+    }
+
+    /// The storm page: one trigger per storm to the storm guard's route, listing every target in
+    /// incident (`lines`, from the cache, so incidents opened by this very pass are in it). The
+    /// storm's start is committed with it, so a restart neither pages it again nor forgets it.
+    fn storm_page(
         &mut self,
         rs: &Ruleset,
         reason: &str,
+        lines: &[String],
         now: Timestamp,
         c: &mut Commit,
-    ) -> Result<(), StoreError> {
+    ) {
         let Some(sg) = &rs.limits.storm_guard else {
-            return Ok(());
+            return;
         };
-        let incidents = self.store.active_incidents().await?;
-        let lines: Vec<String> = incidents
-            .iter()
-            .map(|i| format!("{} {} level {} ({})", i.id, i.target.key(), i.level, i.rule))
-            .collect();
-        let mut n = escalate::notification(
-            incidents
-                .iter()
-                .max_by_key(|i| i.level)
-                .expect("storm means incidents"),
-            &[],
-            NotificationKind::Trigger,
-            reason,
-        );
-        n.incident = format!("STORM-{}", now.0);
-        n.dedup_key = format!("remedyd/storm/{}", now.0);
-        n.priority = "P1".into();
-        n.severity = "critical".into();
-        n.level = 3;
+        let mut n = storm_notification(now, NotificationKind::Trigger, reason);
         n.description = format!(
             "{} targets in incident at once; workload automation stopped",
             lines.len()
         );
-        n.impact = "several services down: infrastructure-level incident".into();
-        n.updates = lines;
+        n.updates = lines.to_vec();
         c.outbox.push((sg.route.clone(), n));
+        c.counters
+            .push((crate::store::STORM_COUNTER.to_string(), now.0));
         Metrics::reason(&self.metrics.escalations, "storm");
         tracing::warn!(route = %sg.route, reason = %reason, "Storm guard tripped; paging once");
-        self.storm_paged = true;
+        // Shown as open at once; a failed commit reloads it from the store.
+        self.storm = Some(Some(now));
+    }
+
+    /// The storm is over (targets in incident back within the limit): its page is resolved.
+    async fn storm_over(
+        &mut self,
+        rs: &Ruleset,
+        began: Timestamp,
+        n: u32,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut c = Commit::default();
+        if let Some(sg) = &rs.limits.storm_guard {
+            let reason = format!("storm over: {n} target(s) in incident (limit {max})");
+            let mut note = storm_notification(began, NotificationKind::Resolve, &reason);
+            note.resolved_at = Some(now);
+            note.description = reason.clone();
+            c.outbox.push((sg.route.clone(), note));
+            tracing::info!(route = %sg.route, "Storm over; resolving its page");
+        }
+        c.counters
+            .push((crate::store::STORM_COUNTER.to_string(), 0));
+        self.storm = None;
+        self.commit(c).await?;
+        self.storm = Some(None);
         Ok(())
     }
 
@@ -980,6 +1231,10 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let mut pages = Vec::new();
         for e in fx {
+            let e_kind = match e {
+                Effect::BreakerSuccess { .. } => EffectKind::Success,
+                _ => EffectKind::Other,
+            };
             match e {
                 Effect::Record(entry) => c.timeline.push((inc.id.clone(), entry)),
                 Effect::Page { route, reason } => {
@@ -1027,14 +1282,22 @@ impl Engine {
                         c.breakers.push((key, next));
                     }
                 }
-                Effect::BreakerSuccess { action } => {
+                Effect::BreakerSuccess { action } | Effect::BreakerRelease { action } => {
+                    let success = matches!(e_kind, EffectKind::Success);
                     for key in [
                         format!("action:{action}:{}", inc.target.key()),
                         "global".into(),
                     ] {
                         let rec = self.store.breaker(&key).await?;
-                        let next = breaker::on_success(&rec, now);
+                        let next = if success {
+                            breaker::on_success(&rec, now, &inc.id)
+                        } else {
+                            breaker::on_release(&rec, &inc.id)
+                        };
                         if next != rec {
+                            if success {
+                                tracing::info!(breaker = %key, incident = %inc.id, "Breaker closed: its trial verified");
+                            }
                             c.breakers.push((key, next));
                         }
                     }
@@ -1068,6 +1331,70 @@ impl Engine {
                 .push((route, escalate::notification(inc, &timeline, kind, &reason)));
         }
         Ok(())
+    }
+}
+
+/// An action's future whose panic becomes a failed outcome: the engine records it and the ladder
+/// goes on, instead of the step staying "running" in memory until a restart. A panic is a bug of
+/// remedyd's, so it is logged as an error and counted as a failure.
+async fn unwound(f: crate::action::BoxFuture<'_, Outcome>) -> Outcome {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %msg, "Action panicked; recording it as a failed step");
+            Outcome::failed(
+                false,
+                format!("the action panicked (a remedyd bug): {msg}"),
+                serde_json::Value::Null,
+            )
+        }
+    }
+}
+
+/// Whether a breaker effect is a success or a release (they share the per-key loop).
+enum EffectKind {
+    Success,
+    Other,
+}
+
+/// A storm page (trigger or resolve): one identity per storm, from when it began.
+fn storm_notification(
+    began: Timestamp,
+    kind: NotificationKind,
+    reason: &str,
+) -> escalate::Notification {
+    escalate::Notification {
+        event: kind,
+        dedup_key: format!("remedyd/storm/{}", began.0),
+        incident: format!("STORM-{}", began.0),
+        priority: "P1".into(),
+        severity: "critical".into(),
+        status: match kind {
+            NotificationKind::Resolve => "resolved".into(),
+            _ => "escalated".into(),
+        },
+        service: String::new(),
+        namespace: String::new(),
+        rule: "storm_guard".into(),
+        level: 3,
+        started_at: began,
+        resolved_at: None,
+        description: String::new(),
+        impact: "several services down: infrastructure-level incident".into(),
+        reason: reason.to_string(),
+        actions_taken: Vec::new(),
+        updates: Vec::new(),
+        values: Vec::new(),
+        resolution: None,
+        history: Vec::new(),
+        root_cause: String::new(),
+        digest: None,
     }
 }
 

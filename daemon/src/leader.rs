@@ -16,9 +16,15 @@
 //! Pages are delivered by the leader only (single writer of the outbox): a handover while a
 //! delivery is in flight can send that page twice (it carries a stable dedup key, which
 //! PagerDuty and Opsgenie collapse), never zero times.
+//!
+//! The duties are supervised (crash-only, see [`crate::supervise`]): one that panics or returns
+//! on its own stops the process. The term is then released here, and the lock goes with the
+//! connection when the process exits, so a standby takes over instead of waiting on a leader
+//! that remediates nothing.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
@@ -35,7 +41,13 @@ use crate::prom::MetricSource;
 use crate::store::Store;
 use crate::store::postgres::{Leadership, PgStore};
 use crate::store::sqlite::SqliteStore;
-use crate::telemetry::Metrics;
+use crate::supervise::{Supervisor, Task};
+use crate::telemetry::{EngineHealth, Metrics};
+
+/// Beyond the engine's shutdown deadline, how long the duties get to stop: the poller, the
+/// outbox and the digest stop at their next await; an outbox delivery in flight is what takes
+/// longest, and it is delivered again by the next leader if it is cut short.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Chooses the leader among replicas.
 pub enum Elector {
@@ -85,11 +97,18 @@ pub struct Duties {
     pub source: Option<Arc<dyn MetricSource>>,
     /// Actions in flight, awaited at shutdown.
     pub tasks: TaskTracker,
+    /// Spawns the duties; the first that fails stops the process.
+    pub supervisor: Arc<Supervisor>,
+    /// Whether the engine runs here, and since when (`/readyz`).
+    pub health: Arc<EngineHealth>,
 }
 
 impl Duties {
-    /// Starts the engine, the poller (with a source) and the outbox on `store` until `cancel`.
+    /// Starts the engine, the poller (with a source), the digest and the outbox on `store`
+    /// until `cancel`, each supervised.
     fn start(&self, store: Arc<dyn Store>, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
+        let store = self.supervisor.duty_store(store);
+        let sup = &self.supervisor;
         let mut engine = Engine::new(
             store.clone(),
             self.ruleset.clone(),
@@ -110,32 +129,45 @@ impl Duties {
                 self.metrics.clone(),
                 self.wake.clone(),
             );
-            handles.push(tokio::spawn(poller.run(cancel.clone())));
+            handles.push(sup.spawn(Task::Poller, cancel, poller.run(cancel.clone())));
         }
-        handles.push(tokio::spawn(engine.run(cancel.clone(), self.tasks.clone())));
+        handles.push(sup.spawn(
+            Task::Engine,
+            cancel,
+            engine.run(cancel.clone(), self.tasks.clone()),
+        ));
         // The daily digest is a leader duty too: one digest, whatever the number of replicas.
-        handles.push(tokio::spawn(crate::escalate::digest::run(
-            store.clone(),
-            self.ruleset.clone(),
-            self.clock.clone(),
-            self.outbox_wake.clone(),
-            cancel.clone(),
-        )));
-        handles.push(tokio::spawn(crate::escalate::outbox::run(
-            store,
-            self.pager.clone(),
-            self.ruleset.clone(),
-            self.clock.clone(),
-            self.metrics.clone(),
-            self.outbox_wake.clone(),
-            cancel.clone(),
-        )));
+        handles.push(sup.spawn(
+            Task::Digest,
+            cancel,
+            crate::escalate::digest::run(
+                store.clone(),
+                self.ruleset.clone(),
+                self.clock.clone(),
+                self.outbox_wake.clone(),
+                cancel.clone(),
+            ),
+        ));
+        handles.push(sup.spawn(
+            Task::Outbox,
+            cancel,
+            crate::escalate::outbox::run(
+                store,
+                self.pager.clone(),
+                self.ruleset.clone(),
+                self.clock.clone(),
+                self.metrics.clone(),
+                self.outbox_wake.clone(),
+                cancel.clone(),
+            ),
+        ));
         handles
     }
 }
 
-/// Runs the duties whenever this replica leads, until `cancel`; returns once they have stopped
-/// (the engine waits up to its shutdown deadline for actions in flight).
+/// Runs the duties whenever this replica leads, until `cancel` (which the supervisor also
+/// cancels when a duty fails); returns once they have stopped (the engine waits up to its
+/// shutdown deadline for actions in flight) and the term is released.
 pub async fn run(elector: Elector, duties: Duties, cancel: CancellationToken) {
     loop {
         let (store, term): (Arc<dyn Store>, _) = match &elector {
@@ -147,6 +179,7 @@ pub async fn run(elector: Elector, duties: Duties, cancel: CancellationToken) {
         };
         let lost = term.as_ref().map(|t| t.lost()).unwrap_or_default();
         duties.metrics.leader.set(1);
+        duties.health.started(duties.clock.now());
         let term_cancel = cancel.child_token();
         let handles = duties.start(store, &term_cancel);
         tokio::select! {
@@ -156,15 +189,32 @@ pub async fn run(elector: Elector, duties: Duties, cancel: CancellationToken) {
             ),
         }
         term_cancel.cancel();
-        for h in handles {
-            let _ = h.await;
-        }
+        stop_duties(handles, duties.engine.shutdown + STOP_GRACE).await;
+        duties.health.stopped();
         duties.metrics.leader.set(0);
         if let Some(t) = term {
             t.release().await;
         }
         if cancel.is_cancelled() {
             return;
+        }
+    }
+}
+
+/// Waits for the duties to stop, at most `limit`; what is still running then is aborted (an
+/// outbox delivery cut short is delivered again; the engine has recorded what it could).
+async fn stop_duties(handles: Vec<JoinHandle<()>>, limit: Duration) {
+    let aborts: Vec<_> = handles.iter().map(JoinHandle::abort_handle).collect();
+    if tokio::time::timeout(limit, futures::future::join_all(handles))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            limit = %crate::clock::fmt_duration(limit),
+            "Leader duties did not stop in time; aborting them"
+        );
+        for a in aborts {
+            a.abort();
         }
     }
 }

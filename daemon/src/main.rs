@@ -12,6 +12,12 @@ fn main() {
         Command::Simulate { alerts } => remedyd::cli::simulate(&cli, alerts),
         Command::Test { files } => remedyd::cli::test(files),
         Command::Review { incident, .. } => remedyd::cli::review(&cli, incident),
+        Command::Resolve {
+            incident,
+            reason,
+            author,
+            ..
+        } => remedyd::cli::resolve(&cli, incident, reason, author),
         Command::Serve { .. } => {
             let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
                 Ok(c) => c,
@@ -21,11 +27,14 @@ fn main() {
                 }
             };
             remedyd::telemetry::init_logging(cfg.log_format == "json");
+            // A panic in any task reaches the log; the supervisor then stops the process.
+            remedyd::telemetry::install_panic_hook();
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(remedyd::app::serve(
-                cfg.clone(),
-                remedyd::app::Parts::for_config(&cfg),
-            )) {
+            let parts = remedyd::app::Parts {
+                faults: test_faults(),
+                ..remedyd::app::Parts::for_config(&cfg)
+            };
+            match rt.block_on(remedyd::app::serve(cfg.clone(), parts)) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -36,4 +45,26 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Debug builds only (the tests' binary): `REMEDYD_TEST_PANIC=TASK` makes that task panic as
+/// soon as it runs, so that a test can watch the real process log the panic and exit non-zero.
+/// Release builds ignore the variable.
+#[cfg(debug_assertions)]
+fn test_faults() -> Option<std::sync::Arc<remedyd::supervise::Faults>> {
+    use remedyd::supervise::{Fault, Faults, Task};
+    let name = std::env::var("REMEDYD_TEST_PANIC").ok()?;
+    let Some(task) = Task::parse(&name) else {
+        eprintln!("remedyd: REMEDYD_TEST_PANIC={name:?} names no task; ignored");
+        return None;
+    };
+    let faults = Faults::new();
+    faults.inject(task, Fault::Panic);
+    Some(std::sync::Arc::new(faults))
+}
+
+/// Release builds take no faults.
+#[cfg(not(debug_assertions))]
+fn test_faults() -> Option<std::sync::Arc<remedyd::supervise::Faults>> {
+    None
 }

@@ -1,11 +1,17 @@
 //! remedyd's own metrics (`remedyd_` prefix, low-cardinality labels) and log setup.
 
+use std::any::Any;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::clock::Timestamp;
 
 /// `{source, status}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +123,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Kubernetes API requests by method and status.
     pub kube_requests: Family<KubeLabels, Counter>,
+    /// When the engine last completed a pass, in seconds since the epoch (0: never here).
+    pub engine_last_pass: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -157,6 +165,7 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(0.001, 3.0, 11),
             ),
             leader: Gauge::default(),
+            engine_last_pass: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -236,6 +245,11 @@ impl Metrics {
             "leader",
             "1 while this replica leads: runs the engine, the poller and the outbox",
             m.leader.clone(),
+        );
+        registry.register(
+            "engine_last_pass_timestamp_seconds",
+            "When the engine last completed a pass (seconds since the epoch; 0 until the first)",
+            m.engine_last_pass.clone(),
         );
         // Label values known in advance start at 0, so that dashboards and alerts see a series
         // before the first event instead of nothing.
@@ -336,6 +350,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a completed engine pass at `at` (the engine's clock).
+    pub fn engine_passed(&self, at: Timestamp) {
+        self.engine_last_pass.set(at.0 as f64 / 1000.0);
+    }
+
+    /// When the engine last completed a pass in this process, if it has.
+    pub fn engine_last_pass(&self) -> Option<Timestamp> {
+        let secs = self.engine_last_pass.get();
+        (secs > 0.0).then(|| Timestamp((secs * 1000.0).round() as i64))
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -358,4 +383,65 @@ pub fn init_logging(json: bool) {
     } else {
         b.try_init()
     };
+}
+
+/// Sends every panic to the log through tracing, with its message, location and thread (and a
+/// backtrace when `RUST_BACKTRACE` asks for one), so that a panic in any task reaches the same
+/// structured log as everything else. Replaces the default hook, which would print it again,
+/// unstructured.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => backtrace.to_string(),
+            _ => String::new(),
+        };
+        tracing::error!(
+            panic = %panic_message(info.payload()),
+            location = %location,
+            thread = thread.name().unwrap_or("unnamed"),
+            backtrace = %backtrace,
+            "Panic"
+        );
+    }));
+}
+
+/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_string()
+    }
+}
+
+/// Where this replica's engine stands, for `/readyz`: whether it runs here (this replica leads)
+/// and since when. The last completed pass is [`Metrics::engine_last_pass`].
+#[derive(Debug, Default)]
+pub struct EngineHealth {
+    running_since: Mutex<Option<Timestamp>>,
+}
+
+impl EngineHealth {
+    /// The engine started at `now` (this replica began to lead).
+    pub fn started(&self, now: Timestamp) {
+        *self.running_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+    }
+
+    /// The engine stopped (leadership ended, or shutdown).
+    pub fn stopped(&self) {
+        *self.running_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Since when the engine runs here; `None` on a replica that does not lead.
+    pub fn running_since(&self) -> Option<Timestamp> {
+        *self.running_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

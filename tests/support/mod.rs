@@ -150,6 +150,7 @@ impl Daemon {
             pager: pager.clone(),
             clock: Arc::new(SystemClock),
             source: None,
+            faults: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

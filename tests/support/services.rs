@@ -744,15 +744,41 @@ pub struct Postgres {
     port: u16,
     uid: u32,
     gid: u32,
+    /// `-c` settings beyond the defaults (TLS), kept across restarts.
+    settings: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
     // Last, so that the directory is removed after the server is dead.
     dir: tempfile::TempDir,
 }
 
+/// TLS for [`Postgres::start_with_tls`]: PEM files, copied into the cluster's directory (the
+/// server wants its key owned by user `postgres`, mode 0600).
+pub struct PgServerTls {
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that client certificates must chain to (`ssl_ca_file`).
+    pub client_ca: PathBuf,
+    /// Roles created with LOGIN that log in by client certificate only (`hostssl … cert`, CN
+    /// = role), no password.
+    pub cert_users: Vec<String>,
+}
+
 impl Postgres {
     /// initdb, start, wait until it accepts connections, create [`PG_DATABASE`].
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// As [`Postgres::start`], with `ssl=on` and the server certificate of `tls`. Password
+    /// logins work with or without TLS; `tls.cert_users` log in by client certificate only.
+    pub async fn start_with_tls(tls: &PgServerTls) -> Self {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<&PgServerTls>) -> Self {
         require(POSTGRES, "postgresql");
         require(INITDB, "postgresql");
         let (uid, gid) = user_ids("postgres");
@@ -805,10 +831,46 @@ impl Postgres {
             .stderr(out)
             .status()
             .expect("running initdb");
+        let mut settings = Vec::new();
+        if let Some(tls) = tls {
+            let ssl = dir.path().join("ssl");
+            std::fs::create_dir(&ssl).expect("creating the ssl dir");
+            for (from, name) in [
+                (&tls.cert, "server.crt"),
+                (&tls.key, "server.key"),
+                (&tls.client_ca, "ca.crt"),
+            ] {
+                let to = ssl.join(name);
+                std::fs::copy(from, &to)
+                    .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), name));
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).expect("chown to postgres");
+                chmod(&to, 0o600);
+            }
+            std::os::unix::fs::chown(&ssl, Some(uid), Some(gid)).expect("chown to postgres");
+            chmod(&ssl, 0o700);
+            for (k, file) in [
+                ("ssl_cert_file", "server.crt"),
+                ("ssl_key_file", "server.key"),
+                ("ssl_ca_file", "ca.crt"),
+            ] {
+                settings.push(format!("{k}={}", ssl.join(file).display()));
+            }
+            settings.push("ssl=on".into());
+            // First match wins: the certificate-only roles go before initdb's password lines.
+            let hba = dir.path().join("data/pg_hba.conf");
+            let old = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+            let mut new = String::new();
+            for user in &tls.cert_users {
+                new.push_str(&format!("hostssl all {user} 127.0.0.1/32 cert\n"));
+                new.push_str(&format!("host all {user} 127.0.0.1/32 reject\n"));
+            }
+            std::fs::write(&hba, new + &old).expect("writing pg_hba.conf");
+        }
         let mut pg = Postgres {
             port: 0,
             uid,
             gid,
+            settings,
             child: None,
             log,
             dir,
@@ -829,6 +891,11 @@ impl Postgres {
         c.batch_execute(&format!("CREATE DATABASE {PG_DATABASE}"))
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE: {e:?}\n{}", pg.logs()));
+        for user in tls.map(|t| t.cert_users.as_slice()).unwrap_or_default() {
+            c.batch_execute(&format!("CREATE ROLE {user} LOGIN"))
+                .await
+                .unwrap_or_else(|e| panic!("CREATE ROLE {user}: {e:?}\n{}", pg.logs()));
+        }
         pg
     }
 
@@ -845,6 +912,7 @@ impl Postgres {
             .arg(self.dir.path().join("sock"))
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .current_dir(self.dir.path())
             .uid(self.uid)
             .gid(self.gid)

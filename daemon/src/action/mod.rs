@@ -88,6 +88,11 @@ pub struct Outcome {
     /// this action on this target now, without waiting for more failures.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub trip_breaker: bool,
+    /// The action refused before changing anything: one of its preconditions did not hold
+    /// ("nothing to roll back", "scale blocked by max"). The ladder goes on as after a failure,
+    /// but no breaker counts it: nothing was tried, so nothing failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_change: bool,
 }
 
 impl Outcome {
@@ -99,6 +104,14 @@ impl Outcome {
             summary: summary.into(),
             detail,
             trip_breaker: false,
+            no_change: false,
+        }
+    }
+    /// A refusal before any change (see [`Outcome::no_change`]).
+    pub fn refused(summary: impl Into<String>, detail: serde_json::Value) -> Self {
+        Self {
+            no_change: true,
+            ..Self::failed(false, summary, detail)
         }
     }
     /// A failure.
@@ -109,6 +122,7 @@ impl Outcome {
             summary: summary.into(),
             detail,
             trip_breaker: false,
+            no_change: false,
         }
     }
 }

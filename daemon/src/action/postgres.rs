@@ -2,14 +2,15 @@
 //! `postgres_cancel_queries` cancels, then terminates, queries active longer than a limit.
 //!
 //! The DSN comes from an environment variable or a file, never from the policy text, and is
-//! never logged. SQL is parameterized. The role needs `pg_read_all_stats` (to see other roles'
+//! never logged. TLS follows its `sslmode`, `sslrootcert`, `sslcert` and `sslkey` as libpq
+//! does (the store's connector, [`crate::pgtls`]). SQL is parameterized. The role needs `pg_read_all_stats` (to see other roles'
 //! queries) and `pg_signal_backend` (to cancel and terminate them); without them the action
 //! fails with an error that says which GRANT is missing.
 
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{ActionRequest, BoxFuture, Executor, Outcome};
 
@@ -49,13 +50,11 @@ impl Conn {
     async fn connect(&self) -> Result<(Client, Duration), String> {
         let dsn = self.dsn()?;
         let started = Instant::now();
-        let (client, conn) = tokio::time::timeout(TIMEOUT, tokio_postgres::connect(&dsn, NoTls))
+        // TLS as the DSN's sslmode, sslrootcert, sslcert and sslkey say (libpq's meaning).
+        let client = tokio::time::timeout(TIMEOUT, crate::pgtls::connect(&dsn))
             .await
             .map_err(|_| format!("connecting timed out after {}s", TIMEOUT.as_secs()))?
             .map_err(|e| format!("connecting: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         client
             .batch_execute(&format!("SET statement_timeout = {}", TIMEOUT.as_millis()))
             .await

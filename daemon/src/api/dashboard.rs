@@ -2,7 +2,8 @@
 //!
 //! - `/`: automation state with pause and resume forms, open and recent incidents, breakers,
 //!   budgets, pages waiting.
-//! - `/incidents/{id}`: one incident, its timeline and the values behind each decision.
+//! - `/incidents/{id}`: one incident, its timeline and the values behind each decision, and
+//!   (while it is open) a form to resolve it by hand.
 //! - `/incidents/{id}/review.md`: the post-incident review (as `remedyd review` prints it).
 //! - `POST /ui/pause`, `POST /ui/resume`: the forms (`application/x-www-form-urlencoded`, since an
 //!   HTML form cannot send JSON). They do what `POST /api/v1/pause` and `/resume` do and are
@@ -12,6 +13,9 @@
 //!   `Sec-Fetch-Site` says so) are refused, so a page elsewhere cannot pause automation through a
 //!   browser on the operator's machine. The token is never put in a page, a URL or a cookie; the
 //!   browser's password manager may remember it.
+//! - `POST /ui/incidents/{id}/resolve`: the incident page's form; does what `POST
+//!   /api/v1/incidents/{id}/resolve` does (reason and author required), guarded like the pause
+//!   form, and comes back to the incident page with a notice.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -291,6 +295,7 @@ fn not_found(id: &str) -> Response {
 pub(super) async fn incident_page(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let Some(inc) = state.store.get_incident(&id).await? else {
         return Ok(not_found(&id));
@@ -309,9 +314,24 @@ pub(super) async fn incident_page(
         esc(&inc.rule),
         esc(&inc.policy),
     );
+    if let Some(n) = q.notice.as_deref().filter(|n| !n.is_empty()) {
+        let _ = write!(b, "<p class=notice id=notice>{}</p>", esc(n));
+    }
     let reason = phase_reason(&inc);
     if !reason.is_empty() {
         let _ = write!(b, "<p class=panel>{}</p>", esc(&reason));
+    }
+    if !inc.is_resolved() {
+        let _ = write!(
+            b,
+            "<form method=post action=\"/ui/incidents/{}/resolve\" id=resolve-form class=panel><b>Resolve by hand</b> \
+             <input name=reason placeholder=\"reason (required)\" required size=32>\
+             <input name=author placeholder=\"your name (required)\" required size=12>{}\
+             <button type=submit id=resolve>Resolve incident</button>\
+             <br><span class=muted>Pending steps are cancelled; a running step finishes and is recorded; paged routes get a resolve.</span></form>",
+            esc(&url_encode(&inc.id)),
+            token_field(&state)
+        );
     }
     b.push_str("<table>");
     let mut row = |k: &str, v: String| {
@@ -461,7 +481,11 @@ fn same_site(headers: &HeaderMap) -> bool {
 }
 
 /// `Err` carries the refusal page to answer with.
-fn authorize(state: &AppState, headers: &HeaderMap, form: &ScopeForm) -> Result<(), Box<Response>> {
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    form_token: Option<&str>,
+) -> Result<(), Box<Response>> {
     if !same_site(headers) {
         return Err(Box::new(ui_error(
             StatusCode::FORBIDDEN,
@@ -472,10 +496,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, form: &ScopeForm) -> Result<
         return Ok(());
     };
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let field = form
-        .token
-        .as_deref()
-        .map(|t| format!("Bearer {}", t.trim()));
+    let field = form_token.map(|t| format!("Bearer {}", t.trim()));
     if crate::intake::webhook::authorized(header, token)
         || crate::intake::webhook::authorized(field.as_deref().map(str::as_bytes), token)
     {
@@ -499,18 +520,64 @@ fn form_scope(f: &ScopeForm) -> Result<String, String> {
 }
 
 fn done(notice: &str) -> Response {
-    let q: String = notice
-        .bytes()
+    done_at("/", notice)
+}
+
+/// Percent-encodes `s` for a URL's path segment or query value.
+fn url_encode(s: &str) -> String {
+    s.bytes()
         .map(|c| match c {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (c as char).to_string(),
             b' ' => "+".into(),
             _ => format!("%{c:02X}"),
         })
-        .collect();
-    Redirect::to(&format!("/?notice={q}")).into_response()
+        .collect()
+}
+
+/// 303 to `path` with `notice` shown at the top of the page.
+fn done_at(path: &str, notice: &str) -> Response {
+    Redirect::to(&format!("{path}?notice={}", url_encode(notice))).into_response()
 }
 
 type FormResult = Result<Form<ScopeForm>, FormRejection>;
+
+/// The incident page's resolve form.
+#[derive(Debug, Deserialize)]
+pub(super) struct ResolveForm {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+pub(super) async fn ui_resolve(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<ResolveForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
+    };
+    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
+        return *r;
+    }
+    let page = format!("/incidents/{}", url_encode(&id));
+    match super::apply_resolve(&state, &id, f.reason.as_deref(), f.author.as_deref()).await {
+        Ok(crate::resolve::Answer::Resolved(inc)) => {
+            done_at(&page, &format!("Resolved {} by hand", inc.id))
+        }
+        Ok(crate::resolve::Answer::Queued(request)) => done_at(
+            &page,
+            &format!(
+                "Queued as request {request}: no engine applied it yet (this replica does not lead, or the leader is down); the leader applies it when it runs"
+            ),
+        ),
+        Err(ApiError(code, msg)) => ui_error(code, &msg),
+    }
+}
 
 pub(super) async fn ui_pause(
     State(state): State<Arc<AppState>>,
@@ -520,7 +587,7 @@ pub(super) async fn ui_pause(
     let Ok(Form(f)) = form else {
         return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
     };
-    if let Err(r) = authorize(&state, &headers, &f) {
+    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
         return *r;
     }
     let scope = match form_scope(&f) {
@@ -541,7 +608,7 @@ pub(super) async fn ui_resume(
     let Ok(Form(f)) = form else {
         return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
     };
-    if let Err(r) = authorize(&state, &headers, &f) {
+    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
         return *r;
     }
     let scope = match form_scope(&f) {

@@ -1,10 +1,10 @@
-//! The HTTP API: webhook, incidents, pause/resume, health, metrics, dashboard.
+//! The HTTP API: webhook, incidents, resolve by hand, pause/resume, health, metrics, dashboard.
 
 mod dashboard;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -20,7 +20,7 @@ use crate::engine::SharedRuleset;
 use crate::incident::{Entry, Incident, Status};
 use crate::intake::webhook;
 use crate::store::{Pause, Store, StoreError};
-use crate::telemetry::{CodeLabel, Metrics, StateLabel};
+use crate::telemetry::{CodeLabel, EngineHealth, Metrics, StateLabel};
 
 /// What handlers share.
 pub struct AppState {
@@ -40,6 +40,10 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Webhook body limit.
     pub max_body: usize,
+    /// Whether this replica's engine runs, and since when (readiness).
+    pub engine: Arc<EngineHealth>,
+    /// Readiness fails when signals are pending and no engine pass completed for this long.
+    pub engine_stall_after: Duration,
 }
 
 /// An API error: a status and a JSON `{"error": ...}` that never leaks internals.
@@ -73,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/", get(dashboard::page))
@@ -80,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/incidents/{id}/review.md", get(dashboard::review))
         .route("/ui/pause", post(dashboard::ui_pause))
         .route("/ui/resume", post(dashboard::ui_resume))
+        .route("/ui/incidents/{id}/resolve", post(dashboard::ui_resolve))
         .with_state(state)
 }
 
@@ -174,7 +180,36 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiE
         ));
     }
     state.store.ping().await?;
+    if let Some(reason) = engine_stall(&state).await? {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, reason));
+    }
     Ok("ready\n")
+}
+
+/// Why this replica's engine counts as stalled, if it does: it runs here, no pass has completed
+/// for `engine_stall_after` (counted from the later of its start and its last pass), and
+/// signals are waiting for it. An idle engine is not stalled, and neither is a replica that
+/// does not lead: its engine does not run, by design, and its readiness is about intake.
+async fn engine_stall(state: &AppState) -> Result<Option<String>, ApiError> {
+    let Some(started) = state.engine.running_since() else {
+        return Ok(None);
+    };
+    let last = state
+        .metrics
+        .engine_last_pass()
+        .map_or(started, |t| t.max(started));
+    let idle = state.clock.now().since(last);
+    if idle < state.engine_stall_after {
+        return Ok(None);
+    }
+    if state.store.pending_signals(1).await?.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "engine stalled: signals are waiting and no engine pass has completed for {} (engine_stall_after = {})",
+        crate::clock::fmt_duration(idle),
+        crate::clock::fmt_duration(state.engine_stall_after)
+    )))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -320,8 +355,85 @@ async fn get_incident(
     Ok(Json(IncidentView::new(&inc, Some(tl))))
 }
 
+/// `POST /api/v1/incidents/{id}/resolve` body: both fields required and non-blank.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// Why the incident is resolved by hand.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who resolves it.
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+impl From<crate::resolve::ResolveError> for ApiError {
+    fn from(e: crate::resolve::ResolveError) -> Self {
+        use crate::resolve::ResolveError as E;
+        let code = match &e {
+            E::Missing(_) => StatusCode::BAD_REQUEST,
+            E::UnknownIncident(_) => StatusCode::NOT_FOUND,
+            E::AlreadyResolved(_) => StatusCode::CONFLICT,
+            E::Store(_) => {
+                tracing::error!(error = %e, "Store error while resolving by hand");
+                return ApiError(StatusCode::SERVICE_UNAVAILABLE, "store unavailable".into());
+            }
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// Resolves an incident by hand (the API and the dashboard's form both come here): the engine
+/// applies the request; `Queued` when it did not within [`crate::resolve::WAIT`].
+pub(crate) async fn apply_resolve(
+    state: &AppState,
+    id: &str,
+    reason: Option<&str>,
+    author: Option<&str>,
+) -> Result<crate::resolve::Answer, ApiError> {
+    let fields = crate::resolve::Fields::check(reason, author)?;
+    Ok(crate::resolve::resolve_by_hand(
+        &*state.store,
+        Some(&state.wake),
+        state.clock.now(),
+        id,
+        &fields,
+        crate::resolve::WAIT,
+    )
+    .await?)
+}
+
+async fn resolve(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_token(&state, &headers)?;
+    let req: ResolveBody = json_body(&body)?;
+    match apply_resolve(&state, &id, req.reason.as_deref(), req.author.as_deref()).await? {
+        crate::resolve::Answer::Resolved(inc) => {
+            let tl = state.store.timeline(&inc.id).await?;
+            Ok(Json(IncidentView::new(&inc, Some(tl))).into_response())
+        }
+        crate::resolve::Answer::Queued(request) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "request": request,
+                "incident": id,
+                "status": "queued",
+                "message": format!(
+                    "no engine applied the request within {}s (this replica does not lead, or the leader is down); the leader applies it when it runs",
+                    crate::resolve::WAIT.as_secs()
+                ),
+            })),
+        )
+            .into_response()),
+    }
+}
+
 /// `POST /api/v1/pause` and `/resume` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PauseRequest {
     /// Pause one rule.
@@ -350,14 +462,11 @@ fn scope(p: &PauseRequest) -> Result<String, ApiError> {
     }
 }
 
-fn pause_body(body: &[u8]) -> Result<PauseRequest, ApiError> {
+/// A JSON body whose fields are all optional (an empty body is all defaults); a bad one is a
+/// 400 naming the field.
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PauseRequest {
-            rule: None,
-            namespace: None,
-            reason: None,
-            author: None,
-        });
+        return Ok(T::default());
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -368,6 +477,10 @@ fn pause_body(body: &[u8]) -> Result<PauseRequest, ApiError> {
             format!("{path}: {}", msg.split(" at line ").next().unwrap_or(&msg)),
         )
     })
+}
+
+fn pause_body(body: &[u8]) -> Result<PauseRequest, ApiError> {
+    json_body(body)
 }
 
 async fn pause(

@@ -350,7 +350,12 @@ pub fn resolution(inc: &Incident, timeline: &[Entry]) -> Option<String> {
     let how = timeline
         .iter()
         .rev()
-        .find(|e| matches!(e.kind.as_str(), "resolved" | "verified"))
+        .find(|e| {
+            matches!(
+                e.kind.as_str(),
+                "resolved" | "verified" | "resolved_by_hand"
+            )
+        })
         .map(|e| e.message.clone())
         .unwrap_or_else(|| "alerts resolved".into());
     Some(format!(

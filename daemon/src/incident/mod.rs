@@ -129,6 +129,10 @@ pub struct ActiveAlert {
     pub level: u8,
     /// When it started.
     pub starts_at: Timestamp,
+    /// When it has fired for its rule's `for` (`starts_at + for`): a higher level it brings
+    /// counts only from then on.
+    #[serde(default)]
+    pub ready_at: Option<Timestamp>,
 }
 
 /// One incident.
@@ -158,6 +162,15 @@ pub struct Incident {
     pub paged: Vec<String>,
     /// Steps started, over all ladders.
     pub steps_started: u32,
+    /// The step running or being verified was started in dry-run: its failures and failed
+    /// verifications count against no breaker (nothing was done).
+    #[serde(default)]
+    pub step_dry_run: bool,
+    /// Since when it is stale: none of its alerts was heard of (not even re-sent) for
+    /// `stale_after`. A stale incident is handed to a human and no longer counts toward the
+    /// storm guard; it is never resolved silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<Timestamp>,
     /// When opened.
     pub opened_at: Timestamp,
     /// Last change.
@@ -196,6 +209,12 @@ pub enum StepResult {
     },
     /// The process died while the step ran; it is not run again (at most once).
     Unknown,
+    /// The action refused before changing anything (a precondition did not hold): the ladder
+    /// goes on as after a failure, and no breaker counts it.
+    NoChange {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What a verification probe saw.
@@ -255,12 +274,31 @@ pub enum Event {
     Refused(Refusal),
     /// A pause covering this incident was lifted.
     Resumed,
+    /// None of its alerts was heard of since `heard` (not even re-sent by Alertmanager).
+    Stale {
+        /// When one of its alerts was last received.
+        heard: Timestamp,
+        /// The configured `stale_after`.
+        after: Duration,
+    },
+    /// An alert of a stale incident was heard of again.
+    Heard {
+        /// When.
+        at: Timestamp,
+    },
     /// A verification probe returned.
     Probe {
         /// Step index being verified.
         step: usize,
         /// What it saw.
         probe: Probe,
+    },
+    /// A person closed the incident (API, dashboard or `remedyd resolve`).
+    ResolvedByHand {
+        /// Why.
+        reason: String,
+        /// Who.
+        author: String,
     },
 }
 
@@ -285,8 +323,14 @@ pub enum Effect {
         /// Permission denied: open the action×target breaker now, not after more failures.
         denied: bool,
     },
-    /// A remediation verified: close half-open breakers of this action.
+    /// A remediation verified: close the breakers of this action whose trial this incident holds.
     BreakerSuccess {
+        /// Action kind.
+        action: String,
+    },
+    /// The step ended with neither a counted failure nor a success (a precondition refusal, no
+    /// data to verify with): give back a half-open trial this incident holds.
+    BreakerRelease {
         /// Action kind.
         action: String,
     },
@@ -294,6 +338,18 @@ pub enum Effect {
 
 /// A transition's output.
 pub type Effects = Vec<Effect>;
+
+impl Effect {
+    /// Whether it changes a breaker (the gates of the next step must see it).
+    pub fn is_breaker(&self) -> bool {
+        matches!(
+            self,
+            Effect::BreakerFailure { .. }
+                | Effect::BreakerSuccess { .. }
+                | Effect::BreakerRelease { .. }
+        )
+    }
+}
 
 impl Incident {
     /// A new incident for a firing alert; returns it with its opening effects.
@@ -324,12 +380,20 @@ impl Incident {
             phase: Phase::Ready,
             paged: Vec::new(),
             steps_started: 0,
+            step_dry_run: false,
+            stale_since: None,
             opened_at: now,
             updated_at: now,
             resolved_at: None,
         };
-        inc.active
-            .insert(fingerprint.clone(), ActiveAlert { level, starts_at });
+        inc.active.insert(
+            fingerprint.clone(),
+            ActiveAlert {
+                level,
+                starts_at,
+                ready_at: Some(starts_at.plus(for_)),
+            },
+        );
         let mut fx = vec![record(
             now,
             "opened",
@@ -402,6 +466,33 @@ impl Incident {
 
     /// The next deadline, for the engine's timer.
     pub fn deadline(&self) -> Option<Timestamp> {
+        let phase = self.phase_deadline();
+        match self.pending_upgrade() {
+            Some(at) => Some(phase.map_or(at, |p| p.min(at))),
+            None => phase,
+        }
+    }
+
+    /// When the first alert of a level above the current one has fired for its `for`.
+    fn pending_upgrade(&self) -> Option<Timestamp> {
+        self.active
+            .values()
+            .filter(|a| a.level > self.level)
+            .map(|a| a.ready_at.unwrap_or(a.starts_at))
+            .min()
+    }
+
+    /// The highest level whose alert has fired for its `for` by `now`, if above the current one.
+    fn upgrade_due(&self, now: Timestamp) -> Option<(u8, String)> {
+        self.active
+            .iter()
+            .filter(|(_, a)| a.level > self.level && a.ready_at.unwrap_or(a.starts_at) <= now)
+            .max_by_key(|(_, a)| a.level)
+            .map(|(fp, a)| (a.level, fp.clone()))
+    }
+
+    /// The deadline of the phase alone.
+    fn phase_deadline(&self) -> Option<Timestamp> {
         match self.phase {
             Phase::Waiting { until } | Phase::Verified { until, .. } => Some(until),
             Phase::Verifying {
@@ -414,6 +505,15 @@ impl Incident {
     /// The step due now (phase ready or held), from the policy's ladder.
     pub fn due_step<'p>(&self, policy: &'p Policy) -> Option<(u8, usize, &'p Step)> {
         if !matches!(self.phase, Phase::Ready | Phase::Held { .. }) {
+            return None;
+        }
+        // An alert of a level with another ladder is waiting out its `for`: starting this
+        // ladder's next step now would only be superseded by then. It starts when the
+        // higher alert either matures (and its ladder runs) or resolves.
+        if self.active.values().any(|a| {
+            a.level > self.level
+                && policy.ladder(a.level).map(|(l, _)| l).unwrap_or(a.level) != self.ladder
+        }) {
             return None;
         }
         let ladder = policy.levels.get(&self.ladder)?;
@@ -459,10 +559,13 @@ impl Incident {
         self.phase = Phase::Escalated {
             reason: reason.clone(),
         };
+        // One trigger per route per incident: a route that already has this incident (paged
+        // when a pause suspended it, or by an earlier ladder) learns the rest from the timeline
+        // and the resolve, instead of a second page for the same incident.
         if !self.paged.contains(&route) {
             self.paged.push(route.clone());
+            fx.push(Effect::Page { route, reason });
         }
-        fx.push(Effect::Page { route, reason });
     }
 
     fn after_failure(
@@ -487,18 +590,65 @@ impl Incident {
         }
     }
 
+    /// Raises the level to `level` (an alert at it has fired for its `for`): a different ladder
+    /// supersedes pending steps; a running step finishes first and is recorded.
+    fn upgrade(
+        &mut self,
+        level: u8,
+        fingerprint: &str,
+        policy: &Policy,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let from = self.level;
+        self.level = level;
+        let ladder = policy.ladder(level).map(|(l, _)| l).unwrap_or(level);
+        fx.push(record(
+            now,
+            "superseded",
+            format!("level {from} → {level}: the level {ladder} ladder supersedes pending steps"),
+            serde_json::json!({"from": from, "to": level, "fingerprint": fingerprint}),
+        ));
+        if ladder == self.ladder {
+            return;
+        }
+        self.ladder = ladder;
+        self.next_step = 0;
+        match self.phase {
+            // The running step finishes and is recorded; the new ladder follows it.
+            Phase::Running { .. } => {}
+            Phase::Suspended { .. } => {}
+            // The higher alert has fired for its `for`: the new ladder may act now.
+            _ => self.ready(policy, now, fx),
+        }
+    }
+
     /// Applies one event at `now`; returns the effects to carry out.
     pub fn apply(&mut self, event: Event, policy: &Policy, now: Timestamp) -> Effects {
         let mut fx = Vec::new();
         if self.is_resolved() {
-            // Only late step results are still worth recording.
+            // Only late step results are still worth recording, and a remediation that failed
+            // still failed: the breakers count it even though the alerts resolved meanwhile.
             if let Event::StepFinished {
+                ladder,
                 step,
                 result,
                 detail,
-                ..
             } = event
             {
+                if let StepResult::Failed { denied, .. } = &result
+                    && !self.step_dry_run
+                    && let Some(s) = policy
+                        .levels
+                        .get(&ladder)
+                        .and_then(|l| l.steps.get(step))
+                        .filter(|s| s.verify != crate::policy::Verify::None)
+                {
+                    fx.push(Effect::BreakerFailure {
+                        action: s.action.clone(),
+                        denied: *denied,
+                    });
+                }
                 fx.push(record(
                     now,
                     "step_finished",
@@ -517,33 +667,24 @@ impl Incident {
             } => {
                 let new = !self.active.contains_key(&fingerprint);
                 // A re-sent alert keeps its first start: nothing changes, nothing is written.
-                self.active
+                let alert = self
+                    .active
                     .entry(fingerprint.clone())
-                    .or_insert(ActiveAlert { level, starts_at })
-                    .level = level;
-                if level > self.level {
-                    let from = self.level;
-                    self.level = level;
-                    let ladder = policy.ladder(level).map(|(l, _)| l).unwrap_or(level);
-                    fx.push(record(now, "superseded", format!("level {from} → {level}: the level {ladder} ladder supersedes pending steps"), serde_json::json!({"from": from, "to": level, "fingerprint": fingerprint})));
-                    if ladder != self.ladder {
-                        self.ladder = ladder;
-                        self.next_step = 0;
-                        match self.phase {
-                            // The running step finishes and is recorded; the new ladder follows it.
-                            Phase::Running { .. } => {}
-                            Phase::Waiting { until } => {
-                                let until = until.min(starts_at.plus(for_));
-                                if until > now {
-                                    self.phase = Phase::Waiting { until };
-                                } else {
-                                    self.ready(policy, now, &mut fx);
-                                }
-                            }
-                            Phase::Suspended { .. } => {}
-                            _ => self.ready(policy, now, &mut fx),
-                        }
+                    .or_insert(ActiveAlert {
+                        level,
+                        starts_at,
+                        ready_at: Some(starts_at.plus(for_)),
+                    });
+                alert.level = level;
+                let ready_at = alert.ready_at.unwrap_or(alert.starts_at);
+                if level > self.level && ready_at > now {
+                    // The rule's `for` holds for a higher level too: one noisy sample must not
+                    // start the level-2 ladder. The upgrade comes on the tick at `ready_at`.
+                    if new {
+                        fx.push(record(now, "upgrade_pending", format!("alert {fingerprint} at level {level}: the level changes if it still fires at {ready_at}"), serde_json::json!({"fingerprint": fingerprint, "level": level, "until": ready_at})));
                     }
+                } else if level > self.level {
+                    self.upgrade(level, &fingerprint, policy, now, &mut fx);
                 } else if new {
                     fx.push(record(
                         now,
@@ -622,6 +763,12 @@ impl Incident {
                     fx.push(Effect::PageResolved);
                 }
             }
+            Event::Tick if self.upgrade_due(now).is_some() => {
+                if let Some((level, fingerprint)) = self.upgrade_due(now) {
+                    self.upgrade(level, &fingerprint, policy, now, &mut fx);
+                }
+                // Deadlines of the (possibly new) phase are looked at on the next tick.
+            }
             Event::Tick => match self.phase.clone() {
                 Phase::Waiting { until } if now >= until => {
                     fx.push(record(
@@ -663,6 +810,7 @@ impl Incident {
                                 "verification of step {name} had no data within {within}: {reason}"
                             );
                             fx.push(record(now, "verification_no_data", why.clone(), serde_json::json!({"step": name, "within": within, "reason": reason})));
+                            fx.push(Effect::BreakerRelease { action });
                             match policy_no_data {
                                 crate::policy::NoData::Escalate => {
                                     self.escalate(policy, why, now, &mut fx)
@@ -681,10 +829,12 @@ impl Incident {
                                 _ => format!("alerts still firing {within} after step {name}"),
                             };
                             fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": within, "last": last, "condition": verify.condition(), "firing": self.active.keys().collect::<Vec<_>>()})));
-                            fx.push(Effect::BreakerFailure {
-                                action,
-                                denied: false,
-                            });
+                            if !self.step_dry_run {
+                                fx.push(Effect::BreakerFailure {
+                                    action,
+                                    denied: false,
+                                });
+                            }
                             self.after_failure(policy, step, why, now, &mut fx);
                         }
                     }
@@ -726,6 +876,7 @@ impl Incident {
                     detail,
                 ));
                 self.steps_started += 1;
+                self.step_dry_run = dry_run;
                 self.phase = Phase::Running { ladder, step };
             }
             Event::StepFinished {
@@ -747,9 +898,18 @@ impl Incident {
                     StepResult::Ok => fx.push(record(now, "step_ok", format!("step {name} succeeded"), detail)),
                     StepResult::Failed { error, denied } => {
                         fx.push(record(now, "step_failed", format!("step {name} failed: {error}"), detail));
-                        // Evidence that could not be gathered is no failed remediation.
-                        if let Some(s) = s.as_ref().filter(|s| s.verify != crate::policy::Verify::None) {
+                        // Evidence that could not be gathered is no failed remediation, and a
+                        // dry run did nothing that could fail.
+                        if let Some(s) = s.as_ref().filter(|s| s.verify != crate::policy::Verify::None)
+                            && !self.step_dry_run
+                        {
                             fx.push(Effect::BreakerFailure { action: s.action.clone(), denied: *denied });
+                        }
+                    }
+                    StepResult::NoChange { reason } => {
+                        fx.push(record(now, "step_refused", format!("step {name} changed nothing: {reason}"), detail));
+                        if let Some(s) = s.as_ref() {
+                            fx.push(Effect::BreakerRelease { action: s.action.clone() });
                         }
                     }
                     StepResult::Unknown => fx.push(record(now, "step_interrupted", format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail)),
@@ -796,6 +956,9 @@ impl Incident {
                     StepResult::Failed { error, .. } => {
                         self.after_failure(policy, step, error, now, &mut fx)
                     }
+                    StepResult::NoChange { reason } => {
+                        self.after_failure(policy, step, reason, now, &mut fx)
+                    }
                 }
             }
             Event::Refused(Refusal { kind, reason }) => match kind {
@@ -825,13 +988,14 @@ impl Incident {
                         .ladder_of(policy)
                         .map(|l| l.escalate_to.clone())
                         .unwrap_or_default();
-                    if !self.paged.contains(&route) {
-                        self.paged.push(route.clone());
-                    }
                     self.phase = Phase::Suspended {
                         reason: reason.clone(),
                     };
-                    fx.push(Effect::Page { route, reason });
+                    // One trigger per route per incident (see `escalate`).
+                    if !self.paged.contains(&route) {
+                        self.paged.push(route.clone());
+                        fx.push(Effect::Page { route, reason });
+                    }
                 }
                 RefusalKind::Storm => {
                     // The storm page covers every incident at once; no page per incident.
@@ -932,6 +1096,50 @@ impl Incident {
                     }
                 }
             }
+            Event::Stale { heard, after } => {
+                // A running step finishes first; its result is recorded, then this comes again.
+                if self.stale_since.is_some() || matches!(self.phase, Phase::Running { .. }) {
+                    return fx;
+                }
+                self.stale_since = Some(now);
+                let why = format!(
+                    "stale: none of its alerts heard of since {heard} (stale_after {}); Alertmanager re-sends firing alerts every repeat_interval, so it may have resolved unseen or lost its alerts",
+                    fmt_duration(after)
+                );
+                fx.push(record(
+                    now,
+                    "stale",
+                    why.clone(),
+                    serde_json::json!({"heard": heard, "stale_after": fmt_duration(after)}),
+                ));
+                let route = self
+                    .ladder_of(policy)
+                    .map(|l| l.escalate_to.clone())
+                    .unwrap_or_default();
+                if !matches!(
+                    self.phase,
+                    Phase::Escalated { .. } | Phase::Suspended { .. }
+                ) {
+                    self.phase = Phase::Escalated {
+                        reason: why.clone(),
+                    };
+                }
+                // Paged once: a route that already has this incident's trigger is not paged again.
+                if !self.paged.contains(&route) {
+                    self.paged.push(route.clone());
+                    fx.push(Effect::Page { route, reason: why });
+                }
+            }
+            Event::Heard { at } => {
+                if self.stale_since.take().is_some() {
+                    fx.push(record(
+                        now,
+                        "heard_again",
+                        format!("an alert was heard of again at {at}; no longer stale (a human still owns it)"),
+                        serde_json::json!({"at": at}),
+                    ));
+                }
+            }
             Event::Resumed => {
                 if let Phase::Suspended { .. } = self.phase {
                     fx.push(record(
@@ -943,11 +1151,58 @@ impl Incident {
                     self.ready(policy, now, &mut fx);
                 }
             }
+            Event::ResolvedByHand { reason, author } => {
+                self.resolve_by_hand(reason, author, now, &mut fx)
+            }
         }
         if !fx.is_empty() {
             self.updated_at = now;
         }
         fx
+    }
+}
+
+// === impl Incident: resolved by hand ===
+
+impl Incident {
+    /// Closes the incident for a person, from any open phase: pending steps are cancelled, a
+    /// running step's result is still recorded when it comes (nothing further runs), and every
+    /// paged route gets its resolve. Alerts still firing stay listed; their re-sends are
+    /// duplicates, so only a new firing opens a new incident.
+    fn resolve_by_hand(
+        &mut self,
+        reason: String,
+        author: String,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let firing = self.active.len();
+        let mut message = format!("resolved by hand by {author}: {reason}");
+        if let Phase::Running { step, .. } = self.phase {
+            message.push_str(&format!(
+                " (step {} was running: its result is recorded, nothing further runs)",
+                step + 1
+            ));
+        }
+        if firing > 0 {
+            message.push_str(&format!("; {firing} alert(s) still firing"));
+        }
+        fx.push(record(
+            now,
+            "resolved_by_hand",
+            message,
+            serde_json::json!({
+                "author": author,
+                "reason": reason,
+                "status_before": self.status().as_str(),
+                "firing": self.active.keys().collect::<Vec<_>>(),
+            }),
+        ));
+        self.phase = Phase::Resolved;
+        self.resolved_at = Some(now);
+        if !self.paged.is_empty() {
+            fx.push(Effect::PageResolved);
+        }
     }
 }
 

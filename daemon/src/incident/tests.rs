@@ -401,3 +401,166 @@ fn interrupted_step_is_not_repeated_and_goes_to_verification() {
     assert_eq!(inc.status(), Status::Verifying);
     assert!(inc.due_step(&policy()).is_none());
 }
+
+// === resolved by hand ===
+
+fn by_hand(inc: &mut Incident, now: i64) -> Effects {
+    inc.apply(
+        Event::ResolvedByHand {
+            reason: "false alarm: load test".into(),
+            author: "alice".into(),
+        },
+        &policy(),
+        t(now),
+    )
+}
+
+#[test]
+fn resolving_a_paged_incident_by_hand_records_who_and_why_and_resolves_its_pages() {
+    let (mut inc, fx) = open_at(3, 0, 0);
+    assert_eq!(pages(&fx), ["platform"]);
+    let fx = by_hand(&mut inc, 60);
+    assert_eq!(inc.status(), Status::Resolved);
+    assert_eq!(inc.resolved_at, Some(t(60)));
+    let entry = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Record(e) if e.kind == "resolved_by_hand" => Some(e),
+            _ => None,
+        })
+        .expect("a resolved_by_hand entry");
+    assert_eq!(entry.data["author"], "alice");
+    assert_eq!(entry.data["reason"], "false alarm: load test");
+    assert!(
+        entry.message.contains("alice") && entry.message.contains("false alarm: load test"),
+        "{}",
+        entry.message
+    );
+    assert!(fx.contains(&Effect::PageResolved));
+}
+
+#[test]
+fn resolving_by_hand_while_a_step_runs_lets_it_finish_and_nothing_further_runs() {
+    let (mut inc, _) = open_at(1, 0, 0);
+    let (ladder, step) = start(&mut inc, 1);
+    let fx = by_hand(&mut inc, 5);
+    assert!(
+        !fx.contains(&Effect::PageResolved),
+        "nobody was paged, so no resolve"
+    );
+    let fx = inc.apply(
+        Event::StepFinished {
+            ladder,
+            step,
+            result: StepResult::Failed {
+                error: "boom".into(),
+                denied: false,
+            },
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(9),
+    );
+    assert_eq!(inc.status(), Status::Resolved);
+    assert!(inc.due_step(&policy()).is_none());
+    // The late result is recorded, and counted against the breakers (it failed); nothing
+    // else happens.
+    assert!(
+        fx.iter().all(
+            |e| matches!(e, Effect::Record(e) if e.kind == "step_finished")
+                || matches!(e, Effect::BreakerFailure { .. })
+        ),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn resolving_by_hand_an_incident_already_resolved_changes_nothing() {
+    let (mut inc, _) = open_at(3, 0, 0);
+    by_hand(&mut inc, 10);
+    let before = inc.clone();
+    assert!(by_hand(&mut inc, 20).is_empty());
+    assert_eq!(inc, before);
+}
+
+#[test]
+fn a_route_gets_one_trigger_per_incident_however_often_it_escalates() {
+    let (mut inc, _) = open_at(1, 0, 0);
+    let paused = Refusal {
+        kind: RefusalKind::Paused,
+        reason: "paused".into(),
+    };
+    let fx = inc.apply(Event::Refused(paused.clone()), &policy(), t(1));
+    assert_eq!(pages(&fx), vec!["oncall".to_string()]);
+    inc.apply(Event::Resumed, &policy(), t(2));
+    // Suspended again, then refused by a budget: the on-call route already has it.
+    let fx = inc.apply(Event::Refused(paused), &policy(), t(3));
+    assert!(pages(&fx).is_empty(), "{fx:?}");
+    assert_eq!(inc.status(), Status::Suspended);
+    inc.apply(Event::Resumed, &policy(), t(4));
+    let fx = inc.apply(
+        Event::Refused(Refusal {
+            kind: RefusalKind::Budget,
+            reason: "budget spent".into(),
+        }),
+        &policy(),
+        t(5),
+    );
+    assert_eq!(inc.status(), Status::Escalated);
+    assert!(pages(&fx).is_empty(), "{fx:?}");
+    assert_eq!(inc.paged, vec!["oncall".to_string()]);
+    // A level whose ladder escalates elsewhere pages that route, once.
+    let fx = inc.apply(
+        Event::Fired {
+            fingerprint: "fp2".into(),
+            starts_at: t(6),
+            level: 3,
+            for_: Duration::ZERO,
+        },
+        &policy(),
+        t(6),
+    );
+    assert_eq!(pages(&fx), vec!["platform".to_string()]);
+}
+
+#[test]
+fn a_step_that_fails_after_its_incident_resolved_still_counts_against_the_breakers() {
+    // Found by the model-based test: the failure was recorded but no breaker counted it.
+    let (mut inc, _) = open_at(1, 0, 0);
+    inc.apply(
+        Event::StepStarted {
+            ladder: 1,
+            step: 0,
+            detail: serde_json::Value::Null,
+            dry_run: false,
+        },
+        &policy(),
+        t(1),
+    );
+    inc.apply(
+        Event::Resolved {
+            fingerprint: "fp1".into(),
+        },
+        &policy(),
+        t(2),
+    );
+    assert!(inc.is_resolved());
+    let fx = inc.apply(
+        Event::StepFinished {
+            ladder: 1,
+            step: 0,
+            result: StepResult::Failed {
+                error: "boom".into(),
+                denied: false,
+            },
+            detail: serde_json::Value::Null,
+        },
+        &policy(),
+        t(3),
+    );
+    assert!(fx.contains(&Effect::BreakerFailure {
+        action: "test".into(),
+        denied: false,
+    }));
+    assert!(inc.is_resolved(), "still resolved");
+}

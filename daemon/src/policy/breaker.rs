@@ -6,7 +6,7 @@ use super::BreakerConfig;
 use crate::clock::Timestamp;
 
 /// What the store keeps per breaker key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerRecord {
     /// When it last opened; `None` while closed.
     pub opened_at: Option<Timestamp>,
@@ -15,6 +15,9 @@ pub struct BreakerRecord {
     /// open for ever.
     #[serde(default)]
     pub trial_since: Option<Timestamp>,
+    /// The incident whose step is the trial: only its result closes or reopens the breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_by: Option<String>,
     /// Failures before this instant no longer count (set when a trial succeeds).
     pub reset_at: Option<Timestamp>,
 }
@@ -70,7 +73,10 @@ pub fn window_start(rec: &BreakerRecord, now: Timestamp, cfg: &BreakerConfig) ->
     }
 }
 
-/// The record after a failure; `failures` counts the failures in the window including this one.
+/// The record after a counted failure; `failures` counts the failures in the window including
+/// this one. It opens at the K-th; while open, a failure (the trial's, or any other once K are
+/// in the window) opens it again with a fresh cool-down and ends a running trial: remediations
+/// that keep failing keep it open.
 pub fn on_failure(
     rec: &BreakerRecord,
     failures: u32,
@@ -81,31 +87,56 @@ pub fn on_failure(
         BreakerRecord {
             opened_at: Some(now),
             trial_since: None,
+            trial_by: None,
             reset_at: rec.reset_at,
         }
     } else {
-        *rec
+        rec.clone()
     }
 }
 
-/// The record after a success: a successful trial closes the breaker and forgets old failures.
-pub fn on_success(rec: &BreakerRecord, now: Timestamp) -> BreakerRecord {
-    if rec.opened_at.is_some() {
+/// Whether incident `by` holds the breaker's half-open trial.
+pub fn holds_trial(rec: &BreakerRecord, by: &str) -> bool {
+    rec.trial_since.is_some() && rec.trial_by.as_deref() == Some(by)
+}
+
+/// The record after a verified step of incident `by`: the trial's success closes the breaker
+/// and restarts its failure window. Another step's success changes nothing: only the trial
+/// proves the breaker may close.
+pub fn on_success(rec: &BreakerRecord, now: Timestamp, by: &str) -> BreakerRecord {
+    if rec.opened_at.is_some() && holds_trial(rec, by) {
         BreakerRecord {
             opened_at: None,
             trial_since: None,
+            trial_by: None,
             reset_at: Some(now),
         }
     } else {
-        *rec
+        rec.clone()
     }
 }
 
-/// The record when a half-open trial starts.
-pub fn on_trial(rec: &BreakerRecord, now: Timestamp) -> BreakerRecord {
+/// The record when incident `by` takes the half-open trial.
+pub fn on_trial(rec: &BreakerRecord, now: Timestamp, by: &str) -> BreakerRecord {
     BreakerRecord {
         trial_since: Some(now),
-        ..*rec
+        trial_by: Some(by.to_string()),
+        ..rec.clone()
+    }
+}
+
+/// The record when the trial of `by` ended with neither a success nor a counted failure (the
+/// action changed nothing, or verification had no data): half-open again at once, so that the
+/// next remediation may try.
+pub fn on_release(rec: &BreakerRecord, by: &str) -> BreakerRecord {
+    if holds_trial(rec, by) {
+        BreakerRecord {
+            trial_since: None,
+            trial_by: None,
+            ..rec.clone()
+        }
+    } else {
+        rec.clone()
     }
 }
 
@@ -142,7 +173,7 @@ mod tests {
             opened_at: Some(t(0)),
             ..Default::default()
         };
-        let r = on_trial(&r, t(650));
+        let r = on_trial(&r, t(650), "INC-2");
         assert!(matches!(state(&r, t(700), &CFG), BreakerState::Open { .. }));
         // A trial whose result never came expires after a cool-down.
         assert_eq!(state(&r, t(1250), &CFG), BreakerState::HalfOpen);
@@ -156,14 +187,65 @@ mod tests {
                 ..Default::default()
             },
             t(650),
+            "INC-2",
         );
         let failed = on_failure(&opened, 1, t(700), &CFG);
         assert_eq!(
             state(&failed, t(701), &CFG),
             BreakerState::Open { until: t(1300) }
         );
-        let ok = on_success(&opened, t(700));
+        let ok = on_success(&opened, t(700), "INC-2");
         assert_eq!(state(&ok, t(701), &CFG), BreakerState::Closed);
         assert_eq!(window_start(&ok, t(800), &CFG), t(700));
+    }
+
+    #[test]
+    fn only_the_trial_closes_an_open_breaker_and_any_failure_keeps_it_open() {
+        let opened = BreakerRecord {
+            opened_at: Some(t(0)),
+            ..Default::default()
+        };
+        let trial = on_trial(&opened, t(650), "INC-2");
+        // Another incident's success (a step started before the breaker opened) proves nothing.
+        assert_eq!(on_success(&trial, t(700), "INC-1"), trial);
+        // Another incident's failure while the trial runs: open again, trial over, fresh cool-down.
+        let reopened = on_failure(&trial, 5, t(700), &CFG);
+        assert_eq!(reopened.trial_by, None);
+        assert_eq!(
+            state(&reopened, t(701), &CFG),
+            BreakerState::Open { until: t(1300) }
+        );
+        assert_eq!(
+            on_success(&reopened, t(800), "INC-2"),
+            reopened,
+            "no longer the trial"
+        );
+        assert_eq!(
+            state(&on_success(&trial, t(700), "INC-2"), t(701), &CFG),
+            BreakerState::Closed
+        );
+    }
+
+    #[test]
+    fn a_released_trial_is_half_open_again_at_once() {
+        let trial = on_trial(
+            &BreakerRecord {
+                opened_at: Some(t(0)),
+                ..Default::default()
+            },
+            t(650),
+            "INC-2",
+        );
+        assert!(matches!(
+            state(&trial, t(660), &CFG),
+            BreakerState::Open { .. }
+        ));
+        assert_eq!(
+            on_release(&trial, "INC-1"),
+            trial,
+            "only the holder releases it"
+        );
+        let released = on_release(&trial, "INC-2");
+        assert_eq!(state(&released, t(660), &CFG), BreakerState::HalfOpen);
     }
 }

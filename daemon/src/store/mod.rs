@@ -95,6 +95,58 @@ pub struct Pause {
     pub since: Timestamp,
 }
 
+/// How the engine answered a [`ResolveRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveResult {
+    /// The incident was resolved by hand.
+    Resolved,
+    /// No incident has this id.
+    UnknownIncident,
+    /// The incident was already resolved (by its alerts, or by an earlier request).
+    AlreadyResolved,
+}
+
+impl ResolveResult {
+    /// Stored and reported spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveResult::Resolved => "resolved",
+            ResolveResult::UnknownIncident => "unknown_incident",
+            ResolveResult::AlreadyResolved => "already_resolved",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ResolveResult::Resolved,
+            ResolveResult::UnknownIncident,
+            ResolveResult::AlreadyResolved,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A person's request to resolve an incident by hand (API, dashboard or CLI). The engine, the
+/// only writer of incidents, applies it and marks it done in the same commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolveRequest {
+    /// Row id.
+    pub id: i64,
+    /// The incident to resolve.
+    pub incident: String,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub author: String,
+    /// When it was asked.
+    pub requested_at: Timestamp,
+    /// When the engine applied it, and how; `None` while pending.
+    pub done: Option<(Timestamp, ResolveResult)>,
+}
+
 /// One atomic change produced by the engine.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
@@ -118,7 +170,15 @@ pub struct Commit {
     pub claims: Vec<(String, u8, usize, Timestamp)>,
     /// Ledger rows to finish: (incident, ladder, step, at, result).
     pub finished: Vec<(String, u8, usize, Timestamp, serde_json::Value)>,
+    /// Named engine state to set: (name, value), e.g. [`STORM_COUNTER`].
+    pub counters: Vec<(String, i64)>,
+    /// Resolve requests applied: (request id, at, result).
+    pub resolves_done: Vec<(i64, Timestamp, ResolveResult)>,
 }
+
+/// The counter holding when the current storm began (milliseconds since the epoch), 0 when no
+/// storm is open: a restart neither pages the same storm again nor forgets to resolve it.
+pub const STORM_COUNTER: &str = "storm_open";
 
 impl Commit {
     /// Adds `later`'s writes after this one's (one transaction instead of two).
@@ -132,6 +192,8 @@ impl Commit {
         self.breakers.extend(later.breakers);
         self.claims.extend(later.claims);
         self.finished.extend(later.finished);
+        self.counters.extend(later.counters);
+        self.resolves_done.extend(later.resolves_done);
     }
 
     /// Nothing to write.
@@ -145,6 +207,8 @@ impl Commit {
             && self.breakers.is_empty()
             && self.finished.is_empty()
             && self.claims.is_empty()
+            && self.counters.is_empty()
+            && self.resolves_done.is_empty()
     }
 }
 
@@ -159,7 +223,11 @@ pub trait Store: Send + Sync + 'static {
     /// The highest incident number committed for `year` (`INC-YYYY-NNNN`), 0 if none: the
     /// engine, the only writer of incidents, numbers new ones after it in memory, and committing
     /// an incident advances it in the same transaction (no transaction of its own per id).
-    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>>;
+    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+        self.counter(format!("incident-{year}"))
+    }
+    /// A named counter's value, 0 if never set.
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>>;
     /// Incidents not resolved.
     fn active_incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>>>;
     /// Applies a commit atomically.
@@ -189,6 +257,12 @@ pub trait Store: Send + Sync + 'static {
             Ok((counts, records))
         })
     }
+    /// When a firing alert of each fingerprint was last received (stored or re-sent, which ingest
+    /// counts as a duplicate): fingerprints never received are left out.
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>>;
     /// All breaker records.
     fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>>;
     /// Failures of `key` since `since`.
@@ -199,8 +273,15 @@ pub trait Store: Send + Sync + 'static {
     fn set_pause(&self, p: Pause) -> BoxFuture<'_, Result<()>>;
     /// Lifts a pause; `false` if there was none.
     fn clear_pause(&self, scope: &str) -> BoxFuture<'_, Result<bool>>;
-    /// Pages due for delivery.
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>>;
+    /// Pages due for delivery, oldest first. Per (incident, route) only the oldest page not yet
+    /// done (delivered, recorded or given up) can be due, and only once its `next_at` has come:
+    /// a resolve waits behind its trigger while the trigger is retried. At most `per_route` pages
+    /// of each route, so that a backlog on one route never hides another route's pages.
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>>;
     /// Marks a page delivered (or recorded only, when the route has no destination).
     fn outbox_done(&self, id: i64, now: Timestamp, delivered: bool) -> BoxFuture<'_, Result<()>>;
     /// Schedules a retry.
@@ -219,6 +300,19 @@ pub trait Store: Send + Sync + 'static {
     fn timeline(&self, id: &str) -> BoxFuture<'_, Result<Vec<Entry>>>;
     /// Incident counts by status.
     fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>>>;
+    /// Stores a request to resolve `incident` by hand and wakes the leader's engine (on
+    /// PostgreSQL, in whichever replica leads); returns the request's id.
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>>;
+    /// Resolve requests the engine has not applied yet, oldest first.
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>>;
+    /// One resolve request (to see whether, and how, it was applied).
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>>;
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
 }

@@ -14,26 +14,27 @@
 //!   lost leadership (and does not know yet) cannot write once a new leader has started.
 //! - Ledger claims fail the whole commit with [`StoreError::AlreadyClaimed`], across replicas.
 //!
-//! Connections use no TLS: TLS to PostgreSQL is not supported yet (`sslmode=require` is refused
-//! at startup rather than silently downgraded). The URL's password is never logged: messages
-//! name the database by [`describe`].
+//! TLS follows the URL's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` as libpq does (see
+//! [`crate::pgtls`]); the pool and the leadership connection use the same connector. The URL's
+//! password is never logged: messages name the database by [`describe`].
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres::config::Host;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Commit, IngestResult, OutboxItem, Pause, Receipt, Result, Store, StoreError, StoredSignal,
+    Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
+    StoreError, StoredSignal,
 };
 use crate::action::BoxFuture;
 use crate::clock::Timestamp;
 use crate::incident::{Entry, Incident, Status};
+use crate::pgtls::{PgTls, TlsSettings};
 use crate::policy::breaker::BreakerRecord;
 use crate::signal::Signal;
 
@@ -44,8 +45,8 @@ const LEADER_LOCK: i64 = 0x7265_6d65_6479_6400;
 const MIGRATE_LOCK: i64 = LEADER_LOCK + 1;
 /// Transaction advisory lock that orders ingest commits across replicas (see the module doc).
 const INGEST_LOCK: i64 = LEADER_LOCK + 2;
-/// `NOTIFY` channel: a replica that stored signals wakes the leader's engine at once instead of
-/// at its next 1 s tick.
+/// `NOTIFY` channel: a replica that stored signals, or a request to resolve an incident by hand,
+/// wakes the leader's engine at once instead of at its next 1 s tick.
 const SIGNALS_CHANNEL: &str = "remedyd_signals";
 
 /// Pooled connections per replica. 16: the webhook holds one per group commit, the engine and
@@ -77,22 +78,7 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     StoreError::Database(explain(&e))
 }
 
-/// A driver error with the server's message and SQLSTATE (the driver's Display says only
-/// "db error") or the I/O cause. Never contains the password.
-pub fn explain(e: &tokio_postgres::Error) -> String {
-    if let Some(d) = e.as_db_error() {
-        let mut s = format!("{} (SQLSTATE {})", d.message(), d.code().code());
-        if let Some(detail) = d.detail() {
-            s.push_str(": ");
-            s.push_str(detail);
-        }
-        return s;
-    }
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    }
-}
+pub use crate::pgtls::explain;
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
@@ -126,20 +112,13 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
-/// Parses a `postgres://` URL and checks what this build supports; the error never contains
-/// the password.
-pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, String> {
+/// Parses a `postgres://` URL, its TLS settings apart (no file is read); the error never
+/// contains the password.
+pub fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, TlsSettings), String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("expected postgres://USER:PASSWORD@HOST:PORT/DBNAME".into());
     }
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| explain(&e))?;
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(
-            "sslmode=require: TLS to PostgreSQL is not supported yet; use a private network \
-             or a TLS sidecar, and sslmode=disable or prefer"
-                .into(),
-        );
-    }
+    let (mut config, tls) = crate::pgtls::parse(url).map_err(|e| e.to_string())?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -156,10 +135,12 @@ pub fn parse_url(url: &str) -> std::result::Result<tokio_postgres::Config, Strin
         config.get_options().unwrap_or_default()
     );
     config.options(options.trim_start());
-    Ok(config)
+    Ok((config, tls))
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema.
+    r#"
 CREATE TABLE receipts (
     id BIGSERIAL PRIMARY KEY,
     received_at BIGINT NOT NULL,
@@ -226,7 +207,31 @@ CREATE TABLE outbox (
     delivered BOOLEAN
 );
 CREATE INDEX outbox_due ON outbox (done_at, next_at);
-"#];
+"#,
+    // 2: when a firing alert was last received (a re-send is a duplicate): stale incidents.
+    r#"
+ALTER TABLE signals ADD COLUMN last_seen BIGINT;
+"#,
+    // 3: pages are delivered in order per (incident, route): `outbox_due` asks, for each due
+    // page, whether an earlier page of its incident and route is still pending. This partial
+    // index answers that from the pending rows alone, however many delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
+"#,
+    // 4: resolve requests (API, form, `remedyd resolve`), applied by the engine.
+    r#"
+CREATE TABLE resolve_requests (
+    id BIGSERIAL PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    requested_at BIGINT NOT NULL,
+    done_at BIGINT,
+    result TEXT
+);
+CREATE INDEX resolve_requests_pending ON resolve_requests (id) WHERE done_at IS NULL;
+"#,
+];
 
 async fn migrate(client: &mut tokio_postgres::Client) -> std::result::Result<(), String> {
     let tx = client.transaction().await.map_err(|e| explain(&e))?;
@@ -280,6 +285,8 @@ type IngestJob = (Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>);
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    /// The URL's TLS, for the leadership connection (the pool has its own clone).
+    tls: PgTls,
     ingest: mpsc::Sender<IngestJob>,
     /// With `Some(epoch)`, commits succeed only while `leader_epoch` equals it.
     fence: Option<i64>,
@@ -290,10 +297,11 @@ impl PgStore {
     /// Connects to `url` (`postgres://…`) and applies migrations. Fails when the database is
     /// unreachable: at startup that is an error, never a silent downgrade.
     pub async fn connect(url: &str) -> std::result::Result<Self, String> {
-        let config = parse_url(url)?;
+        let (config, settings) = parse_url(url)?;
         let describe: Arc<str> = describe(&config).into();
+        let tls = PgTls::new(&settings).map_err(|e| format!("TLS to {describe}: {e}"))?;
         let (mut client, conn) = config
-            .connect(NoTls)
+            .connect(tls.clone())
             .await
             .map_err(|e| format!("connecting to {describe}: {}", explain(&e)))?;
         let driver = tokio::spawn(conn);
@@ -304,7 +312,7 @@ impl PgStore {
 
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 // A connection the server closed reports it; the first query on a silently
                 // dead one fails, the request answers 503 and the connection is dropped.
@@ -323,10 +331,11 @@ impl PgStore {
             .map_err(|e| format!("connection pool: {e}"))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(ingest_worker(pool.clone(), rx));
-        tracing::info!(database = %describe, "Connected to the PostgreSQL store (no TLS)");
+        tracing::info!(database = %describe, sslmode = %settings.mode, verify_chain = settings.verifies_chain(), client_cert = settings.cert.is_some(), "Connected to the PostgreSQL store");
         Ok(Self {
             pool,
             config,
+            tls,
             ingest: tx,
             fence: None,
             describe,
@@ -499,6 +508,24 @@ async fn ingest_batch(pool: &Pool, batch: &[IngestJob]) -> Result<Vec<IngestResu
             .await
             .map_err(db)? as usize;
         stored += n;
+        if n < signals.len() {
+            // Re-sent firing alerts: the incident they belong to is still heard of.
+            let firing: Vec<usize> = (0..signals.len())
+                .filter(|i| signals[*i].status == crate::signal::Status::Firing)
+                .collect();
+            if !firing.is_empty() {
+                let f: Vec<_> = firing.iter().map(|i| fps[*i].clone()).collect();
+                let s: Vec<i64> = firing.iter().map(|i| starts[*i]).collect();
+                tx.execute(
+                    "UPDATE signals SET last_seen = $1
+                     FROM unnest($2::text[], $3::bigint[]) AS u (f, s)
+                     WHERE fingerprint = u.f AND starts_at = u.s AND status = 'firing'",
+                    &[&r.received_at.0, &f, &s],
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
         results.push(IngestResult {
             stored: n,
             duplicates: signals.len() - n,
@@ -620,6 +647,15 @@ async fn apply_commit(
         .await
         .map_err(db)?;
     }
+    for (name, value) in &x.counters {
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&text(name), value],
+        )
+        .await
+        .map_err(db)?;
+    }
     for (route, n) in &x.outbox {
         tx.execute(
             "INSERT INTO outbox (route, incident_id, body, next_at) VALUES ($1, $2, $3, 0)",
@@ -668,7 +704,41 @@ async fn apply_commit(
         .await
         .map_err(db)?;
     }
+    for (id, at, result) in &x.resolves_done {
+        tx.execute(
+            "UPDATE resolve_requests SET done_at = $2, result = $3 WHERE id = $1",
+            &[id, &at.0, &result.as_str()],
+        )
+        .await
+        .map_err(db)?;
+    }
     tx.commit().await.map_err(db)
+}
+
+/// The columns [`resolve_request`] reads, in its order.
+const RESOLVE_COLUMNS: &str = "id, incident_id, reason, author, requested_at, done_at, result";
+
+fn resolve_request(r: &tokio_postgres::Row) -> Result<ResolveRequest> {
+    let id: i64 = r.try_get(0).map_err(db)?;
+    let done_at: Option<i64> = r.try_get(5).map_err(db)?;
+    let result: Option<String> = r.try_get(6).map_err(db)?;
+    let done = match (done_at, result) {
+        (Some(at), Some(result)) => Some((
+            Timestamp(at),
+            ResolveResult::parse(&result).ok_or_else(|| {
+                StoreError::Corrupt(format!("resolve request {id}: unknown result {result:?}"))
+            })?,
+        )),
+        _ => None,
+    };
+    Ok(ResolveRequest {
+        id,
+        incident: r.try_get(1).map_err(db)?,
+        reason: r.try_get(2).map_err(db)?,
+        author: r.try_get(3).map_err(db)?,
+        requested_at: Timestamp(r.try_get(4).map_err(db)?),
+        done,
+    })
 }
 
 impl Store for PgStore {
@@ -713,17 +783,16 @@ impl Store for PgStore {
         })
     }
 
-    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>> {
         self.op(async move {
             let c = self.client().await?;
-            Ok(c.query_opt(
-                "SELECT value FROM counters WHERE name = $1",
-                &[&format!("incident-{year}")],
+            Ok(
+                c.query_opt("SELECT value FROM counters WHERE name = $1", &[&name])
+                    .await
+                    .map_err(db)?
+                    .map(|r| r.get(0))
+                    .unwrap_or_default(),
             )
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0))
-            .unwrap_or_default())
         })
     }
 
@@ -775,6 +844,28 @@ impl Store for PgStore {
                 Some(r) => decode(r.get(0)),
                 None => Ok(BreakerRecord::default()),
             }
+        })
+    }
+
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
+        self.op(async move {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT fingerprint, max(coalesce(last_seen, received_at)) FROM signals
+                     WHERE fingerprint = ANY($1::text[]) AND status = 'firing'
+                     GROUP BY fingerprint",
+                    &[&fingerprints],
+                )
+                .await
+                .map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), Timestamp(r.get::<_, i64>(1))))
+                .collect())
         })
     }
 
@@ -853,17 +944,29 @@ impl Store for PgStore {
         })
     }
 
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
         self.op(async move {
             let c = self.client().await?;
             let st = c
                 .prepare_cached(
-                    "SELECT id, route, body, attempts FROM outbox
-                     WHERE done_at IS NULL AND next_at <= $1 ORDER BY id LIMIT $2",
+                    "SELECT o.id, o.route, o.body, o.attempts FROM outbox o JOIN (
+                         SELECT h.id, row_number() OVER (PARTITION BY h.route ORDER BY h.id) AS nth
+                         FROM outbox h
+                         WHERE h.done_at IS NULL AND h.next_at <= $1
+                           AND NOT EXISTS (
+                               SELECT 1 FROM outbox e
+                               WHERE e.done_at IS NULL AND e.incident_id = h.incident_id
+                                 AND e.route = h.route AND e.id < h.id)
+                     ) d ON d.id = o.id
+                     WHERE d.nth <= $2 ORDER BY o.id",
                 )
                 .await
                 .map_err(db)?;
-            c.query(&st, &[&now.0, &(limit as i64)])
+            c.query(&st, &[&now.0, &(per_route as i64)])
                 .await
                 .map_err(db)?
                 .iter()
@@ -988,6 +1091,76 @@ impl Store for PgStore {
         })
     }
 
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>> {
+        let (incident, reason, author) = (
+            text(incident).into_owned(),
+            text(reason).into_owned(),
+            text(author).into_owned(),
+        );
+        self.op(async move {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO resolve_requests (incident_id, reason, author, requested_at)
+                     VALUES ($1, $2, $3, $4) RETURNING id",
+                    &[&incident, &reason, &author, &at.0],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            // Delivered at COMMIT to the leader's LISTEN connection, whichever replica leads.
+            tx.execute("SELECT pg_notify($1, 'resolve')", &[&SIGNALS_CHANNEL])
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(id)
+        })
+    }
+
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>> {
+        self.op(async move {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {RESOLVE_COLUMNS} FROM resolve_requests
+                     WHERE done_at IS NULL ORDER BY id LIMIT $1"
+                ))
+                .await
+                .map_err(db)?;
+            c.query(&st, &[&(limit as i64)])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(resolve_request)
+                .collect()
+        })
+    }
+
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>> {
+        self.op(async move {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {RESOLVE_COLUMNS} FROM resolve_requests WHERE id = $1"
+                ))
+                .await
+                .map_err(db)?;
+            c.query_opt(&st, &[&id])
+                .await
+                .map_err(db)?
+                .as_ref()
+                .map(resolve_request)
+                .transpose()
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         self.op(async move {
             let c = self.client().await?;
@@ -1064,7 +1237,7 @@ impl Leadership {
         let (client, mut conn) = self
             .store
             .config
-            .connect(NoTls)
+            .connect(self.store.tls.clone())
             .await
             .map_err(|e| explain(&e))?;
         if std::mem::take(failing) {
@@ -1218,9 +1391,9 @@ mod tests {
 
     #[test]
     fn messages_name_the_database_without_its_password() {
-        let c = parse_url("postgres://remedyd:s3cr3t@db.example:6543/incidents").unwrap();
+        let (c, _) = parse_url("postgres://remedyd:s3cr3t@db.example:6543/incidents").unwrap();
         assert_eq!(describe(&c), "remedyd@db.example:6543/incidents");
-        let c = parse_url("postgresql://remedyd@db?password=s3cr3t&dbname=x").unwrap();
+        let (c, _) = parse_url("postgresql://remedyd@db?password=s3cr3t&dbname=x").unwrap();
         assert!(!describe(&c).contains("s3cr3t"), "{}", describe(&c));
         for url in [
             "postgres://remedyd:s3cr3t@db/x",
@@ -1233,9 +1406,18 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_rather_than_silently_dropped() {
-        let e = parse_url("postgres://u:s3cr3t@db/x?sslmode=require").unwrap_err();
-        assert!(e.contains("TLS to PostgreSQL is not supported yet"), "{e}");
+    fn the_urls_tls_settings_are_taken_and_a_verify_mode_without_a_ca_is_refused() {
+        let (c, tls) =
+            parse_url("postgres://u:s3cr3t@db/x?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+                .unwrap();
+        assert_eq!(tls.mode, crate::pgtls::SslMode::VerifyFull);
+        assert_eq!(
+            tls.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let e = parse_url("postgres://u:s3cr3t@db/x?sslmode=verify-ca").unwrap_err();
+        assert!(e.contains("sslrootcert"), "{e}");
         assert!(!e.contains("s3cr3t"), "{e}");
         assert!(parse_url("postgres://u@db/x?sslmode=disable").is_ok());
         assert!(parse_url("mysql://u@db/x").is_err());
@@ -1245,9 +1427,9 @@ mod tests {
 
     #[test]
     fn an_unset_connect_timeout_gets_a_bound() {
-        let c = parse_url("postgres://u@db/x").unwrap();
+        let (c, _) = parse_url("postgres://u@db/x").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
-        let c = parse_url("postgres://u@db/x?connect_timeout=9").unwrap();
+        let (c, _) = parse_url("postgres://u@db/x?connect_timeout=9").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(9)));
     }
 }

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Commit, IngestResult, OutboxItem, Pause, Receipt, Result, Store, StoreError, StoredSignal,
+    Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
+    StoreError, StoredSignal,
 };
 use crate::action::BoxFuture;
 use crate::clock::Timestamp;
@@ -39,7 +40,9 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema.
+    r#"
 CREATE TABLE receipts (
     id INTEGER PRIMARY KEY,
     received_at INTEGER NOT NULL,
@@ -106,7 +109,32 @@ CREATE TABLE outbox (
     delivered INTEGER
 );
 CREATE INDEX outbox_due ON outbox (done_at, next_at);
-"#];
+"#,
+    // 2: when a firing alert was last received: Alertmanager re-sends it every repeat_interval, and
+    // ingest counts the re-send as a duplicate; an incident that hears nothing goes stale.
+    r#"
+ALTER TABLE signals ADD COLUMN last_seen INTEGER;
+"#,
+    // 3: pages are delivered in order per (incident, route): `outbox_due` asks, for each due
+    // page, whether an earlier page of its incident and route is still pending. This partial
+    // index answers that from the pending rows alone, however many delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
+"#,
+    // 4: resolve requests (API, form, `remedyd resolve`), applied by the engine.
+    r#"
+CREATE TABLE resolve_requests (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    done_at INTEGER,
+    result TEXT
+);
+CREATE INDEX resolve_requests_pending ON resolve_requests (id) WHERE done_at IS NULL;
+"#,
+];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -203,6 +231,10 @@ fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
                 "INSERT INTO signals (receipt_id, fingerprint, starts_at, status, source, received_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
             )?;
+            let mut heard = tx.prepare_cached(
+                "UPDATE signals SET last_seen = ?1
+                 WHERE fingerprint = ?2 AND starts_at = ?3 AND status = 'firing'",
+            )?;
             for (r, signals, _) in batch {
                 rcpt.execute(params![
                     r.received_at.0,
@@ -228,6 +260,13 @@ fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
                         res.stored += 1;
                     } else {
                         res.duplicates += 1;
+                        if s.status == crate::signal::Status::Firing {
+                            heard.execute(params![
+                                r.received_at.0,
+                                s.fingerprint,
+                                s.starts_at.0
+                            ])?;
+                        }
                     }
                 }
                 results.push(res);
@@ -355,13 +394,72 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
             params![k, encode(rec)],
         )?;
     }
+    for (name, value) in &c.counters {
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+    }
     for (id, ladder, step, at, result) in &c.finished {
         tx.execute(
             "UPDATE ledger SET finished_at = ?4, result = ?5 WHERE incident_id = ?1 AND ladder = ?2 AND step = ?3",
             params![id, *ladder as i64, *step as i64, at.0, encode(result)],
         )?;
     }
+    for (id, at, result) in &c.resolves_done {
+        tx.execute(
+            "UPDATE resolve_requests SET done_at = ?2, result = ?3 WHERE id = ?1",
+            params![id, at.0, result.as_str()],
+        )?;
+    }
     Ok(())
+}
+
+/// The columns [`resolve_row`] reads, in its order.
+const RESOLVE_COLUMNS: &str = "id, incident_id, reason, author, requested_at, done_at, result";
+
+type ResolveRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
+fn resolve_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResolveRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn resolve_request(row: ResolveRow) -> Result<ResolveRequest> {
+    let (id, incident, reason, author, requested_at, done_at, result) = row;
+    let done = match (done_at, result) {
+        (Some(at), Some(r)) => Some((
+            Timestamp(at),
+            ResolveResult::parse(&r).ok_or_else(|| {
+                StoreError::Corrupt(format!("resolve request {id}: unknown result {r:?}"))
+            })?,
+        )),
+        _ => None,
+    };
+    Ok(ResolveRequest {
+        id,
+        incident,
+        reason,
+        author,
+        requested_at: Timestamp(requested_at),
+        done,
+    })
 }
 
 impl Store for SqliteStore {
@@ -408,11 +506,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>> {
         self.call(move |c| {
             c.query_row(
                 "SELECT value FROM counters WHERE name = ?1",
-                params![format!("incident-{year}")],
+                params![name],
                 |r| r.get(0),
             )
             .optional()
@@ -462,6 +560,28 @@ impl Store for SqliteStore {
                 .map(|k| breaker(c, k))
                 .collect::<Result<Vec<_>>>()?;
             Ok((counts, records))
+        })
+    }
+
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT max(coalesce(last_seen, received_at)) FROM signals
+                     WHERE fingerprint = ?1 AND status = 'firing'",
+                )
+                .map_err(db)?;
+            let mut out = Vec::with_capacity(fingerprints.len());
+            for fp in fingerprints {
+                let at: Option<i64> = st.query_row(params![fp], |r| r.get(0)).map_err(db)?;
+                if let Some(at) = at {
+                    out.push((fp, Timestamp(at)));
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -528,16 +648,34 @@ impl Store for SqliteStore {
         })
     }
 
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
         self.call(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, route, body, attempts FROM outbox WHERE done_at IS NULL AND next_at <= ?1 ORDER BY id LIMIT ?2",
+                    "SELECT o.id, o.route, o.body, o.attempts FROM outbox o JOIN (
+                         SELECT h.id, row_number() OVER (PARTITION BY h.route ORDER BY h.id) AS nth
+                         FROM outbox h
+                         WHERE h.done_at IS NULL AND h.next_at <= ?1
+                           AND NOT EXISTS (
+                               SELECT 1 FROM outbox e
+                               WHERE e.done_at IS NULL AND e.incident_id = h.incident_id
+                                 AND e.route = h.route AND e.id < h.id)
+                     ) d ON d.id = o.id
+                     WHERE d.nth <= ?2 ORDER BY o.id",
                 )
                 .map_err(db)?;
             let rows = st
-                .query_map(params![now.0, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                .query_map(params![now.0, per_route as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
                 })
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -646,6 +784,55 @@ impl Store for SqliteStore {
             .map_err(db)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db)
+        })
+    }
+
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>> {
+        let (incident, reason, author) =
+            (incident.to_string(), reason.to_string(), author.to_string());
+        // One replica: the caller wakes the engine in this process; another process (the CLI)
+        // is picked up at the engine's next tick.
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO resolve_requests (incident_id, reason, author, requested_at) VALUES (?1, ?2, ?3, ?4)",
+                params![incident, reason, author, at.0],
+            )
+            .map_err(db)?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {RESOLVE_COLUMNS} FROM resolve_requests WHERE done_at IS NULL ORDER BY id LIMIT ?1"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![limit as i64], resolve_row)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter().map(resolve_request).collect()
+        })
+    }
+
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>> {
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {RESOLVE_COLUMNS} FROM resolve_requests WHERE id = ?1"
+            ))
+            .and_then(|mut st| st.query_row(params![id], resolve_row).optional())
+            .map_err(db)?
+            .map(resolve_request)
+            .transpose()
         })
     }
 

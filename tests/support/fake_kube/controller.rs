@@ -1,5 +1,6 @@
-//! Test-stepped controllers: the deployment controller (ReplicaSets, revisions, pods, status,
-//! conditions) and the kubelet (removes terminating pods).
+//! Test-stepped controllers: the deployment controller (ReplicaSets, revisions and the
+//! `revisionHistoryLimit` cleanup, pods, status, conditions) and the kubelet (removes terminating
+//! pods).
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -137,6 +138,52 @@ pub fn step(st: &mut State) {
     sync_pods(st, &stuck);
     for d in st.list(deployments(), "") {
         update_status(st, &d, &stuck);
+    }
+    for d in st.list(deployments(), "") {
+        cleanup_history(st, &d);
+    }
+}
+
+/// The controller's `cleanupDeployment` (`pkg/controller/deployment/sync.go`): once a rollout is
+/// complete, old ReplicaSets beyond `spec.revisionHistoryLimit` go, oldest revision first; one
+/// that still has replicas is skipped (and still counts). Without the field, nothing goes (the
+/// API server defaults it to 10; the fake does no defaulting).
+fn cleanup_history(st: &mut State, d: &Value) {
+    let ns = s(&d["metadata"]["namespace"]);
+    let name = s(&d["metadata"]["name"]);
+    let Some(d) = st.get(deployments(), &ns, &name).cloned() else {
+        return;
+    };
+    let Some(limit) = d["spec"]["revisionHistoryLimit"].as_i64() else {
+        return;
+    };
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let status = &d["status"];
+    let complete = status["updatedReplicas"].as_i64() == Some(replicas)
+        && status["replicas"].as_i64() == Some(replicas)
+        && status["availableReplicas"].as_i64() == Some(replicas)
+        && status["observedGeneration"] == d["metadata"]["generation"];
+    if !complete {
+        return;
+    }
+    let tkey = template_key(&d["spec"]["template"]);
+    let mut olds: Vec<Value> = owned(st, replicasets(), &ns, &s(&d["metadata"]["uid"]))
+        .into_iter()
+        .filter(|rs| template_key(&rs["spec"]["template"]) != tkey)
+        .filter(|rs| rs["metadata"].get("deletionTimestamp").is_none())
+        .collect();
+    let diff = olds.len() as i64 - limit;
+    if diff <= 0 {
+        return;
+    }
+    olds.sort_by_key(revision);
+    for rs in olds.iter().take(diff as usize) {
+        if rs["spec"]["replicas"].as_i64().unwrap_or(0) != 0
+            || rs["status"]["replicas"].as_i64().unwrap_or(0) != 0
+        {
+            continue;
+        }
+        st.remove_now(replicasets(), &ns, &s(&rs["metadata"]["name"]));
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod node;
 pub mod quantity;
+mod undo;
 mod workload;
 
 use std::path::PathBuf;
@@ -827,6 +828,7 @@ impl KubeExecutor {
         };
         let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry);
         let r = self.action.run(&mut s, req).await;
+        let wrote = !s.writes.is_empty();
         let mut detail = s.into_detail();
         match r {
             Ok(summary) if dry => Outcome::ok(format!("dry-run: {summary}"), detail),
@@ -839,6 +841,8 @@ impl KubeExecutor {
                 )
             }
             Ok(summary) => Outcome::ok(summary, detail),
+            // Refused before the first write: a precondition, not a failed remediation.
+            Err(Failure::Refused(why)) if !wrote => Outcome::refused(why, detail),
             Err(Failure::Refused(why)) => Outcome::failed(false, why, detail),
             Err(Failure::Api(what, e)) => {
                 let mut o = Outcome::failed(e.transient(), format!("{what}: {e}"), detail);
@@ -898,7 +902,7 @@ pub fn register(e: &mut Executors, cluster: Arc<Cluster>) {
     e.register("kube_evidence", mk(Box::new(workload::Evidence)));
     e.register("kube_rollout_restart", mk(Box::new(workload::Restart)));
     e.register("kube_rollout_status", mk(Box::new(workload::Status)));
-    e.register("kube_rollout_undo", mk(Box::new(workload::Undo)));
+    e.register("kube_rollout_undo", mk(Box::new(undo::Undo)));
     e.register("kube_scale", mk(Box::new(workload::Scale { dns: false })));
     e.register("kube_hpa_patch", mk(Box::new(workload::HpaPatch)));
     e.register("kube_set_resources", mk(Box::new(workload::SetResources)));

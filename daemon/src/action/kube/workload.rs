@@ -29,7 +29,7 @@ fn default_wait() -> String {
 /// Fields every Deployment action shares.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Target {
+pub(super) struct Target {
     /// Deployment name (template); the target's name by default.
     #[serde(default = "default_deployment")]
     deployment: String,
@@ -39,11 +39,16 @@ struct Target {
 }
 
 impl Target {
-    fn check(&self) -> Result<Duration, String> {
+    /// Checks the template and the wait; returns the wait.
+    pub(super) fn check(&self) -> Result<Duration, String> {
         check_template("deployment", &self.deployment)?;
         duration("wait", &self.wait, MAX_WAIT)
     }
-    fn resolve(&self, req: &ActionRequest) -> Result<(String, String, Duration), String> {
+    /// (namespace, Deployment name, wait) for one request.
+    pub(super) fn resolve(
+        &self,
+        req: &ActionRequest,
+    ) -> Result<(String, String, Duration), String> {
         Ok((
             namespace(req)?,
             render("deployment", &self.deployment, req)?,
@@ -52,18 +57,24 @@ impl Target {
     }
 }
 
-fn deployments(ns: &str) -> String {
+/// The Deployments collection path of a namespace.
+pub(super) fn deployments(ns: &str) -> String {
     path("apps/v1", ns, "deployments")
 }
 
-async fn read_deployment(s: &mut Session, ns: &str, name: &str) -> Result<Value, Failure> {
+/// GET of one Deployment; a failure names it.
+pub(super) async fn read_deployment(
+    s: &mut Session,
+    ns: &str,
+    name: &str,
+) -> Result<Value, Failure> {
     s.read(get(&deployments(ns), name))
         .await
         .map_err(Failure::api(format!("reading deployment {ns}/{name}")))
 }
 
 /// Sends a change to a Deployment, then waits for its rollout (the gate every such step has).
-async fn change_and_wait(
+pub(super) async fn change_and_wait(
     s: &mut Session,
     req: http::Request<Vec<u8>>,
     what: String,
@@ -77,11 +88,13 @@ async fn change_and_wait(
     wait_rollout(s, ns, name, wait).await
 }
 
-fn refuse<T>(why: impl Into<String>) -> Result<T, Failure> {
+/// A refusal (a precondition that does not hold).
+pub(super) fn refuse<T>(why: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::Refused(why.into()))
 }
 
-fn bad(e: String) -> Failure {
+/// Parameters that do not render or parse: a refusal.
+pub(super) fn bad(e: String) -> Failure {
     Failure::Refused(e)
 }
 
@@ -154,231 +167,6 @@ impl KubeAction for Status {
                 .and_then(|t| t.resolve(req))
                 .map_err(bad)?;
             wait_rollout(s, &ns, &name, wait).await
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UndoParams {
-    #[serde(flatten)]
-    target: Target,
-    /// 0: the previous revision; N: that revision.
-    #[serde(default)]
-    to_revision: i64,
-    /// Roll back only if the Deployment changed this recently (the runbook's level-2 rollback).
-    #[serde(default)]
-    changed_within: Option<String>,
-}
-
-const SKIP_ANNOTATIONS: &[&str] = &[
-    "kubectl.kubernetes.io/last-applied-configuration",
-    "deployment.kubernetes.io/revision",
-    "deployment.kubernetes.io/revision-history",
-    "deployment.kubernetes.io/desired-replicas",
-    "deployment.kubernetes.io/max-replicas",
-    "deprecated.deployment.rollback.to",
-];
-
-fn revision(rs: &Value) -> Option<i64> {
-    match rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str() {
-        None => Some(0),
-        Some(s) => s.parse().ok(),
-    }
-}
-
-fn without_hash(template: &Value) -> Value {
-    let mut t = template.clone();
-    if let Some(l) = t["metadata"]["labels"].as_object_mut() {
-        l.remove("pod-template-hash");
-        if l.is_empty() {
-            t["metadata"].as_object_mut().map(|m| m.remove("labels"));
-        }
-    }
-    t
-}
-
-/// Equal as the API server's semantic deep-equal sees them: absent, null and empty agree.
-fn semantic_eq(a: &Value, b: &Value) -> bool {
-    fn norm(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .filter(|(_, v)| !is_empty(v))
-                    .map(|(k, v)| (k.clone(), norm(v)))
-                    .collect(),
-            ),
-            Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
-            other => other.clone(),
-        }
-    }
-    fn is_empty(v: &Value) -> bool {
-        match v {
-            Value::Null => true,
-            Value::Object(m) => m.values().all(is_empty),
-            Value::Array(a) => a.is_empty(),
-            _ => false,
-        }
-    }
-    norm(a) == norm(b)
-}
-
-/// `kube_rollout_undo`: `kubectl rollout undo deployment/X [--to-revision=N]`, then the gate.
-pub struct Undo;
-
-impl KubeAction for Undo {
-    fn validate(&self, p: &Value) -> Result<(), String> {
-        let u = params::<UndoParams>(p)?;
-        u.target.check()?;
-        if u.to_revision < 0 {
-            return Err("to_revision: must be 0 (previous) or a revision number".into());
-        }
-        if let Some(w) = &u.changed_within {
-            duration("changed_within", w, Duration::from_secs(7 * 24 * 3600))?;
-        }
-        Ok(())
-    }
-    fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
-        let u = params::<UndoParams>(&req.params)?;
-        let (ns, name, wait) = u.target.resolve(req)?;
-        Ok(
-            json!({"patch": format!("{}/{name}", deployments(&ns)), "content_type": "application/json-patch+json", "to_revision": u.to_revision, "changed_within": u.changed_within, "wait": fmt(wait)}),
-        )
-    }
-    fn run<'a>(
-        &'a self,
-        s: &'a mut Session,
-        req: &'a ActionRequest,
-    ) -> BoxFuture<'a, Result<String, Failure>> {
-        Box::pin(async move {
-            let u = params::<UndoParams>(&req.params).map_err(bad)?;
-            let (ns, name, wait) = u.target.resolve(req).map_err(bad)?;
-            let d = read_deployment(s, &ns, &name).await?;
-            let uid = d["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let sel = selector_string(&d["spec"]["selector"]).map_err(bad)?;
-            let all = list_all(
-                s,
-                &path("apps/v1", &ns, "replicasets"),
-                Some(&sel),
-                None,
-                None,
-            )
-            .await
-            .map_err(Failure::api(format!("listing replicasets of {ns}/{name}")))?;
-            let owned: Vec<&Value> = all
-                .iter()
-                .filter(|rs| {
-                    rs["metadata"]["ownerReferences"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|o| o["controller"] == true && o["uid"] == uid.as_str())
-                })
-                .collect();
-            let current_rev = revision(&d).unwrap_or(0);
-            if let Some(w) = &u.changed_within {
-                let within = duration("changed_within", w, Duration::from_secs(7 * 24 * 3600))
-                    .map_err(bad)?;
-                // The current revision's ReplicaSet: when it was created is when the
-                // Deployment last changed its template.
-                let newest = owned
-                    .iter()
-                    .filter(|rs| revision(rs) == Some(current_rev))
-                    .filter_map(|rs| rs["metadata"]["creationTimestamp"].as_str())
-                    .filter_map(|t| crate::clock::Timestamp::parse_rfc3339(t).ok())
-                    .max();
-                let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-                match newest {
-                    Some(t) if now.since(t) <= within => s.notes.push(format!(
-                        "revision {current_rev} rolled out {} ago (within {})",
-                        fmt(now.since(t)),
-                        fmt(within)
-                    )),
-                    Some(t) => {
-                        return refuse(format!(
-                            "not rolled back: deployment {ns}/{name} last changed {} ago (revision {current_rev}), more than changed_within {}",
-                            fmt(now.since(t)),
-                            fmt(within)
-                        ));
-                    }
-                    None => {
-                        return refuse(format!(
-                            "not rolled back: no ReplicaSet of revision {current_rev} shows when {ns}/{name} last changed"
-                        ));
-                    }
-                }
-            }
-            let mut revs: Vec<(i64, &Value)> = owned
-                .iter()
-                .filter_map(|rs| Some((revision(rs)?, *rs)))
-                .collect();
-            revs.sort_by_key(|(r, _)| *r);
-            let pick = if u.to_revision == 0 {
-                if revs.len() < 2 {
-                    return refuse(format!("no rollout history found for deployment {name:?}"));
-                }
-                revs[revs.len() - 2]
-            } else {
-                match revs.iter().find(|(r, _)| *r == u.to_revision) {
-                    Some(p) => *p,
-                    None => {
-                        return refuse(format!(
-                            "unable to find specified revision {} in history",
-                            u.to_revision
-                        ));
-                    }
-                }
-            };
-            if d["spec"]["paused"] == true {
-                return refuse(
-                    "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again",
-                );
-            }
-            let (rev, rs) = pick;
-            let template = without_hash(&rs["spec"]["template"]);
-            if semantic_eq(&template, &without_hash(&d["spec"]["template"])) {
-                return refuse(format!(
-                    "skipped rollback (current template already matches revision {rev})"
-                ));
-            }
-            let mut annotations = serde_json::Map::new();
-            for k in SKIP_ANNOTATIONS {
-                if let Some(v) = d["metadata"]["annotations"].get(*k) {
-                    annotations.insert(k.to_string(), v.clone());
-                }
-            }
-            for (k, v) in rs["metadata"]["annotations"]
-                .as_object()
-                .into_iter()
-                .flatten()
-            {
-                if !SKIP_ANNOTATIONS.contains(&k.as_str()) {
-                    annotations.insert(k.clone(), v.clone());
-                }
-            }
-            let body = json!([
-                {"op": "replace", "path": "/spec/template", "value": template},
-                {"op": "replace", "path": "/metadata/annotations", "value": annotations},
-            ]);
-            let patch: json_patch::Patch =
-                serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
-            let req = super::patch(
-                &deployments(&ns),
-                &name,
-                None,
-                None,
-                &::kube::api::Patch::Json(patch),
-            );
-            let what = format!("rolling back deployment {ns}/{name}");
-            let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
-            Ok(format!(
-                "rolled back deployment {ns}/{name} from revision {current_rev} to revision {rev}: {done}"
-            ))
         })
     }
 }

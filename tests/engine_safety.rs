@@ -1,0 +1,717 @@
+//! Where the engine's safety features meet (issue 10): evidence steps, budgets, breakers,
+//! dry-run, precondition refusals and levels, each a regression test that failed on the engine
+//! before the fix. The real engine and SQLite store on a manual clock; a scripted remediation
+//! action (`fix`), an evidence action (`look`) and a recording pager.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use remedyd::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
+use remedyd::clock::{Clock, ManualClock, Timestamp};
+use remedyd::config::Mode;
+use remedyd::engine::{Engine, EngineConfig, SharedRuleset};
+use remedyd::escalate::{Notification, NotificationKind, Pager, PagerError};
+use remedyd::policy::Route;
+use remedyd::signal::{Labels, Signal, Source, Status};
+use remedyd::store::sqlite::SqliteStore;
+use remedyd::store::{Receipt, Store};
+use remedyd::telemetry::Metrics;
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+
+/// What the scripted action answers.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Ok,
+    Fail,
+    NoChange,
+    Panic,
+}
+
+/// A remediation action answering from a script (then ok), recording every call.
+#[derive(Default)]
+struct Fix {
+    script: Mutex<Vec<Answer>>,
+    calls: Mutex<Vec<(String, bool)>>,
+}
+
+impl Executor for Fix {
+    fn validate(&self, _: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+    fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!({"fix": req.vars.get("target.name")}))
+    }
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((req.incident.clone(), false));
+            let answer = {
+                let mut s = self.script.lock().unwrap();
+                if s.is_empty() {
+                    Answer::Ok
+                } else {
+                    s.remove(0)
+                }
+            };
+            match answer {
+                Answer::Ok => Outcome::ok("fixed", serde_json::Value::Null),
+                Answer::Fail => Outcome::failed(false, "fix failed", serde_json::Value::Null),
+                Answer::NoChange => Outcome::refused("nothing to fix", serde_json::Value::Null),
+                Answer::Panic => panic!("fix blew up"),
+            }
+        })
+    }
+    fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((req.incident.clone(), true));
+            Outcome::ok(
+                "dry-run",
+                serde_json::json!({"would_send": req.vars.get("target.name")}),
+            )
+        })
+    }
+}
+
+/// An evidence action: only reads.
+#[derive(Default)]
+struct Look {
+    calls: Mutex<usize>,
+}
+
+impl Executor for Look {
+    fn validate(&self, _: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+    fn plan(&self, _: &ActionRequest) -> Result<serde_json::Value, String> {
+        Ok(serde_json::Value::Null)
+    }
+    fn execute<'a>(&'a self, _: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            *self.calls.lock().unwrap() += 1;
+            Outcome::ok("looked", serde_json::Value::Null)
+        })
+    }
+    fn gathers_evidence(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Default)]
+struct Pages(Mutex<Vec<(String, Notification)>>);
+
+impl Pager for Pages {
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>> {
+        Box::pin(async move {
+            self.0.lock().unwrap().push((route.name.clone(), n.clone()));
+            Ok(true)
+        })
+    }
+}
+
+const RULES: &str = r#"
+rules:
+  - name: r
+    match: ['alertname="Broken"']
+    level_from: {label: severity, map: {warning: 1, critical: 2}}
+    target: {kind: deployment, name: "{{service}}"}
+    policy: p
+"#;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
+    shared: SharedRuleset,
+    engine: Engine,
+    tasks: TaskTracker,
+    fix: Arc<Fix>,
+    look: Arc<Look>,
+    pages: Arc<Pages>,
+    metrics: Arc<Metrics>,
+    start: Timestamp,
+    executors: Executors,
+}
+
+impl Rig {
+    fn new(rules: &str, policies: &str) -> Self {
+        Self::with(rules, policies, EngineConfig::default().stale_after)
+    }
+
+    fn with(rules: &str, policies: &str, stale_after: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (rd, pd) = (dir.path().join("rules"), dir.path().join("policies"));
+        std::fs::create_dir_all(&rd).unwrap();
+        std::fs::create_dir_all(&pd).unwrap();
+        std::fs::write(rd.join("r.yaml"), rules).unwrap();
+        std::fs::write(pd.join("p.yaml"), policies).unwrap();
+        let fix = Arc::new(Fix::default());
+        let look = Arc::new(Look::default());
+        let mut executors = Executors::builtin();
+        executors.register("fix", fix.clone());
+        executors.register("look", look.clone());
+        let rs = remedyd::ruleset::load(&rd, &pd, &executors)
+            .unwrap_or_else(|d| panic!("rules and policies load: {d}"));
+        let shared: SharedRuleset = Arc::new(RwLock::new(Arc::new(rs)));
+        let store = Arc::new(SqliteStore::open(Path::new(":memory:")).unwrap());
+        let start = Timestamp::parse_rfc3339("2026-11-28T10:00:00Z").unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::new(
+            store.clone(),
+            shared.clone(),
+            executors.clone(),
+            clock.clone(),
+            metrics.clone(),
+            EngineConfig {
+                mode: Mode::Enforce,
+                stale_after,
+                ..Default::default()
+            },
+            Arc::new(Notify::new()),
+        );
+        Rig {
+            _dir: dir,
+            store,
+            clock,
+            shared,
+            engine,
+            tasks: TaskTracker::new(),
+            fix,
+            look,
+            pages: Arc::new(Pages::default()),
+            metrics,
+            start,
+            executors,
+        }
+    }
+
+    /// A reload: new rules, the same policies.
+    fn reload_rules(&mut self, rules: &str) {
+        let (rd, pd) = (
+            self._dir.path().join("rules"),
+            self._dir.path().join("policies"),
+        );
+        std::fs::write(rd.join("r.yaml"), rules).unwrap();
+        let rs = remedyd::ruleset::load(&rd, &pd, &self.executors)
+            .unwrap_or_else(|d| panic!("rules and policies load: {d}"));
+        *self.shared.write().unwrap() = Arc::new(rs);
+    }
+
+    fn signal(service: &str, severity: &str, status: Status, starts_at: Timestamp) -> Signal {
+        let labels: Labels = BTreeMap::from([
+            ("alertname".to_string(), "Broken".to_string()),
+            ("service".to_string(), service.to_string()),
+            ("severity".to_string(), severity.to_string()),
+        ]);
+        Signal {
+            source: Source::Webhook,
+            status,
+            labels,
+            annotations: Labels::new(),
+            starts_at,
+            ends_at: None,
+            fingerprint: format!("{service}-{severity}"),
+            generator_url: String::new(),
+            value: None,
+            rule: None,
+            level: None,
+        }
+    }
+
+    /// One delivery of several alerts (one Alertmanager group), then the engine.
+    async fn deliver(&mut self, signals: Vec<Signal>) {
+        let receipt = Receipt {
+            received_at: self.clock.now(),
+            receiver: "remedyd".into(),
+            group_key: "{}".into(),
+            truncated_alerts: 0,
+            alerts: signals.len(),
+        };
+        self.store.ingest(receipt, signals).await.unwrap();
+        self.settle().await;
+    }
+
+    fn pages(&self) -> Vec<(String, NotificationKind, String)> {
+        self.pages
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(r, n)| (r.clone(), n.event, n.incident.clone()))
+            .collect()
+    }
+
+    /// An Alertmanager alert for `service` at `severity`, `firing` or `resolved`.
+    async fn alert(&mut self, service: &str, severity: &str, status: Status, starts_at: Timestamp) {
+        self.deliver(vec![Self::signal(service, severity, status, starts_at)])
+            .await;
+    }
+
+    async fn fire(&mut self, service: &str, severity: &str) {
+        let now = self.clock.now();
+        self.alert(service, severity, Status::Firing, now).await;
+    }
+
+    /// Engine passes until nothing moves, then the outbox.
+    async fn settle(&mut self) {
+        tokio::time::timeout(Duration::from_secs(30), self.engine.settle(&self.tasks))
+            .await
+            .expect("the engine settles")
+            .unwrap();
+        remedyd::escalate::outbox::deliver_due(
+            &*self.store,
+            &*self.pages,
+            &self.shared,
+            &*self.clock,
+            &self.metrics,
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn advance(&mut self, d: Duration) {
+        // In steps of the engine's tick, as time passes for the real engine.
+        self.advance_by(d, Duration::from_secs(5)).await
+    }
+
+    async fn advance_by(&mut self, d: Duration, step: Duration) {
+        let mut left = d;
+        while !left.is_zero() {
+            let s = left.min(step);
+            self.clock.advance(s);
+            left -= s;
+            self.settle().await;
+        }
+    }
+
+    async fn status(&self, service: &str) -> String {
+        let list = self.store.list_incidents(None, 100).await.unwrap();
+        list.iter()
+            .find(|i| i.target.name == service)
+            .map(|i| i.status().as_str().to_string())
+            .unwrap_or_else(|| "none".into())
+    }
+
+    async fn level(&self, service: &str) -> u8 {
+        let list = self.store.list_incidents(None, 100).await.unwrap();
+        list.iter()
+            .find(|i| i.target.name == service && !i.is_resolved())
+            .map(|i| i.level)
+            .unwrap_or(0)
+    }
+
+    async fn uses(&self, key: &str, dry_run: bool) -> u32 {
+        self.store
+            .count_uses(key, self.start.minus(Duration::from_secs(1)), dry_run)
+            .await
+            .unwrap()
+    }
+
+    async fn breaker_open(&self, key: &str) -> bool {
+        self.store.breaker(key).await.unwrap().opened_at.is_some()
+    }
+
+    fn fix_calls(&self) -> usize {
+        self.fix.calls.lock().unwrap().len()
+    }
+}
+
+fn policy(extra_limits: &str, steps: &str) -> String {
+    format!(
+        r#"
+routes:
+  - {{name: oncall, type: webhook, url: "http://127.0.0.1:9/"}}
+  - {{name: platform, type: webhook, url: "http://127.0.0.1:9/"}}
+limits:
+  namespaces: [python-services]
+{extra_limits}
+policies:
+  - name: p
+    escalate_to: oncall
+    levels:
+      - level: 1
+        steps:
+{steps}
+      - level: 2
+        steps:
+          - {{name: big-fix, action: fix, verify: {{resolved_within: 1m}}}}
+"#
+    )
+}
+
+const LOOK_THEN_FIX: &str = "          - {name: evidence, action: look}\n          - {name: fix, action: fix, verify: {resolved_within: 1m}}";
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test finished in time")
+}
+
+#[tokio::test]
+async fn evidence_steps_spend_no_budget_of_any_scope() {
+    within(async {
+        let mut rig = Rig::new(RULES, &policy("", LOOK_THEN_FIX));
+        rig.fire("checkout", "warning").await;
+        assert_eq!(*rig.look.calls.lock().unwrap(), 1, "evidence ran");
+        assert_eq!(rig.fix_calls(), 1, "the remediation ran");
+        // One remediation: one use in each scope; the evidence step spent none.
+        assert_eq!(rig.uses("rule:r", false).await, 1);
+        assert_eq!(rig.uses("global", false).await, 1);
+        assert_eq!(rig.uses("namespace:python-services", false).await, 1);
+        assert_eq!(
+            rig.uses("action:look:deployment/python-services/checkout", false)
+                .await,
+            0
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_half_open_global_breaker_gives_its_trial_to_the_remediation_not_the_evidence_step() {
+    within(async {
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 10m}";
+        let mut rig = Rig::new(RULES, &policy(limits, LOOK_THEN_FIX));
+        // First incident: the fix does not help; its failed verification opens the global breaker.
+        rig.fire("checkout", "warning").await;
+        rig.advance(Duration::from_secs(70)).await;
+        assert_eq!(rig.status("checkout").await, "escalated");
+        assert!(rig.breaker_open("global").await, "one failure opens it");
+        // After the cool-down a second service breaks: evidence runs, and the fix is the trial.
+        rig.advance(Duration::from_secs(600)).await;
+        rig.fire("payments", "warning").await;
+        assert_eq!(*rig.look.calls.lock().unwrap(), 2);
+        assert_eq!(rig.fix_calls(), 2, "the remediation got the trial");
+        assert_eq!(rig.status("payments").await, "verifying");
+        // It works: the trial's success closes the breaker.
+        let since = rig.clock.now();
+        rig.alert("payments", "warning", Status::Resolved, since)
+            .await;
+        assert_eq!(rig.status("payments").await, "resolved");
+        assert!(!rig.breaker_open("global").await, "the trial closed it");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn dry_run_verification_failures_open_no_breaker() {
+    within(async {
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 10m}\n    target: {failures: 1, within: 1h, cooldown: 10m}";
+        let dry = policy(limits, LOOK_THEN_FIX).replace(
+            "    escalate_to: oncall\n",
+            "    escalate_to: oncall\n    mode: dry-run\n",
+        );
+        let mut rig = Rig::new(RULES, &dry);
+        rig.fire("checkout", "warning").await;
+        rig.advance(Duration::from_secs(70)).await;
+        assert_eq!(rig.status("checkout").await, "escalated");
+        assert_eq!(
+            rig.fix.calls.lock().unwrap().clone(),
+            vec![("INC-2026-0001".to_string(), true)],
+            "dry-run only"
+        );
+        assert!(!rig.breaker_open("global").await);
+        assert!(
+            !rig.breaker_open("action:fix:deployment/python-services/checkout")
+                .await
+        );
+        // The next incident's dry run is not refused by a breaker.
+        rig.fire("payments", "warning").await;
+        assert_eq!(rig.fix_calls(), 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_precondition_refusal_goes_up_the_ladder_without_counting_as_a_failure() {
+    within(async {
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 10m}\n    target: {failures: 1, within: 1h, cooldown: 10m}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}, on_failure: next}\n          - {name: fix-again, action: fix, verify: {resolved_within: 1m}}";
+        let mut rig = Rig::new(RULES, &policy(limits, steps));
+        rig.fix.script.lock().unwrap().push(Answer::NoChange);
+        rig.fire("checkout", "warning").await;
+        // "nothing to fix": the next step runs at once, and is not refused by an open breaker.
+        assert_eq!(rig.fix_calls(), 2);
+        assert_eq!(rig.status("checkout").await, "verifying");
+        assert!(!rig.breaker_open("global").await);
+        assert!(
+            !rig.breaker_open("action:fix:deployment/python-services/checkout")
+                .await
+        );
+        let tl = rig.store.timeline("INC-2026-0001").await.unwrap();
+        assert!(
+            tl.iter().any(|e| e.kind == "step_refused"),
+            "the refusal is in the timeline: {tl:#?}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_real_failure_still_opens_the_breaker_after_exactly_k() {
+    within(async {
+        let limits = "  breakers:\n    global: {failures: 2, within: 1h, cooldown: 10m}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}}";
+        let mut rig = Rig::new(RULES, &policy(limits, steps));
+        rig.fix
+            .script
+            .lock()
+            .unwrap()
+            .extend([Answer::Fail, Answer::Fail]);
+        rig.fire("checkout", "warning").await;
+        assert!(!rig.breaker_open("global").await, "1 of 2");
+        rig.fire("payments", "warning").await;
+        assert!(rig.breaker_open("global").await, "2 of 2");
+        rig.fire("search", "warning").await;
+        assert_eq!(rig.fix_calls(), 2, "refused by the open breaker");
+        assert_eq!(rig.status("search").await, "escalated");
+        let pages = rig.pages.0.lock().unwrap().clone();
+        assert!(
+            pages
+                .iter()
+                .all(|(r, n)| r == "oncall" && n.event == NotificationKind::Trigger),
+            "{pages:#?}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_level_upgrade_waits_for_the_rules_for() {
+    within(async {
+        let rules = RULES.replace("    policy: p\n", "    policy: p\n    for: 1m\n");
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 10m}}";
+        let mut rig = Rig::new(&rules, &policy("", steps));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        rig.advance(Duration::from_secs(65)).await;
+        assert_eq!(rig.fix_calls(), 1, "level 1 acted after its for");
+        // One noisy critical sample: it resolves before its own `for` has passed.
+        let t1 = rig.clock.now();
+        rig.alert("checkout", "critical", Status::Firing, t1).await;
+        assert_eq!(rig.level("checkout").await, 1, "not yet level 2");
+        assert_eq!(rig.fix_calls(), 1, "no level-2 step at once");
+        rig.advance(Duration::from_secs(30)).await;
+        rig.alert("checkout", "critical", Status::Resolved, t1)
+            .await;
+        rig.advance(Duration::from_secs(60)).await;
+        assert_eq!(rig.level("checkout").await, 1, "the blip never counted");
+        assert_eq!(rig.fix_calls(), 1);
+        // A critical alert that stays for its `for` does supersede the ladder.
+        let t2 = rig.clock.now();
+        rig.alert("checkout", "critical", Status::Firing, t2).await;
+        rig.advance(Duration::from_secs(30)).await;
+        assert_eq!(rig.fix_calls(), 1);
+        rig.advance(Duration::from_secs(35)).await;
+        assert_eq!(rig.level("checkout").await, 2);
+        assert_eq!(rig.fix_calls(), 2, "the level-2 ladder ran after its for");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_incident_that_hears_nothing_goes_stale_pages_once_and_stops_counting_for_the_storm() {
+    within(async {
+        let limits = "  storm_guard: {max_targets: 1, route: platform}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 24h}}";
+        let mut rig = Rig::with(RULES, &policy(limits, steps), Duration::from_secs(3600));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        assert_eq!(rig.status("checkout").await, "verifying");
+        // Alertmanager re-sends it every 30 minutes (duplicates at ingest): not stale.
+        for _ in 0..4 {
+            rig.advance_by(Duration::from_secs(1800), Duration::from_secs(60))
+                .await;
+            rig.alert("checkout", "warning", Status::Firing, t0).await;
+        }
+        assert_eq!(rig.status("checkout").await, "verifying", "heard of");
+        assert!(rig.pages().is_empty());
+        // Then silence for more than stale_after.
+        rig.advance_by(Duration::from_secs(3700), Duration::from_secs(60))
+            .await;
+        assert_eq!(rig.status("checkout").await, "escalated");
+        let inc = rig
+            .store
+            .get_incident("INC-2026-0001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(inc.stale_since.is_some());
+        assert_eq!(
+            rig.pages(),
+            vec![(
+                "oncall".to_string(),
+                NotificationKind::Trigger,
+                "INC-2026-0001".to_string()
+            )],
+            "paged once"
+        );
+        // More silence pages nobody again.
+        rig.advance_by(Duration::from_secs(7200), Duration::from_secs(300))
+            .await;
+        assert_eq!(rig.pages().len(), 1);
+        // A stale incident does not count toward the storm guard: the next one is remediated.
+        rig.fire("payments", "warning").await;
+        assert_eq!(
+            rig.fix_calls(),
+            2,
+            "no storm: the stale incident is not counted"
+        );
+        // Never resolved silently; heard of again, it is no longer stale (a human owns it).
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        rig.advance_by(Duration::from_secs(120), Duration::from_secs(60))
+            .await;
+        let inc = rig
+            .store
+            .get_incident("INC-2026-0001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(inc.stale_since, None);
+        assert_eq!(inc.status().as_str(), "escalated");
+        let now = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Resolved, now)
+            .await;
+        assert_eq!(rig.status("checkout").await, "resolved");
+        assert_eq!(
+            rig.pages().last().map(|p| p.1),
+            Some(NotificationKind::Resolve)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_resolve_closes_its_incident_after_a_reload_renamed_the_rule() {
+    within(async {
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1h}}";
+        let mut rig = Rig::new(RULES, &policy("", steps));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        assert_eq!(rig.status("checkout").await, "verifying");
+        rig.reload_rules(&RULES.replace("  - name: r\n", "  - name: r-renamed\n"));
+        rig.alert("checkout", "warning", Status::Resolved, t0).await;
+        let list = rig.store.list_incidents(None, 10).await.unwrap();
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert!(list[0].is_resolved(), "{list:#?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_alert_that_resolves_and_fires_again_in_one_delivery_opens_a_new_incident() {
+    within(async {
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1h}}";
+        let mut rig = Rig::new(RULES, &policy("", steps));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        rig.advance(Duration::from_secs(10)).await;
+        let t1 = rig.clock.now();
+        rig.deliver(vec![
+            Rig::signal("checkout", "warning", Status::Resolved, t0),
+            Rig::signal("checkout", "warning", Status::Firing, t1),
+        ])
+        .await;
+        let list = rig.store.list_incidents(None, 10).await.unwrap();
+        let states: Vec<(String, String)> = list
+            .iter()
+            .map(|i| (i.id.clone(), i.status().as_str().to_string()))
+            .collect();
+        assert!(
+            states.contains(&("INC-2026-0001".into(), "resolved".into())),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&("INC-2026-0002".into(), "verifying".into())),
+            "{states:?}"
+        );
+        assert_eq!(rig.fix_calls(), 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_panicking_action_is_a_failed_step_and_the_engine_goes_on() {
+    within(async {
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}}";
+        let mut rig = Rig::new(RULES, &policy("", steps));
+        rig.fix.script.lock().unwrap().push(Answer::Panic);
+        rig.fire("checkout", "warning").await;
+        assert_eq!(rig.status("checkout").await, "escalated");
+        let tl = rig.store.timeline("INC-2026-0001").await.unwrap();
+        assert!(
+            tl.iter()
+                .any(|e| e.kind == "step_failed" && e.message.contains("fix blew up")),
+            "{tl:#?}"
+        );
+        // The engine still works for the next incident.
+        rig.fire("payments", "warning").await;
+        assert_eq!(rig.status("payments").await, "verifying");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failed_verification_that_opens_a_breaker_stops_the_next_step_of_the_same_ladder() {
+    within(async {
+        // Found by the model-based test: the next step's gates read the breakers before the
+        // failed verification that opened one was written.
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 10m}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}, on_failure: next}\n          - {name: fix-again, action: fix, verify: {resolved_within: 1m}}";
+        let mut rig = Rig::new(RULES, &policy(limits, steps));
+        rig.fire("checkout", "warning").await;
+        assert_eq!(rig.fix_calls(), 1);
+        rig.advance(Duration::from_secs(70)).await;
+        assert!(rig.breaker_open("global").await);
+        assert_eq!(rig.fix_calls(), 1, "the open breaker refused fix-again");
+        assert_eq!(rig.status("checkout").await, "escalated");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_dry_run_step_does_not_take_a_half_open_breakers_trial() {
+    within(async {
+        // Found by the model-based test: a dry-run policy's step took the trial of a breaker an
+        // enforce policy had opened, and its result could never close or reopen it.
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 10m}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}}";
+        let mut p = policy(limits, steps);
+        p.push_str("  - name: p-dry\n    escalate_to: oncall\n    mode: dry-run\n    levels:\n      - level: 1\n        steps:\n          - {name: fix, action: fix, verify: {resolved_within: 1m}}\n");
+        let rules = format!(
+            "{RULES}  - name: r-dry\n    match: ['alertname=\"Dry\"']\n    level: 1\n    target: {{kind: deployment, name: \"{{{{service}}}}\"}}\n    policy: p-dry\n"
+        );
+        let mut rig = Rig::new(&rules, &p);
+        rig.fire("checkout", "warning").await;
+        rig.advance(Duration::from_secs(70)).await;
+        assert!(rig.breaker_open("global").await, "the enforce failure opened it");
+        rig.advance(Duration::from_secs(600)).await;
+        // Half-open: a dry run passes without taking the trial...
+        let now = rig.clock.now();
+        let mut s = Rig::signal("search", "warning", Status::Firing, now);
+        s.labels.insert("alertname".into(), "Dry".into());
+        s.fingerprint = "search-dry".into();
+        rig.deliver(vec![s]).await;
+        assert_eq!(rig.fix.calls.lock().unwrap().last().map(|c| c.1), Some(true));
+        let rec = rig.store.breaker("global").await.unwrap();
+        assert_eq!(rec.trial_by, None, "{rec:?}");
+        // ...and the next enforce remediation gets it.
+        rig.fire("payments", "warning").await;
+        let rec = rig.store.breaker("global").await.unwrap();
+        assert!(rec.trial_by.is_some(), "{rec:?}");
+        assert_eq!(rig.status("payments").await, "verifying");
+    })
+    .await
+}
