@@ -37,25 +37,7 @@ use std::time::Duration;
 /// Defects of the engine the model finds that are not fixed yet: their checks count instead of
 /// failing. Each has a minimal history in `tests/model/regressions/KIND.txt`, which must keep
 /// failing while its kind is listed here (and must pass once it is removed).
-const KNOWN_OPEN: &[&str] = &[
-    "breaker_closed_by_dry_run_success",
-    "breaker_closed_by_non_trial_success",
-    "breaker_counted_dry_run_failure",
-    "breaker_ignored_failure_after_resolve",
-    "dry_run_took_trial",
-    "duplicate_trigger",
-    "evidence_spent_budget",
-    "evidence_took_trial",
-    "level_rise_before_for",
-    "out_of_order",
-    "panic",
-    "resolve_before_trigger",
-    "restart_repeated_storm_page",
-    "second_storm_page",
-    "second_trial_while_trial_runs",
-    "started_while_breaker_open",
-    "storm_page_unresolved",
-];
+const KNOWN_OPEN: &[&str] = &[];
 
 /// Histories in the CI run: the issue asks for at least 2 000 of at least 200 events.
 const CI_HISTORIES: u64 = 2_000;

@@ -47,6 +47,8 @@ pub struct Trial {
     pub step: usize,
     /// When it started.
     pub since: Timestamp,
+    /// Taken over from the engine's record (which names the incident, not the step).
+    pub adopted: bool,
 }
 
 /// One reference breaker.
@@ -60,6 +62,9 @@ pub struct RefBreaker {
     /// The running trial.
     pub trial: Option<Trial>,
     released: Option<(Timestamp, Timestamp)>,
+    /// Another step's counted failure while open, K or more in the window: the semantics do not
+    /// say whether it gives a fresh cool-down, so either state is accepted until a trial decides.
+    stretched: Option<Timestamp>,
 }
 
 impl RefBreaker {
@@ -72,6 +77,7 @@ impl RefBreaker {
             opened_at: None,
             trial: None,
             released: None,
+            stretched: None,
         }
     }
 
@@ -86,14 +92,22 @@ impl RefBreaker {
 
     /// The state at `now`.
     pub fn state(&self, now: Timestamp) -> St {
-        let Some(at) = self.opened_at else {
+        let primary = self.state_from(self.opened_at, now);
+        match self.stretched {
+            Some(s) if self.state_from(Some(s), now) != primary => St::OpenOrHalfOpen,
+            _ => primary,
+        }
+    }
+
+    fn state_from(&self, opened_at: Option<Timestamp>, now: Timestamp) -> St {
+        let Some(at) = opened_at else {
             return St::Closed;
         };
         if now < at.plus(self.cfg.cooldown) || self.trial.is_some() {
             return St::Open;
         }
         match self.released {
-            Some((start, _)) if now < start.plus(self.cfg.cooldown) => St::Open,
+            // Released "after a cool-down": counted from the trial's start or from its release.
             Some((_, release)) if now < release.plus(self.cfg.cooldown) => St::OpenOrHalfOpen,
             _ => St::HalfOpen,
         }
@@ -105,6 +119,7 @@ impl RefBreaker {
             St::HalfOpen | St::OpenOrHalfOpen => {
                 self.trial = Some(trial);
                 self.released = None;
+                self.stretched = None;
                 true
             }
             St::Closed | St::Open => false,
@@ -113,25 +128,31 @@ impl RefBreaker {
 
     /// Whether this step holds the trial.
     pub fn is_trial(&self, incident: &str, ladder: u8, step: usize) -> bool {
-        self.trial
-            .as_ref()
-            .is_some_and(|t| t.incident == incident && t.ladder == ladder && t.step == step)
+        self.trial.as_ref().is_some_and(|t| {
+            t.incident == incident && ((t.ladder == ladder && t.step == step) || t.adopted)
+        })
     }
 
     /// A counted failure. `at_once`: permission denied on the action×target breaker.
     pub fn failure(&mut self, now: Timestamp, at_once: bool, of_trial: bool) {
         self.failures.push(now);
-        if of_trial
-            || self.trial.is_some()
-            || at_once
-            || self.count(now) >= self.cfg.failures as usize
-        {
-            // A trial's failure reopens; so does any failure once K are in the window (a fresh
-            // cool-down). A failure while another step holds the trial reopens and ends that
-            // trial (its later result no longer decides).
+        let open = match self.opened_at {
+            // Open: the trial's failure reopens it (a fresh cool-down); another step's failure
+            // may or may not give one.
+            Some(_) => {
+                if !of_trial && self.count(now) >= self.cfg.failures as usize {
+                    self.stretched = Some(now);
+                }
+                of_trial
+            }
+            // Closed: opens at the K-th counted failure in the window, or at once on a denial.
+            None => at_once || self.count(now) >= self.cfg.failures as usize,
+        };
+        if open {
             self.opened_at = Some(now);
             self.trial = None;
             self.released = None;
+            self.stretched = None;
         }
     }
 
@@ -141,6 +162,7 @@ impl RefBreaker {
             self.opened_at = None;
             self.trial = None;
             self.released = None;
+            self.stretched = None;
             self.reset_at = Some(now);
         }
     }
@@ -158,12 +180,14 @@ impl RefBreaker {
         self.opened_at = rec.opened_at;
         self.reset_at = rec.reset_at;
         self.released = None;
+        self.stretched = None;
         self.trial = match (rec.trial_since, breaker::state(rec, now, &self.cfg)) {
             (Some(since), BreakerState::Open { .. }) => Some(Trial {
-                incident: String::new(),
+                incident: rec.trial_by.clone().unwrap_or_default(),
                 ladder: 0,
                 step: 0,
                 since,
+                adopted: true,
             }),
             _ => None,
         };

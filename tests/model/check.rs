@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use remedyd::clock::Timestamp;
 use remedyd::config::Mode;
@@ -79,14 +80,23 @@ struct Mirror {
     /// Firing alerts heard during the current event (an upgrade may use one that resolved in
     /// the same batch when `for` is zero).
     recent: Vec<(String, String, u8, Timestamp)>,
+    /// When a firing alert was last received, stored or re-sent (what `stale_after` counts).
+    heard: BTreeMap<String, Timestamp>,
+    /// Whether the last stored signal of each fingerprint was a resolve.
+    resolved: BTreeMap<String, bool>,
+    /// Fingerprints resolved during the current event.
+    resolved_now: BTreeSet<String>,
 }
 
 impl Mirror {
     /// Returns how many signals are new (not duplicates).
-    fn ingest(&mut self, signals: &[Signal], rs: &Ruleset) -> usize {
+    fn ingest(&mut self, signals: &[Signal], rs: &Ruleset, now: Timestamp) -> usize {
         let mut stored = 0;
         for s in signals {
             let firing = s.status == SignalStatus::Firing;
+            if firing {
+                self.heard.insert(s.fingerprint.clone(), now);
+            }
             if !self
                 .seen
                 .insert((s.fingerprint.clone(), s.starts_at.0, firing))
@@ -94,6 +104,10 @@ impl Mirror {
                 continue;
             }
             stored += 1;
+            self.resolved.insert(s.fingerprint.clone(), !firing);
+            if !firing {
+                self.resolved_now.insert(s.fingerprint.clone());
+            }
             for rule in &rs.rules {
                 let Ok(Some(m)) = rule.evaluate(s) else {
                     continue;
@@ -148,6 +162,12 @@ pub struct Model {
     /// Failures the reference counted where the engine may not have (time, why): what explains
     /// a breaker the engine left closed.
     disputed: BTreeMap<String, Vec<(Timestamp, &'static str)>>,
+    /// `stale_after` of the history.
+    stale_after: Duration,
+    /// Incidents a person asked to resolve by hand.
+    resolve_requested: BTreeSet<String>,
+    /// Since when each incident should be stale (the engine checks once a minute).
+    stale_due: BTreeMap<String, Timestamp>,
 }
 
 fn covering_pause<'a>(pauses: &'a BTreeSet<String>, inc: &Incident) -> Option<&'a String> {
@@ -162,7 +182,12 @@ fn covering_pause<'a>(pauses: &'a BTreeSet<String>, inc: &Incident) -> Option<&'
 impl Model {
     /// A model for a history starting on `rs` in `mode`; violations of `known_open` kinds are
     /// counted, not reported.
-    pub fn new(rs: Arc<Ruleset>, mode: Mode, known_open: &[&'static str]) -> Self {
+    pub fn new(
+        rs: Arc<Ruleset>,
+        mode: Mode,
+        stale_after: Duration,
+        known_open: &[&'static str],
+    ) -> Self {
         Self {
             known_open: known_open.to_vec(),
             checks: 0,
@@ -186,6 +211,9 @@ impl Model {
             notes: BTreeMap::new(),
             uncounted: BTreeMap::new(),
             disputed: BTreeMap::new(),
+            stale_after,
+            resolve_requested: BTreeSet::new(),
+            stale_due: BTreeMap::new(),
         }
     }
 
@@ -287,6 +315,7 @@ impl Model {
 
     fn storm_targets(&self) -> usize {
         self.active()
+            .filter(|i| i.stale_since.is_none())
             .map(|i| i.target.key())
             .collect::<BTreeSet<_>>()
             .len()
@@ -333,13 +362,16 @@ impl Model {
                 Fact::Resume(s) => {
                     self.pauses.remove(&s);
                 }
+                Fact::ResolveRequested(id) => {
+                    self.resolve_requested.insert(id);
+                }
             }
         }
     }
 
     fn ingest(&mut self, signals: &[Signal], result: IngestResult) {
         let rs = self.rs.clone();
-        let stored = self.mirror.ingest(signals, &rs);
+        let stored = self.mirror.ingest(signals, &rs, self.now);
         self.check(stored == result.stored, "harness", "ingest_dedup", || {
             format!(
                 "ingest stored {} of {} signals; the mirror expected {stored} (dedup on fingerprint, startsAt, status)",
@@ -367,6 +399,14 @@ impl Model {
                 }
                 if inc.is_resolved() && !old.is_resolved() {
                     newly_resolved.push(inc.id.clone());
+                    let by_hand = c
+                        .timeline
+                        .iter()
+                        .any(|(i, e)| *i == inc.id && e.kind == "resolved_by_hand");
+                    self.resolved_how(&old, by_hand);
+                }
+                if inc.stale_since.is_some() && old.stale_since.is_none() {
+                    self.stale_marked(&old);
                 }
             } else if inc.is_resolved() {
                 newly_resolved.push(inc.id.clone());
@@ -374,7 +414,7 @@ impl Model {
             self.incidents.insert(inc.id.clone(), inc.clone());
         }
         for (k, rec) in &c.breakers {
-            self.engine_breakers.insert(k.clone(), *rec);
+            self.engine_breakers.insert(k.clone(), rec.clone());
         }
         let mut expected_uses: Vec<(String, bool)> = Vec::new();
         let mut evidence_claims = Vec::new();
@@ -382,12 +422,11 @@ impl Model {
         for (id, e) in &c.timeline {
             match e.kind.as_str() {
                 "step_started" => self.started(id, e, &c, &mut expected_uses, &mut evidence_claims),
-                "step_ok" | "step_failed" | "step_interrupted" | "step_finished" => {
-                    self.finished(id, e, &c)
-                }
+                "step_ok" | "step_failed" | "step_interrupted" | "step_finished"
+                | "step_refused" => self.finished(id, e, &c),
                 "verified" => self.verified(id),
                 "verification_failed" => self.verification_failed(id),
-                "escalated" | "suspended" => escalations.push((id.clone(), e.clone())),
+                "escalated" | "suspended" | "stale" => escalations.push((id.clone(), e.clone())),
                 _ => {}
             }
         }
@@ -433,6 +472,65 @@ impl Model {
         }
         self.release_trials();
         self.compare_breakers();
+    }
+
+    /// An incident is resolved only by its alerts resolving, or by a person.
+    fn resolved_how(&mut self, old: &Incident, by_hand: bool) {
+        if by_hand {
+            let asked = self.resolve_requested.contains(&old.id);
+            self.check(asked, "I1", "resolved_silently", || {
+                format!("{} resolved by hand, but nobody asked", old.id)
+            });
+            return;
+        }
+        let firing: Vec<&String> = old
+            .active
+            .keys()
+            .filter(|fp| {
+                !self.mirror.resolved_now.contains(*fp)
+                    && self.mirror.resolved.get(*fp) != Some(&true)
+            })
+            .collect();
+        self.check(firing.is_empty(), "I1", "resolved_silently", || {
+            format!(
+                "{} resolved while its alerts {firing:?} never resolved and nobody resolved it by hand",
+                old.id
+            )
+        });
+    }
+
+    /// When the last firing alert of an incident was heard (its opening, if none).
+    fn last_heard(&self, inc: &Incident) -> Timestamp {
+        inc.active
+            .keys()
+            .filter_map(|fp| self.mirror.heard.get(fp).copied())
+            .max()
+            .unwrap_or(inc.opened_at)
+    }
+
+    /// Stale: an Alertmanager-driven incident that heard nothing for `stale_after`.
+    fn stale_marked(&mut self, old: &Incident) {
+        let now = self.now;
+        let polled = self
+            .rs
+            .rules
+            .iter()
+            .any(|r| r.name == old.rule && r.polled.is_some());
+        let last = self.last_heard(old);
+        let after = self.stale_after;
+        self.check(
+            !polled && now.since(last) >= after,
+            "I1",
+            "stale_too_early",
+            || {
+                format!(
+                    "{} marked stale at {now}, but an alert was heard at {last} (stale_after {}s{})",
+                    old.id,
+                    after.as_secs(),
+                    if polled { ", and its rule is polled" } else { "" }
+                )
+            },
+        );
     }
 
     fn level_rise(&mut self, old: &Incident, new: &Incident) {
@@ -539,7 +637,7 @@ impl Model {
         }
         let infra = self
             .active()
-            .find(|i| i.level >= 3 && i.id != id)
+            .find(|i| i.level >= 3 && i.id != id && i.stale_since.is_none())
             .map(|i| i.id.clone());
         self.check(
             infra.is_none(),
@@ -647,7 +745,7 @@ impl Model {
                         spec.name
                     ),
                 ) {
-                    if let Some(rec) = self.engine_breakers.get(&key).copied() {
+                    if let Some(rec) = self.engine_breakers.get(&key).cloned() {
                         self.breaker(&key).adopt(&rec, now);
                     }
                 }
@@ -659,6 +757,7 @@ impl Model {
                 ladder,
                 step,
                 since: now,
+                adopted: false,
             };
             self.breaker(&key).start(t, now);
         }
@@ -680,6 +779,13 @@ impl Model {
                 .as_ref()
                 .is_none_or(|r| r.get("result").is_some_and(|v| v == "interrupted"));
         if interrupted {
+            // An interrupted trial ended with neither result: released (after a cool-down).
+            for key in run.keys() {
+                let b = self.breaker(&key);
+                if !run.evidence && !run.dry_run && b.is_trial(id, run.ladder, run.step) {
+                    b.release(now, false);
+                }
+            }
             return;
         }
         let r = result.unwrap_or_default();
@@ -781,7 +887,7 @@ impl Model {
             .collect();
         for key in keys {
             let cfg = self.breaker_cfg(&key);
-            let rec = self.engine_breakers.get(&key).copied().unwrap_or_default();
+            let rec = self.engine_breakers.get(&key).cloned().unwrap_or_default();
             let engine = breaker::state(&rec, now, &cfg);
             let reference = self.breaker(&key).state(now);
             let trial = self.breaker(&key).trial.clone();
@@ -937,7 +1043,7 @@ impl Model {
 
     fn escalation_paged(&mut self, id: &str, e: &Entry) {
         let route = match e.kind.as_str() {
-            "suspended" => self.incidents.get(id).and_then(|i| {
+            "suspended" | "stale" => self.incidents.get(id).and_then(|i| {
                 let p = self.rs.policies.get(&i.policy)?;
                 p.levels.get(&i.ladder).map(|l| l.escalate_to.clone())
             }),
@@ -1037,6 +1143,42 @@ impl Model {
         let now = self.now;
         self.notes.clear();
         self.mirror.recent.clear();
+        self.mirror.resolved_now.clear();
+        // Stale: an Alertmanager-driven incident whose alerts (those still firing) were not heard
+        // for stale_after, and that did not change meanwhile, is stale within the engine's
+        // minute of checking (unless a step is running).
+        let after = self.stale_after;
+        let silent: BTreeMap<String, (Timestamp, Timestamp)> = self
+            .active()
+            .filter(|i| {
+                i.stale_since.is_none()
+                    && !matches!(i.phase, Phase::Running { .. })
+                    && now.since(i.updated_at) >= after
+                    && !self
+                        .rs
+                        .rules
+                        .iter()
+                        .any(|r| r.name == i.rule && r.polled.is_some())
+            })
+            .map(|i| (i.id.clone(), (self.last_heard(i), i.updated_at)))
+            .filter(|(_, (last, _))| now.since(*last) >= after)
+            .collect();
+        self.stale_due.retain(|id, _| silent.contains_key(id));
+        let mut overdue = Vec::new();
+        for (id, (last, updated)) in silent {
+            let since = *self.stale_due.entry(id.clone()).or_insert(now);
+            if now.since(since) >= Duration::from_secs(60) {
+                overdue.push((id, last, updated));
+            }
+        }
+        let after = after.as_secs();
+        for (id, last, updated) in overdue {
+            self.check(false, "I1", "stale_not_marked", || {
+                format!(
+                    "{id} heard nothing since {last} (stale_after {after}s), last changed at {updated}, and is not stale at {now}"
+                )
+            });
+        }
         // I1: a running step is run by someone.
         let running: Vec<(String, Phase)> = self
             .active()

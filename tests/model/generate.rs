@@ -241,6 +241,8 @@ pub fn history(seed: u64, events: usize) -> History {
         polled_for: *c.pick(&[0, 60]),
     };
     let policies = policies(&mut c);
+    // Short enough to happen within a history (Alertmanager re-sends every repeat_interval).
+    let stale_after = *c.pick(&[None, Some(1200), Some(2400)]);
     let mut r = Rng::new(seed);
     let variants = (0..VARIANTS)
         .map(|v| {
@@ -251,6 +253,7 @@ pub fn history(seed: u64, events: usize) -> History {
         })
         .collect();
     let mut out = Vec::with_capacity(events);
+    let mut fired = 0u32;
     let mut state = AlertState::default();
     let mut t: i64 = 0;
     let mut variant = 0;
@@ -264,7 +267,7 @@ pub fn history(seed: u64, events: usize) -> History {
         "namespace:payments",
     ];
     while out.len() < events {
-        let kind = r.weighted(&[26, 20, 12, 3, 3, 2, 6, 5, 11, 2, 2, 2, 2, 1, 2]);
+        let kind = r.weighted(&[26, 20, 12, 3, 3, 2, 6, 5, 11, 2, 2, 2, 2, 1, 2, 1]);
         let e = match kind {
             0 => {
                 let s = *r.pick(&[5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600]);
@@ -352,7 +355,7 @@ pub fn history(seed: u64, events: usize) -> History {
             ),
             8 => Event::Next(
                 *r.pick(&ACTIONS),
-                OutcomeKind::ALL[r.weighted(&[35, 25, 8, 8, 8, 10])],
+                OutcomeKind::ALL[r.weighted(&[35, 22, 7, 7, 8, 10, 8])],
             ),
             9 => Event::Release(*r.pick(&[OutcomeKind::Ok, OutcomeKind::Fail])),
             10 => {
@@ -372,8 +375,13 @@ pub fn history(seed: u64, events: usize) -> History {
                 variant = (variant + 1 + r.below(VARIANTS as u64 - 1) as usize) % VARIANTS;
                 Event::Reload(variant)
             }
-            _ => Event::Restart,
+            14 => Event::Restart,
+            // Mostly an incident that exists, sometimes one that does not (yet).
+            _ => Event::ResolveByHand(r.range(1, i64::from(fired.max(1)) + 1) as u32),
         };
+        if let Event::Alerts(a) = &e {
+            fired += a.iter().filter(|a| a.firing).count() as u32;
+        }
         if matches!(e, Event::Alerts(_)) {
             last_alerts = Some(e.clone());
         }
@@ -381,6 +389,7 @@ pub fn history(seed: u64, events: usize) -> History {
     }
     History {
         mode,
+        stale_after,
         variants,
         events: out,
     }

@@ -111,17 +111,20 @@ pub enum OutcomeKind {
     Denied,
     /// The future stays pending until a `release` event.
     Hang,
+    /// A precondition refusal (`Outcome::refused`: nothing to roll back, scale blocked by max).
+    NoChange,
 }
 
 impl OutcomeKind {
     /// All, for generation and parsing.
-    pub const ALL: [OutcomeKind; 6] = [
+    pub const ALL: [OutcomeKind; 7] = [
         Self::Ok,
         Self::Fail,
         Self::Retry,
         Self::Timeout,
         Self::Denied,
         Self::Hang,
+        Self::NoChange,
     ];
     /// Spelling in histories.
     pub fn as_str(self) -> &'static str {
@@ -132,6 +135,7 @@ impl OutcomeKind {
             Self::Timeout => "timeout",
             Self::Denied => "denied",
             Self::Hang => "hang",
+            Self::NoChange => "nochange",
         }
     }
 }
@@ -161,6 +165,8 @@ pub enum Event {
     Reload(usize),
     /// The engine is dropped and built again on the same store.
     Restart,
+    /// A person resolves incident `INC-YYYY-NNNN` number N by hand (API, form or CLI).
+    ResolveByHand(u32),
 }
 
 /// Global mode of a history.
@@ -177,6 +183,8 @@ pub enum GlobalMode {
 pub struct History {
     /// Global mode.
     pub mode: GlobalMode,
+    /// `stale_after` in seconds (`None`: the engine's default).
+    pub stale_after: Option<u64>,
     /// Per variant, its files: (path under the variant's directory, text).
     pub variants: Vec<Vec<(String, String)>>,
     /// The events.
@@ -226,6 +234,7 @@ impl fmt::Display for Event {
             Event::Route(r, up) => write!(f, "route {r} {}", if *up { "up" } else { "down" }),
             Event::Reload(v) => write!(f, "reload {v}"),
             Event::Restart => f.write_str("restart"),
+            Event::ResolveByHand(n) => write!(f, "resolve-by-hand {n}"),
         }
     }
 }
@@ -245,6 +254,9 @@ impl History {
                 GlobalMode::Enforce => "enforce",
             }
         );
+        if let Some(s) = self.stale_after {
+            let _ = writeln!(out, "stale_after {}", fmt_secs(s));
+        }
         let used: Vec<usize> = (0..self.variants.len())
             .filter(|v| *v == 0 || self.events.contains(&Event::Reload(*v)))
             .collect();
@@ -273,6 +285,7 @@ impl History {
     /// Parses the text form; the error names the line.
     pub fn parse(text: &str) -> Result<History, String> {
         let mut mode = None;
+        let mut stale_after = None;
         let mut variants: Vec<Vec<(String, String)>> = Vec::new();
         let mut events = Vec::new();
         let mut section: Option<(usize, String)> = None;
@@ -317,9 +330,13 @@ impl History {
                 match line.split_once(' ') {
                     Some(("mode", "enforce")) => mode = Some(GlobalMode::Enforce),
                     Some(("mode", "dry-run")) => mode = Some(GlobalMode::DryRun),
+                    Some(("stale_after", d)) => {
+                        stale_after =
+                            Some(parse_secs(d).map_err(|e| format!("line {line_no}: {e}"))?)
+                    }
                     _ => {
                         return Err(format!(
-                            "line {line_no}: expected `mode enforce|dry-run`, got {line:?}"
+                            "line {line_no}: expected `mode enforce|dry-run` or `stale_after DURATION`, got {line:?}"
                         ));
                     }
                 }
@@ -329,6 +346,7 @@ impl History {
         }
         Ok(History {
             mode: mode.ok_or("no `mode` line")?,
+            stale_after,
             variants,
             events,
         })
@@ -446,6 +464,11 @@ fn parse_event(line: &str) -> Result<Event, String> {
                 .map_err(|_| "reload: expected a variant number".to_string())?,
         ),
         "restart" => Event::Restart,
+        "resolve-by-hand" => Event::ResolveByHand(
+            arg(0)?
+                .parse()
+                .map_err(|_| "resolve-by-hand: expected an incident number".to_string())?,
+        ),
         other => return Err(format!("unknown event {other:?}")),
     })
 }

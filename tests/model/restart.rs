@@ -104,7 +104,21 @@ pub fn compare(before: &Snapshot, after: &Snapshot) -> Vec<Violation> {
         .filter_map(|id| before.incidents.get(*id))
         .map(|i| i.target.key())
         .collect();
-    let explained = |i: &Incident| interrupted.contains(&i.id) || targets.contains(&i.target.key());
+    // The engine's minutely stale check runs at once after a restart: what it finds (stale, or
+    // heard again) is the check come early, not a change the restart made.
+    let stale_check = |id: &String| {
+        let (Some(tb), Some(ta)) = (before.timelines.get(id), after.timelines.get(id)) else {
+            return false;
+        };
+        ta.len() > tb.len()
+            && ta.starts_with(tb)
+            && ta[tb.len()..]
+                .iter()
+                .all(|e| e.kind == "stale" || e.kind == "heard_again")
+    };
+    let explained = |i: &Incident| {
+        interrupted.contains(&i.id) || targets.contains(&i.target.key()) || stale_check(&i.id)
+    };
     let mut out = Vec::new();
     let mut keys_ok: BTreeSet<String> = BTreeSet::new();
     for i in before.incidents.values().filter(|i| explained(i)) {

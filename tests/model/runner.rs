@@ -82,7 +82,7 @@ async fn run_async(
             return run;
         }
     };
-    let mut model = Model::new(world.ruleset(), world.mode, known_open);
+    let mut model = Model::new(world.ruleset(), world.mode, world.stale_after, known_open);
     for (i, e) in h.events.iter().enumerate() {
         progress.store(i, Ordering::Relaxed);
         run.events = i + 1;

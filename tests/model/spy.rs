@@ -12,7 +12,7 @@ use remedyd::incident::{Entry, Incident, Status};
 use remedyd::policy::breaker::BreakerRecord;
 use remedyd::signal::Signal;
 use remedyd::store::{
-    Commit, IngestResult, OutboxItem, Pause, Receipt, Result, Store, StoredSignal,
+    Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, Result, Store, StoredSignal,
 };
 
 /// One executor call.
@@ -53,6 +53,8 @@ pub enum Fact {
     Pause(String),
     /// A pause was lifted.
     Resume(String),
+    /// A person asked to resolve this incident by hand.
+    ResolveRequested(String),
 }
 
 /// The shared, ordered log.
@@ -156,9 +158,13 @@ impl Store for SpyStore {
             Ok(r)
         })
     }
-    fn outbox_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>> {
         Box::pin(async move {
-            let items = self.inner.outbox_due(now, limit).await?;
+            let items = self.inner.outbox_due(now, per_route).await?;
             self.log.push(Fact::OutboxDue(
                 items.iter().map(|i| (i.id, i.route.clone())).collect(),
             ));
@@ -201,5 +207,38 @@ impl Store for SpyStore {
     }
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         self.inner.ping()
+    }
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>> {
+        self.inner.counter(name)
+    }
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
+        self.inner.last_heard(fingerprints)
+    }
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>> {
+        let (incident, reason, author) =
+            (incident.to_string(), reason.to_string(), author.to_string());
+        Box::pin(async move {
+            let id = self
+                .inner
+                .request_resolve(&incident, &reason, &author, at)
+                .await?;
+            self.log.push(Fact::ResolveRequested(incident));
+            Ok(id)
+        })
+    }
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>> {
+        self.inner.pending_resolves(limit)
+    }
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>> {
+        self.inner.resolve_request(id)
     }
 }

@@ -111,6 +111,9 @@ impl Lab {
             OutcomeKind::Timeout => {
                 Outcome::failed(true, format!("{action} timed out (scripted)"), detail)
             }
+            OutcomeKind::NoChange => {
+                Outcome::refused(format!("{action}: nothing to change (scripted)"), detail)
+            }
             OutcomeKind::Denied => Outcome {
                 trip_breaker: true,
                 ..Outcome::failed(false, format!("{action}: 403 forbidden (scripted)"), detail)
@@ -374,6 +377,8 @@ pub struct World {
     wake: Arc<Notify>,
     /// Global mode.
     pub mode: Mode,
+    /// `stale_after` of the engine.
+    pub stale_after: Duration,
 }
 
 impl World {
@@ -406,8 +411,19 @@ impl World {
         let metrics = Arc::new(Metrics::new());
         let source = Arc::new(Source::default());
         let wake = Arc::new(Notify::new());
+        let stale_after = h
+            .stale_after
+            .map_or(remedyd::engine::DEFAULT_STALE_AFTER, Duration::from_secs);
         let (engine, poller) = Self::build(
-            &store, &shared, &executors, &clock, &metrics, &source, &wake, mode,
+            &store,
+            &shared,
+            &executors,
+            &clock,
+            &metrics,
+            &source,
+            &wake,
+            mode,
+            stale_after,
         );
         Ok(Self {
             log,
@@ -428,6 +444,7 @@ impl World {
             tasks: TaskTracker::new(),
             wake,
             mode,
+            stale_after,
         })
     }
 
@@ -441,6 +458,7 @@ impl World {
         source: &Arc<Source>,
         wake: &Arc<Notify>,
         mode: Mode,
+        stale_after: Duration,
     ) -> (Engine, Poller) {
         let clock: Arc<dyn Clock> = clock.clone();
         let engine = Engine::new(
@@ -451,6 +469,7 @@ impl World {
             metrics.clone(),
             EngineConfig {
                 mode,
+                stale_after,
                 ..Default::default()
             },
             wake.clone(),
@@ -542,6 +561,13 @@ impl World {
                 *self.shared.write().unwrap_or_else(|e| e.into_inner()) = rs;
             }
             Event::Restart => self.restart().await?,
+            Event::ResolveByHand(n) => {
+                let id = format!("INC-{}-{n:04}", now.year());
+                self.store
+                    .request_resolve(&id, "model", "model", now)
+                    .await
+                    .map_err(|e| format!("resolve request: {e}"))?;
+            }
         }
         Ok(())
     }
@@ -559,6 +585,7 @@ impl World {
             &self.source,
             &self.wake,
             self.mode,
+            self.stale_after,
         );
         self.engine = engine;
         self.poller = poller;
