@@ -749,7 +749,7 @@ impl Engine {
             .map(|i| (i.target.key(), i.id.clone()))
             .collect();
         // Only incidents with something due are cloned and driven.
-        let due: Vec<Incident> = all
+        let mut due: Vec<Incident> = all
             .values()
             .filter(|i| {
                 matches!(
@@ -759,6 +759,10 @@ impl Engine {
             })
             .cloned()
             .collect();
+        // Oldest deadline first: after a pause in passes (a restart, a store outage) things are
+        // decided in the order they fell due, e.g. a trial's failed verification reopens its
+        // breaker before another incident's later step asks it.
+        due.sort_by_key(|i| (i.deadline().unwrap_or(now), i.opened_at));
         let storm = rs
             .limits
             .storm_guard
