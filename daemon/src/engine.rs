@@ -812,7 +812,7 @@ impl Engine {
             if let Some((ladder, idx, step)) = inc.due_step(policy)
                 && !self.running.contains(&inc.id)
             {
-                let input = self
+                let mut input = self
                     .gate_input(
                         &rs,
                         &inc,
@@ -824,6 +824,17 @@ impl Engine {
                         now,
                     )
                     .await?;
+                for b in &mut input.breakers {
+                    // A trial whose step is still running or being verified has not expired,
+                    // however long its verification: only a trial that can no longer report
+                    // (its incident moved on) expires after a cool-down.
+                    if b.record.trial_since.is_some()
+                        && let Some(holder) = &b.record.trial_by
+                        && acting.values().any(|id| id == holder)
+                    {
+                        b.record.trial_since = Some(now);
+                    }
+                }
                 match gate::evaluate(&input, now) {
                     Decision::Refuse(r) => {
                         if !(r.kind == RefusalKind::Busy && matches!(inc.phase, Phase::Held { .. }))
