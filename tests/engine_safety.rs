@@ -715,3 +715,26 @@ async fn a_dry_run_step_does_not_take_a_half_open_breakers_trial() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_trial_still_being_verified_does_not_expire_into_a_second_trial() {
+    within(async {
+        // Found by the model-based test: a trial's verification outlasted the cool-down, the
+        // trial "expired", and a second remediation went through the half-open breaker.
+        let limits = "  breakers:\n    global: {failures: 1, within: 1h, cooldown: 1m}";
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 5m}}";
+        let mut rig = Rig::new(RULES, &policy(limits, steps));
+        rig.fire("checkout", "warning").await;
+        rig.advance(Duration::from_secs(310)).await;
+        assert!(rig.breaker_open("global").await);
+        rig.advance(Duration::from_secs(60)).await;
+        rig.fire("payments", "warning").await;
+        assert_eq!(rig.fix_calls(), 2, "payments is the trial");
+        // Two minutes into the trial's five-minute verification, past the cool-down:
+        rig.advance(Duration::from_secs(120)).await;
+        rig.fire("search", "warning").await;
+        assert_eq!(rig.fix_calls(), 2, "one trial at a time");
+        assert_eq!(rig.status("search").await, "escalated");
+    })
+    .await
+}

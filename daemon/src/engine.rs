@@ -767,7 +767,7 @@ impl Engine {
             .map(|i| (i.target.key(), i.id.clone()))
             .collect();
         // Only incidents with something due are cloned and driven.
-        let due: Vec<Incident> = all
+        let mut due: Vec<Incident> = all
             .values()
             .filter(|i| {
                 matches!(
@@ -777,6 +777,10 @@ impl Engine {
             })
             .cloned()
             .collect();
+        // Oldest deadline first: after a pause in passes (a restart, a store outage) things are
+        // decided in the order they fell due, e.g. a trial's failed verification reopens its
+        // breaker before another incident's later step asks it.
+        due.sort_by_key(|i| (i.deadline().unwrap_or(now), i.opened_at));
         let storm = rs
             .limits
             .storm_guard
@@ -826,7 +830,7 @@ impl Engine {
             if let Some((ladder, idx, step)) = inc.due_step(policy)
                 && !self.running.contains(&inc.id)
             {
-                let input = self
+                let mut input = self
                     .gate_input(
                         &rs,
                         &inc,
@@ -838,6 +842,17 @@ impl Engine {
                         now,
                     )
                     .await?;
+                for b in &mut input.breakers {
+                    // A trial whose step is still running or being verified has not expired,
+                    // however long its verification: only a trial that can no longer report
+                    // (its incident moved on) expires after a cool-down.
+                    if b.record.trial_since.is_some()
+                        && let Some(holder) = &b.record.trial_by
+                        && acting.values().any(|id| id == holder)
+                    {
+                        b.record.trial_since = Some(now);
+                    }
+                }
                 match gate::evaluate(&input, now) {
                     Decision::Refuse(r) => {
                         if !(r.kind == RefusalKind::Busy && matches!(inc.phase, Phase::Held { .. }))
