@@ -1131,6 +1131,11 @@ impl Model {
         });
     }
 
+    /// Whether a storm page is out and not resolved.
+    pub fn storm_paged(&self) -> bool {
+        self.storm_open.is_some()
+    }
+
     /// Whether a page is due (the outbox has work at this instant).
     pub fn outbox_due(&self) -> bool {
         self.rows.iter().any(|r| !r.done && r.next_at <= self.now)

@@ -86,6 +86,7 @@ async fn run_async(
     for (i, e) in h.events.iter().enumerate() {
         progress.store(i, Ordering::Relaxed);
         run.events = i + 1;
+        let storm_paged = model.storm_paged();
         let before = match e {
             Event::Restart => match restart::snapshot(&*world.raw, &model.budget_keys()).await {
                 Ok(s) => Some(s),
@@ -117,7 +118,7 @@ async fn run_async(
             let mut diffs = Vec::new();
             if let Some(before) = &before {
                 let after = restart::snapshot(&*world.raw, &model.budget_keys()).await?;
-                diffs = restart::compare(before, &after);
+                diffs = restart::compare(before, &after, storm_paged);
             }
             let facts = world.log.drain();
             if let Some(t) = trace.as_deref_mut() {
