@@ -27,6 +27,8 @@ mod restart;
 mod rng;
 #[path = "model/runner.rs"]
 mod runner;
+#[path = "support/services.rs"]
+mod services;
 #[path = "model/spy.rs"]
 mod spy;
 #[path = "model/world.rs"]
@@ -96,6 +98,31 @@ fn generated_histories_hold_every_invariant() {
         f.known,
         f.elapsed.as_secs_f64()
     );
+    let covered = [
+        "step_started",
+        "breaker_trial",
+        "breaker_opened",
+        "verified",
+        "verification_failed",
+        "verification_no_data",
+        "step_refused",
+        "step_interrupted",
+        "superseded",
+        "held",
+        "suspended",
+        "escalated",
+        "stale",
+        "resolved_by_hand",
+        "page_retry",
+    ];
+    println!(
+        "model: exercised {}",
+        covered
+            .iter()
+            .map(|k| format!("{k} {}", f.coverage.get(*k).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let save = std::env::var("REMEDYD_MODEL_SAVE").ok();
     for (kind, (n, text)) in &f.found {
         println!("\n=== {kind}: {n} history(ies); the first, shrunk:\n{text}");
@@ -153,4 +180,66 @@ fn kept_regression_histories_replay_as_expected() {
         }
     }
     assert!(failures.is_empty(), "regressions:\n{}", failures.join("\n"));
+}
+
+/// The PostgreSQL run: fewer, shorter histories (each on a fresh database, two replicas, real
+/// round trips), with leadership moving often.
+const PG_HISTORIES: u64 = 6;
+/// Events per PostgreSQL history.
+const PG_EVENTS: usize = 120;
+/// Leadership moves every this many events (on top of the generated restarts).
+const PG_HANDOVER_EVERY: usize = 12;
+/// Bound on the whole PostgreSQL run (server start included).
+const PG_LIMIT: Duration = Duration::from_secs(600);
+
+#[test]
+fn two_engines_on_postgresql_hold_every_invariant_while_leadership_moves() {
+    let rt = runner::runtime();
+    let seed = env_u64("REMEDYD_MODEL_SEED").unwrap_or(CI_SEED);
+    let failures = rt.block_on(async {
+        tokio::time::timeout(PG_LIMIT, async {
+            let pg = services::Postgres::start().await;
+            let mut failures = Vec::new();
+            let (mut events, mut checks, mut handovers) = (0, 0, 0);
+            for n in 0..PG_HISTORIES {
+                let url = pg.create_database(&format!("model_{n}")).await;
+                let mut h = generate::history(seed ^ (n + 1).wrapping_mul(0x51_7cc1_b727_220a), PG_EVENTS);
+                for (i, e) in h.events.iter_mut().enumerate() {
+                    if i % PG_HANDOVER_EVERY == PG_HANDOVER_EVERY - 1 {
+                        *e = history::Event::Restart;
+                    }
+                }
+                handovers += h.events.iter().filter(|e| **e == history::Event::Restart).count();
+                let run = runner::run_pg(&h, &url, KNOWN_OPEN).await;
+                events += run.events;
+                checks += run.checks;
+                if let Some((at, v)) = run.violation {
+                    // Shrink on SQLite when it fails there too (no database per attempt).
+                    let text = tokio::task::spawn_blocking(move || {
+                        let rt = runner::runtime();
+                        match runner::run(&rt, &h, KNOWN_OPEN).violation {
+                            Some((at, sv)) if sv.kind == v.kind => {
+                                let (small, at, sv) =
+                                    runner::shrink(&rt, &h, at, sv, KNOWN_OPEN, SHRINK_BUDGET);
+                                let explained = runner::explain(&rt, &small, KNOWN_OPEN);
+                                runner::report(&small, at, &sv, "found on PostgreSQL; shrunk on SQLite", &explained)
+                            }
+                            _ => runner::report(&h, at, &v, "found on PostgreSQL only (not shrunk)", ""),
+                        }
+                    })
+                    .await
+                    .unwrap_or_else(|e| format!("shrinking panicked: {e}"));
+                    failures.push(text);
+                }
+            }
+            println!(
+                "model on PostgreSQL: {PG_HISTORIES} histories, {events} events, {handovers} leadership moves, {checks} invariant checks, {} violation(s)",
+                failures.len()
+            );
+            failures
+        })
+        .await
+        .unwrap_or_else(|_| vec![format!("the PostgreSQL run did not finish within {PG_LIMIT:?}")])
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

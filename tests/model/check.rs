@@ -139,6 +139,8 @@ pub struct Model {
     pub known: BTreeMap<&'static str, u64>,
     /// Violations of anything else (the first one ends the history).
     pub violations: Vec<Violation>,
+    /// What the history exercised: timeline entries by kind, trials, page retries.
+    pub coverage: BTreeMap<String, u64>,
     now: Timestamp,
     rs: Arc<Ruleset>,
     mode: Mode,
@@ -168,6 +170,8 @@ pub struct Model {
     resolve_requested: BTreeSet<String>,
     /// Since when each incident should be stale (the engine checks once a minute).
     stale_due: BTreeMap<String, Timestamp>,
+    /// (breaker key, incident) of trials released because a restart interrupted their step.
+    interrupted_trials: BTreeSet<(String, String)>,
 }
 
 fn covering_pause<'a>(pauses: &'a BTreeSet<String>, inc: &Incident) -> Option<&'a String> {
@@ -193,6 +197,7 @@ impl Model {
             checks: 0,
             known: BTreeMap::new(),
             violations: Vec::new(),
+            coverage: BTreeMap::new(),
             now: Timestamp(0),
             rs,
             mode,
@@ -214,6 +219,7 @@ impl Model {
             stale_after,
             resolve_requested: BTreeSet::new(),
             stale_due: BTreeMap::new(),
+            interrupted_trials: BTreeSet::new(),
         }
     }
 
@@ -352,6 +358,7 @@ impl Model {
                 }
                 Fact::OutboxDone(id, delivered) => self.outbox_done(id, delivered),
                 Fact::OutboxRetry(id, at) => {
+                    *self.coverage.entry("page_retry".into()).or_default() += 1;
                     if let Some(r) = self.rows.get_mut((id - 1) as usize) {
                         r.next_at = at;
                     }
@@ -420,6 +427,7 @@ impl Model {
         let mut evidence_claims = Vec::new();
         let mut escalations: Vec<(String, Entry)> = Vec::new();
         for (id, e) in &c.timeline {
+            *self.coverage.entry(e.kind.clone()).or_default() += 1;
             match e.kind.as_str() {
                 "step_started" => self.started(id, e, &c, &mut expected_uses, &mut evidence_claims),
                 "step_ok" | "step_failed" | "step_interrupted" | "step_finished"
@@ -759,7 +767,9 @@ impl Model {
                 since: now,
                 adopted: false,
             };
-            self.breaker(&key).start(t, now);
+            if self.breaker(&key).start(t, now) {
+                *self.coverage.entry("breaker_trial".into()).or_default() += 1;
+            }
         }
         self.steps.insert(id.to_string(), run);
     }
@@ -779,11 +789,13 @@ impl Model {
                 .as_ref()
                 .is_none_or(|r| r.get("result").is_some_and(|v| v == "interrupted"));
         if interrupted {
-            // An interrupted trial ended with neither result: released (after a cool-down).
+            // An interrupted trial ended with neither result: released (after a cool-down); the
+            // verification that follows no longer decides the breaker.
             for key in run.keys() {
                 let b = self.breaker(&key);
                 if !run.evidence && !run.dry_run && b.is_trial(id, run.ladder, run.step) {
                     b.release(now, false);
+                    self.interrupted_trials.insert((key, id.to_string()));
                 }
             }
             return;
@@ -835,7 +847,12 @@ impl Model {
             let b = self.breaker(&key);
             let trial = b.is_trial(id, run.ladder, run.step);
             b.success(now, trial);
-            if !trial {
+            if self
+                .interrupted_trials
+                .remove(&(key.clone(), id.to_string()))
+            {
+                self.notes.insert(key, "interrupted_trial_decided");
+            } else if !trial {
                 self.notes
                     .insert(key, "breaker_closed_by_non_trial_success");
             }
@@ -855,6 +872,12 @@ impl Model {
             let b = self.breaker(&key);
             let trial = b.is_trial(id, run.ladder, run.step);
             b.failure(now, false, trial);
+            if self
+                .interrupted_trials
+                .remove(&(key.clone(), id.to_string()))
+            {
+                self.notes.insert(key, "interrupted_trial_decided");
+            }
         }
     }
 

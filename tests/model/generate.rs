@@ -69,7 +69,7 @@ fn policies(r: &mut Rng) -> String {
         dur(*r.pick(&[120, 300])),
         r.range(2, 4),
         dur(*r.pick(&[180, 300])),
-        r.range(1, 3),
+        r.range(2, 4),
     ));
     p.push_str("policies:\n");
     // service: the runbook's degradation ladder (level 1) and unavailability ladder (level 2).
@@ -267,7 +267,7 @@ pub fn history(seed: u64, events: usize) -> History {
         "namespace:payments",
     ];
     while out.len() < events {
-        let kind = r.weighted(&[26, 20, 12, 3, 3, 2, 6, 5, 11, 2, 2, 2, 2, 1, 2, 1]);
+        let kind = r.weighted(&[26, 20, 15, 3, 3, 2, 6, 5, 11, 2, 1, 3, 2, 1, 2, 1]);
         let e = match kind {
             0 => {
                 let s = *r.pick(&[5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600]);

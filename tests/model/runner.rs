@@ -29,6 +29,8 @@ pub struct Run {
     pub checks: u64,
     /// Known-open violations seen, by kind.
     pub known: BTreeMap<&'static str, u64>,
+    /// What the history exercised (see `Model::coverage`).
+    pub coverage: BTreeMap<String, u64>,
     /// The first violation and the index of its event.
     pub violation: Option<(usize, Violation)>,
 }
@@ -73,9 +75,14 @@ async fn run_async(
     known_open: &[&'static str],
     progress: &AtomicUsize,
     mut trace: Option<&mut String>,
+    pg: Option<&str>,
 ) -> Run {
     let mut run = Run::default();
-    let mut world = match World::new(h) {
+    let world = match pg {
+        Some(url) => World::new_pg(h, url).await,
+        None => World::new(h),
+    };
+    let mut world = match world {
         Ok(w) => w,
         Err(e) => {
             run.violation = Some((0, violation("harness", "setup", e)));
@@ -170,6 +177,16 @@ async fn run_async(
         for d in diffs {
             model.violate(d.invariant, d.kind, d.message);
         }
+        if world.fenced_commits > 0 {
+            model.violate(
+                "I8",
+                "fenced_engine_committed",
+                format!(
+                    "an engine that had lost leadership committed {} time(s) after the new leader started",
+                    world.fenced_commits
+                ),
+            );
+        }
         let pager = world.pager.clone();
         model.end_of_event(&|r| pager.up(r));
         if let Some(v) = model.violations.first() {
@@ -204,9 +221,11 @@ async fn run_async(
             }
         }
     }
+    world.close().await;
     world.release_all();
     run.checks = model.checks;
     run.known = model.known;
+    run.coverage = model.coverage;
     run
 }
 
@@ -216,7 +235,7 @@ pub fn run(rt: &tokio::runtime::Runtime, h: &History, known_open: &[&'static str
     let progress = AtomicUsize::new(0);
     LAST_PANIC.with(|p| *p.borrow_mut() = Some(String::new()));
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.block_on(run_async(h, known_open, &progress, None))
+        rt.block_on(run_async(h, known_open, &progress, None, None))
     }));
     let msg = LAST_PANIC.with(|p| p.borrow_mut().take());
     match r {
@@ -246,7 +265,7 @@ pub fn explain(rt: &tokio::runtime::Runtime, h: &History, known_open: &[&'static
     let mut out = String::new();
     LAST_PANIC.with(|p| *p.borrow_mut() = Some(String::new()));
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.block_on(run_async(h, known_open, &progress, Some(&mut out)))
+        rt.block_on(run_async(h, known_open, &progress, Some(&mut out), None))
     }));
     if let Some(m) = LAST_PANIC
         .with(|p| p.borrow_mut().take())
@@ -293,10 +312,17 @@ fn describe(f: &Fact) -> String {
     s
 }
 
+/// Runs a history on two replicas of a fresh PostgreSQL database (`url`), leadership moving
+/// at every restart; a panic fails the caller.
+pub async fn run_pg(h: &History, url: &str, known_open: &[&'static str]) -> Run {
+    let progress = AtomicUsize::new(0);
+    run_async(h, known_open, &progress, None, Some(url)).await
+}
+
 /// A runtime for one worker: current-thread, so that a history is deterministic.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("building a tokio runtime: {e}"))
 }
@@ -445,6 +471,8 @@ pub struct Figures {
     pub checks: u64,
     /// Known-open violations by kind.
     pub known: BTreeMap<&'static str, u64>,
+    /// What the histories exercised.
+    pub coverage: BTreeMap<String, u64>,
     /// Other violations by kind: count and the first minimal history's report.
     pub found: BTreeMap<&'static str, (u64, String)>,
     /// Wall time.
@@ -512,6 +540,9 @@ pub fn campaign(
                     f.checks += r.checks;
                     for (k, c) in r.known {
                         *f.known.entry(k).or_default() += c;
+                    }
+                    for (k, c) in r.coverage {
+                        *f.coverage.entry(k).or_default() += c;
                     }
                     if let Some((kind, text)) = found {
                         let e = f.found.entry(kind).or_insert((0, String::new()));

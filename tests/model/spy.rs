@@ -66,6 +66,15 @@ impl Log {
     pub fn push(&self, f: Fact) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(f);
     }
+    /// Commits logged and not yet taken.
+    pub fn commits(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|f| matches!(f, Fact::Commit(_)))
+            .count()
+    }
     /// Facts logged and not yet taken.
     pub fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()

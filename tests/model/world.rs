@@ -17,10 +17,12 @@ use remedyd::policy::Route;
 use remedyd::prom::{MetricSource, QueryError, Sample};
 use remedyd::ruleset::Ruleset;
 use remedyd::signal::Labels;
+use remedyd::store::postgres::{Leadership, PgStore, Term};
 use remedyd::store::sqlite::SqliteStore;
 use remedyd::store::{Pause, Store};
 use remedyd::telemetry::Metrics;
 use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::history::{AlertSpec, Event, GlobalMode, History, OutcomeKind, SERVICES};
@@ -379,7 +381,25 @@ pub struct World {
     pub mode: Mode,
     /// `stale_after` of the engine.
     pub stale_after: Duration,
+    /// On PostgreSQL: the two replicas and the leader's term.
+    replicas: Option<Box<Replicas>>,
+    /// Commits that an engine which had lost leadership still got through (must stay 0).
+    pub fenced_commits: usize,
+    /// The engine of the replica that lost leadership, not told yet.
+    deposed: Option<Engine>,
 }
+
+/// Two replicas on one PostgreSQL database; one leads.
+struct Replicas {
+    leadership: [Leadership; 2],
+    term: Option<Term>,
+    leader: usize,
+    cancel: CancellationToken,
+}
+
+/// How long a replica may take to become the leader once the other let go: the lock is free
+/// at once, and a standby polls it every second.
+const TERM_WAIT: Duration = Duration::from_secs(20);
 
 impl World {
     /// A fresh world for `h` on an in-memory SQLite store.
@@ -387,6 +407,37 @@ impl World {
         let sqlite = SqliteStore::open(std::path::Path::new(":memory:"))
             .map_err(|e| format!("opening the SQLite store: {e}"))?;
         Self::on_store(h, Arc::new(sqlite))
+    }
+
+    /// A fresh world for `h` on `inner`.
+    /// A fresh world for `h` on two replicas of the PostgreSQL database at `url` (fresh): the
+    /// engine runs in the leader; a restart moves leadership to the other replica.
+    pub async fn new_pg(h: &History, url: &str) -> Result<Self, String> {
+        let connect = || async {
+            PgStore::connect(url)
+                .await
+                .map_err(|e| format!("connecting to PostgreSQL: {e}"))
+        };
+        let (a, b) = (connect().await?, connect().await?);
+        let replicas = [
+            Leadership::new(a.clone(), Arc::new(Notify::new())),
+            Leadership::new(b, Arc::new(Notify::new())),
+        ];
+        let cancel = CancellationToken::new();
+        let term = tokio::time::timeout(TERM_WAIT, replicas[0].acquire(&cancel))
+            .await
+            .ok()
+            .flatten()
+            .ok_or("replica A did not become the leader of a fresh database")?;
+        let mut world = Self::on_store(h, Arc::new(term.store.clone()))?;
+        world.raw = Arc::new(a);
+        world.replicas = Some(Box::new(Replicas {
+            leadership: replicas,
+            term: Some(term),
+            leader: 0,
+            cancel,
+        }));
+        Ok(world)
     }
 
     /// A fresh world for `h` on `inner`.
@@ -445,6 +496,9 @@ impl World {
             wake,
             mode,
             stale_after,
+            replicas: None,
+            fenced_commits: 0,
+            deposed: None,
         })
     }
 
@@ -576,6 +630,26 @@ impl World {
     /// the new engine recovers as `run` does.
     pub async fn restart(&mut self) -> Result<(), String> {
         self.lab.lock().generation += 1;
+        if let Some(r) = self.replicas.as_mut() {
+            // Leadership moves: the leader lets go, the other replica takes over with a new
+            // term. The old engine is not told: it runs once more at the next event (with new
+            // signals to handle) and must write nothing.
+            if let Some(term) = r.term.take() {
+                term.release().await;
+            }
+            let next = 1 - r.leader;
+            let term = tokio::time::timeout(TERM_WAIT, r.leadership[next].acquire(&r.cancel))
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("replica {next} did not take over leadership"))?;
+            r.leader = next;
+            self.store = Arc::new(SpyStore::new(
+                Arc::new(term.store.clone()),
+                self.log.clone(),
+            ));
+            r.term = Some(term);
+        }
         let (engine, poller) = Self::build(
             &self.store,
             &self.shared,
@@ -587,7 +661,10 @@ impl World {
             self.mode,
             self.stale_after,
         );
-        self.engine = engine;
+        let old = std::mem::replace(&mut self.engine, engine);
+        if self.replicas.is_some() {
+            self.deposed = Some(old);
+        }
         self.poller = poller;
         self.engine
             .recover_interrupted()
@@ -601,6 +678,11 @@ impl World {
     /// poll every rule at once: new data, not a change the restart made).
     pub async fn settle(&mut self, poll: bool) -> Result<(), String> {
         if poll {
+            if let Some(mut deposed) = self.deposed.take() {
+                let before = self.log.commits();
+                let _ = deposed.pass(&self.tasks).await;
+                self.fenced_commits += self.log.commits() - before;
+            }
             self.poller
                 .cycle()
                 .await
@@ -647,6 +729,16 @@ impl World {
         )
         .await
         .map_err(|e| format!("outbox delivery: {e}"))
+    }
+
+    /// Gives up leadership (PostgreSQL) so that the next history's replicas can lead.
+    pub async fn close(&mut self) {
+        if let Some(r) = self.replicas.as_mut() {
+            r.cancel.cancel();
+            if let Some(term) = r.term.take() {
+                term.release().await;
+            }
+        }
     }
 
     /// Releases every hung call (the history is over).
