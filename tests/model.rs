@@ -39,7 +39,12 @@ use std::time::Duration;
 /// Defects of the engine the model finds that are not fixed yet: their checks count instead of
 /// failing. Each has a minimal history in `tests/model/regressions/KIND.txt`, which must keep
 /// failing while its kind is listed here (and must pass once it is removed).
-const KNOWN_OPEN: &[&str] = &[];
+const KNOWN_OPEN: &[&str] = &[
+    // /tmp/semantics.md: "a trial that ends with neither (... interrupted ...) releases the
+    // trial"; the engine keeps a trial whose step a restart interrupted through that step's
+    // verification, whose result then closes or reopens the breaker.
+    "interrupted_trial_decided",
+];
 
 /// Histories in the CI run: the issue asks for at least 2 000 of at least 200 events.
 const CI_HISTORIES: u64 = 2_000;

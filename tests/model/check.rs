@@ -916,6 +916,14 @@ impl Model {
             let trial = self.breaker(&key).trial.clone();
             let count = self.breaker(&key).count(now);
             self.checks += 1;
+            if self.breaker(&key).ambiguous {
+                *self
+                    .coverage
+                    .entry("breaker_failure_while_open".into())
+                    .or_default() += 1;
+                self.breaker(&key).adopt(&rec, now);
+                continue;
+            }
             // What explains a difference: this commit's notes, else (for a breaker the engine
             // opened and the reference did not) the last failure the reference did not count.
             let opened_early = matches!(reference, St::Closed | St::HalfOpen)
