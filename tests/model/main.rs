@@ -13,25 +13,17 @@
 //!   instead of stopping at them; `REMEDYD_MODEL_SAVE=DIR` writes each minimal history to
 //!   `DIR/KIND.txt`; `REMEDYD_MODEL_WORKERS` sets the threads.
 
-#[path = "model/breaker.rs"]
 mod breaker;
-#[path = "model/check.rs"]
 mod check;
-#[path = "model/generate.rs"]
+mod fakes;
 mod generate;
-#[path = "model/history.rs"]
 mod history;
-#[path = "model/restart.rs"]
 mod restart;
-#[path = "model/rng.rs"]
 mod rng;
-#[path = "model/runner.rs"]
 mod runner;
-#[path = "support/services.rs"]
+#[path = "../support/services.rs"]
 mod services;
-#[path = "model/spy.rs"]
 mod spy;
-#[path = "model/world.rs"]
 mod world;
 
 use std::time::Duration;
