@@ -23,7 +23,7 @@ fn mode_line(r: &mut Rng) -> &'static str {
 }
 
 fn dur(s: u64) -> String {
-    if s % 60 == 0 && s > 0 {
+    if s.is_multiple_of(60) && s > 0 {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -354,7 +354,7 @@ pub fn history(seed: u64, events: usize) -> History {
                 *r.pick(&[Some(0.2), Some(0.49), Some(0.51), Some(0.9), None]),
             ),
             8 => Event::Next(
-                *r.pick(&ACTIONS),
+                r.pick(&ACTIONS),
                 OutcomeKind::ALL[r.weighted(&[35, 22, 7, 7, 8, 10, 8])],
             ),
             9 => Event::Release(*r.pick(&[OutcomeKind::Ok, OutcomeKind::Fail])),
@@ -370,7 +370,7 @@ pub fn history(seed: u64, events: usize) -> History {
                 }
                 _ => Event::Resume(r.pick(&scopes).to_string()),
             },
-            12 => Event::Route(*r.pick(&ROUTES), r.chance(50)),
+            12 => Event::Route(r.pick(&ROUTES), r.chance(50)),
             13 => {
                 variant = (variant + 1 + r.below(VARIANTS as u64 - 1) as usize) % VARIANTS;
                 Event::Reload(variant)
