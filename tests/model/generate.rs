@@ -227,6 +227,8 @@ fn resolve(state: &mut AlertState, r: &mut Rng, t: i64) -> AlertSpec {
 pub const CONFIGS: u64 = 64;
 
 /// Generates a history of `events` events from `seed`.
+// `*r.pick(..)` is needed: without it the slice element type is inferred as `str`.
+#[allow(clippy::explicit_auto_deref)]
 pub fn history(seed: u64, events: usize) -> History {
     let mut c = Rng::new((seed % CONFIGS) ^ 0xc0f1_9000);
     let mode = if c.chance(70) {
@@ -354,7 +356,7 @@ pub fn history(seed: u64, events: usize) -> History {
                 *r.pick(&[Some(0.2), Some(0.49), Some(0.51), Some(0.9), None]),
             ),
             8 => Event::Next(
-                r.pick(&ACTIONS),
+                *r.pick(&ACTIONS),
                 OutcomeKind::ALL[r.weighted(&[35, 22, 7, 7, 8, 10, 8])],
             ),
             9 => Event::Release(*r.pick(&[OutcomeKind::Ok, OutcomeKind::Fail])),
@@ -370,7 +372,7 @@ pub fn history(seed: u64, events: usize) -> History {
                 }
                 _ => Event::Resume(r.pick(&scopes).to_string()),
             },
-            12 => Event::Route(r.pick(&ROUTES), r.chance(50)),
+            12 => Event::Route(*r.pick(&ROUTES), r.chance(50)),
             13 => {
                 variant = (variant + 1 + r.below(VARIANTS as u64 - 1) as usize) % VARIANTS;
                 Event::Reload(variant)
