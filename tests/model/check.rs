@@ -343,7 +343,7 @@ impl Model {
         for inc in &c.incidents {
             if let Some(old) = self.incidents.get(&inc.id).cloned() {
                 self.check(
-                    !(old.is_resolved() && !inc.is_resolved()),
+                    !old.is_resolved() || inc.is_resolved(),
                     "I2",
                     "resurrected",
                     || format!("{} was resolved and is {:?} again", inc.id, inc.phase),

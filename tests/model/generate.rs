@@ -23,7 +23,7 @@ fn mode_line(r: &mut Rng) -> &'static str {
 }
 
 fn dur(s: u64) -> String {
-    if s % 60 == 0 && s > 0 {
+    if s.is_multiple_of(60) && s > 0 {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -227,6 +227,8 @@ fn resolve(state: &mut AlertState, r: &mut Rng, t: i64) -> AlertSpec {
 pub const CONFIGS: u64 = 64;
 
 /// Generates a history of `events` events from `seed`.
+// `*r.pick(..)` is needed: without it the slice element type is inferred as `str`.
+#[allow(clippy::explicit_auto_deref)]
 pub fn history(seed: u64, events: usize) -> History {
     let mut c = Rng::new((seed % CONFIGS) ^ 0xc0f1_9000);
     let mode = if c.chance(70) {

@@ -141,7 +141,7 @@ pub fn compare(before: &Snapshot, after: &Snapshot, storm_paged: bool) -> Vec<Vi
         .collect();
     for id in ids {
         let (b, a) = (before.incidents.get(id), after.incidents.get(id));
-        if b.or(a).is_some_and(|i| explained(i)) {
+        if b.or(a).is_some_and(&explained) {
             let (tb, ta) = (before.timelines.get(id), after.timelines.get(id));
             let prefix = match (tb, ta) {
                 (Some(tb), Some(ta)) => ta.starts_with(tb),
@@ -240,7 +240,7 @@ pub fn compare(before: &Snapshot, after: &Snapshot, storm_paged: bool) -> Vec<Vi
             .incidents
             .get(&incident)
             .or(after.incidents.get(&incident))
-            .is_some_and(|i| explained(i));
+            .is_some_and(&explained);
         if incident.starts_with("STORM-") && !trigger {
             // The storm ended (incidents the restart's early stale check handed to humans no
             // longer count): its resolve is I6's business.

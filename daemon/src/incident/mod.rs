@@ -166,6 +166,10 @@ pub struct Incident {
     /// verifications count against no breaker (nothing was done).
     #[serde(default)]
     pub step_dry_run: bool,
+    /// The step being verified was interrupted by a restart (its outcome unknown): a trial it
+    /// held is given back, and its verification's success closes no breaker (a failure counts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_interrupted: bool,
     /// Since when it is stale: none of its alerts was heard of (not even re-sent) for
     /// `stale_after`. A stale incident is handed to a human and no longer counts toward the
     /// storm guard; it is never resolved silently.
@@ -381,6 +385,7 @@ impl Incident {
             paged: Vec::new(),
             steps_started: 0,
             step_dry_run: false,
+            step_interrupted: false,
             stale_since: None,
             opened_at: now,
             updated_at: now,
@@ -420,6 +425,12 @@ impl Incident {
             inc.ready(policy, now, &mut fx);
         }
         (inc, fx)
+    }
+
+    /// The step being verified cannot close a breaker: it was a dry run, or its outcome is
+    /// unknown (interrupted by a restart).
+    fn step_uncounted(&self) -> bool {
+        self.step_dry_run || self.step_interrupted
     }
 
     /// The status the API reports.
@@ -720,7 +731,11 @@ impl Incident {
                             .and_then(|l| l.steps.get(*step))
                             .map(|s| s.name.clone())
                             .unwrap_or_default();
-                        if let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(*step)) {
+                        if let Some(s) = self
+                            .ladder_of(policy)
+                            .and_then(|l| l.steps.get(*step))
+                            .filter(|_| !self.step_uncounted())
+                        {
                             fx.push(Effect::BreakerSuccess {
                                 action: s.action.clone(),
                             });
@@ -877,6 +892,7 @@ impl Incident {
                 ));
                 self.steps_started += 1;
                 self.step_dry_run = dry_run;
+                self.step_interrupted = false;
                 self.phase = Phase::Running { ladder, step };
             }
             Event::StepFinished {
@@ -895,24 +911,54 @@ impl Incident {
                     self.phase == Phase::Running { ladder, step } && ladder == self.ladder;
                 let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
                 match &result {
-                    StepResult::Ok => fx.push(record(now, "step_ok", format!("step {name} succeeded"), detail)),
+                    StepResult::Ok => fx.push(record(
+                        now,
+                        "step_ok",
+                        format!("step {name} succeeded"),
+                        detail,
+                    )),
                     StepResult::Failed { error, denied } => {
-                        fx.push(record(now, "step_failed", format!("step {name} failed: {error}"), detail));
+                        fx.push(record(
+                            now,
+                            "step_failed",
+                            format!("step {name} failed: {error}"),
+                            detail,
+                        ));
                         // Evidence that could not be gathered is no failed remediation, and a
                         // dry run did nothing that could fail.
-                        if let Some(s) = s.as_ref().filter(|s| s.verify != crate::policy::Verify::None)
+                        if let Some(s) = s
+                            .as_ref()
+                            .filter(|s| s.verify != crate::policy::Verify::None)
                             && !self.step_dry_run
                         {
-                            fx.push(Effect::BreakerFailure { action: s.action.clone(), denied: *denied });
+                            fx.push(Effect::BreakerFailure {
+                                action: s.action.clone(),
+                                denied: *denied,
+                            });
                         }
                     }
                     StepResult::NoChange { reason } => {
-                        fx.push(record(now, "step_refused", format!("step {name} changed nothing: {reason}"), detail));
+                        fx.push(record(
+                            now,
+                            "step_refused",
+                            format!("step {name} changed nothing: {reason}"),
+                            detail,
+                        ));
                         if let Some(s) = s.as_ref() {
-                            fx.push(Effect::BreakerRelease { action: s.action.clone() });
+                            fx.push(Effect::BreakerRelease {
+                                action: s.action.clone(),
+                            });
                         }
                     }
-                    StepResult::Unknown => fx.push(record(now, "step_interrupted", format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail)),
+                    StepResult::Unknown => {
+                        fx.push(record(now, "step_interrupted", format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail));
+                        self.step_interrupted = true;
+                        if let Some(s) = s.as_ref() {
+                            fx.push(Effect::BreakerRelease {
+                                action: s.action.clone(),
+                            });
+                        }
+                    }
                 }
                 if !current {
                     // Superseded by a higher level while running: continue on the new ladder.
@@ -1052,9 +1098,11 @@ impl Incident {
                             ),
                             serde_json::json!({"value": v, "condition": s.verify.condition()}),
                         ));
-                        fx.push(Effect::BreakerSuccess {
-                            action: s.action.clone(),
-                        });
+                        if !self.step_uncounted() {
+                            fx.push(Effect::BreakerSuccess {
+                                action: s.action.clone(),
+                            });
+                        }
                         self.phase = Phase::Verified {
                             step,
                             until: now.plus(*within),

@@ -48,10 +48,9 @@ impl Model {
                         "{id}: step {} started while breaker {key} is open (trial: {trial:?})",
                         run.name
                     ),
-                ) {
-                    if let Some(rec) = self.engine_breakers.get(&key).cloned() {
-                        self.breaker(&key).adopt(&rec, now);
-                    }
+                ) && let Some(rec) = self.engine_breakers.get(&key).cloned()
+                {
+                    self.breaker(&key).adopt(&rec, now);
                 }
             } else {
                 self.checks += 1;
