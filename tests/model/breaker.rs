@@ -63,8 +63,9 @@ pub struct RefBreaker {
     pub trial: Option<Trial>,
     released: Option<(Timestamp, Timestamp)>,
     /// Another step's counted failure while open, K or more in the window: the semantics do not
-    /// say whether it gives a fresh cool-down, so either state is accepted until a trial decides.
-    stretched: Option<Timestamp>,
+    /// say whether it reopens with a fresh cool-down (ending a running trial) or changes
+    /// nothing, so the model follows the engine's choice.
+    pub ambiguous: bool,
 }
 
 impl RefBreaker {
@@ -77,7 +78,7 @@ impl RefBreaker {
             opened_at: None,
             trial: None,
             released: None,
-            stretched: None,
+            ambiguous: false,
         }
     }
 
@@ -92,15 +93,7 @@ impl RefBreaker {
 
     /// The state at `now`.
     pub fn state(&self, now: Timestamp) -> St {
-        let primary = self.state_from(self.opened_at, now);
-        match self.stretched {
-            Some(s) if self.state_from(Some(s), now) != primary => St::OpenOrHalfOpen,
-            _ => primary,
-        }
-    }
-
-    fn state_from(&self, opened_at: Option<Timestamp>, now: Timestamp) -> St {
-        let Some(at) = opened_at else {
+        let Some(at) = self.opened_at else {
             return St::Closed;
         };
         if now < at.plus(self.cfg.cooldown) || self.trial.is_some() {
@@ -119,7 +112,7 @@ impl RefBreaker {
             St::HalfOpen | St::OpenOrHalfOpen => {
                 self.trial = Some(trial);
                 self.released = None;
-                self.stretched = None;
+                self.ambiguous = false;
                 true
             }
             St::Closed | St::Open => false,
@@ -141,7 +134,7 @@ impl RefBreaker {
             // may or may not give one.
             Some(_) => {
                 if !of_trial && self.count(now) >= self.cfg.failures as usize {
-                    self.stretched = Some(now);
+                    self.ambiguous = true;
                 }
                 of_trial
             }
@@ -152,7 +145,7 @@ impl RefBreaker {
             self.opened_at = Some(now);
             self.trial = None;
             self.released = None;
-            self.stretched = None;
+            self.ambiguous = false;
         }
     }
 
@@ -162,7 +155,7 @@ impl RefBreaker {
             self.opened_at = None;
             self.trial = None;
             self.released = None;
-            self.stretched = None;
+            self.ambiguous = false;
             self.reset_at = Some(now);
         }
     }
@@ -180,7 +173,7 @@ impl RefBreaker {
         self.opened_at = rec.opened_at;
         self.reset_at = rec.reset_at;
         self.released = None;
-        self.stretched = None;
+        self.ambiguous = false;
         self.trial = match (rec.trial_since, breaker::state(rec, now, &self.cfg)) {
             (Some(since), BreakerState::Open { .. }) => Some(Trial {
                 incident: rec.trial_by.clone().unwrap_or_default(),

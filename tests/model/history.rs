@@ -316,8 +316,9 @@ impl History {
                 section = Some((v, path.to_string()));
                 continue;
             }
-            if let Some((v, _)) = &section {
-                let file = variants[*v].last_mut().expect("a section has its file");
+            if let Some((v, _)) = &section
+                && let Some(file) = variants[*v].last_mut()
+            {
                 file.1.push_str(raw);
                 file.1.push('\n');
                 continue;

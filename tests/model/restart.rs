@@ -118,8 +118,30 @@ pub fn compare(before: &Snapshot, after: &Snapshot, storm_paged: bool) -> Vec<Vi
                 .iter()
                 .all(|e| e.kind == "stale" || e.kind == "heard_again")
     };
+    // What the early stale check changed counts toward the storm guard again (or no longer):
+    // incidents it escalated, and its page, follow from it.
+    let stale_changed = before
+        .incidents
+        .keys()
+        .chain(after.incidents.keys())
+        .any(stale_check);
+    let storm_refused = |id: &String| {
+        let (Some(tb), Some(ta)) = (before.timelines.get(id), after.timelines.get(id)) else {
+            return false;
+        };
+        stale_changed
+            && ta.len() > tb.len()
+            && ta.starts_with(tb)
+            && ta[tb.len()..].iter().all(|e| {
+                e.kind == "escalated"
+                    && e.data.get("kind").and_then(|k| k.as_str()) == Some("storm")
+            })
+    };
     let explained = |i: &Incident| {
-        interrupted.contains(&i.id) || targets.contains(&i.target.key()) || stale_check(&i.id)
+        interrupted.contains(&i.id)
+            || targets.contains(&i.target.key())
+            || stale_check(&i.id)
+            || storm_refused(&i.id)
     };
     let mut out = Vec::new();
     let mut keys_ok: BTreeSet<String> = BTreeSet::new();
@@ -244,8 +266,11 @@ pub fn compare(before: &Snapshot, after: &Snapshot, storm_paged: bool) -> Vec<Vi
         if incident.starts_with("STORM-") && !trigger {
             // The storm ended (incidents the restart's early stale check handed to humans no
             // longer count): its resolve is I6's business.
-        } else if incident.starts_with("STORM-") && !storm_paged && !interrupted.is_empty() {
-            // The storm's first page, for a refusal of an incident the restart interrupted.
+        } else if incident.starts_with("STORM-")
+            && !storm_paged
+            && (!interrupted.is_empty() || stale_changed)
+        {
+            // The storm's first page, for a refusal that follows from the restart.
         } else if incident.starts_with("STORM-") && storm_paged {
             // The engine kept in memory that it had paged this storm.
             out.push(Violation {

@@ -483,7 +483,7 @@ pub struct Figures {
 /// violation stops every worker (CI); otherwise each kind is counted and its first history
 /// shrunk (campaign).
 pub fn campaign(
-    histories: u64,
+    histories: std::ops::Range<u64>,
     seed: u64,
     events: usize,
     workers: usize,
@@ -491,7 +491,7 @@ pub fn campaign(
     stop: bool,
     shrink_budget: Duration,
 ) -> Figures {
-    let next = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(histories.start));
     let halt = Arc::new(AtomicBool::new(false));
     let figures = Arc::new(Mutex::new(Figures::default()));
     let started = Instant::now();
@@ -502,7 +502,7 @@ pub fn campaign(
                 let mut rt = runtime();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= histories || halt.load(Ordering::Relaxed) {
+                    if n >= histories.end || halt.load(Ordering::Relaxed) {
                         return;
                     }
                     let hseed = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);

@@ -1,32 +1,31 @@
 //! The harness around the real engine: SQLite store (behind the spy), manual clock, recording
 //! executors and pager, a metric source the history controls, the real poller and outbox, and
-//! the real ruleset loader. [`World::step`] applies one event and runs the daemon until nothing
-//! is left to do at that instant; the model then checks what happened.
+//! the real ruleset loader. [`World::apply`] applies one event and [`World::settle`] runs the
+//! daemon until nothing is left to do at that instant; the model then checks what happened. On
+//! PostgreSQL ([`World::new_pg`]) two replicas share the database and a restart moves leadership.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use remedyd::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
+use remedyd::action::Executors;
 use remedyd::clock::{Clock, ManualClock, Timestamp};
 use remedyd::config::Mode;
 use remedyd::engine::{Engine, EngineConfig, SharedRuleset};
-use remedyd::escalate::{Notification, Pager, PagerError};
 use remedyd::intake::poller::Poller;
-use remedyd::policy::Route;
-use remedyd::prom::{MetricSource, QueryError, Sample};
 use remedyd::ruleset::Ruleset;
 use remedyd::signal::Labels;
 use remedyd::store::postgres::{Leadership, PgStore, Term};
 use remedyd::store::sqlite::SqliteStore;
 use remedyd::store::{Pause, Store};
 use remedyd::telemetry::Metrics;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::history::{AlertSpec, Event, GlobalMode, History, OutcomeKind, SERVICES};
-use super::spy::{Call, Fact, Log, SpyStore};
+use super::fakes::{Lab, RecPager, Source, executors, series};
+use super::history::{AlertSpec, Event, GlobalMode, History};
+use super::spy::{Log, SpyStore};
 
 /// The instant every history starts at (2026-03-01T00:00:00Z): fixed so that ids and times are
 /// the same on every run.
@@ -39,212 +38,6 @@ const ROUNDS: usize = 12;
 /// Yields allowed for the tasks of one round to finish. They are immediate unless hung; this
 /// bounds a task that never finishes (a hang the model reports).
 const YIELDS: usize = 10_000;
-
-// === impl Lab ===
-
-/// State shared by the recording executors.
-pub struct Lab {
-    clock: Arc<ManualClock>,
-    log: Log,
-    inner: Mutex<LabInner>,
-}
-
-#[derive(Default)]
-struct LabInner {
-    scripts: BTreeMap<String, VecDeque<OutcomeKind>>,
-    hung: VecDeque<(usize, oneshot::Sender<OutcomeKind>)>,
-    calls: usize,
-    generation: u32,
-}
-
-impl Lab {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LabInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Calls hung and not yet released.
-    pub fn hung(&self) -> usize {
-        self.lock().hung.len()
-    }
-
-    async fn call(&self, action: &str, req: &ActionRequest, dry_run: bool) -> Outcome {
-        let (seq, kind, wait) = {
-            let mut l = self.lock();
-            let seq = l.calls;
-            l.calls += 1;
-            let kind = l
-                .scripts
-                .get_mut(action)
-                .and_then(|q| q.pop_front())
-                .unwrap_or(OutcomeKind::Ok);
-            self.log.push(Fact::Call(Call {
-                seq,
-                generation: l.generation,
-                action: action.to_string(),
-                incident: req.incident.clone(),
-                step: req.step.clone(),
-                dry_run,
-            }));
-            let wait = (kind == OutcomeKind::Hang).then(|| {
-                let (tx, rx) = oneshot::channel();
-                l.hung.push_back((seq, tx));
-                rx
-            });
-            (seq, kind, wait)
-        };
-        let kind = match wait {
-            // A dropped sender: the history is over; the answer goes nowhere.
-            Some(rx) => rx.await.unwrap_or(OutcomeKind::Fail),
-            None => kind,
-        };
-        self.log.push(Fact::Returned(seq));
-        let at = self.clock.now();
-        let detail = serde_json::json!({"at": at});
-        match kind {
-            OutcomeKind::Ok | OutcomeKind::Hang => Outcome::ok(format!("{action} done"), detail),
-            OutcomeKind::Fail => {
-                Outcome::failed(false, format!("{action} failed (scripted)"), detail)
-            }
-            OutcomeKind::Retry => Outcome::failed(
-                true,
-                format!("{action}: 503 from the API (scripted)"),
-                detail,
-            ),
-            OutcomeKind::Timeout => {
-                Outcome::failed(true, format!("{action} timed out (scripted)"), detail)
-            }
-            OutcomeKind::NoChange => {
-                Outcome::refused(format!("{action}: nothing to change (scripted)"), detail)
-            }
-            OutcomeKind::Denied => Outcome {
-                trip_breaker: true,
-                ..Outcome::failed(false, format!("{action}: 403 forbidden (scripted)"), detail)
-            },
-        }
-    }
-}
-
-/// A recording executor for one action kind.
-struct Recorder {
-    kind: &'static str,
-    lab: Arc<Lab>,
-}
-
-impl Executor for Recorder {
-    fn validate(&self, _: &serde_json::Value) -> Result<(), String> {
-        Ok(())
-    }
-    fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
-        Ok(serde_json::json!({"action": self.kind, "target": req.vars.get("target.name")}))
-    }
-    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.lab.call(self.kind, req, false))
-    }
-    fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.lab.call(self.kind, req, true))
-    }
-    fn gathers_evidence(&self) -> bool {
-        self.kind == "evidence"
-    }
-}
-
-// === impl RecPager ===
-
-/// A pager whose routes are up or down as the history says; it records every attempt.
-#[derive(Default)]
-pub struct RecPager {
-    down: Mutex<BTreeMap<String, bool>>,
-    /// Every attempt: route, notification, delivered.
-    pub sent: Mutex<Vec<(String, Notification, bool)>>,
-}
-
-impl RecPager {
-    /// Whether a route's deliveries succeed now.
-    pub fn up(&self, route: &str) -> bool {
-        !self
-            .down
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(route)
-            .copied()
-            .unwrap_or(false)
-    }
-}
-
-impl Pager for RecPager {
-    fn send<'a>(
-        &'a self,
-        route: &'a Route,
-        n: &'a Notification,
-    ) -> BoxFuture<'a, Result<bool, PagerError>> {
-        Box::pin(async move {
-            let ok = self.up(&route.name);
-            self.sent.lock().unwrap_or_else(|e| e.into_inner()).push((
-                route.name.clone(),
-                n.clone(),
-                ok,
-            ));
-            if ok {
-                Ok(true)
-            } else {
-                Err(PagerError {
-                    retryable: true,
-                    message: format!("route {} is down (scripted)", route.name),
-                    retry_after: None,
-                })
-            }
-        })
-    }
-}
-
-// === impl Source ===
-
-/// Query values the history sets: the polled error ratio and the verification health value.
-#[derive(Default)]
-pub struct Source {
-    values: Mutex<BTreeMap<(&'static str, usize), f64>>,
-}
-
-impl Source {
-    fn set(&self, metric: &'static str, svc: usize, v: Option<f64>) {
-        let mut m = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        match v {
-            Some(v) => m.insert((metric, svc), v),
-            None => m.remove(&(metric, svc)),
-        };
-    }
-}
-
-fn series(svc: usize) -> Labels {
-    [
-        ("service".to_string(), SERVICES[svc].0.to_string()),
-        ("namespace".to_string(), SERVICES[svc].1.to_string()),
-    ]
-    .into()
-}
-
-impl MetricSource for Source {
-    fn query<'a>(&'a self, promql: &'a str) -> BoxFuture<'a, Result<Vec<Sample>, QueryError>> {
-        Box::pin(async move {
-            let m = self.values.lock().unwrap_or_else(|e| e.into_inner());
-            let (metric, only) = if promql == "svc_error_ratio" {
-                ("svc_error_ratio", None)
-            } else if let Some(rest) = promql.strip_prefix("svc_health{service=\"") {
-                let name = rest.trim_end_matches("\"}");
-                ("svc_health", SERVICES.iter().position(|(n, _)| *n == name))
-            } else {
-                return Err(QueryError::Rejected(format!("unknown query {promql}")));
-            };
-            Ok(m.iter()
-                .filter(|((k, svc), _)| *k == metric && only.is_none_or(|o| o == *svc))
-                .map(|((_, svc), v)| Sample {
-                    labels: series(*svc),
-                    value: *v,
-                })
-                .collect())
-        })
-    }
-}
 
 // === impl World ===
 
@@ -332,21 +125,6 @@ pub fn load(files: &[(String, String)], executors: &Executors) -> Result<Arc<Rul
         .unwrap_or_else(|e| e.into_inner())
         .insert(key, rs.clone());
     Ok(rs)
-}
-
-/// The recording executors.
-pub fn executors(lab: &Arc<Lab>) -> Executors {
-    let mut e = Executors::default();
-    for kind in super::history::ACTIONS {
-        e.register(
-            kind,
-            Arc::new(Recorder {
-                kind,
-                lab: lab.clone(),
-            }),
-        );
-    }
-    e
 }
 
 /// The harness for one history.
@@ -444,11 +222,7 @@ impl World {
     pub fn on_store(h: &History, inner: Arc<dyn Store>) -> Result<Self, String> {
         let log = Log::default();
         let clock = Arc::new(ManualClock::new(T0));
-        let lab = Arc::new(Lab {
-            clock: clock.clone(),
-            log: log.clone(),
-            inner: Mutex::new(LabInner::default()),
-        });
+        let lab = Arc::new(Lab::new(clock.clone(), log.clone()));
         let executors = executors(&lab);
         let first = load(&h.variants[0], &executors)?;
         let mut rulesets = vec![None; h.variants.len()];
@@ -564,20 +338,8 @@ impl World {
             }
             Event::Poll(svc, v) => self.source.set("svc_error_ratio", *svc, *v),
             Event::Health(svc, v) => self.source.set("svc_health", *svc, *v),
-            Event::Next(action, o) => {
-                self.lab
-                    .lock()
-                    .scripts
-                    .entry(action.to_string())
-                    .or_default()
-                    .push_back(*o);
-            }
-            Event::Release(o) => {
-                let hung = self.lab.lock().hung.pop_front();
-                if let Some((_, tx)) = hung {
-                    let _ = tx.send(*o);
-                }
-            }
+            Event::Next(action, o) => self.lab.script(action, *o),
+            Event::Release(o) => self.lab.release_oldest(*o),
             Event::Pause(scope) => self
                 .store
                 .set_pause(Pause {
@@ -594,13 +356,7 @@ impl World {
                     .await
                     .map_err(|e| format!("resume: {e}"))?;
             }
-            Event::Route(route, up) => {
-                self.pager
-                    .down
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(route.to_string(), !up);
-            }
+            Event::Route(route, up) => self.pager.set_up(route, *up),
             Event::Reload(v) => {
                 let v = (*v).min(self.files.len() - 1);
                 let rs = match &self.rulesets[v] {
@@ -629,7 +385,7 @@ impl World {
     /// Drops the engine and the poller (all their memory) and builds new ones on the same store;
     /// the new engine recovers as `run` does.
     pub async fn restart(&mut self) -> Result<(), String> {
-        self.lab.lock().generation += 1;
+        self.lab.next_generation();
         if let Some(r) = self.replicas.as_mut() {
             // Leadership moves: the leader lets go, the other replica takes over with a new
             // term. The old engine is not told: it runs once more at the next event (with new
@@ -743,9 +499,6 @@ impl World {
 
     /// Releases every hung call (the history is over).
     pub fn release_all(&self) {
-        let mut l = self.lab.lock();
-        for (_, tx) in l.hung.drain(..) {
-            let _ = tx.send(OutcomeKind::Ok);
-        }
+        self.lab.release_all();
     }
 }

@@ -3,35 +3,29 @@
 //! Generated histories drive the real engine (`Engine::pass` on a manual clock, the real SQLite
 //! store in memory, the real ruleset loader, poller and outbox) with recording executors and a
 //! recording pager. After every event the invariants I1–I8 are checked over what the engine
-//! wrote (see `model/check.rs` and `model/restart.rs`). A failing history is shrunk to a minimal
-//! one and printed in the text form that `tests/model/regressions/*.txt` keep.
+//! wrote (see `check.rs` and `restart.rs`). A failing history is shrunk to a minimal one and
+//! printed in the text form that `regressions/*.txt` keep.
 //!
-//! - CI: `generated_histories_hold_every_invariant` runs 2 000 histories of 200–240 events.
+//! - CI: `generated_histories_hold_every_invariant` runs 1 000 histories of 200–240 events (see
+//!   [`CI_HISTORIES`]); `two_engines_on_postgresql_…` runs 6 on PostgreSQL.
 //! - Campaign: `REMEDYD_MODEL_CAMPAIGN=<histories> [REMEDYD_MODEL_SEED=<n>] cargo nextest run
 //!   --test model generated` runs as many as asked and prints the figures; every kind of violation
 //!   found is shrunk and printed. `REMEDYD_MODEL_IGNORE=kind,kind` counts kinds already found
 //!   instead of stopping at them; `REMEDYD_MODEL_SAVE=DIR` writes each minimal history to
-//!   `DIR/KIND.txt`; `REMEDYD_MODEL_WORKERS` sets the threads.
+//!   `DIR/KIND.txt`; `REMEDYD_MODEL_WORKERS` sets the threads; `REMEDYD_MODEL_FROM=N` starts at
+//!   history N (to replay one a campaign reported).
 
-#[path = "model/breaker.rs"]
 mod breaker;
-#[path = "model/check.rs"]
 mod check;
-#[path = "model/generate.rs"]
+mod fakes;
 mod generate;
-#[path = "model/history.rs"]
 mod history;
-#[path = "model/restart.rs"]
 mod restart;
-#[path = "model/rng.rs"]
 mod rng;
-#[path = "model/runner.rs"]
 mod runner;
-#[path = "support/services.rs"]
+#[path = "../support/services.rs"]
 mod services;
-#[path = "model/spy.rs"]
 mod spy;
-#[path = "model/world.rs"]
 mod world;
 
 use std::time::Duration;
@@ -39,14 +33,12 @@ use std::time::Duration;
 /// Defects of the engine the model finds that are not fixed yet: their checks count instead of
 /// failing. Each has a minimal history in `tests/model/regressions/KIND.txt`, which must keep
 /// failing while its kind is listed here (and must pass once it is removed).
-const KNOWN_OPEN: &[&str] = &[
-    // Found at the end of the session (seed 0x5eed20260010, around history 1 076): a restart
-    // changed stored state that it should have left alone. Not yet shrunk into a regression
-    // file nor fixed; counted, not failed, until it is (see the closing note of issue 10).
-    "restart_changed_state",
-];
+const KNOWN_OPEN: &[&str] = &[];
 
-/// Histories in the CI run: the issue asks for at least 2 000 of at least 200 events.
+/// Histories in the CI run. The issue asks for 2 000 of 200+ events in about a minute; in the
+/// debug build on the 2-core CI machine a history costs ~0.3 s of CPU (the engine's work and its
+/// store round trips), so 1 000 take ~6 minutes and `REMEDYD_MODEL_CAMPAIGN=2000` runs the full
+/// count (README: The model-based test of the engine).
 const CI_HISTORIES: u64 = 1_000;
 /// Events per history (each history adds up to 40 more).
 const EVENTS: usize = 200;
@@ -83,8 +75,10 @@ fn generated_histories_hold_every_invariant() {
                 .map(|k| &*Box::leak(k.trim().to_string().into_boxed_str())),
         );
     }
+    // Reproducing a reported history: REMEDYD_MODEL_FROM=<its number> starts there.
+    let from = env_u64("REMEDYD_MODEL_FROM").unwrap_or(0);
     let f = runner::campaign(
-        histories,
+        from..from + histories,
         seed,
         EVENTS,
         workers,
