@@ -6,11 +6,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use remedyd::action::http::HttpExecutor;
-use remedyd::action::{ActionRequest, Executor};
-use remedyd::escalate::webhook::WebhookPager;
-use remedyd::escalate::{Notification, NotificationKind, Pager};
-use remedyd::policy::{Route, Secret, Transport};
+use remedyd::adapters::action::http::HttpExecutor;
+use remedyd::adapters::action::{ActionRequest, Executor};
+use remedyd::adapters::escalate::webhook::WebhookPager;
+use remedyd::adapters::escalate::{Notification, NotificationKind, Pager};
+use remedyd::domain::policy::{Route, Secret, Transport};
 
 /// A receiver that answers from a script of statuses (then 200) and records what it got.
 #[derive(Default)]
@@ -192,7 +192,7 @@ fn note() -> Notification {
         namespace: "python-services".into(),
         rule: "high-error-rate".into(),
         level: 2,
-        started_at: remedyd::clock::Timestamp(0),
+        started_at: remedyd::domain::time::Timestamp(0),
         resolved_at: None,
         description: "d".into(),
         impact: "i".into(),

@@ -12,8 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use remedyd::action::Executors;
-use remedyd::ruleset;
+use remedyd::adapters::action::Executors;
+use remedyd::load::ruleset;
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad")

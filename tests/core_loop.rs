@@ -253,7 +253,7 @@ async fn failed_verification_exhausts_the_ladder_and_pages_with_the_history_then
             .await;
         assert_eq!(
             d.pager.all()[1].1.event,
-            remedyd::escalate::NotificationKind::Resolve
+            remedyd::adapters::escalate::NotificationKind::Resolve
         );
         d.stop().await;
     })
@@ -678,7 +678,7 @@ policies:
             verify: {resolved_within: 1m}
 "#;
         let d = Daemon::start_with(RULES, policy, None, |c| {
-            c.mode = remedyd::config::Mode::DryRun
+            c.mode = remedyd::domain::policy::Mode::DryRun
         })
         .await;
         d.post(&payload(

@@ -7,15 +7,16 @@ mod story;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use remedyd::clock::ManualClock;
-use remedyd::escalate::digest::{self, BudgetRow, Input};
-use remedyd::escalate::{NotificationKind, Pager, Pagers};
-use remedyd::policy::breaker::BreakerState;
-use remedyd::policy::{DigestSchedule, Route, Secret, Transport, Window};
-use remedyd::ruleset::Ruleset;
-use remedyd::store::Store;
-use remedyd::store::sqlite::SqliteStore;
-use remedyd::telemetry::Metrics;
+use remedyd::adapters::escalate::digest::{enqueue, gather};
+use remedyd::adapters::escalate::{NotificationKind, Pager, Pagers};
+use remedyd::adapters::store::Store;
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::adapters::telemetry::Metrics;
+use remedyd::domain::policy::breaker::BreakerState;
+use remedyd::domain::policy::{DigestSchedule, Route, Secret, Transport, Window};
+use remedyd::domain::report::digest::{self, BudgetRow, Input};
+use remedyd::domain::time::ManualClock;
+use remedyd::load::ruleset::Ruleset;
 
 fn input() -> Input {
     let stories = [
@@ -64,7 +65,7 @@ fn input() -> Input {
 
 #[test]
 fn digest_lists_incidents_actions_breakers_restarts_and_budgets() {
-    let n = digest::build(&input());
+    let n = remedyd::domain::notification::digest(&input());
     assert_eq!(n.event, NotificationKind::Digest);
     assert_eq!(n.dedup_key, "remedyd/digest/2026-03-01");
     assert_eq!(
@@ -97,7 +98,7 @@ fn digest_lists_incidents_actions_breakers_restarts_and_budgets() {
         ["action:http:deployment/python-services/checkout: 3/3 per 1h, spent"]
     );
     // Slack renders it as sections.
-    let m = remedyd::escalate::slack::message(&n);
+    let m = remedyd::adapters::escalate::slack::message(&n);
     let text = m.to_string();
     for part in [
         "remedyd daily digest · 2026-03-01",
@@ -113,7 +114,7 @@ fn incidents_older_than_a_day_are_not_counted_as_opened() {
     let mut i = input();
     i.now = story::at(3 * 24 * 3600);
     i.budgets.clear();
-    let n = digest::build(&i);
+    let n = remedyd::domain::notification::digest(&i);
     let d = n.digest.unwrap();
     assert_eq!(d.totals.opened, 0);
     assert_eq!(d.totals.open_now, 1, "the page-only incident is still open");
@@ -170,10 +171,10 @@ async fn a_digest_goes_through_the_outbox_to_slack_and_never_to_a_pager() {
     let mut rs = Ruleset::default();
     rs.routes.insert("team".into(), slack);
     let now = story::at(8 * 3600);
-    digest::enqueue(&store, &rs, "team", now).await.unwrap();
+    enqueue(&store, &rs, "team", now).await.unwrap();
     let shared = Arc::new(RwLock::new(Arc::new(rs)));
     let metrics = Metrics::new();
-    remedyd::escalate::outbox::deliver_due(
+    remedyd::adapters::escalate::outbox::deliver_due(
         &store,
         &Pagers::new(),
         &shared,
@@ -202,10 +203,8 @@ async fn a_digest_goes_through_the_outbox_to_slack_and_never_to_a_pager() {
         "env K",
         Duration::from_secs(1),
     );
-    let n = digest::build(
-        &digest::gather(&store, &Ruleset::default(), now)
-            .await
-            .unwrap(),
+    let n = remedyd::domain::notification::digest(
+        &gather(&store, &Ruleset::default(), now).await.unwrap(),
     );
     let e = Pagers::new().send(&pd, &n).await.unwrap_err();
     assert!(!e.retryable && e.message.contains("not sent to a pagerduty route"));

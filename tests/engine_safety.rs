@@ -8,16 +8,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use remedyd::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
-use remedyd::clock::{Clock, ManualClock, Timestamp};
-use remedyd::config::Mode;
-use remedyd::engine::{Engine, EngineConfig, SharedRuleset};
-use remedyd::escalate::{Notification, NotificationKind, Pager, PagerError};
-use remedyd::policy::Route;
-use remedyd::signal::{Labels, Signal, Source, Status};
-use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{Receipt, Store};
-use remedyd::telemetry::Metrics;
+use remedyd::adapters::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
+use remedyd::adapters::escalate::{Notification, NotificationKind, Pager, PagerError};
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::adapters::store::{Receipt, Store};
+use remedyd::adapters::telemetry::Metrics;
+use remedyd::domain::policy::Mode;
+use remedyd::domain::policy::Route;
+use remedyd::domain::signal::{Labels, Signal, Source, Status};
+use remedyd::domain::time::{Clock, ManualClock, Timestamp};
+use remedyd::engine::{Engine, EngineConfig};
+use remedyd::load::ruleset::SharedRuleset;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
@@ -161,7 +162,7 @@ impl Rig {
         let mut executors = Executors::builtin();
         executors.register("fix", fix.clone());
         executors.register("look", look.clone());
-        let rs = remedyd::ruleset::load(&rd, &pd, &executors)
+        let rs = remedyd::load::ruleset::load(&rd, &pd, &executors)
             .unwrap_or_else(|d| panic!("rules and policies load: {d}"));
         let shared: SharedRuleset = Arc::new(RwLock::new(Arc::new(rs)));
         let store = Arc::new(SqliteStore::open(Path::new(":memory:")).unwrap());
@@ -204,7 +205,7 @@ impl Rig {
             self._dir.path().join("policies"),
         );
         std::fs::write(rd.join("r.yaml"), rules).unwrap();
-        let rs = remedyd::ruleset::load(&rd, &pd, &self.executors)
+        let rs = remedyd::load::ruleset::load(&rd, &pd, &self.executors)
             .unwrap_or_else(|d| panic!("rules and policies load: {d}"));
         *self.shared.write().unwrap() = Arc::new(rs);
     }
@@ -270,7 +271,7 @@ impl Rig {
             .await
             .expect("the engine settles")
             .unwrap();
-        remedyd::escalate::outbox::deliver_due(
+        remedyd::adapters::escalate::outbox::deliver_due(
             &*self.store,
             &*self.pages,
             &self.shared,

@@ -5,8 +5,8 @@
 //! Deterministic (a fixed seed), so it runs in CI on the stable toolchain; coverage-guided
 //! fuzzing (cargo-fuzz/libFuzzer) needs a nightly toolchain, which these machines do not have.
 
-use remedyd::clock::Timestamp;
-use remedyd::intake::webhook;
+use remedyd::adapters::intake::alertmanager;
+use remedyd::domain::time::Timestamp;
 
 /// xorshift64*: small, deterministic, good enough to pick mutations.
 struct Rng(u64);
@@ -87,7 +87,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 }
 
 fn check(body: &[u8]) -> Result<(), String> {
-    match std::panic::catch_unwind(|| webhook::parse(body, Timestamp(0))) {
+    match std::panic::catch_unwind(|| alertmanager::parse(body, Timestamp(0))) {
         Err(_) => Err("parser panicked".into()),
         Ok(Ok((receipt, signals))) => {
             if receipt.alerts != signals.len() {
@@ -134,7 +134,7 @@ fn corrupted_alertmanager_bodies_never_panic_and_refusals_name_the_field() {
                 String::from_utf8_lossy(&body)
             );
         }
-        match webhook::parse(&body, Timestamp(0)) {
+        match alertmanager::parse(&body, Timestamp(0)) {
             Ok(_) => accepted += 1,
             Err(_) => refused += 1,
         }

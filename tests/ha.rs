@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
-use remedyd::store::postgres::{Leadership, PgStore};
+use remedyd::adapters::store::postgres::{Leadership, PgStore};
 use serde_json::Value;
 use services::{PG_PASSWORD, Postgres, http as client, wait_until, within};
 use tokio::sync::Notify;
@@ -467,7 +467,7 @@ fn alert(service: &str, fingerprint: &str, starts_at: &str) -> String {
 }
 
 fn now() -> String {
-    remedyd::clock::Clock::now(&remedyd::clock::SystemClock).to_rfc3339()
+    remedyd::domain::time::Clock::now(&remedyd::adapters::clock::SystemClock).to_rfc3339()
 }
 
 /// Each (incident, step) of `actions` exactly once: the counts of those seen more than once.

@@ -22,13 +22,13 @@ mod rbac;
 use std::time::Duration;
 
 use fake_kube::{FakeKube, Options, Recorded, Rollout, fixtures};
-use remedyd::action::{ActionRequest, Executors, Outcome};
+use remedyd::adapters::action::{ActionRequest, Executors, Outcome};
 use serde_json::{Value, json};
 
 const NS: &str = "python-services";
 
 fn request(action: &str, params: Value, target: (&str, &str)) -> ActionRequest {
-    let mut vars = remedyd::template::Vars::new();
+    let mut vars = remedyd::domain::template::Vars::new();
     vars.insert("target.namespace".into(), target.0.into());
     vars.insert("target.name".into(), target.1.into());
     vars.insert("target.kind".into(), "deployment".into());

@@ -395,10 +395,10 @@ async fn enforce_mode_without_a_reachable_cluster_does_not_start() {
     std::fs::write(dir.path().join("policies/routes.yaml"), support::ROUTES).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), policies(RESTART)).unwrap();
     for (mode, starts) in [
-        (remedyd::config::Mode::Enforce, false),
-        (remedyd::config::Mode::DryRun, true),
+        (remedyd::domain::policy::Mode::Enforce, false),
+        (remedyd::domain::policy::Mode::DryRun, true),
     ] {
-        let cfg = remedyd::config::Config {
+        let cfg = remedyd::load::config::Config {
             rules: dir.path().join("rules"),
             policies: dir.path().join("policies"),
             store: format!(

@@ -36,7 +36,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rbac::Rbac;
-use remedyd::config::{Config, Mode};
+use remedyd::domain::policy::Mode;
+use remedyd::load::config::Config;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -790,7 +791,8 @@ fn the_deployment_wires_config_secrets_and_service_account() {
             .strip_prefix("REMEDYD_")
             .expect("REMEDYD_ variables only");
         assert!(
-            remedyd::config::KEYS.contains(&key.to_lowercase().as_str()) || named.contains(*name),
+            remedyd::load::config::KEYS.contains(&key.to_lowercase().as_str())
+                || named.contains(*name),
             "{name} is neither a config key nor named by policies/"
         );
     }

@@ -11,16 +11,18 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use remedyd::action::BoxFuture;
-use remedyd::clock::{Clock, ManualClock};
-use remedyd::engine::SharedRuleset;
-use remedyd::escalate::outbox::{deliver_due, run};
-use remedyd::escalate::{Notification, NotificationKind, Pager, PagerError, notification};
-use remedyd::policy::{Route, Transport};
-use remedyd::ruleset::Ruleset;
-use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{Commit, Store};
-use remedyd::telemetry::Metrics;
+use remedyd::adapters::escalate::outbox::{deliver_due, run};
+use remedyd::adapters::escalate::{
+    Notification, NotificationKind, Pager, PagerError, notification,
+};
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::adapters::store::{Commit, Store};
+use remedyd::adapters::telemetry::Metrics;
+use remedyd::domain::BoxFuture;
+use remedyd::domain::policy::{Route, Transport};
+use remedyd::domain::time::{Clock, ManualClock};
+use remedyd::load::ruleset::Ruleset;
+use remedyd::load::ruleset::SharedRuleset;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 

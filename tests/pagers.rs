@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use remedyd::action::Executors;
-use remedyd::clock::{ManualClock, Timestamp};
-use remedyd::escalate::{Notification, NotificationKind, Pager, Pagers, notification};
-use remedyd::policy::{Route, Transport};
-use remedyd::ruleset::Ruleset;
-use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{Commit, Store};
-use remedyd::telemetry::Metrics;
+use remedyd::adapters::action::Executors;
+use remedyd::adapters::escalate::{Notification, NotificationKind, Pager, Pagers, notification};
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::adapters::store::{Commit, Store};
+use remedyd::adapters::telemetry::Metrics;
+use remedyd::domain::policy::{Route, Transport};
+use remedyd::domain::time::{ManualClock, Timestamp};
+use remedyd::load::ruleset::Ruleset;
 
 /// What a receiver got.
 #[derive(Clone, Debug)]
@@ -169,9 +169,12 @@ digest: {{route: slack, at: "08:00"}}
             og = og.url,
         );
         std::fs::write(p.join("policies/routes.yaml"), yaml).unwrap();
-        let rs =
-            remedyd::ruleset::load(&p.join("rules"), &p.join("policies"), &Executors::builtin())
-                .unwrap_or_else(|d| panic!("{d}"));
+        let rs = remedyd::load::ruleset::load(
+            &p.join("rules"),
+            &p.join("policies"),
+            &Executors::builtin(),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
         Setup {
             policies: p.join("policies"),
             rules: p.join("rules"),
@@ -313,8 +316,8 @@ async fn pagerduty_trigger_and_resolve_follow_events_api_v2() {
         assert!(b.get("payload").is_none(), "{b}");
 
         // Severity follows the level.
-        assert_eq!(remedyd::escalate::pagerduty::severity(3), "critical");
-        assert_eq!(remedyd::escalate::pagerduty::severity(2), "error");
+        assert_eq!(remedyd::adapters::escalate::pagerduty::severity(3), "critical");
+        assert_eq!(remedyd::adapters::escalate::pagerduty::severity(2), "error");
 
         // 400 is final (with PagerDuty's reason), 429 and 5xx are retried.
         s.pd.script(&[
@@ -474,7 +477,7 @@ async fn webhook_route_from_a_file_posts_the_notification_and_hides_the_url() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let r = Route::new(
             "down",
-            Transport::Slack { url: Some(remedyd::policy::Secret::new(format!("http://127.0.0.1:{port}{SLACK_PATH}"))) },
+            Transport::Slack { url: Some(remedyd::domain::policy::Secret::new(format!("http://127.0.0.1:{port}{SLACK_PATH}"))) },
             "env X",
             Duration::from_secs(2),
         );
@@ -517,9 +520,11 @@ async fn outbox_retries_429_after_retry_after_and_gives_up_on_4xx_counting_it_fa
             None,
         )]);
         let pagers = Pagers::new();
-        remedyd::escalate::outbox::deliver_due(&store, &pagers, &shared, &clock, &metrics)
-            .await
-            .unwrap();
+        remedyd::adapters::escalate::outbox::deliver_due(
+            &store, &pagers, &shared, &clock, &metrics,
+        )
+        .await
+        .unwrap();
         let text = metrics.encode();
         assert!(
             text.contains(r#"remedyd_pages_total{route="pd",result="failed"} 1"#),
@@ -543,9 +548,11 @@ async fn outbox_retries_429_after_retry_after_and_gives_up_on_4xx_counting_it_fa
             "Retry-After is honoured"
         );
         clock.advance(Duration::from_secs(31));
-        remedyd::escalate::outbox::deliver_due(&store, &pagers, &shared, &clock, &metrics)
-            .await
-            .unwrap();
+        remedyd::adapters::escalate::outbox::deliver_due(
+            &store, &pagers, &shared, &clock, &metrics,
+        )
+        .await
+        .unwrap();
         assert!(
             metrics
                 .encode()
@@ -566,7 +573,7 @@ fn load_err(yaml: &str) -> String {
     std::fs::write(dir.path().join("secret.url"), "not-a-url-but-a-s3cr3t").unwrap();
     let yaml = yaml.replace("DIR", &dir.path().display().to_string());
     std::fs::write(dir.path().join("policies/p.yaml"), yaml).unwrap();
-    match remedyd::ruleset::load(
+    match remedyd::load::ruleset::load(
         &dir.path().join("rules"),
         &dir.path().join("policies"),
         &Executors::builtin(),

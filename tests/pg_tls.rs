@@ -17,10 +17,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remedyd::action::postgres::Evidence;
-use remedyd::action::{ActionRequest, Executor};
-use remedyd::store::Store;
-use remedyd::store::postgres::{Leadership, PgStore};
+use remedyd::adapters::action::postgres::Evidence;
+use remedyd::adapters::action::{ActionRequest, Executor};
+use remedyd::adapters::store::Store;
+use remedyd::adapters::store::postgres::{Leadership, PgStore};
 use services::{PG_DATABASE, PG_PASSWORD, PgServerTls, Postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -187,7 +187,7 @@ enum Expect {
 
 /// Connects through remedyd's connector and asks the server whether the session is encrypted.
 async fn outcome(dsn: &str) -> Result<bool, String> {
-    let client = remedyd::pgtls::connect(dsn).await?;
+    let client = remedyd::adapters::pgtls::connect(dsn).await?;
     let row = client
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
@@ -439,7 +439,7 @@ async fn a_client_certificate_logs_in_where_the_server_demands_one() {
             pki.path("client.crt").display(),
             pki.path("client.key").display()
         );
-        let client = remedyd::pgtls::connect(&with_cert)
+        let client = remedyd::adapters::pgtls::connect(&with_cert)
             .await
             .unwrap_or_else(|e| panic!("certuser with its certificate: {e}"));
         let who: String = client
@@ -448,7 +448,7 @@ async fn a_client_certificate_logs_in_where_the_server_demands_one() {
             .expect("current_user")
             .get(0);
         assert_eq!(who, "certuser");
-        let e = remedyd::pgtls::connect(&base)
+        let e = remedyd::adapters::pgtls::connect(&base)
             .await
             .expect_err("without a certificate the server refuses certuser");
         assert!(e.contains("certificate"), "{e}");

@@ -8,8 +8,8 @@ mod services;
 
 use std::time::Duration;
 
-use remedyd::action::postgres::{CancelQueries, Evidence};
-use remedyd::action::{ActionRequest, Executor};
+use remedyd::adapters::action::postgres::{CancelQueries, Evidence};
+use remedyd::adapters::action::{ActionRequest, Executor};
 use services::Postgres;
 
 fn request(action: &str, params: serde_json::Value) -> ActionRequest {

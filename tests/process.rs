@@ -397,7 +397,8 @@ policies:
 /// The single-alert fixture for `service` with its own fingerprint, starting now.
 fn alert_now(service: &str, fingerprint: &str) -> String {
     let mut v: Value = serde_json::from_str(SINGLE).expect("fixture is JSON");
-    let now = remedyd::clock::Clock::now(&remedyd::clock::SystemClock).to_rfc3339();
+    let now =
+        remedyd::domain::time::Clock::now(&remedyd::adapters::clock::SystemClock).to_rfc3339();
     let a = &mut v["alerts"][0];
     a["startsAt"] = Value::String(now);
     a["fingerprint"] = Value::String(fingerprint.into());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use remedyd::escalate::NotificationKind;
+use remedyd::adapters::escalate::NotificationKind;
 use serde_json::{Value, json};
 use support::{Daemon, now_rfc3339, payload};
 

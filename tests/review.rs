@@ -10,9 +10,9 @@ mod story;
 use std::path::PathBuf;
 use std::process::Command;
 
-use remedyd::escalate::review;
-use remedyd::store::Store;
-use remedyd::store::sqlite::SqliteStore;
+use remedyd::adapters::store::Store;
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::domain::report::review;
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/review/{name}.md"))

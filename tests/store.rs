@@ -10,16 +10,18 @@ mod services;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remedyd::clock::Timestamp;
-use remedyd::escalate::{NotificationKind, notification};
-use remedyd::incident::{Entry, Incident};
-use remedyd::policy::breaker::BreakerRecord;
-use remedyd::policy::{Ladder, Policy};
-use remedyd::rules::{Target, TargetKind};
-use remedyd::signal::{Signal, Source, Status};
-use remedyd::store::postgres::{Leadership, PgStore};
-use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{Commit, Pause, Receipt, ResolveRequest, ResolveResult, Store, StoreError};
+use remedyd::adapters::escalate::{NotificationKind, notification};
+use remedyd::adapters::store::postgres::{Leadership, PgStore};
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::adapters::store::{
+    Commit, Pause, Receipt, ResolveRequest, ResolveResult, Store, StoreError,
+};
+use remedyd::domain::incident::{Entry, Incident};
+use remedyd::domain::policy::breaker::BreakerRecord;
+use remedyd::domain::policy::{Ladder, Policy};
+use remedyd::domain::rules::{Target, TargetKind};
+use remedyd::domain::signal::{Signal, Source, Status};
+use remedyd::domain::time::Timestamp;
 use services::{PG_PASSWORD, Postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -166,14 +168,14 @@ async fn suite(store: Arc<dyn Store>) {
         )],
         claims: vec![(id.clone(), 1, 0, Timestamp(10))],
         finished: vec![],
-        counters: vec![(remedyd::store::STORM_COUNTER.into(), 42)],
+        counters: vec![(remedyd::adapters::store::STORM_COUNTER.into(), 42)],
         resolves_done: vec![],
     };
     store.commit(c).await.unwrap();
     // Named engine state is set exactly (the open storm), and can be cleared.
     assert_eq!(
         store
-            .counter(remedyd::store::STORM_COUNTER.into())
+            .counter(remedyd::adapters::store::STORM_COUNTER.into())
             .await
             .unwrap(),
         42
@@ -421,7 +423,7 @@ async fn sqlite_store_survives_reopen() {
 }
 
 /// A page of `incident` (an incident id, `STORM-…` or `DIGEST-…`).
-fn page(incident_id: &str, event: NotificationKind) -> remedyd::escalate::Notification {
+fn page(incident_id: &str, event: NotificationKind) -> remedyd::adapters::escalate::Notification {
     let mut n = notification(&incident("INC-2026-0001", "checkout"), &[], event, "why");
     n.incident = incident_id.into();
     n

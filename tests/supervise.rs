@@ -22,18 +22,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use remedyd::action::{BoxFuture, Executors};
-use remedyd::app::Parts;
-use remedyd::clock::{Clock, ManualClock, SystemClock, Timestamp};
-use remedyd::config::{Config, Mode};
-use remedyd::incident::{Entry, Incident, Status};
-use remedyd::policy::breaker::BreakerRecord;
-use remedyd::prom::{MetricSource, QueryError, Sample};
-use remedyd::signal::Signal;
-use remedyd::store::{
+use remedyd::adapters::action::{BoxFuture, Executors};
+use remedyd::adapters::clock::SystemClock;
+use remedyd::adapters::prometheus::{MetricSource, QueryError, Sample};
+use remedyd::adapters::store::{
     Commit, IngestResult, OutboxItem, Pause, Receipt, Store, StoreError, StoredSignal,
 };
-use remedyd::supervise::{Fault, Faults, StoreLayer, Task};
+use remedyd::app::Parts;
+use remedyd::app::supervise::{Fault, Faults, StoreLayer, Task};
+use remedyd::domain::incident::{Entry, Incident, Status};
+use remedyd::domain::policy::Mode;
+use remedyd::domain::policy::breaker::BreakerRecord;
+use remedyd::domain::signal::Signal;
+use remedyd::domain::time::{Clock, ManualClock, Timestamp};
+use remedyd::load::config::Config;
 use services::{Postgres, metric_value, wait_until, within};
 use support::{CapturingPager, ROUTES, TestExecutor, now_rfc3339, payload};
 use tokio_util::sync::CancellationToken;
@@ -399,13 +401,13 @@ impl Store for StalledReads {
     fn pending_resolves(
         &self,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<remedyd::store::ResolveRequest>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<remedyd::adapters::store::ResolveRequest>, StoreError>> {
         self.inner.pending_resolves(limit)
     }
     fn resolve_request(
         &self,
         id: i64,
-    ) -> BoxFuture<'_, Result<Option<remedyd::store::ResolveRequest>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Option<remedyd::adapters::store::ResolveRequest>, StoreError>> {
         self.inner.resolve_request(id)
     }
     fn commit(&self, c: Commit) -> BoxFuture<'_, Result<(), StoreError>> {

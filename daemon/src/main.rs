@@ -2,22 +2,22 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use remedyd::cli::{Cli, Command};
-use remedyd::config::Config;
+use remedyd::app::cli::{Cli, Command};
+use remedyd::load::config::Config;
 
 fn main() {
     let cli = Cli::parse();
     let code = match &cli.command {
-        Command::Check => remedyd::cli::check(&cli),
-        Command::Simulate { alerts } => remedyd::cli::simulate(&cli, alerts),
-        Command::Test { files } => remedyd::cli::test(files),
-        Command::Review { incident, .. } => remedyd::cli::review(&cli, incident),
+        Command::Check => remedyd::app::cli::check(&cli),
+        Command::Simulate { alerts } => remedyd::app::cli::simulate(&cli, alerts),
+        Command::Test { files } => remedyd::app::cli::test(files),
+        Command::Review { incident, .. } => remedyd::app::cli::review(&cli, incident),
         Command::Resolve {
             incident,
             reason,
             author,
             ..
-        } => remedyd::cli::resolve(&cli, incident, reason, author),
+        } => remedyd::app::cli::resolve(&cli, incident, reason, author),
         Command::Serve { .. } => {
             let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
                 Ok(c) => c,
@@ -26,9 +26,9 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            remedyd::telemetry::init_logging(cfg.log_format == "json");
+            remedyd::adapters::telemetry::init_logging(cfg.log_format == "json");
             // A panic in any task reaches the log; the supervisor then stops the process.
-            remedyd::telemetry::install_panic_hook();
+            remedyd::adapters::telemetry::install_panic_hook();
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let parts = remedyd::app::Parts {
                 faults: test_faults(),
@@ -51,8 +51,8 @@ fn main() {
 /// soon as it runs, so that a test can watch the real process log the panic and exit non-zero.
 /// Release builds ignore the variable.
 #[cfg(debug_assertions)]
-fn test_faults() -> Option<std::sync::Arc<remedyd::supervise::Faults>> {
-    use remedyd::supervise::{Fault, Faults, Task};
+fn test_faults() -> Option<std::sync::Arc<remedyd::app::supervise::Faults>> {
+    use remedyd::app::supervise::{Fault, Faults, Task};
     let name = std::env::var("REMEDYD_TEST_PANIC").ok()?;
     let Some(task) = Task::parse(&name) else {
         eprintln!("remedyd: REMEDYD_TEST_PANIC={name:?} names no task; ignored");
@@ -65,6 +65,6 @@ fn test_faults() -> Option<std::sync::Arc<remedyd::supervise::Faults>> {
 
 /// Release builds take no faults.
 #[cfg(not(debug_assertions))]
-fn test_faults() -> Option<std::sync::Arc<remedyd::supervise::Faults>> {
+fn test_faults() -> Option<std::sync::Arc<remedyd::app::supervise::Faults>> {
     None
 }

@@ -5,11 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use remedyd::clock::Timestamp;
-use remedyd::intake::webhook;
+use remedyd::domain::time::Timestamp;
+use remedyd::adapters::intake::alertmanager;
 
 fuzz_target!(|data: &[u8]| {
-    match webhook::parse(data, Timestamp(0)) {
+    match alertmanager::parse(data, Timestamp(0)) {
         Ok((receipt, signals)) => {
             assert_eq!(receipt.alerts, signals.len());
             assert!(signals.iter().all(|s| !s.fingerprint.is_empty()));

@@ -2,9 +2,9 @@
 //! and trials the model classifies itself (evidence, dry-run and precondition refusals never
 //! count), compared with the engine's breaker records after every commit.
 
-use remedyd::clock::Timestamp;
-use remedyd::policy::BreakerConfig;
-use remedyd::policy::breaker::{self, BreakerRecord, BreakerState};
+use remedyd::domain::policy::BreakerConfig;
+use remedyd::domain::policy::breaker::{self, BreakerRecord, BreakerState};
+use remedyd::domain::time::Timestamp;
 
 /// A breaker's state as the reference sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

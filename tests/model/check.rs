@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use remedyd::clock::Timestamp;
-use remedyd::config::Mode;
-use remedyd::escalate::NotificationKind;
-use remedyd::incident::{Entry, Incident, Phase};
-use remedyd::policy::breaker::BreakerRecord;
-use remedyd::policy::{BreakerConfig, Window};
-use remedyd::ruleset::Ruleset;
-use remedyd::signal::Signal;
-use remedyd::store::{Commit, IngestResult};
+use remedyd::adapters::escalate::NotificationKind;
+use remedyd::adapters::store::{Commit, IngestResult};
+use remedyd::domain::incident::{Entry, Incident, Phase};
+use remedyd::domain::policy::Mode;
+use remedyd::domain::policy::breaker::BreakerRecord;
+use remedyd::domain::policy::{BreakerConfig, Window};
+use remedyd::domain::signal::Signal;
+use remedyd::domain::time::Timestamp;
+use remedyd::load::ruleset::Ruleset;
 
 use super::breaker::RefBreaker;
 use super::spy::{Call, Fact};

@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use remedyd::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
-use remedyd::clock::{Clock, ManualClock};
-use remedyd::escalate::{Notification, Pager, PagerError};
-use remedyd::policy::Route;
-use remedyd::prom::{MetricSource, QueryError, Sample};
-use remedyd::signal::Labels;
+use remedyd::adapters::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
+use remedyd::adapters::escalate::{Notification, Pager, PagerError};
+use remedyd::adapters::prometheus::{MetricSource, QueryError, Sample};
+use remedyd::domain::policy::Route;
+use remedyd::domain::signal::Labels;
+use remedyd::domain::time::{Clock, ManualClock};
 use tokio::sync::oneshot;
 
 use super::history::{OutcomeKind, SERVICES};

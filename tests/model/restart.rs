@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use remedyd::clock::Timestamp;
-use remedyd::incident::{Entry, Incident, Phase};
-use remedyd::policy::breaker::BreakerRecord;
-use remedyd::store::{Pause, Store};
+use remedyd::adapters::store::{Pause, Store};
+use remedyd::domain::incident::{Entry, Incident, Phase};
+use remedyd::domain::policy::breaker::BreakerRecord;
+use remedyd::domain::time::Timestamp;
 
 use super::check::Violation;
 
@@ -26,7 +26,7 @@ pub struct Snapshot {
 pub async fn snapshot(store: &dyn Store, keys: &[String]) -> Result<Snapshot, String> {
     let e = |what: &str| {
         let what = what.to_string();
-        move |err: remedyd::store::StoreError| format!("reading {what} for I8: {err}")
+        move |err: remedyd::adapters::store::StoreError| format!("reading {what} for I8: {err}")
     };
     let incidents: BTreeMap<String, Incident> = store
         .list_incidents(None, 100_000)

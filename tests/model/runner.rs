@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use remedyd::clock::Clock;
+use remedyd::domain::time::Clock;
 
 use super::check::{Model, Violation};
 use super::history::{Event, History};

@@ -6,14 +6,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use remedyd::action::BoxFuture;
-use remedyd::clock::Timestamp;
-use remedyd::incident::{Entry, Incident, Status};
-use remedyd::policy::breaker::BreakerRecord;
-use remedyd::signal::Signal;
-use remedyd::store::{
+use remedyd::adapters::store::{
     Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, Result, Store, StoredSignal,
 };
+use remedyd::domain::BoxFuture;
+use remedyd::domain::incident::{Entry, Incident, Status};
+use remedyd::domain::policy::breaker::BreakerRecord;
+use remedyd::domain::signal::Signal;
+use remedyd::domain::time::Timestamp;
 
 /// One executor call.
 #[derive(Clone, Debug)]

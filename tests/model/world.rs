@@ -8,17 +8,18 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use remedyd::action::Executors;
-use remedyd::clock::{Clock, ManualClock, Timestamp};
-use remedyd::config::Mode;
-use remedyd::engine::{Engine, EngineConfig, SharedRuleset};
-use remedyd::intake::poller::Poller;
-use remedyd::ruleset::Ruleset;
-use remedyd::signal::Labels;
-use remedyd::store::postgres::{Leadership, PgStore, Term};
-use remedyd::store::sqlite::SqliteStore;
-use remedyd::store::{Pause, Store};
-use remedyd::telemetry::Metrics;
+use remedyd::adapters::action::Executors;
+use remedyd::adapters::intake::poller::Poller;
+use remedyd::adapters::store::postgres::{Leadership, PgStore, Term};
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::adapters::store::{Pause, Store};
+use remedyd::adapters::telemetry::Metrics;
+use remedyd::domain::policy::Mode;
+use remedyd::domain::signal::Labels;
+use remedyd::domain::time::{Clock, ManualClock, Timestamp};
+use remedyd::engine::{Engine, EngineConfig};
+use remedyd::load::ruleset::Ruleset;
+use remedyd::load::ruleset::SharedRuleset;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,7 +114,7 @@ pub fn load(files: &[(String, String)], executors: &Executors) -> Result<Arc<Rul
     for (path, text) in files {
         std::fs::write(dir.path().join(path), text).map_err(|e| format!("writing {path}: {e}"))?;
     }
-    let rs = remedyd::ruleset::load(
+    let rs = remedyd::load::ruleset::load(
         &dir.path().join("rules"),
         &dir.path().join("policies"),
         executors,
@@ -329,8 +330,9 @@ impl World {
             Event::Wait(s) => self.clock.advance(Duration::from_secs(*s)),
             Event::Alerts(alerts) => {
                 let body = payload(alerts, now);
-                let (receipt, signals) = remedyd::intake::webhook::parse(body.as_bytes(), now)
-                    .map_err(|e| format!("the generated payload does not parse: {e}"))?;
+                let (receipt, signals) =
+                    remedyd::adapters::intake::alertmanager::parse(body.as_bytes(), now)
+                        .map_err(|e| format!("the generated payload does not parse: {e}"))?;
                 self.store
                     .ingest(receipt, signals)
                     .await
@@ -476,7 +478,7 @@ impl World {
 
     /// One outbox delivery pass, as the outbox task does.
     pub async fn deliver(&self) -> Result<(), String> {
-        remedyd::escalate::outbox::deliver_due(
+        remedyd::adapters::escalate::outbox::deliver_due(
             &*self.store,
             &*self.pager,
             &self.shared,

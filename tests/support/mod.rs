@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use remedyd::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
+use remedyd::adapters::action::{ActionRequest, BoxFuture, Executor, Executors, Outcome};
+use remedyd::adapters::clock::SystemClock;
+use remedyd::adapters::escalate::{Notification, Pager, PagerError};
 use remedyd::app::Parts;
-use remedyd::clock::SystemClock;
-use remedyd::config::{Config, Mode};
-use remedyd::escalate::{Notification, Pager, PagerError};
-use remedyd::policy::Route;
+use remedyd::domain::policy::Mode;
+use remedyd::domain::policy::Route;
+use remedyd::load::config::Config;
 use tokio_util::sync::CancellationToken;
 
 /// Every wait in these tests is bounded: a missing behaviour fails instead of hanging. 60 s:
@@ -317,6 +318,6 @@ pub fn alert_payload(
 
 /// Now as RFC 3339.
 pub fn now_rfc3339() -> String {
-    use remedyd::clock::Clock;
+    use remedyd::domain::time::Clock;
     SystemClock.now().to_rfc3339()
 }

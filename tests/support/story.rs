@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use remedyd::clock::Timestamp;
-use remedyd::incident::{Effect, Entry, Event, Incident, Probe, StepResult};
-use remedyd::policy::budget::BudgetUse;
-use remedyd::policy::{Ladder, NoData, OnFailure, Policy, Step, Verify, Window};
-use remedyd::rules::{Target, TargetKind};
-use remedyd::store::{Commit, Store};
+use remedyd::adapters::store::{Commit, Store};
+use remedyd::domain::incident::{Effect, Entry, Event, Incident, Probe, StepResult};
+use remedyd::domain::policy::budget::BudgetUse;
+use remedyd::domain::policy::{Ladder, NoData, OnFailure, Policy, Step, Verify, Window};
+use remedyd::domain::rules::{Target, TargetKind};
+use remedyd::domain::time::Timestamp;
 
 /// 2026-03-01T12:00:00Z.
 pub const T0: i64 = 1_772_366_400_000;

@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use remedyd::clock::Timestamp;
-use remedyd::incident::{Entry, Phase};
-use remedyd::policy::breaker::{self, BreakerState};
-use remedyd::store::Commit;
+use remedyd::adapters::store::Commit;
+use remedyd::domain::incident::{Entry, Phase};
+use remedyd::domain::policy::breaker::{self, BreakerState};
+use remedyd::domain::time::Timestamp;
 
 use super::super::breaker::{St, Trial};
 use super::{Model, StepRun};

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use remedyd::clock::Timestamp;
-use remedyd::incident::{Incident, Phase};
+use remedyd::domain::incident::{Incident, Phase};
+use remedyd::domain::time::Timestamp;
 
 use super::Model;
 

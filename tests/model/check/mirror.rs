@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use remedyd::clock::Timestamp;
-use remedyd::ruleset::Ruleset;
-use remedyd::signal::{Signal, Status as SignalStatus};
+use remedyd::domain::signal::{Signal, Status as SignalStatus};
+use remedyd::domain::time::Timestamp;
+use remedyd::load::ruleset::Ruleset;
 
 /// The alerts each (rule, target) has heard, as the engine hears them: duplicates (same
 /// fingerprint, startsAt and status) are dropped at ingest, a re-sent alert keeps its first

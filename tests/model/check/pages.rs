@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use remedyd::clock::Timestamp;
-use remedyd::escalate::NotificationKind;
-use remedyd::incident::Entry;
-use remedyd::store::Commit;
+use remedyd::adapters::escalate::NotificationKind;
+use remedyd::adapters::store::Commit;
+use remedyd::domain::incident::Entry;
+use remedyd::domain::time::Timestamp;
 
 use super::{Model, Row};
 

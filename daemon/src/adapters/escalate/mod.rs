@@ -1,0 +1,229 @@
+//! Escalation: notifications in the runbook's shape, the `Pager` trait, and the pagers by route
+//! type (generic webhook, PagerDuty, Opsgenie, Slack) behind one dispatching [`Pagers`].
+
+pub mod digest;
+pub mod opsgenie;
+pub mod outbox;
+pub mod pagerduty;
+pub mod slack;
+pub mod webhook;
+
+use std::time::Duration;
+
+use crate::domain::BoxFuture;
+pub use crate::domain::notification::{
+    Notification, NotificationKind, ROOT_CAUSE, notification, truncate,
+};
+use crate::domain::policy::{Route, Transport};
+
+/// A failed delivery.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct PagerError {
+    /// Worth retrying (5xx, 429, connection errors).
+    pub retryable: bool,
+    /// What happened (never the URL's secret parts).
+    pub message: String,
+    /// Server-requested delay.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// Delivers notifications to a route.
+pub trait Pager: Send + Sync + 'static {
+    /// Sends one notification. `Ok(false)` when the route has no destination (recorded only).
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>>;
+}
+
+/// The pager `serve` uses: sends each notification the way its route's type requires.
+pub struct Pagers {
+    client: reqwest::Client,
+}
+
+impl Default for Pagers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pagers {
+    /// Pagers sharing one HTTP client with remedyd's User-Agent.
+    pub fn new() -> Self {
+        Self {
+            client: crate::adapters::action::http_client(),
+        }
+    }
+}
+
+impl Pager for Pagers {
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>> {
+        Box::pin(async move {
+            let c = &self.client;
+            match &route.transport {
+                Transport::Webhook { url: Some(url) } => webhook::deliver(c, route, url, n).await,
+                Transport::Slack { url: Some(url) } => slack::deliver(c, route, url, n).await,
+                Transport::PagerDuty { .. } | Transport::Opsgenie { .. }
+                    if n.event == NotificationKind::Digest =>
+                {
+                    Err(PagerError {
+                        retryable: false,
+                        message: format!(
+                            "route {}: a digest is not sent to a {} route",
+                            route.name,
+                            route.transport.kind()
+                        ),
+                        retry_after: None,
+                    })
+                }
+                Transport::PagerDuty {
+                    url,
+                    routing_key: Some(key),
+                } => pagerduty::deliver(c, route, url, key, n).await,
+                Transport::Opsgenie {
+                    url,
+                    api_key: Some(key),
+                } => opsgenie::deliver(c, route, url, key, n).await,
+                _ => {
+                    tracing::warn!(route = %route.name, kind = route.transport.kind(), source = %route.source, incident = %n.incident, "Route has no destination; notification recorded only");
+                    Ok(false)
+                }
+            }
+        })
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date, relative to now.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let wait = at - time::OffsetDateTime::now_utc();
+    Some(Duration::from_secs(wait.whole_seconds().max(0) as u64))
+}
+
+/// What a receiver said, in one short line with every secret of the route blanked out.
+fn answer_summary(body: &str, secrets: &[&str]) -> String {
+    let text = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(m)) => {
+            let mut parts = Vec::new();
+            for k in ["status", "message", "error", "result"] {
+                if let Some(v) = m.get(k).and_then(|v| v.as_str()) {
+                    parts.push(v.to_string());
+                }
+            }
+            if let Some(errs) = m.get("errors").and_then(|e| e.as_array()) {
+                parts.extend(
+                    errs.iter()
+                        .map(|e| e.as_str().map_or(e.to_string(), String::from)),
+                );
+            }
+            if parts.is_empty() {
+                body.to_string()
+            } else {
+                parts.join(": ")
+            }
+        }
+        _ => body.to_string(),
+    };
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(s, "***");
+    }
+    truncate(&text, 200)
+}
+
+/// Sends a prepared request and maps the answer: 2xx is delivered; 429 (with `Retry-After`),
+/// 408, 5xx and connection errors are retried by the outbox; any other 4xx is final. Messages
+/// name the route and status, never a URL or a secret.
+pub(crate) async fn send_request(
+    route: &Route,
+    req: reqwest::RequestBuilder,
+) -> Result<bool, PagerError> {
+    let secrets = route.transport.secrets();
+    let resp = req.timeout(route.timeout).send().await.map_err(|e| {
+        let mut message = format!(
+            "route {} ({}): {}",
+            route.name,
+            route.transport.kind(),
+            e.without_url()
+        );
+        for s in &secrets {
+            message = message.replace(s, "***");
+        }
+        PagerError {
+            retryable: true,
+            message,
+            retry_after: None,
+        }
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(true);
+    }
+    let retry_after = retry_after(resp.headers());
+    let body = resp.text().await.unwrap_or_default();
+    let said = answer_summary(&body, &secrets);
+    let code = status.as_u16();
+    Err(PagerError {
+        retryable: status.is_server_error() || code == 429 || code == 408,
+        message: if said.is_empty() {
+            format!(
+                "route {} ({}): status {code}",
+                route.name,
+                route.transport.kind()
+            )
+        } else {
+            format!(
+                "route {} ({}): status {code}: {said}",
+                route.name,
+                route.transport.kind()
+            )
+        },
+        retry_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_summarized_without_secrets() {
+        let pd = r#"{"status":"invalid event","message":"Event object is invalid","errors":["Length of 'routing_key' is incorrect"]}"#;
+        assert_eq!(
+            answer_summary(pd, &[]),
+            "invalid event: Event object is invalid: Length of 'routing_key' is incorrect"
+        );
+        assert_eq!(answer_summary("invalid_payload\n", &[]), "invalid_payload");
+        assert_eq!(
+            answer_summary("bad key abc123 given", &["abc123"]),
+            "bad key *** given"
+        );
+        assert_eq!(truncate("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+}

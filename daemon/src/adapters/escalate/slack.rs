@@ -1,0 +1,168 @@
+//! Slack incoming webhooks: JSON with `text` (the notification fallback) and readable `blocks` —
+//! a header with priority, incident id and service; fields for status, severity, level and start;
+//! what is wrong; the actions taken; the measured values; the latest updates; and a context line
+//! with the reason. Slack answers 200 `ok`; 400/403/404/410 with a plain-text error
+//! (`invalid_payload`, `no_service`, `channel_is_archived`, …) are final; 429 (with
+//! `Retry-After`) and 5xx are retried by the outbox.
+
+use serde_json::{Value, json};
+
+use super::{Notification, NotificationKind, PagerError, send_request, truncate};
+use crate::domain::policy::{Route, Secret};
+use crate::domain::report::narrative::datetime;
+
+/// Slack's mrkdwn needs only these three escaped.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&text, 3000)}})
+}
+
+fn bullets(title: &str, lines: &[String], empty: &str, keep_last: usize) -> Value {
+    let mut text = format!("*{title}*\n");
+    if lines.is_empty() {
+        text.push_str(&format!("_{empty}_"));
+    } else {
+        let skip = lines.len().saturating_sub(keep_last);
+        if skip > 0 {
+            text.push_str(&format!("_… {skip} earlier_\n"));
+        }
+        for l in &lines[skip..] {
+            text.push_str(&format!("• {}\n", escape(l)));
+        }
+    }
+    section(text)
+}
+
+fn icon(n: &Notification) -> &'static str {
+    match (n.event, n.level) {
+        (NotificationKind::Resolve, _) => "✅",
+        (NotificationKind::Digest, _) => "📋",
+        (_, 3..) => "🔴",
+        (_, 2) => "🟠",
+        _ => "🟡",
+    }
+}
+
+/// The message: `text` for notifications and clients without blocks, `blocks` for people.
+pub fn message(n: &Notification) -> Value {
+    if let Some(d) = &n.digest {
+        return digest_message(n, d);
+    }
+    let resolved = n.event == NotificationKind::Resolve;
+    let header = truncate(
+        &format!(
+            "{} {}{} {} · {}",
+            icon(n),
+            if resolved { "RESOLVED · " } else { "" },
+            n.priority,
+            n.incident,
+            n.service
+        ),
+        150,
+    );
+    let mut fields = vec![
+        format!(
+            "*Status*\n{}",
+            if resolved {
+                "resolved"
+            } else {
+                n.status.as_str()
+            }
+        ),
+        format!("*Severity*\n{} ({})", n.severity, n.priority),
+        format!("*Level*\n{}", n.level),
+        format!("*Started*\n{}", datetime(n.started_at)),
+        format!(
+            "*Service*\n{}",
+            if n.namespace.is_empty() {
+                n.service.clone()
+            } else {
+                format!("{}/{}", n.namespace, n.service)
+            }
+        ),
+        format!("*Rule*\n{}", n.rule),
+    ];
+    if let Some(at) = n.resolved_at {
+        fields.push(format!("*Resolved*\n{}", datetime(at)));
+    }
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
+        json!({"type": "section", "fields": fields.iter().map(|f| json!({"type": "mrkdwn", "text": escape(f)})).collect::<Vec<_>>()}),
+        section(format!(
+            "{}\n*Impact:* {}",
+            escape(&n.description),
+            escape(&n.impact)
+        )),
+        bullets(
+            "Actions taken",
+            &n.actions_taken,
+            "none: no automated step ran",
+            10,
+        ),
+    ];
+    if !n.values.is_empty() {
+        blocks.push(bullets("Measured values", &n.values, "", 10));
+    }
+    if let Some(r) = &n.resolution {
+        blocks.push(section(format!("*Resolution*\n{}", escape(r))));
+    } else {
+        blocks.push(bullets("Updates", &n.updates, "none", 8));
+    }
+    let context = if resolved {
+        format!("Root cause: {} · {}", n.root_cause, n.dedup_key)
+    } else {
+        format!(
+            "Why a human: {} · Root cause: {} · {}",
+            n.reason, n.root_cause, n.dedup_key
+        )
+    };
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&escape(&context), 2000)}]}));
+    let text = if resolved {
+        format!(
+            "Resolved {} {} {}: {}",
+            n.priority,
+            n.incident,
+            n.service,
+            n.resolution.as_deref().unwrap_or("recovered")
+        )
+    } else {
+        format!(
+            "{} {} {} {}: {} ({})",
+            n.priority, n.incident, n.service, n.status, n.description, n.reason
+        )
+    };
+    json!({"text": truncate(&escape(&text), 3000), "blocks": blocks})
+}
+
+fn digest_message(n: &Notification, d: &crate::domain::report::digest::Digest) -> Value {
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{} remedyd daily digest · {}", icon(n), &d.until.to_rfc3339()[..10]), 150), "emoji": true}}),
+        section(escape(&n.description)),
+    ];
+    for (title, lines, empty) in [
+        ("Incidents", &d.incidents, "none in the last 24 h"),
+        ("Actions", &d.actions, "no automated action"),
+        ("Breakers open", &d.breakers_open, "all closed"),
+        ("Restarted most", &d.most_restarted, "no restart"),
+        ("Budgets nearly spent", &d.budgets_nearly_spent, "none"),
+    ] {
+        blocks.push(bullets(title, lines, empty, 15));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("{} → {}", datetime(d.since), datetime(d.until))}]}));
+    json!({"text": truncate(&escape(&n.description), 3000), "blocks": blocks})
+}
+
+/// Posts the message.
+pub(super) async fn deliver(
+    client: &reqwest::Client,
+    route: &Route,
+    url: &Secret,
+    n: &Notification,
+) -> Result<bool, PagerError> {
+    send_request(route, client.post(url.expose()).json(&message(n))).await
+}

@@ -1,0 +1,4 @@
+//! Intake: where signals come from.
+
+pub mod alertmanager;
+pub mod poller;

@@ -1,0 +1,329 @@
+//! The store: the single source of truth. Signals are written before the 200; every incident
+//! change, timeline entry, ledger claim, budget use, breaker change and page is written before it
+//! takes effect, so a restart resumes from here (crash-only).
+
+pub mod postgres;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::escalate::Notification;
+use crate::domain::BoxFuture;
+use crate::domain::incident::{Entry, Incident, Status};
+use crate::domain::policy::breaker::BreakerRecord;
+use crate::domain::signal::Signal;
+use crate::domain::time::Timestamp;
+
+/// Store errors; every one means "the write did not happen".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("store: {0}")]
+    Database(String),
+    /// The store's worker is gone (shutting down).
+    #[error("store: unavailable")]
+    Unavailable,
+    /// The (incident, ladder, step) was claimed before: the step must not run again.
+    #[error("store: step already claimed: {0}")]
+    AlreadyClaimed(String),
+    /// A stored row could not be decoded.
+    #[error("store: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One webhook delivery, as received.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Receipt {
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// Alertmanager receiver name.
+    pub receiver: String,
+    /// Alertmanager group key (opaque).
+    pub group_key: String,
+    /// Alerts Alertmanager left out (`max_alerts`); never read as resolved.
+    pub truncated_alerts: u64,
+    /// Alerts in the body.
+    pub alerts: usize,
+}
+
+/// What ingest did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IngestResult {
+    /// New signals stored.
+    pub stored: usize,
+    /// Signals already stored (same fingerprint, startsAt and status).
+    pub duplicates: usize,
+}
+
+/// A stored signal awaiting the engine.
+#[derive(Clone, Debug)]
+pub struct StoredSignal {
+    /// Row id.
+    pub id: i64,
+    /// The signal.
+    pub signal: Signal,
+    /// When it arrived.
+    pub received_at: Timestamp,
+}
+
+/// A page to deliver.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    /// Row id.
+    pub id: i64,
+    /// Route name.
+    pub route: String,
+    /// The notification, frozen at enqueue time.
+    pub notification: Notification,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// A pause.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// `global`, `rule:NAME` or `namespace:NAME`.
+    pub scope: String,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub author: String,
+    /// Since when.
+    pub since: Timestamp,
+}
+
+/// How the engine answered a [`ResolveRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveResult {
+    /// The incident was resolved by hand.
+    Resolved,
+    /// No incident has this id.
+    UnknownIncident,
+    /// The incident was already resolved (by its alerts, or by an earlier request).
+    AlreadyResolved,
+}
+
+impl ResolveResult {
+    /// Stored and reported spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveResult::Resolved => "resolved",
+            ResolveResult::UnknownIncident => "unknown_incident",
+            ResolveResult::AlreadyResolved => "already_resolved",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ResolveResult::Resolved,
+            ResolveResult::UnknownIncident,
+            ResolveResult::AlreadyResolved,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A person's request to resolve an incident by hand (API, dashboard or CLI). The engine, the
+/// only writer of incidents, applies it and marks it done in the same commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolveRequest {
+    /// Row id.
+    pub id: i64,
+    /// The incident to resolve.
+    pub incident: String,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub author: String,
+    /// When it was asked.
+    pub requested_at: Timestamp,
+    /// When the engine applied it, and how; `None` while pending.
+    pub done: Option<(Timestamp, ResolveResult)>,
+}
+
+/// One atomic change produced by the engine.
+#[derive(Clone, Debug, Default)]
+pub struct Commit {
+    /// Incidents to insert or replace.
+    pub incidents: Vec<Incident>,
+    /// Timeline entries to append.
+    pub timeline: Vec<(String, Entry)>,
+    /// Every signal up to this id is handled (the engine handles them in id order, and ingest
+    /// commits ids in increasing order, so one watermark replaces a flag per row).
+    pub processed: Option<i64>,
+    /// Pages to enqueue: (route, notification).
+    pub outbox: Vec<(String, Notification)>,
+    /// Budget uses: (key, at, dry_run).
+    pub budget_uses: Vec<(String, Timestamp, bool)>,
+    /// Breaker failures: (key, at).
+    pub breaker_failures: Vec<(String, Timestamp)>,
+    /// Breaker records to set.
+    pub breakers: Vec<(String, BreakerRecord)>,
+    /// Ledger claims: (incident, ladder, step, at). The whole commit fails with
+    /// [`StoreError::AlreadyClaimed`] if any was claimed before: at most once per step.
+    pub claims: Vec<(String, u8, usize, Timestamp)>,
+    /// Ledger rows to finish: (incident, ladder, step, at, result).
+    pub finished: Vec<(String, u8, usize, Timestamp, serde_json::Value)>,
+    /// Named engine state to set: (name, value), e.g. [`STORM_COUNTER`].
+    pub counters: Vec<(String, i64)>,
+    /// Resolve requests applied: (request id, at, result).
+    pub resolves_done: Vec<(i64, Timestamp, ResolveResult)>,
+}
+
+/// The counter holding when the current storm began (milliseconds since the epoch), 0 when no
+/// storm is open: a restart neither pages the same storm again nor forgets to resolve it.
+pub const STORM_COUNTER: &str = "storm_open";
+
+impl Commit {
+    /// Adds `later`'s writes after this one's (one transaction instead of two).
+    pub fn absorb(&mut self, later: Commit) {
+        self.incidents.extend(later.incidents);
+        self.timeline.extend(later.timeline);
+        self.processed = self.processed.max(later.processed);
+        self.outbox.extend(later.outbox);
+        self.budget_uses.extend(later.budget_uses);
+        self.breaker_failures.extend(later.breaker_failures);
+        self.breakers.extend(later.breakers);
+        self.claims.extend(later.claims);
+        self.finished.extend(later.finished);
+        self.counters.extend(later.counters);
+        self.resolves_done.extend(later.resolves_done);
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty()
+            && self.timeline.is_empty()
+            && self.processed.is_none()
+            && self.outbox.is_empty()
+            && self.budget_uses.is_empty()
+            && self.breaker_failures.is_empty()
+            && self.breakers.is_empty()
+            && self.finished.is_empty()
+            && self.claims.is_empty()
+            && self.counters.is_empty()
+            && self.resolves_done.is_empty()
+    }
+}
+
+/// The narrow interface the engine, intake and API use: SQLite (one replica) or PostgreSQL
+/// (several replicas sharing one database).
+pub trait Store: Send + Sync + 'static {
+    /// Stores one delivery's signals durably, deduplicating on (fingerprint, startsAt, status).
+    fn ingest(&self, receipt: Receipt, signals: Vec<Signal>)
+    -> BoxFuture<'_, Result<IngestResult>>;
+    /// Signals not yet handled by the engine, oldest first.
+    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
+    /// The highest incident number committed for `year` (`INC-YYYY-NNNN`), 0 if none: the
+    /// engine, the only writer of incidents, numbers new ones after it in memory, and committing
+    /// an incident advances it in the same transaction (no transaction of its own per id).
+    fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
+        self.counter(format!("incident-{year}"))
+    }
+    /// A named counter's value, 0 if never set.
+    fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>>;
+    /// Incidents not resolved.
+    fn active_incidents(&self) -> BoxFuture<'_, Result<Vec<Incident>>>;
+    /// Applies a commit atomically.
+    fn commit(&self, c: Commit) -> BoxFuture<'_, Result<()>>;
+    /// Budget uses of `key` since `since` in the given mode.
+    fn count_uses(&self, key: &str, since: Timestamp, dry_run: bool) -> BoxFuture<'_, Result<u32>>;
+    /// A breaker's record (default when never touched).
+    fn breaker(&self, key: &str) -> BoxFuture<'_, Result<BreakerRecord>>;
+    /// What the gates read before a step, in one go: the budget uses of each `(key, since)` in
+    /// the given mode, and the breaker records of `breakers`. The default asks one by one; a
+    /// store may answer in one round trip.
+    fn gate_reads(
+        &self,
+        uses: Vec<(String, Timestamp)>,
+        dry_run: bool,
+        breakers: Vec<String>,
+    ) -> BoxFuture<'_, Result<(Vec<u32>, Vec<BreakerRecord>)>> {
+        Box::pin(async move {
+            let mut counts = Vec::with_capacity(uses.len());
+            for (key, since) in &uses {
+                counts.push(self.count_uses(key, *since, dry_run).await?);
+            }
+            let mut records = Vec::with_capacity(breakers.len());
+            for key in &breakers {
+                records.push(self.breaker(key).await?);
+            }
+            Ok((counts, records))
+        })
+    }
+    /// When a firing alert of each fingerprint was last received (stored or re-sent, which ingest
+    /// counts as a duplicate): fingerprints never received are left out.
+    fn last_heard(
+        &self,
+        fingerprints: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>>;
+    /// All breaker records.
+    fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>>;
+    /// Failures of `key` since `since`.
+    fn count_failures(&self, key: &str, since: Timestamp) -> BoxFuture<'_, Result<u32>>;
+    /// Active pauses.
+    fn pauses(&self) -> BoxFuture<'_, Result<Vec<Pause>>>;
+    /// Sets (or replaces) a pause.
+    fn set_pause(&self, p: Pause) -> BoxFuture<'_, Result<()>>;
+    /// Lifts a pause; `false` if there was none.
+    fn clear_pause(&self, scope: &str) -> BoxFuture<'_, Result<bool>>;
+    /// Pages due for delivery, oldest first. Per (incident, route) only the oldest page not yet
+    /// done (delivered, recorded or given up) can be due, and only once its `next_at` has come:
+    /// a resolve waits behind its trigger while the trigger is retried. At most `per_route` pages
+    /// of each route, so that a backlog on one route never hides another route's pages.
+    fn outbox_due(
+        &self,
+        now: Timestamp,
+        per_route: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxItem>>>;
+    /// Marks a page delivered (or recorded only, when the route has no destination).
+    fn outbox_done(&self, id: i64, now: Timestamp, delivered: bool) -> BoxFuture<'_, Result<()>>;
+    /// Schedules a retry.
+    fn outbox_retry(&self, id: i64, next_at: Timestamp, error: &str) -> BoxFuture<'_, Result<()>>;
+    /// Pages not yet delivered.
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<u64>>;
+    /// Incidents newest first, optionally by status.
+    fn list_incidents(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Incident>>>;
+    /// One incident.
+    fn get_incident(&self, id: &str) -> BoxFuture<'_, Result<Option<Incident>>>;
+    /// An incident's timeline, oldest first.
+    fn timeline(&self, id: &str) -> BoxFuture<'_, Result<Vec<Entry>>>;
+    /// Incident counts by status.
+    fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>>>;
+    /// Stores a request to resolve `incident` by hand and wakes the leader's engine (on
+    /// PostgreSQL, in whichever replica leads); returns the request's id.
+    fn request_resolve(
+        &self,
+        incident: &str,
+        reason: &str,
+        author: &str,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<i64>>;
+    /// Resolve requests the engine has not applied yet, oldest first.
+    fn pending_resolves(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ResolveRequest>>>;
+    /// One resolve request (to see whether, and how, it was applied).
+    fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>>;
+    /// Whether the store answers.
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// The counter an incident id advances: `INC-2026-0042` → `incident-2026`.
+pub fn incident_counter_name(id: &str) -> Option<String> {
+    let mut parts = id.split('-');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("INC"), Some(year), Some(_), None) if year.parse::<i32>().is_ok() => {
+            Some(format!("incident-{year}"))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,623 @@
+//! The dashboard: server-rendered HTML, no JavaScript.
+//!
+//! - `/`: automation state with pause and resume forms, open and recent incidents, breakers,
+//!   budgets, pages waiting.
+//! - `/incidents/{id}`: one incident, its timeline and the values behind each decision, and
+//!   (while it is open) a form to resolve it by hand.
+//! - `/incidents/{id}/review.md`: the post-incident review (as `remedyd review` prints it).
+//! - `POST /ui/pause`, `POST /ui/resume`: the forms (`application/x-www-form-urlencoded`, since an
+//!   HTML form cannot send JSON). They do what `POST /api/v1/pause` and `/resume` do and are
+//!   guarded the same way: when `webhook_token` is configured, the form asks for it in a password
+//!   field (`token`) — a browser cannot add an `Authorization` header to a form — and an
+//!   `Authorization: Bearer` header is accepted too. Requests from another site (`Origin` or
+//!   `Sec-Fetch-Site` says so) are refused, so a page elsewhere cannot pause automation through a
+//!   browser on the operator's machine. The token is never put in a page, a URL or a cookie; the
+//!   browser's password manager may remember it.
+//! - `POST /ui/incidents/{id}/resolve`: the incident page's form; does what `POST
+//!   /api/v1/incidents/{id}/resolve` does (reason and author required), guarded like the pause
+//!   form, and comes back to the incident page with a notice.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::adapters::escalate::digest;
+use crate::domain::incident::{Incident, Phase};
+use crate::domain::policy::breaker::BreakerState;
+use crate::domain::report::digest::BudgetRow;
+use crate::domain::report::narrative::{self, datetime};
+
+/// How far back "recent" reaches.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+const STYLE: &str = "\
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#1d2330;background:#fafbfc}\
+h1{margin:0 0 .2em}h2{margin:1.4em 0 .4em;font-size:1.15em}\
+nav a{margin-right:1em}\
+table{border-collapse:collapse;margin:.3em 0 1em;background:#fff}\
+td,th{padding:.3em .7em;text-align:left;border-bottom:1px solid #e3e6ea;vertical-align:top}\
+th{background:#f0f2f5;font-weight:600}\
+.badge{display:inline-block;padding:.05em .5em;border-radius:.7em;font-size:.85em;background:#e3e6ea}\
+.open,.remediating,.verifying{background:#fff2cc}.escalated,.suspended{background:#ffd6d6}\
+.resolved,.closed{background:#d9f2d9}.half_open{background:#fff2cc}\
+.panel{background:#fff;border:1px solid #e3e6ea;border-radius:.4em;padding:.8em 1em;margin:.5em 0 1em}\
+.paused{border-color:#e0a000;background:#fff8e5}\
+.notice{background:#e7f3ff;border:1px solid #9cc8f0;padding:.4em .8em;border-radius:.3em}\
+.error{background:#ffe5e5;border:1px solid #e09c9c;padding:.4em .8em;border-radius:.3em}\
+.bar{display:inline-block;width:8em;height:.7em;background:#e3e6ea;border-radius:.35em;overflow:hidden;vertical-align:middle}\
+.bar i{display:block;height:100%;background:#4a90d9}.bar i.hot{background:#d9534f}\
+.muted{color:#6b7280;font-size:.9em}\
+form.inline{display:inline}input,select,button{font:inherit;margin:.1em .3em .1em 0}\
+pre{white-space:pre-wrap;margin:.3em 0;font-size:.85em}ul.values{margin:.2em 0;padding-left:1.2em}";
+
+fn page_html(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width,initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>\
+         <nav><a href=\"/\">Dashboard</a><a href=\"/api/v1/incidents\">API</a><a href=\"/metrics\">Metrics</a></nav>\
+         {body}</body></html>",
+        esc(title)
+    ))
+}
+
+fn badge(s: &str) -> String {
+    format!("<span class=\"badge {0}\">{0}</span>", esc(s))
+}
+
+fn phase_reason(i: &Incident) -> String {
+    match &i.phase {
+        Phase::Escalated { reason } | Phase::Suspended { reason } | Phase::Held { reason } => {
+            reason.clone()
+        }
+        Phase::Waiting { until } => format!("waiting until {}", datetime(*until)),
+        Phase::Running { step, .. } => format!("running step {}", step + 1),
+        Phase::Verifying { until, last, .. } => match last {
+            Some(v) => format!(
+                "verifying until {}; last value {}",
+                until.hms(),
+                narrative::fmt_value(*v)
+            ),
+            None => format!("verifying until {}", until.hms()),
+        },
+        Phase::Verified { .. } => "verified; waiting for the alerts to clear".into(),
+        Phase::Ready => "next step due".into(),
+        Phase::Resolved => String::new(),
+    }
+}
+
+fn incidents_table(list: &[&Incident], empty: &str) -> String {
+    if list.is_empty() {
+        return format!("<p class=muted>{}</p>", esc(empty));
+    }
+    let mut out = String::from(
+        "<table><tr><th>Incident</th><th>Status</th><th>Level</th><th>Rule</th><th>Target</th><th>Opened</th><th>Updated</th><th>Why</th></tr>",
+    );
+    for i in list {
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"/incidents/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            badge(i.status().as_str()),
+            i.level,
+            esc(&i.rule),
+            esc(&i.target.key()),
+            datetime(i.opened_at),
+            datetime(i.updated_at),
+            esc(&phase_reason(i)),
+            id = esc(&i.id),
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+fn token_field(state: &AppState) -> &'static str {
+    if state.token.is_some() {
+        "<label>Token <input type=password name=token autocomplete=current-password required placeholder=\"webhook_token\"></label>"
+    } else {
+        ""
+    }
+}
+
+fn budgets_table(rows: &[BudgetRow]) -> String {
+    let mut out = String::from(
+        "<table><tr><th>Budget</th><th>Used (enforce)</th><th>Dry-run uses</th><th>Limit</th><th></th></tr>",
+    );
+    for b in rows {
+        let pct = (b.peak() * 100)
+            .checked_div(b.window.max)
+            .unwrap_or(100)
+            .min(100);
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} per {}</td><td><span class=bar title=\"{pct}%\"><i class=\"{}\" style=\"width:{pct}%\"></i></span></td></tr>",
+            esc(&b.key),
+            b.used,
+            b.dry_run,
+            b.window.max,
+            crate::domain::time::fmt_duration(b.window.per),
+            if b.nearly_spent() { "hot" } else { "" },
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+#[derive(Deserialize)]
+pub(super) struct PageQuery {
+    notice: Option<String>,
+}
+
+pub(super) async fn page(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, ApiError> {
+    let now = state.clock.now();
+    let rs = state.ruleset.read().expect("ruleset lock").clone();
+    let all = state.store.list_incidents(None, 200).await?;
+    let active = state.store.active_incidents().await?;
+    let since = now.minus(RECENT);
+    let mut open: Vec<&Incident> = active.iter().collect();
+    open.sort_by(|a, b| b.opened_at.cmp(&a.opened_at).then(b.id.cmp(&a.id)));
+    let recent: Vec<&Incident> = all
+        .iter()
+        .filter(|i| i.is_resolved() && (i.updated_at >= since || i.opened_at >= since))
+        .take(50)
+        .collect();
+    let pauses = state.store.pauses().await?;
+    let breakers = digest::breaker_states(&*state.store, &rs, now).await?;
+    let mut touched: Vec<Incident> = active.clone();
+    touched.extend(recent.iter().map(|i| (*i).clone()));
+    let budgets = digest::budget_rows(&*state.store, &rs, &touched, now).await?;
+    let depth = state.store.outbox_depth().await?;
+
+    let mut b = String::from("<h1>remedyd</h1>");
+    let _ = write!(
+        b,
+        "<p class=muted>{} · {} rule(s), {} polic(ies), {} route(s) · <a href=\"/\">refresh</a></p>",
+        datetime(now),
+        rs.rules.len(),
+        rs.policies.len(),
+        rs.routes.len()
+    );
+    if let Some(n) = q.notice.as_deref().filter(|n| !n.is_empty()) {
+        let _ = write!(b, "<p class=notice id=notice>{}</p>", esc(n));
+    }
+
+    // Automation: paused or running, with the forms.
+    if pauses.is_empty() {
+        b.push_str("<div class=panel id=automation><b>Automation is running.</b>");
+    } else {
+        b.push_str("<div class=\"panel paused\" id=automation><b>Automation is paused.</b> In-flight verification continues; no new action starts in a paused scope.<table><tr><th>Scope</th><th>By</th><th>Since</th><th>Reason</th><th></th></tr>");
+        for p in &pauses {
+            let (kind, name) = p.scope.split_once(':').unwrap_or((p.scope.as_str(), ""));
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><form class=inline method=post action=\"/ui/resume\">\
+                 <input type=hidden name=scope value=\"{}\"><input type=hidden name=name value=\"{}\">{}\
+                 <button type=submit>Resume</button></form></td></tr>",
+                esc(&p.scope),
+                esc(&p.author),
+                datetime(p.since),
+                esc(&p.reason),
+                esc(kind),
+                esc(name),
+                token_field(&state),
+            );
+        }
+        b.push_str("</table>");
+    }
+    let _ = write!(
+        b,
+        "<form method=post action=\"/ui/pause\" id=pause-form><b>Pause</b> \
+         <select name=scope><option value=global>everything</option><option value=rule>one rule</option><option value=namespace>one namespace</option></select>\
+         <input name=name placeholder=\"rule or namespace\" size=16>\
+         <input name=reason placeholder=\"reason (required)\" required size=28>\
+         <input name=author placeholder=\"your name\" size=12>{}\
+         <button type=submit id=pause>Pause automation</button></form>",
+        token_field(&state)
+    );
+    if state.token.is_some() {
+        b.push_str("<p class=muted>Pausing and resuming need the webhook token (the same bearer token as <code>POST /api/v1/pause</code>).</p>");
+    }
+    b.push_str("</div>");
+
+    let _ = write!(b, "<h2>Open incidents ({})</h2>", open.len());
+    b.push_str(&incidents_table(&open, "No open incident."));
+    let _ = write!(b, "<h2>Resolved in the last 24 h ({})</h2>", recent.len());
+    b.push_str(&incidents_table(&recent, "None."));
+
+    b.push_str("<h2>Breakers</h2>");
+    let shown: Vec<&(String, BreakerState)> = breakers
+        .iter()
+        .filter(|(_, s)| *s != BreakerState::Closed)
+        .collect();
+    if shown.is_empty() {
+        let _ = write!(
+            b,
+            "<p class=muted>All closed ({} known).</p>",
+            breakers.len()
+        );
+    } else {
+        b.push_str("<table><tr><th>Breaker</th><th>State</th><th>Until</th></tr>");
+        for (k, s) in shown {
+            let until = match s {
+                BreakerState::Open { until } => datetime(*until),
+                _ => "the next step is a trial".into(),
+            };
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(k),
+                badge(s.as_str()),
+                esc(&until)
+            );
+        }
+        b.push_str("</table>");
+    }
+
+    b.push_str("<h2>Budgets</h2><p class=muted>Uses in each budget's current window. Shown: global, each allowed namespace, each rule, and action × target for the incidents above; dry-run uses are counted apart and never spend a real budget.</p>");
+    b.push_str(&budgets_table(&budgets));
+    let _ = write!(
+        b,
+        "<h2>Pages</h2><p>{depth} page(s) waiting for delivery.</p>"
+    );
+    Ok(page_html("remedyd", &b))
+}
+
+fn not_found(id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        page_html(
+            "not found",
+            &format!(
+                "<h1>No incident {}</h1><p><a href=\"/\">Back</a></p>",
+                esc(id)
+            ),
+        ),
+    )
+        .into_response()
+}
+
+pub(super) async fn incident_page(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let Some(inc) = state.store.get_incident(&id).await? else {
+        return Ok(not_found(&id));
+    };
+    let tl = state.store.timeline(&id).await?;
+    let mut b = format!(
+        "<h1>{} {}</h1><p>{} on <b>{}</b> · level {} · rule {} · policy {}</p>",
+        esc(&inc.id),
+        badge(inc.status().as_str()),
+        esc(inc
+            .labels
+            .get("alertname")
+            .map_or(inc.rule.as_str(), String::as_str)),
+        esc(&inc.target.key()),
+        inc.level,
+        esc(&inc.rule),
+        esc(&inc.policy),
+    );
+    if let Some(n) = q.notice.as_deref().filter(|n| !n.is_empty()) {
+        let _ = write!(b, "<p class=notice id=notice>{}</p>", esc(n));
+    }
+    let reason = phase_reason(&inc);
+    if !reason.is_empty() {
+        let _ = write!(b, "<p class=panel>{}</p>", esc(&reason));
+    }
+    if !inc.is_resolved() {
+        let _ = write!(
+            b,
+            "<form method=post action=\"/ui/incidents/{}/resolve\" id=resolve-form class=panel><b>Resolve by hand</b> \
+             <input name=reason placeholder=\"reason (required)\" required size=32>\
+             <input name=author placeholder=\"your name (required)\" required size=12>{}\
+             <button type=submit id=resolve>Resolve incident</button>\
+             <br><span class=muted>Pending steps are cancelled; a running step finishes and is recorded; paged routes get a resolve.</span></form>",
+            esc(&url_encode(&inc.id)),
+            token_field(&state)
+        );
+    }
+    b.push_str("<table>");
+    let mut row = |k: &str, v: String| {
+        let _ = write!(b, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
+    };
+    row("Opened", datetime(inc.opened_at));
+    row("Updated", datetime(inc.updated_at));
+    row(
+        "Resolved",
+        inc.resolved_at.map_or_else(|| "—".into(), datetime),
+    );
+    row(
+        "Labels",
+        inc.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    row("Firing alerts", inc.active.len().to_string());
+    row(
+        "Paged",
+        if inc.paged.is_empty() {
+            "—".into()
+        } else {
+            inc.paged.join(", ")
+        },
+    );
+    b.push_str("</table>");
+    let values = narrative::values(&tl);
+    if !values.is_empty() {
+        b.push_str("<h2>Measured values</h2><ul class=values>");
+        for v in &values {
+            let _ = write!(b, "<li>{}</li>", esc(v));
+        }
+        b.push_str("</ul>");
+    }
+    let _ = write!(
+        b,
+        "<h2>Timeline</h2><table id=timeline><tr><th>Time (UTC)</th><th>Event</th><th>What happened</th><th>Values behind it</th></tr>"
+    );
+    let day = |t: crate::domain::time::Timestamp| t.to_rfc3339()[..10].to_string();
+    for e in &tl {
+        // Times on the incident's first day are shown as HH:MM:SS; later days with their date.
+        let when = if day(e.at) == day(inc.opened_at) {
+            e.at.hms()
+        } else {
+            datetime(e.at)
+        };
+        let mut vals = String::new();
+        let list = narrative::decision_values(e);
+        if !list.is_empty() {
+            vals.push_str("<ul class=values>");
+            for v in list {
+                let _ = write!(vals, "<li>{}</li>", esc(&v));
+            }
+            vals.push_str("</ul>");
+        }
+        if !e.data.is_null() {
+            let _ = write!(
+                vals,
+                "<details><summary>data</summary><pre>{}</pre></details>",
+                esc(&serde_json::to_string_pretty(&e.data).unwrap_or_default())
+            );
+        }
+        let _ = write!(
+            b,
+            "<tr><td>{when}</td><td>{}</td><td>{}</td><td>{vals}</td></tr>",
+            esc(&e.kind),
+            esc(&e.message)
+        );
+    }
+    b.push_str("</table>");
+    let _ = write!(
+        b,
+        "<p><a href=\"/incidents/{id}/review.md\">Post-incident review (Markdown)</a> · <a href=\"/api/v1/incidents/{id}\">JSON</a> · <a href=\"/\">Back</a></p>",
+        id = esc(&inc.id)
+    );
+    Ok(page_html(&inc.id, &b).into_response())
+}
+
+pub(super) async fn review(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(inc) = state.store.get_incident(&id).await? else {
+        return Ok(not_found(&id));
+    };
+    let tl = state.store.timeline(&id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        crate::domain::report::review::render(&inc, &tl),
+    )
+        .into_response())
+}
+
+/// The pause and resume forms.
+#[derive(Debug, Deserialize)]
+pub(super) struct ScopeForm {
+    /// `global`, `rule` or `namespace`.
+    #[serde(default)]
+    scope: String,
+    /// Rule or namespace name.
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn ui_error(code: StatusCode, msg: &str) -> Response {
+    (
+        code,
+        page_html(
+            "remedyd: refused",
+            &format!(
+                "<h1>Not done</h1><p class=error id=error>{}</p><p><a href=\"/\">Back to the dashboard</a></p>",
+                esc(msg)
+            ),
+        ),
+    )
+        .into_response()
+}
+
+/// Same-site check: a browser names the page a form came from in `Origin` (and `Sec-Fetch-Site`).
+fn same_site(headers: &HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site" || v == "same-site")
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true; // not a browser form (curl), or a browser that sends no Origin
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority == host)
+}
+
+/// `Err` carries the refusal page to answer with.
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    form_token: Option<&str>,
+) -> Result<(), Box<Response>> {
+    if !same_site(headers) {
+        return Err(Box::new(ui_error(
+            StatusCode::FORBIDDEN,
+            "this form was sent from another site",
+        )));
+    }
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let field = form_token.map(|t| format!("Bearer {}", t.trim()));
+    if crate::adapters::auth::authorized(header, token)
+        || crate::adapters::auth::authorized(field.as_deref().map(str::as_bytes), token)
+    {
+        Ok(())
+    } else {
+        Err(Box::new(ui_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: enter the webhook_token",
+        )))
+    }
+}
+
+fn form_scope(f: &ScopeForm) -> Result<String, String> {
+    let name = f.name.trim();
+    match (f.scope.as_str(), name) {
+        ("global" | "", _) => Ok("global".into()),
+        ("rule" | "namespace", "") => Err(format!("name: the {} to pause", f.scope)),
+        ("rule" | "namespace", n) => Ok(format!("{}:{n}", f.scope)),
+        (other, _) => Err(format!("scope: {other:?}; valid: global, rule, namespace")),
+    }
+}
+
+fn done(notice: &str) -> Response {
+    done_at("/", notice)
+}
+
+/// Percent-encodes `s` for a URL's path segment or query value.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|c| match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (c as char).to_string(),
+            b' ' => "+".into(),
+            _ => format!("%{c:02X}"),
+        })
+        .collect()
+}
+
+/// 303 to `path` with `notice` shown at the top of the page.
+fn done_at(path: &str, notice: &str) -> Response {
+    Redirect::to(&format!("{path}?notice={}", url_encode(notice))).into_response()
+}
+
+type FormResult = Result<Form<ScopeForm>, FormRejection>;
+
+/// The incident page's resolve form.
+#[derive(Debug, Deserialize)]
+pub(super) struct ResolveForm {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+pub(super) async fn ui_resolve(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<ResolveForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
+    };
+    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
+        return *r;
+    }
+    let page = format!("/incidents/{}", url_encode(&id));
+    match super::apply_resolve(&state, &id, f.reason.as_deref(), f.author.as_deref()).await {
+        Ok(crate::app::resolve::Answer::Resolved(inc)) => {
+            done_at(&page, &format!("Resolved {} by hand", inc.id))
+        }
+        Ok(crate::app::resolve::Answer::Queued(request)) => done_at(
+            &page,
+            &format!(
+                "Queued as request {request}: no engine applied it yet (this replica does not lead, or the leader is down); the leader applies it when it runs"
+            ),
+        ),
+        Err(ApiError(code, msg)) => ui_error(code, &msg),
+    }
+}
+
+pub(super) async fn ui_pause(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: FormResult,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
+    };
+    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
+        return *r;
+    }
+    let scope = match form_scope(&f) {
+        Ok(s) => s,
+        Err(e) => return ui_error(StatusCode::BAD_REQUEST, &e),
+    };
+    match super::apply_pause(&state, scope, f.reason.clone(), f.author.clone()).await {
+        Ok(p) => done(&format!("Paused {}: {}", p.scope, p.reason)),
+        Err(ApiError(code, msg)) => ui_error(code, &msg),
+    }
+}
+
+pub(super) async fn ui_resume(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: FormResult,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
+    };
+    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
+        return *r;
+    }
+    let scope = match form_scope(&f) {
+        Ok(s) => s,
+        Err(e) => return ui_error(StatusCode::BAD_REQUEST, &e),
+    };
+    match super::apply_resume(&state, &scope, f.author.as_deref()).await {
+        Ok(()) => done(&format!("Resumed {scope}")),
+        Err(ApiError(code, msg)) => ui_error(code, &msg),
+    }
+}

@@ -1,0 +1,185 @@
+//! What a page says: the runbook's communication template plus the ladder's history.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::incident::{Entry, Incident};
+use crate::domain::report::narrative;
+use crate::domain::time::Timestamp;
+
+/// Trigger, resolve, or the daily digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// A human must act.
+    Trigger,
+    /// It recovered.
+    Resolve,
+    /// The daily summary (webhook and Slack routes only: it must not page anyone).
+    Digest,
+}
+
+/// What a pager sends: the runbook's communication template plus the ladder history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Trigger or resolve.
+    pub event: NotificationKind,
+    /// Stable per incident, for pager-side deduplication.
+    pub dedup_key: String,
+    /// Incident id.
+    pub incident: String,
+    /// `P1` (level 3) … `P3` (level 1).
+    pub priority: String,
+    /// `critical`, `high`, `warning`.
+    pub severity: String,
+    /// Incident status at the time of sending.
+    pub status: String,
+    /// The service (target name).
+    pub service: String,
+    /// Target namespace.
+    pub namespace: String,
+    /// Rule.
+    pub rule: String,
+    /// Level.
+    pub level: u8,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it resolved.
+    pub resolved_at: Option<Timestamp>,
+    /// What is wrong.
+    pub description: String,
+    /// Who is affected.
+    pub impact: String,
+    /// Why a human is needed now.
+    pub reason: String,
+    /// Steps run, one line each.
+    pub actions_taken: Vec<String>,
+    /// Time-stamped updates (`12:05:00 restarted checkout (step restart ok)`).
+    pub updates: Vec<String>,
+    /// The measured values behind the decisions (probe values, budgets, breakers).
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// On resolve: when, and how long after it opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// The full timeline with the values behind each decision.
+    pub history: Vec<Entry>,
+    /// Root cause: left for a human.
+    pub root_cause: String,
+    /// The daily digest's content (digest notifications only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<crate::domain::report::digest::Digest>,
+}
+
+fn priority(level: u8) -> (&'static str, &'static str) {
+    match level {
+        3.. => ("P1", "critical"),
+        2 => ("P2", "high"),
+        _ => ("P3", "warning"),
+    }
+}
+
+/// Builds a notification from an incident and its timeline.
+pub fn notification(
+    inc: &Incident,
+    timeline: &[Entry],
+    event: NotificationKind,
+    reason: &str,
+) -> Notification {
+    let (priority, severity) = priority(inc.level);
+    let summary = inc
+        .labels
+        .get("alertname")
+        .cloned()
+        .unwrap_or_else(|| inc.rule.clone());
+    let description = format!(
+        "{summary} on {} ({}): level {} by rule {}",
+        inc.target.name,
+        inc.target.key(),
+        inc.level,
+        inc.rule
+    );
+    // The runbook's levels: 1 degraded, 2 unavailable, 3 infrastructure.
+    let impact = match inc.level {
+        3.. => format!(
+            "level 3: infrastructure - several services affected ({})",
+            inc.target.key()
+        ),
+        2 => format!("level 2: {} unavailable", inc.target.key()),
+        _ => format!("level 1: {} degraded", inc.target.key()),
+    };
+    let actions_taken = narrative::actions_taken(inc, timeline);
+    let updates = narrative::updates(inc, timeline);
+    let values = narrative::values(timeline);
+    let resolution = match event {
+        NotificationKind::Resolve => narrative::resolution(inc, timeline),
+        _ => None,
+    };
+    Notification {
+        event,
+        dedup_key: format!("remedyd/{}", inc.id),
+        incident: inc.id.clone(),
+        priority: priority.into(),
+        severity: severity.into(),
+        status: inc.status().as_str().into(),
+        service: inc.target.name.clone(),
+        namespace: inc.target.namespace.clone(),
+        rule: inc.rule.clone(),
+        level: inc.level,
+        started_at: inc.opened_at,
+        resolved_at: inc.resolved_at,
+        description,
+        impact,
+        reason: reason.to_string(),
+        actions_taken,
+        updates,
+        values,
+        resolution,
+        history: timeline.to_vec(),
+        root_cause: ROOT_CAUSE.into(),
+        digest: None,
+    }
+}
+
+/// What a page says about the root cause: that is for a human to find.
+pub const ROOT_CAUSE: &str = "to be determined by the responder";
+
+/// Cuts `s` to at most `max` characters, ending with `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The daily digest as a notification (it goes through the outbox like a page).
+pub fn digest(input: &crate::domain::report::digest::Input) -> Notification {
+    let (headline, digest) = crate::domain::report::digest::summarize(input);
+    let since = digest.since;
+    let day = &input.now.to_rfc3339()[..10];
+    Notification {
+        event: NotificationKind::Digest,
+        dedup_key: format!("remedyd/digest/{day}"),
+        incident: format!("DIGEST-{day}"),
+        priority: "P5".into(),
+        severity: "info".into(),
+        status: "digest".into(),
+        service: "remedyd".into(),
+        namespace: String::new(),
+        rule: String::new(),
+        level: 0,
+        started_at: since,
+        resolved_at: None,
+        description: headline,
+        impact: String::new(),
+        reason: "daily digest".into(),
+        actions_taken: digest.actions.clone(),
+        updates: digest.incidents.clone(),
+        values: digest.budgets_nearly_spent.clone(),
+        resolution: None,
+        history: Vec::new(),
+        root_cause: String::new(),
+        digest: Some(digest),
+    }
+}

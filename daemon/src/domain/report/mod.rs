@@ -1,0 +1,5 @@
+//! Rendering incidents for people: the narrative of a page and the post-incident review.
+
+pub mod digest;
+pub mod narrative;
+pub mod review;

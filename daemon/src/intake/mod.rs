@@ -1,4 +1,0 @@
-//! Intake: where signals come from.
-
-pub mod poller;
-pub mod webhook;

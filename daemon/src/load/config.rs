@@ -1,0 +1,344 @@
+//! `remedyd.toml` through figment: defaults < file < `REMEDYD_<KEY>` env < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::policy::Mode;
+
+/// Every config key, with the defaults of DESIGN.md §3.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP server.
+    pub listen: String,
+    /// `sqlite://PATH` (one replica) or `postgres://USER:PASSWORD@HOST:PORT/DBNAME` (several
+    /// replicas share it; TLS by the URL's `sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+    pub store: String,
+    /// Directory of rule files.
+    pub rules: PathBuf,
+    /// Directory of policy files.
+    pub policies: PathBuf,
+    /// `dry-run` or `enforce`.
+    pub mode: Mode,
+    /// Bearer token required on the webhook and on pause/resume.
+    pub webhook_token: Option<String>,
+    /// File holding the token (trailing newline ignored); alternative to `webhook_token`.
+    pub webhook_token_file: Option<PathBuf>,
+    /// Prometheus base URL (polled rules and PromQL verification).
+    pub prometheus_url: Option<String>,
+    /// Kubeconfig of the Kubernetes actions; in-cluster, else `~/.kube/config`, when unset.
+    pub kubeconfig: Option<PathBuf>,
+    /// Webhook body limit in bytes.
+    pub max_body: usize,
+    /// How long shutdown may take before in-flight work is abandoned (it resumes on restart).
+    pub shutdown_timeout: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    /// An Alertmanager-driven incident none of whose alerts is heard of (not even re-sent) for
+    /// this long, and that did not change meanwhile, goes stale: paged once, handed to a human.
+    pub stale_after: String,
+    /// `/readyz` fails when signals are pending and no engine pass has completed for this long.
+    pub engine_stall_after: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9097".into(),
+            store: "sqlite://remedyd.db".into(),
+            rules: "rules".into(),
+            policies: "policies".into(),
+            mode: Mode::DryRun,
+            webhook_token: None,
+            webhook_token_file: None,
+            prometheus_url: None,
+            kubeconfig: None,
+            // 4 MiB: a 1 000-alert group is about 1 MiB; beyond that something is wrong upstream.
+            max_body: 4 * 1024 * 1024,
+            // Alertmanager gives up on a request after 10 s; finishing writes takes far less.
+            shutdown_timeout: "10s".into(),
+            log_format: "text".into(),
+            stale_after: "12h".into(),
+            // 60 s: a healthy engine completes a pass at least every second (its tick), and a
+            // pass that takes a minute is already an outage; shorter would flag a slow store.
+            engine_stall_after: "60s".into(),
+        }
+    }
+}
+
+/// Keys the environment may set, as `REMEDYD_<KEY>`.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "store",
+    "rules",
+    "policies",
+    "mode",
+    "webhook_token",
+    "webhook_token_file",
+    "prometheus_url",
+    "kubeconfig",
+    "max_body",
+    "shutdown_timeout",
+    "log_format",
+    "stale_after",
+    "engine_stall_after",
+];
+
+/// Flag overrides.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--store`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// `--mode`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// `--rules`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<PathBuf>,
+    /// `--policies`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PathBuf>,
+}
+
+/// Config errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or env could not be read or has a bad value.
+    #[error("config: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is invalid.
+    #[error("config: {field}: {message}")]
+    Invalid {
+        /// Key.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads: defaults, then `path` if given (it must exist) or `remedyd.toml` if present, env, flags.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::Invalid {
+                        field: "--config",
+                        message: format!("{} does not exist", p.display()),
+                    });
+                }
+                fig = fig.merge(Toml::file(p));
+            }
+            None => fig = fig.merge(Toml::file("remedyd.toml")),
+        }
+        let cfg: Config = fig
+            .merge(Env::prefixed("REMEDYD_").only(KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback() && self.token().ok().flatten().is_none() {
+            return Err(ConfigError::Invalid {
+                field: "webhook_token",
+                message: format!(
+                    "listen = {:?} is not loopback: set webhook_token (or webhook_token_file) so that only Alertmanager can post",
+                    self.listen
+                ),
+            });
+        }
+        self.token()?;
+        self.shutdown_deadline()?;
+        self.stale_after()?;
+        self.engine_stall_after()?;
+        if !self.store.starts_with("sqlite://") {
+            // PostgreSQL: the URL is parsed here so that a typo fails at startup, not later.
+            crate::load::dsn::parse_url(&self.store).map_err(|e| ConfigError::Invalid {
+                field: "store",
+                message: format!(
+                    "{:?}: {e}; valid: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DBNAME",
+                    redact_url(&self.store)
+                ),
+            })?;
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                field: "log_format",
+                message: format!("{:?}; valid: text, json", self.log_format),
+            });
+        }
+        if self.max_body < 1024 {
+            return Err(ConfigError::Invalid {
+                field: "max_body",
+                message: format!(
+                    "{} bytes is too small for any Alertmanager payload",
+                    self.max_body
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        if let Ok(a) = self.listen.parse() {
+            return Ok(a);
+        }
+        // A host name (`localhost:9097`): its first address.
+        std::net::ToSocketAddrs::to_socket_addrs(self.listen.as_str())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "listen",
+                message: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:9097)", self.listen),
+            })
+    }
+
+    /// The webhook token from `webhook_token` or `webhook_token_file`.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.webhook_token, &self.webhook_token_file) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                field: "webhook_token_file",
+                message: "set webhook_token or webhook_token_file, not both".into(),
+            }),
+            (Some(t), None) if !t.is_empty() => Ok(Some(t.clone())),
+            (_, Some(p)) => std::fs::read_to_string(p)
+                .map(|t| Some(t.trim_end().to_string()).filter(|t| !t.is_empty()))
+                .map_err(|e| ConfigError::Invalid {
+                    field: "webhook_token_file",
+                    message: format!("{}: {e}", p.display()),
+                }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Path of the SQLite file.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.store.strip_prefix("sqlite://").map(PathBuf::from)
+    }
+
+    /// `stale_after`, parsed; it must be longer than a minute (staleness is checked each minute).
+    pub fn stale_after(&self) -> Result<Duration, ConfigError> {
+        let d = crate::domain::time::parse_duration(&self.stale_after).map_err(|message| {
+            ConfigError::Invalid {
+                field: "stale_after",
+                message,
+            }
+        })?;
+        if d < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid {
+                field: "stale_after",
+                message: format!(
+                    "{:?} is shorter than a minute; set it above Alertmanager's repeat_interval (default 4h)",
+                    self.stale_after
+                ),
+            });
+        }
+        Ok(d)
+    }
+
+    /// How long the engine may go without a completed pass, while signals are pending, before
+    /// `/readyz` fails.
+    pub fn engine_stall_after(&self) -> Result<Duration, ConfigError> {
+        let d =
+            crate::domain::time::parse_duration(&self.engine_stall_after).map_err(|message| {
+                ConfigError::Invalid {
+                    field: "engine_stall_after",
+                    message,
+                }
+            })?;
+        if d < MIN_STALL_AFTER {
+            return Err(ConfigError::Invalid {
+                field: "engine_stall_after",
+                message: format!(
+                    "{:?} is shorter than 1s, the engine's tick: a healthy engine would be reported stalled",
+                    self.engine_stall_after
+                ),
+            });
+        }
+        Ok(d)
+    }
+
+    /// The shutdown deadline.
+    pub fn shutdown_deadline(&self) -> Result<Duration, ConfigError> {
+        crate::domain::time::parse_duration(&self.shutdown_timeout).map_err(|message| {
+            ConfigError::Invalid {
+                field: "shutdown_timeout",
+                message,
+            }
+        })
+    }
+}
+
+/// The shortest `engine_stall_after`: the engine passes at least every second (its tick), so
+/// anything shorter would report a healthy engine as stalled.
+const MIN_STALL_AFTER: Duration = Duration::from_secs(1);
+
+/// Hides credentials in a URL for messages: the user info and a `password=` parameter.
+pub fn redact_url(u: &str) -> String {
+    let (head, query) = u.split_once('?').map_or((u, None), |(h, q)| (h, Some(q)));
+    let mut out = match (head.find("://"), head.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***{}", &head[..s], &head[a..]),
+        _ => head.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<&str> = q
+            .split('&')
+            .map(|p| {
+                if p.starts_with("password=") {
+                    "password=***"
+                } else {
+                    p
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_stall_after_defaults_to_a_minute_and_refuses_less_than_the_engine_tick() {
+        assert_eq!(
+            Config::default().engine_stall_after().unwrap(),
+            Duration::from_secs(60)
+        );
+        let cfg = Config {
+            engine_stall_after: "2m".into(),
+            ..Config::default()
+        };
+        assert_eq!(cfg.engine_stall_after().unwrap(), Duration::from_secs(120));
+        for (bad, says) in [
+            ("500ms", "shorter than 1s"),
+            ("0s", "shorter than 1s"),
+            ("soon", "is not a duration"),
+        ] {
+            let cfg = Config {
+                engine_stall_after: bad.into(),
+                ..Config::default()
+            };
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with("config: engine_stall_after: "), "{e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
