@@ -1,4 +1,8 @@
-//! Layer 3: adapters.
+//! Layer 3: adapters, the edges to the world. Each implements a trait the engine or loading
+//! declares, or feeds them: intake (the Alertmanager webhook, the Prometheus poller), actions
+//! (Kubernetes, PostgreSQL, HTTP), the store (SQLite, PostgreSQL with TLS), escalation (pagers,
+//! the durable outbox, the digest's I/O), Prometheus queries, metrics, the bearer token check and
+//! the wall clock.
 
 pub mod action;
 pub mod auth;

@@ -1,4 +1,12 @@
-//! Layer 1: the pure domain.
+//! Layer 1: the pure domain. What remedyd decides, as plain data and functions of `now`: no
+//! tokio, no Kubernetes, no HTTP, no database, no system clock (`tests/architecture.rs`). The
+//! traits the outer layers implement return [`BoxFuture`]; they are declared by their consumers.
+//!
+//! - [`signal`], [`rules`] (matchers, polled thresholds), [`template`]: what fires and whom it concerns.
+//! - [`incident`]: the state machine, one per (rule, target), over events with `now` passed in.
+//! - [`policy`]: ladders, routes, limits; the pure [`policy::gate`], budgets and breakers.
+//! - [`time`], [`diag`]: timestamps and durations; problems with file, line and field.
+//! - [`notification`], [`report`]: what a page, a review and the digest say.
 
 pub mod diag;
 pub mod incident;
