@@ -204,7 +204,7 @@ fn paths(text: &str) -> Vec<String> {
         if text[j..].starts_with('{') {
             let close = text[j..].find('}').map_or(bytes.len(), |k| j + k);
             for item in text[j + 1..close].split(',') {
-                let item = item.trim().split_whitespace().next().unwrap_or("");
+                let item = item.split_whitespace().next().unwrap_or("");
                 let item = item.trim_end_matches(':');
                 if !item.is_empty() && item != "self" {
                     out.push(format!("{head}::{item}"));
