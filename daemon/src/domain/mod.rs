@@ -14,6 +14,7 @@ pub mod notification;
 pub mod policy;
 pub mod report;
 pub mod rules;
+pub mod scope;
 pub mod signal;
 pub mod template;
 pub mod time;

@@ -13,6 +13,7 @@ use crate::domain::incident::Incident;
 use crate::domain::policy::breaker::{self, BreakerState};
 use crate::domain::policy::{DigestSchedule, Window};
 use crate::domain::report::digest::{BudgetRow, Input, MAX_INCIDENTS, WINDOW, next_run};
+use crate::domain::scope::Scope;
 use crate::domain::time::{Clock, Timestamp};
 use crate::load::ruleset::{Ruleset, SharedRuleset};
 
@@ -26,12 +27,12 @@ pub async fn budget_rows(
     now: Timestamp,
 ) -> Result<Vec<BudgetRow>, StoreError> {
     let mut keys: BTreeMap<String, Window> = BTreeMap::new();
-    keys.insert("global".into(), rs.limits.global);
+    keys.insert(Scope::Global.key(), rs.limits.global);
     for ns in &rs.limits.namespaces {
-        keys.insert(format!("namespace:{ns}"), rs.limits.namespace);
+        keys.insert(Scope::namespace(ns).key(), rs.limits.namespace);
     }
     for r in &rs.rules {
-        keys.insert(format!("rule:{}", r.name), rs.limits.rule);
+        keys.insert(Scope::rule(&r.name).key(), rs.limits.rule);
     }
     for inc in incidents {
         let Some(p) = rs.policies.get(&inc.policy) else {
@@ -39,7 +40,7 @@ pub async fn budget_rows(
         };
         for ladder in p.levels.values() {
             for s in &ladder.steps {
-                keys.entry(format!("action:{}:{}", s.action, inc.target.key()))
+                keys.entry(Scope::action(&s.action, &inc.target).key())
                     .or_insert(s.budget.unwrap_or(rs.limits.action_target));
             }
         }
@@ -70,7 +71,7 @@ pub async fn breaker_states(
         .await?
         .into_iter()
         .map(|(k, rec)| {
-            let cfg = if k == "global" {
+            let cfg = if k == Scope::Global.key() {
                 rs.limits.breaker_global
             } else {
                 rs.limits.breaker_target

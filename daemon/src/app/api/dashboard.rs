@@ -32,6 +32,7 @@ use crate::domain::incident::{Incident, Phase};
 use crate::domain::policy::breaker::BreakerState;
 use crate::domain::report::digest::BudgetRow;
 use crate::domain::report::narrative::{self, datetime};
+use crate::domain::scope::Scope;
 
 /// How far back "recent" reaches.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -513,9 +514,10 @@ fn authorize(
 fn form_scope(f: &ScopeForm) -> Result<String, String> {
     let name = f.name.trim();
     match (f.scope.as_str(), name) {
-        ("global" | "", _) => Ok("global".into()),
+        ("global" | "", _) => Ok(Scope::Global.key()),
         ("rule" | "namespace", "") => Err(format!("name: the {} to pause", f.scope)),
-        ("rule" | "namespace", n) => Ok(format!("{}:{n}", f.scope)),
+        ("rule", n) => Ok(Scope::rule(n).key()),
+        ("namespace", n) => Ok(Scope::namespace(n).key()),
         (other, _) => Err(format!("scope: {other:?}; valid: global, rule, namespace")),
     }
 }

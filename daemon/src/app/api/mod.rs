@@ -19,6 +19,7 @@ use crate::adapters::intake::alertmanager;
 use crate::adapters::store::{Pause, Store, StoreError};
 use crate::adapters::telemetry::{CodeLabel, EngineHealth, Metrics, StateLabel};
 use crate::domain::incident::{Entry, Incident, Status};
+use crate::domain::scope::Scope;
 use crate::domain::time::{Clock, Timestamp};
 use crate::load::ruleset::SharedRuleset;
 
@@ -240,7 +241,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let mut counts =
             std::collections::BTreeMap::from([("closed", 0i64), ("open", 0), ("half_open", 0)]);
         for (k, rec) in bs {
-            let cfg = if k == "global" {
+            let cfg = if k == Scope::Global.key() {
                 rs.limits.breaker_global
             } else {
                 rs.limits.breaker_target
@@ -455,9 +456,9 @@ pub struct PauseRequest {
 
 fn scope(p: &PauseRequest) -> Result<String, ApiError> {
     match (&p.rule, &p.namespace) {
-        (None, None) => Ok("global".into()),
-        (Some(r), None) => Ok(format!("rule:{r}")),
-        (None, Some(n)) => Ok(format!("namespace:{n}")),
+        (None, None) => Ok(Scope::Global.key()),
+        (Some(r), None) => Ok(Scope::rule(r).key()),
+        (None, Some(n)) => Ok(Scope::namespace(n).key()),
         _ => Err(ApiError(
             StatusCode::BAD_REQUEST,
             "rule, namespace: give one scope, or neither for a global pause".into(),
