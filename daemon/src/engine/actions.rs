@@ -14,6 +14,8 @@ use crate::load::ruleset::Ruleset;
 // === impl Engine: actions ===
 
 impl Engine {
+    /// Runs a claimed step's action in the background (a dry run when `dry_run`); its outcome
+    /// comes back as [`Msg::Step`].
     #[allow(clippy::too_many_arguments)]
     pub(super) fn launch(
         &mut self,
@@ -66,6 +68,8 @@ impl Engine {
         ));
     }
 
+    /// Runs a PromQL verification's query in the background; its value comes back as
+    /// [`Msg::Probe`]. Other verifications need no probe.
     pub(super) fn launch_probe(
         &mut self,
         tasks: &TaskTracker,
@@ -121,6 +125,7 @@ impl Engine {
         });
     }
 
+    /// Records what background work reported: a finished step or a probe's value.
     pub(super) async fn handle(&mut self, msg: Msg) -> Result<(), StoreError> {
         match msg {
             Msg::Step(done) => self.finish(done).await,
@@ -150,6 +155,7 @@ impl Engine {
         }
     }
 
+    /// Records a finished step: its ledger entry, metric and the incident's transition.
     async fn finish(&mut self, done: Done) -> Result<(), StoreError> {
         self.running.remove(&done.incident);
         let rs = self.rules();

@@ -238,6 +238,8 @@ impl Engine {
         Ok(())
     }
 
+    /// What the gates read for a step: the pause covering it, the storm, the budgets' use and
+    /// the breakers' records (one store read).
     #[allow(clippy::too_many_arguments)]
     async fn gate_input(
         &self,
@@ -318,6 +320,8 @@ impl Engine {
         })
     }
 
+    /// A step's request for an incident, with its template variables (see
+    /// [`ActionRequest::for_step`]).
     pub(super) fn request(&self, rs: &Ruleset, inc: &Incident, step: &Step) -> ActionRequest {
         ActionRequest::for_step(
             &inc.id,
@@ -331,6 +335,7 @@ impl Engine {
     }
 }
 
+/// The pause that holds an incident (global, its rule's or its namespace's), if any.
 fn covering_pause(pauses: &[Pause], inc: &Incident) -> Option<PauseInfo> {
     let scopes = [
         "global".to_string(),

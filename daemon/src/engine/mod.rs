@@ -160,10 +160,6 @@ impl Engine {
         self
     }
 
-    fn rules(&self) -> Arc<Ruleset> {
-        self.ruleset.read().expect("ruleset lock").clone()
-    }
-
     /// One pass: handle stored signals, then drive due incidents. Public for tests.
     pub async fn pass(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
         if self.recover_pending {
@@ -185,5 +181,10 @@ impl Engine {
             self.cache = None;
         }
         r
+    }
+
+    /// The ruleset in force now (a reload swaps it between passes).
+    fn rules(&self) -> Arc<Ruleset> {
+        self.ruleset.read().expect("ruleset lock").clone()
     }
 }
