@@ -1,0 +1,292 @@
+//! What runs in the background once a step is claimed: its action (a dry run or for real, a
+//! panic becoming a failed outcome) and its verification's probe; and recording what they
+//! report (a finished step, a probe's value) or, after a restart, that a step was interrupted.
+
+use tokio_util::task::TaskTracker;
+
+use super::{Done, Engine, Msg};
+use crate::adapters::action::{ActionRequest, Outcome};
+use crate::adapters::store::{Commit, StoreError};
+use crate::domain::incident::{Event, Incident, Phase, Probe, StepResult};
+use crate::domain::policy::{Step, Verify};
+use crate::load::ruleset::Ruleset;
+
+// === impl Engine: actions ===
+
+impl Engine {
+    /// Runs a claimed step's action in the background (a dry run when `dry_run`); its outcome
+    /// comes back as [`Msg::Step`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch(
+        &mut self,
+        tasks: &TaskTracker,
+        incident: String,
+        ladder: u8,
+        step: usize,
+        spec: Step,
+        req: ActionRequest,
+        dry_run: bool,
+        plan: Result<serde_json::Value, String>,
+    ) {
+        self.running.insert(incident.clone());
+        let exec = self.executors.get(&spec.action).cloned();
+        let tx = self.done_tx.clone();
+        let wake = self.wake.clone();
+        let span = tracing::info_span!("step", incident = %incident, step = %spec.name, action = %spec.action);
+        tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let outcome = match (dry_run, plan, exec) {
+                    (_, Err(e), _) => Outcome::failed(
+                        false,
+                        format!("cannot build the request: {e}"),
+                        serde_json::Value::Null,
+                    ),
+                    (true, Ok(_), Some(exec)) => unwound(exec.dry_run(&req)).await,
+                    (true, Ok(p), None) => Outcome::ok(
+                        "dry-run: recorded the request, sent nothing",
+                        serde_json::json!({"would_send": p}),
+                    ),
+                    (false, Ok(_), Some(exec)) => unwound(exec.execute(&req)).await,
+                    (false, Ok(_), None) => Outcome::failed(
+                        false,
+                        format!("unknown action {}", spec.action),
+                        serde_json::Value::Null,
+                    ),
+                };
+                let _ = tx
+                    .send(Msg::Step(Done {
+                        incident,
+                        ladder,
+                        step,
+                        action: spec.action.clone(),
+                        outcome,
+                    }))
+                    .await;
+                wake.notify_one();
+            },
+            span,
+        ));
+    }
+
+    /// Runs a PromQL verification's query in the background; its value comes back as
+    /// [`Msg::Probe`]. Other verifications need no probe.
+    pub(super) fn launch_probe(
+        &mut self,
+        tasks: &TaskTracker,
+        rs: &Ruleset,
+        inc: &Incident,
+        step: usize,
+        spec: &Step,
+    ) {
+        let Verify::Query { query, above, .. } = &spec.verify else {
+            return;
+        };
+        self.probing.insert(inc.id.clone());
+        let vars = self.request(rs, inc, spec).vars;
+        let rendered =
+            crate::domain::template::Template::parse(query).and_then(|t| t.render(&vars));
+        let above = *above;
+        let source = self.source.clone();
+        let tx = self.done_tx.clone();
+        let wake = self.wake.clone();
+        let incident = inc.id.clone();
+        tasks.spawn(async move {
+            let probe = match (rendered, source) {
+                (Err(e), _) => Probe::NoData(format!("query template: {e}")),
+                (Ok(_), None) => Probe::NoData("prometheus_url is not configured".into()),
+                (Ok(q), Some(src)) => match src.query(&q).await {
+                    Err(e) => Probe::NoData(e.to_string()),
+                    Ok(samples) => {
+                        let values = samples.iter().map(|s| s.value).filter(|v| !v.is_nan());
+                        // The worst series decides: the highest value for a `below` bound.
+                        let worst = if above {
+                            values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
+                        } else {
+                            values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                        };
+                        match worst {
+                            Some(v) => Probe::Value(v),
+                            None if samples.is_empty() => {
+                                Probe::NoData("query returned no series".into())
+                            }
+                            None => Probe::NoData("query returned NaN".into()),
+                        }
+                    }
+                },
+            };
+            let _ = tx
+                .send(Msg::Probe {
+                    incident,
+                    step,
+                    probe,
+                })
+                .await;
+            wake.notify_one();
+        });
+    }
+
+    /// Records what background work reported: a finished step or a probe's value.
+    pub(super) async fn handle(&mut self, msg: Msg) -> Result<(), StoreError> {
+        match msg {
+            Msg::Step(done) => self.finish(done).await,
+            Msg::Probe {
+                incident,
+                step,
+                probe,
+            } => {
+                self.probing.remove(&incident);
+                let rs = self.rules();
+                let now = self.clock.now();
+                let Some(mut inc) = self.incident(&incident).await? else {
+                    return Ok(());
+                };
+                let Some(policy) = rs.policies.get(&inc.policy) else {
+                    return Ok(());
+                };
+                let fx = inc.apply(Event::Probe { step, probe }, policy, now);
+                if fx.is_empty() {
+                    return Ok(());
+                }
+                let mut c = Commit::default();
+                self.effects(&inc, fx, &rs, &mut c, now).await?;
+                c.incidents.push(inc);
+                self.commit(c).await
+            }
+        }
+    }
+
+    /// Records a finished step: its ledger entry, metric and the incident's transition.
+    async fn finish(&mut self, done: Done) -> Result<(), StoreError> {
+        self.running.remove(&done.incident);
+        let rs = self.rules();
+        let now = self.clock.now();
+        let Some(mut inc) = self.incident(&done.incident).await? else {
+            return Ok(());
+        };
+        let dry = done.outcome.detail.get("would_send").is_some();
+        self.metrics.action(
+            &done.action,
+            if dry {
+                "dry_run"
+            } else if done.outcome.ok {
+                "ok"
+            } else if done.outcome.no_change {
+                "no_change"
+            } else {
+                "failed"
+            },
+        );
+        tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
+        let result = if done.outcome.ok {
+            StepResult::Ok
+        } else if done.outcome.no_change {
+            StepResult::NoChange {
+                reason: done.outcome.summary.clone(),
+            }
+        } else {
+            StepResult::Failed {
+                error: done.outcome.summary.clone(),
+                denied: done.outcome.trip_breaker,
+            }
+        };
+        let mut detail = done.outcome.detail.clone();
+        if let serde_json::Value::Object(m) = &mut detail {
+            m.insert("summary".into(), done.outcome.summary.clone().into());
+            m.insert("retryable".into(), done.outcome.retryable.into());
+        }
+        let mut c = Commit::default();
+        c.finished.push((
+            inc.id.clone(),
+            done.ladder,
+            done.step,
+            now,
+            serde_json::to_value(&done.outcome).unwrap_or_default(),
+        ));
+        if let Some(policy) = rs.policies.get(&inc.policy) {
+            let fx = inc.apply(
+                Event::StepFinished {
+                    ladder: done.ladder,
+                    step: done.step,
+                    result,
+                    detail,
+                },
+                policy,
+                now,
+            );
+            self.effects(&inc, fx, &rs, &mut c, now).await?;
+        }
+        c.incidents.push(inc);
+        self.commit(c).await
+    }
+
+    /// Steps left running by a dead process: not run again (at most once); verification follows.
+    pub(super) async fn recover(&mut self) -> Result<(), StoreError> {
+        let rs = self.rules();
+        let now = self.clock.now();
+        for mut inc in self.store.active_incidents().await? {
+            let Phase::Running { ladder, step } = inc.phase else {
+                continue;
+            };
+            // A step this process is running is not interrupted.
+            if self.running.contains(&inc.id) {
+                continue;
+            }
+            let Some(policy) = rs.policies.get(&inc.policy) else {
+                continue;
+            };
+            tracing::warn!(incident = %inc.id, ladder, step = %policy.levels.get(&ladder).and_then(|l| l.steps.get(step)).map_or("?", |s| s.name.as_str()), "Step was running when the process stopped; not repeating it");
+            let action = policy
+                .levels
+                .get(&ladder)
+                .and_then(|l| l.steps.get(step))
+                .map(|s| s.action.clone())
+                .unwrap_or_default();
+            self.metrics.action(&action, "interrupted");
+            let fx = inc.apply(
+                Event::StepFinished {
+                    ladder,
+                    step,
+                    result: StepResult::Unknown,
+                    detail: serde_json::Value::Null,
+                },
+                policy,
+                now,
+            );
+            let mut c = Commit::default();
+            c.finished.push((
+                inc.id.clone(),
+                ladder,
+                step,
+                now,
+                serde_json::json!({"result": "interrupted"}),
+            ));
+            self.effects(&inc, fx, &rs, &mut c, now).await?;
+            c.incidents.push(inc);
+            self.commit(c).await?;
+        }
+        Ok(())
+    }
+}
+
+/// An action's future whose panic becomes a failed outcome: the engine records it and the ladder
+/// goes on, instead of the step staying "running" in memory until a restart. A panic is a bug of
+/// remedyd's, so it is logged as an error and counted as a failure.
+async fn unwound(f: crate::domain::BoxFuture<'_, Outcome>) -> Outcome {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %msg, "Action panicked; recording it as a failed step");
+            Outcome::failed(
+                false,
+                format!("the action panicked (a remedyd bug): {msg}"),
+                serde_json::Value::Null,
+            )
+        }
+    }
+}

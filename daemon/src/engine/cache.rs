@@ -1,0 +1,78 @@
+//! The engine's copy of the store's state: the active incidents, loaded once and kept current
+//! by every commit; the last signal batch's writes, held back to be committed with the first
+//! step they make due; and the commit that keeps memory and store in step.
+
+use std::collections::BTreeMap;
+
+use super::Engine;
+use crate::adapters::store::{Commit, StoreError};
+use crate::domain::incident::Incident;
+
+// === impl Engine: cache ===
+
+impl Engine {
+    /// The active incidents, loaded from the store once and kept current by [`Self::commit`].
+    pub(super) async fn cache(&mut self) -> Result<&BTreeMap<String, Incident>, StoreError> {
+        if self.cache.is_none() {
+            let all = self.store.active_incidents().await?;
+            self.cache = Some(all.into_iter().map(|i| (i.id.clone(), i)).collect());
+        }
+        Ok(self.cache.as_ref().expect("just loaded"))
+    }
+
+    /// An incident, from the cache when active.
+    pub(super) async fn incident(&mut self, id: &str) -> Result<Option<Incident>, StoreError> {
+        if let Some(i) = self.cache().await?.get(id) {
+            return Ok(Some(i.clone()));
+        }
+        self.store.get_incident(id).await
+    }
+
+    /// Holds a commit for drive() (see `deferred`), showing it in the cache meanwhile.
+    pub(super) fn defer(&mut self, c: Commit) {
+        if c.is_empty() {
+            return;
+        }
+        if let Some(cache) = self.cache.as_mut() {
+            for i in &c.incidents {
+                if i.is_resolved() {
+                    cache.remove(&i.id);
+                } else {
+                    cache.insert(i.id.clone(), i.clone());
+                }
+            }
+        }
+        match self.deferred.as_mut() {
+            Some(d) => d.absorb(c),
+            None => self.deferred = Some(c),
+        }
+    }
+
+    /// Commits and keeps the cache in step; on any error the cache is reloaded next time.
+    pub(super) async fn commit(&mut self, c: Commit) -> Result<(), StoreError> {
+        if c.is_empty() {
+            return Ok(());
+        }
+        let incidents = c.incidents.clone();
+        match self.store.commit(c).await {
+            Ok(()) => {
+                if let Some(cache) = self.cache.as_mut() {
+                    for i in incidents {
+                        if i.is_resolved() {
+                            cache.remove(&i.id);
+                        } else {
+                            cache.insert(i.id.clone(), i);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Memory may show what did not land (the cache, an open storm): reload both.
+                self.cache = None;
+                self.storm = None;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Inputs that become incident events: batches of stored signals (alerts matched against the
+//! rules, opening, joining and resolving incidents), people's requests to resolve an incident by
+//! hand, and silence (an incident none of whose alerts is heard of for `stale_after` goes stale).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use super::{Engine, SIGNAL_BATCH};
+use crate::adapters::escalate::NotificationKind;
+use crate::adapters::store::{Commit, ResolveResult, StoreError};
+use crate::domain::incident::{Effect, Event, Incident};
+use crate::domain::policy::Policy;
+use crate::domain::signal::Status as SignalStatus;
+use crate::domain::time::Timestamp;
+use crate::load::ruleset::Ruleset;
+
+/// How often incidents are checked for staleness: one store read over their alerts; staleness
+/// is hours, so a minute late is nothing.
+const STALE_CHECK: Duration = Duration::from_secs(60);
+/// Resolve requests applied per pass: people ask rarely; bounds one pass's extra work.
+const RESOLVE_BATCH: usize = 64;
+
+// === impl Engine: signals ===
+
+impl Engine {
+    /// Handles up to one batch of stored signals in one commit; returns how many.
+    pub(super) async fn signals(&mut self) -> Result<usize, StoreError> {
+        let pending = self.store.pending_signals(SIGNAL_BATCH).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let rs = self.rules();
+        let now = self.clock.now();
+        let cache = self.cache().await?;
+        let index: BTreeMap<(String, String), String> = cache
+            .values()
+            .map(|i| ((i.rule.clone(), i.target.key()), i.id.clone()))
+            .collect();
+        // Incidents this batch works on, cloned from the cache on first touch; re-sent alerts
+        // change nothing, and only incidents that differ from the cache are written.
+        let mut work: BTreeMap<(String, String), Incident> = BTreeMap::new();
+        let mut finished: Vec<Incident> = Vec::new();
+        // Incidents this batch resolved: a later firing alert of the same key opens a new one
+        // instead of reviving the cache's copy.
+        let mut closed: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut c = Commit::default();
+        let mut effects: Vec<(Incident, Vec<Effect>)> = Vec::new();
+        for stored in &pending {
+            let s = &stored.signal;
+            c.processed = Some(stored.id);
+            let mut matched = false;
+            for rule in &rs.rules {
+                let m = match rule.evaluate(s) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(miss) => {
+                        self.metrics.signal(s.source.as_str(), "unmapped", 1);
+                        tracing::warn!(rule = %miss.rule, fingerprint = %s.fingerprint, reason = %miss.reason, "Signal matched a rule but cannot be mapped");
+                        continue;
+                    }
+                };
+                matched = true;
+                let Some(policy) = rs.policies.get(&m.policy) else {
+                    continue;
+                };
+                let key = (m.rule.clone(), m.target.key());
+                if !work.contains_key(&key)
+                    && !closed.contains(&key)
+                    && let Some(inc) = index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
+                {
+                    work.insert(key.clone(), inc.clone());
+                }
+                let event = match s.status {
+                    SignalStatus::Firing => Event::Fired {
+                        fingerprint: s.fingerprint.clone(),
+                        starts_at: s.starts_at,
+                        level: m.level,
+                        for_: m.for_,
+                    },
+                    SignalStatus::Resolved => Event::Resolved {
+                        fingerprint: s.fingerprint.clone(),
+                    },
+                };
+                match (work.get_mut(&key), s.status) {
+                    (Some(inc), _) => {
+                        let fx = inc.apply(event, policy, now);
+                        if !fx.is_empty() {
+                            effects.push((inc.clone(), fx));
+                        }
+                        if inc.is_resolved() {
+                            finished.extend(work.remove(&key));
+                            closed.insert(key);
+                        }
+                    }
+                    (None, SignalStatus::Firing) => {
+                        let id = self.next_incident_id(now.year()).await?;
+                        let (inc, fx) = Incident::open(
+                            id,
+                            &m.rule,
+                            policy,
+                            m.target.clone(),
+                            s.labels.clone(),
+                            s.fingerprint.clone(),
+                            s.starts_at,
+                            m.level,
+                            m.for_,
+                            now,
+                        );
+                        tracing::info!(incident = %inc.id, rule = %m.rule, target = %m.target.key(), level = m.level, "Incident opened");
+                        effects.push((inc.clone(), fx));
+                        work.insert(key, inc);
+                    }
+                    // A resolved alert without an open incident never acts.
+                    (None, SignalStatus::Resolved) => {}
+                }
+            }
+            if s.status == SignalStatus::Resolved {
+                // A resolve reaches every incident its alert joined, even when a reload removed
+                // or renamed the rule that mapped it: no incident stays open for want of a rule.
+                let holders: Vec<(String, String)> = work
+                    .values()
+                    .chain(self.cache.iter().flat_map(|m| m.values()))
+                    .filter(|i| i.active.contains_key(&s.fingerprint))
+                    .map(|i| (i.rule.clone(), i.target.key()))
+                    .filter(|k| !closed.contains(k))
+                    .collect();
+                for key in holders {
+                    if !work.contains_key(&key)
+                        && let Some(inc) =
+                            index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
+                    {
+                        work.insert(key.clone(), inc.clone());
+                    }
+                    let Some(inc) = work.get_mut(&key) else {
+                        continue;
+                    };
+                    let Some(policy) = rs.policies.get(&inc.policy) else {
+                        continue;
+                    };
+                    let fx = inc.apply(
+                        Event::Resolved {
+                            fingerprint: s.fingerprint.clone(),
+                        },
+                        policy,
+                        now,
+                    );
+                    if !fx.is_empty() {
+                        matched = true;
+                        effects.push((inc.clone(), fx));
+                    }
+                    if inc.is_resolved() {
+                        finished.extend(work.remove(&key));
+                        closed.insert(key);
+                    }
+                }
+            }
+            self.metrics.signal(
+                s.source.as_str(),
+                if matched { "matched" } else { "unmatched" },
+                1,
+            );
+        }
+        for (inc, fx) in effects {
+            self.effects(&inc, fx, &rs, &mut c, now).await?;
+        }
+        // Resolved first: the store allows one open incident per (rule, target), and a key this
+        // batch closed may have opened again.
+        for inc in finished.into_iter().chain(work.into_values()) {
+            if self.cache.as_ref().and_then(|m| m.get(&inc.id)) != Some(&inc) {
+                c.incidents.push(inc);
+            }
+        }
+        if pending.len() < SIGNAL_BATCH {
+            // The last batch of the pass: drive() writes it with the first step it makes due.
+            self.defer(c);
+        } else {
+            self.commit(c).await?;
+        }
+        Ok(pending.len())
+    }
+
+    /// The next `INC-YYYY-NNNN`. The engine is the only writer of incidents (one per leadership
+    /// term, fenced), so it counts in memory from the highest committed number; a number whose
+    /// commit failed is skipped, never reused.
+    async fn next_incident_id(&mut self, year: i32) -> Result<String, StoreError> {
+        let n = match self.numbers.get(&year) {
+            Some(n) => *n,
+            None => self.store.incident_counter(year).await?,
+        } + 1;
+        self.numbers.insert(year, n);
+        Ok(format!("INC-{year}-{n:04}"))
+    }
+
+    /// Applies people's requests to resolve incidents by hand (API, dashboard, `remedyd
+    /// resolve`): each in one commit with the incident, its timeline, the resolve pages of the
+    /// routes paged and the request marked done. An unknown or already resolved incident marks
+    /// the request done with that result.
+    pub(super) async fn operator_requests(&mut self) -> Result<(), StoreError> {
+        let pending = self.store.pending_resolves(RESOLVE_BATCH).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let rs = self.rules();
+        for req in pending {
+            let now = self.clock.now();
+            let mut c = Commit::default();
+            let result = match self.incident(&req.incident).await? {
+                None => ResolveResult::UnknownIncident,
+                Some(inc) if inc.is_resolved() => ResolveResult::AlreadyResolved,
+                Some(mut inc) => {
+                    // A policy removed by a reload must not keep its incidents open for ever:
+                    // resolving by hand reads nothing from the policy.
+                    let removed = Policy {
+                        name: inc.policy.clone(),
+                        description: String::new(),
+                        mode: None,
+                        levels: BTreeMap::new(),
+                    };
+                    let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
+                    let event = Event::ResolvedByHand {
+                        reason: req.reason.clone(),
+                        author: req.author.clone(),
+                    };
+                    let fx = inc.apply(event, policy, now);
+                    self.effects(&inc, fx, &rs, &mut c, now).await?;
+                    let why = format!("resolved by hand by {}: {}", req.author, req.reason);
+                    for (_, n) in &mut c.outbox {
+                        if n.event == NotificationKind::Resolve {
+                            n.reason = why.clone();
+                        }
+                    }
+                    tracing::warn!(incident = %inc.id, author = %req.author, reason = %req.reason, "Incident resolved by hand");
+                    c.incidents.push(inc);
+                    ResolveResult::Resolved
+                }
+            };
+            if result != ResolveResult::Resolved {
+                tracing::info!(incident = %req.incident, author = %req.author, result = result.as_str(), "Resolve request not applied");
+            }
+            c.resolves_done.push((req.id, now, result));
+            self.commit(c).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks incidents stale that heard nothing for `stale_after`, and un-marks those heard of
+    /// again. Polled rules' incidents are left out: the poller only speaks on a level change.
+    pub(super) async fn check_stale(
+        &mut self,
+        rs: &Ruleset,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if now < self.next_stale_check {
+            return Ok(());
+        }
+        self.next_stale_check = now.plus(STALE_CHECK);
+        let after = self.config.stale_after;
+        let candidates: Vec<Incident> = self
+            .cache()
+            .await?
+            .values()
+            .filter(|i| {
+                !rs.rules
+                    .iter()
+                    .any(|r| r.name == i.rule && r.polled.is_some())
+            })
+            .filter(|i| i.stale_since.is_some() || now.since(i.updated_at) >= after)
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let fps: Vec<String> = candidates
+            .iter()
+            .flat_map(|i| i.active.keys().cloned())
+            .collect();
+        let heard: HashMap<String, Timestamp> =
+            self.store.last_heard(fps).await?.into_iter().collect();
+        for mut inc in candidates {
+            let Some(policy) = rs.policies.get(&inc.policy) else {
+                continue;
+            };
+            let last = inc
+                .active
+                .keys()
+                .filter_map(|fp| heard.get(fp).copied())
+                .max()
+                .unwrap_or(inc.opened_at);
+            let event = match inc.stale_since {
+                Some(since) if last > since => Event::Heard { at: last },
+                None if now.since(last) >= after => Event::Stale { heard: last, after },
+                _ => continue,
+            };
+            let fx = inc.apply(event, policy, now);
+            if fx.is_empty() {
+                continue;
+            }
+            if inc.stale_since.is_some() {
+                tracing::warn!(incident = %inc.id, heard = %last, "Incident is stale: none of its alerts heard of for stale_after");
+            }
+            let mut c = self.deferred.take().unwrap_or_default();
+            self.effects(&inc, fx, rs, &mut c, now).await?;
+            c.incidents.push(inc);
+            self.commit(c).await?;
+        }
+        Ok(())
+    }
+}
