@@ -17,6 +17,7 @@ use crate::domain::policy::gate::{
     self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind,
 };
 use crate::domain::policy::{Mode, Step, Verify, breaker};
+use crate::domain::scope::Scope;
 use crate::domain::time::Timestamp;
 use crate::load::ruleset::Ruleset;
 
@@ -258,7 +259,6 @@ impl Engine {
             .and_then(|p| p.mode)
             .unwrap_or(self.config.mode)
             == Mode::DryRun;
-        let target = inc.target.key();
         let ns = (!inc.target.namespace.is_empty()).then(|| inc.target.namespace.clone());
         // Evidence only reads: it spends no budget and neither asks nor trips a breaker (it
         // would otherwise take a half-open breaker's one trial and never report on it).
@@ -266,20 +266,18 @@ impl Engine {
         let mut windows = Vec::new();
         let mut breaker_keys = Vec::new();
         if !evidence {
+            let action = Scope::action(&step.action, &inc.target).key();
             windows.push((
-                format!("action:{}:{target}", step.action),
+                action.clone(),
                 step.budget.unwrap_or(rs.limits.action_target),
             ));
-            windows.push((format!("rule:{}", inc.rule), rs.limits.rule));
+            windows.push((Scope::rule(&inc.rule).key(), rs.limits.rule));
             if let Some(ns) = &ns {
-                windows.push((format!("namespace:{ns}"), rs.limits.namespace));
+                windows.push((Scope::namespace(ns).key(), rs.limits.namespace));
             }
-            windows.push(("global".to_string(), rs.limits.global));
-            breaker_keys.push((
-                format!("action:{}:{target}", step.action),
-                rs.limits.breaker_target,
-            ));
-            breaker_keys.push(("global".to_string(), rs.limits.breaker_global));
+            windows.push((Scope::Global.key(), rs.limits.global));
+            breaker_keys.push((action, rs.limits.breaker_target));
+            breaker_keys.push((Scope::Global.key(), rs.limits.breaker_global));
         }
         let (counts, records) = self
             .store
@@ -338,9 +336,9 @@ impl Engine {
 /// The pause that holds an incident (global, its rule's or its namespace's), if any.
 fn covering_pause(pauses: &[Pause], inc: &Incident) -> Option<PauseInfo> {
     let scopes = [
-        "global".to_string(),
-        format!("rule:{}", inc.rule),
-        format!("namespace:{}", inc.target.namespace),
+        Scope::Global.key(),
+        Scope::rule(&inc.rule).key(),
+        Scope::namespace(&inc.target.namespace).key(),
     ];
     pauses
         .iter()

@@ -8,6 +8,7 @@ use crate::adapters::store::{Commit, StoreError};
 use crate::adapters::telemetry::Metrics;
 use crate::domain::incident::{Effect, Entry, Incident, Phase};
 use crate::domain::policy::breaker;
+use crate::domain::scope::Scope;
 use crate::domain::time::Timestamp;
 use crate::load::ruleset::Ruleset;
 
@@ -46,11 +47,11 @@ impl Engine {
                 Effect::BreakerFailure { action, denied } => {
                     for (key, cfg, at_once) in [
                         (
-                            format!("action:{action}:{}", inc.target.key()),
+                            Scope::action(&action, &inc.target).key(),
                             rs.limits.breaker_target,
                             denied,
                         ),
-                        ("global".into(), rs.limits.breaker_global, false),
+                        (Scope::Global.key(), rs.limits.breaker_global, false),
                     ] {
                         let rec = self.store.breaker(&key).await?;
                         let since = breaker::window_start(&rec, now, &cfg);
@@ -79,8 +80,8 @@ impl Engine {
                 Effect::BreakerSuccess { action } | Effect::BreakerRelease { action } => {
                     let success = matches!(e_kind, EffectKind::Success);
                     for key in [
-                        format!("action:{action}:{}", inc.target.key()),
-                        "global".into(),
+                        Scope::action(&action, &inc.target).key(),
+                        Scope::Global.key(),
                     ] {
                         let rec = self.store.breaker(&key).await?;
                         let next = if success {
