@@ -265,7 +265,7 @@ impl Incident {
                 "resolved",
                 "alerts resolved after the verified step; incident resolved".to_string(),
             ),
-            Phase::Resolved => unreachable!("handled above"),
+            Phase::Resolved => unreachable!("apply handles a resolved incident"),
         };
         fx.push(record(
             now,
