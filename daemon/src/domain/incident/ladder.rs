@@ -1,0 +1,113 @@
+//! The moves along the ladder that several transitions share: enter `Ready` (or escalate when no
+//! step is left), escalate to a human, go on after a failed step, and raise the level.
+
+use super::{Effect, Effects, Incident, Phase, record};
+use crate::domain::policy::{OnFailure, Policy};
+use crate::domain::time::Timestamp;
+
+impl Incident {
+    /// Enters `Ready`, escalating at once if the ladder has no step left.
+    pub(super) fn ready(&mut self, policy: &Policy, now: Timestamp, fx: &mut Effects) {
+        let len = self.ladder_of(policy).map_or(0, |l| l.steps.len());
+        if self.next_step >= len {
+            let reason = if len == 0 {
+                format!(
+                    "level {} ladder of policy {} has no automated steps",
+                    self.ladder, policy.name
+                )
+            } else {
+                format!("ladder exhausted after {len} step(s); alert still firing")
+            };
+            self.escalate(policy, reason, now, fx);
+        } else {
+            self.phase = Phase::Ready;
+        }
+    }
+
+    /// Hands the incident to the ladder's route, paging it unless it already has this incident.
+    pub(super) fn escalate(
+        &mut self,
+        policy: &Policy,
+        reason: String,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let route = self
+            .ladder_of(policy)
+            .map(|l| l.escalate_to.clone())
+            .unwrap_or_default();
+        fx.push(record(
+            now,
+            "escalated",
+            format!("escalated to {route}: {reason}"),
+            serde_json::json!({"route": route, "reason": reason}),
+        ));
+        self.phase = Phase::Escalated {
+            reason: reason.clone(),
+        };
+        // One trigger per route per incident: a route that already has this incident (paged
+        // when a pause suspended it, or by an earlier ladder) learns the rest from the timeline
+        // and the resolve, instead of a second page for the same incident.
+        if !self.paged.contains(&route) {
+            self.paged.push(route.clone());
+            fx.push(Effect::Page { route, reason });
+        }
+    }
+
+    /// Goes on after step `step` failed (or changed nothing, or could not be verified), as its
+    /// `on_failure` says: the next step, or a human.
+    pub(super) fn after_failure(
+        &mut self,
+        policy: &Policy,
+        step: usize,
+        why: String,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let Some(s) = self.ladder_of(policy).and_then(|l| l.steps.get(step)) else {
+            return self.ready(policy, now, fx);
+        };
+        match s.on_failure {
+            OnFailure::Next => {
+                self.next_step = step + 1;
+                self.ready(policy, now, fx);
+            }
+            OnFailure::Escalate => {
+                self.escalate(policy, format!("step {} failed: {why}", s.name), now, fx)
+            }
+        }
+    }
+
+    /// Raises the level to `level` (an alert at it has fired for its `for`): a different ladder
+    /// supersedes pending steps; a running step finishes first and is recorded.
+    pub(super) fn upgrade(
+        &mut self,
+        level: u8,
+        fingerprint: &str,
+        policy: &Policy,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let from = self.level;
+        self.level = level;
+        let ladder = policy.ladder(level).map(|(l, _)| l).unwrap_or(level);
+        fx.push(record(
+            now,
+            "superseded",
+            format!("level {from} → {level}: the level {ladder} ladder supersedes pending steps"),
+            serde_json::json!({"from": from, "to": level, "fingerprint": fingerprint}),
+        ));
+        if ladder == self.ladder {
+            return;
+        }
+        self.ladder = ladder;
+        self.next_step = 0;
+        match self.phase {
+            // The running step finishes and is recorded; the new ladder follows it.
+            Phase::Running { .. } => {}
+            Phase::Suspended { .. } => {}
+            // The higher alert has fired for its `for`: the new ladder may act now.
+            _ => self.ready(policy, now, fx),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! A step's life in the machine: started, finished, probed, and judged at its verification
+//! deadline; the breakers hear of what it proved.
+
+use std::time::Duration;
+
+use super::{Effect, Effects, Incident, Phase, Probe, StepResult, record};
+use crate::domain::policy::{NoData, Policy, Verify};
+use crate::domain::time::{Timestamp, fmt_duration};
+
+impl Incident {
+    /// The gates passed and the ledger claim succeeded: the step runs.
+    pub(super) fn on_step_started(
+        &mut self,
+        ladder: u8,
+        step: usize,
+        detail: serde_json::Value,
+        dry_run: bool,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Effects {
+        let mut fx = Vec::new();
+        let name = policy
+            .levels
+            .get(&ladder)
+            .and_then(|l| l.steps.get(step))
+            .map(|s| (s.name.clone(), s.action.clone()))
+            .unwrap_or_default();
+        let mode = if dry_run {
+            " (dry-run: recorded, not sent)"
+        } else {
+            ""
+        };
+        fx.push(record(
+            now,
+            "step_started",
+            format!("step {} ({}) started{mode}", name.0, name.1),
+            detail,
+        ));
+        self.steps_started += 1;
+        self.step_dry_run = dry_run;
+        self.step_interrupted = false;
+        self.phase = Phase::Running { ladder, step };
+        self.stamped(now, fx)
+    }
+
+    /// The action returned: verify the step, go on, or escalate; the breakers count a failure.
+    /// A step superseded by a higher level is only recorded (`updated_at` stays).
+    pub(super) fn on_step_finished(
+        &mut self,
+        ladder: u8,
+        step: usize,
+        result: StepResult,
+        detail: serde_json::Value,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Effects {
+        let mut fx = Vec::new();
+        let s = policy
+            .levels
+            .get(&ladder)
+            .and_then(|l| l.steps.get(step))
+            .cloned();
+        let name = s.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let current = self.phase == Phase::Running { ladder, step } && ladder == self.ladder;
+        let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
+        match &result {
+            StepResult::Ok => fx.push(record(
+                now,
+                "step_ok",
+                format!("step {name} succeeded"),
+                detail,
+            )),
+            StepResult::Failed { error, denied } => {
+                fx.push(record(
+                    now,
+                    "step_failed",
+                    format!("step {name} failed: {error}"),
+                    detail,
+                ));
+                // Evidence that could not be gathered is no failed remediation, and a
+                // dry run did nothing that could fail.
+                if let Some(s) = s.as_ref().filter(|s| s.verify != Verify::None)
+                    && !self.step_dry_run
+                {
+                    fx.push(Effect::BreakerFailure {
+                        action: s.action.clone(),
+                        denied: *denied,
+                    });
+                }
+            }
+            StepResult::NoChange { reason } => {
+                fx.push(record(
+                    now,
+                    "step_refused",
+                    format!("step {name} changed nothing: {reason}"),
+                    detail,
+                ));
+                if let Some(s) = s.as_ref() {
+                    fx.push(Effect::BreakerRelease {
+                        action: s.action.clone(),
+                    });
+                }
+            }
+            StepResult::Unknown => {
+                fx.push(record(now, "step_interrupted", format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail));
+                self.step_interrupted = true;
+                if let Some(s) = s.as_ref() {
+                    fx.push(Effect::BreakerRelease {
+                        action: s.action.clone(),
+                    });
+                }
+            }
+        }
+        if !current {
+            // Superseded by a higher level while running: continue on the new ladder.
+            if matches!(self.phase, Phase::Running { .. }) {
+                self.ready(policy, now, &mut fx);
+            }
+            return fx;
+        }
+        match result {
+            StepResult::Ok | StepResult::Unknown
+                if s.as_ref().is_some_and(|s| s.verify == Verify::None) =>
+            {
+                // Evidence changes nothing: the ladder goes on at once.
+                self.next_step = step + 1;
+                self.ready(policy, now, &mut fx);
+            }
+            StepResult::Ok | StepResult::Unknown => {
+                let until = now.plus(verify);
+                let (cond, next_probe) = match s.as_ref().map(|s| &s.verify) {
+                    Some(v @ Verify::Query { every, query, .. }) => (
+                        format!("{query} {} by {until}", v.condition()),
+                        Some(now.plus(*every).min(until)),
+                    ),
+                    _ => (format!("alerts must resolve by {until}"), None),
+                };
+                fx.push(record(
+                    now,
+                    "verifying",
+                    format!("verifying: {cond} ({})", fmt_duration(verify)),
+                    serde_json::json!({"until": until}),
+                ));
+                self.phase = Phase::Verifying {
+                    step,
+                    until,
+                    next_probe,
+                    last: None,
+                    no_data: None,
+                };
+            }
+            StepResult::Failed { error, .. } => {
+                self.after_failure(policy, step, error, now, &mut fx)
+            }
+            StepResult::NoChange { reason } => {
+                self.after_failure(policy, step, reason, now, &mut fx)
+            }
+        }
+        self.stamped(now, fx)
+    }
+
+    /// A verification probe returned: passed (verified), not yet, or no data.
+    pub(super) fn on_probe(
+        &mut self,
+        step: usize,
+        probe: Probe,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Effects {
+        let mut fx = Vec::new();
+        let Phase::Verifying {
+            step: vs, until, ..
+        } = self.phase.clone()
+        else {
+            return fx;
+        };
+        if vs != step {
+            return fx;
+        }
+        let Some(s) = self
+            .ladder_of(policy)
+            .and_then(|l| l.steps.get(step))
+            .cloned()
+        else {
+            return fx;
+        };
+        let Verify::Query { every, within, .. } = &s.verify else {
+            return fx;
+        };
+        let next_probe = Some(now.plus(*every))
+            .filter(|p| *p < until)
+            .or(Some(until));
+        match probe {
+            Probe::Value(v) if s.verify.passes(v) => {
+                fx.push(record(
+                    now,
+                    "verified",
+                    format!(
+                        "verification passed: value {v} {} after step {}",
+                        s.verify.condition(),
+                        s.name
+                    ),
+                    serde_json::json!({"value": v, "condition": s.verify.condition()}),
+                ));
+                if !self.step_uncounted() {
+                    fx.push(Effect::BreakerSuccess {
+                        action: s.action.clone(),
+                    });
+                }
+                self.phase = Phase::Verified {
+                    step,
+                    until: now.plus(*within),
+                };
+            }
+            Probe::Value(v) => {
+                fx.push(record(
+                    now,
+                    "probe",
+                    format!("probe: value {v}, needs {}", s.verify.condition()),
+                    serde_json::json!({"value": v, "condition": s.verify.condition()}),
+                ));
+                self.phase = Phase::Verifying {
+                    step,
+                    until,
+                    next_probe,
+                    last: Some(v),
+                    no_data: None,
+                };
+            }
+            Probe::NoData(reason) => {
+                fx.push(record(
+                    now,
+                    "probe_no_data",
+                    format!("probe: no data ({reason})"),
+                    serde_json::json!({"reason": reason}),
+                ));
+                let last = match self.phase {
+                    Phase::Verifying { last, .. } => last,
+                    _ => None,
+                };
+                self.phase = Phase::Verifying {
+                    step,
+                    until,
+                    next_probe,
+                    last,
+                    no_data: Some(reason),
+                };
+            }
+        }
+        self.stamped(now, fx)
+    }
+
+    /// The verification deadline of step `step` expired unproven: no data (released, then as
+    /// the policy's `no_data` says) or failed (counted, then as the step's `on_failure` says).
+    pub(super) fn on_verification_deadline(
+        &mut self,
+        step: usize,
+        last: Option<f64>,
+        no_data: Option<String>,
+        policy: &Policy,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let s = self
+            .ladder_of(policy)
+            .and_then(|l| l.steps.get(step))
+            .cloned();
+        let (name, action, verify) = s
+            .as_ref()
+            .map(|s| (s.name.clone(), s.action.clone(), s.verify.clone()))
+            .unwrap_or((
+                String::new(),
+                String::new(),
+                Verify::ResolvedWithin(Duration::ZERO),
+            ));
+        let within = fmt_duration(verify.timeout());
+        match &verify {
+            Verify::Query {
+                no_data: policy_no_data,
+                ..
+            } if no_data.is_some() || last.is_none() => {
+                let reason = no_data.unwrap_or_else(|| "no probe returned a value".into());
+                let why =
+                    format!("verification of step {name} had no data within {within}: {reason}");
+                fx.push(record(
+                    now,
+                    "verification_no_data",
+                    why.clone(),
+                    serde_json::json!({"step": name, "within": within, "reason": reason}),
+                ));
+                fx.push(Effect::BreakerRelease { action });
+                match policy_no_data {
+                    NoData::Escalate => self.escalate(policy, why, now, fx),
+                    NoData::Fail => self.after_failure(policy, step, why, now, fx),
+                }
+            }
+            _ => {
+                let why = match (&verify, last) {
+                    (Verify::Query { .. }, Some(v)) => format!(
+                        "value {v} still not {} {within} after step {name}",
+                        verify.condition()
+                    ),
+                    _ => format!("alerts still firing {within} after step {name}"),
+                };
+                fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": within, "last": last, "condition": verify.condition(), "firing": self.active.keys().collect::<Vec<_>>()})));
+                if !self.step_dry_run {
+                    fx.push(Effect::BreakerFailure {
+                        action,
+                        denied: false,
+                    });
+                }
+                self.after_failure(policy, step, why, now, fx);
+            }
+        }
+    }
+}
