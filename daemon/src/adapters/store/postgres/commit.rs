@@ -1,0 +1,182 @@
+//! The engine's commit: one transaction that, when fenced, first checks the leadership term
+//! under a row lock, then claims ledger steps (failing the whole commit with
+//! [`StoreError::AlreadyClaimed`] if any was claimed before, across replicas), then writes the
+//! rest of the [`Commit`].
+
+use super::wire::{db, encode, text};
+use crate::adapters::store::{Commit, Result, StoreError};
+
+/// Applies `x` atomically; with `fence`, only while leadership term `fence` is current.
+pub(super) async fn apply_commit(
+    c: &mut deadpool_postgres::Object,
+    fence: Option<i64>,
+    x: Commit,
+) -> Result<()> {
+    let tx = c.transaction().await.map_err(db)?;
+    if let Some(epoch) = fence {
+        // FOR SHARE conflicts with the epoch bump of a new leader: either this commit finishes
+        // before the new term starts (and the new leader reads it), or it sees the new epoch.
+        let current: Option<i64> = tx
+            .query_opt(
+                "SELECT value FROM counters WHERE name = 'leader_epoch' FOR SHARE",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0));
+        if current != Some(epoch) {
+            return Err(StoreError::Database(format!(
+                "not the leader: leadership term {epoch} ended (current term {})",
+                current.map_or("none".to_string(), |c| c.to_string())
+            )));
+        }
+    }
+    let claim = tx
+        .prepare_cached(
+            "INSERT INTO ledger (incident_id, ladder, step, claimed_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+        .map_err(db)?;
+    for (id, ladder, step, at) in &x.claims {
+        let n = tx
+            .execute(
+                &claim,
+                &[&text(id), &i32::from(*ladder), &(*step as i32), &at.0],
+            )
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            tx.rollback().await.map_err(db)?;
+            return Err(StoreError::AlreadyClaimed(format!(
+                "{id} ladder {ladder} step {step}"
+            )));
+        }
+    }
+    if !x.incidents.is_empty() {
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO incidents (id, seq, rule, target_key, status, opened_at, updated_at, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                     updated_at = excluded.updated_at, body = excluded.body",
+            )
+            .await
+            .map_err(db)?;
+        for i in &x.incidents {
+            let seq: i64 =
+                i.id.rsplit('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            if let Some(counter) = crate::adapters::store::incident_counter_name(&i.id) {
+                tx.execute(
+                    "INSERT INTO counters (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, excluded.value)",
+                    &[&counter, &seq],
+                )
+                .await
+                .map_err(db)?;
+            }
+            tx.execute(
+                &st,
+                &[
+                    &text(&i.id),
+                    &seq,
+                    &text(&i.rule),
+                    &text(&i.target.key()),
+                    &i.status().as_str(),
+                    &i.opened_at.0,
+                    &i.updated_at.0,
+                    &encode(i),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+    }
+    for (id, e) in &x.timeline {
+        let st = tx
+            .prepare_cached("INSERT INTO timeline (incident_id, at, body) VALUES ($1, $2, $3)")
+            .await
+            .map_err(db)?;
+        tx.execute(&st, &[&text(id), &e.at.0, &encode(e)])
+            .await
+            .map_err(db)?;
+    }
+    if let Some(id) = x.processed {
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ('engine_signals', $1)
+             ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, excluded.value)",
+            &[&id],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (name, value) in &x.counters {
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&text(name), value],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (route, n) in &x.outbox {
+        tx.execute(
+            "INSERT INTO outbox (route, incident_id, body, next_at) VALUES ($1, $2, $3, 0)",
+            &[&text(route), &text(&n.incident), &encode(n)],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (k, at, dry) in &x.budget_uses {
+        tx.execute(
+            "INSERT INTO budget_uses (key, at, dry_run) VALUES ($1, $2, $3)",
+            &[&text(k), &at.0, dry],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (k, at) in &x.breaker_failures {
+        tx.execute(
+            "INSERT INTO breaker_failures (key, at) VALUES ($1, $2)",
+            &[&text(k), &at.0],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (k, rec) in &x.breakers {
+        tx.execute(
+            "INSERT INTO breakers (key, body) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET body = excluded.body",
+            &[&text(k), &encode(rec)],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (id, ladder, step, at, result) in &x.finished {
+        tx.execute(
+            "UPDATE ledger SET finished_at = $4, result = $5
+             WHERE incident_id = $1 AND ladder = $2 AND step = $3",
+            &[
+                &text(id),
+                &i32::from(*ladder),
+                &(*step as i32),
+                &at.0,
+                &encode(result),
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (id, at, result) in &x.resolves_done {
+        tx.execute(
+            "UPDATE resolve_requests SET done_at = $2, result = $3 WHERE id = $1",
+            &[id, &at.0, &result.as_str()],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}

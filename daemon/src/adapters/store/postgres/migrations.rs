@@ -1,0 +1,150 @@
+//! The PostgreSQL schema, as numbered migrations applied once, in order, under a transaction
+//! advisory lock (replicas starting together apply them once); `schema_migrations` records what
+//! is applied. Never edit an applied migration: existing databases are migrated by number.
+
+use super::wire::MIGRATE_LOCK;
+use crate::load::dsn::explain;
+
+/// The migrations, version `i + 1` at index `i`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema.
+    r#"
+CREATE TABLE receipts (
+    id BIGSERIAL PRIMARY KEY,
+    received_at BIGINT NOT NULL,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    truncated_alerts BIGINT NOT NULL,
+    alerts BIGINT NOT NULL
+);
+CREATE TABLE signals (
+    id BIGSERIAL PRIMARY KEY,
+    receipt_id BIGINT,
+    fingerprint TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (fingerprint, starts_at, status)
+);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX incidents_one_open ON incidents (rule, target_key) WHERE status <> 'resolved';
+CREATE INDEX incidents_status ON incidents (status, opened_at);
+CREATE TABLE timeline (
+    id BIGSERIAL PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX timeline_incident ON timeline (incident_id, id);
+CREATE TABLE ledger (
+    incident_id TEXT NOT NULL,
+    ladder INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    claimed_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    result TEXT,
+    PRIMARY KEY (incident_id, ladder, step)
+);
+CREATE TABLE budget_uses (key TEXT NOT NULL, at BIGINT NOT NULL, dry_run BOOLEAN NOT NULL);
+CREATE INDEX budget_uses_key ON budget_uses (key, dry_run, at);
+CREATE TABLE breaker_failures (key TEXT NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX breaker_failures_key ON breaker_failures (key, at);
+CREATE TABLE breakers (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE pauses (scope TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE outbox (
+    id BIGSERIAL PRIMARY KEY,
+    route TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL,
+    last_error TEXT,
+    done_at BIGINT,
+    delivered BOOLEAN
+);
+CREATE INDEX outbox_due ON outbox (done_at, next_at);
+"#,
+    // 2: when a firing alert was last received (a re-send is a duplicate): stale incidents.
+    r#"
+ALTER TABLE signals ADD COLUMN last_seen BIGINT;
+"#,
+    // 3: pages are delivered in order per (incident, route): `outbox_due` asks, for each due
+    // page, whether an earlier page of its incident and route is still pending. This partial
+    // index answers that from the pending rows alone, however many delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
+"#,
+    // 4: resolve requests (API, form, `remedyd resolve`), applied by the engine.
+    r#"
+CREATE TABLE resolve_requests (
+    id BIGSERIAL PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    requested_at BIGINT NOT NULL,
+    done_at BIGINT,
+    result TEXT
+);
+CREATE INDEX resolve_requests_pending ON resolve_requests (id) WHERE done_at IS NULL;
+"#,
+];
+
+/// Applies the migrations `client`'s database lacks, in one transaction.
+pub(super) async fn migrate(
+    client: &mut tokio_postgres::Client,
+) -> std::result::Result<(), String> {
+    let tx = client.transaction().await.map_err(|e| explain(&e))?;
+    // Held until COMMIT: a second replica waits here, then finds everything applied.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+        .await
+        .map_err(|e| explain(&e))?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|e| explain(&e))?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE schema_migrations (
+                 version INTEGER PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(|e| explain(&e))?;
+    }
+    let applied: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(|e| explain(&e))?
+        .get(0);
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(m)
+            .await
+            .map_err(|e| format!("migration {version}: {}", explain(&e)))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(|e| explain(&e))?;
+        tracing::info!(version, "Applied a store migration");
+    }
+    tx.commit().await.map_err(|e| explain(&e))
+}

@@ -1,0 +1,85 @@
+//! Ingest: the deliveries the connection's thread collected are group-committed, several in one
+//! durable transaction, so that durability costs one fsync per batch. A re-sent firing alert is a
+//! duplicate that still counts as heard of (`last_seen`).
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use crate::adapters::store::{IngestResult, Receipt, Result, StoreError};
+use crate::domain::signal::Signal;
+
+/// One delivery and where to answer it.
+pub(super) type IngestJob = (Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>);
+
+/// Commits `batch` in one transaction and answers each delivery; every delivery of a failed
+/// batch gets the error.
+pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
+    let run = |conn: &mut Connection, batch: &[IngestJob]| -> rusqlite::Result<Vec<IngestResult>> {
+        let tx = conn.transaction()?;
+        let mut results = Vec::with_capacity(batch.len());
+        {
+            let mut rcpt = tx.prepare_cached(
+                "INSERT INTO receipts (received_at, receiver, group_key, truncated_alerts, alerts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut sig = tx.prepare_cached(
+                "INSERT INTO signals (receipt_id, fingerprint, starts_at, status, source, received_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            )?;
+            let mut heard = tx.prepare_cached(
+                "UPDATE signals SET last_seen = ?1
+                 WHERE fingerprint = ?2 AND starts_at = ?3 AND status = 'firing'",
+            )?;
+            for (r, signals, _) in batch {
+                rcpt.execute(params![
+                    r.received_at.0,
+                    r.receiver,
+                    r.group_key,
+                    r.truncated_alerts as i64,
+                    r.alerts as i64
+                ])?;
+                let rid = tx.last_insert_rowid();
+                let mut res = IngestResult::default();
+                for s in signals {
+                    let body = serde_json::to_string(s).expect("signal serializes");
+                    let n = sig.execute(params![
+                        rid,
+                        s.fingerprint,
+                        s.starts_at.0,
+                        s.status.as_str(),
+                        s.source.as_str(),
+                        r.received_at.0,
+                        body
+                    ])?;
+                    if n == 1 {
+                        res.stored += 1;
+                    } else {
+                        res.duplicates += 1;
+                        if s.status == crate::domain::signal::Status::Firing {
+                            heard.execute(params![
+                                r.received_at.0,
+                                s.fingerprint,
+                                s.starts_at.0
+                            ])?;
+                        }
+                    }
+                }
+                results.push(res);
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    };
+    match run(conn, &batch) {
+        Ok(results) => {
+            for ((_, _, reply), r) in batch.into_iter().zip(results) {
+                let _ = reply.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for (_, _, reply) in batch {
+                let _ = reply.send(Err(StoreError::Database(msg.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The SQLite schema, as numbered migrations applied once, in order, each in its own
+//! transaction; `PRAGMA user_version` records what is applied. Never edit an applied migration:
+//! existing databases are migrated by number.
+
+use rusqlite::Connection;
+
+/// The migrations, version `i + 1` at index `i`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema.
+    r#"
+CREATE TABLE receipts (
+    id INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    truncated_alerts INTEGER NOT NULL,
+    alerts INTEGER NOT NULL
+);
+CREATE TABLE signals (
+    id INTEGER PRIMARY KEY,
+    receipt_id INTEGER,
+    fingerprint TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (fingerprint, starts_at, status)
+);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX incidents_one_open ON incidents (rule, target_key) WHERE status != 'resolved';
+CREATE INDEX incidents_status ON incidents (status, opened_at);
+CREATE TABLE timeline (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX timeline_incident ON timeline (incident_id, id);
+CREATE TABLE ledger (
+    incident_id TEXT NOT NULL,
+    ladder INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    claimed_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    result TEXT,
+    PRIMARY KEY (incident_id, ladder, step)
+);
+CREATE TABLE budget_uses (key TEXT NOT NULL, at INTEGER NOT NULL, dry_run INTEGER NOT NULL);
+CREATE INDEX budget_uses_key ON budget_uses (key, dry_run, at);
+CREATE TABLE breaker_failures (key TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX breaker_failures_key ON breaker_failures (key, at);
+CREATE TABLE breakers (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE pauses (scope TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    route TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL,
+    last_error TEXT,
+    done_at INTEGER,
+    delivered INTEGER
+);
+CREATE INDEX outbox_due ON outbox (done_at, next_at);
+"#,
+    // 2: when a firing alert was last received: Alertmanager re-sends it every repeat_interval, and
+    // ingest counts the re-send as a duplicate; an incident that hears nothing goes stale.
+    r#"
+ALTER TABLE signals ADD COLUMN last_seen INTEGER;
+"#,
+    // 3: pages are delivered in order per (incident, route): `outbox_due` asks, for each due
+    // page, whether an earlier page of its incident and route is still pending. This partial
+    // index answers that from the pending rows alone, however many delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (incident_id, route, id) WHERE done_at IS NULL;
+"#,
+    // 4: resolve requests (API, form, `remedyd resolve`), applied by the engine.
+    r#"
+CREATE TABLE resolve_requests (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    done_at INTEGER,
+    result TEXT
+);
+CREATE INDEX resolve_requests_pending ON resolve_requests (id) WHERE done_at IS NULL;
+"#,
+];
+
+/// Applies the migrations the database lacks.
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! SQLite store: one connection on its own thread; webhook writes are group-committed (several
+//! deliveries in one durable transaction) so that durability costs one fsync per batch.
+//!
+//! This file holds the handle ([`SqliteStore`]) and the connection's thread; `rows` what every
+//! file shares, then one file per concern: `migrations`, `ingest`, `commit` and `queries` (the
+//! rest of the [`Store`](super::Store) interface).
+
+mod commit;
+mod ingest;
+mod migrations;
+mod queries;
+mod rows;
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use self::ingest::ingest_batch;
+use self::migrations::migrate;
+use self::rows::db;
+use super::{IngestResult, Receipt, Result, StoreError};
+use crate::domain::BoxFuture;
+use crate::domain::signal::Signal;
+
+/// Jobs waiting for the connection. 1024: a burst of Alertmanager retries fits; beyond it callers
+/// wait (backpressure) rather than the queue growing without bound.
+const QUEUE: usize = 1024;
+/// Deliveries per group commit: bounds the latency of the first one in the batch.
+const MAX_BATCH: usize = 256;
+
+/// A call run on the connection's thread.
+type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// What the connection's thread is asked to do.
+enum Job {
+    Ingest(Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>),
+    Call(Call),
+}
+
+/// A SQLite-backed [`Store`](super::Store).
+#[derive(Clone)]
+pub struct SqliteStore {
+    tx: mpsc::Sender<Job>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database at `path`; `:memory:` for tests.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path).map_err(db)?;
+        // WAL lets readers proceed during writes; synchronous=FULL makes each commit durable
+        // before the webhook answers 200.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        // 1 s: only another process (a backup, the sqlite3 shell) can hold the lock; the webhook
+        // must answer 503 quickly so that Alertmanager retries well within its 10 s.
+        conn.pragma_update(None, "busy_timeout", 1000).map_err(db)?;
+        migrate(&mut conn).map_err(db)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("remedyd-sqlite".into())
+            .spawn(move || worker(conn, rx))
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(Self { tx })
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            let job: Call = Box::new(move |c| {
+                let _ = tx.send(f(c));
+            });
+            self.tx
+                .send(Job::Call(job))
+                .await
+                .map_err(|_| StoreError::Unavailable)?;
+            rx.await.map_err(|_| StoreError::Unavailable)?
+        })
+    }
+}
+
+/// The connection's thread: runs calls in order, and group-commits consecutive ingests (up to
+/// [`MAX_BATCH`]); a call met while collecting a batch runs right after it.
+fn worker(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut backlog: VecDeque<Job> = VecDeque::new();
+    loop {
+        let job = match backlog.pop_front() {
+            Some(j) => j,
+            None => match rx.blocking_recv() {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        match job {
+            Job::Call(f) => f(&mut conn),
+            Job::Ingest(r, s, reply) => {
+                let mut batch = vec![(r, s, reply)];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Job::Ingest(r, s, reply)) => batch.push((r, s, reply)),
+                        Ok(other) => {
+                            backlog.push_back(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                ingest_batch(&mut conn, batch);
+            }
+        }
+    }
+}
