@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::BreakerConfig;
+use super::limits::BreakerConfig;
 use crate::domain::time::Timestamp;
 
 /// What the store keeps per breaker key.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::Window;
+use super::limits::Window;
 
 /// One budget scope and its use in the current window.
 #[derive(Clone, Debug, PartialEq, Serialize)]

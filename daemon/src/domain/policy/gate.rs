@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use super::BreakerConfig;
 use super::breaker::{self, BreakerRecord, BreakerState};
 use super::budget::{self, BudgetUse};
+use super::limits::BreakerConfig;
 use crate::domain::time::Timestamp;
 
 /// Why a step did not run.

@@ -1,85 +1,26 @@
-//! The dashboard: server-rendered HTML, no JavaScript.
-//!
-//! - `/`: automation state with pause and resume forms, open and recent incidents, breakers,
-//!   budgets, pages waiting.
-//! - `/incidents/{id}`: one incident, its timeline and the values behind each decision, and
-//!   (while it is open) a form to resolve it by hand.
-//! - `/incidents/{id}/review.md`: the post-incident review (as `remedyd review` prints it).
-//! - `POST /ui/pause`, `POST /ui/resume`: the forms (`application/x-www-form-urlencoded`, since an
-//!   HTML form cannot send JSON). They do what `POST /api/v1/pause` and `/resume` do and are
-//!   guarded the same way: when `webhook_token` is configured, the form asks for it in a password
-//!   field (`token`) — a browser cannot add an `Authorization` header to a form — and an
-//!   `Authorization: Bearer` header is accepted too. Requests from another site (`Origin` or
-//!   `Sec-Fetch-Site` says so) are refused, so a page elsewhere cannot pause automation through a
-//!   browser on the operator's machine. The token is never put in a page, a URL or a cookie; the
-//!   browser's password manager may remember it.
-//! - `POST /ui/incidents/{id}/resolve`: the incident page's form; does what `POST
-//!   /api/v1/incidents/{id}/resolve` does (reason and author required), guarded like the pause
-//!   form, and comes back to the incident page with a notice.
+//! The dashboard's pages: `/` (automation state, incidents, breakers, budgets, pages waiting),
+//! `/incidents/{id}` (one incident, its timeline and resolve form) and `/incidents/{id}/review.md`.
 
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use super::html::{badge, esc, page_html, url_encode};
 use crate::adapters::escalate::digest;
+use crate::app::api::{ApiError, AppState};
 use crate::domain::incident::{Incident, Phase};
 use crate::domain::policy::breaker::BreakerState;
 use crate::domain::report::digest::BudgetRow;
 use crate::domain::report::narrative::{self, datetime};
-use crate::domain::scope::Scope;
 
 /// How far back "recent" reaches.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-const STYLE: &str = "\
-body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#1d2330;background:#fafbfc}\
-h1{margin:0 0 .2em}h2{margin:1.4em 0 .4em;font-size:1.15em}\
-nav a{margin-right:1em}\
-table{border-collapse:collapse;margin:.3em 0 1em;background:#fff}\
-td,th{padding:.3em .7em;text-align:left;border-bottom:1px solid #e3e6ea;vertical-align:top}\
-th{background:#f0f2f5;font-weight:600}\
-.badge{display:inline-block;padding:.05em .5em;border-radius:.7em;font-size:.85em;background:#e3e6ea}\
-.open,.remediating,.verifying{background:#fff2cc}.escalated,.suspended{background:#ffd6d6}\
-.resolved,.closed{background:#d9f2d9}.half_open{background:#fff2cc}\
-.panel{background:#fff;border:1px solid #e3e6ea;border-radius:.4em;padding:.8em 1em;margin:.5em 0 1em}\
-.paused{border-color:#e0a000;background:#fff8e5}\
-.notice{background:#e7f3ff;border:1px solid #9cc8f0;padding:.4em .8em;border-radius:.3em}\
-.error{background:#ffe5e5;border:1px solid #e09c9c;padding:.4em .8em;border-radius:.3em}\
-.bar{display:inline-block;width:8em;height:.7em;background:#e3e6ea;border-radius:.35em;overflow:hidden;vertical-align:middle}\
-.bar i{display:block;height:100%;background:#4a90d9}.bar i.hot{background:#d9534f}\
-.muted{color:#6b7280;font-size:.9em}\
-form.inline{display:inline}input,select,button{font:inherit;margin:.1em .3em .1em 0}\
-pre{white-space:pre-wrap;margin:.3em 0;font-size:.85em}ul.values{margin:.2em 0;padding-left:1.2em}";
-
-fn page_html(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8>\
-         <meta name=viewport content=\"width=device-width,initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\
-         <nav><a href=\"/\">Dashboard</a><a href=\"/api/v1/incidents\">API</a><a href=\"/metrics\">Metrics</a></nav>\
-         {body}</body></html>",
-        esc(title)
-    ))
-}
-
-fn badge(s: &str) -> String {
-    format!("<span class=\"badge {0}\">{0}</span>", esc(s))
-}
-
+/// Why an incident is where it is, in a few words.
 fn phase_reason(i: &Incident) -> String {
     match &i.phase {
         Phase::Escalated { reason } | Phase::Suspended { reason } | Phase::Held { reason } => {
@@ -101,6 +42,7 @@ fn phase_reason(i: &Incident) -> String {
     }
 }
 
+/// A table of incidents, or `empty` when there is none.
 fn incidents_table(list: &[&Incident], empty: &str) -> String {
     if list.is_empty() {
         return format!("<p class=muted>{}</p>", esc(empty));
@@ -126,6 +68,7 @@ fn incidents_table(list: &[&Incident], empty: &str) -> String {
     out
 }
 
+/// The token field a form needs when `webhook_token` is configured.
 fn token_field(state: &AppState) -> &'static str {
     if state.token.is_some() {
         "<label>Token <input type=password name=token autocomplete=current-password required placeholder=\"webhook_token\"></label>"
@@ -134,6 +77,7 @@ fn token_field(state: &AppState) -> &'static str {
     }
 }
 
+/// Budgets with their use in the current window.
 fn budgets_table(rows: &[BudgetRow]) -> String {
     let mut out = String::from(
         "<table><tr><th>Budget</th><th>Used (enforce)</th><th>Dry-run uses</th><th>Limit</th><th></th></tr>",
@@ -158,12 +102,14 @@ fn budgets_table(rows: &[BudgetRow]) -> String {
     out
 }
 
+/// `?notice=`: the message a form leaves for the page it returns to.
 #[derive(Deserialize)]
-pub(super) struct PageQuery {
+pub(in crate::app::api) struct PageQuery {
     notice: Option<String>,
 }
 
-pub(super) async fn page(
+/// `GET /`: automation state, incidents, breakers, budgets, pages waiting.
+pub(in crate::app::api) async fn page(
     State(state): State<Arc<AppState>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -280,6 +226,7 @@ pub(super) async fn page(
     Ok(page_html("remedyd", &b))
 }
 
+/// The page for an incident that does not exist.
 fn not_found(id: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -294,7 +241,8 @@ fn not_found(id: &str) -> Response {
         .into_response()
 }
 
-pub(super) async fn incident_page(
+/// `GET /incidents/{id}`: one incident, its timeline and the values behind each decision.
+pub(in crate::app::api) async fn incident_page(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
@@ -415,7 +363,8 @@ pub(super) async fn incident_page(
     Ok(page_html(&inc.id, &b).into_response())
 }
 
-pub(super) async fn review(
+/// `GET /incidents/{id}/review.md`: the post-incident review.
+pub(in crate::app::api) async fn review(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -428,198 +377,4 @@ pub(super) async fn review(
         crate::domain::report::review::render(&inc, &tl),
     )
         .into_response())
-}
-
-/// The pause and resume forms.
-#[derive(Debug, Deserialize)]
-pub(super) struct ScopeForm {
-    /// `global`, `rule` or `namespace`.
-    #[serde(default)]
-    scope: String,
-    /// Rule or namespace name.
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    author: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-}
-
-fn ui_error(code: StatusCode, msg: &str) -> Response {
-    (
-        code,
-        page_html(
-            "remedyd: refused",
-            &format!(
-                "<h1>Not done</h1><p class=error id=error>{}</p><p><a href=\"/\">Back to the dashboard</a></p>",
-                esc(msg)
-            ),
-        ),
-    )
-        .into_response()
-}
-
-/// Same-site check: a browser names the page a form came from in `Origin` (and `Sec-Fetch-Site`).
-fn same_site(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site" || v == "same-site")
-    {
-        return false;
-    }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true; // not a browser form (curl), or a browser that sends no Origin
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| authority == host)
-}
-
-/// `Err` carries the refusal page to answer with.
-fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-    form_token: Option<&str>,
-) -> Result<(), Box<Response>> {
-    if !same_site(headers) {
-        return Err(Box::new(ui_error(
-            StatusCode::FORBIDDEN,
-            "this form was sent from another site",
-        )));
-    }
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
-    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let field = form_token.map(|t| format!("Bearer {}", t.trim()));
-    if crate::adapters::auth::authorized(header, token)
-        || crate::adapters::auth::authorized(field.as_deref().map(str::as_bytes), token)
-    {
-        Ok(())
-    } else {
-        Err(Box::new(ui_error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: enter the webhook_token",
-        )))
-    }
-}
-
-fn form_scope(f: &ScopeForm) -> Result<String, String> {
-    let name = f.name.trim();
-    match (f.scope.as_str(), name) {
-        ("global" | "", _) => Ok(Scope::Global.key()),
-        ("rule" | "namespace", "") => Err(format!("name: the {} to pause", f.scope)),
-        ("rule", n) => Ok(Scope::rule(n).key()),
-        ("namespace", n) => Ok(Scope::namespace(n).key()),
-        (other, _) => Err(format!("scope: {other:?}; valid: global, rule, namespace")),
-    }
-}
-
-fn done(notice: &str) -> Response {
-    done_at("/", notice)
-}
-
-/// Percent-encodes `s` for a URL's path segment or query value.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|c| match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (c as char).to_string(),
-            b' ' => "+".into(),
-            _ => format!("%{c:02X}"),
-        })
-        .collect()
-}
-
-/// 303 to `path` with `notice` shown at the top of the page.
-fn done_at(path: &str, notice: &str) -> Response {
-    Redirect::to(&format!("{path}?notice={}", url_encode(notice))).into_response()
-}
-
-type FormResult = Result<Form<ScopeForm>, FormRejection>;
-
-/// The incident page's resolve form.
-#[derive(Debug, Deserialize)]
-pub(super) struct ResolveForm {
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    author: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-}
-
-pub(super) async fn ui_resolve(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Result<Form<ResolveForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(f)) = form else {
-        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
-    };
-    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
-        return *r;
-    }
-    let page = format!("/incidents/{}", url_encode(&id));
-    match super::apply_resolve(&state, &id, f.reason.as_deref(), f.author.as_deref()).await {
-        Ok(crate::app::resolve::Answer::Resolved(inc)) => {
-            done_at(&page, &format!("Resolved {} by hand", inc.id))
-        }
-        Ok(crate::app::resolve::Answer::Queued(request)) => done_at(
-            &page,
-            &format!(
-                "Queued as request {request}: no engine applied it yet (this replica does not lead, or the leader is down); the leader applies it when it runs"
-            ),
-        ),
-        Err(ApiError(code, msg)) => ui_error(code, &msg),
-    }
-}
-
-pub(super) async fn ui_pause(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    form: FormResult,
-) -> Response {
-    let Ok(Form(f)) = form else {
-        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
-    };
-    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
-        return *r;
-    }
-    let scope = match form_scope(&f) {
-        Ok(s) => s,
-        Err(e) => return ui_error(StatusCode::BAD_REQUEST, &e),
-    };
-    match super::apply_pause(&state, scope, f.reason.clone(), f.author.clone()).await {
-        Ok(p) => done(&format!("Paused {}: {}", p.scope, p.reason)),
-        Err(ApiError(code, msg)) => ui_error(code, &msg),
-    }
-}
-
-pub(super) async fn ui_resume(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    form: FormResult,
-) -> Response {
-    let Ok(Form(f)) = form else {
-        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
-    };
-    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
-        return *r;
-    }
-    let scope = match form_scope(&f) {
-        Ok(s) => s,
-        Err(e) => return ui_error(StatusCode::BAD_REQUEST, &e),
-    };
-    match super::apply_resume(&state, &scope, f.author.as_deref()).await {
-        Ok(()) => done(&format!("Resumed {scope}")),
-        Err(ApiError(code, msg)) => ui_error(code, &msg),
-    }
 }

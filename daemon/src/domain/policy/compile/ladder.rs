@@ -1,0 +1,173 @@
+//! The `policies:` section: each policy's mode and levels, each level's ladder of steps, and each
+//! step's action, budget, verification and failure path. Actions and routes are collected for the
+//! cross-checks that run once every file is read.
+
+use std::collections::BTreeMap;
+
+use serde_saphyr::Spanned;
+
+use super::limits::window;
+use super::verify::compile_verify;
+use crate::domain::diag::Diagnostics;
+use crate::domain::policy::raw::{RawLevel, RawPolicy, RawStep};
+use crate::domain::policy::{Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify};
+
+/// Compiles one policy into `parts.policies`; a name defined twice is reported.
+pub(super) fn compile_policy(
+    file: &str,
+    p: RawPolicy,
+    parts: &mut PolicyParts,
+    diag: &mut Diagnostics,
+) {
+    let line = p.name.referenced.line();
+    let mode = p.mode.as_ref().and_then(|m| {
+        Mode::parse(&m.value)
+            .map_err(|e| diag.push(file, m.referenced.line(), "mode", e))
+            .ok()
+    });
+    if let Some(e) = &p.escalate_to {
+        parts
+            .route_refs
+            .push((e.value.clone(), file.to_string(), e.referenced.line()));
+    }
+    let mut levels = BTreeMap::new();
+    if p.levels.is_empty() {
+        diag.push(
+            file,
+            line,
+            "levels",
+            format!("policy {:?} has no levels", p.name.value),
+        );
+    }
+    for lv in p.levels {
+        let level_line = lv.level.referenced.line();
+        let (l, ladder) = compile_level(file, &p.name.value, &p.escalate_to, lv, parts, diag);
+        if levels.insert(l, ladder).is_some() {
+            diag.push(
+                file,
+                level_line,
+                "levels.level",
+                format!("level {l} appears twice in policy {:?}", p.name.value),
+            );
+        }
+    }
+    let policy = Policy {
+        name: p.name.value.clone(),
+        description: p.description.unwrap_or_default(),
+        mode,
+        levels,
+    };
+    if let Some((_, first)) = parts.policies.get(&p.name.value) {
+        diag.push(
+            file,
+            line,
+            "name",
+            format!("policy {:?} is already defined at {first}", p.name.value),
+        );
+    } else {
+        parts
+            .policies
+            .insert(p.name.value, (policy, format!("{file}:{line}")));
+    }
+}
+
+/// Compiles one level: its number (1 to 3), the route it escalates to (its own, else the
+/// policy's) and its ladder of steps.
+fn compile_level(
+    file: &str,
+    policy: &str,
+    policy_escalate_to: &Option<Spanned<String>>,
+    lv: RawLevel,
+    parts: &mut PolicyParts,
+    diag: &mut Diagnostics,
+) -> (u8, Ladder) {
+    let l = lv.level.value;
+    if !(1..=3).contains(&l) {
+        diag.push(
+            file,
+            lv.level.referenced.line(),
+            "levels.level",
+            format!("level {l} is out of range; valid: 1, 2, 3"),
+        );
+    }
+    let escalate_to = match (&lv.escalate_to, policy_escalate_to) {
+        (Some(e), _) => {
+            parts
+                .route_refs
+                .push((e.value.clone(), file.to_string(), e.referenced.line()));
+            e.value.clone()
+        }
+        (None, Some(e)) => e.value.clone(),
+        (None, None) => {
+            diag.push(
+                file,
+                lv.level.referenced.line(),
+                "escalate_to",
+                format!(
+                    "level {l} of policy {policy:?} has no escalate_to (set it on the level or the policy)"
+                ),
+            );
+            String::new()
+        }
+    };
+    let mut steps: Vec<Step> = Vec::new();
+    for s in lv.steps {
+        if steps.iter().any(|x| x.name == s.name.value) {
+            diag.push(
+                file,
+                s.name.referenced.line(),
+                "steps.name",
+                format!("step {:?} appears twice in level {l}", s.name.value),
+            );
+        }
+        steps.push(compile_step(file, s, parts, diag));
+    }
+    (l, Ladder { steps, escalate_to })
+}
+
+/// Compiles one step; its action is recorded in `parts.action_refs` for the cross-check against
+/// the executors.
+fn compile_step(file: &str, s: RawStep, parts: &mut PolicyParts, diag: &mut Diagnostics) -> Step {
+    let sline = s.name.referenced.line();
+    let params = s
+        .params
+        .map(|p| p.value)
+        .unwrap_or(serde_json::Value::Object(Default::default()));
+    parts.action_refs.push((
+        s.action.value.clone(),
+        params.clone(),
+        file.to_string(),
+        s.action.referenced.line(),
+        s.verify.is_none().then(|| (s.name.value.clone(), sline)),
+    ));
+    let budget = s
+        .budget
+        .as_ref()
+        .map(|b| window(file, "steps.budget", b, diag));
+    // Only evidence actions may go without `verify`; checked once executors are known.
+    let verify = match &s.verify {
+        Some(v) => compile_verify(file, v, diag),
+        None => Verify::None,
+    };
+    let on_failure = match s.on_failure.as_ref().map(|o| (o.value.as_str(), o)) {
+        None | Some(("next", _)) => OnFailure::Next,
+        Some(("escalate", _)) => OnFailure::Escalate,
+        Some((other, o)) => {
+            diag.push(
+                file,
+                o.referenced.line(),
+                "steps.on_failure",
+                format!("unknown on_failure {other:?}; valid: next, escalate"),
+            );
+            OnFailure::Next
+        }
+    };
+    Step {
+        name: s.name.value,
+        action: s.action.value,
+        params,
+        budget,
+        verify,
+        on_failure,
+    }
+}
