@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{REQUEST_TIMEOUT, USER_AGENT};
+/// Sent with every request: the API server's audit log and default field managers name us.
+pub const USER_AGENT: &str = concat!("remedyd/", env!("CARGO_PKG_VERSION"));
+/// Bound of one request (a watch is bounded by its own wait).
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to reach the cluster: the `kubeconfig` key, else in-cluster or `~/.kube/config`.
 pub struct Cluster {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dns::DNS_PODS;
+use super::dns::{DNS_PODS, SYSTEM_NAMESPACE};
 use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
 use super::objects::{list_all, read_deployment, ready, selector_string};
@@ -81,7 +81,7 @@ impl KubeAction for DeletePods {
         let p = params::<DeleteParams>(&req.params)?;
         p.check(self.dns)?;
         let ns = if self.dns {
-            super::SYSTEM_NAMESPACE.into()
+            SYSTEM_NAMESPACE.into()
         } else {
             namespace(req)?
         };
@@ -99,7 +99,7 @@ impl KubeAction for DeletePods {
             let wait = p.check(self.dns).map_err(bad)?;
             let started = Instant::now();
             let (ns, sel) = if self.dns {
-                (super::SYSTEM_NAMESPACE.to_string(), DNS_PODS.to_string())
+                (SYSTEM_NAMESPACE.to_string(), DNS_PODS.to_string())
             } else {
                 let ns = namespace(req).map_err(bad)?;
                 let sel = match (&p.deployment, &p.selector) {

@@ -44,10 +44,9 @@ mod scale;
 mod session;
 mod undo;
 
-use std::time::Duration;
-
 pub use catalogue::{KINDS, register, used_by};
-pub use cluster::Cluster;
+pub use cluster::{Cluster, USER_AGENT};
+pub use dns::SYSTEM_NAMESPACE;
 pub use error::{ApiError, Failure};
 pub use executor::{KubeAction, KubeExecutor};
 pub use objects::{list_all, selector_string};
@@ -56,10 +55,3 @@ pub use request::{at, get, list, merge, patch, path, strategic};
 pub use restart::now_rfc3339;
 pub use rollout::{Rollout, rollout_state, wait_rollout};
 pub use session::Session;
-
-/// Sent with every request: the API server's audit log and default field managers name us.
-pub const USER_AGENT: &str = concat!("remedyd/", env!("CARGO_PKG_VERSION"));
-/// The only namespace workload actions never touch (the DNS actions own it).
-pub const SYSTEM_NAMESPACE: &str = "kube-system";
-/// Bound of one request (a watch is bounded by its own wait).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

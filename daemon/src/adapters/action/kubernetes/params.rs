@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::SYSTEM_NAMESPACE;
+use super::dns::SYSTEM_NAMESPACE;
 use crate::adapters::action::ActionRequest;
 use crate::domain::template::Template;
 

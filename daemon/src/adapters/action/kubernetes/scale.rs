@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dns::CORE_DNS;
+use super::dns::{CORE_DNS, SYSTEM_NAMESPACE};
 use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
 use super::objects::{deployments, list_all, read_deployment};
@@ -85,7 +85,7 @@ pub struct Scale {
 impl Scale {
     fn names(&self, p: &ScaleParams, req: &ActionRequest) -> Result<(String, String), String> {
         if self.dns {
-            Ok((super::SYSTEM_NAMESPACE.into(), CORE_DNS.into()))
+            Ok((SYSTEM_NAMESPACE.into(), CORE_DNS.into()))
         } else {
             Ok((namespace(req)?, render("deployment", &p.deployment, req)?))
         }

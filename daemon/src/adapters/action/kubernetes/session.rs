@@ -9,7 +9,7 @@ use backon::{ConstantBuilder, Retryable};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::REQUEST_TIMEOUT;
+use super::cluster::REQUEST_TIMEOUT;
 use super::error::ApiError;
 
 /// One action run: reads go to the cluster; writes are sent, or recorded in dry-run.
