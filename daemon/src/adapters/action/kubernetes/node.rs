@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{
-    ActionRequest, BoxFuture, Failure, KubeAction, Session, check_template, duration, fmt, get,
-    list_all, params, render, strategic,
-};
+use super::error::{ApiError, Failure};
+use super::executor::KubeAction;
+use super::objects::list_all;
+use super::params::{check_template, duration, fmt, params, render};
+use super::request::{at, get, path, strategic};
+use super::session::Session;
+use crate::adapters::action::{ActionRequest, BoxFuture};
 
 /// kubectl's wait between evictions a PodDisruptionBudget refused.
 const PDB_RETRY: Duration = Duration::from_secs(5);
@@ -161,7 +164,7 @@ impl KubeAction for Drain {
                 {
                     let ds = c["name"].as_str().unwrap_or_default();
                     match s
-                        .read::<Value>(get(&super::path("apps/v1", &ns, "daemonsets"), ds))
+                        .read::<Value>(get(&path("apps/v1", &ns, "daemonsets"), ds))
                         .await
                     {
                         Ok(_) => {
@@ -256,7 +259,7 @@ impl KubeAction for Drain {
             if !s.dry() {
                 // Gone: 404 or a new UID (a StatefulSet pod recreated under the same name).
                 for (ns, name, uid) in &pending {
-                    let pods_path = super::path("v1", ns, "pods");
+                    let pods_path = path("v1", ns, "pods");
                     loop {
                         match s.read::<Value>(get(&pods_path, name)).await {
                             Err(e) if e.code == 404 => break,
@@ -293,7 +296,7 @@ enum Evicted {
     Yes,
     Gone,
     Blocked(String),
-    Failed(super::ApiError),
+    Failed(ApiError),
 }
 
 /// One pod's eviction, kubectl's loop: 429 (a PodDisruptionBudget), 5xx and "namespace
@@ -310,9 +313,9 @@ async fn evict_one(
         "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
         "deleteOptions": {},
     });
-    let pods_path = super::path("v1", ns, "pods");
+    let pods_path = path("v1", ns, "pods");
     loop {
-        let r = super::at(pods_path.clone())
+        let r = at(pods_path.clone())
             .create_subresource(
                 "eviction",
                 name,

@@ -14,11 +14,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::workload::{Target, bad, change_and_wait, deployments, read_deployment, refuse};
-use super::{
-    ActionRequest, BoxFuture, Failure, KubeAction, Session, duration, fmt, list_all, params, path,
-    selector_string,
-};
+use super::error::{Failure, bad, refuse};
+use super::executor::KubeAction;
+use super::objects::{deployments, list_all, read_deployment, selector_string};
+use super::params::{Target, duration, fmt, params};
+use super::request::path;
+use super::rollout::change_and_wait;
+use super::session::Session;
+use crate::adapters::action::{ActionRequest, BoxFuture};
 
 /// Template annotations that restarts write and that never make a release: kubectl's
 /// `rollout restart` (also what Argo CD, Lens and k9s write) and kube-rs's `Api::restart()`.
@@ -433,7 +436,7 @@ impl KubeAction for Undo {
             ]);
             let patch: json_patch::Patch =
                 serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
-            let req = super::patch(
+            let req = super::request::patch(
                 &deployments(&ns),
                 &name,
                 None,

@@ -1,0 +1,73 @@
+//! How a Kubernetes action fails: the API's answer (`ApiError`, as kubectl prints it) and why an
+//! action stopped (`Failure`: the API refused, or a check of ours did).
+
+/// An API error, or a transport one (`code` 0).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status; 0 when no answer came.
+    pub code: u16,
+    /// `Status.reason` (`Conflict`, `Forbidden`, `TooManyRequests`…).
+    pub reason: String,
+    /// `Status.message`.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.code == 0 {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{} {}: {}", self.code, self.reason, self.message)
+        }
+    }
+}
+
+impl ApiError {
+    pub(super) fn from_kube(e: ::kube::Error) -> Self {
+        Self::from_kube_ref(&e)
+    }
+    pub(super) fn from_kube_ref(e: &::kube::Error) -> Self {
+        match e {
+            ::kube::Error::Api(s) => Self {
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => Self {
+                code: 0,
+                reason: String::new(),
+                message: other.to_string(),
+            },
+        }
+    }
+    /// Worth another try later: no answer, 429 or 5xx.
+    pub fn transient(&self) -> bool {
+        self.code == 0 || self.code == 429 || self.code >= 500
+    }
+}
+
+/// Why an action stopped.
+#[derive(Debug)]
+pub enum Failure {
+    /// The API refused or failed.
+    Api(String, ApiError),
+    /// A check of ours (bounds, paused, PDB past the timeout…).
+    Refused(String),
+}
+
+impl Failure {
+    pub(super) fn api(what: impl Into<String>) -> impl FnOnce(ApiError) -> Failure {
+        let what = what.into();
+        move |e| Failure::Api(what, e)
+    }
+}
+
+/// A refusal (a precondition that does not hold).
+pub(super) fn refuse<T>(why: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure::Refused(why.into()))
+}
+
+/// Parameters that do not render or parse: a refusal.
+pub(super) fn bad(e: String) -> Failure {
+    Failure::Refused(e)
+}

@@ -1,0 +1,217 @@
+//! `kube_evidence`: what `kubectl get deployment,pods`, `kubectl logs --tail` and `kubectl get
+//! events` would show about a Deployment: pod phases and restarts, the logs of failing pods, and
+//! recent events. It only reads.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{Failure, bad};
+use super::executor::KubeAction;
+use super::objects::{deployments, list_all, read_deployment, ready, selector_string};
+use super::params::{check_template, default_deployment, namespace, params, render};
+use super::request::path;
+use super::session::Session;
+use crate::adapters::action::{ActionRequest, BoxFuture};
+
+/// Pods listed in one evidence record.
+const MAX_PODS: usize = 50;
+
+fn default_lines() -> u32 {
+    50
+}
+fn default_events() -> usize {
+    20
+}
+fn default_log_pods() -> usize {
+    3
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceParams {
+    #[serde(default = "default_deployment")]
+    deployment: String,
+    /// Last log lines of each failing pod.
+    #[serde(default = "default_lines")]
+    log_lines: u32,
+    /// How many failing pods' logs.
+    #[serde(default = "default_log_pods")]
+    log_pods: usize,
+    /// Most recent events kept.
+    #[serde(default = "default_events")]
+    events: usize,
+}
+
+/// `kube_evidence`: pod phases and restarts, the logs of failing pods, recent events.
+pub struct Evidence;
+
+fn pod_summary(p: &Value) -> Value {
+    let statuses: Vec<&Value> = p["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let restarts: i64 = statuses
+        .iter()
+        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+        .sum();
+    let waiting: Vec<&str> = statuses
+        .iter()
+        .filter_map(|c| c["state"]["waiting"]["reason"].as_str())
+        .collect();
+    let last: Vec<&str> = statuses
+        .iter()
+        .filter_map(|c| c["lastState"]["terminated"]["reason"].as_str())
+        .collect();
+    json!({
+        "name": p["metadata"]["name"],
+        "phase": p["status"]["phase"],
+        "ready": ready(p),
+        "restarts": restarts,
+        "waiting": waiting,
+        "last_terminated": last,
+        "node": p["spec"]["nodeName"],
+    })
+}
+
+impl KubeAction for Evidence {
+    fn validate(&self, p: &Value) -> Result<(), String> {
+        let e = params::<EvidenceParams>(p)?;
+        check_template("deployment", &e.deployment)?;
+        if e.log_lines > 500 || e.log_pods > 10 || e.events > 100 {
+            return Err("log_lines ≤ 500, log_pods ≤ 10, events ≤ 100".into());
+        }
+        Ok(())
+    }
+    fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
+        let e = params::<EvidenceParams>(&req.params)?;
+        let ns = namespace(req)?;
+        let name = render("deployment", &e.deployment, req)?;
+        Ok(
+            json!({"reads": [deployments(&ns) + "/" + &name, path("v1", &ns, "pods"), path("v1", &ns, "events")]}),
+        )
+    }
+    fn evidence(&self) -> bool {
+        true
+    }
+    fn run<'a>(
+        &'a self,
+        s: &'a mut Session,
+        req: &'a ActionRequest,
+    ) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move {
+            let e = params::<EvidenceParams>(&req.params).map_err(bad)?;
+            let ns = namespace(req).map_err(bad)?;
+            let name = render("deployment", &e.deployment, req).map_err(bad)?;
+            let d = read_deployment(s, &ns, &name).await?;
+            let sel = selector_string(&d["spec"]["selector"]).map_err(bad)?;
+            let pods_path = path("v1", &ns, "pods");
+            let pods = list_all(s, &pods_path, Some(&sel), None, None)
+                .await
+                .map_err(Failure::api(format!("listing pods of {ns}/{name}")))?;
+            let summaries: Vec<Value> = pods.iter().map(pod_summary).collect();
+            let failing: Vec<&Value> = summaries
+                .iter()
+                .filter(|p| {
+                    p["ready"] == false
+                        || p["restarts"].as_i64().unwrap_or(0) > 0
+                        || p["waiting"].as_array().is_some_and(|w| !w.is_empty())
+                })
+                .collect();
+            let mut logs = serde_json::Map::new();
+            for p in failing.iter().take(e.log_pods) {
+                let pod = p["name"].as_str().unwrap_or_default();
+                let r =
+                    http::Request::get(format!("{pods_path}/{pod}/log?tailLines={}", e.log_lines))
+                        .body(Vec::new())
+                        .map_err(|e| bad(e.to_string()))?;
+                let text = match s.read_text(r).await {
+                    Ok(t) => t,
+                    Err(err) => format!("(logs unavailable: {err})"),
+                };
+                logs.insert(pod.to_string(), text.into());
+            }
+            let mut events = Vec::new();
+            let mut names: Vec<String> = vec![name.clone()];
+            names.extend(
+                failing
+                    .iter()
+                    .take(e.log_pods)
+                    .filter_map(|p| p["name"].as_str().map(str::to_string)),
+            );
+            for n in &names {
+                match list_all(
+                    s,
+                    &path("v1", &ns, "events"),
+                    None,
+                    Some(&format!("involvedObject.name={n}")),
+                    None,
+                )
+                .await
+                {
+                    Ok(evs) => events.extend(evs.into_iter().map(|ev| {
+                        json!({
+                            "object": format!("{}/{}", ev["involvedObject"]["kind"].as_str().unwrap_or_default(), ev["involvedObject"]["name"].as_str().unwrap_or_default()),
+                            "type": ev["type"], "reason": ev["reason"], "message": ev["message"],
+                            "count": ev["count"],
+                            "last": ev["lastTimestamp"].as_str().or(ev["eventTime"].as_str()).or(ev["metadata"]["creationTimestamp"].as_str()),
+                        })
+                    })),
+                    Err(err) => s.notes.push(format!("events of {n}: {err}")),
+                }
+            }
+            events.sort_by(|a, b| b["last"].as_str().cmp(&a["last"].as_str()));
+            events.truncate(e.events);
+            let ready_n = summaries.iter().filter(|p| p["ready"] == true).count();
+            let mut why: Vec<String> = failing
+                .iter()
+                .map(|p| {
+                    let w = p["waiting"]
+                        .as_array()
+                        .and_then(|w| w.first())
+                        .and_then(|w| w.as_str());
+                    let l = p["last_terminated"]
+                        .as_array()
+                        .and_then(|w| w.first())
+                        .and_then(|w| w.as_str());
+                    format!(
+                        "{} {}{}{} (restarts {})",
+                        p["name"].as_str().unwrap_or_default(),
+                        p["phase"].as_str().unwrap_or("?"),
+                        w.map(|w| format!(", {w}")).unwrap_or_default(),
+                        l.map(|l| format!(", last exit {l}")).unwrap_or_default(),
+                        p["restarts"]
+                    )
+                })
+                .collect();
+            why.truncate(5);
+            // A large Deployment's pods: the failing ones first, at most MAX_PODS in the record.
+            let mut shown: Vec<&Value> = failing.clone();
+            shown.extend(summaries.iter().filter(|p| !failing.contains(p)));
+            shown.truncate(MAX_PODS);
+            s.detail.insert(
+                "evidence".into(),
+                json!({
+                    "deployment": {
+                        "name": name, "namespace": ns,
+                        "replicas": d["spec"]["replicas"], "generation": d["metadata"]["generation"],
+                        "revision": d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+                        "status": d["status"],
+                    },
+                    "pods_total": summaries.len(),
+                    "pods": shown, "logs": logs, "events": events,
+                }),
+            );
+            Ok(format!(
+                "{ns}/{name}: {} pod(s), {ready_n} ready{}; {} event(s)",
+                summaries.len(),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failing: {}", why.join("; "))
+                },
+                events.len()
+            ))
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! What one Kubernetes action kind is (`KubeAction`), and how one runs as an `Executor`: a
+//! session on the cluster, the outcome (ok, refused, failed, retry) and RBAC tripping the breaker.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::cluster::Cluster;
+use super::error::Failure;
+use super::session::Session;
+use crate::adapters::action::{ActionRequest, BoxFuture, Executor, Outcome};
+
+/// What one action kind does.
+pub trait KubeAction: Send + Sync + 'static {
+    /// Checks `with:`.
+    fn validate(&self, params: &Value) -> Result<(), String>;
+    /// A short description of the requests, before reading anything (for `remedyd test`).
+    fn plan(&self, req: &ActionRequest) -> Result<Value, String>;
+    /// Runs it; the summary on success.
+    fn run<'a>(
+        &'a self,
+        s: &'a mut Session,
+        req: &'a ActionRequest,
+    ) -> BoxFuture<'a, Result<String, Failure>>;
+    /// Only reads.
+    fn evidence(&self) -> bool {
+        false
+    }
+}
+
+/// An action kind bound to a cluster.
+pub struct KubeExecutor {
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) action: Box<dyn KubeAction>,
+}
+
+impl KubeExecutor {
+    async fn go(&self, req: &ActionRequest, dry: bool) -> Outcome {
+        if let Err(e) = self.action.plan(req) {
+            return Outcome::failed(false, format!("cannot build the request: {e}"), Value::Null);
+        }
+        let client = match self.cluster.client().await {
+            Ok(c) => c,
+            Err(e) if dry => {
+                return Outcome::ok(
+                    format!("dry-run: cluster not reachable ({e}); recorded the plan only"),
+                    json!({"would_send": [], "plan": self.action.plan(req).unwrap_or_default()}),
+                );
+            }
+            Err(e) => return Outcome::failed(true, e, Value::Null),
+        };
+        let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry);
+        let r = self.action.run(&mut s, req).await;
+        let wrote = !s.writes.is_empty();
+        let mut detail = s.into_detail();
+        match r {
+            Ok(summary) if dry => Outcome::ok(format!("dry-run: {summary}"), detail),
+            // Dry-run with the cluster out of reach: what can be known without reading.
+            Err(Failure::Api(what, e)) if dry && e.code == 0 => {
+                detail["plan"] = self.action.plan(req).unwrap_or_default();
+                Outcome::ok(
+                    format!("dry-run: cluster not reachable ({what}: {e}); recorded the plan only"),
+                    detail,
+                )
+            }
+            Ok(summary) => Outcome::ok(summary, detail),
+            // Refused before the first write: a precondition, not a failed remediation.
+            Err(Failure::Refused(why)) if !wrote => Outcome::refused(why, detail),
+            Err(Failure::Refused(why)) => Outcome::failed(false, why, detail),
+            Err(Failure::Api(what, e)) => {
+                let mut o = Outcome::failed(e.transient(), format!("{what}: {e}"), detail);
+                if e.code == 403 || e.code == 401 {
+                    // Permissions do not fix themselves: stop this action on this target.
+                    o.trip_breaker = true;
+                    o.summary
+                        .push_str(" (RBAC: see deploy/kubernetes/rbac.yaml)");
+                }
+                o
+            }
+        }
+    }
+}
+
+impl Executor for KubeExecutor {
+    fn validate(&self, params: &Value) -> Result<(), String> {
+        self.action.validate(params)
+    }
+    fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
+        self.action.plan(req)
+    }
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.go(req, false))
+    }
+    fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.go(req, true))
+    }
+    fn gathers_evidence(&self) -> bool {
+        self.action.evidence()
+    }
+}
