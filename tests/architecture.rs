@@ -7,8 +7,9 @@
 //!   parent naming its own children (`mod x; pub use x::Y;`) is containment, not an edge; a child
 //!   naming its parent is an edge like any other, so the parent must not depend back on it by a path.
 //! - **The domain is pure.** No file under `domain/` uses tokio, kube, k8s-openapi, reqwest,
-//!   rusqlite, tokio-postgres, axum, or reads the system clock (`SystemTime::now`, `Instant::now`):
-//!   time comes in as `now`.
+//!   rusqlite, tokio-postgres, axum, reads the system clock (`SystemTime::now`, `Instant::now`),
+//!   the environment, files or the network: time comes in as `now`, secrets through a trait.
+//! - **Files hold one idea.** No file of `daemon/src` is over 600 lines.
 //!
 //! The checks are plain functions over (path, text) pairs, so that the tests below can show each
 //! one failing on a small made-up tree before it is run on the real one.
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: [&str; 5] = ["domain", "load", "adapters", "engine", "app"];
 
 /// What the pure domain must not use: crates of the runtime and the system clock.
-const IMPURE: [&str; 10] = [
+const IMPURE: [&str; 13] = [
     "tokio::",
     "tokio_util::",
     "kube::",
@@ -31,7 +32,13 @@ const IMPURE: [&str; 10] = [
     "axum::",
     "SystemTime::now",
     "Instant::now",
+    "std::env::",
+    "std::fs::",
+    "std::net::",
 ];
+
+/// A source file holds one idea; past this many lines it holds several (issue 12).
+const MAX_LINES: usize = 600;
 
 /// A source tree: module path (`["adapters", "store", "postgres"]`) to the file's text without
 /// comments. `mod.rs` and `lib.rs` are their directory's module.
@@ -462,4 +469,32 @@ fn the_domain_uses_neither_the_runtime_nor_the_system_clock() {
     assert!(domain > 10, "found only {domain} domain files");
     let i = impurities(&tree);
     assert!(i.is_empty(), "the domain must stay pure:\n{}", i.join("\n"));
+}
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let mut long = Vec::new();
+    let mut stack = vec![source_root()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let n = text.lines().count();
+                if n > MAX_LINES {
+                    long.push(format!("{} has {n} lines", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split along its seams:\n{}",
+        long.join("\n")
+    );
 }

@@ -5,3 +5,4 @@
 pub mod config;
 pub mod dsn;
 pub mod ruleset;
+pub mod secrets;

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::{self, Limits, Policy, PolicyParts, Route};
 use crate::domain::rules::{self, Rule};
+use crate::load::secrets::SystemSecrets;
 
 /// The current ruleset, swapped whole on reload.
 pub type SharedRuleset = Arc<RwLock<Arc<Ruleset>>>;
@@ -130,7 +131,7 @@ pub fn load(
     for path in yaml_files(policies_dir, &mut diag) {
         let file = path.display().to_string();
         match parse::<policy::RawPolicyFile>(&path, &mut diag) {
-            Some(raw) => policy::compile(&file, raw, &mut parts, &mut diag),
+            Some(raw) => policy::compile(&file, raw, &SystemSecrets, &mut parts, &mut diag),
             None => unparsed = true,
         }
         files.push(path);

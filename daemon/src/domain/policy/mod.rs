@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use compile::compile;
+pub use compile::{SecretSource, compile};
 pub use limits::{BreakerConfig, Limits, StormGuard, Window};
 pub use raw::RawPolicyFile;
 pub use route::{OPSGENIE_URL, PAGERDUTY_URL, Route, RouteKind, Secret, Transport};

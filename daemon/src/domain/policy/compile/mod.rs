@@ -16,10 +16,25 @@ use crate::domain::diag::Diagnostics;
 use crate::domain::policy::raw::{RawDigest, RawPolicyFile, RawRoute};
 use crate::domain::policy::{DigestSchedule, PolicyParts};
 
+/// Where routes' secrets come from (`url_env`/`url_file`, `routing_key_*`, `api_key_*`): declared
+/// here, implemented by loading (`load::secrets`), so that compiling stays free of I/O.
+pub trait SecretSource {
+    /// The value of environment variable `var`, `None` when it is not set.
+    fn env(&self, var: &str) -> Option<String>;
+    /// The contents of file `path`, or why it cannot be read.
+    fn file(&self, path: &str) -> Result<String, String>;
+}
+
 /// Compiles one policy file into `parts`, reporting every problem to `diag`.
-pub fn compile(file: &str, raw: RawPolicyFile, parts: &mut PolicyParts, diag: &mut Diagnostics) {
+pub fn compile(
+    file: &str,
+    raw: RawPolicyFile,
+    secrets: &dyn SecretSource,
+    parts: &mut PolicyParts,
+    diag: &mut Diagnostics,
+) {
     compile_vars(file, raw.vars, parts, diag);
-    compile_routes(file, raw.routes, parts, diag);
+    compile_routes(file, raw.routes, secrets, parts, diag);
     if let Some(d) = raw.digest {
         compile_digest(file, d, parts, diag);
     }
@@ -49,11 +64,12 @@ fn compile_vars(
 fn compile_routes(
     file: &str,
     routes: Vec<RawRoute>,
+    secrets: &dyn SecretSource,
     parts: &mut PolicyParts,
     diag: &mut Diagnostics,
 ) {
     for r in routes {
-        let Some(route) = route::compile_route(file, &r, diag) else {
+        let Some(route) = route::compile_route(file, &r, secrets, diag) else {
             continue;
         };
         if parts.routes.insert(r.name.value.clone(), route).is_some() {

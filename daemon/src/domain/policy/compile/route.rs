@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::SecretSource;
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::raw::RawRoute;
 use crate::domain::policy::route::{OPSGENIE_URL, PAGERDUTY_URL, Route, Secret, Transport};
@@ -11,6 +12,7 @@ use crate::domain::time::parse_duration;
 /// Reads a secret from exactly one of an env variable or a file. Returns the secret (`None` when
 /// missing), where it comes from, and why it is missing. Never puts the value in a message.
 fn read_secret(
+    secrets: &dyn SecretSource,
     file: &str,
     line: u64,
     diag: &mut Diagnostics,
@@ -21,15 +23,15 @@ fn read_secret(
     match (env.1, path.1) {
         (Some(var), None) => {
             let source = format!("env {var}");
-            match std::env::var(&var) {
-                Ok(v) if !v.trim().is_empty() => (Some(Secret::new(v.trim())), source, None),
-                Ok(_) => (None, source, Some(format!("env {var} is empty"))),
-                Err(_) => (None, source, Some(format!("env {var} is not set"))),
+            match secrets.env(&var) {
+                Some(v) if !v.trim().is_empty() => (Some(Secret::new(v.trim())), source, None),
+                Some(_) => (None, source, Some(format!("env {var} is empty"))),
+                None => (None, source, Some(format!("env {var} is not set"))),
             }
         }
         (None, Some(p)) => {
             let source = format!("file {p}");
-            match std::fs::read_to_string(&p) {
+            match secrets.file(&p) {
                 Ok(v) if !v.trim().is_empty() => (Some(Secret::new(v.trim())), source, None),
                 Ok(_) => (None, source, Some(format!("file {p} is empty"))),
                 Err(e) => (None, source, Some(format!("file {p} cannot be read ({e})"))),
@@ -63,7 +65,12 @@ fn check_url(file: &str, line: u64, diag: &mut Diagnostics, route: &str, what: &
 }
 
 /// Compiles one route entry; `None` when its type is unknown.
-pub(super) fn compile_route(file: &str, r: &RawRoute, diag: &mut Diagnostics) -> Option<Route> {
+pub(super) fn compile_route(
+    file: &str,
+    r: &RawRoute,
+    secrets: &dyn SecretSource,
+    diag: &mut Diagnostics,
+) -> Option<Route> {
     let line = r.name.referenced.line();
     let name = r.name.value.as_str();
     let kind = r.kind.value.as_str();
@@ -132,6 +139,7 @@ pub(super) fn compile_route(file: &str, r: &RawRoute, diag: &mut Diagnostics) ->
             }
             (None, env, path) => {
                 let (url, source, missing) = read_secret(
+                    secrets,
                     file,
                     line,
                     diag,
@@ -163,6 +171,7 @@ pub(super) fn compile_route(file: &str, r: &RawRoute, diag: &mut Diagnostics) ->
         },
         "slack" => {
             let (url, source, missing) = read_secret(
+                secrets,
                 file,
                 line,
                 diag,
@@ -185,6 +194,7 @@ pub(super) fn compile_route(file: &str, r: &RawRoute, diag: &mut Diagnostics) ->
         "pagerduty" => {
             let url = api_url(PAGERDUTY_URL, diag);
             let (routing_key, source, missing) = read_secret(
+                secrets,
                 file,
                 line,
                 diag,
@@ -197,6 +207,7 @@ pub(super) fn compile_route(file: &str, r: &RawRoute, diag: &mut Diagnostics) ->
         _ => {
             let url = api_url(OPSGENIE_URL, diag);
             let (api_key, source, missing) = read_secret(
+                secrets,
                 file,
                 line,
                 diag,
