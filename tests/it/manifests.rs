@@ -18,9 +18,6 @@
 //! `REMEDYD_BLESS=1 cargo nextest run --test manifests` regenerates the remedyd-rules and
 //! remedyd-policies ConfigMaps in deploy/kubernetes/configmap.yaml from rules/ and policies/.
 
-#[path = "support/rbac.rs"]
-mod rbac;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,12 +32,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use rbac::Rbac;
 use remedyd::domain::policy::Mode;
 use remedyd::load::config::Config;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::support::rbac::Rbac;
 
 const NAMESPACE: &str = "remedyd";
 const SA: &str = "remedyd";

@@ -25,7 +25,7 @@
 //! - API Priority and Fairness throttling;
 //! - TLS, authentication plugins, HTTP/2 and protobuf (plain HTTP/1.1 JSON only).
 //!
-//! Use from a test file with `#[path = "support/fake_kube/mod.rs"] mod fake_kube;`.
+//! `crate::support::fake_kube` (tests/support/mod.rs).
 #![allow(dead_code)]
 
 pub mod controller;
