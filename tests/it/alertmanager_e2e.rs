@@ -4,7 +4,7 @@
 //! action → resolved webhook → verified. A missing binary fails the test with the package to
 //! install (tests/support/services.rs); it is never skipped.
 //!
-//! What these tests prove that the fixture tests (tests/core_loop.rs) do not: the payloads, headers,
+//! What these tests prove that the fixture tests (tests/it/core_loop.rs) do not: the payloads, headers,
 //! timings, retries and resolve notifications are Alertmanager's own, not our idea of them.
 
 use std::time::{Duration, Instant};

@@ -527,7 +527,7 @@ async fn a_failed_step_pages_the_webhook_route_exactly_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// remedyd resolve (SQLite; PostgreSQL is in tests/ha.rs)
+// remedyd resolve (SQLite; PostgreSQL is in tests/it/ha.rs)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remedyd_resolve_closes_an_incident_whose_rule_was_removed_and_its_route_gets_the_resolve()

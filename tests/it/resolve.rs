@@ -2,8 +2,8 @@
 //! SQLite store with the real engine: the engine applies the request (the fronts never write
 //! the incident), the timeline records who and why, a running step finishes and is recorded but
 //! nothing further runs, and every route that was paged gets its resolve after its trigger.
-//! `remedyd resolve` (the binary, SQLite and PostgreSQL) is tested in tests/process.rs and
-//! tests/ha.rs.
+//! `remedyd resolve` (the binary, SQLite and PostgreSQL) is tested in tests/it/process.rs and
+//! tests/it/ha.rs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

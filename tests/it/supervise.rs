@@ -9,7 +9,7 @@
 //! the exit status.
 //!
 //! What these tests cannot prove: that an orchestrator restarts the process (restart recovery
-//! itself is covered by tests/process.rs and tests/ha.rs), or a task that hangs without
+//! itself is covered by tests/it/process.rs and tests/it/ha.rs), or a task that hangs without
 //! panicking (that shows as a stalled engine on `/readyz`, tested here, not as an exit).
 //!
 //! Every test runs under a timeout, and every wait polls against a deadline.

@@ -1,5 +1,5 @@
 //! A stateful fake Kubernetes API server on loopback for tests (kube.md §3.2–§3.3), checked
-//! against the real kubectl in `tests/fake_kube.rs`.
+//! against the real kubectl in `tests/it/fake_kube.rs`.
 //!
 //! It serves discovery (`/version`, `/api`, `/apis`, group/version resource lists with
 //! shortNames and the `deployments/scale`, `pods/eviction`, `pods/log` subresources), and
