@@ -28,8 +28,6 @@
 //! warm-up iterations; BENCH_STORE_DIR puts the SQLite store under that directory, default the
 //! system temp directory).
 
-#[path = "../tests/support/fake_kube/mod.rs"]
-mod fake_kube;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -37,7 +35,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake_kube::{FakeKube, fixtures};
 use remedyd::adapters::action::{BoxFuture, Executors};
 use remedyd::adapters::clock::SystemClock;
 use remedyd::adapters::escalate::{Notification, Pager, PagerError};
@@ -46,6 +43,7 @@ use remedyd::domain::policy::Mode;
 use remedyd::domain::policy::Route;
 use remedyd::domain::time::Clock;
 use remedyd::load::config::Config;
+use support::fake_kube::{FakeKube, fixtures};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -161,7 +159,7 @@ fn service(i: usize) -> String {
 }
 
 fn payload(status: &str, svc: &str, fingerprint: &str, starts_at: &str) -> String {
-    support::alert_payload(
+    support::daemon::alert_payload(
         status,
         serde_json::json!({"alertname": "HighErrorRate", "service": svc, "severity": "critical", "namespace": NS}),
         fingerprint,

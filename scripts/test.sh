@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs the Debian packages the tests need when they are missing,
 # then runs every test. Works on a fresh Debian/Ubuntu machine as root or through sudo.
-# Extra arguments go to the test runner (e.g. `./scripts/test.sh core_loop`).
+# Extra arguments go to the test runner (e.g. `./scripts/test.sh core_loop::`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,11 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   prometheus-alertmanager     - /usr/bin/prometheus-alertmanager (tests/support/services.rs)
 #   postgresql                  - PostgreSQL 15: /usr/lib/postgresql/15/bin/{initdb,postgres} and
 #                                 the `postgres` user (tests/support/services.rs; store, ha)
-#   chromium, chromium-driver   - /usr/bin/chromium, /usr/bin/chromedriver (tests/dashboard.rs)
+#   chromium, chromium-driver   - /usr/bin/chromium, /usr/bin/chromedriver (tests/it/dashboard.rs)
 packages=(ca-certificates curl prometheus prometheus-alertmanager postgresql chromium chromium-driver)
 
-# Not from Debian: /usr/bin/kubectl, the oracle of the Kubernetes tests (tests/kube_actions.rs,
-# tests/fake_kube.rs), is google-cloud-cli's `kubectl` package (client-go 1.27-1.33), which the
+# Not from Debian: /usr/bin/kubectl, the oracle of the Kubernetes tests (tests/it/kube_actions.rs,
+# tests/it/fake_kube.rs), is google-cloud-cli's `kubectl` package (client-go 1.27-1.33), which the
 # build image ships; Debian's kubernetes-client 1.20 predates policy/v1 Eviction and is no oracle.
 # Those tests fail (never skip) without it, naming what is missing.
 if [[ ! -x /usr/bin/kubectl ]]; then
@@ -46,6 +46,9 @@ if ((${#missing[@]} > 0)); then
         apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
 fi
 
+# The test binaries (Cargo.toml): `it`, the integration tests (tests/it/, one binary, meant for
+# nextest: each test in its own process), and `model`; the staging suite against a real cluster is
+# opt-in (`--features staging`) and not run here.
 # nextest runs each test in its own process; it does not run doctests, so those run separately
 # (`--all-targets` leaves them out of `cargo test` too). Benchmarks are not tests: `cargo bench`. Every test runs; the exit status is
 # non-zero if any failed.

@@ -1,7 +1,7 @@
 //! remedyd: alert-driven auto-remediation.
 //!
 //! The pipeline, and the five layers that hold it. Each layer imports only from the layers above
-//! it in this list (`tests/architecture.rs` fails on any import against them, on any import cycle
+//! it in this list (`tests/it/architecture.rs` fails on any import against them, on any import cycle
 //! between files, and on runtime or clock use in the domain):
 //!
 //! ```text

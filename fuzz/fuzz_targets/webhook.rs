@@ -1,6 +1,6 @@
 //! Coverage-guided fuzzing of the webhook parser (the one parser of untrusted input):
 //! `cargo fuzz run webhook` (nightly, or RUSTC_BOOTSTRAP=1 on stable). The same properties as
-//! tests/fuzz_webhook.rs: never panic; a refusal is one line naming a field; an acceptance has
+//! tests/it/fuzz_webhook.rs: never panic; a refusal is one line naming a field; an acceptance has
 //! one signal per alert, each with a fingerprint.
 #![no_main]
 

@@ -6,8 +6,7 @@
 //! A missing `/usr/bin/kubectl` fails the test (never skips): install the `kubectl` apt package
 //! from the google-cloud-cli repository (the image ships 1:528.0.0-0).
 //!
-//! Use from a test file with `#[path = "support/kubectl.rs"] mod kubectl;` next to
-//! `#[path = "support/fake_kube/mod.rs"] mod fake_kube;`.
+//! `crate::support::kubectl`, beside `crate::support::fake_kube` (tests/support/mod.rs).
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -15,7 +14,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Map, Value, json};
 
-use crate::fake_kube::{FakeKube, Recorded};
+use super::fake_kube::{FakeKube, Recorded};
 
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 

@@ -17,7 +17,7 @@
 //!
 //! Aggregated ClusterRoles (aggregationRule) and non-resource URLs are not evaluated.
 //!
-//! Used by tests/manifests.rs and by the fake API server's RBAC mode.
+//! Used by tests/it/manifests.rs and by the fake API server's RBAC mode.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

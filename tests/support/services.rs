@@ -13,7 +13,9 @@
 //!
 //! A missing binary fails the test with the Debian package to install; it never skips.
 //!
-//! Use from a test file with `#[path = "support/services.rs"] mod services;`.
+//! `crate::support::services` in the integration tests; the model-based test and the
+//! benchmarks include this file alone with `#[path = "…/support/services.rs"] mod services;`
+//! (it uses nothing else from tests/support).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

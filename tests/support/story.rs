@@ -1,6 +1,6 @@
 //! Incidents with known histories at fixed times, built by driving the real incident machine
-//! (the same events the engine feeds it), for golden files and pager payload tests. Included
-//! with `#[path = "support/story.rs"] mod story;`.
+//! (the same events the engine feeds it), for golden files and pager payload tests
+//! (`crate::support::story`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Layer 1: the pure domain. What remedyd decides, as plain data and functions of `now`: no
-//! tokio, no Kubernetes, no HTTP, no database, no system clock (`tests/architecture.rs`). The
+//! tokio, no Kubernetes, no HTTP, no database, no system clock (`tests/it/architecture.rs`). The
 //! traits the outer layers implement return [`BoxFuture`]; they are declared by their consumers.
 //!
 //! - [`signal`], [`rules`] (matchers, polled thresholds), [`template`]: what fires and whom it concerns.

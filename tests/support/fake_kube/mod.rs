@@ -1,5 +1,5 @@
 //! A stateful fake Kubernetes API server on loopback for tests (kube.md §3.2–§3.3), checked
-//! against the real kubectl in `tests/fake_kube.rs`.
+//! against the real kubectl in `tests/it/fake_kube.rs`.
 //!
 //! It serves discovery (`/version`, `/api`, `/apis`, group/version resource lists with
 //! shortNames and the `deployments/scale`, `pods/eviction`, `pods/log` subresources), and
@@ -25,7 +25,7 @@
 //! - API Priority and Fairness throttling;
 //! - TLS, authentication plugins, HTTP/2 and protobuf (plain HTTP/1.1 JSON only).
 //!
-//! Use from a test file with `#[path = "support/fake_kube/mod.rs"] mod fake_kube;`.
+//! `crate::support::fake_kube` (tests/support/mod.rs).
 #![allow(dead_code)]
 
 pub mod controller;

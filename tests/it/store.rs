@@ -4,9 +4,6 @@
 //! watermark, incident ids, leadership and its fencing, outages. PostgreSQL 15 is real (Debian's
 //! package, started per test); a missing server fails the test, it is never skipped.
 
-#[path = "support/services.rs"]
-mod services;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +19,11 @@ use remedyd::domain::policy::{Ladder, Policy};
 use remedyd::domain::rules::{Target, TargetKind};
 use remedyd::domain::signal::{Signal, Source, Status};
 use remedyd::domain::time::Timestamp;
-use services::{PG_PASSWORD, Postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::services;
+use crate::support::services::{PG_PASSWORD, Postgres};
 
 fn signal(fp: &str, starts: i64, status: Status) -> Signal {
     Signal {

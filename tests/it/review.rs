@@ -4,15 +4,14 @@
 //! tests/fixtures/review/ byte for byte. `REMEDYD_UPDATE_GOLDEN=1` rewrites the golden files
 //! (review the diff before committing it).
 
-#[path = "support/story.rs"]
-mod story;
-
 use std::path::PathBuf;
 use std::process::Command;
 
 use remedyd::adapters::store::Store;
 use remedyd::adapters::store::sqlite::SqliteStore;
 use remedyd::domain::report::review;
+
+use crate::support::story;
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/review/{name}.md"))

@@ -1,9 +1,6 @@
 //! The daily digest: the pure builder over known incidents, the schedule, and one digest built
 //! from a real store, queued in the outbox and delivered to a Slack stand-in.
 
-#[path = "support/story.rs"]
-mod story;
-
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -17,6 +14,8 @@ use remedyd::domain::policy::{DigestSchedule, Route, Secret, Transport, Window};
 use remedyd::domain::report::digest::{self, BudgetRow, Input};
 use remedyd::domain::time::ManualClock;
 use remedyd::load::ruleset::Ruleset;
+
+use crate::support::story;
 
 fn input() -> Input {
     let stories = [

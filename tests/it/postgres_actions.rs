@@ -3,14 +3,12 @@
 //! sessions survive, the cap holds, dry-run touches nothing, a missing privilege gives the
 //! documented error, and evidence reports what it saw. A missing server fails the test.
 
-#[path = "support/services.rs"]
-mod services;
-
 use std::time::Duration;
 
 use remedyd::adapters::action::postgres::{CancelQueries, Evidence};
 use remedyd::adapters::action::{ActionRequest, Executor};
-use services::Postgres;
+
+use crate::support::services::Postgres;
 
 fn request(action: &str, params: serde_json::Value) -> ActionRequest {
     ActionRequest {

@@ -15,11 +15,8 @@
 //! What this cannot prove: that a real API server accepts the objects (admission, defaulting,
 //! Pod Security), that the image exists, or that the cluster's Prometheus is at prometheus_url.
 //!
-//! `REMEDYD_BLESS=1 cargo nextest run --test manifests` regenerates the remedyd-rules and
+//! `REMEDYD_BLESS=1 cargo nextest run --test it manifests::` regenerates the remedyd-rules and
 //! remedyd-policies ConfigMaps in deploy/kubernetes/configmap.yaml from rules/ and policies/.
-
-#[path = "support/rbac.rs"]
-mod rbac;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,17 +32,18 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use rbac::Rbac;
 use remedyd::domain::policy::Mode;
 use remedyd::load::config::Config;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::support::rbac::Rbac;
+
 const NAMESPACE: &str = "remedyd";
 const SA: &str = "remedyd";
 /// The line after which deploy/kubernetes/configmap.yaml is generated.
-const MARKER: &str = "# --- generated from rules/*.yaml and policies/*.yaml by tests/manifests.rs; do not edit below ---";
+const MARKER: &str = "# --- generated from rules/*.yaml and policies/*.yaml by tests/it/manifests.rs; do not edit below ---";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1009,13 +1007,13 @@ fn the_rules_and_policies_config_maps_are_the_shipped_files() {
                 .collect();
             assert!(
                 stale.is_empty(),
-                "{name} differs from the repository in {stale:?}: run REMEDYD_BLESS=1 cargo nextest run --test manifests"
+                "{name} differs from the repository in {stale:?}: run REMEDYD_BLESS=1 cargo nextest run --test it manifests::"
             );
             assert!(cm.binary_data.is_none());
         }
         assert!(
             want == text,
-            "{} is not as generated (same data, other text): run REMEDYD_BLESS=1 cargo nextest run --test manifests",
+            "{} is not as generated (same data, other text): run REMEDYD_BLESS=1 cargo nextest run --test it manifests::",
             path.display()
         );
     }

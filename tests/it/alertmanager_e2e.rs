@@ -4,17 +4,16 @@
 //! action → resolved webhook → verified. A missing binary fails the test with the package to
 //! install (tests/support/services.rs); it is never skipped.
 //!
-//! What these tests prove that the fixture tests (tests/core_loop.rs) do not: the payloads, headers,
+//! What these tests prove that the fixture tests (tests/it/core_loop.rs) do not: the payloads, headers,
 //! timings, retries and resolve notifications are Alertmanager's own, not our idea of them.
-
-#[path = "support/services.rs"]
-mod services;
-mod support;
 
 use std::time::{Duration, Instant};
 
-use services::{Alertmanager, Exporter, Prometheus, SERVICE_WAIT, eventually, metric_value};
-use support::Daemon;
+use crate::support::daemon;
+use crate::support::daemon::Daemon;
+use crate::support::services::{
+    Alertmanager, Exporter, Prometheus, SERVICE_WAIT, eventually, metric_value,
+};
 
 const TOKEN: &str = "t0ken";
 
@@ -313,7 +312,7 @@ async fn alertmanager_grouped_notification_of_three_services_opens_one_incident_
         assert_eq!(am.metric(attempts).await, 1.0, "one delivery for the group");
 
         // Resolve all three explicitly (endsAt now): one resolved notification, three verified.
-        let now = support::now_rfc3339();
+        let now = daemon::now_rfc3339();
         let resolved: Vec<_> = services
             .iter()
             .map(|s| {

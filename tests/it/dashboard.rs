@@ -8,14 +8,13 @@
 //! naming them, when they are missing. Screenshots go to the test's temp dir and to
 //! target/remedyd-dashboard*.png for people to look at.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Daemon, now_rfc3339, payload};
+
+use crate::support::daemon::{Daemon, now_rfc3339, payload};
 
 const TOKEN: &str = "ui-s3cret-token";
 

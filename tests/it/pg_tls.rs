@@ -9,9 +9,6 @@
 //! client certificate) are made per test run with the `openssl` command-line tool, which Debian
 //! installs with PostgreSQL (its `ssl-cert` dependency); no crate is added for it.
 
-#[path = "support/services.rs"]
-mod services;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -21,9 +18,11 @@ use remedyd::adapters::action::postgres::Evidence;
 use remedyd::adapters::action::{ActionRequest, Executor};
 use remedyd::adapters::store::Store;
 use remedyd::adapters::store::postgres::{Leadership, PgStore};
-use services::{PG_DATABASE, PG_PASSWORD, PgServerTls, Postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::services;
+use crate::support::services::{PG_DATABASE, PG_PASSWORD, PgServerTls, Postgres};
 
 /// Every test: bounded, so a hang fails instead of blocking the run.
 const TEST: Duration = Duration::from_secs(120);

@@ -2,10 +2,8 @@
 //! SQLite store with the real engine: the engine applies the request (the fronts never write
 //! the incident), the timeline records who and why, a running step finishes and is recorded but
 //! nothing further runs, and every route that was paged gets its resolve after its trigger.
-//! `remedyd resolve` (the binary, SQLite and PostgreSQL) is tested in tests/process.rs and
-//! tests/ha.rs.
-
-mod support;
+//! `remedyd resolve` (the binary, SQLite and PostgreSQL) is tested in tests/it/process.rs and
+//! tests/it/ha.rs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +11,9 @@ use std::time::Duration;
 
 use remedyd::adapters::escalate::NotificationKind;
 use serde_json::{Value, json};
-use support::{Daemon, now_rfc3339, payload};
+
+use crate::support::daemon;
+use crate::support::daemon::{Daemon, now_rfc3339, payload};
 
 const TOKEN: &str = "resolve-s3cret";
 
@@ -300,7 +300,7 @@ policies:
         assert!(message.contains("step 1 was running"), "{message}");
 
         // The restart comes back after the resolve: recorded, and the ladder does not go on.
-        let deadline = tokio::time::Instant::now() + support::WAIT;
+        let deadline = tokio::time::Instant::now() + daemon::WAIT;
         let tl = loop {
             let tl = d.timeline(&id).await;
             if tl.iter().any(|e| e["kind"] == "step_finished") {

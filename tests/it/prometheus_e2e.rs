@@ -3,14 +3,10 @@
 //! test controls; remedyd polls Prometheus, maps the error rate to levels, runs the ladder, and
 //! verifies each step with PromQL. A missing Prometheus fails the test (never skipped).
 
-#[path = "support/services.rs"]
-mod services;
-mod support;
-
 use std::time::Duration;
 
-use services::{Exporter, Prometheus};
-use support::Daemon;
+use crate::support::daemon::Daemon;
+use crate::support::services::{Exporter, Prometheus};
 
 /// The error share per service over a short window (the shipped example uses 5m).
 const RATIO: &str = r#"sum by (namespace, service) (rate(http_requests_total{status=~"5.."}[10s])) / sum by (namespace, service) (rate(http_requests_total[10s]))"#;

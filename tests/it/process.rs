@@ -6,9 +6,6 @@
 //! missing behaviour fails instead of hanging. remedyd's log (stderr) goes to a file in the test's
 //! temp dir and is printed when the test fails.
 
-#[path = "support/services.rs"]
-mod services;
-
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,10 +17,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use serde_json::Value;
-use services::{free_port, http as client, wait_until, within};
+
+use crate::support::services::{free_port, http as client, wait_until, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_remedyd");
-const SINGLE: &str = include_str!("fixtures/alertmanager/01-firing-single-alert.json");
+const SINGLE: &str = include_str!("../fixtures/alertmanager/01-firing-single-alert.json");
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -529,7 +527,7 @@ async fn a_failed_step_pages_the_webhook_route_exactly_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// remedyd resolve (SQLite; PostgreSQL is in tests/ha.rs)
+// remedyd resolve (SQLite; PostgreSQL is in tests/it/ha.rs)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remedyd_resolve_closes_an_incident_whose_rule_was_removed_and_its_route_gets_the_resolve()

@@ -6,18 +6,16 @@
 //!
 //! What the fake cannot prove is listed at the top of `tests/support/fake_kube/mod.rs`.
 
-#[path = "support/fake_kube/mod.rs"]
-mod fake_kube;
-#[path = "support/kubectl.rs"]
-mod kubectl;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use fake_kube::{FakeKube, Options, Rollout, fixtures};
-use kubectl::{kubectl_async as kc, normalise, text};
 use serde_json::{Value, json};
+
+use crate::support::fake_kube;
+use crate::support::fake_kube::{FakeKube, Options, Rollout, fixtures};
+use crate::support::kubectl;
+use crate::support::kubectl::{kubectl_async as kc, normalise, text};
 
 const NS: &str = "default";
 

@@ -9,14 +9,10 @@
 //! the exit status.
 //!
 //! What these tests cannot prove: that an orchestrator restarts the process (restart recovery
-//! itself is covered by tests/process.rs and tests/ha.rs), or a task that hangs without
+//! itself is covered by tests/it/process.rs and tests/it/ha.rs), or a task that hangs without
 //! panicking (that shows as a stalled engine on `/readyz`, tested here, not as an exit).
 //!
 //! Every test runs under a timeout, and every wait polls against a deadline.
-
-#[path = "support/services.rs"]
-mod services;
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,9 +32,11 @@ use remedyd::domain::policy::breaker::BreakerRecord;
 use remedyd::domain::signal::Signal;
 use remedyd::domain::time::{Clock, ManualClock, Timestamp};
 use remedyd::load::config::Config;
-use services::{Postgres, metric_value, wait_until, within};
-use support::{CapturingPager, ROUTES, TestExecutor, now_rfc3339, payload};
 use tokio_util::sync::CancellationToken;
+
+use crate::support::daemon::{CapturingPager, ROUTES, TestExecutor, now_rfc3339, payload};
+use crate::support::services;
+use crate::support::services::{Postgres, metric_value, wait_until, within};
 
 /// A failure must stop the daemon within this. Generous for a loaded machine: the stop itself
 /// takes well under a second (the shutdown deadline is 2 s here).

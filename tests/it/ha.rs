@@ -15,9 +15,6 @@
 //!
 //! Every wait is bounded; each replica's log and the server's log are printed when a test fails.
 
-#[path = "support/services.rs"]
-mod services;
-
 use std::fs::OpenOptions;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,9 +28,11 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use remedyd::adapters::store::postgres::{Leadership, PgStore};
 use serde_json::Value;
-use services::{PG_PASSWORD, Postgres, http as client, wait_until, within};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::services;
+use crate::support::services::{PG_PASSWORD, Postgres, http as client, wait_until, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_remedyd");
 

@@ -3,15 +3,14 @@
 //! fake API server (tests/support/fake_kube; what it cannot prove is listed there) → timeline,
 //! breaker and pages.
 
-#[path = "support/fake_kube/mod.rs"]
-mod fake_kube;
-mod support;
-
 use std::time::Duration;
 
-use fake_kube::{FakeKube, Rollout, fixtures};
 use serde_json::{Value, json};
-use support::{Daemon, now_rfc3339, payload};
+
+use crate::support::daemon;
+use crate::support::daemon::{Daemon, now_rfc3339, payload};
+use crate::support::fake_kube;
+use crate::support::fake_kube::{FakeKube, Rollout, fixtures};
 
 const NS: &str = "python-services";
 
@@ -95,7 +94,7 @@ async fn world(steps: &str) -> World {
 }
 
 fn node_alert(status: &str, node: &str, fp: &str, starts_at: &str) -> String {
-    support::alert_payload(
+    daemon::alert_payload(
         status,
         json!({"alertname": "KubeNodeNotReady", "node": node}),
         fp,
@@ -392,7 +391,7 @@ async fn enforce_mode_without_a_reachable_cluster_does_not_start() {
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("rules/r.yaml"), RULES).unwrap();
-    std::fs::write(dir.path().join("policies/routes.yaml"), support::ROUTES).unwrap();
+    std::fs::write(dir.path().join("policies/routes.yaml"), daemon::ROUTES).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), policies(RESTART)).unwrap();
     for (mode, starts) in [
         (remedyd::domain::policy::Mode::Enforce, false),

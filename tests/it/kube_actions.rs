@@ -7,23 +7,20 @@
 //!
 //! What this cannot prove (see tests/support/fake_kube/mod.rs): strategic-merge edge cases beyond
 //! the implemented keys, admission, real RBAC evaluation (RBAC mode checks our own manifests),
-//! controller timing and PDB arithmetic, APF throttling, TLS/auth/HTTP2. With
-//! `REMEDYD_TEST_KUBECONFIG` set, `staging_suite_against_a_real_cluster` runs the workload actions
-//! against that cluster in a namespace of its own (humans' staging runs; never in CI); the same
-//! suite runs against the fake on every run.
-
-#[path = "support/fake_kube/mod.rs"]
-mod fake_kube;
-#[path = "support/kubectl.rs"]
-mod kubectl;
-#[path = "support/rbac.rs"]
-mod rbac;
+//! controller timing and PDB arithmetic, APF throttling, TLS/auth/HTTP2. The staging suite
+//! (tests/support/staging.rs) runs the workload actions here against the fake on every run, and
+//! against a real cluster in a namespace of its own in the opt-in target `tests/staging.rs`
+//! (humans' staging runs, `--features staging`; never in CI).
 
 use std::time::Duration;
 
-use fake_kube::{FakeKube, Options, Recorded, Rollout, fixtures};
 use remedyd::adapters::action::{ActionRequest, Executors, Outcome};
 use serde_json::{Value, json};
+
+use crate::support::fake_kube::{FakeKube, Options, Recorded, Rollout, fixtures};
+use crate::support::kubectl;
+use crate::support::rbac;
+use crate::support::staging;
 
 const NS: &str = "python-services";
 
@@ -1206,73 +1203,6 @@ async fn every_action_works_within_the_shipped_rbac() {
     assert!(!o.ok && o.trip_breaker, "{o:?}");
 }
 
-/// The staging suite: the workload actions, in order, on a Deployment it creates in a namespace
-/// of its own (`remedyd-test-<pid>`), which it deletes at the end. Only the API is used, so it
-/// runs against a real cluster (`REMEDYD_TEST_KUBECONFIG`, by hand, with real controllers) and
-/// against the fake (every run, so the suite itself is known to work). Drain is left out: on a
-/// real cluster it would disturb other workloads.
-async fn staging_suite(kubeconfig: std::path::PathBuf) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
-        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("a usable kubeconfig");
-    let client = kube::Client::try_from(cfg).expect("a client");
-    let exec = Executors::builtin_for(Some(kubeconfig));
-    let ns = format!("remedyd-test-{}", std::process::id());
-    let nss: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-    nss.create(
-        &Default::default(),
-        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-    )
-    .await
-    .expect("creating the test namespace");
-    let deps: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(client.clone(), &ns);
-    let pause = "registry.k8s.io/pause:3.9";
-    let mut d = fixtures::deployment(&ns, "web", 2, pause);
-    d["spec"]["template"]["spec"]["containers"][1]["image"] = json!(pause);
-    d["spec"]["template"]["spec"]["containers"][1]["args"] = json!([]);
-    deps.create(&Default::default(), &serde_json::from_value(d).unwrap())
-        .await
-        .expect("creating the test Deployment");
-    let steps = [
-        ("kube_rollout_status", json!({"wait": "3m"})),
-        ("kube_evidence", json!({})),
-        ("kube_rollout_restart", json!({"wait": "3m"})),
-        ("kube_scale", json!({"replicas": 3, "max": 4, "wait": "3m"})),
-        (
-            "kube_set_resources",
-            json!({"containers": ["app"], "limits": {"memory": "+50%"}, "max": {"memory": "1Gi"}, "wait": "3m"}),
-        ),
-        ("kube_rollout_undo", json!({"wait": "3m"})),
-        (
-            "kube_delete_pods",
-            json!({"deployment": "web", "max_share": 0.5, "wait": "3m"}),
-        ),
-    ];
-    for (action, params) in steps {
-        let req = request(action, params, (&ns, "web"));
-        let e = exec.get(action).unwrap();
-        e.validate(&req.params).unwrap();
-        let o = e.execute(&req).await;
-        assert!(o.ok, "{action}: {o:?}");
-    }
-    let web = deps.get("web").await.unwrap();
-    let spec = web.spec.unwrap();
-    assert_eq!(spec.replicas, Some(3));
-    let limits = spec.template.spec.unwrap().containers[0]
-        .resources
-        .clone()
-        .unwrap()
-        .limits
-        .unwrap();
-    // Undone: back to the template before set_resources (memory limit 256Mi).
-    assert_eq!(limits["memory"].0, "256Mi");
-    let _ = nss.delete(&ns, &Default::default()).await;
-}
-
 /// The staging suite against the fake, every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_suite_runs_against_the_fake() {
@@ -1281,19 +1211,5 @@ async fn staging_suite_runs_against_the_fake() {
         e.fake.put(fixtures::node(n));
     }
     e.fake.auto_step(Duration::from_millis(50));
-    staging_suite(e.fake.kubeconfig(e.dir.path())).await;
-}
-
-/// Opt-in: `REMEDYD_TEST_KUBECONFIG=/path/to/kubeconfig cargo test --test kube_actions staging`
-/// runs the staging suite against that cluster (it needs rights to create a namespace). Never
-/// in CI; without the variable this test has nothing to do and says so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn staging_suite_against_a_real_cluster() {
-    let Ok(path) = std::env::var("REMEDYD_TEST_KUBECONFIG") else {
-        eprintln!(
-            "REMEDYD_TEST_KUBECONFIG is not set: the real-cluster run is for staging, by hand"
-        );
-        return;
-    };
-    staging_suite(path.into()).await;
+    staging::suite(e.fake.kubeconfig(e.dir.path())).await;
 }

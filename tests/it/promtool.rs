@@ -2,11 +2,10 @@
 //! (Debian's Prometheus 2.42), and their unit tests (deploy/prometheus-rules.test.yaml: warning
 //! vs critical thresholds, `for`, the level-3 count) pass.
 
-#[path = "support/services.rs"]
-mod services;
-
 use std::path::Path;
 use std::process::Command;
+
+use crate::support::services;
 
 fn promtool(args: &[&str]) -> String {
     let bin = services::require(services::PROMTOOL, "prometheus");

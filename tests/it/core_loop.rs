@@ -1,11 +1,9 @@
 //! The core loop through the real HTTP API: webhook → rules → incidents → ladder → actions →
 //! escalation, on the real SQLite store. The `test` action counts calls; the pager captures pages.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, fixture, now_rfc3339, payload};
+use crate::support::daemon::{Daemon, fixture, now_rfc3339, payload};
 
 /// HighErrorRate by severity; deployment {{service}}.
 const RULES: &str = r#"

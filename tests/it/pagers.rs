@@ -5,9 +5,6 @@
 //! and delivered through the durable outbox. What these receivers cannot prove: that the real
 //! services accept our keys and render the payloads as intended.
 
-#[path = "support/story.rs"]
-mod story;
-
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -20,6 +17,8 @@ use remedyd::adapters::telemetry::Metrics;
 use remedyd::domain::policy::{Route, Transport};
 use remedyd::domain::time::{ManualClock, Timestamp};
 use remedyd::load::ruleset::Ruleset;
+
+use crate::support::story;
 
 /// What a receiver got.
 #[derive(Clone, Debug)]

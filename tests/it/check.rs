@@ -7,7 +7,7 @@
 //! output. The test then requires the current output (so any change is noticed) and fails once
 //! the bug is fixed, asking for `known-bug.txt` to be deleted.
 //!
-//! `REMEDYD_BLESS=1 cargo test --test check` rewrites every `expected.txt` (or the current output
+//! `REMEDYD_BLESS=1 cargo test --test it check::` rewrites every `expected.txt` (or the current output
 //! in `known-bug.txt`) from the loader's output; read each changed line before committing it.
 
 use std::path::{Path, PathBuf};

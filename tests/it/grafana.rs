@@ -2,12 +2,10 @@
 //! its PromQL is found in `/metrics` of a running remedyd (in process, real HTTP) after it has
 //! taken one webhook, and the ones a webhook must move have samples.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use support::{Daemon, now_rfc3339, payload};
+use crate::support::daemon::{Daemon, now_rfc3339, payload};
 
 const RULES: &str = r#"
 rules:

@@ -4,9 +4,6 @@
 //! trigger is retried — and a route that hangs or fails does not hold up another route's pages.
 //! Passes are driven by hand with a manual clock; the hanging route runs the real delivery loop.
 
-#[path = "support/story.rs"]
-mod story;
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -27,6 +24,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use NotificationKind::{Resolve, Trigger};
+
+use crate::support::story;
 
 /// How a route's receiver answers one send.
 #[derive(Clone, Copy, Debug, PartialEq)]
