@@ -330,6 +330,10 @@ async fn dashboard_shows_the_incident_and_pauses_and_resumes_automation_in_a_bro
         let dir = d.dir.path().to_path_buf();
         let b = Driver::start(&dir).await;
         b.goto(&d.url).await;
+        // With a token configured the dashboard asks for it once, then keeps it in a cookie.
+        b.type_in("#login-form input[name=token]", TOKEN).await;
+        let submit = b.find("#login-form button").await;
+        b.click(&submit).await;
         let open = b.text("h2").await;
         assert!(open.starts_with("Open incidents (1)"), "{open}");
         // Follow the incident link to its page.
@@ -468,6 +472,7 @@ async fn the_form_endpoints_need_the_token_and_refuse_other_sites() {
         let page = d
             .http
             .get(&d.url)
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()
@@ -486,6 +491,7 @@ async fn the_form_endpoints_need_the_token_and_refuse_other_sites() {
         let r = d
             .http
             .get(format!("{}/incidents/INC-1999-0001", d.url))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap();

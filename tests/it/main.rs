@@ -55,6 +55,7 @@ mod kube_scenarios;
 mod alertmanager_e2e;
 mod dashboard;
 mod prometheus_e2e;
+mod read_access;
 
 // What ships: rules, policies, manifests, dashboards, Prometheus rules; the loader's corpus.
 mod check;

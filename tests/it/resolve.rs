@@ -337,7 +337,16 @@ async fn the_incident_page_form_resolves_by_hand_with_the_token_and_both_fields(
         fire(&d, "checkout", "e5e5000000000004").await;
         let id = only_incident(&d, "escalated").await;
         let page_url = format!("{}/incidents/{id}", d.url);
-        let page = d.http.get(&page_url).send().await.unwrap().text().await.unwrap();
+        let page = d
+            .http
+            .get(&page_url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(
             page.contains(&format!(
                 "<form method=post action=\"/ui/incidents/{id}/resolve\" id=resolve-form"
@@ -412,6 +421,7 @@ async fn the_incident_page_form_resolves_by_hand_with_the_token_and_both_fields(
         let page = d
             .http
             .get(format!("{}{location}", d.url))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()

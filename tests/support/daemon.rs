@@ -110,6 +110,8 @@ pub struct Daemon {
     pub pager: Arc<CapturingPager>,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// The webhook token, when the test configured one: `get` presents it.
+    pub token: Option<String>,
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -142,6 +144,7 @@ impl Daemon {
             ..Config::default()
         };
         tweak(&mut cfg);
+        let token = cfg.token().unwrap();
         let exec = Arc::new(TestExecutor::default());
         let pager = Arc::new(CapturingPager::default());
         let mut executors = Executors::builtin_for(cfg.kubeconfig.clone());
@@ -163,6 +166,7 @@ impl Daemon {
             pager,
             dir,
             http: reqwest::Client::new(),
+            token,
             stop,
             handle,
         }
@@ -193,14 +197,11 @@ impl Daemon {
     }
 
     pub async fn get(&self, path: &str) -> serde_json::Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().json().await.unwrap()
     }
 
     /// The Prometheus text of `/metrics`.

@@ -190,6 +190,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let token = cfg.token()?;
+    let read_token = cfg.read_token()?;
     let deadline = cfg.shutdown_deadline()?;
     let engine_stall_after = cfg.engine_stall_after()?;
     let wake = Arc::new(Notify::new());
@@ -240,6 +241,7 @@ pub async fn run(
         metrics: metrics.clone(),
         wake: wake.clone(),
         token,
+        read_token,
         clock: parts.clock.clone(),
         ruleset: shared.clone(),
         ready: AtomicBool::new(true),

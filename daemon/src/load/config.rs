@@ -29,6 +29,11 @@ pub struct Config {
     pub webhook_token: Option<String>,
     /// File holding the token (trailing newline ignored); alternative to `webhook_token`.
     pub webhook_token_file: Option<PathBuf>,
+    /// Read-only bearer token: reads incidents, timelines and reviews (API and dashboard), and
+    /// nothing else. Needs `webhook_token`; without a token nothing is guarded.
+    pub read_token: Option<String>,
+    /// File holding the read-only token; alternative to `read_token`.
+    pub read_token_file: Option<PathBuf>,
     /// Prometheus base URL (polled rules and PromQL verification).
     pub prometheus_url: Option<String>,
     /// Kubeconfig of the Kubernetes actions; in-cluster, else `~/.kube/config`, when unset.
@@ -56,6 +61,8 @@ impl Default for Config {
             mode: Mode::DryRun,
             webhook_token: None,
             webhook_token_file: None,
+            read_token: None,
+            read_token_file: None,
             prometheus_url: None,
             kubeconfig: None,
             // 4 MiB: a 1 000-alert group is about 1 MiB; beyond that something is wrong upstream.
@@ -80,6 +87,8 @@ pub const KEYS: &[&str] = &[
     "mode",
     "webhook_token",
     "webhook_token_file",
+    "read_token",
+    "read_token_file",
     "prometheus_url",
     "kubeconfig",
     "max_body",
@@ -88,6 +97,28 @@ pub const KEYS: &[&str] = &[
     "stale_after",
     "engine_stall_after",
 ];
+
+/// A secret given inline or as a file (trailing newline ignored); both is an error, an empty
+/// value is none.
+fn secret(
+    value: (&Option<String>, &'static str),
+    file: (&Option<PathBuf>, &'static str),
+) -> Result<Option<String>, ConfigError> {
+    match (value.0, file.0) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            field: file.1,
+            message: format!("set {} or {}, not both", value.1, file.1),
+        }),
+        (Some(t), None) if !t.is_empty() => Ok(Some(t.clone())),
+        (_, Some(p)) => std::fs::read_to_string(p)
+            .map(|t| Some(t.trim_end().to_string()).filter(|t| !t.is_empty()))
+            .map_err(|e| ConfigError::Invalid {
+                field: file.1,
+                message: format!("{}: {e}", p.display()),
+            }),
+        _ => Ok(None),
+    }
+}
 
 /// Flag overrides.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -161,7 +192,23 @@ impl Config {
                 ),
             });
         }
-        self.token()?;
+        let token = self.token()?;
+        let read = self.read_token()?;
+        match (&token, &read) {
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    field: "read_token",
+                    message: "a read-only token needs webhook_token (without it nothing is guarded, reads included)".into(),
+                });
+            }
+            (Some(w), Some(r)) if w == r => {
+                return Err(ConfigError::Invalid {
+                    field: "read_token",
+                    message: "must differ from webhook_token (it would grant writes)".into(),
+                });
+            }
+            _ => {}
+        }
         self.shutdown_deadline()?;
         self.stale_after()?;
         self.engine_stall_after()?;
@@ -210,20 +257,18 @@ impl Config {
 
     /// The webhook token from `webhook_token` or `webhook_token_file`.
     pub fn token(&self) -> Result<Option<String>, ConfigError> {
-        match (&self.webhook_token, &self.webhook_token_file) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                field: "webhook_token_file",
-                message: "set webhook_token or webhook_token_file, not both".into(),
-            }),
-            (Some(t), None) if !t.is_empty() => Ok(Some(t.clone())),
-            (_, Some(p)) => std::fs::read_to_string(p)
-                .map(|t| Some(t.trim_end().to_string()).filter(|t| !t.is_empty()))
-                .map_err(|e| ConfigError::Invalid {
-                    field: "webhook_token_file",
-                    message: format!("{}: {e}", p.display()),
-                }),
-            _ => Ok(None),
-        }
+        secret(
+            (&self.webhook_token, "webhook_token"),
+            (&self.webhook_token_file, "webhook_token_file"),
+        )
+    }
+
+    /// The read-only token from `read_token` or `read_token_file`.
+    pub fn read_token(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            (&self.read_token, "read_token"),
+            (&self.read_token_file, "read_token_file"),
+        )
     }
 
     /// Path of the SQLite file.
@@ -315,6 +360,39 @@ pub fn redact_url(u: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_token_needs_a_write_token_and_must_differ_from_it() {
+        let alone = Config {
+            read_token: Some("r".into()),
+            ..Config::default()
+        };
+        let e = alone.validate().unwrap_err().to_string();
+        assert!(e.starts_with("config: read_token: "), "{e}");
+        assert!(e.contains("needs webhook_token"), "{e}");
+        let same = Config {
+            webhook_token: Some("t".into()),
+            read_token: Some("t".into()),
+            ..Config::default()
+        };
+        let e = same.validate().unwrap_err().to_string();
+        assert!(e.contains("must differ"), "{e}");
+        let both = Config {
+            webhook_token: Some("t".into()),
+            read_token: Some("r".into()),
+            read_token_file: Some("/nonexistent".into()),
+            ..Config::default()
+        };
+        let e = both.validate().unwrap_err().to_string();
+        assert!(e.starts_with("config: read_token_file: "), "{e}");
+        let fine = Config {
+            webhook_token: Some("t".into()),
+            read_token: Some("r".into()),
+            ..Config::default()
+        };
+        assert!(fine.validate().is_ok());
+        assert_eq!(fine.read_token().unwrap().as_deref(), Some("r"));
+    }
 
     #[test]
     fn engine_stall_after_defaults_to_a_minute_and_refuses_less_than_the_engine_tick() {

@@ -2,6 +2,8 @@
 
 mod dashboard;
 
+pub(crate) mod access;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::scope::Scope;
 use crate::domain::time::{Clock, Timestamp};
 use crate::load::ruleset::SharedRuleset;
+use access::Access;
 
 /// What handlers share.
 pub struct AppState {
@@ -31,8 +34,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes the engine after signals are stored.
     pub wake: Arc<Notify>,
-    /// Bearer token for the webhook and pause/resume.
+    /// Bearer token for the webhook and every write (and every read).
     pub token: Option<String>,
+    /// Read-only bearer token: incidents, timelines, reviews (see [`access`]).
+    pub read_token: Option<String>,
     /// Clock.
     pub clock: Arc<dyn Clock>,
     /// The ruleset (readiness and the dashboard).
@@ -84,28 +89,36 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(dashboard::page))
         .route("/incidents/{id}", get(dashboard::incident_page))
         .route("/incidents/{id}/review.md", get(dashboard::review))
+        .route("/ui/login", post(dashboard::ui_login))
+        .route("/ui/logout", post(dashboard::ui_logout))
         .route("/ui/pause", post(dashboard::ui_pause))
         .route("/ui/resume", post(dashboard::ui_resume))
         .route("/ui/incidents/{id}/resolve", post(dashboard::ui_resolve))
         .with_state(state)
 }
 
+/// Writes (the webhook, pause, resume, resolve) need `webhook_token`.
 fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match &state.token {
-        None => Ok(()),
-        Some(t) => {
-            if crate::adapters::auth::authorized(
-                headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-                t,
-            ) {
-                Ok(())
-            } else {
-                Err(ApiError(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or invalid bearer token".into(),
-                ))
-            }
-        }
+    if access::allows(state, headers, Access::Write) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token".into(),
+        ))
+    }
+}
+
+/// Reads of incidents need `webhook_token` or `read_token` (when a token is configured).
+fn check_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if access::allows(state, headers, Access::Read) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token (reads of incidents need webhook_token or read_token)"
+                .into(),
+        ))
     }
 }
 
@@ -329,8 +342,10 @@ struct ListQuery {
 
 async fn list_incidents(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    check_read(&state, &headers)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -348,8 +363,10 @@ async fn list_incidents(
 
 async fn get_incident(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
+    check_read(&state, &headers)?;
     let inc = state
         .store
         .get_incident(&id)

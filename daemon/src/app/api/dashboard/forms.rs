@@ -47,7 +47,7 @@ fn ui_error(code: StatusCode, msg: &str) -> Response {
 }
 
 /// Same-site check: a browser names the page a form came from in `Origin` (and `Sec-Fetch-Site`).
-fn same_site(headers: &HeaderMap) -> bool {
+pub(super) fn same_site(headers: &HeaderMap) -> bool {
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -82,9 +82,9 @@ fn authorize(
     let Some(token) = &state.token else {
         return Ok(());
     };
-    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let field = form_token.map(|t| format!("Bearer {}", t.trim()));
-    if crate::adapters::auth::authorized(header, token)
+    // A header or the dashboard's cookie (the write token only), or the form's password field.
+    if crate::app::api::access::allows(state, headers, crate::app::api::access::Access::Write)
         || crate::adapters::auth::authorized(field.as_deref().map(str::as_bytes), token)
     {
         Ok(())

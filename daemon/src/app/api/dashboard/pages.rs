@@ -5,11 +5,12 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::html::{badge, esc, page_html, url_encode};
+use super::login::gate;
 use crate::adapters::escalate::digest;
 use crate::app::api::{ApiError, AppState};
 use crate::domain::incident::{Incident, Phase};
@@ -111,8 +112,12 @@ pub(in crate::app::api) struct PageQuery {
 /// `GET /`: automation state, incidents, breakers, budgets, pages waiting.
 pub(in crate::app::api) async fn page(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Query(q): Query<PageQuery>,
-) -> Result<Html<String>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(login) = gate(&state, &headers, "/") {
+        return Ok(login);
+    }
     let now = state.clock.now();
     let rs = state.ruleset.read().expect("ruleset lock").clone();
     let all = state.store.list_incidents(None, 200).await?;
@@ -223,7 +228,10 @@ pub(in crate::app::api) async fn page(
         b,
         "<h2>Pages</h2><p>{depth} page(s) waiting for delivery.</p>"
     );
-    Ok(page_html("remedyd", &b))
+    if state.token.is_some() {
+        b.push_str("<form id=logout-form method=post action=\"/ui/logout\"><button type=submit>Forget the token in this browser</button></form>");
+    }
+    Ok(page_html("remedyd", &b).into_response())
 }
 
 /// The page for an incident that does not exist.
@@ -244,9 +252,13 @@ fn not_found(id: &str) -> Response {
 /// `GET /incidents/{id}`: one incident, its timeline and the values behind each decision.
 pub(in crate::app::api) async fn incident_page(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
+    if let Some(login) = gate(&state, &headers, &format!("/incidents/{}", url_encode(&id))) {
+        return Ok(login);
+    }
     let Some(inc) = state.store.get_incident(&id).await? else {
         return Ok(not_found(&id));
     };
@@ -366,8 +378,16 @@ pub(in crate::app::api) async fn incident_page(
 /// `GET /incidents/{id}/review.md`: the post-incident review.
 pub(in crate::app::api) async fn review(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(login) = gate(
+        &state,
+        &headers,
+        &format!("/incidents/{}/review.md", url_encode(&id)),
+    ) {
+        return Ok(login);
+    }
     let Some(inc) = state.store.get_incident(&id).await? else {
         return Ok(not_found(&id));
     };
