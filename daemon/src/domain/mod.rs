@@ -12,6 +12,7 @@ pub mod diag;
 pub mod incident;
 pub mod notification;
 pub mod policy;
+pub mod redact;
 pub mod report;
 pub mod rules;
 pub mod scope;
