@@ -6,7 +6,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Done, Engine, Msg};
 use crate::adapters::action::{ActionRequest, Outcome};
-use crate::adapters::store::{Commit, StoreError};
+use crate::adapters::store::{Commit, Finished, StoreError};
 use crate::domain::incident::{Event, Incident, Phase, Probe, StepResult};
 use crate::domain::policy::{Step, Verify};
 use crate::load::ruleset::Ruleset;
@@ -195,13 +195,13 @@ impl Engine {
             m.insert("retryable".into(), done.outcome.retryable.into());
         }
         let mut c = Commit::default();
-        c.finished.push((
-            inc.id.clone(),
-            done.ladder,
-            done.step,
-            now,
-            serde_json::to_value(&done.outcome).unwrap_or_default(),
-        ));
+        c.finished.push(Finished {
+            incident: inc.id.clone(),
+            ladder: done.ladder,
+            step: done.step,
+            at: now,
+            result: serde_json::to_value(&done.outcome).unwrap_or_default(),
+        });
         if let Some(policy) = rs.policies.get(&inc.policy) {
             let fx = inc.apply(
                 Event::StepFinished {
@@ -253,13 +253,13 @@ impl Engine {
                 now,
             );
             let mut c = Commit::default();
-            c.finished.push((
-                inc.id.clone(),
+            c.finished.push(Finished {
+                incident: inc.id.clone(),
                 ladder,
                 step,
-                now,
-                serde_json::json!({"result": "interrupted"}),
-            ));
+                at: now,
+                result: serde_json::json!({"result": "interrupted"}),
+            });
             self.effects(&inc, fx, &rs, &mut c, now).await?;
             c.incidents.push(inc);
             self.commit(c).await?;
