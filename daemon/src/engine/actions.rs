@@ -42,10 +42,9 @@ impl Engine {
                         serde_json::Value::Null,
                     ),
                     (true, Ok(_), Some(exec)) => unwound(exec.dry_run(&req)).await,
-                    (true, Ok(p), None) => Outcome::ok(
-                        "dry-run: recorded the request, sent nothing",
-                        serde_json::json!({"would_send": p}),
-                    ),
+                    (true, Ok(p), None) => {
+                        Outcome::dry_run("dry-run: recorded the request, sent nothing", p)
+                    }
                     (false, Ok(_), Some(exec)) => unwound(exec.execute(&req)).await,
                     (false, Ok(_), None) => Outcome::failed(
                         false,
@@ -163,10 +162,9 @@ impl Engine {
         let Some(mut inc) = self.incident(&done.incident).await? else {
             return Ok(());
         };
-        let dry = done.outcome.detail.get("would_send").is_some();
         self.metrics.action(
             &done.action,
-            if dry {
+            if done.outcome.dry_run {
                 "dry_run"
             } else if done.outcome.ok {
                 "ok"
