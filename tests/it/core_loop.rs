@@ -709,6 +709,12 @@ policies:
             tl.iter()
                 .any(|e| e["kind"] == "step_ok" && e["data"]["would_send"] == *req)
         );
+        // The engine counts the outcome as a dry run's (it says so itself).
+        let metrics = d.metrics().await;
+        assert!(
+            metrics.contains(r#"remedyd_actions_total{kind="http",outcome="dry_run"} 1"#),
+            "{metrics}"
+        );
         d.stop().await;
     })
     .await

@@ -73,10 +73,7 @@ impl Executor for Fix {
                 .lock()
                 .unwrap()
                 .push((req.incident.clone(), true));
-            Outcome::ok(
-                "dry-run",
-                serde_json::json!({"would_send": req.vars.get("target.name")}),
-            )
+            Outcome::dry_run("dry-run", serde_json::json!(req.vars.get("target.name")))
         })
     }
 }

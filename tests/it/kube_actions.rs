@@ -1005,7 +1005,7 @@ async fn dry_run_reads_and_records_the_exact_write_but_sends_none() {
             json!({"containers": ["app"], "limits": {"memory": "512Mi"}, "max": {"memory": "1Gi"}}),
         )
         .await;
-    assert!(o.ok, "{o:?}");
+    assert!(o.ok && o.dry_run, "{o:?}");
     assert!(writes(&e.fake.requests()).is_empty(), "nothing written");
     let w = &o.detail["would_send"][0];
     assert_eq!(w["method"], "PATCH");
@@ -1032,7 +1032,7 @@ async fn dry_run_without_a_reachable_cluster_records_the_plan() {
         .unwrap()
         .dry_run(&req)
         .await;
-    assert!(o.ok, "{o:?}");
+    assert!(o.ok && o.dry_run, "{o:?}");
     assert!(o.summary.contains("cluster not reachable"), "{}", o.summary);
     assert_eq!(
         o.detail["plan"]["annotation"],
@@ -1045,7 +1045,7 @@ async fn dry_run_without_a_reachable_cluster_records_the_plan() {
         .unwrap()
         .execute(&req)
         .await;
-    assert!(!o.ok && o.retryable, "{o:?}");
+    assert!(!o.ok && o.retryable && !o.dry_run, "{o:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

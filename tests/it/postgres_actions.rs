@@ -186,7 +186,7 @@ async fn dry_run_lists_who_would_be_cancelled_and_touches_nothing() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let params = serde_json::json!({"dsn_file": dsn_file(&dir, &pg, "remedyd"), "older_than": "1s", "grace": "1s"});
         let out = CancelQueries.dry_run(&request("postgres_cancel_queries", params)).await;
-        assert!(out.ok, "{out:?}");
+        assert!(out.ok && out.dry_run, "{out:?}");
         let listed = out.detail["would_send"]["cancel"].as_array().unwrap();
         assert_eq!(listed.len(), 2);
         assert!(listed.iter().all(|s| s["user"] == "app" && s["query"].as_str().unwrap().contains("pg_sleep")));

@@ -11,7 +11,8 @@ use remedyd::adapters::escalate::{NotificationKind, notification};
 use remedyd::adapters::store::postgres::{Leadership, PgStore};
 use remedyd::adapters::store::sqlite::SqliteStore;
 use remedyd::adapters::store::{
-    Commit, Pause, Receipt, ResolveRequest, ResolveResult, Store, StoreError,
+    BudgetCharge, Claim, Commit, Pause, Receipt, ResolveDone, ResolveRequest, ResolveResult, Store,
+    StoreError,
 };
 use remedyd::domain::incident::{Entry, Incident};
 use remedyd::domain::policy::breaker::BreakerRecord;
@@ -152,8 +153,16 @@ async fn suite(store: Arc<dyn Store>) {
         processed: pending.iter().map(|p| p.id).max(),
         outbox: vec![("oncall".into(), n)],
         budget_uses: vec![
-            ("global".into(), Timestamp(100), false),
-            ("global".into(), Timestamp(200), true),
+            BudgetCharge {
+                key: "global".into(),
+                at: Timestamp(100),
+                dry_run: false,
+            },
+            BudgetCharge {
+                key: "global".into(),
+                at: Timestamp(200),
+                dry_run: true,
+            },
         ],
         breaker_failures: vec![("k".into(), Timestamp(100))],
         breakers: vec![(
@@ -165,7 +174,12 @@ async fn suite(store: Arc<dyn Store>) {
                 reset_at: None,
             },
         )],
-        claims: vec![(id.clone(), 1, 0, Timestamp(10))],
+        claims: vec![Claim {
+            incident: id.clone(),
+            ladder: 1,
+            step: 0,
+            at: Timestamp(10),
+        }],
         finished: vec![],
         counters: vec![(remedyd::adapters::store::STORM_COUNTER.into(), 42)],
         resolves_done: vec![],
@@ -196,7 +210,12 @@ async fn suite(store: Arc<dyn Store>) {
     changed.level = 3;
     let again = Commit {
         incidents: vec![changed],
-        claims: vec![(id.clone(), 1, 0, Timestamp(20))],
+        claims: vec![Claim {
+            incident: id.clone(),
+            ladder: 1,
+            step: 0,
+            at: Timestamp(20),
+        }],
         ..Default::default()
     };
     assert!(matches!(
@@ -319,8 +338,17 @@ async fn suite(store: Arc<dyn Store>) {
     store
         .commit(Commit {
             incidents: vec![inc.clone()],
-            claims: vec![(inc.id.clone(), 1, 0, Timestamp(10))],
-            budget_uses: vec![(key.clone(), Timestamp(100), false)],
+            claims: vec![Claim {
+                incident: inc.id.clone(),
+                ladder: 1,
+                step: 0,
+                at: Timestamp(10),
+            }],
+            budget_uses: vec![BudgetCharge {
+                key: key.clone(),
+                at: Timestamp(100),
+                dry_run: false,
+            }],
             ..Default::default()
         })
         .await
@@ -367,7 +395,11 @@ async fn resolve_requests(store: &dyn Store) {
     assert_eq!(store.pending_resolves(1).await.unwrap().len(), 1);
     store
         .commit(Commit {
-            resolves_done: vec![(first, Timestamp(502), ResolveResult::Resolved)],
+            resolves_done: vec![ResolveDone {
+                request: first,
+                at: Timestamp(502),
+                result: ResolveResult::Resolved,
+            }],
             ..Default::default()
         })
         .await
@@ -380,7 +412,11 @@ async fn resolve_requests(store: &dyn Store) {
     );
     store
         .commit(Commit {
-            resolves_done: vec![(second, Timestamp(503), ResolveResult::UnknownIncident)],
+            resolves_done: vec![ResolveDone {
+                request: second,
+                at: Timestamp(503),
+                result: ResolveResult::UnknownIncident,
+            }],
             ..Default::default()
         })
         .await
@@ -805,7 +841,12 @@ async fn the_incident_counter_never_goes_back_across_replicas() {
 fn opening(id: &str, name: &str) -> Commit {
     Commit {
         incidents: vec![incident(id, name)],
-        claims: vec![(id.into(), 1, 0, Timestamp(10))],
+        claims: vec![Claim {
+            incident: id.into(),
+            ladder: 1,
+            step: 0,
+            at: Timestamp(10),
+        }],
         ..Default::default()
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remedyd::adapters::escalate::NotificationKind;
-use remedyd::adapters::store::{Commit, IngestResult};
+use remedyd::adapters::store::{Claim, Commit, IngestResult};
 use remedyd::domain::incident::{Entry, Incident, Phase};
 use remedyd::domain::policy::Mode;
 use remedyd::domain::policy::breaker::BreakerRecord;
@@ -389,7 +389,7 @@ impl Model {
         let mut got: Vec<(String, bool)> = c
             .budget_uses
             .iter()
-            .map(|(k, _, d)| (k.clone(), *d))
+            .map(|u| (u.key.clone(), u.dry_run))
             .collect();
         got.sort();
         expected_uses.sort();
@@ -441,7 +441,7 @@ impl Model {
         let Some(inc) = self.incidents.get(id).cloned() else {
             return;
         };
-        let Some((_, ladder, step, _)) = c.claims.iter().find(|cl| cl.0 == id).cloned() else {
+        let Some(&Claim { ladder, step, .. }) = c.claims.iter().find(|cl| cl.incident == id) else {
             self.check(false, "I2", "step_without_claim", || {
                 format!("{id}: a step started without a ledger claim in the same commit")
             });

@@ -6,7 +6,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Done, Engine, Msg};
 use crate::adapters::action::{ActionRequest, Outcome};
-use crate::adapters::store::{Commit, StoreError};
+use crate::adapters::store::{Commit, Finished, StoreError};
 use crate::domain::incident::{Event, Incident, Phase, Probe, StepResult};
 use crate::domain::policy::{Step, Verify};
 use crate::load::ruleset::Ruleset;
@@ -42,10 +42,9 @@ impl Engine {
                         serde_json::Value::Null,
                     ),
                     (true, Ok(_), Some(exec)) => unwound(exec.dry_run(&req)).await,
-                    (true, Ok(p), None) => Outcome::ok(
-                        "dry-run: recorded the request, sent nothing",
-                        serde_json::json!({"would_send": p}),
-                    ),
+                    (true, Ok(p), None) => {
+                        Outcome::dry_run("dry-run: recorded the request, sent nothing", p)
+                    }
                     (false, Ok(_), Some(exec)) => unwound(exec.execute(&req)).await,
                     (false, Ok(_), None) => Outcome::failed(
                         false,
@@ -163,10 +162,9 @@ impl Engine {
         let Some(mut inc) = self.incident(&done.incident).await? else {
             return Ok(());
         };
-        let dry = done.outcome.detail.get("would_send").is_some();
         self.metrics.action(
             &done.action,
-            if dry {
+            if done.outcome.dry_run {
                 "dry_run"
             } else if done.outcome.ok {
                 "ok"
@@ -195,13 +193,13 @@ impl Engine {
             m.insert("retryable".into(), done.outcome.retryable.into());
         }
         let mut c = Commit::default();
-        c.finished.push((
-            inc.id.clone(),
-            done.ladder,
-            done.step,
-            now,
-            serde_json::to_value(&done.outcome).unwrap_or_default(),
-        ));
+        c.finished.push(Finished {
+            incident: inc.id.clone(),
+            ladder: done.ladder,
+            step: done.step,
+            at: now,
+            result: serde_json::to_value(&done.outcome).unwrap_or_default(),
+        });
         if let Some(policy) = rs.policies.get(&inc.policy) {
             let fx = inc.apply(
                 Event::StepFinished {
@@ -253,13 +251,13 @@ impl Engine {
                 now,
             );
             let mut c = Commit::default();
-            c.finished.push((
-                inc.id.clone(),
+            c.finished.push(Finished {
+                incident: inc.id.clone(),
                 ladder,
                 step,
-                now,
-                serde_json::json!({"result": "interrupted"}),
-            ));
+                at: now,
+                result: serde_json::json!({"result": "interrupted"}),
+            });
             self.effects(&inc, fx, &rs, &mut c, now).await?;
             c.incidents.push(inc);
             self.commit(c).await?;

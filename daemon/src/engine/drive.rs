@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Engine;
 use crate::adapters::action::ActionRequest;
-use crate::adapters::store::{Commit, Pause, StoreError};
+use crate::adapters::store::{BudgetCharge, Claim, Commit, Pause, StoreError};
 use crate::adapters::telemetry::Metrics;
 use crate::domain::incident::{Effect, Event, Incident, Phase, StepResult};
 use crate::domain::policy::budget::BudgetUse;
@@ -171,9 +171,18 @@ impl Engine {
                             policy,
                             now,
                         ));
-                        c.claims.push((inc.id.clone(), ladder, idx, now));
+                        c.claims.push(Claim {
+                            incident: inc.id.clone(),
+                            ladder,
+                            step: idx,
+                            at: now,
+                        });
                         for u in &input.budgets {
-                            c.budget_uses.push((u.key.clone(), now, dry_run));
+                            c.budget_uses.push(BudgetCharge {
+                                key: u.key.clone(),
+                                at: now,
+                                dry_run,
+                            });
                         }
                         // A dry run passes a half-open breaker without taking its one trial:
                         // its result counts for nothing, so the trial would only be held up.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Engine, SIGNAL_BATCH};
 use crate::adapters::escalate::NotificationKind;
-use crate::adapters::store::{Commit, ResolveResult, StoreError};
+use crate::adapters::store::{Commit, ResolveDone, ResolveResult, StoreError};
 use crate::domain::incident::{Effect, Event, Incident};
 use crate::domain::policy::Policy;
 use crate::domain::signal::Status as SignalStatus;
@@ -237,7 +237,11 @@ impl Engine {
             if result != ResolveResult::Resolved {
                 tracing::info!(incident = %req.incident, author = %req.author, result = result.as_str(), "Resolve request not applied");
             }
-            c.resolves_done.push((req.id, now, result));
+            c.resolves_done.push(ResolveDone {
+                request: req.id,
+                at: now,
+                result,
+            });
             self.commit(c).await?;
         }
         Ok(())

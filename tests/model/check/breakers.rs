@@ -76,8 +76,8 @@ impl Model {
         let result = c
             .finished
             .iter()
-            .find(|f| f.0 == id && f.1 == run.ladder && f.2 == run.step)
-            .map(|f| f.4.clone());
+            .find(|f| f.incident == id && f.ladder == run.ladder && f.step == run.step)
+            .map(|f| f.result.clone());
         let interrupted = e.kind == "step_interrupted"
             || result
                 .as_ref()

@@ -93,9 +93,18 @@ pub struct Outcome {
     /// but no breaker counts it: nothing was tried, so nothing failed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_change: bool,
+    /// A dry run: what would have been sent was recorded (under [`Outcome::WOULD_SEND`] in
+    /// `detail`, which people read) and nothing was sent. Set by the code path that records
+    /// instead of sending; the engine counts it apart. Not serialized: the ledger keeps the
+    /// outcome as it always did, and `detail` says it.
+    #[serde(skip)]
+    pub dry_run: bool,
 }
 
 impl Outcome {
+    /// The key of `detail` holding what a dry run would have sent.
+    pub const WOULD_SEND: &'static str = "would_send";
+
     /// A success.
     pub fn ok(summary: impl Into<String>, detail: serde_json::Value) -> Self {
         Self {
@@ -105,7 +114,23 @@ impl Outcome {
             detail,
             trip_breaker: false,
             no_change: false,
+            dry_run: false,
         }
+    }
+    /// A dry run that recorded `would_send` (its `detail` is `{"would_send": …}`) and sent
+    /// nothing.
+    pub fn dry_run(summary: impl Into<String>, would_send: serde_json::Value) -> Self {
+        let mut detail = serde_json::Map::new();
+        detail.insert(Self::WOULD_SEND.into(), would_send);
+        Self {
+            dry_run: true,
+            ..Self::ok(summary, detail.into())
+        }
+    }
+    /// This outcome, marked as a dry run's when `dry_run` (an action that builds its own
+    /// `detail`, with [`Outcome::WOULD_SEND`] in it, whatever the outcome).
+    pub fn in_dry_run(self, dry_run: bool) -> Self {
+        Self { dry_run, ..self }
     }
     /// A refusal before any change (see [`Outcome::no_change`]).
     pub fn refused(summary: impl Into<String>, detail: serde_json::Value) -> Self {
@@ -123,6 +148,7 @@ impl Outcome {
             detail,
             trip_breaker: false,
             no_change: false,
+            dry_run: false,
         }
     }
 }
@@ -141,10 +167,7 @@ pub trait Executor: Send + Sync + 'static {
     fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             match self.plan(req) {
-                Ok(p) => Outcome::ok(
-                    "dry-run: recorded the request, sent nothing",
-                    serde_json::json!({ "would_send": p }),
-                ),
+                Ok(p) => Outcome::dry_run("dry-run: recorded the request, sent nothing", p),
                 Err(e) => Outcome::failed(
                     false,
                     format!("cannot build the request: {e}"),

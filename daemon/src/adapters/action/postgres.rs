@@ -223,7 +223,7 @@ impl Executor for CancelQueries {
                 Ok::<_, String>((s, p.terminate))
             };
             match run.await {
-                Ok((s, terminate)) => Outcome::ok(
+                Ok((s, terminate)) => Outcome::dry_run(
                     format!(
                         "dry-run: would cancel {} quer(ies){}",
                         s.len(),
@@ -233,7 +233,7 @@ impl Executor for CancelQueries {
                             ""
                         }
                     ),
-                    serde_json::json!({"would_send": {"cancel": s, "terminate_after_grace": terminate}}),
+                    serde_json::json!({"cancel": s, "terminate_after_grace": terminate}),
                 ),
                 Err(e) => Outcome::failed(false, format!("dry-run: {e}"), serde_json::Value::Null),
             }

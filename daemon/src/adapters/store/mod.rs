@@ -148,32 +148,88 @@ pub struct ResolveRequest {
 }
 
 /// One atomic change produced by the engine.
+///
+/// Writes of three fields or more are named structs ([`BudgetCharge`], [`Claim`], [`Finished`],
+/// [`ResolveDone`]); pairs stay tuples where the types already say which is which:
+/// `(incident id, Entry)`, `(route, Notification)`, `(key, BreakerRecord)` (as
+/// [`Store::breakers`] answers), `(key, at)` and `(name, value)`.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
     /// Incidents to insert or replace.
     pub incidents: Vec<Incident>,
-    /// Timeline entries to append.
+    /// Timeline entries to append: (incident id, entry).
     pub timeline: Vec<(String, Entry)>,
     /// Every signal up to this id is handled (the engine handles them in id order, and ingest
     /// commits ids in increasing order, so one watermark replaces a flag per row).
     pub processed: Option<i64>,
     /// Pages to enqueue: (route, notification).
     pub outbox: Vec<(String, Notification)>,
-    /// Budget uses: (key, at, dry_run).
-    pub budget_uses: Vec<(String, Timestamp, bool)>,
+    /// Budget uses to count.
+    pub budget_uses: Vec<BudgetCharge>,
     /// Breaker failures: (key, at).
     pub breaker_failures: Vec<(String, Timestamp)>,
-    /// Breaker records to set.
+    /// Breaker records to set: (key, record).
     pub breakers: Vec<(String, BreakerRecord)>,
-    /// Ledger claims: (incident, ladder, step, at). The whole commit fails with
-    /// [`StoreError::AlreadyClaimed`] if any was claimed before: at most once per step.
-    pub claims: Vec<(String, u8, usize, Timestamp)>,
-    /// Ledger rows to finish: (incident, ladder, step, at, result).
-    pub finished: Vec<(String, u8, usize, Timestamp, serde_json::Value)>,
+    /// Ledger claims. The whole commit fails with [`StoreError::AlreadyClaimed`] if any was
+    /// claimed before: at most once per step.
+    pub claims: Vec<Claim>,
+    /// Ledger rows to finish.
+    pub finished: Vec<Finished>,
     /// Named engine state to set: (name, value), e.g. [`STORM_COUNTER`].
     pub counters: Vec<(String, i64)>,
-    /// Resolve requests applied: (request id, at, result).
-    pub resolves_done: Vec<(i64, Timestamp, ResolveResult)>,
+    /// Resolve requests applied.
+    pub resolves_done: Vec<ResolveDone>,
+}
+
+/// One use of a budget by a claimed step, counted by [`Store::count_uses`] in its mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetCharge {
+    /// The budget's scope key (`action:KIND:TARGET`, `rule:NAME`, `namespace:NS`, `global`).
+    pub key: String,
+    /// When the step using it was claimed.
+    pub at: Timestamp,
+    /// Used by a dry run (counted apart from real uses).
+    pub dry_run: bool,
+}
+
+/// A ledger claim: the step (incident, ladder, step) runs at most once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// Incident id.
+    pub incident: String,
+    /// The ladder (escalation level) the step belongs to.
+    pub ladder: u8,
+    /// The step's index in its ladder.
+    pub step: usize,
+    /// When it was claimed.
+    pub at: Timestamp,
+}
+
+/// A claimed ledger step that finished (or was found interrupted after a restart).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// Incident id.
+    pub incident: String,
+    /// The ladder (escalation level) the step belongs to.
+    pub ladder: u8,
+    /// The step's index in its ladder.
+    pub step: usize,
+    /// When it finished.
+    pub at: Timestamp,
+    /// What is stored as the ledger row's result: the action's outcome, or
+    /// `{"result": "interrupted"}`.
+    pub result: serde_json::Value,
+}
+
+/// A [`ResolveRequest`] the engine applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolveDone {
+    /// The request's row id.
+    pub request: i64,
+    /// When it was applied.
+    pub at: Timestamp,
+    /// How.
+    pub result: ResolveResult,
 }
 
 /// The counter holding when the current storm began (milliseconds since the epoch), 0 when no

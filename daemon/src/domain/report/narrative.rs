@@ -71,7 +71,10 @@ pub fn is_restart(step: &str) -> bool {
     verb(step) == Some("restarted")
 }
 
-/// Whether a finished step only recorded what it would have sent (dry-run).
+/// Whether a finished step only recorded what it would have sent (dry-run). The one place the
+/// renderers (narrative, review, digest) tell: a stored entry keeps the action's `detail` as
+/// written, where a dry run's outcome puts what it would have sent under `would_send`
+/// (`Outcome::WOULD_SEND`); the engine reads `Outcome::dry_run` instead.
 pub fn is_dry_run(e: &Entry) -> bool {
     e.data.get("would_send").is_some()
 }

@@ -42,10 +42,12 @@ impl KubeExecutor {
         let client = match self.cluster.client().await {
             Ok(c) => c,
             Err(e) if dry => {
-                return Outcome::ok(
+                let mut o = Outcome::dry_run(
                     format!("dry-run: cluster not reachable ({e}); recorded the plan only"),
-                    json!({"would_send": [], "plan": self.action.plan(req).unwrap_or_default()}),
+                    json!([]),
                 );
+                o.detail["plan"] = self.action.plan(req).unwrap_or_default();
+                return o;
             }
             Err(e) => return Outcome::failed(true, e, Value::Null),
         };
@@ -53,7 +55,7 @@ impl KubeExecutor {
         let r = self.action.run(&mut s, req).await;
         let wrote = !s.writes.is_empty();
         let mut detail = s.into_detail();
-        match r {
+        let outcome = match r {
             Ok(summary) if dry => Outcome::ok(format!("dry-run: {summary}"), detail),
             // Dry-run with the cluster out of reach: what can be known without reading.
             Err(Failure::Api(what, e)) if dry && e.code == 0 => {
@@ -77,7 +79,10 @@ impl KubeExecutor {
                 }
                 o
             }
-        }
+        };
+        // A dry session recorded its writes instead of sending them (`detail` holds them under
+        // `would_send`), whatever the outcome.
+        outcome.in_dry_run(dry)
     }
 }
 

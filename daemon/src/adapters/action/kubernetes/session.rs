@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::cluster::REQUEST_TIMEOUT;
 use super::error::ApiError;
+use crate::adapters::action::Outcome;
 
 /// One action run: reads go to the cluster; writes are sent, or recorded in dry-run.
 pub struct Session {
@@ -234,7 +235,11 @@ impl Session {
     }
 
     pub(super) fn into_detail(mut self) -> Value {
-        let key = if self.dry { "would_send" } else { "requests" };
+        let key = if self.dry {
+            Outcome::WOULD_SEND
+        } else {
+            "requests"
+        };
         self.detail.insert(key.into(), Value::Array(self.writes));
         self.detail.insert("reads".into(), self.reads.into());
         if !self.errors.is_empty() {

@@ -4,7 +4,9 @@
 //! rest of the [`Commit`].
 
 use super::wire::{db, encode, text};
-use crate::adapters::store::{Commit, Result, StoreError};
+use crate::adapters::store::{
+    BudgetCharge, Claim, Commit, Finished, ResolveDone, Result, StoreError,
+};
 
 /// Applies `x` atomically; with `fence`, only while leadership term `fence` is current.
 pub(super) async fn apply_commit(
@@ -38,7 +40,13 @@ pub(super) async fn apply_commit(
         )
         .await
         .map_err(db)?;
-    for (id, ladder, step, at) in &x.claims {
+    for Claim {
+        incident: id,
+        ladder,
+        step,
+        at,
+    } in &x.claims
+    {
         let n = tx
             .execute(
                 &claim,
@@ -130,10 +138,10 @@ pub(super) async fn apply_commit(
         .await
         .map_err(db)?;
     }
-    for (k, at, dry) in &x.budget_uses {
+    for BudgetCharge { key, at, dry_run } in &x.budget_uses {
         tx.execute(
             "INSERT INTO budget_uses (key, at, dry_run) VALUES ($1, $2, $3)",
-            &[&text(k), &at.0, dry],
+            &[&text(key), &at.0, dry_run],
         )
         .await
         .map_err(db)?;
@@ -155,7 +163,14 @@ pub(super) async fn apply_commit(
         .await
         .map_err(db)?;
     }
-    for (id, ladder, step, at, result) in &x.finished {
+    for Finished {
+        incident: id,
+        ladder,
+        step,
+        at,
+        result,
+    } in &x.finished
+    {
         tx.execute(
             "UPDATE ledger SET finished_at = $4, result = $5
              WHERE incident_id = $1 AND ladder = $2 AND step = $3",
@@ -170,7 +185,12 @@ pub(super) async fn apply_commit(
         .await
         .map_err(db)?;
     }
-    for (id, at, result) in &x.resolves_done {
+    for ResolveDone {
+        request: id,
+        at,
+        result,
+    } in &x.resolves_done
+    {
         tx.execute(
             "UPDATE resolve_requests SET done_at = $2, result = $3 WHERE id = $1",
             &[id, &at.0, &result.as_str()],

@@ -5,12 +5,20 @@
 use rusqlite::{Connection, params};
 
 use super::rows::{db, encode};
-use crate::adapters::store::{Commit, Result, StoreError};
+use crate::adapters::store::{
+    BudgetCharge, Claim, Commit, Finished, ResolveDone, Result, StoreError,
+};
 
 /// Applies `c` atomically.
 pub(super) fn apply_commit(conn: &mut Connection, c: Commit) -> Result<()> {
     let tx = conn.transaction().map_err(db)?;
-    for (id, ladder, step, at) in &c.claims {
+    for Claim {
+        incident: id,
+        ladder,
+        step,
+        at,
+    } in &c.claims
+    {
         let n = tx
             .execute(
                 "INSERT INTO ledger (incident_id, ladder, step, claimed_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
@@ -77,10 +85,10 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
             params![route, n.incident, encode(n)],
         )?;
     }
-    for (k, at, dry) in &c.budget_uses {
+    for BudgetCharge { key, at, dry_run } in &c.budget_uses {
         tx.execute(
             "INSERT INTO budget_uses (key, at, dry_run) VALUES (?1, ?2, ?3)",
-            params![k, at.0, *dry as i64],
+            params![key, at.0, *dry_run as i64],
         )?;
     }
     for (k, at) in &c.breaker_failures {
@@ -102,13 +110,25 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
             params![name, value],
         )?;
     }
-    for (id, ladder, step, at, result) in &c.finished {
+    for Finished {
+        incident: id,
+        ladder,
+        step,
+        at,
+        result,
+    } in &c.finished
+    {
         tx.execute(
             "UPDATE ledger SET finished_at = ?4, result = ?5 WHERE incident_id = ?1 AND ladder = ?2 AND step = ?3",
             params![id, *ladder as i64, *step as i64, at.0, encode(result)],
         )?;
     }
-    for (id, at, result) in &c.resolves_done {
+    for ResolveDone {
+        request: id,
+        at,
+        result,
+    } in &c.resolves_done
+    {
         tx.execute(
             "UPDATE resolve_requests SET done_at = ?2, result = ?3 WHERE id = ?1",
             params![id, at.0, result.as_str()],
