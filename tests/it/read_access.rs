@@ -1,7 +1,8 @@
 //! Who may read what (issue 11): with a `webhook_token`, incidents, timelines and reviews need a
 //! token too (their evidence can hold log lines and labels); a `read_token` reads and never
 //! writes; the dashboard asks once and keeps the token in an `HttpOnly`, `SameSite=Strict`
-//! cookie; `/healthz`, `/readyz` and `/metrics` stay open and carry no incident content.
+//! cookie; `/healthz`, `/readyz` and `/metrics` stay open and carry no incident content; and
+//! evidence is redacted before it is stored or paged.
 
 use std::time::Duration;
 
@@ -254,6 +255,61 @@ async fn the_dashboard_asks_for_a_token_once_and_keeps_it_in_a_strict_httponly_c
                 .unwrap()
                 .contains("Max-Age=0")
         );
+        d.stop().await;
+    })
+    .await
+    .expect("finished in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_that_looks_like_secrets_is_redacted_before_it_is_stored_or_paged() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let d = Daemon::start(RULES, POLICY).await;
+        d.exec.script(&[false]);
+        *d.exec.failure.lock().unwrap() = Some((
+            "connect to postgres://app:hunter2@db:5432/shop refused".into(),
+            serde_json::json!({
+                "logs": [
+                    "starting",
+                    "auth header Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig",
+                    "retrying with password=hunter2 user=app",
+                ],
+                "env": {"DB_PASSWORD": "hunter2", "HOME": "/srv"},
+            }),
+        ));
+        let (code, _) = d
+            .post(&payload(
+                "firing",
+                SERVICE,
+                "warning",
+                "acce550000000003",
+                &now_rfc3339(),
+            ))
+            .await;
+        assert_eq!(code, 200);
+        let list = d
+            .wait_incidents("escalated", |l| {
+                l.len() == 1 && l[0]["status"] == "escalated"
+            })
+            .await;
+        let id = list[0]["id"].as_str().unwrap();
+        d.wait("the page", || !d.pager.all().is_empty()).await;
+        let stored = serde_json::to_string(&d.timeline(id).await).unwrap();
+        let paged = serde_json::to_string(&d.pager.all()).unwrap();
+        for (what, text) in [("timeline", &stored), ("page", &paged)] {
+            assert!(!text.contains("hunter2"), "{what} holds a password: {text}");
+            assert!(
+                !text.contains("eyJhbGciOiJIUzI1NiJ9"),
+                "{what} holds a bearer token: {text}"
+            );
+            assert!(text.contains("[redacted]"), "{what}: {text}");
+            // What is not secret is still there for the responder.
+            assert!(
+                text.contains("retrying with password=[redacted] user=app"),
+                "{what}: {text}"
+            );
+            assert!(text.contains("/srv"), "{what}: {text}");
+        }
         d.stop().await;
     })
     .await

@@ -25,6 +25,8 @@ pub struct TestExecutor {
     pub calls: AtomicUsize,
     pub requests: Mutex<Vec<ActionRequest>>,
     pub script: Mutex<Vec<bool>>,
+    /// What a failing call says (summary, detail); "test failure" and null when unset.
+    pub failure: Mutex<Option<(String, serde_json::Value)>>,
 }
 
 impl TestExecutor {
@@ -55,7 +57,13 @@ impl Executor for TestExecutor {
             if ok {
                 Outcome::ok("test ok", serde_json::Value::Null)
             } else {
-                Outcome::failed(false, "test failure", serde_json::Value::Null)
+                let (summary, detail) = self
+                    .failure
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or_else(|| ("test failure".into(), serde_json::Value::Null));
+                Outcome::failed(false, &summary, detail)
             }
         })
     }

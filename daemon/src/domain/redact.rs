@@ -49,7 +49,11 @@ static PEM: LazyLock<Regex> = LazyLock::new(|| {
 pub fn redact(s: &str) -> String {
     let s = PEM.replace_all(s, |c: &regex::Captures<'_>| {
         let end = c.get(2).map_or("", |m| m.as_str());
-        format!("{} {REDACTED}{}{end}", &c[1], if end.is_empty() { "" } else { " " })
+        format!(
+            "{} {REDACTED}{}{end}",
+            &c[1],
+            if end.is_empty() { "" } else { " " }
+        )
     });
     let s = AUTH.replace_all(&s, |c: &regex::Captures<'_>| {
         format!("{}{}{REDACTED}", &c[1], &c[2])
@@ -129,7 +133,10 @@ mod tests {
                 "connecting to postgres://app:hunter2@db:5432/shop failed",
                 "connecting to postgres://app:[redacted]@db:5432/shop failed",
             ),
-            ("login password=hunter2 user=bob", "login password=[redacted] user=bob"),
+            (
+                "login password=hunter2 user=bob",
+                "login password=[redacted] user=bob",
+            ),
             ("DB_PASSWORD: s3cr3t", "DB_PASSWORD: [redacted]"),
             (
                 r#"{"client_secret": "abc123", "user": "x"}"#,

@@ -9,6 +9,7 @@ use crate::adapters::action::{ActionRequest, Outcome};
 use crate::adapters::store::{Commit, Finished, StoreError};
 use crate::domain::incident::{Event, Incident, Phase, Probe, StepResult};
 use crate::domain::policy::{Step, Verify};
+use crate::domain::redact::{redact, redact_json};
 use crate::load::ruleset::Ruleset;
 
 // === impl Engine: actions ===
@@ -155,8 +156,12 @@ impl Engine {
     }
 
     /// Records a finished step: its ledger entry, metric and the incident's transition.
-    async fn finish(&mut self, done: Done) -> Result<(), StoreError> {
+    async fn finish(&mut self, mut done: Done) -> Result<(), StoreError> {
         self.running.remove(&done.incident);
+        // Evidence and answers can carry credentials (log lines, DSNs, headers): they are
+        // redacted before anything is logged, stored or paged.
+        done.outcome.summary = redact(&done.outcome.summary);
+        done.outcome.detail = redact_json(&done.outcome.detail);
         let rs = self.rules();
         let now = self.clock.now();
         let Some(mut inc) = self.incident(&done.incident).await? else {
