@@ -6,7 +6,7 @@ use super::Engine;
 use crate::adapters::escalate::{self, NotificationKind};
 use crate::adapters::store::{Commit, StoreError};
 use crate::adapters::telemetry::Metrics;
-use crate::domain::incident::{Effect, Entry, Incident, Phase};
+use crate::domain::incident::{Effect, Entry, EntryKind, Incident, Phase};
 use crate::domain::policy::breaker;
 use crate::domain::scope::Scope;
 use crate::domain::time::Timestamp;
@@ -71,7 +71,7 @@ impl Engine {
                                     crate::domain::time::fmt_duration(cfg.within)
                                 )
                             };
-                            c.timeline.push((inc.id.clone(), Entry { at: now, kind: "breaker_opened".into(), message, data: serde_json::json!({"key": key, "failures": failures, "denied": at_once}) }));
+                            c.timeline.push((inc.id.clone(), Entry { at: now, kind: EntryKind::BreakerOpened, message, data: serde_json::json!({"key": key, "failures": failures, "denied": at_once}) }));
                         }
                         c.breaker_failures.push((key.clone(), now));
                         c.breakers.push((key, next));

@@ -1,7 +1,7 @@
 //! The moves along the ladder that several transitions share: enter `Ready` (or escalate when no
 //! step is left), escalate to a human, go on after a failed step, and raise the level.
 
-use super::{Effect, Effects, Incident, Phase, record};
+use super::{Effect, Effects, EntryKind, Incident, Phase, record};
 use crate::domain::policy::{OnFailure, Policy};
 use crate::domain::time::Timestamp;
 
@@ -38,7 +38,7 @@ impl Incident {
             .unwrap_or_default();
         fx.push(record(
             now,
-            "escalated",
+            EntryKind::Escalated,
             format!("escalated to {route}: {reason}"),
             serde_json::json!({"route": route, "reason": reason}),
         ));
@@ -93,7 +93,7 @@ impl Incident {
         let ladder = policy.ladder(level).map(|(l, _)| l).unwrap_or(level);
         fx.push(record(
             now,
-            "superseded",
+            EntryKind::Superseded,
             format!("level {from} → {level}: the level {ladder} ladder supersedes pending steps"),
             serde_json::json!({"from": from, "to": level, "fingerprint": fingerprint}),
         ));

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{ActiveAlert, Effect, Effects, Event, Incident, Phase, StepResult, record};
+use super::{ActiveAlert, Effect, Effects, EntryKind, Event, Incident, Phase, StepResult, record};
 use crate::domain::policy::gate::{Refusal, RefusalKind};
 use crate::domain::policy::{Policy, Verify};
 use crate::domain::rules::Target;
@@ -60,7 +60,7 @@ impl Incident {
         );
         let mut fx = vec![record(
             now,
-            "opened",
+            EntryKind::Opened,
             format!(
                 "opened by rule {rule} at level {level} on {} (policy {}, ladder level {ladder})",
                 inc.target.key(),
@@ -73,7 +73,7 @@ impl Incident {
             inc.phase = Phase::Waiting { until };
             fx.push(record(
                 now,
-                "waiting",
+                EntryKind::Waiting,
                 format!(
                     "waiting until {until} (for {}) before acting",
                     fmt_duration(for_)
@@ -150,7 +150,7 @@ impl Incident {
             }
             fx.push(record(
                 now,
-                "step_finished",
+                EntryKind::StepFinished,
                 format!("step {step} finished after resolve: {result:?}"),
                 detail,
             ));
@@ -190,14 +190,14 @@ impl Incident {
             // The rule's `for` holds for a higher level too: one noisy sample must not
             // start the level-2 ladder. The upgrade comes on the tick at `ready_at`.
             if new {
-                fx.push(record(now, "upgrade_pending", format!("alert {fingerprint} at level {level}: the level changes if it still fires at {ready_at}"), serde_json::json!({"fingerprint": fingerprint, "level": level, "until": ready_at})));
+                fx.push(record(now, EntryKind::UpgradePending, format!("alert {fingerprint} at level {level}: the level changes if it still fires at {ready_at}"), serde_json::json!({"fingerprint": fingerprint, "level": level, "until": ready_at})));
             }
         } else if level > self.level {
             self.upgrade(level, &fingerprint, policy, now, &mut fx);
         } else if new {
             fx.push(record(
                 now,
-                "alert_joined",
+                EntryKind::AlertJoined,
                 format!(
                     "alert {fingerprint} (level {level}) joined; {} firing",
                     self.active.len()
@@ -218,7 +218,7 @@ impl Incident {
         if !self.active.is_empty() {
             fx.push(record(
                 now,
-                "alert_resolved",
+                EntryKind::AlertResolved,
                 format!(
                     "alert {fingerprint} resolved; {} still firing",
                     self.active.len()
@@ -244,25 +244,26 @@ impl Incident {
                     });
                 }
                 (
-                    "verified",
+                    EntryKind::Verified,
                     format!(
                         "verification passed: alerts resolved after step {name}; incident resolved"
                     ),
                 )
             }
             Phase::Ready | Phase::Waiting { .. } | Phase::Held { .. } => (
-                "resolved",
+                EntryKind::Resolved,
                 "alerts resolved; pending steps cancelled, incident resolved".to_string(),
             ),
             Phase::Running { step, .. } => (
-                "resolved",
+                EntryKind::Resolved,
                 format!("alerts resolved while step {step} was running; nothing further will run"),
             ),
-            Phase::Escalated { .. } | Phase::Suspended { .. } => {
-                ("resolved", "alerts resolved; incident resolved".to_string())
-            }
+            Phase::Escalated { .. } | Phase::Suspended { .. } => (
+                EntryKind::Resolved,
+                "alerts resolved; incident resolved".to_string(),
+            ),
             Phase::Verified { .. } => (
-                "resolved",
+                EntryKind::Resolved,
                 "alerts resolved after the verified step; incident resolved".to_string(),
             ),
             Phase::Resolved => unreachable!("apply handles a resolved incident"),
@@ -301,7 +302,7 @@ impl Incident {
         );
         fx.push(record(
             now,
-            "stale",
+            EntryKind::Stale,
             why.clone(),
             serde_json::json!({"heard": heard, "stale_after": fmt_duration(after)}),
         ));
@@ -331,7 +332,7 @@ impl Incident {
         if self.stale_since.take().is_some() {
             fx.push(record(
                 now,
-                "heard_again",
+                EntryKind::HeardAgain,
                 format!(
                     "an alert was heard of again at {at}; no longer stale (a human still owns it)"
                 ),
@@ -358,7 +359,7 @@ impl Incident {
             Phase::Waiting { until } if now >= until => {
                 fx.push(record(
                     now,
-                    "for_elapsed",
+                    EntryKind::ForElapsed,
                     format!("still firing at {until}; acting"),
                     serde_json::json!({"until": until}),
                 ));
@@ -406,7 +407,7 @@ impl Incident {
                 {
                     fx.push(record(
                         now,
-                        "held",
+                        EntryKind::Held,
                         reason.clone(),
                         serde_json::json!({"kind": kind}),
                     ));
@@ -416,7 +417,7 @@ impl Incident {
             RefusalKind::Paused => {
                 fx.push(record(
                     now,
-                    "suspended",
+                    EntryKind::Suspended,
                     reason.clone(),
                     serde_json::json!({"kind": kind}),
                 ));
@@ -437,7 +438,7 @@ impl Incident {
                 // The storm page covers every incident at once; no page per incident.
                 fx.push(record(
                     now,
-                    "escalated",
+                    EntryKind::Escalated,
                     format!("escalated: {reason}"),
                     serde_json::json!({"kind": kind}),
                 ));
@@ -446,7 +447,7 @@ impl Incident {
             RefusalKind::Breaker | RefusalKind::Budget | RefusalKind::Namespace => {
                 fx.push(record(
                     now,
-                    "refused",
+                    EntryKind::Refused,
                     reason.clone(),
                     serde_json::json!({"kind": kind}),
                 ));
@@ -462,7 +463,7 @@ impl Incident {
         if let Phase::Suspended { .. } = self.phase {
             fx.push(record(
                 now,
-                "resumed",
+                EntryKind::Resumed,
                 "automation resumed; the ladder continues",
                 serde_json::Value::Null,
             ));
@@ -490,7 +491,7 @@ impl Incident {
         }
         fx.push(record(
             now,
-            "resolved_by_hand",
+            EntryKind::ResolvedByHand,
             message,
             serde_json::json!({
                 "author": author,

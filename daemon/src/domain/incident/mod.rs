@@ -30,7 +30,7 @@ mod ladder;
 mod machine;
 mod step;
 
-pub use entry::Entry;
+pub use entry::{Entry, EntryKind, OtherKind};
 
 /// The status the API reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,7 +360,7 @@ impl Effect {
 /// The effect that appends one entry to the timeline.
 fn record(
     at: Timestamp,
-    kind: &str,
+    kind: EntryKind,
     message: impl Into<String>,
     data: serde_json::Value,
 ) -> Effect {
