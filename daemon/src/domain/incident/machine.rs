@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{ActiveAlert, Effect, Effects, EntryKind, Event, Incident, Phase, StepResult, record};
+use super::{
+    ActiveAlert, Effect, Effects, EntryKind, EscalationReason, Event, Incident, Phase, StepResult,
+    record,
+};
 use crate::domain::policy::gate::{Refusal, RefusalKind};
 use crate::domain::policy::{Policy, Verify};
 use crate::domain::rules::Target;
@@ -321,7 +324,11 @@ impl Incident {
         // Paged once: a route that already has this incident's trigger is not paged again.
         if !self.paged.contains(&route) {
             self.paged.push(route.clone());
-            fx.push(Effect::Page { route, reason: why });
+            fx.push(Effect::Page {
+                route,
+                reason: why,
+                why: EscalationReason::Stale,
+            });
         }
         self.stamped(now, fx)
     }
@@ -383,7 +390,7 @@ impl Incident {
                 let why = format!(
                     "verification of step {name} passed, but the alert is still firing at {until}"
                 );
-                self.escalate(policy, why, now, &mut fx);
+                self.escalate(policy, why, EscalationReason::StillFiring, now, &mut fx);
             }
             _ => {}
         }
@@ -431,7 +438,8 @@ impl Incident {
                 // One trigger per route per incident (see `escalate`).
                 if !self.paged.contains(&route) {
                     self.paged.push(route.clone());
-                    fx.push(Effect::Page { route, reason });
+                    let why = EscalationReason::Paused;
+                    fx.push(Effect::Page { route, reason, why });
                 }
             }
             RefusalKind::Storm => {
@@ -451,7 +459,12 @@ impl Incident {
                     reason.clone(),
                     serde_json::json!({"kind": kind}),
                 ));
-                self.escalate(policy, reason, now, &mut fx);
+                let why = match kind {
+                    RefusalKind::Budget => EscalationReason::Budget,
+                    RefusalKind::Breaker => EscalationReason::Breaker,
+                    _ => EscalationReason::Namespace,
+                };
+                self.escalate(policy, reason, why, now, &mut fx);
             }
         }
         self.stamped(now, fx)

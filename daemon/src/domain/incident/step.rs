@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{Effect, Effects, EntryKind, Incident, Phase, Probe, StepResult, record};
+use super::{
+    Effect, Effects, EntryKind, EscalationReason, Incident, Phase, Probe, StepResult, record,
+};
 use crate::domain::policy::{NoData, Policy, Verify};
 use crate::domain::time::{Timestamp, fmt_duration};
 
@@ -290,7 +292,9 @@ impl Incident {
                 ));
                 fx.push(Effect::BreakerRelease { action });
                 match policy_no_data {
-                    NoData::Escalate => self.escalate(policy, why, now, fx),
+                    NoData::Escalate => {
+                        self.escalate(policy, why, EscalationReason::NoData, now, fx)
+                    }
                     NoData::Fail => self.after_failure(policy, step, why, now, fx),
                 }
             }

@@ -366,7 +366,7 @@ fn budget_refusal_escalates_with_the_reason() {
         t(1),
     );
     assert_eq!(inc.status(), Status::Escalated);
-    assert!(fx.iter().any(|e| matches!(e, Effect::Page { route, reason } if route == "oncall" && reason.contains("20/20"))));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Page { route, reason, .. } if route == "oncall" && reason.contains("20/20"))));
 }
 
 #[test]
@@ -564,3 +564,5 @@ fn a_step_that_fails_after_its_incident_resolved_still_counts_against_the_breake
     }));
     assert!(inc.is_resolved(), "still resolved");
 }
+
+mod escalation;
