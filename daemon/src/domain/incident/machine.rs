@@ -299,14 +299,14 @@ impl Incident {
             return fx;
         }
         self.stale_since = Some(now);
-        let why = format!(
+        let reason = format!(
             "stale: none of its alerts heard of since {heard} (stale_after {}); Alertmanager re-sends firing alerts every repeat_interval, so it may have resolved unseen or lost its alerts",
             fmt_duration(after)
         );
         fx.push(record(
             now,
             EntryKind::Stale,
-            why.clone(),
+            reason.clone(),
             serde_json::json!({"heard": heard, "stale_after": fmt_duration(after)}),
         ));
         let route = self
@@ -318,7 +318,7 @@ impl Incident {
             Phase::Escalated { .. } | Phase::Suspended { .. }
         ) {
             self.phase = Phase::Escalated {
-                reason: why.clone(),
+                reason: reason.clone(),
             };
         }
         // Paged once: a route that already has this incident's trigger is not paged again.
@@ -326,7 +326,7 @@ impl Incident {
             self.paged.push(route.clone());
             fx.push(Effect::Page {
                 route,
-                reason: why,
+                reason,
                 why: EscalationReason::Stale,
             });
         }
