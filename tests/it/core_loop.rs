@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use remedyd::domain::incident::EntryKind;
+
 use crate::support::daemon::{Daemon, fixture, now_rfc3339, payload};
 
 /// HighErrorRate by severity; deployment {{service}}.
@@ -238,7 +240,11 @@ async fn failed_verification_exhausts_the_ladder_and_pages_with_the_history_then
         );
         assert!(n.reason.contains("ladder exhausted"), "{}", n.reason);
         assert_eq!(n.actions_taken.len(), 1);
-        assert!(n.history.iter().any(|e| e.kind == "verification_failed"));
+        assert!(
+            n.history
+                .iter()
+                .any(|e| e.kind == EntryKind::VerificationFailed)
+        );
         d.post(&payload(
             "resolved",
             "checkout",

@@ -13,6 +13,7 @@ use remedyd::adapters::escalate::{Notification, NotificationKind, Pager, PagerEr
 use remedyd::adapters::store::sqlite::SqliteStore;
 use remedyd::adapters::store::{Receipt, Store};
 use remedyd::adapters::telemetry::Metrics;
+use remedyd::domain::incident::EntryKind;
 use remedyd::domain::policy::Mode;
 use remedyd::domain::policy::Route;
 use remedyd::domain::signal::{Labels, Signal, Source, Status};
@@ -450,7 +451,7 @@ async fn a_precondition_refusal_goes_up_the_ladder_without_counting_as_a_failure
         );
         let tl = rig.store.timeline("INC-2026-0001").await.unwrap();
         assert!(
-            tl.iter().any(|e| e.kind == "step_refused"),
+            tl.iter().any(|e| e.kind == EntryKind::StepRefused),
             "the refusal is in the timeline: {tl:#?}"
         );
     })
@@ -651,7 +652,7 @@ async fn a_panicking_action_is_a_failed_step_and_the_engine_goes_on() {
         let tl = rig.store.timeline("INC-2026-0001").await.unwrap();
         assert!(
             tl.iter()
-                .any(|e| e.kind == "step_failed" && e.message.contains("fix blew up")),
+                .any(|e| e.kind == EntryKind::StepFailed && e.message.contains("fix blew up")),
             "{tl:#?}"
         );
         // The engine still works for the next incident.

@@ -14,7 +14,7 @@ use remedyd::adapters::store::{
     BudgetCharge, Claim, Commit, Pause, Receipt, ResolveDone, ResolveRequest, ResolveResult, Store,
     StoreError,
 };
-use remedyd::domain::incident::{Entry, Incident};
+use remedyd::domain::incident::{Entry, EntryKind, Incident};
 use remedyd::domain::policy::breaker::BreakerRecord;
 use remedyd::domain::policy::{Ladder, Policy};
 use remedyd::domain::rules::{Target, TargetKind};
@@ -137,7 +137,7 @@ async fn suite(store: Arc<dyn Store>) {
     let inc = incident(&id, "checkout");
     let entry = Entry {
         at: Timestamp(10),
-        kind: "opened".into(),
+        kind: EntryKind::Opened,
         message: "m".into(),
         data: serde_json::Value::Null,
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use remedyd::adapters::escalate::NotificationKind;
 use remedyd::adapters::store::{Claim, Commit, IngestResult};
-use remedyd::domain::incident::{Entry, Incident, Phase};
+use remedyd::domain::incident::{Entry, EntryKind, Incident, Phase};
 use remedyd::domain::policy::Mode;
 use remedyd::domain::policy::breaker::BreakerRecord;
 use remedyd::domain::policy::{BreakerConfig, Window};
@@ -356,7 +356,7 @@ impl Model {
                     let by_hand = c
                         .timeline
                         .iter()
-                        .any(|(i, e)| *i == inc.id && e.kind == "resolved_by_hand");
+                        .any(|(i, e)| *i == inc.id && e.kind == EntryKind::ResolvedByHand);
                     self.resolved_how(&old, by_hand);
                 }
                 if inc.stale_since.is_some() && old.stale_since.is_none() {
@@ -374,14 +374,21 @@ impl Model {
         let mut evidence_claims = Vec::new();
         let mut escalations: Vec<(String, Entry)> = Vec::new();
         for (id, e) in &c.timeline {
-            *self.coverage.entry(e.kind.clone()).or_default() += 1;
-            match e.kind.as_str() {
-                "step_started" => self.started(id, e, &c, &mut expected_uses, &mut evidence_claims),
-                "step_ok" | "step_failed" | "step_interrupted" | "step_finished"
-                | "step_refused" => self.finished(id, e, &c),
-                "verified" => self.verified(id),
-                "verification_failed" => self.verification_failed(id),
-                "escalated" | "suspended" | "stale" => escalations.push((id.clone(), e.clone())),
+            *self.coverage.entry(e.kind.to_string()).or_default() += 1;
+            match e.kind {
+                EntryKind::StepStarted => {
+                    self.started(id, e, &c, &mut expected_uses, &mut evidence_claims)
+                }
+                EntryKind::StepOk
+                | EntryKind::StepFailed
+                | EntryKind::StepInterrupted
+                | EntryKind::StepFinished
+                | EntryKind::StepRefused => self.finished(id, e, &c),
+                EntryKind::Verified => self.verified(id),
+                EntryKind::VerificationFailed => self.verification_failed(id),
+                EntryKind::Escalated | EntryKind::Suspended | EntryKind::Stale => {
+                    escalations.push((id.clone(), e.clone()))
+                }
                 _ => {}
             }
         }

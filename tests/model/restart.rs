@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use remedyd::adapters::store::{Pause, Store};
-use remedyd::domain::incident::{Entry, Incident, Phase};
+use remedyd::domain::incident::{Entry, EntryKind, Incident, Phase};
 use remedyd::domain::policy::breaker::BreakerRecord;
 use remedyd::domain::time::Timestamp;
 
@@ -116,7 +116,7 @@ pub fn compare(before: &Snapshot, after: &Snapshot, storm_paged: bool) -> Vec<Vi
             && ta.starts_with(tb)
             && ta[tb.len()..]
                 .iter()
-                .all(|e| e.kind == "stale" || e.kind == "heard_again")
+                .all(|e| e.kind == EntryKind::Stale || e.kind == EntryKind::HeardAgain)
     };
     // What the early stale check changed counts toward the storm guard again (or no longer):
     // incidents it escalated, and its page, follow from it.
@@ -133,7 +133,7 @@ pub fn compare(before: &Snapshot, after: &Snapshot, storm_paged: bool) -> Vec<Vi
             && ta.len() > tb.len()
             && ta.starts_with(tb)
             && ta[tb.len()..].iter().all(|e| {
-                e.kind == "escalated"
+                e.kind == EntryKind::Escalated
                     && e.data.get("kind").and_then(|k| k.as_str()) == Some("storm")
             })
     };

@@ -138,7 +138,7 @@ impl Story {
         for e in fx {
             match e {
                 Effect::Record(entry) => self.timeline.push(entry),
-                Effect::Page { route, reason } => self.pages.push((route, reason)),
+                Effect::Page { route, reason, .. } => self.pages.push((route, reason)),
                 Effect::PageResolved => self.pages.push(("resolve".into(), String::new())),
                 _ => {}
             }

@@ -268,6 +268,7 @@ impl Metrics {
             "budget",
             "breaker",
             "exhausted",
+            "stale",
             "policy",
             "storm",
         ] {

@@ -6,7 +6,7 @@ use super::Engine;
 use crate::adapters::escalate::{self, NotificationKind};
 use crate::adapters::store::{Commit, StoreError};
 use crate::adapters::telemetry::Metrics;
-use crate::domain::incident::{Effect, Entry, Incident, Phase};
+use crate::domain::incident::{Effect, Entry, EntryKind, Incident};
 use crate::domain::policy::breaker;
 use crate::domain::scope::Scope;
 use crate::domain::time::Timestamp;
@@ -32,8 +32,8 @@ impl Engine {
             };
             match e {
                 Effect::Record(entry) => c.timeline.push((inc.id.clone(), entry)),
-                Effect::Page { route, reason } => {
-                    pages.push((Some(route), reason, NotificationKind::Trigger))
+                Effect::Page { route, reason, why } => {
+                    pages.push((Some(route), reason, NotificationKind::Trigger, Some(why)))
                 }
                 Effect::PageResolved => {
                     for r in &inc.paged {
@@ -41,6 +41,7 @@ impl Engine {
                             Some(r.clone()),
                             "recovered".into(),
                             NotificationKind::Resolve,
+                            None,
                         ));
                     }
                 }
@@ -71,7 +72,7 @@ impl Engine {
                                     crate::domain::time::fmt_duration(cfg.within)
                                 )
                             };
-                            c.timeline.push((inc.id.clone(), Entry { at: now, kind: "breaker_opened".into(), message, data: serde_json::json!({"key": key, "failures": failures, "denied": at_once}) }));
+                            c.timeline.push((inc.id.clone(), Entry { at: now, kind: EntryKind::BreakerOpened, message, data: serde_json::json!({"key": key, "failures": failures, "denied": at_once}) }));
                         }
                         c.breaker_failures.push((key.clone(), now));
                         c.breakers.push((key, next));
@@ -109,17 +110,11 @@ impl Engine {
                 .filter(|(id, _)| *id == inc.id)
                 .map(|(_, e)| e.clone()),
         );
-        for (route, reason, kind) in pages {
+        for (route, reason, kind, why) in pages {
             let Some(route) = route else { continue };
-            if kind == NotificationKind::Trigger {
-                let why = match &inc.phase {
-                    Phase::Suspended { .. } => "paused",
-                    _ if reason.starts_with("budget") => "budget",
-                    _ if reason.starts_with("breaker") => "breaker",
-                    _ if reason.starts_with("ladder exhausted") => "exhausted",
-                    _ => "policy",
-                };
-                Metrics::reason(&self.metrics.escalations, why);
+            // A trigger carries why it escalated; a resolve does not count.
+            if let Some(why) = why {
+                Metrics::reason(&self.metrics.escalations, why.as_str());
                 tracing::warn!(incident = %inc.id, route = %route, reason = %reason, "Escalating");
             }
             c.outbox

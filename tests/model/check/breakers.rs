@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use remedyd::adapters::store::Commit;
-use remedyd::domain::incident::{Entry, Phase};
+use remedyd::domain::incident::{Entry, EntryKind, Phase};
 use remedyd::domain::policy::breaker::{self, BreakerState};
 use remedyd::domain::time::Timestamp;
 
@@ -78,7 +78,7 @@ impl Model {
             .iter()
             .find(|f| f.incident == id && f.ladder == run.ladder && f.step == run.step)
             .map(|f| f.result.clone());
-        let interrupted = e.kind == "step_interrupted"
+        let interrupted = e.kind == EntryKind::StepInterrupted
             || result
                 .as_ref()
                 .is_none_or(|r| r.get("result").is_some_and(|v| v == "interrupted"));

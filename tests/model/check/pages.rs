@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use remedyd::adapters::escalate::NotificationKind;
 use remedyd::adapters::store::Commit;
-use remedyd::domain::incident::Entry;
+use remedyd::domain::incident::{Entry, EntryKind};
 use remedyd::domain::time::Timestamp;
 
 use super::{Model, Row};
@@ -64,8 +64,8 @@ impl Model {
     }
 
     pub(super) fn escalation_paged(&mut self, id: &str, e: &Entry) {
-        let route = match e.kind.as_str() {
-            "suspended" | "stale" => self.incidents.get(id).and_then(|i| {
+        let route = match e.kind {
+            EntryKind::Suspended | EntryKind::Stale => self.incidents.get(id).and_then(|i| {
                 let p = self.rs.policies.get(&i.policy)?;
                 p.levels.get(&i.ladder).map(|l| l.escalate_to.clone())
             }),

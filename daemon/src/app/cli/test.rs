@@ -19,6 +19,7 @@ use crate::adapters::prometheus::{MetricSource, QueryError, Sample};
 use crate::adapters::store::sqlite::SqliteStore;
 use crate::adapters::store::{Receipt, Store};
 use crate::adapters::telemetry::Metrics;
+use crate::domain::incident::EntryKind;
 use crate::domain::policy::Mode;
 use crate::domain::policy::Route;
 use crate::domain::signal::{Labels, Signal, Source, Status};
@@ -427,7 +428,7 @@ async fn check(
         let mut started: Vec<(Timestamp, String)> = Vec::new();
         for i in &incidents {
             for entry in store.timeline(&i.id).await.map_err(|e| e.to_string())? {
-                if entry.kind == "step_started" {
+                if entry.kind == EntryKind::StepStarted {
                     let name = entry
                         .message
                         .strip_prefix("step ")

@@ -1,7 +1,7 @@
 //! The moves along the ladder that several transitions share: enter `Ready` (or escalate when no
 //! step is left), escalate to a human, go on after a failed step, and raise the level.
 
-use super::{Effect, Effects, Incident, Phase, record};
+use super::{Effect, Effects, EntryKind, EscalationReason, Incident, Phase, record};
 use crate::domain::policy::{OnFailure, Policy};
 use crate::domain::time::Timestamp;
 
@@ -10,15 +10,17 @@ impl Incident {
     pub(super) fn ready(&mut self, policy: &Policy, now: Timestamp, fx: &mut Effects) {
         let len = self.ladder_of(policy).map_or(0, |l| l.steps.len());
         if self.next_step >= len {
-            let reason = if len == 0 {
-                format!(
+            let (reason, why) = if len == 0 {
+                let reason = format!(
                     "level {} ladder of policy {} has no automated steps",
                     self.ladder, policy.name
-                )
+                );
+                (reason, EscalationReason::NoSteps)
             } else {
-                format!("ladder exhausted after {len} step(s); alert still firing")
+                let reason = format!("ladder exhausted after {len} step(s); alert still firing");
+                (reason, EscalationReason::Exhausted)
             };
-            self.escalate(policy, reason, now, fx);
+            self.escalate(policy, reason, why, now, fx);
         } else {
             self.phase = Phase::Ready;
         }
@@ -29,6 +31,7 @@ impl Incident {
         &mut self,
         policy: &Policy,
         reason: String,
+        why: EscalationReason,
         now: Timestamp,
         fx: &mut Effects,
     ) {
@@ -38,7 +41,7 @@ impl Incident {
             .unwrap_or_default();
         fx.push(record(
             now,
-            "escalated",
+            EntryKind::Escalated,
             format!("escalated to {route}: {reason}"),
             serde_json::json!({"route": route, "reason": reason}),
         ));
@@ -50,7 +53,7 @@ impl Incident {
         // and the resolve, instead of a second page for the same incident.
         if !self.paged.contains(&route) {
             self.paged.push(route.clone());
-            fx.push(Effect::Page { route, reason });
+            fx.push(Effect::Page { route, reason, why });
         }
     }
 
@@ -73,7 +76,8 @@ impl Incident {
                 self.ready(policy, now, fx);
             }
             OnFailure::Escalate => {
-                self.escalate(policy, format!("step {} failed: {why}", s.name), now, fx)
+                let reason = format!("step {} failed: {why}", s.name);
+                self.escalate(policy, reason, EscalationReason::StepFailed, now, fx)
             }
         }
     }
@@ -93,7 +97,7 @@ impl Incident {
         let ladder = policy.ladder(level).map(|(l, _)| l).unwrap_or(level);
         fx.push(record(
             now,
-            "superseded",
+            EntryKind::Superseded,
             format!("level {from} → {level}: the level {ladder} ladder supersedes pending steps"),
             serde_json::json!({"from": from, "to": level, "fingerprint": fingerprint}),
         ));

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{ActiveAlert, Effect, Effects, Event, Incident, Phase, StepResult, record};
+use super::{
+    ActiveAlert, Effect, Effects, EntryKind, EscalationReason, Event, Incident, Phase, StepResult,
+    record,
+};
 use crate::domain::policy::gate::{Refusal, RefusalKind};
 use crate::domain::policy::{Policy, Verify};
 use crate::domain::rules::Target;
@@ -60,7 +63,7 @@ impl Incident {
         );
         let mut fx = vec![record(
             now,
-            "opened",
+            EntryKind::Opened,
             format!(
                 "opened by rule {rule} at level {level} on {} (policy {}, ladder level {ladder})",
                 inc.target.key(),
@@ -73,7 +76,7 @@ impl Incident {
             inc.phase = Phase::Waiting { until };
             fx.push(record(
                 now,
-                "waiting",
+                EntryKind::Waiting,
                 format!(
                     "waiting until {until} (for {}) before acting",
                     fmt_duration(for_)
@@ -150,7 +153,7 @@ impl Incident {
             }
             fx.push(record(
                 now,
-                "step_finished",
+                EntryKind::StepFinished,
                 format!("step {step} finished after resolve: {result:?}"),
                 detail,
             ));
@@ -190,14 +193,14 @@ impl Incident {
             // The rule's `for` holds for a higher level too: one noisy sample must not
             // start the level-2 ladder. The upgrade comes on the tick at `ready_at`.
             if new {
-                fx.push(record(now, "upgrade_pending", format!("alert {fingerprint} at level {level}: the level changes if it still fires at {ready_at}"), serde_json::json!({"fingerprint": fingerprint, "level": level, "until": ready_at})));
+                fx.push(record(now, EntryKind::UpgradePending, format!("alert {fingerprint} at level {level}: the level changes if it still fires at {ready_at}"), serde_json::json!({"fingerprint": fingerprint, "level": level, "until": ready_at})));
             }
         } else if level > self.level {
             self.upgrade(level, &fingerprint, policy, now, &mut fx);
         } else if new {
             fx.push(record(
                 now,
-                "alert_joined",
+                EntryKind::AlertJoined,
                 format!(
                     "alert {fingerprint} (level {level}) joined; {} firing",
                     self.active.len()
@@ -218,7 +221,7 @@ impl Incident {
         if !self.active.is_empty() {
             fx.push(record(
                 now,
-                "alert_resolved",
+                EntryKind::AlertResolved,
                 format!(
                     "alert {fingerprint} resolved; {} still firing",
                     self.active.len()
@@ -244,25 +247,26 @@ impl Incident {
                     });
                 }
                 (
-                    "verified",
+                    EntryKind::Verified,
                     format!(
                         "verification passed: alerts resolved after step {name}; incident resolved"
                     ),
                 )
             }
             Phase::Ready | Phase::Waiting { .. } | Phase::Held { .. } => (
-                "resolved",
+                EntryKind::Resolved,
                 "alerts resolved; pending steps cancelled, incident resolved".to_string(),
             ),
             Phase::Running { step, .. } => (
-                "resolved",
+                EntryKind::Resolved,
                 format!("alerts resolved while step {step} was running; nothing further will run"),
             ),
-            Phase::Escalated { .. } | Phase::Suspended { .. } => {
-                ("resolved", "alerts resolved; incident resolved".to_string())
-            }
+            Phase::Escalated { .. } | Phase::Suspended { .. } => (
+                EntryKind::Resolved,
+                "alerts resolved; incident resolved".to_string(),
+            ),
             Phase::Verified { .. } => (
-                "resolved",
+                EntryKind::Resolved,
                 "alerts resolved after the verified step; incident resolved".to_string(),
             ),
             Phase::Resolved => unreachable!("apply handles a resolved incident"),
@@ -295,14 +299,14 @@ impl Incident {
             return fx;
         }
         self.stale_since = Some(now);
-        let why = format!(
+        let reason = format!(
             "stale: none of its alerts heard of since {heard} (stale_after {}); Alertmanager re-sends firing alerts every repeat_interval, so it may have resolved unseen or lost its alerts",
             fmt_duration(after)
         );
         fx.push(record(
             now,
-            "stale",
-            why.clone(),
+            EntryKind::Stale,
+            reason.clone(),
             serde_json::json!({"heard": heard, "stale_after": fmt_duration(after)}),
         ));
         let route = self
@@ -314,13 +318,17 @@ impl Incident {
             Phase::Escalated { .. } | Phase::Suspended { .. }
         ) {
             self.phase = Phase::Escalated {
-                reason: why.clone(),
+                reason: reason.clone(),
             };
         }
         // Paged once: a route that already has this incident's trigger is not paged again.
         if !self.paged.contains(&route) {
             self.paged.push(route.clone());
-            fx.push(Effect::Page { route, reason: why });
+            fx.push(Effect::Page {
+                route,
+                reason,
+                why: EscalationReason::Stale,
+            });
         }
         self.stamped(now, fx)
     }
@@ -331,7 +339,7 @@ impl Incident {
         if self.stale_since.take().is_some() {
             fx.push(record(
                 now,
-                "heard_again",
+                EntryKind::HeardAgain,
                 format!(
                     "an alert was heard of again at {at}; no longer stale (a human still owns it)"
                 ),
@@ -358,7 +366,7 @@ impl Incident {
             Phase::Waiting { until } if now >= until => {
                 fx.push(record(
                     now,
-                    "for_elapsed",
+                    EntryKind::ForElapsed,
                     format!("still firing at {until}; acting"),
                     serde_json::json!({"until": until}),
                 ));
@@ -382,7 +390,7 @@ impl Incident {
                 let why = format!(
                     "verification of step {name} passed, but the alert is still firing at {until}"
                 );
-                self.escalate(policy, why, now, &mut fx);
+                self.escalate(policy, why, EscalationReason::StillFiring, now, &mut fx);
             }
             _ => {}
         }
@@ -406,7 +414,7 @@ impl Incident {
                 {
                     fx.push(record(
                         now,
-                        "held",
+                        EntryKind::Held,
                         reason.clone(),
                         serde_json::json!({"kind": kind}),
                     ));
@@ -416,7 +424,7 @@ impl Incident {
             RefusalKind::Paused => {
                 fx.push(record(
                     now,
-                    "suspended",
+                    EntryKind::Suspended,
                     reason.clone(),
                     serde_json::json!({"kind": kind}),
                 ));
@@ -430,14 +438,15 @@ impl Incident {
                 // One trigger per route per incident (see `escalate`).
                 if !self.paged.contains(&route) {
                     self.paged.push(route.clone());
-                    fx.push(Effect::Page { route, reason });
+                    let why = EscalationReason::Paused;
+                    fx.push(Effect::Page { route, reason, why });
                 }
             }
             RefusalKind::Storm => {
                 // The storm page covers every incident at once; no page per incident.
                 fx.push(record(
                     now,
-                    "escalated",
+                    EntryKind::Escalated,
                     format!("escalated: {reason}"),
                     serde_json::json!({"kind": kind}),
                 ));
@@ -446,11 +455,16 @@ impl Incident {
             RefusalKind::Breaker | RefusalKind::Budget | RefusalKind::Namespace => {
                 fx.push(record(
                     now,
-                    "refused",
+                    EntryKind::Refused,
                     reason.clone(),
                     serde_json::json!({"kind": kind}),
                 ));
-                self.escalate(policy, reason, now, &mut fx);
+                let why = match kind {
+                    RefusalKind::Budget => EscalationReason::Budget,
+                    RefusalKind::Breaker => EscalationReason::Breaker,
+                    _ => EscalationReason::Namespace,
+                };
+                self.escalate(policy, reason, why, now, &mut fx);
             }
         }
         self.stamped(now, fx)
@@ -462,7 +476,7 @@ impl Incident {
         if let Phase::Suspended { .. } = self.phase {
             fx.push(record(
                 now,
-                "resumed",
+                EntryKind::Resumed,
                 "automation resumed; the ladder continues",
                 serde_json::Value::Null,
             ));
@@ -490,7 +504,7 @@ impl Incident {
         }
         fx.push(record(
             now,
-            "resolved_by_hand",
+            EntryKind::ResolvedByHand,
             message,
             serde_json::json!({
                 "author": author,

@@ -26,11 +26,13 @@ use crate::domain::signal::Labels;
 use crate::domain::time::Timestamp;
 
 mod entry;
+mod escalation;
 mod ladder;
 mod machine;
 mod step;
 
-pub use entry::Entry;
+pub use entry::{Entry, EntryKind, OtherKind};
+pub use escalation::EscalationReason;
 
 /// The status the API reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,8 +319,10 @@ pub enum Effect {
     Page {
         /// Route name.
         route: String,
-        /// Why.
+        /// Why, in words (the page's reason).
         reason: String,
+        /// Why, as a kind (the escalation metric's label).
+        why: EscalationReason,
     },
     /// Tell the paged routes that the incident resolved.
     PageResolved,
@@ -360,7 +364,7 @@ impl Effect {
 /// The effect that appends one entry to the timeline.
 fn record(
     at: Timestamp,
-    kind: &str,
+    kind: EntryKind,
     message: impl Into<String>,
     data: serde_json::Value,
 ) -> Effect {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{Effect, Effects, Incident, Phase, Probe, StepResult, record};
+use super::{
+    Effect, Effects, EntryKind, EscalationReason, Incident, Phase, Probe, StepResult, record,
+};
 use crate::domain::policy::{NoData, Policy, Verify};
 use crate::domain::time::{Timestamp, fmt_duration};
 
@@ -32,7 +34,7 @@ impl Incident {
         };
         fx.push(record(
             now,
-            "step_started",
+            EntryKind::StepStarted,
             format!("step {} ({}) started{mode}", name.0, name.1),
             detail,
         ));
@@ -66,14 +68,14 @@ impl Incident {
         match &result {
             StepResult::Ok => fx.push(record(
                 now,
-                "step_ok",
+                EntryKind::StepOk,
                 format!("step {name} succeeded"),
                 detail,
             )),
             StepResult::Failed { error, denied } => {
                 fx.push(record(
                     now,
-                    "step_failed",
+                    EntryKind::StepFailed,
                     format!("step {name} failed: {error}"),
                     detail,
                 ));
@@ -91,7 +93,7 @@ impl Incident {
             StepResult::NoChange { reason } => {
                 fx.push(record(
                     now,
-                    "step_refused",
+                    EntryKind::StepRefused,
                     format!("step {name} changed nothing: {reason}"),
                     detail,
                 ));
@@ -102,7 +104,7 @@ impl Incident {
                 }
             }
             StepResult::Unknown => {
-                fx.push(record(now, "step_interrupted", format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail));
+                fx.push(record(now, EntryKind::StepInterrupted, format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail));
                 self.step_interrupted = true;
                 if let Some(s) = s.as_ref() {
                     fx.push(Effect::BreakerRelease {
@@ -137,7 +139,7 @@ impl Incident {
                 };
                 fx.push(record(
                     now,
-                    "verifying",
+                    EntryKind::Verifying,
                     format!("verifying: {cond} ({})", fmt_duration(verify)),
                     serde_json::json!({"until": until}),
                 ));
@@ -194,7 +196,7 @@ impl Incident {
             Probe::Value(v) if s.verify.passes(v) => {
                 fx.push(record(
                     now,
-                    "verified",
+                    EntryKind::Verified,
                     format!(
                         "verification passed: value {v} {} after step {}",
                         s.verify.condition(),
@@ -215,7 +217,7 @@ impl Incident {
             Probe::Value(v) => {
                 fx.push(record(
                     now,
-                    "probe",
+                    EntryKind::Probe,
                     format!("probe: value {v}, needs {}", s.verify.condition()),
                     serde_json::json!({"value": v, "condition": s.verify.condition()}),
                 ));
@@ -230,7 +232,7 @@ impl Incident {
             Probe::NoData(reason) => {
                 fx.push(record(
                     now,
-                    "probe_no_data",
+                    EntryKind::ProbeNoData,
                     format!("probe: no data ({reason})"),
                     serde_json::json!({"reason": reason}),
                 ));
@@ -284,13 +286,15 @@ impl Incident {
                     format!("verification of step {name} had no data within {within}: {reason}");
                 fx.push(record(
                     now,
-                    "verification_no_data",
+                    EntryKind::VerificationNoData,
                     why.clone(),
                     serde_json::json!({"step": name, "within": within, "reason": reason}),
                 ));
                 fx.push(Effect::BreakerRelease { action });
                 match policy_no_data {
-                    NoData::Escalate => self.escalate(policy, why, now, fx),
+                    NoData::Escalate => {
+                        self.escalate(policy, why, EscalationReason::NoData, now, fx)
+                    }
                     NoData::Fail => self.after_failure(policy, step, why, now, fx),
                 }
             }
@@ -302,7 +306,7 @@ impl Incident {
                     ),
                     _ => format!("alerts still firing {within} after step {name}"),
                 };
-                fx.push(record(now, "verification_failed", format!("verification failed: {why}"), serde_json::json!({"step": name, "within": within, "last": last, "condition": verify.condition(), "firing": self.active.keys().collect::<Vec<_>>()})));
+                fx.push(record(now, EntryKind::VerificationFailed, format!("verification failed: {why}"), serde_json::json!({"step": name, "within": within, "last": last, "condition": verify.condition(), "firing": self.active.keys().collect::<Vec<_>>()})));
                 if !self.step_dry_run {
                     fx.push(Effect::BreakerFailure {
                         action,

@@ -109,7 +109,7 @@ fn new_incident_without_for_has_its_first_step_due() {
         inc.due_step(&policy()).map(|s| s.2.name.as_str()),
         Some("restart")
     );
-    assert!(matches!(&fx[0], Effect::Record(e) if e.kind == "opened"));
+    assert!(matches!(&fx[0], Effect::Record(e) if e.kind == EntryKind::Opened));
 }
 
 #[test]
@@ -271,7 +271,7 @@ fn higher_level_supersedes_pending_lower_steps() {
     assert_eq!(inc.level, 2);
     assert!(
         fx.iter()
-            .any(|e| matches!(e, Effect::Record(e) if e.kind == "superseded"))
+            .any(|e| matches!(e, Effect::Record(e) if e.kind == EntryKind::Superseded))
     );
     let p = policy();
     let (ladder, _, s) = inc.due_step(&p).unwrap();
@@ -366,7 +366,7 @@ fn budget_refusal_escalates_with_the_reason() {
         t(1),
     );
     assert_eq!(inc.status(), Status::Escalated);
-    assert!(fx.iter().any(|e| matches!(e, Effect::Page { route, reason } if route == "oncall" && reason.contains("20/20"))));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Page { route, reason, .. } if route == "oncall" && reason.contains("20/20"))));
 }
 
 #[test]
@@ -425,7 +425,7 @@ fn resolving_a_paged_incident_by_hand_records_who_and_why_and_resolves_its_pages
     let entry = fx
         .iter()
         .find_map(|e| match e {
-            Effect::Record(e) if e.kind == "resolved_by_hand" => Some(e),
+            Effect::Record(e) if e.kind == EntryKind::ResolvedByHand => Some(e),
             _ => None,
         })
         .expect("a resolved_by_hand entry");
@@ -467,7 +467,7 @@ fn resolving_by_hand_while_a_step_runs_lets_it_finish_and_nothing_further_runs()
     // else happens.
     assert!(
         fx.iter().all(
-            |e| matches!(e, Effect::Record(e) if e.kind == "step_finished")
+            |e| matches!(e, Effect::Record(e) if e.kind == EntryKind::StepFinished)
                 || matches!(e, Effect::BreakerFailure { .. })
         ),
         "{fx:?}"
@@ -564,3 +564,5 @@ fn a_step_that_fails_after_its_incident_resolved_still_counts_against_the_breake
     }));
     assert!(inc.is_resolved(), "still resolved");
 }
+
+mod escalation;

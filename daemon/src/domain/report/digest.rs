@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::narrative;
-use crate::domain::incident::{Entry, Incident};
+use crate::domain::incident::{Entry, EntryKind, Incident};
 use crate::domain::policy::breaker::BreakerState;
 use crate::domain::policy::{DigestSchedule, Window};
 use crate::domain::time::{Timestamp, fmt_duration};
@@ -133,7 +133,7 @@ pub fn summarize(input: &Input) -> (String, Digest) {
         }
         let escalated = timeline
             .iter()
-            .any(|e| e.kind == "escalated" && e.at >= since);
+            .any(|e| e.kind == EntryKind::Escalated && e.at >= since);
         if escalated {
             t.escalated += 1;
         }
@@ -171,8 +171,8 @@ pub fn summarize(input: &Input) -> (String, Digest) {
         ));
         for e in timeline.iter().filter(|e| e.at >= since) {
             if !matches!(
-                e.kind.as_str(),
-                "step_ok" | "step_failed" | "step_interrupted"
+                e.kind,
+                EntryKind::StepOk | EntryKind::StepFailed | EntryKind::StepInterrupted
             ) {
                 continue;
             }
@@ -181,10 +181,10 @@ pub fn summarize(input: &Input) -> (String, Digest) {
             if dry {
                 t.dry_run += 1;
             }
-            if e.kind == "step_failed" {
+            if e.kind == EntryKind::StepFailed {
                 t.actions_failed += 1;
             }
-            if e.kind == "step_ok"
+            if e.kind == EntryKind::StepOk
                 && !dry
                 && narrative::step_of(e).is_some_and(|s| narrative::is_restart(&s))
             {

@@ -2,7 +2,7 @@
 //! ok)"), actions taken, the measured values behind the decisions, and the resolution. Pages,
 //! the post-incident review, the dashboard and the digest all read the timeline through here.
 
-use crate::domain::incident::{Entry, Incident};
+use crate::domain::incident::{Entry, EntryKind, Incident};
 use crate::domain::time::{Timestamp, fmt_duration};
 
 /// `2026-03-01 12:05:00 UTC`.
@@ -35,11 +35,11 @@ pub fn step_of(e: &Entry) -> Option<String> {
         return Some(s.to_string());
     }
     let rest = e.message.strip_prefix("step ")?;
-    let name = match e.kind.as_str() {
-        "step_ok" => rest.strip_suffix(" succeeded")?,
-        "step_failed" => rest.split_once(" failed: ")?.0,
-        "step_started" => rest.split_once(" (")?.0,
-        "step_interrupted" => rest.split_once(" was interrupted")?.0,
+    let name = match e.kind {
+        EntryKind::StepOk => rest.strip_suffix(" succeeded")?,
+        EntryKind::StepFailed => rest.split_once(" failed: ")?.0,
+        EntryKind::StepStarted => rest.split_once(" (")?.0,
+        EntryKind::StepInterrupted => rest.split_once(" was interrupted")?.0,
         _ => return None,
     };
     Some(name.to_string())
@@ -86,8 +86,8 @@ fn service(inc: &Incident) -> &str {
 /// One readable phrase for an entry, without its time.
 pub fn phrase(inc: &Incident, e: &Entry) -> String {
     let svc = service(inc);
-    match e.kind.as_str() {
-        "opened" => {
+    match e.kind {
+        EntryKind::Opened => {
             let alert = e
                 .data
                 .get("labels")
@@ -105,7 +105,7 @@ pub fn phrase(inc: &Incident, e: &Entry) -> String {
                 inc.rule, inc.policy
             )
         }
-        "step_ok" => {
+        EntryKind::StepOk => {
             let step = step_of(e).unwrap_or_default();
             match (verb(&step), is_dry_run(e)) {
                 (Some(v), false) => format!("{v} {svc} (step {step} ok)"),
@@ -116,7 +116,7 @@ pub fn phrase(inc: &Incident, e: &Entry) -> String {
                 (None, true) => format!("would have run {step} on {svc} (dry-run: nothing sent)"),
             }
         }
-        "step_failed" => {
+        EntryKind::StepFailed => {
             let step = step_of(e).unwrap_or_default();
             let error = e
                 .message
@@ -137,9 +137,9 @@ struct ProbeRun {
 }
 
 fn probe_value(e: &Entry) -> Option<f64> {
-    match e.kind.as_str() {
-        "probe" | "verified" => e.data.get("value")?.as_f64(),
-        "verification_failed" => e.data.get("last")?.as_f64(),
+    match e.kind {
+        EntryKind::Probe | EntryKind::Verified => e.data.get("value")?.as_f64(),
+        EntryKind::VerificationFailed => e.data.get("last")?.as_f64(),
         _ => None,
     }
 }
@@ -187,7 +187,7 @@ pub fn updates(inc: &Incident, timeline: &[Entry]) -> Vec<String> {
         }
     };
     for e in timeline {
-        if e.kind == "probe"
+        if e.kind == EntryKind::Probe
             && let Some(v) = probe_value(e)
         {
             let r = run.get_or_insert_with(|| ProbeRun {
@@ -213,8 +213,8 @@ pub fn actions_taken(inc: &Incident, timeline: &[Entry]) -> Vec<String> {
         .iter()
         .filter(|e| {
             matches!(
-                e.kind.as_str(),
-                "step_ok" | "step_failed" | "step_interrupted"
+                e.kind,
+                EntryKind::StepOk | EntryKind::StepFailed | EntryKind::StepInterrupted
             )
         })
         .map(|e| format!("{} {}", e.at.hms(), phrase(inc, e)))
@@ -285,19 +285,19 @@ pub fn values(timeline: &[Entry]) -> Vec<String> {
         if let Some(s) = step_of(e) {
             step = s;
         }
-        match e.kind.as_str() {
-            "step_started" => last_start = Some(e),
-            "verifying" => {
+        match e.kind {
+            EntryKind::StepStarted => last_start = Some(e),
+            EntryKind::Verifying => {
                 verifying = true;
                 run.clear();
             }
-            "probe" => {
+            EntryKind::Probe => {
                 if let Some(v) = probe_value(e) {
                     run.push(v);
                     cond = condition(e);
                 }
             }
-            "verified" => {
+            EntryKind::Verified => {
                 if let Some(v) = probe_value(e) {
                     run.push(v);
                     cond = condition(e);
@@ -305,7 +305,7 @@ pub fn values(timeline: &[Entry]) -> Vec<String> {
                 close(&mut out, &step, &mut run, &cond, "passed");
                 verifying = false;
             }
-            "verification_failed" => {
+            EntryKind::VerificationFailed => {
                 if run.is_empty()
                     && let Some(v) = probe_value(e)
                 {
@@ -315,12 +315,12 @@ pub fn values(timeline: &[Entry]) -> Vec<String> {
                 close(&mut out, &step, &mut run, &cond, "failed");
                 verifying = false;
             }
-            "verification_no_data" => {
+            EntryKind::VerificationNoData => {
                 close(&mut out, &step, &mut run, &cond, "no data at the deadline");
                 verifying = false;
             }
-            "breaker_opened" => out.push(e.message.clone()),
-            "refused" => last_refusal = Some(e),
+            EntryKind::BreakerOpened => out.push(e.message.clone()),
+            EntryKind::Refused => last_refusal = Some(e),
             _ => {}
         }
     }
@@ -355,8 +355,8 @@ pub fn resolution(inc: &Incident, timeline: &[Entry]) -> Option<String> {
         .rev()
         .find(|e| {
             matches!(
-                e.kind.as_str(),
-                "resolved" | "verified" | "resolved_by_hand"
+                e.kind,
+                EntryKind::Resolved | EntryKind::Verified | EntryKind::ResolvedByHand
             )
         })
         .map(|e| e.message.clone())
@@ -373,8 +373,8 @@ pub fn resolution(inc: &Incident, timeline: &[Entry]) -> Option<String> {
 /// action's outcome details.
 pub fn decision_values(e: &Entry) -> Vec<String> {
     let mut out = Vec::new();
-    match e.kind.as_str() {
-        "opened" => {
+    match e.kind {
+        EntryKind::Opened => {
             if let Some(l) = e.data.get("labels").and_then(|l| l.as_object()) {
                 let labels: Vec<String> = l
                     .iter()
@@ -383,7 +383,7 @@ pub fn decision_values(e: &Entry) -> Vec<String> {
                 out.push(format!("labels: {}", labels.join(", ")));
             }
         }
-        "step_started" => {
+        EntryKind::StepStarted => {
             if let Some(r) = e.data.get("request").filter(|r| !r.is_null()) {
                 let method = r.get("method").and_then(|m| m.as_str());
                 let url = r.get("url").and_then(|u| u.as_str());
@@ -404,7 +404,7 @@ pub fn decision_values(e: &Entry) -> Vec<String> {
                 out.push(format!("breakers: {}", breakers.join(", ")));
             }
         }
-        "step_ok" | "step_failed" => {
+        EntryKind::StepOk | EntryKind::StepFailed => {
             if is_dry_run(e) {
                 out.push("dry-run: the request was recorded, not sent".into());
             }
@@ -425,12 +425,12 @@ pub fn decision_values(e: &Entry) -> Vec<String> {
                 }
             }
         }
-        "waiting" => {
+        EntryKind::Waiting => {
             if let Some(f) = e.data.get("for").and_then(|f| f.as_str()) {
                 out.push(format!("for: {f}"));
             }
         }
-        "refused" | "held" | "suspended" | "escalated" => {
+        EntryKind::Refused | EntryKind::Held | EntryKind::Suspended | EntryKind::Escalated => {
             if let Some(k) = e.data.get("kind").and_then(|k| k.as_str()) {
                 out.push(format!("gate: {k}"));
             }
@@ -438,14 +438,14 @@ pub fn decision_values(e: &Entry) -> Vec<String> {
                 out.push(format!("route: {r}"));
             }
         }
-        "verification_failed" => {
+        EntryKind::VerificationFailed => {
             if let Some(f) = e.data.get("firing").and_then(|f| f.as_array())
                 && !f.is_empty()
             {
                 out.push(format!("alerts still firing: {}", f.len()));
             }
         }
-        "breaker_opened" => {
+        EntryKind::BreakerOpened => {
             if let Some(n) = e.data.get("failures").and_then(|n| n.as_u64()) {
                 out.push(format!("failures: {n}"));
             }
@@ -474,25 +474,29 @@ mod tests {
 
     #[test]
     fn step_names_come_from_the_messages() {
-        let e = |kind: &str, message: &str| Entry {
+        let e = |kind: EntryKind, message: &str| Entry {
             at: Timestamp(0),
-            kind: kind.into(),
+            kind,
             message: message.into(),
             data: serde_json::Value::Null,
         };
         assert_eq!(
-            step_of(&e("step_ok", "step restart succeeded")).unwrap(),
+            step_of(&e(EntryKind::StepOk, "step restart succeeded")).unwrap(),
             "restart"
         );
         assert_eq!(
-            step_of(&e("step_failed", "step roll back failed: status 500")).unwrap(),
+            step_of(&e(
+                EntryKind::StepFailed,
+                "step roll back failed: status 500"
+            ))
+            .unwrap(),
             "roll back"
         );
         assert_eq!(
-            step_of(&e("step_started", "step restart (http) started")).unwrap(),
+            step_of(&e(EntryKind::StepStarted, "step restart (http) started")).unwrap(),
             "restart"
         );
-        assert_eq!(step_of(&e("probe", "probe: value 1")), None);
+        assert_eq!(step_of(&e(EntryKind::Probe, "probe: value 1")), None);
         assert!(is_restart("restart-checkout"));
         assert!(!is_restart("rollback"));
     }

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::narrative::{self, datetime, series};
-use crate::domain::incident::{Entry, Incident};
+use crate::domain::incident::{Entry, EntryKind, Incident};
 use crate::domain::time::{Timestamp, fmt_duration};
 
 /// Escapes a table cell: `|` would end the cell, a newline the row.
@@ -45,8 +45,8 @@ struct StepStory {
 fn stories(inc: &Incident, timeline: &[Entry]) -> Vec<StepStory> {
     let mut out: Vec<StepStory> = Vec::new();
     for e in timeline {
-        match e.kind.as_str() {
-            "step_started" => {
+        match e.kind {
+            EntryKind::StepStarted => {
                 let vals = narrative::decision_values(e);
                 out.push(StepStory {
                     name: narrative::step_of(e).unwrap_or_default(),
@@ -70,7 +70,7 @@ fn stories(inc: &Incident, timeline: &[Entry]) -> Vec<StepStory> {
                     ..Default::default()
                 });
             }
-            "step_ok" | "step_failed" | "step_interrupted" => {
+            EntryKind::StepOk | EntryKind::StepFailed | EntryKind::StepInterrupted => {
                 let name = narrative::step_of(e).unwrap_or_default();
                 if out
                     .last()
@@ -82,15 +82,15 @@ fn stories(inc: &Incident, timeline: &[Entry]) -> Vec<StepStory> {
                     });
                 }
                 let s = out.last_mut().expect("just pushed");
-                let what = match e.kind.as_str() {
-                    "step_interrupted" => {
+                let what = match e.kind {
+                    EntryKind::StepInterrupted => {
                         "outcome unknown: interrupted by a restart, not run again".into()
                     }
                     _ => narrative::phrase(inc, e),
                 };
                 s.result = Some(format!("{} {what}", e.at.hms()));
             }
-            "verifying" => {
+            EntryKind::Verifying => {
                 if let Some(s) = out.last_mut() {
                     s.verify = Some(
                         e.message
@@ -100,11 +100,11 @@ fn stories(inc: &Incident, timeline: &[Entry]) -> Vec<StepStory> {
                     );
                 }
             }
-            "probe" | "verified" | "verification_failed" => {
+            EntryKind::Probe | EntryKind::Verified | EntryKind::VerificationFailed => {
                 let Some(s) = out.last_mut() else { continue };
-                let v = match e.kind.as_str() {
-                    "verification_failed" if !s.probes.is_empty() => None,
-                    "verification_failed" => e.data.get("last").and_then(|v| v.as_f64()),
+                let v = match e.kind {
+                    EntryKind::VerificationFailed if !s.probes.is_empty() => None,
+                    EntryKind::VerificationFailed => e.data.get("last").and_then(|v| v.as_f64()),
                     _ => e.data.get("value").and_then(|v| v.as_f64()),
                 };
                 if let Some(v) = v {
@@ -113,9 +113,9 @@ fn stories(inc: &Incident, timeline: &[Entry]) -> Vec<StepStory> {
                 if let Some(c) = e.data.get("condition").and_then(|c| c.as_str()) {
                     s.condition = c.to_string();
                 }
-                match e.kind.as_str() {
-                    "verified" => s.verdict = Some(format!("passed at {}", e.at.hms())),
-                    "verification_failed" => {
+                match e.kind {
+                    EntryKind::Verified => s.verdict = Some(format!("passed at {}", e.at.hms())),
+                    EntryKind::VerificationFailed => {
                         s.verdict = Some(format!(
                             "failed at {}: {}",
                             e.at.hms(),
@@ -127,7 +127,7 @@ fn stories(inc: &Incident, timeline: &[Entry]) -> Vec<StepStory> {
                     _ => {}
                 }
             }
-            "verification_no_data" => {
+            EntryKind::VerificationNoData => {
                 if let Some(s) = out.last_mut() {
                     s.verdict = Some(format!("no data at {}: {}", e.at.hms(), e.message));
                 }
@@ -155,7 +155,10 @@ pub fn render(inc: &Incident, timeline: &[Entry]) -> String {
             t.hms()
         }
     };
-    let escalations: Vec<&Entry> = timeline.iter().filter(|e| e.kind == "escalated").collect();
+    let escalations: Vec<&Entry> = timeline
+        .iter()
+        .filter(|e| e.kind == EntryKind::Escalated)
+        .collect();
     let routes: Vec<String> = escalations
         .iter()
         .filter_map(|e| e.data.get("route").and_then(|r| r.as_str()))
@@ -204,8 +207,14 @@ pub fn render(inc: &Incident, timeline: &[Entry]) -> String {
     );
 
     let steps = stories(inc, timeline);
-    let ok = timeline.iter().filter(|e| e.kind == "step_ok").count();
-    let failed = timeline.iter().filter(|e| e.kind == "step_failed").count();
+    let ok = timeline
+        .iter()
+        .filter(|e| e.kind == EntryKind::StepOk)
+        .count();
+    let failed = timeline
+        .iter()
+        .filter(|e| e.kind == EntryKind::StepFailed)
+        .count();
     let mut summary = if steps.is_empty() {
         "No automated step ran.".to_string()
     } else {
@@ -244,7 +253,7 @@ pub fn render(inc: &Incident, timeline: &[Entry]) -> String {
             md,
             "| {} | {} | {} |",
             when(e.at),
-            cell(&e.kind),
+            cell(e.kind.as_str()),
             cell(&details)
         );
     }
@@ -305,8 +314,13 @@ pub fn render(inc: &Incident, timeline: &[Entry]) -> String {
         .iter()
         .filter(|e| {
             matches!(
-                e.kind.as_str(),
-                "refused" | "held" | "suspended" | "resumed" | "breaker_opened" | "escalated"
+                e.kind,
+                EntryKind::Refused
+                    | EntryKind::Held
+                    | EntryKind::Suspended
+                    | EntryKind::Resumed
+                    | EntryKind::BreakerOpened
+                    | EntryKind::Escalated
             )
         })
         .collect();

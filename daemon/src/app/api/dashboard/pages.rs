@@ -362,7 +362,7 @@ pub(in crate::app::api) async fn incident_page(
         let _ = write!(
             b,
             "<tr><td>{when}</td><td>{}</td><td>{}</td><td>{vals}</td></tr>",
-            esc(&e.kind),
+            esc(e.kind.as_str()),
             esc(&e.message)
         );
     }
