@@ -29,7 +29,6 @@ mod postgres_actions;
 
 // The core loop, in-process through the real HTTP API.
 mod core_loop;
-mod engine_safety;
 mod resolve;
 mod supervise;
 

@@ -19,6 +19,8 @@ mod drive;
 mod effects;
 mod signals;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
