@@ -4,15 +4,22 @@
 //! action → resolved webhook → verified. A missing binary fails the test with the package to
 //! install (tests/support/services.rs); it is never skipped.
 //!
+//! Alertmanager runs the shipped deploy/alertmanager/alertmanager.yml (`amtool check-config` clean),
+//! rewritten for loopback only where it must be: see [`shipped_alertmanager_config`].
+//!
 //! What these tests prove that the fixture tests (tests/it/core_loop.rs) do not: the payloads, headers,
 //! timings, retries and resolve notifications are Alertmanager's own, not our idea of them.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use crate::support::daemon;
 use crate::support::daemon::Daemon;
 use crate::support::services::{
-    Alertmanager, Exporter, Prometheus, SERVICE_WAIT, eventually, metric_value,
+    AMTOOL, Alertmanager, Exporter, Prometheus, SERVICE_WAIT, eventually, metric_value, require,
 };
 
 const TOKEN: &str = "t0ken";
@@ -56,6 +63,162 @@ fn shipped_prometheus_rules_fast() -> String {
         "deploy/prometheus-rules.yaml changed shape; update shipped_prometheus_rules_fast:\n{fast}"
     );
     fast
+}
+
+const SHIPPED_ALERTMANAGER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/alertmanager/alertmanager.yml"
+);
+
+/// deploy/alertmanager/alertmanager.yml for loopback. Rewritten, and nothing else:
+/// - the remedyd receiver's `url` → this daemon's webhook, its `credentials_file` → a file
+///   holding [`TOKEN`] (so the Bearer token still comes from a file);
+/// - the people's receiver: PagerDuty's `url` → a closed loopback port, `routing_key_file` → a
+///   dummy key file (nothing leaves the machine);
+/// - every `group_wait` and `group_interval` → 1s (the test's timings);
+/// - with `group_by`, the remedyd route's grouping (to put several services in one notification).
+///
+/// The routes, matchers, `send_resolved`, `max_alerts`, `continue` and repeat intervals are the
+/// file's own.
+fn shipped_alertmanager_config(webhook_url: &str, group_by: Option<&[&str]>) -> String {
+    let text = std::fs::read_to_string(SHIPPED_ALERTMANAGER).unwrap();
+    let mut cfg: Value = serde_saphyr::from_str(&text).unwrap();
+    let fast = |r: &mut Value| {
+        for k in ["group_wait", "group_interval"] {
+            if r.get(k).is_some() {
+                r[k] = json!("1s");
+            }
+        }
+    };
+    fast(&mut cfg["route"]);
+    let mut remedyd_routes = 0;
+    for r in cfg["route"]["routes"].as_array_mut().expect("routes") {
+        fast(r);
+        if r["receiver"] == "remedyd" {
+            remedyd_routes += 1;
+            if let Some(g) = group_by {
+                r["group_by"] = json!(g);
+            }
+        }
+    }
+    let (mut hooks, mut pagers) = (0, 0);
+    for r in cfg["receivers"].as_array_mut().expect("receivers") {
+        for h in r["webhook_configs"].as_array_mut().into_iter().flatten() {
+            let auth = &mut h["http_config"]["authorization"];
+            assert!(auth["credentials_file"].is_string(), "{auth}");
+            auth["credentials_file"] = json!("@DIR@/remedyd-token");
+            h["url"] = json!(webhook_url);
+            hooks += 1;
+        }
+        for p in r["pagerduty_configs"].as_array_mut().into_iter().flatten() {
+            p["routing_key_file"] = json!("@DIR@/pagerduty-routing-key");
+            p["url"] = json!("http://127.0.0.1:9/v2/enqueue");
+            pagers += 1;
+        }
+    }
+    assert_eq!(
+        (remedyd_routes, hooks, pagers),
+        (1, 1, 1),
+        "deploy/alertmanager/alertmanager.yml changed shape; update shipped_alertmanager_config"
+    );
+    // JSON is YAML.
+    serde_json::to_string_pretty(&cfg).unwrap()
+}
+
+/// A real Alertmanager running the shipped config in front of `d`.
+async fn shipped_alertmanager(d: &Daemon, group_by: Option<&[&str]>) -> Alertmanager {
+    Alertmanager::start_with_config(
+        &shipped_alertmanager_config(&webhook_url(d), group_by),
+        &[
+            ("remedyd-token", &format!("{TOKEN}\n")),
+            ("pagerduty-routing-key", "test-routing-key\n"),
+        ],
+    )
+    .await
+}
+
+fn amtool(args: &[&str]) -> String {
+    let bin = require(AMTOOL, "prometheus-alertmanager");
+    let out = Command::new(&bin)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "amtool {} failed ({}):\n{text}",
+        args.join(" "),
+        out.status
+    );
+    text
+}
+
+#[test]
+fn the_shipped_alertmanager_config_passes_amtool_check_config() {
+    let out = amtool(&["check-config", "deploy/alertmanager/alertmanager.yml"]);
+    assert!(
+        out.contains("SUCCESS") && out.contains("2 receivers"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_shipped_alertmanager_config_is_still_valid_after_the_loopback_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = shipped_alertmanager_config("http://127.0.0.1:1/webhook/alertmanager", None)
+        .replace("@DIR@", &dir.path().display().to_string());
+    let path = dir.path().join("alertmanager.yml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = amtool(&["check-config", path.to_str().unwrap()]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn the_shipped_alertmanager_config_routes_remedyds_alerts_to_it_and_to_people() {
+    let file = "--config.file=deploy/alertmanager/alertmanager.yml";
+    let route = |alert: &str| {
+        amtool(&[
+            "config",
+            "routes",
+            "test",
+            file,
+            &format!("alertname={alert}"),
+        ])
+        .lines()
+        .rfind(|l| !l.starts_with("Warning"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+    };
+    // Alerts remedyd acts on: remedyd, and people too (continue: true).
+    for alert in ["HighErrorRate", "MultipleServicesDown", "KubeNodeNotReady"] {
+        assert_eq!(route(alert), "remedyd,oncall", "{alert}");
+    }
+    // remedyd's own alerts never go to remedyd; anything else goes to people.
+    for alert in ["RemedydNoLeader", "RemedydEngineStalled", "SomethingElse"] {
+        assert_eq!(route(alert), "oncall", "{alert}");
+    }
+    // Every alert the shipped Prometheus rules fire on remedyd itself is a Remedyd* alert.
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus-rules.yaml"),
+    )
+    .unwrap();
+    let doc: Value = serde_saphyr::from_str(&rules).unwrap();
+    let own = doc["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "remedyd-self")
+        .expect("group remedyd-self");
+    for r in own["rules"].as_array().unwrap() {
+        let name = r["alert"].as_str().unwrap();
+        assert_eq!(route(name), "oncall", "{name}");
+    }
 }
 
 fn webhook_url(d: &Daemon) -> String {
@@ -170,7 +333,7 @@ async fn prometheus_alert_through_alertmanager_opens_an_incident_runs_the_ladder
         exporter.set_rate("payments", "500", 0.0);
 
         let d = start_daemon().await;
-        let am = Alertmanager::start(&webhook_url(&d), Some(TOKEN)).await;
+        let am = shipped_alertmanager(&d, None).await;
         let prom = Prometheus::start(
             &[exporter.target()],
             &shipped_prometheus_rules_fast(),
@@ -264,8 +427,7 @@ async fn alertmanager_grouped_notification_of_three_services_opens_one_incident_
     within(async {
         let d = start_daemon().await;
         // Grouped by alertname only: the three services travel in one notification.
-        let am =
-            Alertmanager::start_grouped_by(&webhook_url(&d), Some(TOKEN), &["alertname"]).await;
+        let am = shipped_alertmanager(&d, Some(&["alertname"])).await;
         let services = ["checkout", "payments", "search"];
         let alert = |service: &str| {
             serde_json::json!({
@@ -290,8 +452,14 @@ async fn alertmanager_grouped_notification_of_three_services_opens_one_incident_
         assert_eq!(names, services);
         assert!(list.iter().all(|i| i["level"] == 2), "{list:#?}");
 
-        // It really was one grouped notification carrying three alerts.
-        let groups = am.groups().await;
+        // It really was one grouped notification carrying three alerts. (The people's route
+        // gets them too, `continue: true`, grouped by service: three groups of its own.)
+        let all = am.groups().await;
+        assert_eq!(all.len(), 4, "{all:#?}");
+        let groups: Vec<_> = all
+            .into_iter()
+            .filter(|g| g["receiver"]["name"] == "remedyd")
+            .collect();
         assert_eq!(groups.len(), 1, "{groups:#?}");
         assert_eq!(groups[0]["alerts"].as_array().unwrap().len(), 3);
         let m = remedyd_metrics(&d).await;
@@ -341,7 +509,7 @@ async fn alertmanager_retries_after_503_and_nothing_is_lost() {
     within(async {
         let d = start_daemon().await;
         wait_ready(&d).await;
-        let am = Alertmanager::start(&webhook_url(&d), Some(TOKEN)).await;
+        let am = shipped_alertmanager(&d, None).await;
 
         // Another writer holds the SQLite write lock: remedyd cannot store the signals, so after
         // its busy timeout it answers 503 and Alertmanager retries.

@@ -1116,7 +1116,7 @@ async fn evidence_reports_pods_restarts_logs_and_events() {
 
 // --- RBAC ------------------------------------------------------------------------------------
 
-/// Every action, with the fake answering 403 to anything deploy/kubernetes/rbac.yaml does not
+/// Every action, with the fake answering 403 to anything deploy/kubernetes/base/rbac.yaml does not
 /// grant the service account: an action needing more than the shipped RBAC fails here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_action_works_within_the_shipped_rbac() {
@@ -1125,7 +1125,7 @@ async fn every_action_works_within_the_shipped_rbac() {
         ..Options::default()
     })
     .await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base");
     let rbac = rbac::Rbac::load(&dir, "remedyd", "remedyd");
     e.fake.set_authorizer(move |a| {
         rbac.allows(

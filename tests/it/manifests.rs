@@ -1,4 +1,7 @@
-//! The shipped Kubernetes manifests (deploy/kubernetes/) are what they claim to be:
+//! The shipped Kubernetes manifests are what they claim to be. deploy/kubernetes/ is a kustomize
+//! base with overlays (sqlite, postgres-ha, enforce); every overlay is rendered with the real
+//! `kubectl kustomize` (a missing kubectl fails, never skips) and each rendered object goes
+//! through the checks below:
 //!
 //! - every document is a known Kubernetes kind and round-trips through its k8s-openapi type
 //!   (serde silently drops unknown fields, so a misspelt field shows up as a difference);
@@ -16,7 +19,7 @@
 //! Pod Security), that the image exists, or that the cluster's Prometheus is at prometheus_url.
 //!
 //! `REMEDYD_BLESS=1 cargo nextest run --test it manifests::` regenerates the remedyd-rules and
-//! remedyd-policies ConfigMaps in deploy/kubernetes/configmap.yaml from rules/ and policies/.
+//! remedyd-policies ConfigMaps in deploy/kubernetes/base/configmap.yaml from rules/ and policies/.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +30,8 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVar, Namespace, PodSpec, Secret, Service, ServiceAccount,
+    ConfigMap, Container, EnvVar, Namespace, PersistentVolumeClaim, PodSpec, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -42,15 +46,77 @@ use crate::support::rbac::Rbac;
 
 const NAMESPACE: &str = "remedyd";
 const SA: &str = "remedyd";
-/// The line after which deploy/kubernetes/configmap.yaml is generated.
+/// The line after which deploy/kubernetes/base/configmap.yaml is generated.
 const MARKER: &str = "# --- generated from rules/*.yaml and policies/*.yaml by tests/it/manifests.rs; do not edit below ---";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn kube_dir() -> PathBuf {
-    root().join("deploy/kubernetes")
+/// The kustomize base: every object the overlays share.
+fn base_dir() -> PathBuf {
+    root().join("deploy/kubernetes/base")
+}
+
+/// Every overlay under deploy/kubernetes/overlays/; a new one is checked without a change here.
+const OVERLAYS: [&str; 3] = ["sqlite", "postgres-ha", "enforce"];
+
+/// One overlay as `kubectl kustomize` renders it, in a directory of its own.
+struct Rendered {
+    overlay: &'static str,
+    dir: tempfile::TempDir,
+}
+
+impl Rendered {
+    fn objects(&self) -> Objects {
+        Objects::load(self.dir.path())
+    }
+
+    /// The replica count the overlay sets.
+    fn replicas(&self) -> i32 {
+        self.the_deployment().0.spec.unwrap().replicas.unwrap_or(1)
+    }
+
+    fn the_deployment(&self) -> (Deployment, Container) {
+        let d: Deployment = self.objects().one("Deployment");
+        let pod = d.spec.clone().unwrap().template.spec.unwrap();
+        assert_eq!(pod.containers.len(), 1, "{}: one container", self.overlay);
+        let c = pod.containers[0].clone();
+        (d, c)
+    }
+}
+
+/// `kubectl kustomize deploy/kubernetes/overlays/NAME`.
+fn render(overlay: &'static str) -> Rendered {
+    let dir = tempfile::tempdir().unwrap();
+    let path = root().join("deploy/kubernetes/overlays").join(overlay);
+    let out = crate::support::kubectl::kubectl_offline(
+        dir.path(),
+        &["kustomize", path.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        path.display(),
+        crate::support::kubectl::text(&out)
+    );
+    std::fs::remove_dir_all(dir.path().join("home")).unwrap();
+    std::fs::write(dir.path().join("rendered.yaml"), &out.stdout).unwrap();
+    Rendered { overlay, dir }
+}
+
+/// Every overlay, rendered.
+fn overlays() -> Vec<Rendered> {
+    let on_disk: Vec<String> = std::fs::read_dir(root().join("deploy/kubernetes/overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let mut sorted = on_disk.clone();
+    sorted.sort();
+    let mut known: Vec<&str> = OVERLAYS.to_vec();
+    known.sort();
+    assert_eq!(sorted, known, "add the overlay to OVERLAYS");
+    OVERLAYS.iter().map(|o| render(o)).collect()
 }
 
 fn read(path: &Path) -> String {
@@ -148,6 +214,7 @@ fn check_kind(doc: &Value) -> Result<(), String> {
         "Service" => round_trip::<Service>(doc),
         "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(doc),
         "Secret" => round_trip::<Secret>(doc),
+        "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(doc),
         other => Err(format!(
             "unknown kind {other:?}: add its k8s-openapi type to check_kind"
         )),
@@ -162,7 +229,11 @@ struct Objects {
 impl Objects {
     fn load(dir: &Path) -> Objects {
         let mut docs = Vec::new();
-        for f in yaml_files(dir) {
+        // kustomization.yaml is kustomize's, not an object of the cluster.
+        for f in yaml_files(dir)
+            .into_iter()
+            .filter(|f| f.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        {
             for d in documents(&f) {
                 docs.push((f.clone(), d));
             }
@@ -203,6 +274,13 @@ fn every_kubernetes_document_is_a_known_kind_and_round_trips() {
     let mut checked = 0;
     for f in yaml_files(&deploy) {
         let rel = f.strip_prefix(root()).unwrap().display().to_string();
+        // kustomize's own files, and the overlays' patches (partial objects), are checked as
+        // rendered below.
+        if f.file_name().is_some_and(|n| n == "kustomization.yaml")
+            || rel.starts_with("deploy/kubernetes/overlays/")
+        {
+            continue;
+        }
         // deploy/kubernetes holds only Kubernetes objects; the other files are
         // Prometheus rules and Alertmanager config, which are not.
         let kube_only = rel.starts_with("deploy/kubernetes/");
@@ -223,8 +301,27 @@ fn every_kubernetes_document_is_a_known_kind_and_round_trips() {
             }
         }
     }
+    assert!(checked >= 13, "only {checked} objects found under deploy/");
+    for r in overlays() {
+        let docs = r.objects().docs;
+        assert!(
+            docs.len() >= 14,
+            "{}: only {} objects",
+            r.overlay,
+            docs.len()
+        );
+        for (_, doc) in &docs {
+            if let Err(e) = check_kind(doc) {
+                failures.push(format!(
+                    "overlays/{} rendered: {} {}: {e}",
+                    r.overlay,
+                    kind_of(doc),
+                    name_of(doc)
+                ));
+            }
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(checked >= 14, "only {checked} objects found under deploy/");
 }
 
 #[test]
@@ -244,8 +341,12 @@ fn a_misspelt_field_is_caught_by_the_round_trip() {
 fn namespaced_objects_name_their_namespace() {
     // Without metadata.namespace, `kubectl apply` puts the object in the context's namespace.
     let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
-    for dir in ["deploy/kubernetes"] {
-        for (f, d) in Objects::load(&root().join(dir)).docs {
+    let rendered = overlays();
+    let all = [Objects::load(&base_dir())]
+        .into_iter()
+        .chain(rendered.iter().map(Rendered::objects));
+    for objects in all {
+        for (f, d) in objects.docs {
             let ns = d["metadata"].get("namespace").and_then(Value::as_str);
             if cluster_scoped.contains(&kind_of(&d)) {
                 assert!(
@@ -380,8 +481,9 @@ fn probe_problems(n: &str, c: &Container) -> Vec<String> {
 #[test]
 fn the_deployments_are_locked_down_and_probed() {
     let mut problems = Vec::new();
-    for dir in ["deploy/kubernetes"] {
-        for d in Objects::load(&root().join(dir)).all::<Deployment>("Deployment") {
+    for r in overlays() {
+        let dir = format!("overlays/{}", r.overlay);
+        for d in r.objects().all::<Deployment>("Deployment") {
             let name = format!("{dir}: Deployment {}", d.metadata.name.unwrap_or_default());
             let spec = d.spec.expect("spec");
             let pod = spec.template.spec.expect("template.spec");
@@ -432,8 +534,9 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 
 #[test]
 fn the_service_and_the_pdb_select_the_deployments_pods() {
-    for dir in ["deploy/kubernetes"] {
-        let objects = Objects::load(&root().join(dir));
+    for r in overlays() {
+        let dir = format!("overlays/{}", r.overlay);
+        let objects = r.objects();
         let deployments = objects.all::<Deployment>("Deployment");
         assert!(!deployments.is_empty(), "{dir}: no Deployment");
         // (namespace, pod labels, container ports) of each Deployment.
@@ -485,7 +588,15 @@ fn the_service_and_the_pdb_select_the_deployments_pods() {
             }
         }
         let pdbs = objects.all::<PodDisruptionBudget>("PodDisruptionBudget");
-        assert_eq!(pdbs.len(), 1, "{dir}: one PodDisruptionBudget");
+        // Two replicas: a drain never takes both. One: a PDB of minAvailable 1 would block
+        // every node drain, so there is none.
+        let want = usize::from(r.replicas() > 1);
+        assert_eq!(
+            pdbs.len(),
+            want,
+            "{dir}: {want} PodDisruptionBudget for {} replicas",
+            r.replicas()
+        );
         for pdb in pdbs {
             let spec = pdb.spec.clone().unwrap();
             let selector = spec
@@ -512,7 +623,12 @@ fn the_service_and_the_pdb_select_the_deployments_pods() {
 
 #[test]
 fn the_bindings_name_existing_roles_and_the_service_account_and_no_rule_uses_a_wildcard() {
-    let objects = Objects::load(&kube_dir());
+    for r in overlays() {
+        check_bindings(&r.objects());
+    }
+}
+
+fn check_bindings(objects: &Objects) {
     let sa: ServiceAccount = objects.one("ServiceAccount");
     assert_eq!(sa.metadata.name.as_deref(), Some(SA));
     assert_eq!(sa.metadata.namespace.as_deref(), Some(NAMESPACE));
@@ -646,24 +762,23 @@ fn mounts(c: &Container) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn the_deployment() -> (Deployment, Container) {
-    let d: Deployment = Objects::load(&kube_dir()).one("Deployment");
-    let pod = d.spec.clone().unwrap().template.spec.unwrap();
-    assert_eq!(pod.containers.len(), 1, "one container");
-    let c = pod.containers[0].clone();
-    (d, c)
-}
-
 fn env_value(c: &Container, name: &str) -> Option<EnvVar> {
     c.env.iter().flatten().find(|e| e.name == name).cloned()
 }
 
 #[test]
 fn the_deployment_wires_config_secrets_and_service_account() {
-    let objects = Objects::load(&kube_dir());
-    let (d, c) = the_deployment();
+    for r in overlays() {
+        check_wiring(&r);
+    }
+}
+
+fn check_wiring(r: &Rendered) {
+    let objects = r.objects();
+    let (d, c) = r.the_deployment();
     let spec = d.spec.clone().unwrap();
-    assert_eq!(spec.replicas, Some(2));
+    let replicas = if r.overlay == "sqlite" { 1 } else { 2 };
+    assert_eq!(spec.replicas, Some(replicas), "{}", r.overlay);
     let pod = spec.template.spec.clone().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some(SA));
     assert_ne!(pod.automount_service_account_token, Some(false));
@@ -678,10 +793,22 @@ fn the_deployment_wires_config_secrets_and_service_account() {
             volume_sources.insert(v.name.clone(), name);
         } else if let Some(s) = &v.secret {
             volume_sources.insert(v.name.clone(), s.secret_name.clone().unwrap());
+        } else if let Some(pvc) = &v.persistent_volume_claim {
+            assert_eq!(r.overlay, "sqlite", "only the SQLite store needs a volume");
+            let claims = objects.all::<PersistentVolumeClaim>("PersistentVolumeClaim");
+            assert!(
+                claims
+                    .iter()
+                    .any(|c| c.metadata.name.as_deref() == Some(pvc.claim_name.as_str())),
+                "{}: no PersistentVolumeClaim {}",
+                r.overlay,
+                pvc.claim_name
+            );
+            volume_sources.insert(v.name.clone(), pvc.claim_name.clone());
         } else {
             assert!(
                 v.empty_dir.is_some(),
-                "volume {} is neither ConfigMap, Secret nor emptyDir",
+                "volume {} is neither ConfigMap, Secret, PVC nor emptyDir",
                 v.name
             );
         }
@@ -692,10 +819,17 @@ fn the_deployment_wires_config_secrets_and_service_account() {
         Some("/tmp"),
         "an emptyDir on /tmp"
     );
+    let writable_pvc = |name: &str| {
+        pod.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == name && v.persistent_volume_claim.is_some())
+    };
     for m in c.volume_mounts.iter().flatten() {
         assert!(
-            m.read_only == Some(true) || m.name == "tmp",
-            "{} is mounted writable",
+            m.read_only == Some(true) || m.name == "tmp" || writable_pvc(&m.name),
+            "{}: {} is mounted writable",
+            r.overlay,
             m.name
         );
     }
@@ -718,7 +852,7 @@ fn the_deployment_wires_config_secrets_and_service_account() {
     assert_eq!(volume_sources[&config_mount.name], "remedyd-config");
 
     // The config's directories are the rules and policies ConfigMaps.
-    let cfg = embedded_config();
+    let cfg = embedded_config(&objects);
     let dir_of = |cm: &str| {
         let vol = volume_sources
             .iter()
@@ -737,17 +871,33 @@ fn the_deployment_wires_config_secrets_and_service_account() {
     assert_eq!(i32::from(port), ports[0].container_port);
     assert_eq!(ports[0].name.as_deref(), Some("http"));
 
-    // Secrets: the store URL from remedyd-store, the token file from remedyd-webhook.
+    // The store: on PostgreSQL its URL from Secret remedyd-store; on SQLite a file on the PVC.
     let store = env_value(&c, "REMEDYD_STORE").expect("REMEDYD_STORE");
-    let sref = store
-        .value_from
-        .and_then(|v| v.secret_key_ref)
-        .expect("from a Secret");
-    assert_eq!(
-        (sref.name.as_str(), sref.key.as_str()),
-        ("remedyd-store", "url")
-    );
-    assert_ne!(sref.optional, Some(true));
+    if r.overlay == "sqlite" {
+        let url = store.value.expect("a sqlite:// URL");
+        let file = url.strip_prefix("sqlite://").expect("a sqlite:// URL");
+        let on_pvc = c.volume_mounts.iter().flatten().any(|m| {
+            writable_pvc(&m.name) && m.read_only != Some(true) && file.starts_with(&m.mount_path)
+        });
+        assert!(on_pvc, "{file} is not on the writable PVC mount");
+        let strategy = spec.strategy.clone().unwrap_or_default();
+        assert_eq!(
+            strategy.type_.as_deref(),
+            Some("Recreate"),
+            "a rolling update would run two pods on one SQLite file"
+        );
+    } else {
+        let sref = store
+            .value_from
+            .and_then(|v| v.secret_key_ref)
+            .expect("from a Secret");
+        assert_eq!(
+            (sref.name.as_str(), sref.key.as_str()),
+            ("remedyd-store", "url")
+        );
+        assert_ne!(sref.optional, Some(true));
+    }
+    // The token file from remedyd-webhook.
     let token_file = env_value(&c, "REMEDYD_WEBHOOK_TOKEN_FILE")
         .and_then(|e| e.value)
         .expect("REMEDYD_WEBHOOK_TOKEN_FILE");
@@ -825,8 +975,8 @@ fn policy_variables() -> std::collections::BTreeSet<String> {
 }
 
 /// remedyd.toml of ConfigMap remedyd-config.
-fn embedded_toml() -> String {
-    Objects::load(&kube_dir())
+fn embedded_toml(objects: &Objects) -> String {
+    objects
         .config_map("remedyd-config")
         .data
         .unwrap_or_default()
@@ -837,27 +987,41 @@ fn embedded_toml() -> String {
 /// The embedded remedyd.toml through the project's loader: defaults, then the file, into
 /// `Config` (unknown keys and bad values fail). `Config::load` would also validate it, which
 /// needs the token file of the pod; `remedyd check` below does that with the pod's environment.
-fn embedded_config() -> Config {
+fn embedded_config(objects: &Objects) -> Config {
     Figment::from(Serialized::defaults(Config::default()))
-        .merge(Toml::string(&embedded_toml()))
+        .merge(Toml::string(&embedded_toml(objects)))
         .extract()
         .unwrap_or_else(|e| panic!("remedyd-config remedyd.toml: {e}"))
 }
 
 #[test]
 fn the_embedded_config_is_dry_run_with_secrets_from_the_environment() {
-    let cfg = embedded_config();
+    for r in overlays() {
+        check_embedded_config(&r);
+    }
+}
+
+fn check_embedded_config(r: &Rendered) {
+    let objects = r.objects();
+    let cfg = embedded_config(&objects);
     assert_eq!(
         cfg.mode,
         Mode::DryRun,
         "ship dry-run; the comment says how to enforce"
     );
+    // Dry-run unless the overlay is enforce, which overrides the key in the environment.
+    let (d, c) = r.the_deployment();
+    let mode = env_value(&c, "REMEDYD_MODE").map(|e| e.value.expect("a plain value"));
+    match r.overlay {
+        "enforce" => assert_eq!(mode.as_deref(), Some("enforce")),
+        other => assert_eq!(mode, None, "{other} must stay dry-run"),
+    }
     assert_eq!(cfg.listen, "0.0.0.0:8080");
     assert!(cfg.prometheus_url.is_some(), "prometheus_url");
     assert_eq!(cfg.kubeconfig, None, "in-cluster config");
     assert_eq!(cfg.log_format, "json");
     cfg.shutdown_deadline().expect("shutdown_timeout parses");
-    let raw = Figment::from(Toml::string(&embedded_toml()));
+    let raw = Figment::from(Toml::string(&embedded_toml(&objects)));
     for secret in ["store", "webhook_token", "webhook_token_file"] {
         assert!(
             raw.find_value(secret).is_err(),
@@ -865,7 +1029,6 @@ fn the_embedded_config_is_dry_run_with_secrets_from_the_environment() {
         );
     }
     // The grace period covers the configured shutdown timeout, not only the default.
-    let (d, _) = the_deployment();
     let grace = d
         .spec
         .unwrap()
@@ -972,9 +1135,25 @@ fn yaml_string_says_every_string_exactly() {
     }
 }
 
+/// ConfigMap `name` of `objects` (`what`: the base or a rendered overlay) holds exactly `files`.
+fn check_config_map(what: &str, objects: &Objects, name: &str, files: &BTreeMap<String, String>) {
+    let cm = objects.config_map(name);
+    let data = cm.data.clone().unwrap_or_default();
+    let stale: std::collections::BTreeSet<&String> = files
+        .keys()
+        .chain(data.keys())
+        .filter(|k| files.get(*k) != data.get(*k))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{what}: {name} differs from the repository in {stale:?}: run REMEDYD_BLESS=1 cargo nextest run --test it manifests::"
+    );
+    assert!(cm.binary_data.is_none(), "{what}: {name} has binaryData");
+}
+
 #[test]
 fn the_rules_and_policies_config_maps_are_the_shipped_files() {
-    let path = kube_dir().join("configmap.yaml");
+    let path = base_dir().join("configmap.yaml");
     let text = read(&path);
     let Some(at) = text.find(&format!("\n{MARKER}\n")) else {
         panic!("{}: the marker line is missing:\n{MARKER}", path.display());
@@ -996,20 +1175,14 @@ fn the_rules_and_policies_config_maps_are_the_shipped_files() {
             eprintln!("rewrote {}", path.display());
         }
     } else {
-        let objects = Objects::load(&kube_dir());
-        for (name, files) in [("remedyd-rules", &rules), ("remedyd-policies", &policies)] {
-            let cm = objects.config_map(name);
-            let data = cm.data.clone().unwrap_or_default();
-            let stale: std::collections::BTreeSet<&String> = files
-                .keys()
-                .chain(data.keys())
-                .filter(|k| files.get(*k) != data.get(*k))
-                .collect();
-            assert!(
-                stale.is_empty(),
-                "{name} differs from the repository in {stale:?}: run REMEDYD_BLESS=1 cargo nextest run --test it manifests::"
-            );
-            assert!(cm.binary_data.is_none());
+        let mut all = vec![("base".to_string(), Objects::load(&base_dir()))];
+        for r in overlays() {
+            all.push((format!("overlays/{}", r.overlay), r.objects()));
+        }
+        for (what, objects) in &all {
+            for (name, files) in [("remedyd-rules", &rules), ("remedyd-policies", &policies)] {
+                check_config_map(what, objects, name, files);
+            }
         }
         assert!(
             want == text,
@@ -1031,12 +1204,18 @@ fn the_rules_and_policies_config_maps_are_the_shipped_files() {
 
 #[test]
 fn what_the_pod_mounts_passes_remedyd_check_with_the_pods_arguments_and_environment() {
-    let objects = Objects::load(&kube_dir());
-    let (_, c) = the_deployment();
+    for r in overlays() {
+        check_pod_passes_remedyd_check(&r);
+    }
+}
+
+fn check_pod_passes_remedyd_check(r: &Rendered) {
+    let objects = r.objects();
+    let (d, c) = r.the_deployment();
     let tmp = tempfile::tempdir().unwrap();
     // The pod's filesystem, under tmp: each mount path maps to a directory of tmp.
     let mut map: Vec<(String, PathBuf)> = Vec::new();
-    let pod = the_deployment().0.spec.unwrap().template.spec.unwrap();
+    let pod = d.spec.unwrap().template.spec.unwrap();
     for m in c.volume_mounts.iter().flatten() {
         let vol = pod
             .volumes
@@ -1093,6 +1272,8 @@ fn what_the_pod_mounts_passes_remedyd_check_with_the_pods_arguments_and_environm
         if let Some(v) = &e.value {
             let v = if v.starts_with('/') {
                 local(v)
+            } else if let Some(file) = v.strip_prefix("sqlite://") {
+                format!("sqlite://{}", local(file))
             } else {
                 v.clone()
             };
@@ -1117,7 +1298,7 @@ fn what_the_pod_mounts_passes_remedyd_check_with_the_pods_arguments_and_environm
         }
     }
     // The pod's arguments, with `check` for `serve` and the paths in the config mapped too.
-    let cfg = embedded_config();
+    let cfg = embedded_config(&objects);
     let mut args: Vec<String> = c.args.clone().unwrap();
     args[0] = "check".into();
     for a in args.iter_mut().skip(1) {
@@ -1136,18 +1317,25 @@ fn what_the_pod_mounts_passes_remedyd_check_with_the_pods_arguments_and_environm
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "remedyd {args:?}: {}\n{stdout}{stderr}",
+        "overlays/{}: remedyd {args:?}: {}\n{stdout}{stderr}",
+        r.overlay,
         out.status
     );
+    let mode = if r.overlay == "enforce" {
+        "mode enforce"
+    } else {
+        "mode dry-run"
+    };
     assert!(
-        stdout.starts_with("ok: ") && stdout.contains("mode dry-run"),
-        "{stdout}"
+        stdout.starts_with("ok: ") && stdout.contains(mode),
+        "overlays/{}: want {mode}: {stdout}",
+        r.overlay
     );
 }
 
 #[test]
 fn the_alertmanager_receiver_posts_to_the_service() {
-    let objects = Objects::load(&kube_dir());
+    let objects = Objects::load(&base_dir());
     let svc: Service = objects.one("Service");
     let port = svc.spec.unwrap().ports.unwrap()[0].port;
     let want = format!(
@@ -1156,7 +1344,8 @@ fn the_alertmanager_receiver_posts_to_the_service() {
         svc.metadata.namespace.unwrap()
     );
     let am: Value =
-        serde_saphyr::from_str(&read(&root().join("deploy/alertmanager-receiver.yaml"))).unwrap();
+        serde_saphyr::from_str(&read(&root().join("deploy/alertmanager/alertmanager.yml")))
+            .unwrap();
     let receiver = am["receivers"]
         .as_array()
         .unwrap()
@@ -1171,8 +1360,12 @@ fn the_alertmanager_receiver_posts_to_the_service() {
 
 // --- RBAC -------------------------------------------------------------------------------------
 
-fn shipped_rbac() -> Rbac {
-    Rbac::load(&kube_dir(), NAMESPACE, SA)
+/// The RBAC of every overlay as rendered (the base's, unless an overlay changes it).
+fn shipped_rbac() -> Vec<(&'static str, Rbac)> {
+    overlays()
+        .into_iter()
+        .map(|r| (r.overlay, Rbac::load(r.dir.path(), NAMESPACE, SA)))
+        .collect()
 }
 
 /// (verb, group, resource, subresource, namespace, name)
@@ -1185,7 +1378,13 @@ type Req = (
     &'static str,
 );
 
-fn assert_requests(rbac: &Rbac, allowed: bool, reqs: &[(&str, Req)]) {
+fn assert_requests(all: &[(&str, Rbac)], allowed: bool, reqs: &[(&str, Req)]) {
+    for (overlay, rbac) in all {
+        assert_requests_of(overlay, rbac, allowed, reqs);
+    }
+}
+
+fn assert_requests_of(overlay: &str, rbac: &Rbac, allowed: bool, reqs: &[(&str, Req)]) {
     let wrong: Vec<String> = reqs
         .iter()
         .filter(|(_, r)| rbac.allows(r.0, r.1, r.2, r.3, r.4, r.5) != allowed)
@@ -1193,7 +1392,7 @@ fn assert_requests(rbac: &Rbac, allowed: bool, reqs: &[(&str, Req)]) {
         .collect();
     assert!(
         wrong.is_empty(),
-        "{} but should not be:\n{}\n{}",
+        "overlays/{overlay}: {} but should not be:\n{}\n{}",
         if allowed { "denied" } else { "allowed" },
         wrong.join("\n"),
         rbac.dump()

@@ -1,4 +1,4 @@
-//! An evaluator of shipped RBAC manifests (deploy/kubernetes/rbac.yaml): which requests do the
+//! An evaluator of shipped RBAC manifests (deploy/kubernetes/base/rbac.yaml): which requests do the
 //! Roles and ClusterRoles bound to one service account allow? Kubernetes' own RBAC authorizer
 //! semantics (`plugin/pkg/auth/authorizer/rbac`), for resource requests only:
 //!

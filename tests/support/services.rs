@@ -33,6 +33,8 @@ pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
 /// Alertmanager (Debian package `prometheus-alertmanager`).
 pub const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+/// Alertmanager's CLI (`check-config`, `config routes test`), from the same package.
+pub const AMTOOL: &str = "/usr/bin/amtool";
 
 /// Bound of every wait on a real service (start, readiness, data). Generous: these machines are
 /// shared and loaded; a healthy run needs a few seconds.
@@ -564,7 +566,6 @@ impl Alertmanager {
         bearer_token: Option<&str>,
         group_by: &[&str],
     ) -> Self {
-        let program = require(ALERTMANAGER, "prometheus-alertmanager");
         let dir = tempfile::Builder::new()
             .prefix("remedyd-alertmanager.")
             .tempdir()
@@ -584,6 +585,25 @@ impl Alertmanager {
             group_by.join(", "),
             q(webhook_url),
         );
+        Self::start_in(dir, &cfg).await
+    }
+
+    /// Runs `config` (the text of an alertmanager.yml) after writing `files` (name, content)
+    /// into its directory; `@DIR@` in `config` stands for that directory.
+    pub async fn start_with_config(config: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("remedyd-alertmanager.")
+            .tempdir()
+            .expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("writing an Alertmanager file");
+        }
+        let config = config.replace("@DIR@", &dir.path().display().to_string());
+        Self::start_in(dir, &config).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, cfg: &str) -> Self {
+        let program = require(ALERTMANAGER, "prometheus-alertmanager");
         let cfg_path = dir.path().join("alertmanager.yml");
         std::fs::write(&cfg_path, cfg).expect("writing alertmanager.yml");
         let storage = dir.path().join("data");

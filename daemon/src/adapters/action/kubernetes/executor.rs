@@ -75,7 +75,7 @@ impl KubeExecutor {
                     // Permissions do not fix themselves: stop this action on this target.
                     o.trip_breaker = true;
                     o.summary
-                        .push_str(" (RBAC: see deploy/kubernetes/rbac.yaml)");
+                        .push_str(" (RBAC: see deploy/kubernetes/base/rbac.yaml)");
                 }
                 o
             }
