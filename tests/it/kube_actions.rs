@@ -1095,11 +1095,13 @@ async fn evidence_reports_pods_restarts_logs_and_events() {
     let ev = &o.detail["evidence"];
     assert_eq!(ev["pods"].as_array().unwrap().len(), 3);
     assert!(
-        ev["logs"][&name]
+        ev["logs"][&name]["app"]
             .as_str()
             .unwrap()
             .contains("FATAL out of memory")
     );
+    // The container restarted: its previous instance's log is read too.
+    assert!(ev["logs"][&name]["app (previous)"].is_string(), "{ev}");
     assert_eq!(ev["events"][0]["reason"], "ScalingReplicaSet");
     let log_req = e
         .fake
@@ -1112,6 +1114,61 @@ async fn evidence_reports_pods_restarts_logs_and_events() {
         Some("20")
     );
     assert!(writes(&e.fake.requests()).is_empty(), "evidence only reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_reads_each_containers_log_and_the_previous_one_of_a_container_that_restarted() {
+    let e = Env::new().await;
+    e.web();
+    let mut pods = e.fake.list("v1", "Pod", NS);
+    let p = &mut pods[0];
+    let name = p["metadata"]["name"].as_str().unwrap().to_string();
+    p["spec"]["containers"] = json!([
+        {"name": "app", "image": "registry.example/app:1"},
+        {"name": "proxy", "image": "registry.example/proxy:1"},
+    ]);
+    p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    p["status"]["containerStatuses"] = json!([
+        {"name": "app", "restartCount": 3, "ready": false,
+         "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"reason": "Error"}}},
+        {"name": "proxy", "restartCount": 0, "ready": true, "state": {"running": {}}},
+    ]);
+    e.fake.put(p.clone());
+    e.fake
+        .set_container_log(NS, &name, "app", false, "app: starting\n");
+    e.fake
+        .set_container_log(NS, &name, "app", true, "app: panic: nil map\n");
+    e.fake
+        .set_container_log(NS, &name, "proxy", false, "proxy: upstream refused\n");
+
+    // The fake answers as a real API server: no container for a two-container pod is a 400.
+    let url = format!("{}/api/v1/namespaces/{NS}/pods/{name}/log", e.fake.url());
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("a container name must be specified") && body.contains("[app proxy]"),
+        "{body}"
+    );
+
+    let o = e.run("kube_evidence", json!({"log_lines": 20})).await;
+    assert!(o.ok, "{o:?}");
+    let logs = &o.detail["evidence"]["logs"][&name];
+    assert_eq!(logs["app"], "app: starting\n", "{logs}");
+    assert_eq!(logs["app (previous)"], "app: panic: nil map\n", "{logs}");
+    assert_eq!(logs["proxy"], "proxy: upstream refused\n", "{logs}");
+    assert!(
+        logs.get("proxy (previous)").is_none(),
+        "proxy never restarted: {logs}"
+    );
+    let log_reqs: Vec<_> = e
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/log") && r.status == 200)
+        .collect();
+    assert_eq!(log_reqs.len(), 3, "{log_reqs:?}");
+    assert!(log_reqs.iter().all(|r| r.query.contains_key("container")));
 }
 
 // --- RBAC ------------------------------------------------------------------------------------

@@ -353,6 +353,21 @@ impl FakeKube {
             .insert((ns.into(), pod.into()), text.into());
     }
 
+    /// The log of one container of a pod (`previous`: of its last terminated instance).
+    pub fn set_container_log(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+        text: &str,
+    ) {
+        self.state().container_logs.insert(
+            (ns.into(), pod.into(), container.into(), previous),
+            text.into(),
+        );
+    }
+
     /// Consulted only when `Options.rbac`; a denied request gets 403 Forbidden.
     pub fn set_authorizer(&self, f: impl Fn(&Attributes) -> bool + Send + Sync + 'static) {
         self.state().authorizer = Some(Arc::new(f));

@@ -346,7 +346,7 @@ fn route(
             None => Reply::Err(ApiError::not_found(def, name)),
         },
         (Method::GET, Some(name), Some("log")) => match st.get(def, ns, name) {
-            Some(_) => Reply::Text(st.logs.get(&(ns.to_string(), name.to_string())).cloned().unwrap_or_default()),
+            Some(pod) => pod_log(st, ns, name, pod, query),
             None => Reply::Err(ApiError::not_found(def, name)),
         },
         (Method::POST, None, None) => {
@@ -889,4 +889,60 @@ fn watch_response(shared: Arc<Shared>, spec: WatchSpec) -> Response {
 fn _assert_send(s: AxState<Arc<Shared>>, r: Request) {
     fn is_send<T: Send>(_: T) {}
     is_send(handle(s, r));
+}
+
+/// `GET …/pods/NAME/log` as a real API server answers it: a pod with several containers needs
+/// `container` (400 naming the choices otherwise), an unknown container is 400, and `previous=true`
+/// needs a container that has restarted (400 otherwise). The text is the container's log set by
+/// the test (`set_container_log`), else the pod's (`set_pod_log`).
+fn pod_log(
+    st: &State,
+    ns: &str,
+    name: &str,
+    pod: &Value,
+    query: &BTreeMap<String, String>,
+) -> Reply {
+    let names: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let container = match query.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if names.contains(c) => c.clone(),
+        Some(c) => {
+            return Reply::Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        None if names.len() > 1 => {
+            return Reply::Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )));
+        }
+        None => names.first().cloned().unwrap_or_default(),
+    };
+    let previous = query.get("previous").is_some_and(|p| p == "true");
+    if previous {
+        let restarted = pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["name"] == container.as_str() && c["restartCount"].as_i64().unwrap_or(0) > 0
+            });
+        if !restarted {
+            return Reply::Err(ApiError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{name}\" not found"
+            )));
+        }
+    }
+    let text = st
+        .container_logs
+        .get(&(ns.to_string(), name.to_string(), container, previous))
+        .or_else(|| st.logs.get(&(ns.to_string(), name.to_string())))
+        .cloned()
+        .unwrap_or_default();
+    Reply::Text(text)
 }

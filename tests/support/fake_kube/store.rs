@@ -191,6 +191,8 @@ pub struct State {
     /// (ns, deployment) -> (new RS name, steps taken for it)
     pub progress: HashMap<(String, String), (String, u32)>,
     pub logs: HashMap<(String, String), String>,
+    /// Logs per (namespace, pod, container, previous instance).
+    pub container_logs: HashMap<(String, String, String, bool), String>,
     pub authorizer: Option<Authorizer>,
     pub denied: Vec<Attributes>,
     pub counter: u64,
@@ -306,6 +308,7 @@ impl State {
             rollouts: HashMap::new(),
             progress: HashMap::new(),
             logs: HashMap::new(),
+            container_logs: HashMap::new(),
             authorizer: None,
             denied: Vec::new(),
             counter: 0,

@@ -1,6 +1,7 @@
-//! `kube_evidence`: what `kubectl get deployment,pods`, `kubectl logs --tail` and `kubectl get
-//! events` would show about a Deployment: pod phases and restarts, the logs of failing pods, and
-//! recent events. It only reads.
+//! `kube_evidence`: what `kubectl get deployment,pods`, `kubectl logs --tail -c CONTAINER` (and
+//! `--previous` for a container that restarted) and `kubectl get events` would show about a
+//! Deployment: pod phases and restarts, the logs of each container of failing pods, and recent
+//! events. It only reads.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,6 +46,10 @@ struct EvidenceParams {
 /// `kube_evidence`: pod phases and restarts, the logs of failing pods, recent events.
 pub struct Evidence;
 
+/// Containers of one pod whose logs are read (a pod with more is rare; the rest are named in
+/// `pods[].containers`).
+const MAX_CONTAINERS: usize = 4;
+
 fn pod_summary(p: &Value) -> Value {
     let statuses: Vec<&Value> = p["status"]["containerStatuses"]
         .as_array()
@@ -63,8 +68,21 @@ fn pod_summary(p: &Value) -> Value {
         .iter()
         .filter_map(|c| c["lastState"]["terminated"]["reason"].as_str())
         .collect();
+    let containers: Vec<&str> = p["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let restarted: Vec<&str> = statuses
+        .iter()
+        .filter(|c| c["restartCount"].as_i64().unwrap_or(0) > 0)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     json!({
         "name": p["metadata"]["name"],
+        "containers": containers,
+        "restarted": restarted,
         "phase": p["status"]["phase"],
         "ready": ready(p),
         "restarts": restarts,
@@ -118,18 +136,47 @@ impl KubeAction for Evidence {
                         || p["waiting"].as_array().is_some_and(|w| !w.is_empty())
                 })
                 .collect();
+            // Logs per container (a real API server refuses a multi-container pod's log without
+            // `container`), and the previous instance's of a container that restarted: that is
+            // where a crash's last words are.
             let mut logs = serde_json::Map::new();
             for p in failing.iter().take(e.log_pods) {
                 let pod = p["name"].as_str().unwrap_or_default();
-                let r =
-                    http::Request::get(format!("{pods_path}/{pod}/log?tailLines={}", e.log_lines))
-                        .body(Vec::new())
-                        .map_err(|e| bad(e.to_string()))?;
-                let text = match s.read_text(r).await {
-                    Ok(t) => t,
-                    Err(err) => format!("(logs unavailable: {err})"),
+                let names = |k: &str| -> Vec<String> {
+                    p[k].as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect()
                 };
-                logs.insert(pod.to_string(), text.into());
+                let restarted = names("restarted");
+                let mut per = serde_json::Map::new();
+                for c in names("containers").iter().take(MAX_CONTAINERS) {
+                    for previous in [false, true] {
+                        if previous && !restarted.contains(c) {
+                            continue;
+                        }
+                        let url = format!(
+                            "{pods_path}/{pod}/log?container={c}&tailLines={}{}",
+                            e.log_lines,
+                            if previous { "&previous=true" } else { "" }
+                        );
+                        let r = http::Request::get(url)
+                            .body(Vec::new())
+                            .map_err(|e| bad(e.to_string()))?;
+                        let text = match s.read_text(r).await {
+                            Ok(t) => t,
+                            Err(err) => format!("(logs unavailable: {err})"),
+                        };
+                        let key = if previous {
+                            format!("{c} (previous)")
+                        } else {
+                            c.clone()
+                        };
+                        per.insert(key, text.into());
+                    }
+                }
+                logs.insert(pod.to_string(), per.into());
             }
             let mut events = Vec::new();
             let mut names: Vec<String> = vec![name.clone()];
