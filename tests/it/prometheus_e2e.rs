@@ -110,6 +110,15 @@ async fn three_percent_errors_run_the_level_1_ladder_and_verification_passes_onc
             .wait_incidents("resolved", |l| l[0]["status"] == "resolved")
             .await;
         let tl = d.timeline(list[0]["id"].as_str().unwrap()).await;
+        // The opening entry says what was measured: 3 % errors, and the query that measured it.
+        let opened = tl.iter().find(|e| e["kind"] == "opened").unwrap();
+        let v = opened["data"]["value"].as_f64().expect("the opening value");
+        assert!((0.02..0.05).contains(&v), "{opened}");
+        assert!(opened["data"]["query"].is_string(), "{opened}");
+        assert!(
+            opened["message"].as_str().unwrap().contains("measured"),
+            "{opened}"
+        );
         let k = kinds(&tl);
         assert!(
             k.contains(&"verified".to_string()),

@@ -94,7 +94,7 @@ impl Engine {
                     }
                     (None, SignalStatus::Firing) => {
                         let id = self.next_incident_id(now.year()).await?;
-                        let (inc, fx) = Incident::open(
+                        let (inc, mut fx) = Incident::open(
                             id,
                             &m.rule,
                             policy,
@@ -106,6 +106,13 @@ impl Engine {
                             m.for_,
                             now,
                         );
+                        if let Some(v) = s.value {
+                            Incident::note_opening_value(
+                                &mut fx,
+                                v,
+                                s.annotations.get("query").map(String::as_str),
+                            );
+                        }
                         tracing::info!(incident = %inc.id, rule = %m.rule, target = %m.target.key(), level = m.level, "Incident opened");
                         effects.push((inc.clone(), fx));
                         work.insert(key, inc);

@@ -18,6 +18,24 @@ use crate::domain::time::{Timestamp, fmt_duration};
 // === impl Incident: open and apply ===
 
 impl Incident {
+    /// Adds the value that opened a polled rule's incident (and its query) to the opening entry,
+    /// so the timeline and the page say what was measured, not only that a bound was crossed.
+    pub fn note_opening_value(fx: &mut Effects, value: f64, query: Option<&str>) {
+        for e in fx.iter_mut() {
+            if let Effect::Record(entry) = e
+                && entry.kind == EntryKind::Opened
+            {
+                entry.message.push_str(&format!("; measured {value}"));
+                if let serde_json::Value::Object(m) = &mut entry.data {
+                    m.insert("value".into(), value.into());
+                    if let Some(q) = query {
+                        m.insert("query".into(), q.into());
+                    }
+                }
+            }
+        }
+    }
+
     /// A new incident for a firing alert; returns it with its opening effects.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
