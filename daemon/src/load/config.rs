@@ -498,7 +498,8 @@ mod tests {
         assert_eq!(l.max_headers, 100);
         assert_eq!(l.request_timeout, Duration::from_secs(10));
         assert_eq!(l.idle_timeout, Duration::from_secs(30));
-        let bad: [(fn(&mut Config), &str); 5] = [
+        type Tweak = fn(&mut Config);
+        let bad: [(Tweak, &str); 5] = [
             (
                 |c| c.max_connections = 0,
                 "config: max_connections: 0; valid: 1 to 65536",
