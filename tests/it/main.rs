@@ -29,6 +29,7 @@ mod postgres_actions;
 
 // The core loop, in-process through the real HTTP API.
 mod core_loop;
+mod listener;
 mod resolve;
 mod supervise;
 

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod leader;
+pub mod listen;
 pub mod resolve;
 pub mod supervise;
 
@@ -193,6 +194,7 @@ pub async fn run(
     let read_token = cfg.read_token()?;
     let deadline = cfg.shutdown_deadline()?;
     let engine_stall_after = cfg.engine_stall_after()?;
+    let limits = cfg.listener_limits()?;
     let wake = Arc::new(Notify::new());
     // SQLite: this process is the only replica. PostgreSQL: migrated, reachable (or an error).
     let (store, elector) = crate::app::leader::open(&cfg.store, wake.clone()).await?;
@@ -246,6 +248,7 @@ pub async fn run(
         ruleset: shared.clone(),
         ready: AtomicBool::new(true),
         max_body: cfg.max_body,
+        limits,
         engine: engine_health.clone(),
         engine_stall_after,
     });
@@ -322,15 +325,13 @@ pub async fn run(
             state.ready.store(false, Ordering::SeqCst);
         }
     };
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+    let server = crate::app::listen::serve(listener, router(state), limits, shutdown);
     // After a failure, requests in progress get the shutdown deadline to be answered (their
     // writes are durable either way); then the server is dropped with them.
-    let served = tokio::select! {
-        r = server => r.context("HTTP server"),
-        _ = async { failed.cancelled().await; tokio::time::sleep(deadline).await } => Ok(()),
-    };
+    tokio::select! {
+        () = server => {}
+        _ = async { failed.cancelled().await; tokio::time::sleep(deadline).await } => {}
+    }
     // Intake has stopped and every accepted request has been answered (its writes are durable).
     cancel.cancel();
     tasks.close();
@@ -346,7 +347,6 @@ pub async fn run(
     }
     let _ = reloader.await;
     let _ = tokio::time::timeout(Duration::from_millis(100), tasks.wait()).await;
-    served?;
     if let Some(e) = supervisor.failure() {
         return Err(e.into());
     }

@@ -40,6 +40,17 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     /// Webhook body limit in bytes.
     pub max_body: usize,
+    /// Connections served at once; beyond it, new ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Request line and headers, in bytes; beyond it, 431.
+    pub max_header_bytes: usize,
+    /// Number of request headers; beyond it, 431.
+    pub max_headers: usize,
+    /// How long a request body may take to arrive, counted from its headers; beyond it, 408.
+    pub request_timeout: String,
+    /// How long a connection may sit without a complete request head (a new connection, or a
+    /// kept-alive one between requests) before it is closed.
+    pub idle_timeout: String,
     /// How long shutdown may take before in-flight work is abandoned (it resumes on restart).
     pub shutdown_timeout: String,
     /// Log format: `text` or `json`.
@@ -67,6 +78,19 @@ impl Default for Config {
             kubeconfig: None,
             // 4 MiB: a 1 000-alert group is about 1 MiB; beyond that something is wrong upstream.
             max_body: 4 * 1024 * 1024,
+            // 1 024: Alertmanager replicas, Prometheus and a few people need a handful; the
+            // rest is headroom, and it stays below the usual `ulimit -n` of 1 024 + the store's.
+            max_connections: 1024,
+            // 16 KiB: Alertmanager's headers are a few hundred bytes; a long bearer token and a
+            // proxy's forwarding headers fit many times over.
+            max_header_bytes: 16 * 1024,
+            // 100: hyper's own default; a real client sends about ten.
+            max_headers: 100,
+            // 10 s: Alertmanager's own request timeout; a 4 MiB body at 10 s needs 400 KiB/s.
+            request_timeout: "10s".into(),
+            // 30 s: long enough for Alertmanager's group_interval-paced reuse of a connection to
+            // be cheap, short enough that idle connections cannot hold every slot for long.
+            idle_timeout: "30s".into(),
             // Alertmanager gives up on a request after 10 s; finishing writes takes far less.
             shutdown_timeout: "10s".into(),
             log_format: "text".into(),
@@ -92,6 +116,11 @@ pub const KEYS: &[&str] = &[
     "prometheus_url",
     "kubeconfig",
     "max_body",
+    "max_connections",
+    "max_header_bytes",
+    "max_headers",
+    "request_timeout",
+    "idle_timeout",
     "shutdown_timeout",
     "log_format",
     "stale_after",
@@ -228,6 +257,7 @@ impl Config {
                 message: format!("{:?}; valid: text, json", self.log_format),
             });
         }
+        self.listener_limits()?;
         if self.max_body < 1024 {
             return Err(ConfigError::Invalid {
                 field: "max_body",
@@ -329,6 +359,72 @@ impl Config {
     }
 }
 
+/// What the HTTP listener holds a client to (README: Limits of the listener).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Request line and headers, in bytes.
+    pub max_header_bytes: usize,
+    /// Number of request headers.
+    pub max_headers: usize,
+    /// How long a body may take to arrive, counted from its headers.
+    pub request_timeout: Duration,
+    /// How long a connection may wait for a complete request head.
+    pub idle_timeout: Duration,
+}
+
+/// The bounds of the listener's keys: (key, least, most). The least of `max_header_bytes` is
+/// what any client's request line and `Host` need; the most of each keeps one connection's
+/// buffers (hyper reads headers into twice `max_header_bytes`) small times `max_connections`.
+const LISTENER_BOUNDS: [(&str, usize, usize); 3] = [
+    ("max_connections", 1, 65_536),
+    ("max_header_bytes", 1024, 1024 * 1024),
+    ("max_headers", 8, 1000),
+];
+
+/// The shortest `request_timeout` and `idle_timeout`: anything shorter cuts off a client on a
+/// busy network, not an abusive one.
+const MIN_LISTENER_TIMEOUT: Duration = Duration::from_millis(100);
+
+impl Config {
+    /// The listener's limits, checked: counts within [`LISTENER_BOUNDS`], timeouts at least
+    /// [`MIN_LISTENER_TIMEOUT`].
+    pub fn listener_limits(&self) -> Result<ListenerLimits, ConfigError> {
+        let counts = [
+            self.max_connections,
+            self.max_header_bytes,
+            self.max_headers,
+        ];
+        for ((field, least, most), v) in LISTENER_BOUNDS.into_iter().zip(counts) {
+            if !(least..=most).contains(&v) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("{v}; valid: {least} to {most}"),
+                });
+            }
+        }
+        let timeout = |field: &'static str, v: &str| {
+            let d = crate::domain::time::parse_duration(v)
+                .map_err(|message| ConfigError::Invalid { field, message })?;
+            if d < MIN_LISTENER_TIMEOUT {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("{v:?} is shorter than 100ms"),
+                });
+            }
+            Ok(d)
+        };
+        Ok(ListenerLimits {
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            request_timeout: timeout("request_timeout", &self.request_timeout)?,
+            idle_timeout: timeout("idle_timeout", &self.idle_timeout)?,
+        })
+    }
+}
+
 /// The shortest `engine_stall_after`: the engine passes at least every second (its tick), so
 /// anything shorter would report a healthy engine as stalled.
 const MIN_STALL_AFTER: Duration = Duration::from_secs(1);
@@ -392,6 +488,45 @@ mod tests {
         };
         assert!(fine.validate().is_ok());
         assert_eq!(fine.read_token().unwrap().as_deref(), Some("r"));
+    }
+
+    #[test]
+    fn listener_limits_default_to_safe_values_and_refuse_out_of_range_ones() {
+        let l = Config::default().listener_limits().unwrap();
+        assert_eq!(l.max_connections, 1024);
+        assert_eq!(l.max_header_bytes, 16 * 1024);
+        assert_eq!(l.max_headers, 100);
+        assert_eq!(l.request_timeout, Duration::from_secs(10));
+        assert_eq!(l.idle_timeout, Duration::from_secs(30));
+        type Tweak = fn(&mut Config);
+        let bad: [(Tweak, &str); 5] = [
+            (
+                |c| c.max_connections = 0,
+                "config: max_connections: 0; valid: 1 to 65536",
+            ),
+            (
+                |c| c.max_header_bytes = 100,
+                "config: max_header_bytes: 100; valid: 1024 to 1048576",
+            ),
+            (
+                |c| c.max_headers = 5000,
+                "config: max_headers: 5000; valid: 8 to 1000",
+            ),
+            (
+                |c| c.request_timeout = "10ms".into(),
+                "config: request_timeout: \"10ms\" is shorter than 100ms",
+            ),
+            (
+                |c| c.idle_timeout = "soon".into(),
+                "config: idle_timeout: \"soon\" is not a duration",
+            ),
+        ];
+        for (tweak, says) in bad {
+            let mut cfg = Config::default();
+            tweak(&mut cfg);
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with(says), "{e}");
+        }
     }
 
     #[test]

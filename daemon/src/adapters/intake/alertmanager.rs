@@ -82,12 +82,53 @@ fn status(field: &str, s: &str) -> Result<Status, BadPayload> {
 
 /// Parses and validates a body into the receipt and one signal per alert.
 pub fn parse(body: &[u8], received_at: Timestamp) -> Result<(Receipt, Vec<Signal>), BadPayload> {
+    if let Some(at) = nested_beyond(body, MAX_DEPTH) {
+        return Err(BadPayload(format!(
+            "body: JSON nested deeper than {MAX_DEPTH} levels (at byte {at}); an Alertmanager payload has 4"
+        )));
+    }
     // The fast path parses directly; only a failure is parsed again to name the field.
     let p: Payload = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(_) => return Err(describe_error(body)),
     };
     validate(p, received_at)
+}
+
+/// The deepest nesting a webhook body may have. Alertmanager's is 4 (body, alerts, an alert, its
+/// labels); 32 leaves room for fields added later, and stays far below serde_json's recursion
+/// limit (128): the typed payload refuses a deep value at its first level, and serde_json skips
+/// an unknown field's value without recursion, so without this check a deep body is refused as
+/// a wrong type or accepted, never named for what it is.
+pub const MAX_DEPTH: usize = 32;
+
+/// The byte offset at which `body` opens its `max + 1`-th nested array or object, outside
+/// strings; `None` when it never does. One pass, no allocation.
+fn nested_beyond(body: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in body.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn describe_error(body: &[u8]) -> BadPayload {
@@ -188,6 +229,23 @@ mod tests {
 
     const GROUPED: &str =
         include_str!("../../../../tests/fixtures/alertmanager/02-firing-grouped-3-alerts.json");
+
+    #[test]
+    fn nesting_is_counted_outside_strings_and_refused_beyond_max_depth() {
+        assert_eq!(nested_beyond(GROUPED.as_bytes(), 4), None);
+        assert_eq!(nested_beyond(br#"{"a":"[[[[{{{{\"[["}"#, 1), None);
+        assert_eq!(nested_beyond(b"[[[]]]", 2), Some(2));
+        let deep = format!(
+            "{{\"version\":\"4\",\"x\":{}0{}}}",
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        let e = parse(deep.as_bytes(), Timestamp(0)).unwrap_err().0;
+        assert_eq!(
+            e,
+            "body: JSON nested deeper than 32 levels (at byte 50); an Alertmanager payload has 4"
+        );
+    }
 
     #[test]
     fn grouped_payload_fans_out_to_one_signal_per_alert() {

@@ -3,6 +3,7 @@
 mod dashboard;
 
 pub(crate) mod access;
+pub(crate) mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +47,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Webhook body limit.
     pub max_body: usize,
+    /// The listener's limits: the router answers header and body-time refusals itself.
+    pub limits: crate::load::config::ListenerLimits,
     /// Whether this replica's engine runs, and since when (readiness).
     pub engine: Arc<EngineHealth>,
     /// Readiness fails when signals are pending and no engine pass completed for this long.
@@ -94,6 +97,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/pause", post(dashboard::ui_pause))
         .route("/ui/resume", post(dashboard::ui_resume))
         .route("/ui/incidents/{id}/resolve", post(dashboard::ui_resolve))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard,
+        ))
         .with_state(state)
 }
 
