@@ -1,0 +1,318 @@
+//! HTTP health probes: one GET of a URL that must be on the `probe_allow` list, with a timeout,
+//! no redirects followed and a capped body. Used by the `http_probe` evidence action
+//! ([`super::http_probe`]) and by `verify: {http: …}` (the engine's `launch_probe`).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Bytes of a probe's answer read at most; the rest is never read.
+pub const BODY_CAP: usize = 64 * 1024;
+/// Characters of the body kept in the evidence.
+pub const EXCERPT_CHARS: usize = 512;
+/// The default timeout of a probe.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest timeout a probe may set.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One `probe_allow` entry: a host, any port; or a host and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AllowEntry {
+    host: String,
+    port: Option<u16>,
+}
+
+/// The hosts and ports probes may reach (`probe_allow`). Empty: every probe is refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeAllow {
+    entries: Vec<AllowEntry>,
+}
+
+impl ProbeAllow {
+    /// Parses `host`, `host:port` and `[v6]:port` entries; an error names the bad entry.
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for raw in list {
+            let e = raw.trim();
+            if e.is_empty() {
+                continue;
+            }
+            let bad = |why: &str| format!("probe_allow entry {raw:?}: {why}; valid: host or host:port");
+            if e.contains('/') || e.contains('@') || e.contains("://") {
+                return Err(bad("a host, not a URL"));
+            }
+            let (host, port) = if let Some(rest) = e.strip_prefix('[') {
+                let (h, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+                match after.strip_prefix(':') {
+                    Some(p) => (h.to_string(), Some(p)),
+                    None if after.is_empty() => (h.to_string(), None),
+                    None => return Err(bad("text after ]")),
+                }
+            } else {
+                match e.rsplit_once(':') {
+                    Some((h, _)) if h.contains(':') => {
+                        return Err(bad("write an IPv6 address as [addr] or [addr]:port"));
+                    }
+                    Some((h, p)) => (h.to_string(), Some(p)),
+                    None => (e.to_string(), None),
+                }
+            };
+            if host.is_empty() {
+                return Err(bad("no host"));
+            }
+            let port = port
+                .map(|p| p.parse::<u16>().map_err(|_| bad("the port is not a number 0-65535")))
+                .transpose()?;
+            entries.push(AllowEntry {
+                host: host.to_ascii_lowercase(),
+                port,
+            });
+        }
+        Ok(Self { entries })
+    }
+
+    /// Whether no host is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Checks a URL: http or https, no credentials, its host and port allowed. The error names
+    /// the host and the `probe_allow` key.
+    pub fn check(&self, url: &str) -> Result<reqwest::Url, String> {
+        let u = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!(
+                "url {url:?}: scheme {:?} is not http or https",
+                u.scheme()
+            ));
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err("url: credentials in a probe URL are refused".into());
+        }
+        let host = match u.host_str() {
+            Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
+            None => return Err(format!("url {url:?} has no host")),
+        };
+        let port = u.port_or_known_default().unwrap_or(80);
+        let allowed = self
+            .entries
+            .iter()
+            .any(|e| e.host == host && e.port.is_none_or(|p| p == port));
+        if allowed {
+            Ok(u)
+        } else if self.entries.is_empty() {
+            Err(format!(
+                "probe of {host}:{port} refused: probe_allow is empty (list the hosts probes may reach)"
+            ))
+        } else {
+            Err(format!(
+                "probe of {host}:{port} refused: not in probe_allow ({})",
+                self.describe()
+            ))
+        }
+    }
+
+    /// The entries, as written back.
+    pub fn describe(&self) -> String {
+        self.entries
+            .iter()
+            .map(|e| {
+                let h = if e.host.contains(':') {
+                    format!("[{}]", e.host)
+                } else {
+                    e.host.clone()
+                };
+                match e.port {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a probe saw.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProbeReport {
+    /// The URL requested.
+    pub url: String,
+    /// The answer's status, if one came.
+    pub status: Option<u16>,
+    /// Time to the end of the (capped) body, in milliseconds.
+    pub latency_ms: u64,
+    /// The first [`EXCERPT_CHARS`] characters of the body.
+    pub body_excerpt: String,
+    /// The body was longer than [`BODY_CAP`] bytes and was cut there.
+    pub body_truncated: bool,
+    /// No answer: connection refused, timeout, TLS.
+    pub error: Option<String>,
+    /// `Location` of a redirect (never followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The capped body, for `body_contains`; not kept in evidence.
+    #[serde(skip)]
+    pub body: String,
+}
+
+impl ProbeReport {
+    /// One line: `GET URL → 200 in 12 ms`.
+    pub fn line(&self) -> String {
+        match (&self.error, self.status) {
+            (Some(e), _) => format!("GET {} → no answer after {} ms: {e}", self.url, self.latency_ms),
+            (None, Some(s)) => match &self.location {
+                Some(l) => format!(
+                    "GET {} → {s} in {} ms (redirect to {l} not followed)",
+                    self.url, self.latency_ms
+                ),
+                None => format!("GET {} → {s} in {} ms", self.url, self.latency_ms),
+            },
+            (None, None) => format!("GET {} → no status", self.url),
+        }
+    }
+
+    /// Whether it passes: the expected status (any 2xx when `None`) and, if given, the body
+    /// holds `body_contains`. `Err` says why not.
+    pub fn passes(&self, status: Option<u16>, body_contains: Option<&str>) -> Result<(), String> {
+        if let Some(e) = &self.error {
+            return Err(format!("no answer: {e}"));
+        }
+        let got = self.status.unwrap_or(0);
+        let status_ok = match status {
+            Some(s) => got == s,
+            None => (200..300).contains(&got),
+        };
+        if !status_ok {
+            let want = status.map_or("2xx".to_string(), |s| s.to_string());
+            return Err(format!("status {got}, expected {want}"));
+        }
+        if let Some(needle) = body_contains
+            && !self.body.contains(needle)
+        {
+            return Err(format!("body does not contain {needle:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// Sends probes.
+#[derive(Clone)]
+pub struct Prober {
+    client: reqwest::Client,
+    allow: ProbeAllow,
+}
+
+impl Prober {
+    /// A prober reaching only `allow`.
+    pub fn new(allow: ProbeAllow) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("remedyd/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| super::http_client());
+        Self { client, allow }
+    }
+
+    /// The allow list.
+    pub fn allow(&self) -> &ProbeAllow {
+        &self.allow
+    }
+
+    /// GETs `url` if allowed (`Err` otherwise, nothing sent); an answer, a timeout or a
+    /// connection error is a report.
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<ProbeReport, String> {
+        let u = self.allow.check(url)?;
+        let start = Instant::now();
+        let mut report = ProbeReport {
+            url: u.to_string(),
+            status: None,
+            latency_ms: 0,
+            body_excerpt: String::new(),
+            body_truncated: false,
+            error: None,
+            location: None,
+            body: String::new(),
+        };
+        let res = tokio::time::timeout(timeout, async {
+            let mut resp = self.client.get(u.clone()).send().await?;
+            let status = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string);
+            let mut body = Vec::new();
+            let mut truncated = false;
+            while let Some(chunk) = resp.chunk().await? {
+                let room = BODY_CAP - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>((status, location, body, truncated))
+        })
+        .await;
+        report.latency_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match res {
+            Err(_) => {
+                report.error = Some(format!(
+                    "timed out after {}",
+                    crate::domain::time::fmt_duration(timeout)
+                ))
+            }
+            Ok(Err(e)) => report.error = Some(with_causes(&e)),
+            Ok(Ok((status, location, body, truncated))) => {
+                report.status = Some(status);
+                report.location = location.filter(|_| (300..400).contains(&status));
+                report.body = String::from_utf8_lossy(&body).into_owned();
+                report.body_excerpt = report.body.chars().take(EXCERPT_CHARS).collect();
+                report.body_truncated = truncated;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// A reqwest error's words, with its causes.
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// A probe's timeout: `None` is [`DEFAULT_TIMEOUT`]; more than [`MAX_TIMEOUT`] or zero is an error.
+pub fn parse_timeout(t: Option<&str>) -> Result<Duration, String> {
+    let Some(t) = t else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    let d = crate::domain::time::parse_duration(t).map_err(|e| format!("timeout: {e}"))?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(format!(
+            "timeout {t:?} must be more than 0 and at most {}",
+            crate::domain::time::fmt_duration(MAX_TIMEOUT)
+        ));
+    }
+    Ok(d)
+}
+
+/// The host and port of a URL template when they are literal (no `{{` before the path): what
+/// `remedyd check` can test against `probe_allow`. `None` when a template decides them.
+pub fn literal_authority(template: &str) -> Option<String> {
+    let Some(cut) = template.find("{{") else {
+        return Some(template.to_string());
+    };
+    let (scheme, after) = template[..cut].split_once("://")?;
+    // The authority must end before the first template.
+    let end = after.find(['/', '?', '#'])?;
+    Some(format!("{scheme}://{}/", &after[..end]))
+}
