@@ -49,7 +49,7 @@ impl HttpProbe {
     fn render(&self, req: &ActionRequest) -> Result<(Params, String), String> {
         let p = Self::parse(&req.params)?;
         let url = Template::parse(&p.url)?.render(&req.vars)?;
-        self.prober.allow().check(&url)?;
+        super::probe::check_url(self.prober.allow(), &url)?;
         Ok((p, url))
     }
 }

@@ -223,7 +223,7 @@ impl Executors {
     pub fn builtin_for(kubeconfig: Option<std::path::PathBuf>) -> Self {
         let mut e = Self::default();
         e.register("http", Arc::new(http::HttpExecutor::new()));
-        e.set_probe_allow(probe::ProbeAllow::default());
+        e.set_probe_allow(crate::load::ProbeAllowList::default());
         e.register("postgres_evidence", Arc::new(postgres::Evidence));
         e.register("postgres_cancel_queries", Arc::new(postgres::CancelQueries));
         let cluster = kubernetes::Cluster::new(kubeconfig);
@@ -241,16 +241,19 @@ impl Executors {
     }
     /// The hosts and ports HTTP probes may reach (`probe_allow`): the `http_probe` action and
     /// `verify: {http: …}` use them. Until set, every probe is refused.
-    pub fn set_probe_allow(&mut self, allow: probe::ProbeAllow) {
+    pub fn set_probe_allow(&mut self, allow: crate::load::ProbeAllowList) {
         let prober = Arc::new(probe::Prober::new(allow));
-        self.register("http_probe", Arc::new(http_probe::HttpProbe::new(prober.clone())));
+        self.register(
+            "http_probe",
+            Arc::new(http_probe::HttpProbe::new(prober.clone())),
+        );
         self.prober = Some(prober);
     }
     /// The prober of `verify: {http: …}` (refusing every URL when none was set).
     pub fn prober(&self) -> Arc<probe::Prober> {
         self.prober
             .clone()
-            .unwrap_or_else(|| Arc::new(probe::Prober::new(probe::ProbeAllow::default())))
+            .unwrap_or_else(|| Arc::new(probe::Prober::new(crate::load::ProbeAllowList::default())))
     }
     /// Adds or replaces an action kind.
     pub fn register(&mut self, kind: &str, exec: Arc<dyn Executor>) {

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::load::probe_allow::ProbeAllowList;
+
 /// Bytes of a probe's answer read at most; the rest is never read.
 pub const BODY_CAP: usize = 64 * 1024;
 /// Characters of the body kept in the evidence.
@@ -15,120 +17,39 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest timeout a probe may set.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One `probe_allow` entry: a host, any port; or a host and port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct AllowEntry {
-    host: String,
-    port: Option<u16>,
-}
-
-/// The hosts and ports probes may reach (`probe_allow`). Empty: every probe is refused.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProbeAllow {
-    entries: Vec<AllowEntry>,
-}
-
-impl ProbeAllow {
-    /// Parses `host`, `host:port` and `[v6]:port` entries; an error names the bad entry.
-    pub fn parse(list: &[String]) -> Result<Self, String> {
-        let mut entries = Vec::new();
-        for raw in list {
-            let e = raw.trim();
-            if e.is_empty() {
-                continue;
-            }
-            let bad = |why: &str| format!("probe_allow entry {raw:?}: {why}; valid: host or host:port");
-            if e.contains('/') || e.contains('@') || e.contains("://") {
-                return Err(bad("a host, not a URL"));
-            }
-            let (host, port) = if let Some(rest) = e.strip_prefix('[') {
-                let (h, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-                match after.strip_prefix(':') {
-                    Some(p) => (h.to_string(), Some(p)),
-                    None if after.is_empty() => (h.to_string(), None),
-                    None => return Err(bad("text after ]")),
-                }
-            } else {
-                match e.rsplit_once(':') {
-                    Some((h, _)) if h.contains(':') => {
-                        return Err(bad("write an IPv6 address as [addr] or [addr]:port"));
-                    }
-                    Some((h, p)) => (h.to_string(), Some(p)),
-                    None => (e.to_string(), None),
-                }
-            };
-            if host.is_empty() {
-                return Err(bad("no host"));
-            }
-            let port = port
-                .map(|p| p.parse::<u16>().map_err(|_| bad("the port is not a number 0-65535")))
-                .transpose()?;
-            entries.push(AllowEntry {
-                host: host.to_ascii_lowercase(),
-                port,
-            });
-        }
-        Ok(Self { entries })
+/// Checks a URL: http or https, no credentials, its host and port allowed. The error names
+/// the host and the `probe_allow` key.
+pub fn check_url(allow: &ProbeAllowList, url: &str) -> Result<reqwest::Url, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "url {url:?}: scheme {:?} is not http or https",
+            u.scheme()
+        ));
     }
-
-    /// Whether no host is allowed.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("url: credentials in a probe URL are refused".into());
     }
-
-    /// Checks a URL: http or https, no credentials, its host and port allowed. The error names
-    /// the host and the `probe_allow` key.
-    pub fn check(&self, url: &str) -> Result<reqwest::Url, String> {
-        let u = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
-        if !matches!(u.scheme(), "http" | "https") {
-            return Err(format!(
-                "url {url:?}: scheme {:?} is not http or https",
-                u.scheme()
-            ));
-        }
-        if !u.username().is_empty() || u.password().is_some() {
-            return Err("url: credentials in a probe URL are refused".into());
-        }
-        let host = match u.host_str() {
-            Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
-            None => return Err(format!("url {url:?} has no host")),
-        };
-        let port = u.port_or_known_default().unwrap_or(80);
-        let allowed = self
-            .entries
-            .iter()
-            .any(|e| e.host == host && e.port.is_none_or(|p| p == port));
-        if allowed {
-            Ok(u)
-        } else if self.entries.is_empty() {
-            Err(format!(
-                "probe of {host}:{port} refused: probe_allow is empty (list the hosts probes may reach)"
-            ))
-        } else {
-            Err(format!(
-                "probe of {host}:{port} refused: not in probe_allow ({})",
-                self.describe()
-            ))
-        }
-    }
-
-    /// The entries, as written back.
-    pub fn describe(&self) -> String {
-        self.entries
-            .iter()
-            .map(|e| {
-                let h = if e.host.contains(':') {
-                    format!("[{}]", e.host)
-                } else {
-                    e.host.clone()
-                };
-                match e.port {
-                    Some(p) => format!("{h}:{p}"),
-                    None => h,
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+    let host = match u.host_str() {
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        None => return Err(format!("url {url:?} has no host")),
+    };
+    let port = u.port_or_known_default().unwrap_or(80);
+    let allowed = allow.allows(&host, port);
+    if allowed {
+        Ok(u)
+    } else if allow.is_empty() {
+        Err(format!(
+            "probe of {host}:{port} refused: probe_allow is empty (list the hosts probes may reach)"
+        ))
+    } else {
+        Err(format!(
+            "probe of {host}:{port} refused: not in probe_allow ({})",
+            allow.describe()
+        ))
     }
 }
 
@@ -159,7 +80,10 @@ impl ProbeReport {
     /// One line: `GET URL → 200 in 12 ms`.
     pub fn line(&self) -> String {
         match (&self.error, self.status) {
-            (Some(e), _) => format!("GET {} → no answer after {} ms: {e}", self.url, self.latency_ms),
+            (Some(e), _) => format!(
+                "GET {} → no answer after {} ms: {e}",
+                self.url, self.latency_ms
+            ),
             (None, Some(s)) => match &self.location {
                 Some(l) => format!(
                     "GET {} → {s} in {} ms (redirect to {l} not followed)",
@@ -199,12 +123,12 @@ impl ProbeReport {
 #[derive(Clone)]
 pub struct Prober {
     client: reqwest::Client,
-    allow: ProbeAllow,
+    allow: ProbeAllowList,
 }
 
 impl Prober {
     /// A prober reaching only `allow`.
-    pub fn new(allow: ProbeAllow) -> Self {
+    pub fn new(allow: ProbeAllowList) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .user_agent(concat!("remedyd/", env!("CARGO_PKG_VERSION")))
@@ -216,14 +140,14 @@ impl Prober {
     }
 
     /// The allow list.
-    pub fn allow(&self) -> &ProbeAllow {
+    pub fn allow(&self) -> &ProbeAllowList {
         &self.allow
     }
 
     /// GETs `url` if allowed (`Err` otherwise, nothing sent); an answer, a timeout or a
     /// connection error is a report.
     pub async fn get(&self, url: &str, timeout: Duration) -> Result<ProbeReport, String> {
-        let u = self.allow.check(url)?;
+        let u = check_url(&self.allow, url)?;
         let start = Instant::now();
         let mut report = ProbeReport {
             url: u.to_string(),
