@@ -45,11 +45,11 @@ impl HttpProbe {
         Ok(p)
     }
 
-    /// The rendered URL, checked against `probe_allow`.
-    fn render(&self, req: &ActionRequest) -> Result<(Params, String), String> {
+    /// The rendered URL (checked against `probe_allow` when sent, not here: `remedyd test`
+    /// plans without the config).
+    fn render(req: &ActionRequest) -> Result<(Params, String), String> {
         let p = Self::parse(&req.params)?;
         let url = Template::parse(&p.url)?.render(&req.vars)?;
-        super::probe::check_url(self.prober.allow(), &url)?;
         Ok((p, url))
     }
 }
@@ -78,7 +78,7 @@ impl Executor for HttpProbe {
     }
 
     fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
-        let (p, url) = self.render(req)?;
+        let (p, url) = Self::render(req)?;
         Ok(serde_json::json!({"method": "GET", "url": url, "expect_status": p.expect_status}))
     }
 
@@ -89,7 +89,7 @@ impl Executor for HttpProbe {
 
     fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let (p, url) = match self.render(req) {
+            let (p, url) = match Self::render(req) {
                 Ok(r) => r,
                 Err(e) => return Outcome::refused(e, serde_json::Value::Null),
             };
