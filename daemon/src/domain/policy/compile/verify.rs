@@ -234,7 +234,7 @@ fn compile_http(file: &str, line: u64, url: &str, r: &RawVerify, diag: &mut Diag
             line,
             "steps.verify.within",
             format!(
-                "{successes} success(es) probed every {} need more than {}, and within is {}: it could never pass",
+                "{successes} success(es) in a row, probed every {}, take {}: within ({}) must be longer or it can never pass",
                 crate::domain::time::fmt_duration(every),
                 crate::domain::time::fmt_duration(every * successes.max(1)),
                 crate::domain::time::fmt_duration(within)
