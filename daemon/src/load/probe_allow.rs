@@ -93,3 +93,37 @@ impl ProbeAllowList {
             .join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(entries: &[&str]) -> Result<ProbeAllowList, String> {
+        ProbeAllowList::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn hosts_ports_and_ipv6() {
+        let l = list(&["Health.Internal", "10.0.0.9:8001", "[::1]:9", " "]).unwrap();
+        assert!(l.allows("health.internal", 1), "case-insensitive, any port");
+        assert!(l.allows("10.0.0.9", 8001));
+        assert!(!l.allows("10.0.0.9", 80));
+        assert!(l.allows("::1", 9));
+        assert!(!l.allows("::1", 10));
+        assert_eq!(l.describe(), "health.internal, 10.0.0.9:8001, [::1]:9");
+        assert!(list(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        for bad in [
+            "http://x", "x/health", "user@x", "x:http", "::1", ":80", "[::1",
+        ] {
+            let e = list(&[bad]).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("probe_allow"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -240,3 +240,64 @@ pub fn literal_authority(template: &str) -> Option<String> {
     let end = after.find(['/', '?', '#'])?;
     Some(format!("{scheme}://{}/", &after[..end]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allow(entries: &[&str]) -> ProbeAllowList {
+        ProbeAllowList::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn urls_are_checked_before_any_request() {
+        let a = allow(&["svc.ns", "gw:8001", "[::1]:9"]);
+        assert!(check_url(&a, "http://svc.ns/api/health/service/x").is_ok());
+        assert!(check_url(&a, "https://SVC.ns:8443/").is_ok());
+        assert!(check_url(&a, "http://gw:8001/health").is_ok());
+        assert!(check_url(&a, "http://[::1]:9/").is_ok());
+        let e = check_url(&a, "http://gw/health").unwrap_err();
+        assert!(
+            e.contains("gw:80") && e.contains("not in probe_allow"),
+            "{e}"
+        );
+        let e = check_url(&a, "http://169.254.169.254/latest").unwrap_err();
+        assert!(e.contains("169.254.169.254:80"), "{e}");
+        assert!(
+            check_url(&a, "ftp://svc.ns/")
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(check_url(&a, "file:///etc/passwd").is_err());
+        assert!(
+            check_url(&a, "http://u:p@svc.ns/")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        let e = check_url(&ProbeAllowList::default(), "http://svc.ns/").unwrap_err();
+        assert!(e.contains("probe_allow is empty"), "{e}");
+    }
+
+    #[test]
+    fn literal_authorities_are_found_when_no_template_decides_them() {
+        assert_eq!(
+            literal_authority("http://gw:8001/health").as_deref(),
+            Some("http://gw:8001/health")
+        );
+        assert_eq!(
+            literal_authority("http://svc.ns/api/health/service/{{service}}").as_deref(),
+            Some("http://svc.ns/")
+        );
+        assert_eq!(literal_authority("http://{{service}}:8001/health"), None);
+        assert_eq!(literal_authority("http://svc.{{ns}}/health"), None);
+        assert_eq!(literal_authority("{{vars.url}}"), None);
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert_eq!(parse_timeout(None), Ok(DEFAULT_TIMEOUT));
+        assert_eq!(parse_timeout(Some("2s")), Ok(Duration::from_secs(2)));
+        assert!(parse_timeout(Some("5m")).is_err());
+        assert!(parse_timeout(Some("0s")).is_err());
+    }
+}
