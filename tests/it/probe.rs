@@ -106,9 +106,9 @@ fn check_reports_a_literal_probe_host_that_is_not_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let path = setup(dir.path(), r#"probe_allow = ["health.internal"]"#);
     let cfg = Config::load(Some(&path), &Overrides::default()).unwrap();
-    let d = remedyd::app::load_ruleset(&cfg, &Executors::builtin())
-        .err()
-        .expect("the literal host 10.0.0.9:8001 is not allowed");
+    let Err(d) = remedyd::app::load_ruleset(&cfg, &Executors::builtin()) else {
+        panic!("the literal host 10.0.0.9:8001 is not allowed, yet the policies loaded");
+    };
     let text = d.to_string();
     assert_eq!(
         d.len(),
