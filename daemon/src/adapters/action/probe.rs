@@ -274,6 +274,12 @@ mod tests {
                 .unwrap_err()
                 .contains("credentials")
         );
+        // Labels that try to smuggle another host past the list.
+        assert!(check_url(&a, "http://svc.ns@evil.example/").is_err());
+        let e = check_url(&a, "http://evil.example#@svc.ns/").unwrap_err();
+        assert!(e.contains("evil.example:80"), "{e}");
+        let e = check_url(&a, "http://svc.ns.evil.example/").unwrap_err();
+        assert!(e.contains("svc.ns.evil.example:80"), "{e}");
         let e = check_url(&ProbeAllowList::default(), "http://svc.ns/").unwrap_err();
         assert!(e.contains("probe_allow is empty"), "{e}");
     }
