@@ -26,6 +26,7 @@ mod layout;
 mod actions;
 mod pagers;
 mod postgres_actions;
+mod probe;
 
 // The core loop, in-process through the real HTTP API.
 mod core_loop;

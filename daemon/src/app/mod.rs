@@ -75,12 +75,55 @@ impl Parts {
     }
 }
 
-/// Loads rules and policies and checks what they need from the config (prometheus_url).
+/// Every HTTP probe whose host and port are written literally (not from a template) must be in
+/// `probe_allow`: it would be refused at every run.
+fn check_probe_hosts(cfg: &Config, rs: &Ruleset) -> Result<(), crate::domain::diag::Diagnostics> {
+    use crate::adapters::action::probe::{check_url, literal_authority};
+    let mut d = crate::domain::diag::Diagnostics::default();
+    let Ok(allow) = cfg.probe_allow() else {
+        return Ok(());
+    };
+    for p in rs.policies.values() {
+        let origin = rs.policy_origins.get(&p.name).cloned().unwrap_or_default();
+        let (file, line) = origin.rsplit_once(':').unwrap_or((&origin, "0"));
+        for (level, l) in &p.levels {
+            for st in &l.steps {
+                let mut urls = Vec::new();
+                if st.action == "http_probe"
+                    && let Some(u) = st.params.get("url").and_then(|u| u.as_str())
+                {
+                    urls.push(("with.url", u.to_string()));
+                }
+                if let crate::domain::policy::Verify::Http { url, .. } = &st.verify {
+                    urls.push(("steps.verify.http", url.clone()));
+                }
+                for (field, url) in urls {
+                    let Some(literal) = literal_authority(&url) else {
+                        continue;
+                    };
+                    if let Err(e) = check_url(&allow, &literal) {
+                        d.push(
+                            file,
+                            line.parse().unwrap_or(0),
+                            field,
+                            format!("policy {:?} level {level} step {:?}: {e}", p.name, st.name),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if d.is_empty() { Ok(()) } else { Err(d) }
+}
+
+/// Loads rules and policies and checks what they need from the config (prometheus_url,
+/// probe_allow).
 pub fn load_ruleset(
     cfg: &Config,
     executors: &Executors,
 ) -> Result<Ruleset, crate::domain::diag::Diagnostics> {
     let rs = ruleset::load(&cfg.rules, &cfg.policies, executors)?;
+    check_probe_hosts(cfg, &rs)?;
     if cfg.prometheus_url.is_none() {
         let mut d = crate::domain::diag::Diagnostics::default();
         for r in rs.rules.iter().filter(|r| r.polled.is_some()) {
@@ -190,6 +233,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut parts = parts;
+    parts.executors.set_probe_allow(cfg.probe_allow()?);
     let token = cfg.token()?;
     let read_token = cfg.read_token()?;
     let deadline = cfg.shutdown_deadline()?;

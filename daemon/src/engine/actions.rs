@@ -68,8 +68,8 @@ impl Engine {
         ));
     }
 
-    /// Runs a PromQL verification's query in the background; its value comes back as
-    /// [`Msg::Probe`]. Other verifications need no probe.
+    /// Runs a verification's probe in the background (a PromQL query, an HTTP health check);
+    /// what it saw comes back as [`Msg::Probe`]. Other verifications need no probe.
     pub(super) fn launch_probe(
         &mut self,
         tasks: &TaskTracker,
@@ -78,6 +78,9 @@ impl Engine {
         step: usize,
         spec: &Step,
     ) {
+        if let Verify::Http { .. } = &spec.verify {
+            return self.launch_http_probe(tasks, rs, inc, step, spec);
+        }
         let Verify::Query { query, above, .. } = &spec.verify else {
             return;
         };
@@ -110,6 +113,68 @@ impl Engine {
                                 Probe::NoData("query returned no series".into())
                             }
                             None => Probe::NoData("query returned NaN".into()),
+                        }
+                    }
+                },
+            };
+            let _ = tx
+                .send(Msg::Probe {
+                    incident,
+                    step,
+                    probe,
+                })
+                .await;
+            wake.notify_one();
+        });
+    }
+
+    /// Runs an HTTP verification's check: the URL rendered, refused unless in `probe_allow`
+    /// (no data: nothing was sent), else one GET whose answer comes back as [`Probe::Http`].
+    fn launch_http_probe(
+        &mut self,
+        tasks: &TaskTracker,
+        rs: &Ruleset,
+        inc: &Incident,
+        step: usize,
+        spec: &Step,
+    ) {
+        let Verify::Http {
+            url,
+            status,
+            body_contains,
+            timeout,
+            ..
+        } = spec.verify.clone()
+        else {
+            return;
+        };
+        self.probing.insert(inc.id.clone());
+        let vars = self.request(rs, inc, spec).vars;
+        let rendered = crate::domain::template::Template::parse(&url).and_then(|t| t.render(&vars));
+        let prober = self.executors.prober();
+        let tx = self.done_tx.clone();
+        let wake = self.wake.clone();
+        let incident = inc.id.clone();
+        tasks.spawn(async move {
+            let probe = match rendered {
+                Err(e) => Probe::NoData(format!("url template: {e}")),
+                Ok(u) => match prober.get(&u, timeout).await {
+                    Err(refused) => Probe::NoData(redact(&refused)),
+                    Ok(report) => {
+                        let verdict = report.passes(status, body_contains.as_deref());
+                        let mut line = report.line();
+                        if let Err(why) = &verdict {
+                            line.push_str(&format!(" ({why})"));
+                        }
+                        let mut detail = serde_json::to_value(&report).unwrap_or_default();
+                        if let serde_json::Value::Object(m) = &mut detail {
+                            // The status is the value the narrative strings together.
+                            m.insert("value".into(), report.status.unwrap_or(0).into());
+                        }
+                        Probe::Http {
+                            ok: verdict.is_ok(),
+                            line: redact(&line),
+                            detail: redact_json(&detail),
                         }
                     }
                 },

@@ -60,6 +60,29 @@ pub struct Config {
     pub stale_after: String,
     /// `/readyz` fails when signals are pending and no engine pass has completed for this long.
     pub engine_stall_after: String,
+    /// Hosts (`host`: any port) and `host:port`s that HTTP probes (`http_probe`,
+    /// `verify: {http: …}`) may reach; empty refuses every probe. In the environment,
+    /// comma-separated: `REMEDYD_PROBE_ALLOW=svc.ns:8001,api.internal`.
+    #[serde(default, deserialize_with = "list_or_commas")]
+    pub probe_allow: Vec<String>,
+}
+
+/// A list, or one string of comma-separated entries (how the environment gives it).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(l) => l,
+        Either::One(s) => s
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect(),
+    })
 }
 
 impl Default for Config {
@@ -98,6 +121,8 @@ impl Default for Config {
             // 60 s: a healthy engine completes a pass at least every second (its tick), and a
             // pass that takes a minute is already an outage; shorter would flag a slow store.
             engine_stall_after: "60s".into(),
+            // Safe default: no host may be probed until listed.
+            probe_allow: Vec::new(),
         }
     }
 }
@@ -125,6 +150,7 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "stale_after",
     "engine_stall_after",
+    "probe_allow",
 ];
 
 /// A secret given inline or as a file (trailing newline ignored); both is an error, an empty
@@ -251,6 +277,7 @@ impl Config {
                 ),
             })?;
         }
+        self.probe_allow()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
                 field: "log_format",
@@ -268,6 +295,16 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The parsed `probe_allow`.
+    pub fn probe_allow(&self) -> Result<crate::load::ProbeAllowList, ConfigError> {
+        crate::load::ProbeAllowList::parse(&self.probe_allow).map_err(|message| {
+            ConfigError::Invalid {
+                field: "probe_allow",
+                message,
+            }
+        })
     }
 
     /// The parsed listen address.

@@ -4,5 +4,8 @@
 
 pub mod config;
 pub mod dsn;
+pub mod probe_allow;
 pub mod ruleset;
 pub mod secrets;
+
+pub use probe_allow::ProbeAllowList;

@@ -1,8 +1,10 @@
 //! Actions: the `Executor` trait, its outcome, and the registry policies are checked against.
 
 pub mod http;
+pub mod http_probe;
 pub mod kubernetes;
 pub mod postgres;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -212,6 +214,7 @@ impl Executor for PlanOnly {
 pub struct Executors {
     kinds: BTreeMap<String, Arc<dyn Executor>>,
     cluster: Option<Arc<kubernetes::Cluster>>,
+    prober: Option<Arc<probe::Prober>>,
 }
 
 impl Executors {
@@ -220,6 +223,7 @@ impl Executors {
     pub fn builtin_for(kubeconfig: Option<std::path::PathBuf>) -> Self {
         let mut e = Self::default();
         e.register("http", Arc::new(http::HttpExecutor::new()));
+        e.set_probe_allow(crate::load::ProbeAllowList::default());
         e.register("postgres_evidence", Arc::new(postgres::Evidence));
         e.register("postgres_cancel_queries", Arc::new(postgres::CancelQueries));
         let cluster = kubernetes::Cluster::new(kubeconfig);
@@ -234,6 +238,22 @@ impl Executors {
     /// The cluster the Kubernetes actions use, if registered.
     pub fn cluster(&self) -> Option<&Arc<kubernetes::Cluster>> {
         self.cluster.as_ref()
+    }
+    /// The hosts and ports HTTP probes may reach (`probe_allow`): the `http_probe` action and
+    /// `verify: {http: …}` use them. Until set, every probe is refused.
+    pub fn set_probe_allow(&mut self, allow: crate::load::ProbeAllowList) {
+        let prober = Arc::new(probe::Prober::new(allow));
+        self.register(
+            "http_probe",
+            Arc::new(http_probe::HttpProbe::new(prober.clone())),
+        );
+        self.prober = Some(prober);
+    }
+    /// The prober of `verify: {http: …}` (refusing every URL when none was set).
+    pub fn prober(&self) -> Arc<probe::Prober> {
+        self.prober
+            .clone()
+            .unwrap_or_else(|| Arc::new(probe::Prober::new(crate::load::ProbeAllowList::default())))
     }
     /// Adds or replaces an action kind.
     pub fn register(&mut self, kind: &str, exec: Arc<dyn Executor>) {
@@ -254,6 +274,7 @@ impl Executors {
                 })
                 .collect(),
             cluster: None,
+            prober: self.prober.clone(),
         }
     }
     /// Looks up a kind.

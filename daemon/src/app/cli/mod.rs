@@ -455,6 +455,11 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                         v.condition(),
                         crate::domain::time::fmt_duration(*within)
                     ),
+                    v @ crate::domain::policy::Verify::Http { url, within, .. } => format!(
+                        "GET {url} {} within {}",
+                        v.condition(),
+                        crate::domain::time::fmt_duration(*within)
+                    ),
                 };
                 let on_failure = match step.on_failure {
                     crate::domain::policy::OnFailure::Next => "next",

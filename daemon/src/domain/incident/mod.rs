@@ -231,8 +231,18 @@ pub enum StepResult {
 pub enum Probe {
     /// The query's value (the worst series when several answer).
     Value(f64),
-    /// No value: no series, NaN, Prometheus unavailable, or the query rejected.
+    /// No value: no series, NaN, Prometheus unavailable, or the query rejected; for an HTTP
+    /// check, a URL refused before any request (not in `probe_allow`, a bad template).
     NoData(String),
+    /// An HTTP health check's answer (or its absence: a timeout, a refused connection).
+    Http {
+        /// It passed: the expected status, and the body text if one is required.
+        ok: bool,
+        /// One line: `GET URL → 503 in 12 ms (status 503, expected 200)`.
+        line: String,
+        /// Status, latency, body excerpt.
+        detail: serde_json::Value,
+    },
 }
 
 /// Inputs to the machine.

@@ -135,6 +135,10 @@ impl Incident {
                         format!("{query} {} by {until}", v.condition()),
                         Some(now.plus(*every).min(until)),
                     ),
+                    Some(v @ Verify::Http { every, url, .. }) => (
+                        format!("GET {url} {} by {until}", v.condition()),
+                        Some(now.plus(*every).min(until)),
+                    ),
                     _ => (format!("alerts must resolve by {until}"), None),
                 };
                 fx.push(record(
@@ -186,12 +190,10 @@ impl Incident {
         else {
             return fx;
         };
-        let Verify::Query { every, within, .. } = &s.verify else {
+        let (Some(every), within) = (s.verify.every(), s.verify.timeout()) else {
             return fx;
         };
-        let next_probe = Some(now.plus(*every))
-            .filter(|p| *p < until)
-            .or(Some(until));
+        let next_probe = Some(now.plus(every)).filter(|p| *p < until).or(Some(until));
         match probe {
             Probe::Value(v) if s.verify.passes(v) => {
                 fx.push(record(
@@ -211,8 +213,60 @@ impl Incident {
                 }
                 self.phase = Phase::Verified {
                     step,
-                    until: now.plus(*within),
+                    until: now.plus(within),
                 };
+            }
+            Probe::Http { ok, line, detail } => {
+                let needs = match &s.verify {
+                    Verify::Http { successes, .. } => *successes,
+                    _ => return fx,
+                };
+                // The streak of consecutive successes is kept as the last value.
+                let before = match self.phase {
+                    Phase::Verifying { last: Some(n), .. } => n as u32,
+                    _ => 0,
+                };
+                let streak = if ok { before + 1 } else { 0 };
+                let mut data = detail;
+                if let serde_json::Value::Object(m) = &mut data {
+                    m.insert("in_a_row".into(), streak.into());
+                    m.insert("needs".into(), needs.into());
+                    m.insert("condition".into(), s.verify.condition().into());
+                }
+                if streak >= needs {
+                    fx.push(record(
+                        now,
+                        EntryKind::Verified,
+                        format!(
+                            "verification passed: {line}, {streak} of {needs} in a row, after step {}",
+                            s.name
+                        ),
+                        data,
+                    ));
+                    if !self.step_uncounted() {
+                        fx.push(Effect::BreakerSuccess {
+                            action: s.action.clone(),
+                        });
+                    }
+                    self.phase = Phase::Verified {
+                        step,
+                        until: now.plus(within),
+                    };
+                } else {
+                    fx.push(record(
+                        now,
+                        EntryKind::Probe,
+                        format!("probe: {line}, {streak} of {needs} in a row"),
+                        data,
+                    ));
+                    self.phase = Phase::Verifying {
+                        step,
+                        until,
+                        next_probe,
+                        last: Some(f64::from(streak)),
+                        no_data: None,
+                    };
+                }
             }
             Probe::Value(v) => {
                 fx.push(record(
@@ -277,10 +331,12 @@ impl Incident {
             ));
         let within = fmt_duration(verify.timeout());
         match &verify {
-            Verify::Query {
-                no_data: policy_no_data,
-                ..
-            } if no_data.is_some() || last.is_none() => {
+            Verify::Query { .. } | Verify::Http { .. } if no_data.is_some() || last.is_none() => {
+                // An HTTP check that could not be sent (refused, bad URL) cannot tell: a human.
+                let policy_no_data = match &verify {
+                    Verify::Query { no_data, .. } => *no_data,
+                    _ => NoData::Escalate,
+                };
                 let reason = no_data.unwrap_or_else(|| "no probe returned a value".into());
                 let why =
                     format!("verification of step {name} had no data within {within}: {reason}");
@@ -302,6 +358,10 @@ impl Incident {
                 let why = match (&verify, last) {
                     (Verify::Query { .. }, Some(v)) => format!(
                         "value {v} still not {} {within} after step {name}",
+                        verify.condition()
+                    ),
+                    (Verify::Http { url, .. }, _) => format!(
+                        "GET {url} did not answer {} within {within} after step {name}",
                         verify.condition()
                     ),
                     _ => format!("alerts still firing {within} after step {name}"),

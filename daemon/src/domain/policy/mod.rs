@@ -101,6 +101,27 @@ pub enum Verify {
         /// What no data means.
         no_data: NoData,
     },
+    /// An HTTP health check passes `successes` times in a row within this time, probed every
+    /// `every` (the runbook's `curl …/health`). The URL's host and port must be in `probe_allow`.
+    Http {
+        /// URL, templated like action parameters.
+        url: String,
+        /// The status that counts as healthy; `None`: any 2xx.
+        status: Option<u16>,
+        /// Text the body must contain, if any.
+        body_contains: Option<String>,
+        /// Consecutive successes needed.
+        successes: u32,
+        /// Deadline.
+        #[serde(with = "crate::domain::time::duration_str")]
+        within: Duration,
+        /// Probe interval.
+        #[serde(with = "crate::domain::time::duration_str")]
+        every: Duration,
+        /// One probe's timeout.
+        #[serde(with = "crate::domain::time::duration_str")]
+        timeout: Duration,
+    },
 }
 
 impl Verify {
@@ -109,14 +130,22 @@ impl Verify {
         match self {
             Verify::None => Duration::ZERO,
             Verify::ResolvedWithin(d) => *d,
-            Verify::Query { within, .. } => *within,
+            Verify::Query { within, .. } | Verify::Http { within, .. } => *within,
+        }
+    }
+
+    /// How often a probed verification (query, http) probes; `None` for the others.
+    pub fn every(&self) -> Option<Duration> {
+        match self {
+            Verify::Query { every, .. } | Verify::Http { every, .. } => Some(*every),
+            Verify::None | Verify::ResolvedWithin(_) => None,
         }
     }
 
     /// Whether a value passes (always false for `resolved_within`).
     pub fn passes(&self, v: f64) -> bool {
         match self {
-            Verify::None | Verify::ResolvedWithin(_) => false,
+            Verify::None | Verify::ResolvedWithin(_) | Verify::Http { .. } => false,
             Verify::Query { above, bound, .. } => {
                 if *above {
                     v > *bound
@@ -139,6 +168,18 @@ impl Verify {
             }
             Verify::Query { above, bound, .. } => {
                 format!("{} {bound}", if *above { "above" } else { "below" })
+            }
+            Verify::Http {
+                status,
+                body_contains,
+                successes,
+                ..
+            } => {
+                let status = status.map_or("2xx".to_string(), |s| s.to_string());
+                let body = body_contains
+                    .as_ref()
+                    .map_or(String::new(), |b| format!(" with {b:?} in the body"));
+                format!("{status}{body} {successes} time(s) in a row")
             }
         }
     }

@@ -176,4 +176,14 @@ pub(super) struct RawVerify {
     pub(super) every: Option<String>,
     #[serde(default)]
     pub(super) no_data: Option<String>,
+    #[serde(default)]
+    pub(super) http: Option<String>,
+    #[serde(default)]
+    pub(super) expect_status: Option<u16>,
+    #[serde(default)]
+    pub(super) body_contains: Option<String>,
+    #[serde(default)]
+    pub(super) successes: Option<u32>,
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
 }

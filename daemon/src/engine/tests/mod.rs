@@ -4,6 +4,7 @@
 //! action (`fix`), an evidence action (`look`) and a recording pager. This file is the rig; the
 //! tests are in `safety.rs`.
 
+mod probe;
 mod safety;
 
 use std::collections::BTreeMap;
@@ -152,6 +153,16 @@ impl Rig {
     }
 
     fn with(rules: &str, policies: &str, stale_after: Duration) -> Self {
+        Self::build(rules, policies, stale_after, &[])
+    }
+
+    /// A rig whose HTTP probes may reach `probe_allow`.
+    fn probing(rules: &str, policies: &str, probe_allow: &[&str]) -> Self {
+        let allow: Vec<String> = probe_allow.iter().map(|a| a.to_string()).collect();
+        Self::build(rules, policies, EngineConfig::default().stale_after, &allow)
+    }
+
+    fn build(rules: &str, policies: &str, stale_after: Duration, probe_allow: &[String]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (rd, pd) = (dir.path().join("rules"), dir.path().join("policies"));
         std::fs::create_dir_all(&rd).unwrap();
@@ -161,6 +172,7 @@ impl Rig {
         let fix = Arc::new(Fix::default());
         let look = Arc::new(Look::default());
         let mut executors = Executors::builtin();
+        executors.set_probe_allow(crate::load::ProbeAllowList::parse(probe_allow).unwrap());
         executors.register("fix", fix.clone());
         executors.register("look", look.clone());
         let rs = crate::load::ruleset::load(&rd, &pd, &executors)
