@@ -66,4 +66,5 @@ mod promtool;
 mod rule_tests;
 
 // The webhook parser under mutation.
+mod fuzz_config;
 mod fuzz_webhook;
