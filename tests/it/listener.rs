@@ -394,3 +394,50 @@ async fn distinct_label_sets_add_no_metric_series() {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_routers_own_refusals_are_json_too() {
+    within(async {
+        let d = Daemon::start(RULES, POLICY).await;
+        let http = &d.http;
+        let json = |r: reqwest::Response| async move {
+            let code = r.status().as_u16();
+            let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+            let v: serde_json::Value = r.json().await.expect("a JSON body");
+            (
+                code,
+                kind,
+                v["error"].as_str().unwrap_or_default().to_string(),
+            )
+        };
+        // An unknown path.
+        let (code, kind, e) = json(http.get(format!("{}/nope", d.url)).send().await.unwrap()).await;
+        assert_eq!((code, kind.as_str()), (404, "application/json"));
+        assert!(e.contains("/nope"), "{e}");
+        // A wrong method.
+        let (code, _, e) = json(
+            http.put(format!("{}/api/v1/pause", d.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, 405);
+        assert!(e.contains("method not allowed on /api/v1/pause"), "{e}");
+        // An extractor's refusal (a query string that does not parse).
+        let (code, _, e) = json(
+            http.get(format!("{}/api/v1/incidents?limit=many", d.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, 400);
+        assert!(e.contains("limit"), "{e}");
+        // The dashboard's pages stay HTML, and successes are untouched.
+        let r = http.get(format!("{}/healthz", d.url)).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "ok\n");
+        d.stop().await;
+    })
+    .await
+}

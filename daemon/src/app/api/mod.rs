@@ -3,6 +3,7 @@
 mod dashboard;
 
 pub(crate) mod access;
+mod errors;
 pub(crate) mod limits;
 
 use std::sync::Arc;
@@ -101,6 +102,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             limits::guard,
         ))
+        .layer(axum::middleware::from_fn(errors::json_errors))
         .with_state(state)
 }
 
