@@ -68,6 +68,10 @@ struct World {
 }
 
 async fn world(steps: &str) -> World {
+    world_with(RULES, &policies(steps)).await
+}
+
+async fn world_with(rules: &str, policies: &str) -> World {
     let fake = FakeKube::start().await;
     for n in ["node-1", "node-2", "node-3"] {
         fake.put(fixtures::node(n));
@@ -82,10 +86,7 @@ async fn world(steps: &str) -> World {
     fake.step();
     let kdir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(kdir.path());
-    let d = Daemon::start_with(RULES, &policies(steps), None, |c| {
-        c.kubeconfig = Some(kubeconfig)
-    })
-    .await;
+    let d = Daemon::start_with(rules, policies, None, |c| c.kubeconfig = Some(kubeconfig)).await;
     World {
         fake,
         d,
@@ -224,6 +225,88 @@ async fn a_restart_past_its_progress_deadline_is_rolled_back_to_the_previous_ima
         "{:?}",
         pages[0].1.actions_taken
     );
+}
+
+/// The shipped `policies/runbook.yaml` as it is (only the owner route renamed to the test's), so
+/// that the shipped level-1 ladder itself is proven to take the runbook's "Rollback (if needed)"
+/// when the restart's rollout fails, before on-call is paged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_level_1_rolls_back_a_failed_restart_before_paging() {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/runbook.yaml"),
+    )
+    .unwrap()
+    .replace("escalate_to: service-owner", "escalate_to: owner");
+    let rules = r#"
+rules:
+  - name: high-error-rate
+    match: ['alertname="HighErrorRate"']
+    level: 1
+    target: {kind: deployment, name: "{{service}}", namespace: python-services}
+    policy: service-degradation
+"#;
+    let w = world_with(rules, &shipped).await;
+    // Release 2.0 was just deployed over 1.0; its pods cannot become ready after the restart.
+    let mut dep = w.fake.get("apps/v1", "Deployment", NS, "checkout").unwrap();
+    dep["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.local/checkout:2.0");
+    w.fake.put(dep);
+    w.fake.step();
+    w.fake.step();
+    w.fake.set_rollout(NS, "checkout", Rollout::Stuck);
+    w.fake.auto_step(Duration::from_millis(50));
+    w.d.post(&payload(
+        "firing",
+        "checkout",
+        "warning",
+        "fp-shipped",
+        &now_rfc3339(),
+    ))
+    .await;
+    let l =
+        w.d.wait_incidents("escalated", |l| {
+            l.len() == 1 && l[0]["status"] == "escalated"
+        })
+        .await;
+    let id = l[0]["id"].as_str().unwrap();
+    let t = timeline_text(&w.d, id).await;
+    // The steps in order: evidence, the restart (its rollout fails), the rollback, then the page.
+    let (e, r, u) = (
+        t.find("evidence").expect("evidence"),
+        t.find("exceeded its progress deadline")
+            .expect("the restart's rollout failed"),
+        t.find("from revision 3 to revision 1")
+            .expect("the rollback"),
+    );
+    assert!(e < r && r < u, "{t}");
+    let p = patches(&w.fake);
+    assert_eq!(p.len(), 2, "restart, then undo: {p:?}");
+    assert_eq!(
+        p[0].content_type.as_deref(),
+        Some("application/strategic-merge-patch+json")
+    );
+    assert_eq!(
+        p[1].content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    let dep = w.fake.get("apps/v1", "Deployment", NS, "checkout").unwrap();
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"], "registry.local/checkout:1.0",
+        "back to the previous release"
+    );
+    w.d.wait("the page", || !w.d.pager.all().is_empty()).await;
+    let pages = w.d.pager.all();
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert_eq!(pages[0].0, "oncall");
+    let taken = &pages[0].1.actions_taken;
+    let step = |name: &str| {
+        taken
+            .iter()
+            .position(|a| a.contains(name))
+            .unwrap_or_else(|| panic!("{name} in {taken:?}"))
+    };
+    assert!(step("evidence") < step("restart"), "{taken:?}");
+    assert!(step("restart") < step("rollback"), "{taken:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
