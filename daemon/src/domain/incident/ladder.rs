@@ -2,18 +2,31 @@
 //! step is left), escalate to a human, go on after a failed step, and raise the level.
 
 use super::{Effect, Effects, EntryKind, EscalationReason, Incident, Phase, record};
-use crate::domain::policy::{OnFailure, Policy};
+use crate::domain::policy::{OnFailure, Policy, Verify};
 use crate::domain::time::Timestamp;
 
 impl Incident {
     /// Enters `Ready`, escalating at once if the ladder has no step left.
     pub(super) fn ready(&mut self, policy: &Policy, now: Timestamp, fx: &mut Effects) {
-        let len = self.ladder_of(policy).map_or(0, |l| l.steps.len());
+        let steps = self.ladder_of(policy).map_or(&[][..], |l| &l.steps[..]);
+        let len = steps.len();
+        // A ladder of evidence only (level 3's checks before the platform page) remedies nothing:
+        // it escalates as a ladder without steps, the evidence gathered named.
+        let evidence_only = steps.iter().all(|s| s.verify == Verify::None);
         if self.next_step >= len {
             let (reason, why) = if len == 0 {
                 let reason = format!(
                     "level {} ladder of policy {} has no automated steps",
                     self.ladder, policy.name
+                );
+                (reason, EscalationReason::NoSteps)
+            } else if evidence_only {
+                let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+                let reason = format!(
+                    "level {} ladder of policy {} has no automated remediation (evidence gathered: {})",
+                    self.ladder,
+                    policy.name,
+                    names.join(", ")
                 );
                 (reason, EscalationReason::NoSteps)
             } else {
