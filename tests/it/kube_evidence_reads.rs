@@ -77,24 +77,32 @@ fn network(e: &Env) {
     e.fake.put(json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web", "namespace": NS},
         "subsets": [{"notReadyAddresses": [{"ip": "10.1.0.5", "targetRef": {"kind": "Pod", "name": "web-abc"}}],
             "ports": [{"name": "http", "port": 8080}]}]}));
-    e.fake.put(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+    e.fake.put(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "deny-all", "namespace": NS},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}));
-    e.fake.put(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}),
+    );
+    e.fake.put(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "allow-web", "namespace": NS},
         "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}]}]}}));
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}]}]}}),
+    );
     e.fake.put(json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": {"name": "public", "namespace": NS},
         "spec": {"ingressClassName": "nginx", "rules": [{"host": "web.example.com", "http": {"paths": [
             {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}));
-    e.fake.put(json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+    e.fake.put(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": {"name": "admin", "namespace": NS},
-        "spec": {"defaultBackend": {"service": {"name": "admin", "port": {"name": "http"}}}}}));
+        "spec": {"defaultBackend": {"service": {"name": "admin", "port": {"name": "http"}}}}}),
+    );
     // Another namespace's policy is not this namespace's business.
-    e.fake.put(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+    e.fake.put(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "elsewhere", "namespace": "payments"},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}));
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,12 +111,11 @@ async fn network_evidence_names_a_service_without_ready_endpoints_and_lists_poli
     let e = Env::new().await;
     network(&e);
     e.fake.clear_requests();
-    let o = e
-        .run("kube_network_evidence", json!({}), (NS, "web"))
-        .await;
+    let o = e.run("kube_network_evidence", json!({}), (NS, "web")).await;
     assert!(o.ok, "{o:?}");
     assert!(
-        o.summary.contains("no ready endpoints behind svc web (1 not ready"),
+        o.summary
+            .contains("no ready endpoints behind svc web (1 not ready"),
         "{}",
         o.summary
     );
@@ -119,7 +126,10 @@ async fn network_evidence_names_a_service_without_ready_endpoints_and_lists_poli
     );
     let ev = &o.detail["evidence"];
     assert_eq!(ev["endpoints"]["ready"], 0);
-    assert_eq!(ev["endpoints"]["not_ready_addresses"][0], "10.1.0.5 (web-abc)");
+    assert_eq!(
+        ev["endpoints"]["not_ready_addresses"][0],
+        "10.1.0.5 (web-abc)"
+    );
     let names: BTreeSet<&str> = ev["network_policies"]
         .as_array()
         .unwrap()
@@ -165,17 +175,21 @@ async fn network_evidence_names_a_service_without_ready_endpoints_and_lists_poli
 async fn network_evidence_counts_ready_endpoint_slices_and_reads_kube_dns_in_kube_system() {
     let e = Env::new().await;
     e.fake.put(service("kube-system", "kube-dns"));
-    e.fake.put(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+    e.fake.put(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "kube-dns-x1", "namespace": "kube-system",
             "labels": {"kubernetes.io/service-name": "kube-dns"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["10.1.0.2"], "conditions": {"ready": true}},
-            {"addresses": ["10.1.0.3"], "conditions": {"ready": false}}]}));
+            {"addresses": ["10.1.0.3"], "conditions": {"ready": false}}]}),
+    );
     // Another Service's slice is not counted.
-    e.fake.put(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+    e.fake.put(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "metrics-x1", "namespace": "kube-system",
             "labels": {"kubernetes.io/service-name": "metrics"}},
-        "addressType": "IPv4", "endpoints": [{"addresses": ["10.1.0.9"]}]}));
+        "addressType": "IPv4", "endpoints": [{"addresses": ["10.1.0.9"]}]}),
+    );
     let o = e
         .run(
             "kube_network_evidence",
@@ -200,7 +214,11 @@ async fn network_evidence_counts_ready_endpoint_slices_and_reads_kube_dns_in_kub
     assert!(v.is_err(), "{v:?}");
     // A workload target in kube-system is refused, as for every workload action.
     let o = e
-        .run("kube_network_evidence", json!({}), ("kube-system", "kube-dns"))
+        .run(
+            "kube_network_evidence",
+            json!({}),
+            ("kube-system", "kube-dns"),
+        )
         .await;
     assert!(!o.ok, "{o:?}");
 }
@@ -222,7 +240,8 @@ fn warning(ns: &str, i: usize, typ: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_evidence_names_sick_nodes_a_failing_readyz_and_the_newest_warnings() {
     let e = Env::new().await;
-    let ok = json!([{"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]);
+    let ok =
+        json!([{"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]);
     e.fake.put(node("node-1", ok));
     e.fake.put(node(
         "node-2",
@@ -244,7 +263,11 @@ async fn cluster_evidence_names_sick_nodes_a_failing_readyz_and_the_newest_warni
     }
     e.fake.clear_requests();
     let o = e
-        .run("kube_cluster_evidence", json!({"events": 5}), ("", "cluster"))
+        .run(
+            "kube_cluster_evidence",
+            json!({"events": 5}),
+            ("", "cluster"),
+        )
         .await;
     assert!(o.ok, "{o:?}");
     let s = &o.summary;
@@ -287,7 +310,15 @@ async fn cluster_evidence_names_sick_nodes_a_failing_readyz_and_the_newest_warni
     for args in [
         &["get", "nodes", "-o", "json"][..],
         &["get", "--raw", "/livez"][..],
-        &["get", "events", "-A", "--field-selector", "type=Warning", "-o", "json"][..],
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "type=Warning",
+            "-o",
+            "json",
+        ][..],
     ] {
         let out = kubectl::kubectl_async(&e.fake, e.dir.path(), args).await;
         assert!(out.status.success(), "{args:?}: {}", kubectl::text(&out));

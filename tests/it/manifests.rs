@@ -1457,7 +1457,14 @@ fn rbac_allows_every_request_of_the_kubernetes_actions() {
             ),
             (
                 "network evidence: kube-dns's slices",
-                ("list", "discovery.k8s.io", "endpointslices", "", "kube-system", ""),
+                (
+                    "list",
+                    "discovery.k8s.io",
+                    "endpointslices",
+                    "",
+                    "kube-system",
+                    "",
+                ),
             ),
             (
                 "cluster evidence: node conditions",
@@ -1730,7 +1737,14 @@ fn rbac_denies_everything_around_them() {
             ),
             (
                 "network evidence only reads: no network policy changes",
-                ("patch", "networking.k8s.io", "networkpolicies", "", NS, "deny-all"),
+                (
+                    "patch",
+                    "networking.k8s.io",
+                    "networkpolicies",
+                    "",
+                    NS,
+                    "deny-all",
+                ),
             ),
             (
                 "network evidence only reads: no ingress changes",

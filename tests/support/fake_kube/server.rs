@@ -983,6 +983,9 @@ fn health(st: &mut State, rbac: bool, p: &str) -> Reply {
     }
     match st.health.get(p) {
         Some((code, body)) => Reply::Health(*code, body.clone()),
-        None => Reply::Health(200, format!("[+]ping ok\n[+]etcd ok\n{} check passed\n", &p[1..])),
+        None => Reply::Health(
+            200,
+            format!("[+]ping ok\n[+]etcd ok\n{} check passed\n", &p[1..]),
+        ),
     }
 }

@@ -60,10 +60,9 @@ fn node_summary(n: &Value) -> (Value, Vec<String>) {
         conds.insert(t.into(), st.into());
         match (t, st) {
             ("Ready", "True") => {}
-            ("Ready", _) => wrong.push(format!(
-                "NotReady ({})",
-                c["reason"].as_str().unwrap_or(st)
-            )),
+            ("Ready", _) => {
+                wrong.push(format!("NotReady ({})", c["reason"].as_str().unwrap_or(st)))
+            }
             (_, "True") => wrong.push(t.to_string()),
             _ => {}
         }

@@ -230,9 +230,11 @@ impl KubeAction for NetworkEvidence {
             let external = service
                 .as_ref()
                 .is_some_and(|v| v["spec"]["type"] == "ExternalName");
-            let selectorless = service
-                .as_ref()
-                .is_some_and(|v| v["spec"]["selector"].as_object().is_none_or(|m| m.is_empty()));
+            let selectorless = service.as_ref().is_some_and(|v| {
+                v["spec"]["selector"]
+                    .as_object()
+                    .is_none_or(|m| m.is_empty())
+            });
             if service.is_some() && ready_n == 0 && !external {
                 said.push(format!(
                     "no ready endpoints behind svc {svc} ({not_ready_n} not ready{})",
@@ -323,8 +325,15 @@ mod tests {
         let ep = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}],
             "notReadyAddresses": [{"ip": "10.0.0.2", "targetRef": {"name": "web-1"}}]}]});
         let (r, n) = addresses(&[], Some(&ep));
-        assert_eq!((r, n), (vec!["10.0.0.1".to_string()], vec!["10.0.0.2 (web-1)".to_string()]));
-        let sl = [json!({"endpoints": [{"addresses": ["10.0.0.3"], "conditions": {"ready": false}}]})];
+        assert_eq!(
+            (r, n),
+            (
+                vec!["10.0.0.1".to_string()],
+                vec!["10.0.0.2 (web-1)".to_string()]
+            )
+        );
+        let sl =
+            [json!({"endpoints": [{"addresses": ["10.0.0.3"], "conditions": {"ready": false}}]})];
         let (r, n) = addresses(&sl, Some(&ep));
         assert!(r.is_empty());
         assert_eq!(n, vec!["10.0.0.3".to_string()]);
