@@ -1185,6 +1185,10 @@ async fn every_action_works_within_the_shipped_rbac() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base");
     let rbac = rbac::Rbac::load(&dir, "remedyd", "remedyd");
     e.fake.set_authorizer(move |a| {
+        // A non-resource URL (`/readyz`): the fake passes the path as the resource.
+        if a.resource.starts_with('/') {
+            return rbac.allows_url(&a.verb, &a.resource);
+        }
         rbac.allows(
             &a.verb,
             &a.group,
@@ -1204,11 +1208,24 @@ async fn every_action_works_within_the_shipped_rbac() {
     dns["spec"]["template"]["metadata"]["labels"] = json!({"k8s-app": "kube-dns"});
     e.fake.put(dns);
     e.fake.put(fixtures::hpa(NS, "web", "web", 2, 5));
+    // Services for procedure 5's reads (their absence would end the read early).
+    for (ns, name) in [(NS, "web"), ("kube-system", "kube-dns")] {
+        e.fake.put(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}));
+    }
     e.fake.step();
     e.fake.step();
     e.fake.auto_step(Duration::from_millis(50));
     let steps: Vec<(&str, Value, (&str, &str))> = vec![
         ("kube_evidence", json!({}), (NS, "web")),
+        ("kube_network_evidence", json!({}), (NS, "web")),
+        (
+            "kube_network_evidence",
+            json!({"namespace": "kube-system", "service": "kube-dns"}),
+            ("", "coredns"),
+        ),
+        ("kube_cluster_evidence", json!({}), ("", "cluster")),
         ("kube_rollout_restart", json!({"wait": "30s"}), (NS, "web")),
         ("kube_rollout_status", json!({"wait": "30s"}), (NS, "web")),
         ("kube_rollout_undo", json!({"wait": "30s"}), (NS, "web")),

@@ -50,6 +50,7 @@ mod process;
 // Kubernetes: the fake API server against kubectl, the actions, the runbook's scenarios.
 mod fake_kube;
 mod kube_actions;
+mod kube_evidence_reads;
 mod kube_scenarios;
 
 // Real Prometheus, Alertmanager and a browser.

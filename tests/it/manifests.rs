@@ -711,8 +711,8 @@ fn check_bindings(objects: &Objects) {
     }
     assert_eq!(
         names.len(),
-        3,
-        "remedyd-node-drain, remedyd-workloads, remedyd-coredns: {names:?}"
+        4,
+        "remedyd-node-drain, remedyd-workloads, remedyd-coredns, remedyd-cluster-evidence: {names:?}"
     );
 
     let rules = roles
@@ -736,7 +736,12 @@ fn check_bindings(objects: &Objects) {
         for x in all {
             assert!(!x.contains('*'), "a wildcard in {r:?}");
         }
-        assert!(r.non_resource_urls.is_none(), "non-resource URLs in {r:?}");
+        // Non-resource URLs: the API server's health checks only, read only (level 3's
+        // evidence), never /metrics, /debug or a prefix.
+        if let Some(urls) = &r.non_resource_urls {
+            assert_eq!(urls, &["/livez", "/readyz"], "non-resource URLs in {r:?}");
+            assert_eq!(r.verbs, ["get"], "non-resource URLs in {r:?}");
+        }
         for v in &r.verbs {
             assert!(
                 !["escalate", "bind", "impersonate", "deletecollection"].contains(&v.as_str()),
@@ -1403,11 +1408,72 @@ fn assert_requests_of(overlay: &str, rbac: &Rbac, allowed: bool, reqs: &[(&str, 
 fn rbac_allows_every_request_of_the_kubernetes_actions() {
     const NS: &str = "python-services";
     let rbac = shipped_rbac();
+    // Level 3's evidence reads the API server's health checks, and nothing else outside the API.
+    for (overlay, r) in &rbac {
+        for url in ["/livez", "/readyz"] {
+            assert!(r.allows_url("get", url), "overlays/{overlay}: get {url}");
+        }
+        for (verb, url) in [
+            ("get", "/metrics"),
+            ("get", "/debug/pprof/"),
+            ("get", "/readyz/etcd"),
+            ("post", "/readyz"),
+        ] {
+            assert!(!r.allows_url(verb, url), "overlays/{overlay}: {verb} {url}");
+        }
+    }
     // reference/kube.md §2: what kubectl sends for each action.
     assert_requests(
         &rbac,
         true,
         &[
+            (
+                "network evidence: the service and its endpoints",
+                ("get", "", "services", "", NS, "checkout"),
+            ),
+            (
+                "network evidence: the service and its endpoints",
+                ("get", "", "endpoints", "", NS, "checkout"),
+            ),
+            (
+                "network evidence: endpoint slices by service label",
+                ("list", "discovery.k8s.io", "endpointslices", "", NS, ""),
+            ),
+            (
+                "network evidence: the namespace's network policies",
+                ("list", "networking.k8s.io", "networkpolicies", "", NS, ""),
+            ),
+            (
+                "network evidence: the namespace's ingresses",
+                ("list", "networking.k8s.io", "ingresses", "", NS, ""),
+            ),
+            (
+                "network evidence: kube-dns",
+                ("get", "", "services", "", "kube-system", "kube-dns"),
+            ),
+            (
+                "network evidence: kube-dns",
+                ("get", "", "endpoints", "", "kube-system", "kube-dns"),
+            ),
+            (
+                "network evidence: kube-dns's slices",
+                (
+                    "list",
+                    "discovery.k8s.io",
+                    "endpointslices",
+                    "",
+                    "kube-system",
+                    "",
+                ),
+            ),
+            (
+                "cluster evidence: node conditions",
+                ("list", "", "nodes", "", "", ""),
+            ),
+            (
+                "cluster evidence: Warning events in every namespace",
+                ("list", "", "events", "", "", ""),
+            ),
             (
                 "restart: read",
                 ("get", "apps", "deployments", "", NS, "checkout"),
@@ -1668,6 +1734,41 @@ fn rbac_denies_everything_around_them() {
                     NS,
                     "deny-all",
                 ),
+            ),
+            (
+                "network evidence only reads: no network policy changes",
+                (
+                    "patch",
+                    "networking.k8s.io",
+                    "networkpolicies",
+                    "",
+                    NS,
+                    "deny-all",
+                ),
+            ),
+            (
+                "network evidence only reads: no ingress changes",
+                ("patch", "networking.k8s.io", "ingresses", "", NS, "public"),
+            ),
+            (
+                "network evidence only reads: no service changes",
+                ("patch", "", "services", "", NS, "checkout"),
+            ),
+            (
+                "network evidence only reads: no endpoints changes",
+                ("update", "", "endpoints", "", NS, "checkout"),
+            ),
+            (
+                "in kube-system, only kube-dns's Service",
+                ("get", "", "services", "", "kube-system", "metrics-server"),
+            ),
+            (
+                "Services are read where remedyd acts, not cluster-wide",
+                ("list", "", "services", "", "", ""),
+            ),
+            (
+                "cluster evidence lists events, it does not watch them",
+                ("watch", "", "events", "", "", ""),
             ),
             (
                 "no deployment deletes",

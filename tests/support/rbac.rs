@@ -15,7 +15,9 @@
 //!   The default roles a cluster binds to those groups are not in the manifests, so they are not
 //!   granted here.
 //!
-//! Aggregated ClusterRoles (aggregationRule) and non-resource URLs are not evaluated.
+//! Non-resource URLs (`/readyz`) are evaluated by `allows_url`: granted only by a ClusterRole
+//! bound with a ClusterRoleBinding, exact or a `*` suffix. Aggregated ClusterRoles
+//! (aggregationRule) are not evaluated.
 //!
 //! Used by tests/it/manifests.rs and by the fake API server's RBAC mode.
 #![allow(dead_code)]
@@ -225,6 +227,21 @@ impl Rbac {
     ) -> bool {
         self.granting(verb, group, resource, subresource, namespace, name)
             .is_some()
+    }
+
+    /// A non-resource URL (`/readyz`): a ClusterRoleBinding's rule whose verbs and
+    /// nonResourceURLs (exact, or a prefix ending in `*`) match. A RoleBinding never grants one.
+    pub fn allows_url(&self, verb: &str, url: &str) -> bool {
+        self.grants.iter().any(|g| {
+            g.scope == Scope::Cluster
+                && (has(&g.rule.verbs, verb) || has(&g.rule.verbs, "*"))
+                && g.rule
+                    .non_resource_urls
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|u| u == url || u.strip_suffix('*').is_some_and(|p| url.starts_with(p)))
+        })
     }
 
     /// Where the grant allowing the request comes from (`RoleBinding ns/name -> ClusterRole x`),

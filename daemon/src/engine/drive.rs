@@ -116,7 +116,9 @@ impl Engine {
                         &inc,
                         step,
                         &pauses,
-                        storm,
+                        // A level-3 incident's evidence (the infrastructure checks its page
+                        // carries) only reads: the storm guard stops workload automation, not it.
+                        storm.filter(|_| !(inc.level >= 3 && step.verify == Verify::None)),
                         infrastructure.as_ref().filter(|id| **id != inc.id),
                         acting.get(&inc.target.key()).filter(|o| **o != inc.id),
                         now,

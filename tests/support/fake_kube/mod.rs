@@ -4,7 +4,9 @@
 //! It serves discovery (`/version`, `/api`, `/apis`, group/version resource lists with
 //! shortNames and the `deployments/scale`, `pods/eviction`, `pods/log` subresources), and
 //! generic JSON CRUD for pods, nodes, events, namespaces, deployments (+`scale`, `status`),
-//! replicasets, daemonsets, HPAs (autoscaling/v2), PDBs (policy/v1) and leases: a global
+//! replicasets, daemonsets, HPAs (autoscaling/v2), PDBs (policy/v1), leases, services,
+//! endpoints, endpointslices, networkpolicies and ingresses (no endpoints controller), and
+//! `/livez`/`/readyz` with answers the test sets: a global
 //! monotonic resourceVersion, uid, creationTimestamp, generation rules, 409 on a stale
 //! resourceVersion, merge / JSON / strategic merge patches, label and field selectors,
 //! `limit`+`continue` paging, watches (with bookmarks and 410 Expired after compaction), graceful
@@ -366,6 +368,14 @@ impl FakeKube {
             (ns.into(), pod.into(), container.into(), previous),
             text.into(),
         );
+    }
+
+    /// What `/livez` or `/readyz` (`path`) answers from now on: status and text body (a real
+    /// API server answers 500 and lists `[-]check failed` lines when a check fails).
+    pub fn set_health(&self, path: &str, status: u16, body: &str) {
+        self.state()
+            .health
+            .insert(path.into(), (status, body.into()));
     }
 
     /// Consulted only when `Options.rbac`; a denied request gets 403 Forbidden.

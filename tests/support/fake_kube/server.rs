@@ -22,6 +22,8 @@ use super::{Attributes, Recorded, Shared};
 enum Reply {
     Json(u16, Value),
     Text(String),
+    /// A plain-text answer with a status (`/livez`, `/readyz`).
+    Health(u16, String),
     Err(ApiError),
     Watch(Box<WatchSpec>),
 }
@@ -224,6 +226,12 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
     let resp = match reply {
         Reply::Json(code, v) => json_response(code, &v),
         Reply::Text(t) => ([(header::CONTENT_TYPE, "text/plain")], t).into_response(),
+        Reply::Health(code, t) => (
+            axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            t,
+        )
+            .into_response(),
         Reply::Err(e) => error_response(&e),
         Reply::Watch(spec) => watch_response(shared.clone(), *spec),
     };
@@ -256,6 +264,9 @@ fn route(
     body: Option<&Value>,
 ) -> Reply {
     let p = path.trim_end_matches('/');
+    if *method == Method::GET && matches!(p, "/livez" | "/readyz") {
+        return health(st, shared.opts.rbac, p);
+    }
     if *method == Method::GET {
         let disc = match p {
             "/version" => Some(resources::version_doc(&st.minor)),
@@ -945,4 +956,36 @@ fn pod_log(
         .cloned()
         .unwrap_or_default();
     Reply::Text(text)
+}
+
+/// `/livez` and `/readyz`: what the test set (`FakeKube::set_health`), else every check passing.
+/// In RBAC mode the authorizer is asked about the non-resource URL: `resource` is the path
+/// (`/readyz`), everything else empty. The fake does not run the real checks (etcd, informers
+/// synced…): a test sets the answer a failing API server would give.
+fn health(st: &mut State, rbac: bool, p: &str) -> Reply {
+    if rbac {
+        let attrs = Attributes {
+            verb: "get".into(),
+            group: String::new(),
+            resource: p.to_string(),
+            subresource: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+        };
+        if !st.authorizer.as_ref().is_none_or(|f| f(&attrs)) {
+            st.denied.push(attrs);
+            return Reply::Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("forbidden: User \"remedyd\" cannot get path \"{p}\""),
+            ));
+        }
+    }
+    match st.health.get(p) {
+        Some((code, body)) => Reply::Health(*code, body.clone()),
+        None => Reply::Health(
+            200,
+            format!("[+]ping ok\n[+]etcd ok\n{} check passed\n", &p[1..]),
+        ),
+    }
 }

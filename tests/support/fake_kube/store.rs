@@ -193,6 +193,8 @@ pub struct State {
     pub logs: HashMap<(String, String), String>,
     /// Logs per (namespace, pod, container, previous instance).
     pub container_logs: HashMap<(String, String, String, bool), String>,
+    /// `/livez` and `/readyz` answers set by the test: path -> (status, body).
+    pub health: HashMap<String, (u16, String)>,
     pub authorizer: Option<Authorizer>,
     pub denied: Vec<Attributes>,
     pub counter: u64,
@@ -309,6 +311,7 @@ impl State {
             progress: HashMap::new(),
             logs: HashMap::new(),
             container_logs: HashMap::new(),
+            health: HashMap::new(),
             authorizer: None,
             denied: Vec::new(),
             counter: 0,

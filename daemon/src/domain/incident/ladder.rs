@@ -2,18 +2,31 @@
 //! step is left), escalate to a human, go on after a failed step, and raise the level.
 
 use super::{Effect, Effects, EntryKind, EscalationReason, Incident, Phase, record};
-use crate::domain::policy::{OnFailure, Policy};
+use crate::domain::policy::{OnFailure, Policy, Verify};
 use crate::domain::time::Timestamp;
 
 impl Incident {
     /// Enters `Ready`, escalating at once if the ladder has no step left.
     pub(super) fn ready(&mut self, policy: &Policy, now: Timestamp, fx: &mut Effects) {
-        let len = self.ladder_of(policy).map_or(0, |l| l.steps.len());
+        let steps = self.ladder_of(policy).map_or(&[][..], |l| &l.steps[..]);
+        let len = steps.len();
+        // A ladder of evidence only (level 3's checks before the platform page) remedies nothing:
+        // it escalates as a ladder without steps, the evidence gathered named.
+        let evidence_only = steps.iter().all(|s| s.verify == Verify::None);
         if self.next_step >= len {
             let (reason, why) = if len == 0 {
                 let reason = format!(
                     "level {} ladder of policy {} has no automated steps",
                     self.ladder, policy.name
+                );
+                (reason, EscalationReason::NoSteps)
+            } else if evidence_only {
+                let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+                let reason = format!(
+                    "level {} ladder of policy {} has no automated remediation (evidence gathered: {})",
+                    self.ladder,
+                    policy.name,
+                    names.join(", ")
                 );
                 (reason, EscalationReason::NoSteps)
             } else {
@@ -113,5 +126,94 @@ impl Incident {
             // The higher alert has fired for its `for`: the new ladder may act now.
             _ => self.ready(policy, now, fx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::super::{Event, Labels, StepResult};
+    use super::*;
+    use crate::domain::policy::{Ladder, Step, Verify};
+    use crate::domain::rules::{Target, TargetKind};
+
+    /// Level 3's ladder: one evidence step (no verify), then the platform page.
+    #[test]
+    fn an_evidence_only_ladder_pages_as_one_without_remediation_after_its_evidence() {
+        let step = Step {
+            name: "cluster-evidence".into(),
+            action: "kube_cluster_evidence".into(),
+            params: serde_json::json!({}),
+            budget: None,
+            verify: Verify::None,
+            on_failure: OnFailure::Escalate,
+        };
+        let mut levels = BTreeMap::new();
+        levels.insert(
+            3,
+            Ladder {
+                steps: vec![step],
+                escalate_to: "platform".into(),
+            },
+        );
+        let policy = Policy {
+            name: "infrastructure".into(),
+            description: String::new(),
+            mode: None,
+            levels,
+        };
+        let target = Target {
+            kind: TargetKind::Platform,
+            namespace: String::new(),
+            name: "prod".into(),
+        };
+        let (mut inc, fx) = Incident::open(
+            "INC-2026-0001".into(),
+            "r",
+            &policy,
+            target,
+            Labels::new(),
+            "fp".into(),
+            Timestamp(0),
+            3,
+            Duration::ZERO,
+            Timestamp(0),
+        );
+        // Nothing is paged before the evidence.
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Page { .. })));
+        let (ladder, step, _) = inc.due_step(&policy).expect("the evidence is due");
+        inc.apply(
+            Event::StepStarted {
+                ladder,
+                step,
+                detail: serde_json::Value::Null,
+                dry_run: false,
+            },
+            &policy,
+            Timestamp(1000),
+        );
+        let fx = inc.apply(
+            Event::StepFinished {
+                ladder,
+                step,
+                result: StepResult::Ok,
+                detail: serde_json::Value::Null,
+            },
+            &policy,
+            Timestamp(2000),
+        );
+        let page = fx.iter().find_map(|e| match e {
+            Effect::Page { route, reason, why } => Some((route, reason, why)),
+            _ => None,
+        });
+        let (route, reason, why) = page.expect("platform paged after the evidence");
+        assert_eq!(route, "platform");
+        assert_eq!(*why, EscalationReason::NoSteps);
+        assert!(
+            reason.contains("has no automated remediation (evidence gathered: cluster-evidence)"),
+            "{reason}"
+        );
     }
 }

@@ -8,6 +8,8 @@ use super::delete_pods::DeletePods;
 use super::evidence::Evidence;
 use super::executor::{KubeAction, KubeExecutor};
 use super::hpa::HpaPatch;
+use super::infra::ClusterEvidence;
+use super::network::NetworkEvidence;
 use super::node::Drain;
 use super::resources::SetResources;
 use super::restart::Restart;
@@ -19,6 +21,8 @@ use crate::adapters::action::{Executor, Executors};
 /// Action kinds, by name.
 pub const KINDS: &[&str] = &[
     "kube_evidence",
+    "kube_network_evidence",
+    "kube_cluster_evidence",
     "kube_rollout_restart",
     "kube_rollout_status",
     "kube_rollout_undo",
@@ -40,6 +44,8 @@ pub fn register(e: &mut Executors, cluster: Arc<Cluster>) {
         })
     };
     e.register("kube_evidence", mk(Box::new(Evidence)));
+    e.register("kube_network_evidence", mk(Box::new(NetworkEvidence)));
+    e.register("kube_cluster_evidence", mk(Box::new(ClusterEvidence)));
     e.register("kube_rollout_restart", mk(Box::new(Restart)));
     e.register("kube_rollout_status", mk(Box::new(Status)));
     e.register("kube_rollout_undo", mk(Box::new(Undo)));

@@ -18,8 +18,8 @@
 //!
 //! One file per action, each naming the kubectl command it mirrors: `restart`, `rollout`
 //! (status, and the wait every Deployment change ends with), `undo`, `scale`, `hpa`,
-//! `resources`, `delete_pods`, `dns` (what the two DNS actions act on), `evidence` and `node`
-//! (drain). Beneath them, the plumbing they share, in the order it builds up: `error`, `cluster`,
+//! `resources`, `delete_pods`, `dns` (what the two DNS actions act on), `evidence`, `network`
+//! (procedure 5's reads), `infra` (level 3's cluster checks) and `node` (drain). Beneath them, the plumbing they share, in the order it builds up: `error`, `cluster`,
 //! `session` (one run's requests), `request` (kubectl's request builders), `objects` (reading
 //! what an action acts on), `params` (a step's `with:`), `executor` (an action kind as an
 //! `Executor`) and `catalogue` (the kinds by name, `register`).
@@ -32,6 +32,8 @@ mod error;
 mod evidence;
 mod executor;
 mod hpa;
+mod infra;
+mod network;
 mod node;
 mod objects;
 mod params;
