@@ -487,7 +487,15 @@ impl Model {
                 spec.name
             )
         });
-        if let Some(sg) = self.rs.limits.storm_guard.clone() {
+        // The storm guard stops workload automation; a level-3 incident's evidence step only
+        // reads (the infrastructure checks its page carries), and runs through a storm.
+        if let Some(sg) = self
+            .rs
+            .limits
+            .storm_guard
+            .clone()
+            .filter(|_| !(evidence && inc.level >= 3))
+        {
             let n = self.storm_targets();
             self.check(n <= sg.max_targets as usize, "I2", "step_during_storm", || {
                 format!(
