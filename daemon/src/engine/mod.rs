@@ -8,6 +8,8 @@
 //! - due incidents are driven: staleness, the storm, deadlines, lifted pauses, and due steps
 //!   through the gates and the ledger (`drive`); started steps and probes run in the
 //!   background and report back (`actions`);
+//! - open escalated incidents whose update is due tell the routes paged how they stand
+//!   (`updates`);
 //! - every transition's effects become store writes and pages (`effects`), committed through
 //!   the engine's copy of the active incidents (`cache`).
 //!
@@ -19,6 +21,7 @@ mod drive;
 mod effects;
 mod signals;
 mod tasks;
+mod updates;
 #[cfg(test)]
 mod tests;
 
