@@ -1,7 +1,9 @@
 //! Opsgenie Alert API: a trigger is `POST {base}/v2/alerts` with `Authorization: GenieKey KEY`
 //! (message of at most 130 characters, `alias` = `remedyd/INC-…` for deduplication, description,
 //! priority P1–P3 from the level, string-valued `details` with the ladder history); the resolve is
-//! `POST {base}/v2/alerts/{alias}/close?identifierType=alias`. Opsgenie answers 202 Accepted;
+//! `POST {base}/v2/alerts/{alias}/close?identifierType=alias`; an update (every `update_every`
+//! while the incident is open) adds a note to the alert: `POST
+//! {base}/v2/alerts/{alias}/notes?identifierType=alias` with `{note, user, source}`. Opsgenie answers 202 Accepted;
 //! 422 and other 4xx are final, 429 and 5xx are retried by the outbox.
 
 use serde_json::{Value, json};
@@ -102,8 +104,26 @@ pub fn close(n: &Notification) -> Value {
     })
 }
 
-/// `{base}/v2/alerts` or `{base}/v2/alerts/{alias}/close?identifierType=alias` (the alias is
-/// one path segment: its `/` is percent-encoded).
+/// The add-note body of an update: the reason (status, current value, what happened since), then
+/// the timeline since the last update and the measured values.
+pub fn note(n: &Notification) -> Value {
+    let mut text = n.reason.clone();
+    for (title, lines) in [("Since the last update", &n.updates), ("Measured values", &n.values)] {
+        if !lines.is_empty() {
+            text.push_str(&format!("\n\n{title}:\n"));
+            text.push_str(&lines.iter().map(|l| format!("- {l}")).collect::<Vec<_>>().join("\n"));
+        }
+    }
+    json!({
+        "source": "remedyd",
+        "user": "remedyd",
+        "note": truncate(&text, 25_000),
+    })
+}
+
+/// `{base}/v2/alerts`, `{base}/v2/alerts/{alias}/close?identifierType=alias` or, for an update,
+/// `{base}/v2/alerts/{alias}/notes?identifierType=alias` (the alias is one path segment: its
+/// `/` is percent-encoded).
 pub fn endpoint(base: &str, n: &Notification) -> Result<reqwest::Url, String> {
     let mut url = reqwest::Url::parse(base).map_err(|e| format!("url: {e}"))?;
     {
@@ -111,11 +131,17 @@ pub fn endpoint(base: &str, n: &Notification) -> Result<reqwest::Url, String> {
             .path_segments_mut()
             .map_err(|_| "url cannot have a path".to_string())?;
         seg.pop_if_empty().extend(["v2", "alerts"]);
-        if n.event == NotificationKind::Resolve {
-            seg.extend([n.dedup_key.as_str(), "close"]);
+        match n.event {
+            NotificationKind::Resolve => {
+                seg.extend([n.dedup_key.as_str(), "close"]);
+            }
+            NotificationKind::Update => {
+                seg.extend([n.dedup_key.as_str(), "notes"]);
+            }
+            _ => {}
         }
     }
-    if n.event == NotificationKind::Resolve {
+    if matches!(n.event, NotificationKind::Resolve | NotificationKind::Update) {
         url.set_query(Some("identifierType=alias"));
     }
     Ok(url)
@@ -136,6 +162,7 @@ pub(super) async fn deliver(
     })?;
     let body = match n.event {
         NotificationKind::Resolve => close(n),
+        NotificationKind::Update => note(n),
         _ => alert(n),
     };
     let req = client

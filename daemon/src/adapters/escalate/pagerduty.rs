@@ -1,6 +1,9 @@
 //! PagerDuty Events API v2: `POST https://events.pagerduty.com/v2/enqueue` with the routing key
 //! in the body. A trigger carries the runbook's template in `payload.custom_details`; the resolve
-//! names the same `dedup_key` (`remedyd/INC-…`), so PagerDuty closes the alert it opened. PagerDuty
+//! names the same `dedup_key` (`remedyd/INC-…`), so PagerDuty closes the alert it opened. An update
+//! (every `update_every` while the incident is open) is another `trigger` on the same `dedup_key`:
+//! the Events API has no note, and PagerDuty deduplicates a trigger whose key names an open alert
+//! into that alert (appended to its log, no new incident, nobody paged again). PagerDuty
 //! answers 202; 400 with `{"status": "invalid event", "errors": [...]}` is final; 429 and 5xx are
 //! retried by the outbox.
 

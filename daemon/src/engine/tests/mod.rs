@@ -6,6 +6,7 @@
 
 mod probe;
 mod safety;
+mod updates;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -209,6 +210,22 @@ impl Rig {
             start,
             executors,
         }
+    }
+
+    /// A restart (or a failover): a new engine on the same store, with nothing in memory.
+    fn restart(&mut self) {
+        self.engine = Engine::new(
+            self.store.clone(),
+            self.shared.clone(),
+            self.executors.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+            EngineConfig {
+                mode: Mode::Enforce,
+                ..Default::default()
+            },
+            Arc::new(Notify::new()),
+        );
     }
 
     /// A reload: new rules, the same policies.
