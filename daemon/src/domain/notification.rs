@@ -147,11 +147,7 @@ pub fn notification(
 /// update or the first page); `reason` says the status, the current measured value if one is
 /// known, and how much happened since.
 pub fn update(inc: &Incident, timeline: &[Entry], since: Timestamp) -> Notification {
-    let recent: Vec<Entry> = timeline
-        .iter()
-        .filter(|e| e.at >= since)
-        .cloned()
-        .collect();
+    let recent: Vec<Entry> = timeline.iter().filter(|e| e.at >= since).cloned().collect();
     let status = inc.status().as_str();
     let value = narrative::values(timeline)
         .pop()

@@ -21,9 +21,9 @@ mod drive;
 mod effects;
 mod signals;
 mod tasks;
-mod updates;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

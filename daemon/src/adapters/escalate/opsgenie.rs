@@ -108,10 +108,19 @@ pub fn close(n: &Notification) -> Value {
 /// the timeline since the last update and the measured values.
 pub fn note(n: &Notification) -> Value {
     let mut text = n.reason.clone();
-    for (title, lines) in [("Since the last update", &n.updates), ("Measured values", &n.values)] {
+    for (title, lines) in [
+        ("Since the last update", &n.updates),
+        ("Measured values", &n.values),
+    ] {
         if !lines.is_empty() {
             text.push_str(&format!("\n\n{title}:\n"));
-            text.push_str(&lines.iter().map(|l| format!("- {l}")).collect::<Vec<_>>().join("\n"));
+            text.push_str(
+                &lines
+                    .iter()
+                    .map(|l| format!("- {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
         }
     }
     json!({
@@ -141,7 +150,10 @@ pub fn endpoint(base: &str, n: &Notification) -> Result<reqwest::Url, String> {
             _ => {}
         }
     }
-    if matches!(n.event, NotificationKind::Resolve | NotificationKind::Update) {
+    if matches!(
+        n.event,
+        NotificationKind::Resolve | NotificationKind::Update
+    ) {
         url.set_query(Some("identifierType=alias"));
     }
     Ok(url)
@@ -173,4 +185,32 @@ pub(super) async fn deliver(
         )
         .json(&body);
     send_request(route, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_adds_a_note_to_the_alert_by_alias() {
+        let n = super::super::sample_update();
+        let url = endpoint("https://api.eu.opsgenie.com", &n).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            url.as_str(),
+            "https://api.eu.opsgenie.com/v2/alerts/remedyd%2FINC-2026-0042/notes?identifierType=alias"
+        );
+        let b = note(&n);
+        assert_eq!(b["user"], "remedyd");
+        let text = b["note"].as_str().unwrap_or_default();
+        assert!(text.starts_with("update: still escalated"), "{text}");
+        assert!(
+            text.contains("Since the last update:\n- 10:20:00 verification probe"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Measured values:\n- error rate 0.31"),
+            "{text}"
+        );
+        assert!(b.get("message").is_none(), "not a new alert");
+    }
 }

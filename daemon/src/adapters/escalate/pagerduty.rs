@@ -110,3 +110,26 @@ pub(super) async fn deliver(
 ) -> Result<bool, PagerError> {
     send_request(route, client.post(url).json(&event(n, key.expose()))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_is_a_repeat_trigger_on_the_same_dedup_key() {
+        let n = super::super::sample_update();
+        let e = event(&n, "key");
+        assert_eq!(e["event_action"], "trigger");
+        assert_eq!(e["dedup_key"], "remedyd/INC-2026-0042");
+        let d = &e["payload"]["custom_details"];
+        assert_eq!(d["status"], "escalated");
+        assert!(
+            d["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("update:")
+        );
+        assert_eq!(d["updates"][0], n.updates[0]);
+        assert_eq!(d["values"][0], "error rate 0.31");
+    }
+}

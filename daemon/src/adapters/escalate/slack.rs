@@ -120,7 +120,12 @@ pub fn message(n: &Notification) -> Value {
     if let Some(r) = &n.resolution {
         blocks.push(section(format!("*Resolution*\n{}", escape(r))));
     } else if update {
-        blocks.push(bullets("Since the last update", &n.updates, "nothing new", 15));
+        blocks.push(bullets(
+            "Since the last update",
+            &n.updates,
+            "nothing new",
+            15,
+        ));
     } else {
         blocks.push(bullets("Updates", &n.updates, "none", 8));
     }
@@ -190,4 +195,31 @@ pub(super) async fn deliver(
     n: &Notification,
 ) -> Result<bool, PagerError> {
     send_request(route, client.post(url.expose()).json(&message(n))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_names_the_incident_and_goes_in_its_thread_when_known() {
+        let n = super::super::sample_update();
+        let m = message(&n);
+        let header = m["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(header, "🔄 UPDATE · P2 INC-2026-0042 · checkout");
+        assert!(
+            m["text"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Update P2 INC-2026-0042 checkout: update: still escalated")
+        );
+        assert!(m.to_string().contains("Since the last update"));
+        assert!(m.get("thread_ts").is_none(), "no ts known: a new message");
+        let threaded = in_thread(m, Some("1764320400.000100"));
+        assert_eq!(threaded["thread_ts"], "1764320400.000100");
+        assert_eq!(threaded["blocks"][0]["text"]["text"], header);
+    }
 }

@@ -49,9 +49,16 @@ async fn an_escalated_incident_is_updated_every_15_minutes_until_it_resolves() {
         assert_eq!(kinds(&rig), oncall(&[Trigger, Update, Update]), "at +30m");
         let sent = rig.pages.0.lock().unwrap().clone();
         let (first, second) = (&sent[1].1, &sent[2].1);
-        assert_eq!(first.dedup_key, sent[0].1.dedup_key, "same incident, same key");
+        assert_eq!(
+            first.dedup_key, sent[0].1.dedup_key,
+            "same incident, same key"
+        );
         assert_eq!(first.status, "escalated");
-        assert!(first.reason.starts_with("update: still escalated"), "{}", first.reason);
+        assert!(
+            first.reason.starts_with("update: still escalated"),
+            "{}",
+            first.reason
+        );
         assert!(
             first.updates.iter().any(|u| u.contains("fix")),
             "the first update covers the failed step: {:?}",
@@ -63,7 +70,8 @@ async fn an_escalated_incident_is_updated_every_15_minutes_until_it_resolves() {
             "the second covers only the 15 minutes since the first"
         );
         let now = rig.clock.now();
-        rig.alert("checkout", "warning", Status::Resolved, now).await;
+        rig.alert("checkout", "warning", Status::Resolved, now)
+            .await;
         assert_eq!(rig.status("checkout").await, "resolved");
         rig.advance_by(60 * MIN, 5 * MIN).await;
         assert_eq!(
@@ -126,4 +134,40 @@ async fn update_every_0_sends_none() {
         }
     })
     .await
+}
+
+#[test]
+fn a_bad_update_every_names_file_line_and_field() {
+    for (value, says) in [
+        ("soon", "is not a duration"),
+        ("30s", "too often for updates"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (rd, pd) = (dir.path().join("rules"), dir.path().join("policies"));
+        std::fs::create_dir_all(&rd).unwrap();
+        std::fs::create_dir_all(&pd).unwrap();
+        let yaml = format!(
+            "routes:\n  - {{name: oncall, type: webhook, url: \"http://127.0.0.1:9/\"}}\npolicies:\n  - name: p\n    escalate_to: oncall\n    update_every: {value}\n    levels:\n      - level: 1\n"
+        );
+        std::fs::write(pd.join("p.yaml"), yaml).unwrap();
+        let e = match crate::load::ruleset::load(
+            &rd,
+            &pd,
+            &crate::adapters::action::Executors::builtin(),
+        ) {
+            Ok(_) => panic!("update_every: {value} loaded"),
+            Err(d) => d.to_string(),
+        };
+        assert!(
+            e.contains("p.yaml:6: update_every") && e.contains(says),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn an_update_is_sent_to_webhooks_as_event_update() {
+    let n = crate::adapters::escalate::sample_update();
+    let v = serde_json::to_value(&n).unwrap_or_default();
+    assert_eq!(v["event"], "update");
 }
