@@ -12,7 +12,9 @@ use crate::load::ruleset::Ruleset;
 // === impl Engine: updates ===
 
 impl Engine {
-    /// Enqueues the updates due at `now`, each with its incident's advanced schedule.
+    /// Enqueues the updates due at `now`, each with its incident's advanced schedule. A paged
+    /// incident without a schedule whose policy now has one (a reload turned updates on, or it
+    /// was paged before updates existed) gets its schedule here: first update one interval on.
     pub(super) async fn send_updates(
         &mut self,
         rs: &Ruleset,
@@ -22,7 +24,15 @@ impl Engine {
             .cache()
             .await?
             .values()
-            .filter(|i| i.update_due(now))
+            .filter(|i| {
+                i.update_due(now)
+                    || (i.updates.is_none()
+                        && !i.paged.is_empty()
+                        && rs
+                            .policies
+                            .get(&i.policy)
+                            .is_some_and(|p| p.update_every.is_some()))
+            })
             .cloned()
             .collect();
         if due.is_empty() {
@@ -34,7 +44,9 @@ impl Engine {
                 continue;
             };
             let fx = inc.apply(Event::UpdateDue, policy, now);
-            tracing::info!(incident = %inc.id, routes = ?inc.paged, "Sending an update to the routes paged");
+            if !fx.is_empty() {
+                tracing::info!(incident = %inc.id, routes = ?inc.paged, "Sending an update to the routes paged");
+            }
             self.effects(&inc, fx, rs, &mut c, now).await?;
             c.incidents.push(inc);
         }

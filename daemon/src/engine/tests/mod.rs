@@ -228,6 +228,18 @@ impl Rig {
         );
     }
 
+    /// A reload: the same rules, new policies.
+    fn reload_policies(&mut self, policies: &str) {
+        let (rd, pd) = (
+            self._dir.path().join("rules"),
+            self._dir.path().join("policies"),
+        );
+        std::fs::write(pd.join("p.yaml"), policies).unwrap();
+        let rs = crate::load::ruleset::load(&rd, &pd, &self.executors)
+            .unwrap_or_else(|d| panic!("rules and policies load: {d}"));
+        *self.shared.write().unwrap() = Arc::new(rs);
+    }
+
     /// A reload: new rules, the same policies.
     fn reload_rules(&mut self, rules: &str) {
         let (rd, pd) = (

@@ -10,17 +10,22 @@ use crate::domain::time::Clock;
 
 const MIN: Duration = Duration::from_secs(60);
 
-/// One remediation that fails: the incident is escalated to `oncall` at once.
-fn rig(update_every: Option<&str>) -> Rig {
+/// The policy: one remediation, escalating to `oncall`.
+fn policies(update_every: Option<&str>) -> String {
     let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1m}}";
-    let mut p = policy("", steps);
-    if let Some(u) = update_every {
-        p = p.replace(
+    let p = policy("", steps);
+    match update_every {
+        Some(u) => p.replace(
             "    escalate_to: oncall\n",
             &format!("    escalate_to: oncall\n    update_every: {u}\n"),
-        );
+        ),
+        None => p,
     }
-    let rig = Rig::new(RULES, &p);
+}
+
+/// One remediation that fails: the incident is escalated to `oncall` at once.
+fn rig(update_every: Option<&str>) -> Rig {
+    let rig = Rig::new(RULES, &policies(update_every));
     rig.fix.script.lock().unwrap().push(Answer::Fail);
     rig
 }
@@ -170,4 +175,30 @@ fn an_update_is_sent_to_webhooks_as_event_update() {
     let n = crate::adapters::escalate::sample_update();
     let v = serde_json::to_value(&n).unwrap_or_default();
     assert_eq!(v["event"], "update");
+}
+
+#[tokio::test]
+async fn a_reload_that_turns_updates_on_schedules_incidents_already_escalated() {
+    within(async {
+        let mut rig = rig(Some("off"));
+        rig.fire("checkout", "warning").await;
+        rig.advance_by(20 * MIN, 5 * MIN).await;
+        assert_eq!(kinds(&rig), oncall(&[Trigger]));
+        rig.reload_policies(&policies(Some("10m")));
+        // The next pass (a second later in a running engine) starts the schedule.
+        rig.settle().await;
+        rig.advance_by(9 * MIN, MIN).await;
+        assert_eq!(
+            kinds(&rig),
+            oncall(&[Trigger]),
+            "one interval after the reload"
+        );
+        rig.advance_by(MIN, MIN).await;
+        assert_eq!(kinds(&rig), oncall(&[Trigger, Update]));
+        // Turned off again: none.
+        rig.reload_policies(&policies(Some("0")));
+        rig.advance_by(30 * MIN, 5 * MIN).await;
+        assert_eq!(kinds(&rig), oncall(&[Trigger, Update]));
+    })
+    .await
 }
