@@ -65,6 +65,7 @@ fn incident(id: &str, name: &str) -> Incident {
             },
         )]
         .into(),
+        update_every: None,
     };
     Incident::open(
         id.into(),

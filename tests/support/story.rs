@@ -64,6 +64,7 @@ pub fn policy() -> Policy {
         description: String::new(),
         mode: None,
         levels,
+        update_every: None,
     }
 }
 
@@ -82,6 +83,7 @@ pub fn page_only() -> Policy {
         description: String::new(),
         mode: None,
         levels,
+        update_every: None,
     }
 }
 

@@ -6,7 +6,7 @@ use crate::domain::incident::{Entry, Incident};
 use crate::domain::report::narrative;
 use crate::domain::time::Timestamp;
 
-/// Trigger, resolve, or the daily digest.
+/// Trigger, resolve, update, or the daily digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
@@ -16,6 +16,9 @@ pub enum NotificationKind {
     Resolve,
     /// The daily summary (webhook and Slack routes only: it must not page anyone).
     Digest,
+    /// How an escalated incident stands, every `update_every` while it is open (to the routes
+    /// paged: it never pages anyone new).
+    Update,
 }
 
 /// What a pager sends: the runbook's communication template plus the ladder history.
@@ -138,6 +141,35 @@ pub fn notification(
         root_cause: ROOT_CAUSE.into(),
         digest: None,
     }
+}
+
+/// An update on an open incident: `updates` holds only the timeline since `since` (the previous
+/// update or the first page); `reason` says the status, the current measured value if one is
+/// known, and how much happened since.
+pub fn update(inc: &Incident, timeline: &[Entry], since: Timestamp) -> Notification {
+    let recent: Vec<Entry> = timeline.iter().filter(|e| e.at >= since).cloned().collect();
+    let status = inc.status().as_str();
+    let value = narrative::values(timeline)
+        .pop()
+        .map_or("no measured value".to_string(), |v| {
+            format!("last measured: {v}")
+        });
+    let tried = match narrative::actions_taken(inc, &recent).len() {
+        0 => "nothing tried".to_string(),
+        n => format!("{n} step(s) tried"),
+    };
+    let reason = format!(
+        "update: still {status}; {value}; since {}: {tried}, {} timeline entr{}",
+        since.hms(),
+        recent.len(),
+        if recent.len() == 1 { "y" } else { "ies" }
+    );
+    let mut n = notification(inc, timeline, NotificationKind::Update, &reason);
+    n.updates = narrative::updates(inc, &recent);
+    if n.updates.is_empty() {
+        n.updates = vec![format!("nothing new since {}", since.hms())];
+    }
+    n
 }
 
 /// What a page says about the root cause: that is for a human to find.

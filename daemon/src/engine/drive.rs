@@ -29,6 +29,7 @@ impl Engine {
         let rs = self.rules();
         let now = self.clock.now();
         self.check_stale(&rs, now).await?;
+        self.send_updates(&rs, now).await?;
         let pauses = self.store.pauses().await?;
         let all = self.cache().await?;
         // Stale incidents (heard nothing for stale_after) hold nothing: no storm, no infrastructure.

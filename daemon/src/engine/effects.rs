@@ -25,6 +25,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut pages = Vec::new();
+        let mut update_since = None;
         for e in fx {
             let e_kind = match e {
                 Effect::BreakerSuccess { .. } => EffectKind::Success,
@@ -45,6 +46,7 @@ impl Engine {
                         ));
                     }
                 }
+                Effect::PageUpdate { since } => update_since = Some(since),
                 Effect::BreakerFailure { action, denied } => {
                     for (key, cfg, at_once) in [
                         (
@@ -100,7 +102,7 @@ impl Engine {
                 }
             }
         }
-        if pages.is_empty() {
+        if pages.is_empty() && update_since.is_none() {
             return Ok(());
         }
         let mut timeline = self.store.timeline(&inc.id).await?;
@@ -119,6 +121,12 @@ impl Engine {
             }
             c.outbox
                 .push((route, escalate::notification(inc, &timeline, kind, &reason)));
+        }
+        if let Some(since) = update_since {
+            let n = crate::domain::notification::update(inc, &timeline, since);
+            for route in &inc.paged {
+                c.outbox.push((route.clone(), n.clone()));
+            }
         }
         Ok(())
     }

@@ -8,6 +8,8 @@
 //! - due incidents are driven: staleness, the storm, deadlines, lifted pauses, and due steps
 //!   through the gates and the ledger (`drive`); started steps and probes run in the
 //!   background and report back (`actions`);
+//! - open escalated incidents whose update is due tell the routes paged how they stand
+//!   (`updates`);
 //! - every transition's effects become store writes and pages (`effects`), committed through
 //!   the engine's copy of the active incidents (`cache`).
 //!
@@ -21,6 +23,7 @@ mod signals;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

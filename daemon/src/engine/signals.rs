@@ -222,6 +222,7 @@ impl Engine {
                         description: String::new(),
                         mode: None,
                         levels: BTreeMap::new(),
+                        update_every: None,
                     };
                     let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
                     let event = Event::ResolvedByHand {

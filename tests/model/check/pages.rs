@@ -1,7 +1,8 @@
 //! I6: pages. Outbox rows are learned from the commits that enqueue them (ids in enqueue order)
 //! and followed through the outbox's bookkeeping: one trigger per route per incident, every
 //! escalation paged, every paged route resolved, per (incident, route) delivery in enqueue order
-//! (a resolve never before its trigger), no working route held up, one storm page per storm and
+//! (a resolve never before its trigger), updates only to a paged route and never after its
+//! resolve, no working route held up, one storm page per storm and
 //! its resolve when the storm ends.
 
 use std::collections::BTreeSet;
@@ -45,6 +46,26 @@ impl Model {
                     self.storm_open = None;
                 }
                 continue;
+            }
+            if n.event == NotificationKind::Update {
+                // Updates go only to a route paged for the incident, and never after its resolve.
+                let earlier = &self.rows[..self.rows.len() - 1];
+                let paged = earlier.iter().any(|r| {
+                    r.event == NotificationKind::Trigger
+                        && r.incident == n.incident
+                        && r.route == *route
+                });
+                let resolved = earlier.iter().any(|r| {
+                    r.event == NotificationKind::Resolve
+                        && r.incident == n.incident
+                        && r.route == *route
+                });
+                self.check(paged && !resolved, "I6", "stray_update", || {
+                    format!(
+                        "{}: update to {route} (paged {paged}, resolved {resolved})",
+                        n.incident
+                    )
+                });
             }
             if n.event == NotificationKind::Trigger {
                 let count = self

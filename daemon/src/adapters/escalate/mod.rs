@@ -196,6 +196,35 @@ pub(crate) async fn send_request(
     })
 }
 
+/// An update notification for the transports' request-shape tests.
+#[cfg(test)]
+pub(crate) fn sample_update() -> Notification {
+    Notification {
+        event: NotificationKind::Update,
+        dedup_key: "remedyd/INC-2026-0042".into(),
+        incident: "INC-2026-0042".into(),
+        priority: "P2".into(),
+        severity: "high".into(),
+        status: "escalated".into(),
+        service: "checkout".into(),
+        namespace: "python-services".into(),
+        rule: "r".into(),
+        level: 2,
+        started_at: crate::domain::time::Timestamp(1_700_000_000_000),
+        resolved_at: None,
+        description: "Broken on checkout".into(),
+        impact: "level 2: checkout unavailable".into(),
+        reason: "update: still escalated; last measured: error rate 0.31; since 10:15:00: nothing tried, 1 timeline entry".into(),
+        actions_taken: vec!["10:00:05 restart failed".into()],
+        updates: vec!["10:20:00 verification probe: 0.31 (needs < 0.05)".into()],
+        values: vec!["error rate 0.31".into()],
+        resolution: None,
+        history: Vec::new(),
+        root_cause: ROOT_CAUSE.into(),
+        digest: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! Opsgenie Alert API: a trigger is `POST {base}/v2/alerts` with `Authorization: GenieKey KEY`
 //! (message of at most 130 characters, `alias` = `remedyd/INC-…` for deduplication, description,
 //! priority P1–P3 from the level, string-valued `details` with the ladder history); the resolve is
-//! `POST {base}/v2/alerts/{alias}/close?identifierType=alias`. Opsgenie answers 202 Accepted;
+//! `POST {base}/v2/alerts/{alias}/close?identifierType=alias`; an update (every `update_every`
+//! while the incident is open) adds a note to the alert: `POST
+//! {base}/v2/alerts/{alias}/notes?identifierType=alias` with `{note, user, source}`. Opsgenie answers 202 Accepted;
 //! 422 and other 4xx are final, 429 and 5xx are retried by the outbox.
 
 use serde_json::{Value, json};
@@ -102,8 +104,35 @@ pub fn close(n: &Notification) -> Value {
     })
 }
 
-/// `{base}/v2/alerts` or `{base}/v2/alerts/{alias}/close?identifierType=alias` (the alias is
-/// one path segment: its `/` is percent-encoded).
+/// The add-note body of an update: the reason (status, current value, what happened since), then
+/// the timeline since the last update and the measured values.
+pub fn note(n: &Notification) -> Value {
+    let mut text = n.reason.clone();
+    for (title, lines) in [
+        ("Since the last update", &n.updates),
+        ("Measured values", &n.values),
+    ] {
+        if !lines.is_empty() {
+            text.push_str(&format!("\n\n{title}:\n"));
+            text.push_str(
+                &lines
+                    .iter()
+                    .map(|l| format!("- {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+    }
+    json!({
+        "source": "remedyd",
+        "user": "remedyd",
+        "note": truncate(&text, 25_000),
+    })
+}
+
+/// `{base}/v2/alerts`, `{base}/v2/alerts/{alias}/close?identifierType=alias` or, for an update,
+/// `{base}/v2/alerts/{alias}/notes?identifierType=alias` (the alias is one path segment: its
+/// `/` is percent-encoded).
 pub fn endpoint(base: &str, n: &Notification) -> Result<reqwest::Url, String> {
     let mut url = reqwest::Url::parse(base).map_err(|e| format!("url: {e}"))?;
     {
@@ -111,11 +140,20 @@ pub fn endpoint(base: &str, n: &Notification) -> Result<reqwest::Url, String> {
             .path_segments_mut()
             .map_err(|_| "url cannot have a path".to_string())?;
         seg.pop_if_empty().extend(["v2", "alerts"]);
-        if n.event == NotificationKind::Resolve {
-            seg.extend([n.dedup_key.as_str(), "close"]);
+        match n.event {
+            NotificationKind::Resolve => {
+                seg.extend([n.dedup_key.as_str(), "close"]);
+            }
+            NotificationKind::Update => {
+                seg.extend([n.dedup_key.as_str(), "notes"]);
+            }
+            _ => {}
         }
     }
-    if n.event == NotificationKind::Resolve {
+    if matches!(
+        n.event,
+        NotificationKind::Resolve | NotificationKind::Update
+    ) {
         url.set_query(Some("identifierType=alias"));
     }
     Ok(url)
@@ -136,6 +174,7 @@ pub(super) async fn deliver(
     })?;
     let body = match n.event {
         NotificationKind::Resolve => close(n),
+        NotificationKind::Update => note(n),
         _ => alert(n),
     };
     let req = client
@@ -146,4 +185,32 @@ pub(super) async fn deliver(
         )
         .json(&body);
     send_request(route, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_adds_a_note_to_the_alert_by_alias() {
+        let n = super::super::sample_update();
+        let url = endpoint("https://api.eu.opsgenie.com", &n).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            url.as_str(),
+            "https://api.eu.opsgenie.com/v2/alerts/remedyd%2FINC-2026-0042/notes?identifierType=alias"
+        );
+        let b = note(&n);
+        assert_eq!(b["user"], "remedyd");
+        let text = b["note"].as_str().unwrap_or_default();
+        assert!(text.starts_with("update: still escalated"), "{text}");
+        assert!(
+            text.contains("Since the last update:\n- 10:20:00 verification probe"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Measured values:\n- error rate 0.31"),
+            "{text}"
+        );
+        assert!(b.get("message").is_none(), "not a new alert");
+    }
 }

@@ -1,6 +1,9 @@
 //! PagerDuty Events API v2: `POST https://events.pagerduty.com/v2/enqueue` with the routing key
 //! in the body. A trigger carries the runbook's template in `payload.custom_details`; the resolve
-//! names the same `dedup_key` (`remedyd/INC-…`), so PagerDuty closes the alert it opened. PagerDuty
+//! names the same `dedup_key` (`remedyd/INC-…`), so PagerDuty closes the alert it opened. An update
+//! (every `update_every` while the incident is open) is another `trigger` on the same `dedup_key`:
+//! the Events API has no note, and PagerDuty deduplicates a trigger whose key names an open alert
+//! into that alert (appended to its log, no new incident, nobody paged again). PagerDuty
 //! answers 202; 400 with `{"status": "invalid event", "errors": [...]}` is final; 429 and 5xx are
 //! retried by the outbox.
 
@@ -106,4 +109,27 @@ pub(super) async fn deliver(
     n: &Notification,
 ) -> Result<bool, PagerError> {
     send_request(route, client.post(url).json(&event(n, key.expose()))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_is_a_repeat_trigger_on_the_same_dedup_key() {
+        let n = super::super::sample_update();
+        let e = event(&n, "key");
+        assert_eq!(e["event_action"], "trigger");
+        assert_eq!(e["dedup_key"], "remedyd/INC-2026-0042");
+        let d = &e["payload"]["custom_details"];
+        assert_eq!(d["status"], "escalated");
+        assert!(
+            d["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("update:")
+        );
+        assert_eq!(d["updates"][0], n.updates[0]);
+        assert_eq!(d["values"][0], "error rate 0.31");
+    }
 }

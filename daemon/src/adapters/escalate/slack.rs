@@ -1,7 +1,10 @@
 //! Slack incoming webhooks: JSON with `text` (the notification fallback) and readable `blocks` —
 //! a header with priority, incident id and service; fields for status, severity, level and start;
 //! what is wrong; the actions taken; the measured values; the latest updates; and a context line
-//! with the reason. Slack answers 200 `ok`; 400/403/404/410 with a plain-text error
+//! with the reason. An update (every `update_every` while the incident is open) is a message
+//! headed `UPDATE · P… INC-…` with what happened since the last one; it goes in the incident's
+//! thread (`thread_ts`) when the first message's `ts` is known. An incoming webhook answers `ok`
+//! without the `ts`, so over these routes it is a new message naming the incident. Slack answers 200 `ok`; 400/403/404/410 with a plain-text error
 //! (`invalid_payload`, `no_service`, `channel_is_archived`, …) are final; 429 (with
 //! `Retry-After`) and 5xx are retried by the outbox.
 
@@ -41,6 +44,7 @@ fn bullets(title: &str, lines: &[String], empty: &str, keep_last: usize) -> Valu
 fn icon(n: &Notification) -> &'static str {
     match (n.event, n.level) {
         (NotificationKind::Resolve, _) => "✅",
+        (NotificationKind::Update, _) => "🔄",
         (NotificationKind::Digest, _) => "📋",
         (_, 3..) => "🔴",
         (_, 2) => "🟠",
@@ -54,11 +58,16 @@ pub fn message(n: &Notification) -> Value {
         return digest_message(n, d);
     }
     let resolved = n.event == NotificationKind::Resolve;
+    let update = n.event == NotificationKind::Update;
     let header = truncate(
         &format!(
             "{} {}{} {} · {}",
             icon(n),
-            if resolved { "RESOLVED · " } else { "" },
+            match n.event {
+                NotificationKind::Resolve => "RESOLVED · ",
+                NotificationKind::Update => "UPDATE · ",
+                _ => "",
+            },
             n.priority,
             n.incident,
             n.service
@@ -110,6 +119,13 @@ pub fn message(n: &Notification) -> Value {
     }
     if let Some(r) = &n.resolution {
         blocks.push(section(format!("*Resolution*\n{}", escape(r))));
+    } else if update {
+        blocks.push(bullets(
+            "Since the last update",
+            &n.updates,
+            "nothing new",
+            15,
+        ));
     } else {
         blocks.push(bullets("Updates", &n.updates, "none", 8));
     }
@@ -129,6 +145,11 @@ pub fn message(n: &Notification) -> Value {
             n.incident,
             n.service,
             n.resolution.as_deref().unwrap_or("recovered")
+        )
+    } else if update {
+        format!(
+            "Update {} {} {}: {}",
+            n.priority, n.incident, n.service, n.reason
         )
     } else {
         format!(
@@ -157,7 +178,16 @@ fn digest_message(n: &Notification, d: &crate::domain::report::digest::Digest) -
     json!({"text": truncate(&escape(&n.description), 3000), "blocks": blocks})
 }
 
-/// Posts the message.
+/// The message as a reply in the incident's thread when the first message's `ts` is known.
+pub fn in_thread(mut message: Value, thread_ts: Option<&str>) -> Value {
+    if let (Some(ts), Some(m)) = (thread_ts, message.as_object_mut()) {
+        m.insert("thread_ts".into(), Value::String(ts.to_string()));
+    }
+    message
+}
+
+/// Posts the message. An incoming webhook answers `ok`, not the message's `ts`: no thread is
+/// known, so an update is a new message that names the incident.
 pub(super) async fn deliver(
     client: &reqwest::Client,
     route: &Route,
@@ -165,4 +195,31 @@ pub(super) async fn deliver(
     n: &Notification,
 ) -> Result<bool, PagerError> {
     send_request(route, client.post(url.expose()).json(&message(n))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_names_the_incident_and_goes_in_its_thread_when_known() {
+        let n = super::super::sample_update();
+        let m = message(&n);
+        let header = m["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(header, "🔄 UPDATE · P2 INC-2026-0042 · checkout");
+        assert!(
+            m["text"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Update P2 INC-2026-0042 checkout: update: still escalated")
+        );
+        assert!(m.to_string().contains("Since the last update"));
+        assert!(m.get("thread_ts").is_none(), "no ts known: a new message");
+        let threaded = in_thread(m, Some("1764320400.000100"));
+        assert_eq!(threaded["thread_ts"], "1764320400.000100");
+        assert_eq!(threaded["blocks"][0]["text"]["text"], header);
+    }
 }

@@ -67,6 +67,7 @@ impl Incident {
             step_dry_run: false,
             step_interrupted: false,
             stale_since: None,
+            updates: None,
             opened_at: now,
             updated_at: now,
             resolved_at: None,
@@ -112,7 +113,7 @@ impl Incident {
         if self.is_resolved() {
             return self.on_event_after_resolve(event, policy, now);
         }
-        match event {
+        let fx = match event {
             Event::Fired {
                 fingerprint,
                 starts_at,
@@ -141,7 +142,10 @@ impl Incident {
             Event::ResolvedByHand { reason, author } => {
                 self.on_resolved_by_hand(reason, author, now)
             }
-        }
+            Event::UpdateDue => self.on_update_due(policy, now),
+        };
+        self.keep_update_schedule(policy, now);
+        fx
     }
 
     /// An event for a resolved incident. Only late step results are still worth recording, and

@@ -30,9 +30,11 @@ mod escalation;
 mod ladder;
 mod machine;
 mod step;
+mod update;
 
 pub use entry::{Entry, EntryKind, OtherKind};
 pub use escalation::EscalationReason;
+pub use update::UpdateSchedule;
 
 /// The status the API reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +194,10 @@ pub struct Incident {
     /// storm guard; it is never resolved silently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_since: Option<Timestamp>,
+    /// Updates to the routes paged while it is open (policy `update_every`): set when it is
+    /// first paged, advanced in the commit that enqueues each update, cleared on resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<UpdateSchedule>,
     /// When opened.
     pub opened_at: Timestamp,
     /// Last change.
@@ -311,6 +317,8 @@ pub enum Event {
         /// What it saw.
         probe: Probe,
     },
+    /// Its next update to the routes paged is due ([`Incident::update_due`]).
+    UpdateDue,
     /// A person closed the incident (API, dashboard or `remedyd resolve`).
     ResolvedByHand {
         /// Why.
@@ -336,6 +344,12 @@ pub enum Effect {
     },
     /// Tell the paged routes that the incident resolved.
     PageResolved,
+    /// Tell the paged routes how the incident stands: status, the current measured value, and
+    /// the timeline since `since` (the previous update, or the first page).
+    PageUpdate {
+        /// What the update covers: timeline entries at or after this.
+        since: Timestamp,
+    },
     /// Count a failed remediation against the breakers of this action.
     BreakerFailure {
         /// Action kind.

@@ -51,6 +51,7 @@ fn policy() -> Policy {
         description: String::new(),
         mode: None,
         levels,
+        update_every: None,
     }
 }
 

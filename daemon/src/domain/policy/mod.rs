@@ -222,7 +222,13 @@ pub struct Policy {
     pub mode: Option<Mode>,
     /// Level → ladder.
     pub levels: BTreeMap<u8, Ladder>,
+    /// How often the routes paged hear how an open incident stands (`update_every`, default
+    /// [`DEFAULT_UPDATE_EVERY`]); `None` when updates are off (`0` or `off`).
+    pub update_every: Option<Duration>,
 }
+
+/// The runbook's promise: updates every 15 minutes while an escalated incident is open.
+pub const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(15 * 60);
 
 impl Policy {
     /// The ladder for a level: that level's, else the nearest lower one, else the lowest.

@@ -129,6 +129,8 @@ pub(super) struct RawPolicy {
     pub(super) mode: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) escalate_to: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) update_every: Option<Spanned<String>>,
     pub(super) levels: Vec<RawLevel>,
 }
 

@@ -6,6 +6,7 @@
 
 mod probe;
 mod safety;
+mod updates;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -209,6 +210,34 @@ impl Rig {
             start,
             executors,
         }
+    }
+
+    /// A restart (or a failover): a new engine on the same store, with nothing in memory.
+    fn restart(&mut self) {
+        self.engine = Engine::new(
+            self.store.clone(),
+            self.shared.clone(),
+            self.executors.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+            EngineConfig {
+                mode: Mode::Enforce,
+                ..Default::default()
+            },
+            Arc::new(Notify::new()),
+        );
+    }
+
+    /// A reload: the same rules, new policies.
+    fn reload_policies(&mut self, policies: &str) {
+        let (rd, pd) = (
+            self._dir.path().join("rules"),
+            self._dir.path().join("policies"),
+        );
+        std::fs::write(pd.join("p.yaml"), policies).unwrap();
+        let rs = crate::load::ruleset::load(&rd, &pd, &self.executors)
+            .unwrap_or_else(|d| panic!("rules and policies load: {d}"));
+        *self.shared.write().unwrap() = Arc::new(rs);
     }
 
     /// A reload: new rules, the same policies.

@@ -10,7 +10,9 @@ use super::limits::window;
 use super::verify::compile_verify;
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::raw::{RawLevel, RawPolicy, RawStep};
-use crate::domain::policy::{Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify};
+use crate::domain::policy::{
+    DEFAULT_UPDATE_EVERY, Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify,
+};
 
 /// Compiles one policy into `parts.policies`; a name defined twice is reported.
 pub(super) fn compile_policy(
@@ -51,11 +53,19 @@ pub(super) fn compile_policy(
             );
         }
     }
+    let update_every = match &p.update_every {
+        None => Some(DEFAULT_UPDATE_EVERY),
+        Some(u) => update_every(&u.value).unwrap_or_else(|e| {
+            diag.push(file, u.referenced.line(), "update_every", e);
+            Some(DEFAULT_UPDATE_EVERY)
+        }),
+    };
     let policy = Policy {
         name: p.name.value.clone(),
         description: p.description.unwrap_or_default(),
         mode,
         levels,
+        update_every,
     };
     if let Some((_, first)) = parts.policies.get(&p.name.value) {
         diag.push(
@@ -170,4 +180,22 @@ fn compile_step(file: &str, s: RawStep, parts: &mut PolicyParts, diag: &mut Diag
         verify,
         on_failure,
     }
+}
+
+/// `update_every`: a duration of at least a minute, or `0`/`off` for no updates.
+fn update_every(s: &str) -> Result<Option<std::time::Duration>, String> {
+    let t = s.trim();
+    if t == "0" || t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let d = crate::domain::time::parse_duration(t)?;
+    if d.is_zero() {
+        return Ok(None);
+    }
+    if d < std::time::Duration::from_secs(60) {
+        return Err(format!(
+            "{s:?} is too often for updates to people; write at least 1m, or 0/off to send none"
+        ));
+    }
+    Ok(Some(d))
 }
