@@ -163,6 +163,7 @@ mod tests {
             description: String::new(),
             mode: None,
             levels,
+            update_every: None,
         };
         let target = Target {
             kind: TargetKind::Platform,
