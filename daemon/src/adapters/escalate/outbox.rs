@@ -183,9 +183,12 @@ pub async fn deliver_due(
 }
 
 /// Passes of one [`deliver_due`]: each unblocks at most the next page of every (incident,
-/// route), and an incident rarely has more than a trigger and a resolve per route; 8 bounds
-/// the call when pages keep failing.
-const MAX_PASSES: usize = 8;
+/// route). A route that was down for hours has a backlog per incident (the trigger, then an
+/// update every `update_every`), all due once it is back, and all must go in this call (the
+/// pages behind them would otherwise wait for the next wake). Each pass either delivers or
+/// reschedules what it found, and the loop stops at the first pass that finds nothing new, so
+/// this only bounds a call whose pages keep failing.
+const MAX_PASSES: usize = 256;
 
 /// Sends one route's due pages one after another (each the oldest pending page of its
 /// incident on this route), recording each result before the next.
