@@ -109,7 +109,7 @@ impl KubeAction for DeletePods {
                         selector_string(&d["spec"]["selector"]).map_err(bad)?
                     }
                     (_, Some(sel)) => sel.clone(),
-                    _ => unreachable!("checked"),
+                    (None, None) => return Err(bad("give deployment or selector".into())),
                 };
                 (ns, sel)
             };

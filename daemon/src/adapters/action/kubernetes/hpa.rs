@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{Failure, bad};
+use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
 use super::params::{check_template, default_deployment, namespace, params, render};
 use super::request::{get, merge, path};
@@ -140,7 +140,8 @@ impl KubeAction for HpaPatch {
                     Err(e) => return Err(Failure::Api(format!("patching HPA {ns}/{name}"), e)),
                 }
             }
-            unreachable!("the loop returns")
+            // The last attempt returns whatever happens; this is for the compiler.
+            refuse(format!("HPA {ns}/{name} kept changing under us"))
         })
     }
 }

@@ -10,6 +10,7 @@ use super::error::{ApiError, Failure, bad};
 use super::executor::KubeAction;
 use super::objects::deployments;
 use super::params::{Target, fmt, params};
+use super::request::IntoRequest;
 use super::session::Session;
 use crate::adapters::action::{ActionRequest, BoxFuture};
 
@@ -164,7 +165,7 @@ fn watch_refusal(e: &::kube::runtime::watcher::Error) -> Option<ApiError> {
 /// Sends a change to a Deployment, then waits for its rollout (the gate every such step has).
 pub(super) async fn change_and_wait(
     s: &mut Session,
-    req: http::Request<Vec<u8>>,
+    req: impl IntoRequest,
     what: String,
     ns: &str,
     name: &str,

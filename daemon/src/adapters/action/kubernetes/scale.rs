@@ -119,7 +119,7 @@ impl KubeAction for Scale {
             let want = match (p.replicas, p.by) {
                 (Some(n), _) => n,
                 (None, Some(by)) => (current + by).clamp(min, max),
-                _ => unreachable!("checked"),
+                (None, None) => return refuse("scale: give replicas or by"),
             };
             if p.by.is_some_and(|b| b > 0) && current >= max {
                 return refuse(format!(

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::cluster::REQUEST_TIMEOUT;
 use super::error::ApiError;
+use super::request::IntoRequest;
 use crate::adapters::action::Outcome;
 
 /// One action run: reads go to the cluster; writes are sent, or recorded in dry-run.
@@ -162,12 +163,13 @@ impl Session {
             )
             .when(retry)
             .notify(|e, _| {
-                errors.lock().expect("errors").push(
+                errors.lock().unwrap_or_else(|p| p.into_inner()).push(
                     json!({"request": shape.clone(), "error": e.to_string(), "retried": true}),
                 )
             })
             .await;
-        self.errors.extend(errors.into_inner().expect("errors"));
+        self.errors
+            .extend(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
         if let (true, Err(e)) = (write, &r) {
             self.errors
                 .push(json!({"request": shape, "error": e.to_string(), "retried": false}));
@@ -178,15 +180,17 @@ impl Session {
     /// A read, retried on no answer, 429 and 5xx (3 tries in all).
     pub async fn read<T: DeserializeOwned>(
         &mut self,
-        req: http::Request<Vec<u8>>,
+        req: impl IntoRequest,
     ) -> Result<T, ApiError> {
         self.reads += 1;
+        let req = req.into_request()?;
         self.send(tidy(req), 2, ApiError::transient, false).await
     }
 
     /// A read of a plain-text body (pod logs).
-    pub async fn read_text(&mut self, req: http::Request<Vec<u8>>) -> Result<String, ApiError> {
+    pub async fn read_text(&mut self, req: impl IntoRequest) -> Result<String, ApiError> {
         self.reads += 1;
+        let req = req.into_request()?;
         let r = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request_text(req)).await {
             Ok(r) => r.map_err(ApiError::from_kube),
             Err(_) => Err(ApiError {
@@ -204,10 +208,10 @@ impl Session {
     /// kubectl retries those too), and the answer is returned.
     pub async fn write<T: DeserializeOwned>(
         &mut self,
-        req: http::Request<Vec<u8>>,
+        req: impl IntoRequest,
         conflicts: bool,
     ) -> Result<Option<T>, ApiError> {
-        let req = tidy(req);
+        let req = tidy(req.into_request()?);
         self.writes.push(describe(&req));
         if self.dry {
             return Ok(None);
@@ -217,11 +221,8 @@ impl Session {
     }
 
     /// A write sent once, its error returned as is (eviction: the caller owns the 429 loop).
-    pub async fn write_once(
-        &mut self,
-        req: http::Request<Vec<u8>>,
-    ) -> Result<Option<Value>, ApiError> {
-        let req = tidy(req);
+    pub async fn write_once(&mut self, req: impl IntoRequest) -> Result<Option<Value>, ApiError> {
+        let req = tidy(req.into_request()?);
         self.writes.push(describe(&req));
         if self.dry {
             return Ok(None);
