@@ -117,9 +117,7 @@ impl Engine {
                         &inc,
                         step,
                         &pauses,
-                        // A level-3 incident's evidence (the infrastructure checks its page
-                        // carries) only reads: the storm guard stops workload automation, not it.
-                        storm.filter(|_| !(inc.level >= 3 && step.verify == Verify::None)),
+                        storm,
                         infrastructure.as_ref().filter(|id| **id != inc.id),
                         acting.get(&inc.target.key()).filter(|o| **o != inc.id),
                         now,
@@ -275,6 +273,10 @@ impl Engine {
         // Evidence only reads: it spends no budget and neither asks nor trips a breaker (it
         // would otherwise take a half-open breaker's one trial and never report on it).
         let evidence = step.verify == Verify::None;
+        // A level-3 incident's evidence (the infrastructure checks its page carries) only reads:
+        // the storm guard stops workload automation, not it. Evidence of lower levels waits, as
+        // it would be followed by a remediation the storm refuses anyway.
+        let storm = storm.filter(|_| !(evidence && inc.level >= 3));
         let mut windows = Vec::new();
         let mut breaker_keys = Vec::new();
         if !evidence {
