@@ -12,7 +12,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   postgresql                  - PostgreSQL 15: /usr/lib/postgresql/15/bin/{initdb,postgres} and
 #                                 the `postgres` user (tests/support/services.rs; store, ha)
 #   chromium, chromium-driver   - /usr/bin/chromium, /usr/bin/chromedriver (tests/it/dashboard.rs)
-packages=(ca-certificates curl prometheus prometheus-alertmanager postgresql chromium chromium-driver)
+#   buildah, jq                 - the container image: scripts/image.sh builds it, and
+#                                 scripts/check-image.sh runs it under chroot (below)
+packages=(ca-certificates curl prometheus prometheus-alertmanager postgresql chromium chromium-driver
+    buildah jq)
 
 # Not from Debian: /usr/bin/kubectl, the oracle of the Kubernetes tests (tests/it/kube_actions.rs,
 # tests/it/fake_kube.rs), is google-cloud-cli's `kubectl` package (client-go 1.27-1.33), which the
@@ -59,4 +62,11 @@ else
     cargo test --locked --lib --bins --tests --no-fail-fast "$@" || rc=$?
 fi
 cargo test --locked --doc || rc=$?
+
+# The container image (Containerfile): built from this tree and run under chroot as its own
+# user, so a missing library, file or permission fails here. Only in a full run: arguments
+# choose tests, and the image is not a test one chooses.
+if (($# == 0)); then
+    { ./scripts/image.sh && ./scripts/check-image.sh; } || rc=$?
+fi
 exit "$rc"

@@ -1999,3 +1999,50 @@ metadata: {name: ignored, namespace: a}
         Some("RoleBinding a/read -> ClusterRole read")
     );
 }
+
+/// The Deployment runs the image this repository builds: the tag `scripts/image.sh` gives it by
+/// default (`remedyd:` and the version in Cargo.toml), as the user the Containerfile names.
+#[test]
+fn the_deployment_runs_the_image_scripts_image_sh_builds() {
+    let script = read(&root().join("scripts/image.sh"));
+    assert!(
+        script.contains(r#"tag=${1:-remedyd:$version}"#),
+        "scripts/image.sh no longer tags remedyd:VERSION by default: update this test and the manifests"
+    );
+    let containerfile = read(&root().join("Containerfile"));
+    let user = containerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("Containerfile: no USER line");
+    let uid: i64 = user
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| {
+            panic!("Containerfile: USER {user:?} is not numeric ({e}); runAsNonRoot needs a UID")
+        });
+    let tag = format!("remedyd:{}", env!("CARGO_PKG_VERSION"));
+    for r in overlays() {
+        let (d, c) = r.the_deployment();
+        assert_eq!(
+            c.image.as_deref(),
+            Some(tag.as_str()),
+            "overlays/{}: image",
+            r.overlay
+        );
+        let pod = d.spec.and_then(|s| s.template.spec).expect("template.spec");
+        let run_as = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_user)
+            .or(pod.security_context.and_then(|s| s.run_as_user));
+        assert_eq!(
+            run_as,
+            Some(uid),
+            "overlays/{}: runAsUser vs Containerfile USER",
+            r.overlay
+        );
+    }
+}
