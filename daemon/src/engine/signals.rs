@@ -49,7 +49,7 @@ impl Engine {
             let s = &stored.signal;
             c.processed = Some(stored.id);
             let mut matched = false;
-            for rule in &rs.rules {
+            for rule in rs.candidates(s) {
                 let m = match rule.evaluate(s) {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,

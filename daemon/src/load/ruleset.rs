@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::{self, Limits, Policy, PolicyParts, Route};
+use crate::domain::rules::index::RuleIndex;
 use crate::domain::rules::{self, Rule};
+use crate::domain::signal::Signal;
 use crate::load::secrets::SystemSecrets;
 
 /// The current ruleset, swapped whole on reload.
@@ -40,6 +42,40 @@ pub struct Ruleset {
     pub policy_origins: BTreeMap<String, String>,
     /// The daily digest, when a policies file sets one.
     pub digest: Option<policy::DigestSchedule>,
+    /// `rules`, filed for matching; built on first use, so edit `rules` before matching.
+    pub index: LazyIndex,
+}
+
+/// A [`RuleIndex`] built on first use. A clone starts empty and files its own rules again, so
+/// a ruleset cloned and then edited never matches through the original's index.
+#[derive(Default)]
+pub struct LazyIndex(OnceLock<RuleIndex>);
+
+impl Clone for LazyIndex {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for LazyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(i) => write!(f, "RuleIndex({} rules)", i.len()),
+            None => f.write_str("RuleIndex(not built)"),
+        }
+    }
+}
+
+impl Ruleset {
+    /// The rules that may match `signal`, in file order; the others cannot (rules::index).
+    pub fn candidates<'a>(&'a self, signal: &Signal) -> impl Iterator<Item = &'a Rule> + 'a {
+        let index = self.index.0.get_or_init(|| RuleIndex::new(&self.rules));
+        debug_assert_eq!(index.len(), self.rules.len(), "rules edited after matching");
+        index
+            .candidates(signal)
+            .into_iter()
+            .filter_map(|i| self.rules.get(i))
+    }
 }
 
 fn yaml_files(dir: &Path, diag: &mut Diagnostics) -> Vec<PathBuf> {
@@ -231,5 +267,6 @@ pub fn load(
         files,
         policy_origins,
         digest: parts.digest.map(|(d, _, _)| d),
+        index: LazyIndex::default(),
     })
 }

@@ -391,7 +391,7 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
             s.labels
         );
         let mut any = false;
-        for rule in &rs.rules {
+        for rule in rs.candidates(s) {
             let m = match rule.evaluate(s) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,

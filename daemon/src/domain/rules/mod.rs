@@ -1,5 +1,6 @@
 //! Rules: which signals matter, at which level, on which target, with which policy.
 
+pub mod index;
 pub mod matcher;
 pub mod polled;
 
