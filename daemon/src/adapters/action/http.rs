@@ -158,6 +158,9 @@ impl HttpExecutor {
 }
 
 impl Executor for HttpExecutor {
+    fn params(&self) -> &'static [&'static str] {
+        super::fields::names::<Params>()
+    }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         Self::parse(params).map(|_| ())
     }

@@ -73,6 +73,9 @@ pub fn check_url_template(url: &str) -> Result<(), String> {
 }
 
 impl Executor for HttpProbe {
+    fn params(&self) -> &'static [&'static str] {
+        super::fields::names::<Params>()
+    }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         Self::parse(params).map(|_| ())
     }

@@ -74,6 +74,9 @@ pub struct DeletePods {
 }
 
 impl KubeAction for DeletePods {
+    fn params(&self) -> &'static [&'static str] {
+        crate::adapters::action::fields::names::<DeleteParams>()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<DeleteParams>(p)?.check(self.dns).map(|_| ())
     }

@@ -93,6 +93,9 @@ fn pod_summary(p: &Value) -> Value {
 }
 
 impl KubeAction for Evidence {
+    fn params(&self) -> &'static [&'static str] {
+        crate::adapters::action::fields::names::<EvidenceParams>()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         let e = params::<EvidenceParams>(p)?;
         check_template("deployment", &e.deployment)?;

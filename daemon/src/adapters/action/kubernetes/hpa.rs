@@ -68,6 +68,9 @@ impl HpaParams {
 pub struct HpaPatch;
 
 impl KubeAction for HpaPatch {
+    fn params(&self) -> &'static [&'static str] {
+        crate::adapters::action::fields::names::<HpaParams>()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<HpaParams>(p)?.check()
     }

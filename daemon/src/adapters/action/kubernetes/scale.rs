@@ -93,6 +93,9 @@ impl Scale {
 }
 
 impl KubeAction for Scale {
+    fn params(&self) -> &'static [&'static str] {
+        crate::adapters::action::fields::names::<ScaleParams>()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<ScaleParams>(p)?.check(self.dns).map(|_| ())
     }
