@@ -158,8 +158,8 @@ impl HttpExecutor {
 }
 
 impl Executor for HttpExecutor {
-    fn params(&self) -> &'static [&'static str] {
-        super::fields::names::<Params>()
+    fn params(&self) -> Vec<&'static str> {
+        super::fields::names::<Params>().to_vec()
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         Self::parse(params).map(|_| ())

@@ -162,8 +162,8 @@ pub trait Executor: Send + Sync + 'static {
     fn validate(&self, params: &serde_json::Value) -> Result<(), String>;
     /// The names of its `with:` parameters, from the type `validate` parses
     /// ([`fields::names`]); the docs are checked against them. None by default.
-    fn params(&self) -> &'static [&'static str] {
-        &[]
+    fn params(&self) -> Vec<&'static str> {
+        Vec::new()
     }
     /// The exact request it would send (dry-run records this).
     fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String>;
@@ -197,7 +197,7 @@ impl Executor for PlanOnly {
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         self.0.validate(params)
     }
-    fn params(&self) -> &'static [&'static str] {
+    fn params(&self) -> Vec<&'static str> {
         self.0.params()
     }
     fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
@@ -287,7 +287,7 @@ impl Executors {
         }
     }
     /// Every kind with its parameter names, in name order.
-    pub fn catalogue(&self) -> Vec<(&str, &'static [&'static str])> {
+    pub fn catalogue(&self) -> Vec<(&str, Vec<&'static str>)> {
         self.kinds
             .iter()
             .map(|(k, e)| (k.as_str(), e.params()))

@@ -209,8 +209,8 @@ async fn candidates(c: &Client, p: &CancelParams) -> Result<Vec<Session>, String
 pub struct CancelQueries;
 
 impl Executor for CancelQueries {
-    fn params(&self) -> &'static [&'static str] {
-        super::fields::names::<CancelParams>()
+    fn params(&self) -> Vec<&'static str> {
+        super::fields::names::<CancelParams>().to_vec()
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         CancelParams::parse(params).map(|_| ())
@@ -419,8 +419,8 @@ async fn evidence(conn: &Conn) -> Result<serde_json::Value, String> {
 }
 
 impl Executor for Evidence {
-    fn params(&self) -> &'static [&'static str] {
-        super::fields::names::<Conn>()
+    fn params(&self) -> Vec<&'static str> {
+        super::fields::names::<Conn>().to_vec()
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         let c: Conn = serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;

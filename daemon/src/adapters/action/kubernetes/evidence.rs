@@ -93,8 +93,8 @@ fn pod_summary(p: &Value) -> Value {
 }
 
 impl KubeAction for Evidence {
-    fn params(&self) -> &'static [&'static str] {
-        crate::adapters::action::fields::names::<EvidenceParams>()
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<EvidenceParams>().to_vec()
     }
     fn validate(&self, p: &Value) -> Result<(), String> {
         let e = params::<EvidenceParams>(p)?;

@@ -15,7 +15,7 @@ pub trait KubeAction: Send + Sync + 'static {
     /// Checks `with:`.
     fn validate(&self, params: &Value) -> Result<(), String>;
     /// The names of its `with:` parameters (`fields::names` of the type `validate` parses).
-    fn params(&self) -> &'static [&'static str];
+    fn params(&self) -> Vec<&'static str>;
     /// A short description of the requests, before reading anything (for `remedyd test`).
     fn plan(&self, req: &ActionRequest) -> Result<Value, String>;
     /// Runs it; the summary on success.
@@ -92,7 +92,7 @@ impl Executor for KubeExecutor {
     fn validate(&self, params: &Value) -> Result<(), String> {
         self.action.validate(params)
     }
-    fn params(&self) -> &'static [&'static str] {
+    fn params(&self) -> Vec<&'static str> {
         self.action.params()
     }
     fn plan(&self, req: &ActionRequest) -> Result<Value, String> {

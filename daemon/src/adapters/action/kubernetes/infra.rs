@@ -111,8 +111,8 @@ fn when(ev: &Value) -> Option<&str> {
 }
 
 impl KubeAction for ClusterEvidence {
-    fn params(&self) -> &'static [&'static str] {
-        crate::adapters::action::fields::names::<ClusterParams>()
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<ClusterParams>().to_vec()
     }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<ClusterParams>(p)?.check()

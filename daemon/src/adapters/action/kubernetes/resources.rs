@@ -101,8 +101,8 @@ impl ResourcesParams {
 }
 
 impl KubeAction for SetResources {
-    fn params(&self) -> &'static [&'static str] {
-        crate::adapters::action::fields::names::<ResourcesParams>()
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<ResourcesParams>().to_vec()
     }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<ResourcesParams>(p)?.check().map(|_| ())

@@ -42,6 +42,10 @@ struct ScaleParams {
     hpa: String,
 }
 
+/// The parameters `kube_dns_scale` refuses (`ScaleParams::check`): it always acts on
+/// kube-system/coredns and never on its HPA.
+const DNS_FIXED: &[&str] = &["deployment", "hpa"];
+
 fn default_hpa() -> String {
     "raise".into()
 }
@@ -50,6 +54,9 @@ impl ScaleParams {
     fn check(&self, dns: bool) -> Result<Duration, String> {
         if dns && self.deployment != default_deployment() {
             return Err("deployment: kube_dns_scale always scales kube-system/coredns".into());
+        }
+        if dns && self.hpa != default_hpa() {
+            return Err("hpa: kube_dns_scale always refuses an HPA-managed coredns".into());
         }
         check_template("deployment", &self.deployment)?;
         let min = self.min.unwrap_or(1);
@@ -93,8 +100,12 @@ impl Scale {
 }
 
 impl KubeAction for Scale {
-    fn params(&self) -> &'static [&'static str] {
+    fn params(&self) -> Vec<&'static str> {
         crate::adapters::action::fields::names::<ScaleParams>()
+            .iter()
+            .copied()
+            .filter(|n| !(self.dns && DNS_FIXED.contains(n)))
+            .collect()
     }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<ScaleParams>(p)?.check(self.dns).map(|_| ())

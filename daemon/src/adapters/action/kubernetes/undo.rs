@@ -224,8 +224,8 @@ impl UndoParams {
 }
 
 impl KubeAction for Undo {
-    fn params(&self) -> &'static [&'static str] {
-        crate::adapters::action::fields::names::<UndoParams>()
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<UndoParams>().to_vec()
     }
     fn validate(&self, p: &Value) -> Result<(), String> {
         let u = params::<UndoParams>(p)?;
