@@ -1,5 +1,5 @@
 //! The examples shown under each command's `--help`. Each one runs as written from the
-//! repository root (the README's quick start runs the same ones under test).
+//! repository root (the README's quick start runs the same commands under test, tests/it/docs.rs).
 
 /// `remedyd --help`.
 pub const MAIN: &str = "\
