@@ -213,3 +213,28 @@ impl KubeAction for Scale {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{KubeAction, Scale};
+
+    #[test]
+    fn kube_dns_scale_refuses_an_hpa_or_deployment_it_would_ignore_and_does_not_list_them() {
+        let dns = Scale { dns: true };
+        assert!(dns.validate(&json!({"by": 1, "max": 6})).is_ok());
+        let err = dns
+            .validate(&json!({"by": 1, "max": 6, "hpa": "refuse"}))
+            .unwrap_err();
+        assert!(err.starts_with("hpa: "), "{err}");
+        assert!(
+            dns.validate(&json!({"by": 1, "max": 6, "deployment": "web"}))
+                .is_err()
+        );
+        let listed = dns.params();
+        assert!(!listed.contains(&"hpa") && !listed.contains(&"deployment"));
+        let plain = Scale { dns: false }.params();
+        assert!(plain.contains(&"hpa") && plain.contains(&"deployment") && plain.contains(&"max"));
+    }
+}
