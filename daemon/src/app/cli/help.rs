@@ -1,5 +1,5 @@
-//! The examples shown under each command's `--help`. Each one runs as written from the
-//! repository root (the README's quick start runs the same commands under test, tests/it/docs.rs).
+//! The examples shown under each command's `--help`, written to work from the repository root;
+//! tests/it/docs.rs checks that every command's help has them.
 
 /// `remedyd --help`.
 pub const MAIN: &str = "\
