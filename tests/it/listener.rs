@@ -1,4 +1,4 @@
-//! Abuse of the listener (issue 11 §5; README: Limits of the listener), over real sockets
+//! Abuse of the listener (issue 11 §5; docs/api.md: Limits of the listener), over real sockets
 //! against the daemon in-process: idle connections, connections beyond `max_connections`, a
 //! body that trickles in, oversized headers, a non-UTF-8 body, deeply nested JSON and many
 //! distinct label sets. Every refusal the router answers is a 4xx with a JSON error; the one

@@ -59,8 +59,10 @@ mod dashboard;
 mod prometheus_e2e;
 mod read_access;
 
-// What ships: rules, policies, manifests, dashboards, Prometheus rules; the loader's corpus.
+// What ships: rules, policies, manifests, dashboards, Prometheus rules, the docs; the loader's
+// corpus.
 mod check;
+mod docs;
 mod grafana;
 mod manifests;
 mod promtool;

@@ -38,7 +38,7 @@ const KNOWN_OPEN: &[&str] = &[];
 /// Histories in the CI run. The issue asks for 2 000 of 200+ events in about a minute; in the
 /// debug build on the 2-core CI machine a history costs ~0.3 s of CPU (the engine's work and its
 /// store round trips), so 1 000 take ~6 minutes and `REMEDYD_MODEL_CAMPAIGN=2000` runs the full
-/// count (README: The model-based test of the engine).
+/// count (docs/testing.md: The model-based test of the engine).
 const CI_HISTORIES: u64 = 1_000;
 /// Events per history (each history adds up to 40 more).
 const EVENTS: usize = 200;

@@ -1,4 +1,4 @@
-//! The HTTP listener: an accept loop that bounds what clients can hold (README: Limits of the
+//! The HTTP listener: an accept loop that bounds what clients can hold (docs/api.md: Limits of the
 //! listener).
 //!
 //! `axum::serve` takes every connection it is offered and keeps hyper's defaults (a 400 KiB

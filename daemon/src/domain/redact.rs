@@ -12,7 +12,7 @@
 //! | PEM private keys | `-----BEGIN PRIVATE KEY-----…` | `-----BEGIN PRIVATE KEY----- [redacted]` |
 //!
 //! It errs on the side of hiding: a value after `token=` is hidden even when it is not a secret.
-//! It cannot know every secret's shape; it is a net, not a guarantee (see README, "Evidence").
+//! It cannot know every secret's shape; it is a net, not a guarantee (see docs/policies.md, "Actions").
 
 use std::sync::LazyLock;
 

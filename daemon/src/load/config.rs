@@ -396,7 +396,7 @@ impl Config {
     }
 }
 
-/// What the HTTP listener holds a client to (README: Limits of the listener).
+/// What the HTTP listener holds a client to (docs/api.md: Limits of the listener).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenerLimits {
     /// Connections served at once.

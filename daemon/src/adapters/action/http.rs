@@ -158,6 +158,9 @@ impl HttpExecutor {
 }
 
 impl Executor for HttpExecutor {
+    fn params(&self) -> Vec<&'static str> {
+        super::fields::names::<Params>().to_vec()
+    }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         Self::parse(params).map(|_| ())
     }

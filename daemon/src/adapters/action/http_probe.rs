@@ -73,6 +73,9 @@ pub fn check_url_template(url: &str) -> Result<(), String> {
 }
 
 impl Executor for HttpProbe {
+    fn params(&self) -> Vec<&'static str> {
+        super::fields::names::<Params>().to_vec()
+    }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         Self::parse(params).map(|_| ())
     }

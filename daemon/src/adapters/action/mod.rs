@@ -1,5 +1,6 @@
 //! Actions: the `Executor` trait, its outcome, and the registry policies are checked against.
 
+pub mod fields;
 pub mod http;
 pub mod http_probe;
 pub mod kubernetes;
@@ -159,6 +160,11 @@ impl Outcome {
 pub trait Executor: Send + Sync + 'static {
     /// Checks `with:` at load time so that `remedyd check` reports it.
     fn validate(&self, params: &serde_json::Value) -> Result<(), String>;
+    /// The names of its `with:` parameters, from the type `validate` parses
+    /// ([`fields::names`]); the docs are checked against them. None by default.
+    fn params(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
     /// The exact request it would send (dry-run records this).
     fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String>;
     /// Does it.
@@ -190,6 +196,9 @@ struct PlanOnly(Arc<dyn Executor>);
 impl Executor for PlanOnly {
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         self.0.validate(params)
+    }
+    fn params(&self) -> Vec<&'static str> {
+        self.0.params()
     }
     fn plan(&self, req: &ActionRequest) -> Result<serde_json::Value, String> {
         self.0.plan(req)
@@ -276,6 +285,13 @@ impl Executors {
             cluster: None,
             prober: self.prober.clone(),
         }
+    }
+    /// Every kind with its parameter names, in name order.
+    pub fn catalogue(&self) -> Vec<(&str, Vec<&'static str>)> {
+        self.kinds
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.params()))
+            .collect()
     }
     /// Looks up a kind.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Executor>> {

@@ -67,8 +67,12 @@ impl Conn {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CancelParams {
-    #[serde(flatten)]
-    conn: Conn,
+    // Flat, not `#[serde(flatten)] Conn`: `fields::names` reads a flat struct's fields, and
+    // serde does not support `deny_unknown_fields` together with `flatten`.
+    #[serde(default)]
+    dsn_env: Option<String>,
+    #[serde(default)]
+    dsn_file: Option<String>,
     /// Queries active longer than this are candidates.
     older_than: String,
     /// Time between cancelling and terminating.
@@ -105,9 +109,15 @@ fn default_max() -> u32 {
 }
 
 impl CancelParams {
+    fn conn(&self) -> Conn {
+        Conn {
+            dsn_env: self.dsn_env.clone(),
+            dsn_file: self.dsn_file.clone(),
+        }
+    }
     fn parse(v: &serde_json::Value) -> Result<Self, String> {
         let p: CancelParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-        p.conn.check()?;
+        p.conn().check()?;
         crate::domain::time::parse_duration(&p.older_than)
             .map_err(|e| format!("older_than: {e}"))?;
         crate::domain::time::parse_duration(&p.grace).map_err(|e| format!("grace: {e}"))?;
@@ -199,6 +209,9 @@ async fn candidates(c: &Client, p: &CancelParams) -> Result<Vec<Session>, String
 pub struct CancelQueries;
 
 impl Executor for CancelQueries {
+    fn params(&self) -> Vec<&'static str> {
+        super::fields::names::<CancelParams>().to_vec()
+    }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         CancelParams::parse(params).map(|_| ())
     }
@@ -217,7 +230,7 @@ impl Executor for CancelQueries {
         Box::pin(async move {
             let run = async {
                 let p = CancelParams::parse(&req.params)?;
-                let (c, _) = p.conn.connect().await?;
+                let (c, _) = p.conn().connect().await?;
                 check_privileges(&c, true).await?;
                 let s = candidates(&c, &p).await?;
                 Ok::<_, String>((s, p.terminate))
@@ -246,7 +259,7 @@ impl Executor for CancelQueries {
                 Ok(p) => p,
                 Err(e) => return Outcome::failed(false, e, serde_json::Value::Null),
             };
-            let (c, _) = match p.conn.connect().await {
+            let (c, _) = match p.conn().connect().await {
                 Ok(c) => c,
                 Err(e) => return Outcome::failed(true, e, serde_json::Value::Null),
             };
@@ -406,6 +419,9 @@ async fn evidence(conn: &Conn) -> Result<serde_json::Value, String> {
 }
 
 impl Executor for Evidence {
+    fn params(&self) -> Vec<&'static str> {
+        super::fields::names::<Conn>().to_vec()
+    }
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         let c: Conn = serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
         c.check()

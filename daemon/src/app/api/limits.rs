@@ -1,4 +1,4 @@
-//! The listener's limits that the router answers itself, with a JSON error (README: Limits of
+//! The listener's limits that the router answers itself, with a JSON error (docs/api.md: Limits of
 //! the listener): too many or too large headers (431) and a body that does not arrive within
 //! `request_timeout` (408). What hyper refuses before the router sees a request is in
 //! [`crate::app::listen`].

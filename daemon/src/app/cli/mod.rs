@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check`, `simulate`, `test`, `review`, `resolve`.
 
+mod help;
 pub mod test;
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use crate::load::config::{Config, Overrides};
 
 /// remedyd: alert-driven auto-remediation.
 #[derive(Debug, Parser)]
-#[command(name = "remedyd", version)]
+#[command(name = "remedyd", version, after_help = help::MAIN)]
 pub struct Cli {
     /// Config file (default: ./remedyd.toml if present).
     #[arg(long, global = true, env = "REMEDYD_CONFIG")]
@@ -36,11 +37,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
+    #[command(after_help = help::SERVE)]
     Serve {
         /// Listen address (HOST:PORT).
         #[arg(long)]
         listen: Option<String>,
-        /// Store URL (sqlite://PATH).
+        /// Store URL (sqlite://PATH or postgres://…).
         #[arg(long)]
         store: Option<String>,
         /// dry-run or enforce.
@@ -48,20 +50,24 @@ pub enum Command {
         mode: Option<Mode>,
     },
     /// Validate config, rules and policies; print every error; exit 1 on any.
+    #[command(after_help = help::CHECK)]
     Check,
     /// Feed an Alertmanager payload through the rules and policies and print the plan.
+    #[command(after_help = help::SIMULATE)]
     Simulate {
         /// Alertmanager webhook JSON file.
         #[arg(long)]
         alerts: PathBuf,
     },
     /// Run rule and policy unit tests (series and alerts over time, expected incidents).
+    #[command(after_help = help::TEST)]
     Test {
         /// Test files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Print the post-incident review of an incident in Markdown, from the store.
+    #[command(after_help = help::REVIEW)]
     Review {
         /// Incident id (`INC-2026-0042`).
         incident: String,
@@ -71,6 +77,7 @@ pub enum Command {
     },
     /// Resolve an incident by hand: the running engine applies it, records who and why, and
     /// sends a resolve to every route that was paged.
+    #[command(after_help = help::RESOLVE)]
     Resolve {
         /// Incident id (`INC-2026-0042`).
         incident: String,

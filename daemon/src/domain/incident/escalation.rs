@@ -2,7 +2,7 @@
 //! stale check), so the metric label comes from the decision and not from the page's wording.
 
 /// Why an incident is handed to a human with a page. `as_str()` is the page's
-/// `remedyd_escalations_total` label; several reasons share the `policy` label, as the README's
+/// `remedyd_escalations_total` label; several reasons share the `policy` label, as docs/operations.md's
 /// metrics table documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EscalationReason {

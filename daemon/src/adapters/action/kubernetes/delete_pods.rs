@@ -42,6 +42,10 @@ struct DeleteParams {
     wait: String,
 }
 
+/// The parameters `kube_dns_restart_pods` refuses (`DeleteParams::check`): it always selects
+/// CoreDNS's pods.
+const DNS_FIXED: &[&str] = &["deployment", "selector"];
+
 impl DeleteParams {
     fn check(&self, dns: bool) -> Result<Duration, String> {
         if dns && (self.deployment.is_some() || self.selector.is_some()) {
@@ -74,6 +78,13 @@ pub struct DeletePods {
 }
 
 impl KubeAction for DeletePods {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<DeleteParams>()
+            .iter()
+            .copied()
+            .filter(|n| !(self.dns && DNS_FIXED.contains(n)))
+            .collect()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<DeleteParams>(p)?.check(self.dns).map(|_| ())
     }

@@ -93,6 +93,9 @@ fn pod_summary(p: &Value) -> Value {
 }
 
 impl KubeAction for Evidence {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<EvidenceParams>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         let e = params::<EvidenceParams>(p)?;
         check_template("deployment", &e.deployment)?;

@@ -14,6 +14,8 @@ use crate::adapters::action::{ActionRequest, BoxFuture, Executor, Outcome};
 pub trait KubeAction: Send + Sync + 'static {
     /// Checks `with:`.
     fn validate(&self, params: &Value) -> Result<(), String>;
+    /// The names of its `with:` parameters (`fields::names` of the type `validate` parses).
+    fn params(&self) -> Vec<&'static str>;
     /// A short description of the requests, before reading anything (for `remedyd test`).
     fn plan(&self, req: &ActionRequest) -> Result<Value, String>;
     /// Runs it; the summary on success.
@@ -89,6 +91,9 @@ impl KubeExecutor {
 impl Executor for KubeExecutor {
     fn validate(&self, params: &Value) -> Result<(), String> {
         self.action.validate(params)
+    }
+    fn params(&self) -> Vec<&'static str> {
+        self.action.params()
     }
     fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
         self.action.plan(req)

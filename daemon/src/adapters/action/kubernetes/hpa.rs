@@ -68,6 +68,9 @@ impl HpaParams {
 pub struct HpaPatch;
 
 impl KubeAction for HpaPatch {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<HpaParams>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<HpaParams>(p)?.check()
     }

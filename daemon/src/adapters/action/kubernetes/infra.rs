@@ -111,6 +111,9 @@ fn when(ev: &Value) -> Option<&str> {
 }
 
 impl KubeAction for ClusterEvidence {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<ClusterParams>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<ClusterParams>(p)?.check()
     }

@@ -173,6 +173,9 @@ fn ingress_summary(i: &Value, svc: &str) -> Value {
 }
 
 impl KubeAction for NetworkEvidence {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<NetworkParams>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<NetworkParams>(p)?.check()
     }

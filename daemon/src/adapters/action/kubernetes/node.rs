@@ -90,6 +90,9 @@ fn key(p: &Value) -> (String, String) {
 }
 
 impl KubeAction for Drain {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<Params>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<Params>(p)?.check().map(|_| ())
     }

@@ -37,6 +37,13 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// The shared fields, as a parameter type holding them flat gives them.
+    pub(super) fn new(deployment: &str, wait: &str) -> Self {
+        Self {
+            deployment: deployment.to_string(),
+            wait: wait.to_string(),
+        }
+    }
     /// Checks the template and the wait; returns the wait.
     pub(super) fn check(&self) -> Result<Duration, String> {
         check_template("deployment", &self.deployment)?;

@@ -21,8 +21,14 @@ use crate::adapters::action::{ActionRequest, BoxFuture};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResourcesParams {
-    #[serde(flatten)]
-    target: Target,
+    /// Deployment name (template); the target's name by default.
+    #[serde(default = "super::params::default_deployment")]
+    deployment: String,
+    /// Bound of the rollout wait.
+    #[serde(default = "super::params::default_wait")]
+    wait: String,
+    // Flat, not `#[serde(flatten)] Target`: `fields::names` reads a flat struct's fields, and
+    // serde does not support `deny_unknown_fields` together with `flatten`.
     /// Containers to change, by name (never all of them by default).
     containers: Vec<String>,
     /// New limits: a quantity, or `+N%` of the current value.
@@ -57,7 +63,7 @@ fn change(field: &str, v: &str) -> Result<Change, String> {
 
 impl ResourcesParams {
     fn check(&self) -> Result<Duration, String> {
-        let wait = self.target.check()?;
+        let wait = self.target().check()?;
         if self.containers.is_empty() {
             return Err("containers: name at least one container".into());
         }
@@ -88,14 +94,23 @@ impl ResourcesParams {
 /// `kube_set_resources`: `kubectl set resources deployment/X -c NAME …`, within bounds.
 pub struct SetResources;
 
+impl ResourcesParams {
+    fn target(&self) -> Target {
+        Target::new(&self.deployment, &self.wait)
+    }
+}
+
 impl KubeAction for SetResources {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<ResourcesParams>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<ResourcesParams>(p)?.check().map(|_| ())
     }
     fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
         let p = params::<ResourcesParams>(&req.params)?;
         p.check()?;
-        let (ns, name, _) = p.target.resolve(req)?;
+        let (ns, name, _) = p.target().resolve(req)?;
         Ok(
             json!({"patch": format!("{}/{name}?fieldManager=kubectl-set", deployments(&ns)), "containers": p.containers, "limits": p.limits, "requests": p.requests}),
         )
@@ -108,7 +123,7 @@ impl KubeAction for SetResources {
         Box::pin(async move {
             let p = params::<ResourcesParams>(&req.params).map_err(bad)?;
             let wait = p.check().map_err(bad)?;
-            let (ns, name, _) = p.target.resolve(req).map_err(bad)?;
+            let (ns, name, _) = p.target().resolve(req).map_err(bad)?;
             let d = read_deployment(s, &ns, &name).await?;
             let containers = d["spec"]["template"]["spec"]["containers"]
                 .as_array()

@@ -16,6 +16,9 @@ use crate::adapters::action::{ActionRequest, BoxFuture};
 pub struct Restart;
 
 impl KubeAction for Restart {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<Target>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<Target>(p)?.check().map(|_| ())
     }

@@ -181,6 +181,9 @@ pub(super) async fn change_and_wait(
 pub struct Status;
 
 impl KubeAction for Status {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<Target>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<Target>(p)?.check().map(|_| ())
     }

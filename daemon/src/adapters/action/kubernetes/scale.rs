@@ -42,6 +42,10 @@ struct ScaleParams {
     hpa: String,
 }
 
+/// The parameters `kube_dns_scale` refuses (`ScaleParams::check`): it always acts on
+/// kube-system/coredns and never on its HPA.
+const DNS_FIXED: &[&str] = &["deployment", "hpa"];
+
 fn default_hpa() -> String {
     "raise".into()
 }
@@ -50,6 +54,9 @@ impl ScaleParams {
     fn check(&self, dns: bool) -> Result<Duration, String> {
         if dns && self.deployment != default_deployment() {
             return Err("deployment: kube_dns_scale always scales kube-system/coredns".into());
+        }
+        if dns && self.hpa != default_hpa() {
+            return Err("hpa: kube_dns_scale always refuses an HPA-managed coredns".into());
         }
         check_template("deployment", &self.deployment)?;
         let min = self.min.unwrap_or(1);
@@ -93,6 +100,13 @@ impl Scale {
 }
 
 impl KubeAction for Scale {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<ScaleParams>()
+            .iter()
+            .copied()
+            .filter(|n| !(self.dns && DNS_FIXED.contains(n)))
+            .collect()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         params::<ScaleParams>(p)?.check(self.dns).map(|_| ())
     }
@@ -197,5 +211,30 @@ impl KubeAction for Scale {
                 "scaled {ns}/{name} from {current} to {want} replicas: {done}"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{KubeAction, Scale};
+
+    #[test]
+    fn kube_dns_scale_refuses_an_hpa_or_deployment_it_would_ignore_and_does_not_list_them() {
+        let dns = Scale { dns: true };
+        assert!(dns.validate(&json!({"by": 1, "max": 6})).is_ok());
+        let err = dns
+            .validate(&json!({"by": 1, "max": 6, "hpa": "refuse"}))
+            .unwrap_err();
+        assert!(err.starts_with("hpa: "), "{err}");
+        assert!(
+            dns.validate(&json!({"by": 1, "max": 6, "deployment": "web"}))
+                .is_err()
+        );
+        let listed = dns.params();
+        assert!(!listed.contains(&"hpa") && !listed.contains(&"deployment"));
+        let plain = Scale { dns: false }.params();
+        assert!(plain.contains(&"hpa") && plain.contains(&"deployment") && plain.contains(&"max"));
     }
 }

@@ -51,8 +51,14 @@ const SKIP_ANNOTATIONS: &[&str] = &[
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UndoParams {
-    #[serde(flatten)]
-    target: Target,
+    /// Deployment name (template); the target's name by default.
+    #[serde(default = "super::params::default_deployment")]
+    deployment: String,
+    /// Bound of the rollout wait.
+    #[serde(default = "super::params::default_wait")]
+    wait: String,
+    // Flat, not `#[serde(flatten)] Target`: `fields::names` reads a flat struct's fields, and
+    // serde does not support `deny_unknown_fields` together with `flatten`.
     /// 0: the previous release; N: that revision (kubectl's `--to-revision`).
     #[serde(default)]
     to_revision: i64,
@@ -211,10 +217,19 @@ fn describe(changes: &[Value]) -> String {
 /// `rollout undo --to-revision=N`, then the rollout gate.
 pub struct Undo;
 
+impl UndoParams {
+    fn target(&self) -> Target {
+        Target::new(&self.deployment, &self.wait)
+    }
+}
+
 impl KubeAction for Undo {
+    fn params(&self) -> Vec<&'static str> {
+        crate::adapters::action::fields::names::<UndoParams>().to_vec()
+    }
     fn validate(&self, p: &Value) -> Result<(), String> {
         let u = params::<UndoParams>(p)?;
-        u.target.check()?;
+        u.target().check()?;
         if u.to_revision < 0 {
             return Err("to_revision: must be 0 (previous release) or a revision number".into());
         }
@@ -225,7 +240,7 @@ impl KubeAction for Undo {
     }
     fn plan(&self, req: &ActionRequest) -> Result<Value, String> {
         let u = params::<UndoParams>(&req.params)?;
-        let (ns, name, wait) = u.target.resolve(req)?;
+        let (ns, name, wait) = u.target().resolve(req)?;
         Ok(
             json!({"patch": format!("{}/{name}", deployments(&ns)), "content_type": "application/json-patch+json", "to_revision": u.to_revision, "ignored_annotations": RESTART_ANNOTATIONS, "changed_within": u.changed_within, "wait": fmt(wait)}),
         )
@@ -237,7 +252,7 @@ impl KubeAction for Undo {
     ) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
             let u = params::<UndoParams>(&req.params).map_err(bad)?;
-            let (ns, name, wait) = u.target.resolve(req).map_err(bad)?;
+            let (ns, name, wait) = u.target().resolve(req).map_err(bad)?;
             let d = read_deployment(s, &ns, &name).await?;
             let Some(uid) = d["metadata"]["uid"].as_str().map(str::to_string) else {
                 return refuse(format!("deployment {ns}/{name} has no metadata.uid"));
