@@ -239,5 +239,6 @@ fn storm_notification(
         history: Vec::new(),
         root_cause: String::new(),
         digest: None,
+        url: None,
     }
 }
