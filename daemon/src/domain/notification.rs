@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::incident::{Entry, Incident};
+use crate::domain::incident::{Entry, EntryKind, Incident};
 use crate::domain::report::narrative;
 use crate::domain::time::Timestamp;
 
@@ -152,7 +152,12 @@ pub fn notification(
 /// update or the first page); `reason` says the status, the current measured value if one is
 /// known, and how much happened since.
 pub fn update(inc: &Incident, timeline: &[Entry], since: Timestamp) -> Notification {
-    let recent: Vec<Entry> = timeline.iter().filter(|e| e.at >= since).cloned().collect();
+    // The previous update's own entry is no news.
+    let recent: Vec<Entry> = timeline
+        .iter()
+        .filter(|e| e.at >= since && e.kind != EntryKind::UpdateSent)
+        .cloned()
+        .collect();
     let status = inc.status().as_str();
     let value = narrative::values(timeline)
         .pop()
@@ -205,6 +210,27 @@ pub fn rest_at(n: &Notification) -> String {
         Some(u) => u.clone(),
         None => format!("see `remedyd review {}`", n.incident),
     }
+}
+
+/// The timeline's record of an update sent: to which routes, the status, and the measured value
+/// it reported (`values`' last line, as the update's reason says it).
+pub fn update_entry(n: &Notification, routes: &[String], now: Timestamp) -> Entry {
+    let value = n.values.last().cloned();
+    Entry::new(
+        now,
+        EntryKind::UpdateSent,
+        format!(
+            "update sent to {}: still {}; {}",
+            routes.join(", "),
+            n.status,
+            value
+                .as_deref()
+                .map_or("no measured value".to_string(), |v| format!(
+                    "last measured: {v}"
+                ))
+        ),
+        serde_json::json!({"routes": routes, "status": n.status, "value": value}),
+    )
 }
 
 /// What a page says about the root cause: that is for a human to find.
