@@ -127,10 +127,9 @@ impl Engine {
             for route in &inc.paged {
                 c.outbox.push((route.clone(), n.clone()));
             }
-            let routes: Vec<String> = inc.paged.iter().cloned().collect();
             c.timeline.push((
                 inc.id.clone(),
-                crate::domain::notification::update_entry(&n, &routes, now),
+                crate::domain::notification::update_entry(&n, &inc.paged, now),
             ));
         }
         Ok(())
