@@ -204,6 +204,7 @@ fn note() -> Notification {
         history: vec![],
         root_cause: "to be determined by the responder".into(),
         digest: None,
+        url: None,
     }
 }
 

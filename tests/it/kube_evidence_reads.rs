@@ -329,3 +329,109 @@ async fn cluster_evidence_names_sick_nodes_a_failing_readyz_and_the_newest_warni
         "kubectl read {kubectl_paths:?}, remedyd {paths:?}"
     );
 }
+
+/// `web`'s Deployment, its pods made by the fake's controller, and a PodMetrics for each pod as
+/// metrics-server would write it (CPU in nanocores, memory in KiB).
+fn web_with_usage(e: &Env) -> Vec<String> {
+    e.fake.put(fixtures::node("node-1"));
+    e.fake
+        .put(fixtures::deployment(NS, "web", 2, "registry.local/web:1.0"));
+    e.fake.step();
+    e.fake.step();
+    let pods: Vec<String> = e
+        .fake
+        .list("v1", "Pod", NS)
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(pods.len(), 2, "the fake's controller made web's pods");
+    for p in &pods {
+        e.fake.put(
+            json!({"apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+            "metadata": {"name": p, "namespace": NS, "labels": {"app": "web"}},
+            "timestamp": "2026-11-28T10:00:00Z", "window": "15s",
+            "containers": [{"name": "app", "usage": {"cpu": "870123456n", "memory": "507084Ki"}},
+                           {"name": "sidecar", "usage": {"cpu": "1m", "memory": "2Mi"}}]}),
+        );
+    }
+    // Another Deployment's pod is not web's.
+    e.fake.put(
+        json!({"apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+        "metadata": {"name": "api-1", "namespace": NS, "labels": {"app": "api"}},
+        "containers": [{"name": "app", "usage": {"cpu": "5", "memory": "1Gi"}}]}),
+    );
+    pods
+}
+
+/// The metrics requests in the fake's log, as (path, query).
+fn metrics_reads(e: &Env) -> Vec<(String, Vec<(String, String)>)> {
+    e.fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path
+                .starts_with("/apis/metrics.k8s.io/v1beta1/namespaces/")
+        })
+        .map(|r| (r.path.clone(), r.query.clone().into_iter().collect()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_reads_usage_per_container_from_metrics_k8s_io_as_kubectl_top_pod_does() {
+    let e = Env::new().await;
+    let pods = web_with_usage(&e);
+    e.fake.clear_requests();
+    let o = e.run("kube_evidence", json!({}), (NS, "web")).await;
+    assert!(o.ok, "{o:?}");
+    let usage = &o.detail["evidence"]["usage"];
+    for p in &pods {
+        assert_eq!(usage[p]["app"]["cpu_millicores"], 870.1, "{usage}");
+        assert_eq!(usage[p]["app"]["memory_mib"], 495.2, "{usage}");
+        assert_eq!(usage[p]["sidecar"]["cpu_millicores"], 1.0, "{usage}");
+        assert_eq!(usage[p]["sidecar"]["memory_mib"], 2.0, "{usage}");
+    }
+    assert!(usage.get("api-1").is_none(), "only web's pods: {usage}");
+    let ours = metrics_reads(&e);
+    assert_eq!(ours.len(), 1, "{ours:?}");
+
+    // The oracle: kubectl top pod -l app=web sends the same metrics request.
+    e.fake.clear_requests();
+    let out = kubectl::kubectl_async(
+        &e.fake,
+        e.dir.path(),
+        &["top", "pod", "-n", NS, "-l", "app=web"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", kubectl::text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains(&pods[0]) && !shown.contains("api-1"),
+        "{shown}"
+    );
+    let theirs = metrics_reads(&e);
+    assert_eq!(
+        theirs.first(),
+        ours.first(),
+        "kubectl's metrics request: {theirs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_says_so_when_metrics_k8s_io_is_not_served() {
+    for status in [404, 503] {
+        let e = Env::new().await;
+        web_with_usage(&e);
+        e.fake.fail("GET", "/apis/metrics.k8s.io/", status, 100);
+        let o = e.run("kube_evidence", json!({}), (NS, "web")).await;
+        assert!(o.ok, "evidence goes on without usage: {o:?}");
+        assert_eq!(
+            o.detail["evidence"]["usage"], "metrics.k8s.io is not served: no usage figures",
+            "{status}"
+        );
+        assert!(
+            o.detail["evidence"]["pods"]
+                .as_array()
+                .is_some_and(|p| p.len() == 2)
+        );
+    }
+}

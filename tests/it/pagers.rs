@@ -630,3 +630,128 @@ fn misconfigured_routes_are_errors_with_file_and_line() {
     let e = load_err("digest: {route: nowhere, at: \"08:00\"}\n");
     assert!(e.contains("route \"nowhere\" is not defined"), "{e}");
 }
+
+/// The escalated story's trigger, with an evidence step that read `lines` log lines (about 1 MB
+/// for 16 000), as `kube_evidence` records it.
+fn trigger_with_evidence(lines: usize) -> Notification {
+    let mut n = trigger();
+    let log: Vec<String> = (0..lines)
+        .map(|i| {
+            format!(
+                "2026-03-01T11:59:{:02}Z level=error msg=\"upstream timeout\" line={i}",
+                i % 60
+            )
+        })
+        .collect();
+    let entry = serde_json::json!({
+        "at": n.started_at, "kind": "step_ok", "message": "step pod-evidence succeeded",
+        "data": {"summary": "python-services/checkout: 2 pod(s), 1 ready", "retryable": false,
+                 "evidence": {"pods": [{"name": "checkout-7d9", "restarts": 5}],
+                              "usage": {"checkout-7d9": {"app": {"cpu_millicores": 870, "memory_mib": 495.2}}},
+                              "logs": {"checkout-7d9": {"app": log.join("\n")}}}}
+    });
+    n.history.push(serde_json::from_value(entry).unwrap());
+    n
+}
+
+const PAGE: &str = "https://remedyd.example.com/ops/incidents/INC-2026-0042";
+
+#[tokio::test]
+async fn every_pager_carries_the_evidence_and_the_incident_link_within_its_limits() {
+    within(async {
+        let s = Setup::new().await;
+        let p = remedyd::adapters::escalate::Linked::new(
+            Arc::new(Pagers::new()),
+            "https://remedyd.example.com/ops".into(),
+        );
+        let n = trigger_with_evidence(16_000);
+        let note = format!("all of it: {PAGE}");
+        for route in ["pd", "og", "slack", "hook"] {
+            assert!(p.send(s.route(route), &n).await.unwrap(), "{route}");
+        }
+
+        // PagerDuty: the whole event within 512 KB, the evidence in custom_details, cut last.
+        let pd = s.pd.last();
+        assert!(pd.body.len() <= 512 * 1024, "{} bytes", pd.body.len());
+        let b = pd.json();
+        assert_eq!(b["client_url"], PAGE);
+        assert_eq!(b["links"][0]["href"], PAGE);
+        let d = &b["payload"]["custom_details"];
+        assert_eq!(d["incident_url"], PAGE);
+        let ev = d["evidence"].as_str().unwrap();
+        assert!(
+            ev.starts_with("== 12:00:00 step pod-evidence: python-services/checkout"),
+            "{}",
+            &ev[..100]
+        );
+        assert!(ev.contains("msg=\"upstream timeout\" line=0\n"));
+        assert!(ev.ends_with(&note), "{}", &ev[ev.len() - 200..]);
+
+        // Opsgenie: description, details (keys and values together) and the note, each within
+        // its limit and each saying where the rest is.
+        let og = s.og.last().json();
+        let chars = |v: &serde_json::Value| v.as_str().unwrap().chars().count();
+        assert!(chars(&og["description"]) <= 15_000);
+        assert!(og["description"].as_str().unwrap().ends_with(&note));
+        let details = og["details"].as_object().unwrap();
+        let total: usize = details
+            .iter()
+            .map(|(k, v)| k.chars().count() + chars(v))
+            .sum();
+        assert!(total <= 8_000, "{total}");
+        assert_eq!(details["incident_url"], PAGE);
+        assert!(details["evidence"].as_str().unwrap().ends_with(&note));
+        assert!(chars(&og["note"]) <= 25_000);
+        let og_note = og["note"].as_str().unwrap();
+        assert!(
+            og_note.contains("usage.checkout-7d9.app.cpu_millicores: 870\n")
+                || og_note.contains("logs.checkout-7d9.app:\n")
+        );
+        assert!(og_note.ends_with(&note));
+
+        // Slack: at most 50 blocks, no section over 3 000 characters, the evidence in sections
+        // and the last block links to the incident.
+        let sl = s.slack.last().json();
+        let blocks = sl["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= 50);
+        let texts: Vec<&str> = blocks
+            .iter()
+            .filter_map(|b| b["text"]["text"].as_str())
+            .collect();
+        assert!(texts.iter().all(|t| t.chars().count() <= 3_000));
+        assert!(sl["text"].as_str().unwrap().chars().count() <= 40_000);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("*Evidence*\n== 12:00:00 step pod-evidence"))
+        );
+        assert!(texts.iter().any(|t| t.ends_with(&note)));
+        assert_eq!(
+            texts.last().copied(),
+            Some(format!("<{PAGE}|Open INC-2026-0042 in remedyd>").as_str())
+        );
+
+        // The webhook: the notification whole (no limit of its own), with the link.
+        let hook = s.hook.last().json();
+        assert_eq!(hook["url"], PAGE);
+        let logged = hook["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|e| e["data"]["evidence"]["logs"]["checkout-7d9"]["app"].as_str())
+            .unwrap();
+        assert!(logged.ends_with("line=15999"));
+
+        // Without external_url the pages name the review command instead.
+        assert!(Pagers::new().send(s.route("pd"), &n).await.unwrap());
+        let b = s.pd.last().json();
+        assert!(b.get("client_url").is_none());
+        assert!(
+            b["payload"]["custom_details"]["evidence"]
+                .as_str()
+                .unwrap()
+                .ends_with("all of it: see `remedyd review INC-2026-0042`")
+        );
+    })
+    .await
+}

@@ -327,7 +327,13 @@ pub async fn run(
                 },
                 wake: wake.clone(),
                 outbox_wake,
-                pager: parts.pager.clone(),
+                pager: match cfg.external_url()? {
+                    Some(base) => Arc::new(crate::adapters::escalate::Linked::new(
+                        parts.pager.clone(),
+                        base,
+                    )),
+                    None => parts.pager.clone(),
+                },
                 source,
                 tasks: tasks.clone(),
                 supervisor: supervisor.clone(),

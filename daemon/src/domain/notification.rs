@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::incident::{Entry, Incident};
+use crate::domain::incident::{Entry, EntryKind, Incident};
 use crate::domain::report::narrative;
 use crate::domain::time::Timestamp;
 
@@ -71,6 +71,10 @@ pub struct Notification {
     /// The daily digest's content (digest notifications only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<crate::domain::report::digest::Digest>,
+    /// The incident's page on the dashboard (`{external_url}/incidents/{id}`; the dashboard
+    /// itself for a digest), set as it is sent when `external_url` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 fn priority(level: u8) -> (&'static str, &'static str) {
@@ -140,6 +144,7 @@ pub fn notification(
         history: timeline.to_vec(),
         root_cause: ROOT_CAUSE.into(),
         digest: None,
+        url: None,
     }
 }
 
@@ -147,7 +152,12 @@ pub fn notification(
 /// update or the first page); `reason` says the status, the current measured value if one is
 /// known, and how much happened since.
 pub fn update(inc: &Incident, timeline: &[Entry], since: Timestamp) -> Notification {
-    let recent: Vec<Entry> = timeline.iter().filter(|e| e.at >= since).cloned().collect();
+    // The previous update's own entry is no news.
+    let recent: Vec<Entry> = timeline
+        .iter()
+        .filter(|e| e.at >= since && e.kind != EntryKind::UpdateSent)
+        .cloned()
+        .collect();
     let status = inc.status().as_str();
     let value = narrative::values(timeline)
         .pop()
@@ -170,6 +180,57 @@ pub fn update(inc: &Incident, timeline: &[Entry], since: Timestamp) -> Notificat
         n.updates = vec![format!("nothing new since {}", since.hms())];
     }
     n
+}
+
+/// Where people see the notification's incident under `external_url` (no trailing `/`): its
+/// dashboard page, or the dashboard itself for a digest or a storm (not stored as incidents).
+pub fn incident_url(external_url: &str, n: &Notification) -> String {
+    let base = external_url.trim_end_matches('/');
+    if n.event == NotificationKind::Digest || n.incident.starts_with("STORM-") {
+        return format!("{base}/");
+    }
+    // Incident ids are `INC-…`; anything outside the URL-safe set is percent-encoded all the same.
+    let id: String = n
+        .incident
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{base}/incidents/{id}")
+}
+
+/// Where the rest of what a page had to cut can be read: the incident's page, or the review
+/// command when no `external_url` is configured.
+pub fn rest_at(n: &Notification) -> String {
+    match &n.url {
+        Some(u) => u.clone(),
+        None => format!("see `remedyd review {}`", n.incident),
+    }
+}
+
+/// The timeline's record of an update sent: to which routes, the status, and the measured value
+/// it reported (`values`' last line, as the update's reason says it).
+pub fn update_entry(n: &Notification, routes: &[String], now: Timestamp) -> Entry {
+    let value = n.values.last().cloned();
+    Entry::new(
+        now,
+        EntryKind::UpdateSent,
+        format!(
+            "update sent to {}: still {}; {}",
+            routes.join(", "),
+            n.status,
+            value
+                .as_deref()
+                .map_or("no measured value".to_string(), |v| format!(
+                    "last measured: {v}"
+                ))
+        ),
+        serde_json::json!({"routes": routes, "status": n.status, "value": value}),
+    )
 }
 
 /// What a page says about the root cause: that is for a human to find.
@@ -213,5 +274,6 @@ pub fn digest(input: &crate::domain::report::digest::Input) -> Notification {
         history: Vec::new(),
         root_cause: String::new(),
         digest: Some(digest),
+        url: None,
     }
 }

@@ -127,6 +127,10 @@ impl Engine {
             for route in &inc.paged {
                 c.outbox.push((route.clone(), n.clone()));
             }
+            c.timeline.push((
+                inc.id.clone(),
+                crate::domain::notification::update_entry(&n, &inc.paged, now),
+            ));
         }
         Ok(())
     }
@@ -239,5 +243,6 @@ fn storm_notification(
         history: Vec::new(),
         root_cause: String::new(),
         digest: None,
+        url: None,
     }
 }

@@ -223,6 +223,19 @@ pub static RESOURCES: &[ResDef] = &[
         subs: &[],
         annotations_bump_generation: false,
     },
+    // metrics-server's aggregated API (`kubectl top pod`): read-only; a test stands in for
+    // metrics-server by putting PodMetrics, and for a cluster without it with `fail(…, 404, …)`.
+    ResDef {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        resource: "pods",
+        singular: "",
+        kind: "PodMetrics",
+        namespaced: true,
+        short: &[],
+        subs: &[],
+        annotations_bump_generation: false,
+    },
 ];
 
 impl ResDef {

@@ -99,6 +99,41 @@ impl Pager for Pagers {
     }
 }
 
+/// A pager that puts the incident's dashboard URL (under `external_url`) into every notification
+/// before the inner pager sends it. It is applied as a page is sent, not when it is queued, so a
+/// page queued before `external_url` was set (or changed) links to where the dashboard is now.
+pub struct Linked {
+    inner: std::sync::Arc<dyn Pager>,
+    external_url: String,
+}
+
+impl Linked {
+    /// Wraps `inner`; `external_url` is the checked config value (no trailing `/`).
+    pub fn new(inner: std::sync::Arc<dyn Pager>, external_url: String) -> Self {
+        Self {
+            inner,
+            external_url,
+        }
+    }
+}
+
+impl Pager for Linked {
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<bool, PagerError>> {
+        Box::pin(async move {
+            let mut linked = n.clone();
+            linked.url = Some(crate::domain::notification::incident_url(
+                &self.external_url,
+                n,
+            ));
+            self.inner.send(route, &linked).await
+        })
+    }
+}
+
 /// `Retry-After` in seconds or as an HTTP date, relative to now.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers
@@ -222,7 +257,30 @@ pub(crate) fn sample_update() -> Notification {
         history: Vec::new(),
         root_cause: ROOT_CAUSE.into(),
         digest: None,
+        url: None,
     }
+}
+
+/// A trigger whose evidence step read `lines` log lines of 60 characters (quotes and control
+/// characters among them, which JSON escapes) and, when `url`, linked to its incident's page.
+#[cfg(test)]
+pub(crate) fn sample_with_evidence(lines: usize, url: bool) -> Notification {
+    let line: String = "<é\"\u{1}&x>".chars().cycle().take(60).collect();
+    let mut n = sample_update();
+    n.event = NotificationKind::Trigger;
+    n.history = vec![
+        serde_json::from_value(serde_json::json!({
+            "at": 1_700_000_000_000u64, "kind": "step_ok", "message": "step pod-evidence succeeded",
+            "data": {"summary": "python-services/checkout: 2 pod(s), 1 ready", "retryable": false,
+                     "evidence": {"pods": [{"name": "checkout-1", "restarts": 3}],
+                                  "logs": {"checkout-1": {"app": vec![line; lines].join("\n")}}}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}")),
+    ];
+    if url {
+        n.url = Some("https://remedyd.example.com/incidents/INC-2026-0042".into());
+    }
+    n
 }
 
 #[cfg(test)]

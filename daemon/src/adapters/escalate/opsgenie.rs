@@ -9,7 +9,28 @@
 use serde_json::{Value, json};
 
 use super::{Notification, NotificationKind, PagerError, send_request, truncate};
+use crate::domain::notification::rest_at;
 use crate::domain::policy::{Route, Secret};
+use crate::domain::report::evidence::{
+    self, Measure, OPSGENIE_DESCRIPTION_CHARS, OPSGENIE_DETAILS_CHARS, OPSGENIE_NOTE_CHARS,
+};
+
+/// Characters of each list (`actions_taken`, `updates`, `values`) in `details`: three of them
+/// and the short fields stay well under the 8 000 characters Opsgenie allows all `details`, so
+/// the evidence keeps a share.
+const DETAILS_LIST_CHARS: usize = 1_200;
+
+/// Characters of the `reason` in `details` (an escalation reason is a sentence or two).
+const DETAILS_REASON_CHARS: usize = 600;
+
+/// The least room worth giving the evidence in `details`; with less, only the note is there.
+const DETAILS_EVIDENCE_MIN: usize = 200;
+
+fn size(d: &serde_json::Map<String, Value>) -> usize {
+    d.iter()
+        .map(|(k, v)| k.chars().count() + v.as_str().map_or(0, |s| s.chars().count()))
+        .sum()
+}
 
 /// Opsgenie's priority for a remedyd level: 3 → P1, 2 → P2, 1 → P3.
 pub fn priority(level: u8) -> &'static str {
@@ -20,9 +41,20 @@ pub fn priority(level: u8) -> &'static str {
     }
 }
 
-/// `details`: a flat map of strings (Opsgenie shows them as a table).
+/// `details`: a flat map of strings (Opsgenie shows them as a table), keys and values together
+/// within Opsgenie's 8 000 characters; the evidence gets what the other keys leave.
 pub fn details(n: &Notification) -> Value {
-    let lines = |v: &[String]| truncate(&v.join("\n"), 4000);
+    let rest = rest_at(n);
+    let limit = "Opsgenie's 8 000-character details";
+    let lines = |v: &[String]| {
+        evidence::fit(
+            &v.join("\n"),
+            DETAILS_LIST_CHARS,
+            Measure::Chars,
+            limit,
+            &rest,
+        )
+    };
     let mut d = serde_json::Map::new();
     let mut put = |k: &str, v: String| {
         if !v.is_empty() {
@@ -38,7 +70,7 @@ pub fn details(n: &Notification) -> Value {
     put("rule", n.rule.clone());
     put("started_at", n.started_at.to_rfc3339());
     put("impact", n.impact.clone());
-    put("reason", n.reason.clone());
+    put("reason", truncate(&n.reason, DETAILS_REASON_CHARS));
     put("actions_taken", lines(&n.actions_taken));
     put("updates", lines(&n.updates));
     put("values", lines(&n.values));
@@ -46,10 +78,22 @@ pub fn details(n: &Notification) -> Value {
     if let Some(r) = &n.resolution {
         put("resolution", r.clone());
     }
+    if let Some(u) = &n.url {
+        put("incident_url", u.clone());
+    }
+    let all = evidence::text(&n.history);
+    let room = OPSGENIE_DETAILS_CHARS.saturating_sub(size(&d) + "evidence".len());
+    if !all.is_empty() && room >= DETAILS_EVIDENCE_MIN {
+        d.insert(
+            "evidence".into(),
+            Value::String(evidence::fit(&all, room, Measure::Chars, limit, &rest)),
+        );
+    }
     Value::Object(d)
 }
 
-/// The description: the template as text (Opsgenie keeps 15 000 characters).
+/// The description: the template as text, then the incident's page and the evidence, within
+/// Opsgenie's 15 000 characters (the evidence, last, is what is cut).
 pub fn description(n: &Notification) -> String {
     let list = |v: &[String]| {
         if v.is_empty() {
@@ -58,23 +102,50 @@ pub fn description(n: &Notification) -> String {
             v.iter().map(|l| format!("- {l}\n")).collect()
         }
     };
-    truncate(
-        &format!(
-            "{}\n\nImpact: {}\nStatus: {} (priority {}, severity {})\nStarted: {}\nWhy a human is needed: {}\n\nActions taken:\n{}\nMeasured values:\n{}\nUpdates:\n{}\nRoot cause: {}\n",
-            n.description,
-            n.impact,
-            n.status,
-            n.priority,
-            n.severity,
-            crate::domain::report::narrative::datetime(n.started_at),
-            n.reason,
-            list(&n.actions_taken),
-            list(&n.values),
-            list(&n.updates),
-            n.root_cause,
-        ),
-        15_000,
+    let mut text = format!(
+        "{}\n\nImpact: {}\nStatus: {} (priority {}, severity {})\nStarted: {}\nWhy a human is needed: {}\n\nActions taken:\n{}\nMeasured values:\n{}\nUpdates:\n{}\nRoot cause: {}\n",
+        n.description,
+        n.impact,
+        n.status,
+        n.priority,
+        n.severity,
+        crate::domain::report::narrative::datetime(n.started_at),
+        n.reason,
+        list(&n.actions_taken),
+        list(&n.values),
+        list(&n.updates),
+        n.root_cause,
+    );
+    if let Some(u) = &n.url {
+        text.push_str(&format!("Incident page: {u}\n"));
+    }
+    let all = evidence::text(&n.history);
+    if !all.is_empty() {
+        text.push_str("\nEvidence:\n");
+        text.push_str(&all);
+    }
+    evidence::fit(
+        &text,
+        OPSGENIE_DESCRIPTION_CHARS,
+        Measure::Chars,
+        "Opsgenie's 15 000-character description",
+        &rest_at(n),
     )
+}
+
+/// The evidence as a note on the new alert (Opsgenie's notes keep 25 000 characters, more than
+/// the description's share); `None` when no step gathered evidence.
+pub fn evidence_note(n: &Notification) -> Option<String> {
+    let all = evidence::text(&n.history);
+    (!all.is_empty()).then(|| {
+        evidence::fit(
+            &format!("Evidence gathered by remedyd:\n{all}"),
+            OPSGENIE_NOTE_CHARS,
+            Measure::Chars,
+            "Opsgenie's 25 000-character note",
+            &rest_at(n),
+        )
+    })
 }
 
 /// The create-alert body.
@@ -83,7 +154,7 @@ pub fn alert(n: &Notification) -> Value {
     if !n.rule.is_empty() {
         tags.push(n.rule.clone());
     }
-    json!({
+    let mut a = json!({
         "message": truncate(&format!("[{}] {} {}: {}", n.priority, n.incident, n.service, n.description), 130),
         "alias": truncate(&n.dedup_key, 512),
         "description": description(n),
@@ -92,7 +163,11 @@ pub fn alert(n: &Notification) -> Value {
         "entity": if n.namespace.is_empty() { n.service.clone() } else { format!("{}/{}", n.namespace, n.service) },
         "tags": tags,
         "details": details(n),
-    })
+    });
+    if let Some(note) = evidence_note(n) {
+        a["note"] = json!(note);
+    }
+    a
 }
 
 /// The close body.
@@ -123,10 +198,18 @@ pub fn note(n: &Notification) -> Value {
             );
         }
     }
+    if let Some(u) = &n.url {
+        text.push_str(&format!("\n\nIncident page: {u}"));
+    }
+    let all = evidence::text(&n.history);
+    if !all.is_empty() {
+        text.push_str("\n\nEvidence:\n");
+        text.push_str(&all);
+    }
     json!({
         "source": "remedyd",
         "user": "remedyd",
-        "note": truncate(&text, 25_000),
+        "note": evidence::fit(&text, OPSGENIE_NOTE_CHARS, Measure::Chars, "Opsgenie's 25 000-character note", &rest_at(n)),
     })
 }
 
@@ -212,5 +295,49 @@ mod tests {
             "{text}"
         );
         assert!(b.get("message").is_none(), "not a new alert");
+    }
+
+    #[test]
+    fn huge_evidence_fits_description_details_and_notes_with_a_note_where_the_rest_is() {
+        let n = super::super::sample_with_evidence(20_000, true);
+        let rest = "all of it: https://remedyd.example.com/incidents/INC-2026-0042";
+        let a = alert(&n);
+        let desc = a["description"].as_str().unwrap_or_default();
+        assert!(desc.chars().count() <= OPSGENIE_DESCRIPTION_CHARS);
+        assert!(
+            desc.contains("Incident page: https://remedyd.example.com/incidents/INC-2026-0042")
+        );
+        assert!(desc.contains("\nEvidence:\n== 22:13:20 step pod-evidence"));
+        assert!(desc.ends_with(rest), "{}", &desc[desc.len() - 200..]);
+        let d = a["details"].as_object().cloned().unwrap_or_default();
+        assert!(size(&d) <= OPSGENIE_DETAILS_CHARS, "{}", size(&d));
+        assert!(d["evidence"].as_str().unwrap_or_default().ends_with(rest));
+        assert_eq!(
+            d["incident_url"],
+            "https://remedyd.example.com/incidents/INC-2026-0042"
+        );
+        let note = a["note"].as_str().unwrap_or_default();
+        assert!(note.chars().count() <= OPSGENIE_NOTE_CHARS);
+        assert!(note.starts_with("Evidence gathered by remedyd:\n== "));
+        assert!(note.ends_with(rest));
+        let mut u = n.clone();
+        u.event = NotificationKind::Update;
+        let text = note_of(&u);
+        assert!(text.chars().count() <= OPSGENIE_NOTE_CHARS);
+        assert!(text.starts_with("update: still escalated"));
+        assert!(text.contains("\n\nEvidence:\n== "));
+        assert!(text.ends_with(rest));
+        // Huge lists of the template alone stay within the details' limit too.
+        let mut long = super::super::sample_update();
+        long.actions_taken = vec!["x".repeat(3000); 50];
+        long.updates = long.actions_taken.clone();
+        long.values = long.actions_taken.clone();
+        long.reason = "r".repeat(5000);
+        let d = details(&long).as_object().cloned().unwrap_or_default();
+        assert!(size(&d) <= OPSGENIE_DETAILS_CHARS, "{}", size(&d));
+    }
+
+    fn note_of(n: &Notification) -> String {
+        note(n)["note"].as_str().unwrap_or_default().to_string()
     }
 }

@@ -10,7 +10,27 @@
 use serde_json::{Value, json};
 
 use super::{Notification, NotificationKind, PagerError, send_request, truncate};
+use crate::domain::notification::rest_at;
 use crate::domain::policy::{Route, Secret};
+use crate::domain::report::evidence::{self, Measure, PAGERDUTY_EVENT_BYTES};
+
+/// Lines of each list (`actions_taken`, `updates`, `values`) in `custom_details`, the newest
+/// kept, and characters per line: 3 × 100 × 500 characters leave most of the 512 KB event to the
+/// evidence however long the incident ran.
+const LIST_LINES: usize = 100;
+const LINE_CHARS: usize = 500;
+
+/// Headroom under PagerDuty's 512 KB for what the size estimate does not see (the
+/// `"evidence":` key and its comma).
+const EVENT_SLACK_BYTES: usize = 1024;
+
+fn recent(lines: &[String]) -> Vec<String> {
+    let skip = lines.len().saturating_sub(LIST_LINES);
+    lines[skip..]
+        .iter()
+        .map(|l| truncate(l, LINE_CHARS))
+        .collect()
+}
 
 /// PagerDuty's severity for a remedyd level: 3 critical, 2 error, 1 warning.
 pub fn severity(level: u8) -> &'static str {
@@ -52,9 +72,9 @@ pub fn details(n: &Notification) -> Value {
         "description": n.description,
         "impact": n.impact,
         "reason": n.reason,
-        "actions_taken": n.actions_taken,
-        "updates": n.updates,
-        "values": n.values,
+        "actions_taken": recent(&n.actions_taken),
+        "updates": recent(&n.updates),
+        "values": recent(&n.values),
         "root_cause": n.root_cause,
     });
     if let Some(r) = &n.resolution {
@@ -62,6 +82,9 @@ pub fn details(n: &Notification) -> Value {
     }
     if let Some(at) = n.resolved_at {
         d["resolved_at"] = json!(at);
+    }
+    if let Some(u) = &n.url {
+        d["incident_url"] = json!(u);
     }
     d
 }
@@ -80,7 +103,7 @@ pub fn event(n: &Notification, routing_key: &str) -> Value {
             } else {
                 format!("{}/{}", n.namespace, n.service)
             };
-            json!({
+            let mut e = json!({
                 "routing_key": routing_key,
                 "event_action": "trigger",
                 "dedup_key": n.dedup_key,
@@ -95,7 +118,27 @@ pub fn event(n: &Notification, routing_key: &str) -> Value {
                     "class": n.rule,
                     "custom_details": details(n),
                 }
-            })
+            });
+            // The incident's page: `client_url` is the "View in remedyd" link, `links` lists it.
+            if let Some(u) = &n.url {
+                e["client_url"] = json!(u);
+                e["links"] = json!([{"href": u, "text": format!("remedyd: {}", n.incident)}]);
+            }
+            // The evidence takes what is left of the 512 KB event, cut with a note saying
+            // where the rest is.
+            let all = evidence::text(&n.history);
+            if !all.is_empty() {
+                let used = e.to_string().len();
+                let room = PAGERDUTY_EVENT_BYTES.saturating_sub(used + EVENT_SLACK_BYTES);
+                e["payload"]["custom_details"]["evidence"] = json!(evidence::fit(
+                    &all,
+                    room,
+                    Measure::JsonBytes,
+                    "PagerDuty's 512 KB event",
+                    &rest_at(n)
+                ));
+            }
+            e
         }
     }
 }
@@ -131,5 +174,52 @@ mod tests {
         );
         assert_eq!(d["updates"][0], n.updates[0]);
         assert_eq!(d["values"][0], "error rate 0.31");
+    }
+
+    #[test]
+    fn huge_evidence_fits_the_512_kb_event_with_a_note_and_the_incident_link() {
+        let n = super::super::sample_with_evidence(20_000, true);
+        let e = event(&n, "key");
+        let body = e.to_string();
+        assert!(body.len() <= PAGERDUTY_EVENT_BYTES, "{}", body.len());
+        assert!(
+            body.len() > PAGERDUTY_EVENT_BYTES - 4096,
+            "the room is used"
+        );
+        let ev = e["payload"]["custom_details"]["evidence"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(ev.starts_with("== 22:13:20 step pod-evidence: python-services/checkout"));
+        assert!(
+            ev.contains("\nlogs.checkout-1.app:\n  <é\"\u{1}&x>"),
+            "{}",
+            &ev[..200]
+        );
+        assert!(ev.ends_with(
+            "… cut to fit PagerDuty's 512 KB event; all of it: https://remedyd.example.com/incidents/INC-2026-0042"
+        ));
+        assert_eq!(
+            e["client_url"],
+            "https://remedyd.example.com/incidents/INC-2026-0042"
+        );
+        assert_eq!(e["links"][0]["href"], e["client_url"]);
+        assert_eq!(
+            e["payload"]["custom_details"]["incident_url"],
+            e["client_url"]
+        );
+        // Small evidence is sent whole; without external_url the note names the review.
+        let small = event(&super::super::sample_with_evidence(3, false), "key");
+        let ev = small["payload"]["custom_details"]["evidence"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!ev.contains("cut to fit"), "{ev}");
+        assert!(small.get("client_url").is_none());
+        let cut = event(&super::super::sample_with_evidence(20_000, false), "key");
+        assert!(
+            cut["payload"]["custom_details"]["evidence"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("all of it: see `remedyd review INC-2026-0042`")
+        );
     }
 }

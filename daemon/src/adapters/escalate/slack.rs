@@ -11,8 +11,17 @@
 use serde_json::{Value, json};
 
 use super::{Notification, NotificationKind, PagerError, send_request, truncate};
+use crate::domain::notification::rest_at;
 use crate::domain::policy::{Route, Secret};
+use crate::domain::report::evidence::{self, SLACK_BLOCKS, SLACK_SECTION_CHARS};
 use crate::domain::report::narrative::datetime;
+
+/// Sections of evidence in one message at most: 10 × 3 000 characters is a long scroll already;
+/// the rest is on the incident's page.
+const EVIDENCE_SECTIONS: usize = 10;
+
+/// `*Evidence*` and its newline, before the first section's evidence.
+const EVIDENCE_TITLE: &str = "*Evidence*\n";
 
 /// Slack's mrkdwn needs only these three escaped.
 pub fn escape(s: &str) -> String {
@@ -39,6 +48,12 @@ fn bullets(title: &str, lines: &[String], empty: &str, keep_last: usize) -> Valu
         }
     }
     section(text)
+}
+
+/// A section linking to the incident's page (`<url|text>`: the URL's own `<`, `>` and `|` cannot
+/// occur in a checked `external_url` with an incident id appended).
+fn link(url: &str, incident: &str) -> Value {
+    section(format!("<{url}|Open {incident} in remedyd>"))
 }
 
 fn icon(n: &Notification) -> &'static str {
@@ -129,6 +144,22 @@ pub fn message(n: &Notification) -> Value {
     } else {
         blocks.push(bullets("Updates", &n.updates, "none", 8));
     }
+    if !resolved {
+        // The context line and the link come after the evidence: keep their blocks free.
+        let free = SLACK_BLOCKS.saturating_sub(blocks.len() + 2);
+        let all = escape(&evidence::text(&n.history));
+        let pieces = evidence::pieces(
+            &all,
+            SLACK_SECTION_CHARS - EVIDENCE_TITLE.len(),
+            EVIDENCE_SECTIONS.min(free),
+            "Slack's message limits",
+            &rest_at(n),
+        );
+        for (i, p) in pieces.into_iter().enumerate() {
+            let title = if i == 0 { EVIDENCE_TITLE } else { "" };
+            blocks.push(section(format!("{title}{p}")));
+        }
+    }
     let context = if resolved {
         format!("Root cause: {} · {}", n.root_cause, n.dedup_key)
     } else {
@@ -138,6 +169,9 @@ pub fn message(n: &Notification) -> Value {
         )
     };
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&escape(&context), 2000)}]}));
+    if let Some(u) = &n.url {
+        blocks.push(link(u, &n.incident));
+    }
     let text = if resolved {
         format!(
             "Resolved {} {} {}: {}",
@@ -221,5 +255,44 @@ mod tests {
         let threaded = in_thread(m, Some("1764320400.000100"));
         assert_eq!(threaded["thread_ts"], "1764320400.000100");
         assert_eq!(threaded["blocks"][0]["text"]["text"], header);
+    }
+
+    #[test]
+    fn huge_evidence_fills_at_most_ten_sections_within_slacks_limits() {
+        let n = super::super::sample_with_evidence(20_000, true);
+        let m = message(&n);
+        let blocks = m["blocks"].as_array().cloned().unwrap_or_default();
+        assert!(blocks.len() <= SLACK_BLOCKS);
+        for b in &blocks {
+            let t = b["text"]["text"].as_str().unwrap_or_default();
+            assert!(
+                t.chars().count() <= SLACK_SECTION_CHARS,
+                "{}",
+                t.chars().count()
+            );
+        }
+        assert!(
+            m["text"].as_str().unwrap_or_default().chars().count() <= evidence::SLACK_TEXT_CHARS
+        );
+        let ev: Vec<&str> = blocks
+            .iter()
+            .filter_map(|b| b["text"]["text"].as_str())
+            .filter(|t| {
+                t.starts_with("*Evidence*")
+                    || t.contains("logs.checkout-1.app")
+                    || t.starts_with("  ")
+            })
+            .collect();
+        assert_eq!(ev.len(), EVIDENCE_SECTIONS);
+        assert!(ev[0].starts_with("*Evidence*\n== 22:13:20 step pod-evidence"));
+        assert!(ev[0].contains("&lt;é"), "escaped for mrkdwn");
+        assert!(ev[9].ends_with(
+            "… cut to fit Slack's message limits; all of it: https://remedyd.example.com/incidents/INC-2026-0042"
+        ));
+        let last = blocks.last().cloned().unwrap_or_default();
+        assert_eq!(
+            last["text"]["text"],
+            "<https://remedyd.example.com/incidents/INC-2026-0042|Open INC-2026-0042 in remedyd>"
+        );
     }
 }

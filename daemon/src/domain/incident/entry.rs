@@ -139,6 +139,8 @@ entry_kinds! {
     Resolved = "resolved",
     /// A person resolved the incident.
     ResolvedByHand = "resolved_by_hand",
+    /// An update went to the routes paged (every `update_every` while it is open).
+    UpdateSent = "update_sent",
 }
 
 /// The name of a kind this version does not write, kept as read. Only [`EntryKind::parse`] makes
@@ -178,7 +180,7 @@ mod tests {
             assert_eq!(&EntryKind::parse(kind.as_str()), kind);
             assert!(!matches!(kind, EntryKind::Other(_)));
         }
-        assert_eq!(EntryKind::ALL.len(), 29);
+        assert_eq!(EntryKind::ALL.len(), 30);
         assert_eq!(EntryKind::StepOk.as_str(), "step_ok");
         assert_eq!(EntryKind::BreakerOpened.to_string(), "breaker_opened");
     }

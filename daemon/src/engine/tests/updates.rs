@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{Answer, RULES, Rig, policy, within};
 use crate::adapters::escalate::NotificationKind::{self, Resolve, Trigger, Update};
+use crate::adapters::store::Store;
 use crate::domain::signal::Status;
 use crate::domain::time::Clock;
 
@@ -199,6 +200,50 @@ async fn a_reload_that_turns_updates_on_schedules_incidents_already_escalated() 
         rig.reload_policies(&policies(Some("0")));
         rig.advance_by(30 * MIN, 5 * MIN).await;
         assert_eq!(kinds(&rig), oncall(&[Trigger, Update]));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn each_update_sent_is_in_the_timeline_with_its_routes_and_value_and_in_the_review() {
+    within(async {
+        let mut rig = rig(None);
+        rig.fire("checkout", "warning").await;
+        rig.advance_by(30 * MIN, MIN).await;
+        assert_eq!(kinds(&rig), oncall(&[Trigger, Update, Update]));
+        let list = rig.store.list_incidents(None, 100).await.unwrap();
+        let inc = list.first().expect("the incident").clone();
+        let timeline = rig.store.timeline(&inc.id).await.unwrap();
+        let sent: Vec<_> = timeline
+            .iter()
+            .filter(|e| e.kind == crate::domain::incident::EntryKind::UpdateSent)
+            .collect();
+        assert_eq!(sent.len(), 2, "one entry per update sent");
+        let pages = rig.pages.0.lock().unwrap().clone();
+        for (e, (_, n)) in sent.iter().zip(&pages[1..]) {
+            assert_eq!(e.data["routes"], serde_json::json!(["oncall"]));
+            assert_eq!(e.data["status"], "escalated");
+            assert_eq!(e.data["value"], serde_json::json!(n.values.last()));
+            assert!(
+                e.message
+                    .starts_with("update sent to oncall: still escalated; "),
+                "{}",
+                e.message
+            );
+        }
+        assert_eq!(sent[1].at.since(sent[0].at), 15 * MIN);
+        // The second update does not report the first as news.
+        assert!(
+            !pages[2].1.updates.iter().any(|u| u.contains("update sent")),
+            "{:?}",
+            pages[2].1.updates
+        );
+        let review = crate::domain::report::review::render(&inc, &timeline);
+        assert_eq!(
+            review.matches("update sent to oncall").count(),
+            2,
+            "{review}"
+        );
     })
     .await
 }

@@ -12,6 +12,7 @@ use super::objects::{deployments, list_all, read_deployment, ready, selector_str
 use super::params::{check_template, default_deployment, namespace, params, render};
 use super::request::path;
 use super::session::Session;
+use super::usage;
 use crate::adapters::action::{ActionRequest, BoxFuture};
 
 /// Pods listed in one evidence record.
@@ -109,7 +110,7 @@ impl KubeAction for Evidence {
         let ns = namespace(req)?;
         let name = render("deployment", &e.deployment, req)?;
         Ok(
-            json!({"reads": [deployments(&ns) + "/" + &name, path("v1", &ns, "pods"), path("v1", &ns, "events")]}),
+            json!({"reads": [deployments(&ns) + "/" + &name, path("v1", &ns, "pods"), path("metrics.k8s.io/v1beta1", &ns, "pods"), path("v1", &ns, "events")]}),
         )
     }
     fn evidence(&self) -> bool {
@@ -131,6 +132,8 @@ impl KubeAction for Evidence {
                 .await
                 .map_err(Failure::api(format!("listing pods of {ns}/{name}")))?;
             let summaries: Vec<Value> = pods.iter().map(pod_summary).collect();
+            // `kubectl top pod -l SELECTOR`: usage per container, or a note when not served.
+            let usage = usage::read(s, &ns, &sel).await;
             let failing: Vec<&Value> = summaries
                 .iter()
                 .filter(|p| {
@@ -249,7 +252,7 @@ impl KubeAction for Evidence {
                         "status": d["status"],
                     },
                     "pods_total": summaries.len(),
-                    "pods": shown, "logs": logs, "events": events,
+                    "pods": shown, "logs": logs, "events": events, "usage": usage,
                 }),
             );
             Ok(format!(

@@ -45,6 +45,7 @@ mod rollout;
 mod scale;
 mod session;
 mod undo;
+mod usage;
 
 pub use catalogue::{KINDS, register, used_by};
 pub use cluster::{Cluster, USER_AGENT};

@@ -65,6 +65,10 @@ pub struct Config {
     /// comma-separated: `REMEDYD_PROBE_ALLOW=svc.ns:8001,api.internal`.
     #[serde(default, deserialize_with = "list_or_commas")]
     pub probe_allow: Vec<String>,
+    /// The base URL under which people reach remedyd's dashboard (`https://remedyd.example.com`):
+    /// every page links to the incident's page under it. Unset, pages name `remedyd review ID`.
+    #[serde(default)]
+    pub external_url: Option<String>,
 }
 
 /// A list, or one string of comma-separated entries (how the environment gives it).
@@ -123,6 +127,8 @@ impl Default for Config {
             engine_stall_after: "60s".into(),
             // Safe default: no host may be probed until listed.
             probe_allow: Vec::new(),
+            // No guess: a page's link must reach the dashboard from a responder's browser.
+            external_url: None,
         }
     }
 }
@@ -151,6 +157,7 @@ pub const KEYS: &[&str] = &[
     "stale_after",
     "engine_stall_after",
     "probe_allow",
+    "external_url",
 ];
 
 /// A secret given inline or as a file (trailing newline ignored); both is an error, an empty
@@ -278,6 +285,7 @@ impl Config {
             })?;
         }
         self.probe_allow()?;
+        self.external_url()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
                 field: "log_format",
@@ -305,6 +313,31 @@ impl Config {
                 message,
             }
         })
+    }
+
+    /// `external_url` without a trailing `/`, checked: an absolute `http` or `https` URL with a
+    /// host and no query or fragment (the incident's path is appended to it).
+    pub fn external_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = self.external_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let invalid = |why: &str| ConfigError::Invalid {
+            field: "external_url",
+            message: format!(
+                "{raw:?} {why}; valid: an absolute http(s) URL such as https://remedyd.example.com"
+            ),
+        };
+        let url = reqwest::Url::parse(raw).map_err(|e| invalid(&format!("is not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("is not http or https"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("has no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("has a query or a fragment"));
+        }
+        Ok(Some(raw.trim_end_matches('/').to_string()))
     }
 
     /// The parsed listen address.
@@ -491,104 +524,4 @@ pub fn redact_url(u: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_read_token_needs_a_write_token_and_must_differ_from_it() {
-        let alone = Config {
-            read_token: Some("r".into()),
-            ..Config::default()
-        };
-        let e = alone.validate().unwrap_err().to_string();
-        assert!(e.starts_with("config: read_token: "), "{e}");
-        assert!(e.contains("needs webhook_token"), "{e}");
-        let same = Config {
-            webhook_token: Some("t".into()),
-            read_token: Some("t".into()),
-            ..Config::default()
-        };
-        let e = same.validate().unwrap_err().to_string();
-        assert!(e.contains("must differ"), "{e}");
-        let both = Config {
-            webhook_token: Some("t".into()),
-            read_token: Some("r".into()),
-            read_token_file: Some("/nonexistent".into()),
-            ..Config::default()
-        };
-        let e = both.validate().unwrap_err().to_string();
-        assert!(e.starts_with("config: read_token_file: "), "{e}");
-        let fine = Config {
-            webhook_token: Some("t".into()),
-            read_token: Some("r".into()),
-            ..Config::default()
-        };
-        assert!(fine.validate().is_ok());
-        assert_eq!(fine.read_token().unwrap().as_deref(), Some("r"));
-    }
-
-    #[test]
-    fn listener_limits_default_to_safe_values_and_refuse_out_of_range_ones() {
-        let l = Config::default().listener_limits().unwrap();
-        assert_eq!(l.max_connections, 1024);
-        assert_eq!(l.max_header_bytes, 16 * 1024);
-        assert_eq!(l.max_headers, 100);
-        assert_eq!(l.request_timeout, Duration::from_secs(10));
-        assert_eq!(l.idle_timeout, Duration::from_secs(30));
-        type Tweak = fn(&mut Config);
-        let bad: [(Tweak, &str); 5] = [
-            (
-                |c| c.max_connections = 0,
-                "config: max_connections: 0; valid: 1 to 65536",
-            ),
-            (
-                |c| c.max_header_bytes = 100,
-                "config: max_header_bytes: 100; valid: 1024 to 1048576",
-            ),
-            (
-                |c| c.max_headers = 5000,
-                "config: max_headers: 5000; valid: 8 to 1000",
-            ),
-            (
-                |c| c.request_timeout = "10ms".into(),
-                "config: request_timeout: \"10ms\" is shorter than 100ms",
-            ),
-            (
-                |c| c.idle_timeout = "soon".into(),
-                "config: idle_timeout: \"soon\" is not a duration",
-            ),
-        ];
-        for (tweak, says) in bad {
-            let mut cfg = Config::default();
-            tweak(&mut cfg);
-            let e = cfg.validate().unwrap_err().to_string();
-            assert!(e.starts_with(says), "{e}");
-        }
-    }
-
-    #[test]
-    fn engine_stall_after_defaults_to_a_minute_and_refuses_less_than_the_engine_tick() {
-        assert_eq!(
-            Config::default().engine_stall_after().unwrap(),
-            Duration::from_secs(60)
-        );
-        let cfg = Config {
-            engine_stall_after: "2m".into(),
-            ..Config::default()
-        };
-        assert_eq!(cfg.engine_stall_after().unwrap(), Duration::from_secs(120));
-        for (bad, says) in [
-            ("500ms", "shorter than 1s"),
-            ("0s", "shorter than 1s"),
-            ("soon", "is not a duration"),
-        ] {
-            let cfg = Config {
-                engine_stall_after: bad.into(),
-                ..Config::default()
-            };
-            let e = cfg.validate().unwrap_err().to_string();
-            assert!(e.starts_with("config: engine_stall_after: "), "{e}");
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
-}
+mod tests;
