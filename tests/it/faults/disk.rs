@@ -13,6 +13,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -86,28 +88,22 @@ struct Remedyd {
     child: Option<Child>,
 }
 
-impl Remedyd {
-    fn new(store_dir: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
-        std::fs::create_dir(dir.path().join("policies")).expect("policies dir");
-        // `for: 1h`: the engine opens incidents (it writes too) but never acts in these tests.
-        std::fs::write(
-            dir.path().join("rules/r.yaml"),
-            r#"rules:
+/// One rule on `HighErrorRate`, `for: 1h`: the engine opens incidents (it writes too) but never
+/// acts.
+const RULE_FOR_1H: &str = r#"rules:
   - name: error-rate
     match: ['alertname="HighErrorRate"']
     level: 1
     target: {kind: deployment, name: "{{service}}"}
     policy: restart
     for: 1h
-"#,
-        )
-        .expect("rules");
-        std::fs::write(
-            dir.path().join("policies/p.yaml"),
-            r#"routes:
-  - {name: oncall, type: webhook, url: "http://127.0.0.1:9/never"}
+"#;
+
+/// A one-step `http` ladder to `action_url`.
+fn policy(action_url: &str) -> String {
+    format!(
+        r#"routes:
+  - {{name: oncall, type: webhook, url: "http://127.0.0.1:9/never"}}
 policies:
   - name: restart
     escalate_to: oncall
@@ -116,12 +112,24 @@ policies:
         steps:
           - name: restart
             action: http
-            with: {url: "http://127.0.0.1:9/never", timeout: 1s, retries: 0}
-            verify: {resolved_within: 30s}
+            with: {{url: "{action_url}", timeout: 60s, retries: 0}}
+            verify: {{resolved_within: 10m}}
             on_failure: escalate
-"#,
-        )
-        .expect("policies");
+"#
+    )
+}
+
+impl Remedyd {
+    fn new(store_dir: &Path) -> Self {
+        Self::with(store_dir, RULE_FOR_1H, &policy("http://127.0.0.1:9/never"))
+    }
+
+    fn with(store_dir: &Path, rules: &str, policies: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
+        std::fs::create_dir(dir.path().join("policies")).expect("policies dir");
+        std::fs::write(dir.path().join("rules/r.yaml"), rules).expect("rules");
+        std::fs::write(dir.path().join("policies/p.yaml"), policies).expect("policies");
         Self {
             dir,
             db: store_dir.join("r.db"),
@@ -222,6 +230,36 @@ policies:
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("webhook answered {status} with non-JSON {text:?}"));
         (status, json)
+    }
+
+    /// The timeline kinds of the only incident.
+    async fn kinds(&self) -> Vec<String> {
+        let list: Value = client()
+            .get(self.url("/api/v1/incidents"))
+            .send()
+            .await
+            .expect("GET incidents")
+            .json()
+            .await
+            .expect("incidents JSON");
+        let id = list["incidents"][0]["id"]
+            .as_str()
+            .expect("one incident")
+            .to_string();
+        let inc: Value = client()
+            .get(self.url(&format!("/api/v1/incidents/{id}")))
+            .send()
+            .await
+            .expect("GET the incident")
+            .json()
+            .await
+            .expect("incident JSON");
+        inc["timeline"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     async fn incidents(&self) -> usize {
@@ -406,4 +444,106 @@ async fn a_read_only_store_answers_503_and_service_resumes_when_it_is_writable_a
         assert_eq!(rows.len(), acked.len());
     })
     .await;
+}
+
+/// The target of the `http` action: counts its calls and answers 200 once the test opens the
+/// gate, so that the test decides when the step finishes.
+struct GatedAction {
+    url: String,
+    calls: Arc<AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GatedAction {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the action's receiver");
+        let url = format!("http://{}/action", listener.local_addr().expect("addr"));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let counted = calls.clone();
+        let app = axum::Router::new().fallback(move || {
+            let mut gate = gate.clone();
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = gate.wait_for(|open| *open).await;
+                "done"
+            }
+        });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("the receiver serves");
+        });
+        Self {
+            url,
+            calls,
+            open,
+            task,
+        }
+    }
+}
+
+impl Drop for GatedAction {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_finishes_while_the_disk_is_full_is_recorded_once_space_returns_without_a_restart()
+ {
+    let root = tempfile::tempdir().expect("temp dir");
+    let store = root.path().join("store");
+    let fs = Tmpfs::mount(&store, "2m");
+    let action = GatedAction::start().await;
+    let rules = RULE_FOR_1H.replace("    for: 1h\n", "");
+    let mut d = Remedyd::with(&store, &rules, &policy(&action.url));
+    within(150, async {
+        d.start().await;
+        let (status, body) = d.post("fp-step").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        wait_until(30, "the step to reach its target", || async {
+            action.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+
+        // The disk fills while the step runs; then it finishes: its result cannot be written.
+        let filler = fill(&store);
+        action.open.send_replace(true);
+        wait_until(30, "remedyd to fail writing the step's result", || async {
+            d.log()
+                .contains("Recording a finished step or probe failed")
+        })
+        .await;
+        assert_eq!(d.kinds().await, ["opened", "step_started"]);
+        d.assert_running("while the disk was full");
+
+        // Space returns: the real outcome is written, without a restart, and the step is not
+        // run again.
+        std::fs::remove_file(&filler).expect("remove the filler");
+        wait_until(
+            60,
+            "the step's result written after space returned",
+            || async { d.kinds().await.iter().any(|k| k == "step_ok") },
+        )
+        .await;
+        let kinds = d.kinds().await;
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "step_ok").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert!(!kinds.iter().any(|k| k == "step_interrupted"), "{kinds:?}");
+        assert_eq!(action.calls.load(Ordering::SeqCst), 1, "the step ran twice");
+        d.stop().await;
+        let (integrity, rows) = inspect(&d.db);
+        assert_eq!(integrity, "ok");
+        assert_kept(&rows, &["fp-step".to_string()]);
+    })
+    .await;
+    drop(fs);
 }
