@@ -186,16 +186,19 @@ async fn a_digest_already_sent_is_not_sent_again_after_a_restart_with_the_clock_
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_budget_spent_before_a_backward_clock_jump_still_counts_after_the_restart() {
-    let rules = r#"rules:
+const LADDER_RULES: &str = r#"rules:
   - name: error-rate
     match: ['alertname="HighErrorRate"']
     level: 1
     target: {kind: deployment, name: "{{service}}"}
     policy: restart
 "#;
-    let policies = r#"policies:
+
+/// A one-step `test` ladder; `extra` is added to the step (a budget) and `limits` to the file.
+fn ladder(extra: &str, limits: &str) -> String {
+    format!(
+        r#"{limits}
+policies:
   - name: restart
     escalate_to: oncall
     levels:
@@ -203,56 +206,119 @@ async fn a_budget_spent_before_a_backward_clock_jump_still_counts_after_the_rest
         steps:
           - name: restart
             action: test
-            budget: {max: 1, per: 1h}
-            verify: {resolved_within: 10m}
+{extra}            verify: {{resolved_within: 10m}}
             on_failure: escalate
-"#;
+"#
+    )
+}
+
+/// One incident on `checkout` whose step runs with `outcome` (and is resolved), then a restart
+/// with the clock moved by `jump_ms` and a new alert on the same target. Returns the second
+/// daemon's step count and the second incident's timeline.
+async fn act_jump_act(
+    policies: &str,
+    outcome: bool,
+    jump_ms: i64,
+) -> (usize, Vec<serde_json::Value>) {
     let labels = serde_json::json!({"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"});
     let dir = tempfile::tempdir().expect("temp dir");
-    within(120, async {
-        let clock = Arc::new(OffsetClock::default());
-        let d = start(dir.path(), rules, policies, clock.clone()).await;
-        let started = clock.now().to_rfc3339();
-        d.post(alert_payload("firing", labels.clone(), "fp-1", &started))
-            .await;
-        wait_until(30, "the restart", || async { d.exec.count() == 1 }).await;
-        d.post(alert_payload("resolved", labels.clone(), "fp-1", &started))
-            .await;
-        wait_until(30, "the incident resolved", || async {
-            d.incidents()
-                .await
-                .iter()
-                .all(|i| i["status"] == "resolved")
-        })
+    let clock = Arc::new(OffsetClock::default());
+    let d = start(dir.path(), LADDER_RULES, policies, clock.clone()).await;
+    d.exec.script(&[outcome]);
+    let first = clock.now().to_rfc3339();
+    d.post(alert_payload("firing", labels.clone(), "fp-1", &first))
         .await;
-        d.stop().await;
+    wait_until(30, "the first step", || async { d.exec.count() == 1 }).await;
+    d.post(alert_payload("resolved", labels.clone(), "fp-1", &first))
+        .await;
+    wait_until(30, "the first incident resolved", || async {
+        d.incidents()
+            .await
+            .iter()
+            .all(|i| i["status"] == "resolved")
+    })
+    .await;
+    d.stop().await;
 
-        // 30 minutes back: the use is now "in the future"; it must still count.
-        clock.set(-30 * 60_000);
-        let d = start(dir.path(), rules, policies, clock.clone()).await;
-        let again = clock.now().to_rfc3339();
-        d.post(alert_payload("firing", labels.clone(), "fp-2", &again))
-            .await;
-        let id = loop {
-            let list = d.incidents().await;
-            if let Some(i) = list.iter().find(|i| i["status"] != "resolved") {
-                break i["id"].as_str().unwrap_or_default().to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        wait_until(30, "the budget refusal in the timeline", || async {
-            d.timeline(&id)
-                .await
-                .iter()
-                .any(|e| e["kind"] == "refused" && e.to_string().contains("budget"))
-        })
+    clock.set(jump_ms);
+    let d = start(dir.path(), LADDER_RULES, policies, clock.clone()).await;
+    let again = clock.now().to_rfc3339();
+    d.post(alert_payload("firing", labels, "fp-2", &again))
         .await;
-        assert_eq!(
-            d.exec.count(),
-            0,
-            "a backward jump freed the budget: the step ran again"
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let list = d.incidents().await;
+        if let Some(i) = list.iter().find(|i| i["status"] != "resolved") {
+            break i["id"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no second incident: {list:#?}"
         );
-        d.stop().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_until(30, "the second incident's step decided", || async {
+        d.timeline(&id)
+            .await
+            .iter()
+            .any(|e| e["kind"] == "refused" || e["kind"] == "step_started")
+    })
+    .await;
+    let timeline = d.timeline(&id).await;
+    let count = d.exec.count();
+    d.stop().await;
+    (count, timeline)
+}
+
+fn refused_by(timeline: &[serde_json::Value], what: &str) -> bool {
+    timeline
+        .iter()
+        .any(|e| e["kind"] == "refused" && e.to_string().contains(what))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_spent_before_a_backward_clock_jump_still_counts_after_the_restart() {
+    within(120, async {
+        let policies = ladder("            budget: {max: 1, per: 1h}\n", "");
+        let (count, timeline) = act_jump_act(&policies, true, -30 * 60_000).await;
+        assert_eq!(count, 0, "a backward jump freed the budget: {timeline:#?}");
+        assert!(refused_by(&timeline, "budget"), "{timeline:#?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_window_passed_by_a_forward_clock_jump_allows_the_next_step() {
+    within(120, async {
+        let policies = ladder("            budget: {max: 1, per: 1h}\n", "");
+        let (count, timeline) = act_jump_act(&policies, true, 61 * 60_000).await;
+        assert_eq!(count, 1, "the window has passed: {timeline:#?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_before_a_backward_clock_jump_stays_open_after_the_restart() {
+    within(120, async {
+        let limits = "limits:\n  breakers:\n    target: {failures: 1, within: 1h, cooldown: 30m}\n";
+        let policies = ladder("", limits);
+        let (count, timeline) = act_jump_act(&policies, false, -10 * 60_000).await;
+        assert_eq!(
+            count, 0,
+            "a backward jump closed the breaker: {timeline:#?}"
+        );
+        assert!(refused_by(&timeline, "breaker"), "{timeline:#?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_cool_down_passed_by_a_forward_clock_jump_gives_one_trial() {
+    within(120, async {
+        let limits = "limits:\n  breakers:\n    target: {failures: 1, within: 1h, cooldown: 30m}\n";
+        let policies = ladder("", limits);
+        let (count, timeline) = act_jump_act(&policies, false, 31 * 60_000).await;
+        assert_eq!(count, 1, "half-open: one trial: {timeline:#?}");
     })
     .await;
 }
