@@ -5,7 +5,10 @@
 //! `adapters/escalate/digest.rs`):
 //! - budgets count the uses recorded after `now - per`; a use recorded "in the future" (the clock
 //!   went back) still counts, so a backward jump never frees budget;
-//! - the digest: the slot sent is stored (`counters.digest_sent`), so a backward jump past a
+//! - breakers stay open while `now < opened_at + cooldown`: a backward jump keeps them open;
+//! - a forward jump past a verification deadline ends verification (failed, escalated) and never
+//!   runs the step again: the ledger holds its claim;
+//! - the digest: the time it was last queued is stored (`counters.digest_sent`), so a backward jump past a
 //!   digest already sent does not send it again.
 
 use std::sync::Arc;
@@ -319,6 +322,58 @@ async fn a_breaker_cool_down_passed_by_a_forward_clock_jump_gives_one_trial() {
         let policies = ladder("", limits);
         let (count, timeline) = act_jump_act(&policies, false, 31 * 60_000).await;
         assert_eq!(count, 1, "half-open: one trial: {timeline:#?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_clock_jump_past_a_verification_deadline_escalates_once_and_runs_nothing_again() {
+    let labels = serde_json::json!({"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"});
+    let policies = ladder("", "");
+    let dir = tempfile::tempdir().expect("temp dir");
+    within(120, async {
+        let clock = Arc::new(OffsetClock::default());
+        let d = start(dir.path(), LADDER_RULES, &policies, clock.clone()).await;
+        let started = clock.now().to_rfc3339();
+        d.post(alert_payload("firing", labels.clone(), "fp-v", &started))
+            .await;
+        wait_until(30, "the step, then verification", || async {
+            d.exec.count() == 1
+                && d.incidents()
+                    .await
+                    .iter()
+                    .any(|i| i["status"] == "verifying")
+        })
+        .await;
+        d.stop().await;
+
+        // 11 minutes forward: past `resolved_within: 10m` while the alert still fires.
+        clock.set(11 * 60_000);
+        let d = start(dir.path(), LADDER_RULES, &policies, clock.clone()).await;
+        wait_until(30, "the escalation", || async {
+            d.incidents()
+                .await
+                .iter()
+                .any(|i| i["status"] == "escalated")
+        })
+        .await;
+        let list = d.incidents().await;
+        let id = list[0]["id"].as_str().unwrap_or_default().to_string();
+        let kinds: Vec<String> = d
+            .timeline(&id)
+            .await
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(d.exec.count(), 0, "the step ran again: {kinds:?}");
+        let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+        assert_eq!(count("step_started"), 1, "{kinds:?}");
+        assert_eq!(count("verification_failed"), 1, "{kinds:?}");
+        wait_until(30, "the page", || async { !d.pager.all().is_empty() }).await;
+        let pages = d.pager.all();
+        assert_eq!(pages.len(), 1, "one page: {pages:#?}");
+        assert_eq!(pages[0].0, "oncall");
+        d.stop().await;
     })
     .await;
 }
