@@ -8,8 +8,8 @@
 //! - breakers stay open while `now < opened_at + cooldown`: a backward jump keeps them open;
 //! - a forward jump past a verification deadline ends verification (failed, escalated) and never
 //!   runs the step again: the ledger holds its claim;
-//! - the digest: the time it was last queued is stored (`counters.digest_sent`), so a backward jump past a
-//!   digest already sent does not send it again.
+//! - the digest: the time it was last queued is stored (`counters.digest_sent`), so a backward
+//!   jump past a digest already sent does not send it again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
