@@ -47,6 +47,9 @@ mod store;
 // The binary as a child process.
 mod process;
 
+// Disk trouble and clock jumps (issue 11).
+mod faults;
+
 // Kubernetes: the fake API server against kubectl, the actions, the runbook's scenarios.
 mod fake_kube;
 mod kube_actions;

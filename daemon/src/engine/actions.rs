@@ -193,7 +193,14 @@ impl Engine {
     /// Records what background work reported: a finished step or a probe's value.
     pub(super) async fn handle(&mut self, msg: Msg) -> Result<(), StoreError> {
         match msg {
-            Msg::Step(done) => self.finish(done).await,
+            Msg::Step(done) => {
+                let keep = done.clone();
+                let r = self.finish(done).await;
+                if r.is_err() {
+                    self.unrecorded.push(keep);
+                }
+                r
+            }
             Msg::Probe {
                 incident,
                 step,
@@ -221,7 +228,7 @@ impl Engine {
     }
 
     /// Records a finished step: its ledger entry, metric and the incident's transition.
-    async fn finish(&mut self, mut done: Done) -> Result<(), StoreError> {
+    pub(super) async fn finish(&mut self, mut done: Done) -> Result<(), StoreError> {
         self.running.remove(&done.incident);
         // Evidence and answers can carry credentials (log lines, DSNs, headers): they are
         // redacted before anything is logged, stored or paged.
@@ -232,18 +239,6 @@ impl Engine {
         let Some(mut inc) = self.incident(&done.incident).await? else {
             return Ok(());
         };
-        self.metrics.action(
-            &done.action,
-            if done.outcome.dry_run {
-                "dry_run"
-            } else if done.outcome.ok {
-                "ok"
-            } else if done.outcome.no_change {
-                "no_change"
-            } else {
-                "failed"
-            },
-        );
         tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
         let result = if done.outcome.ok {
             StepResult::Ok
@@ -284,7 +279,21 @@ impl Engine {
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
         c.incidents.push(inc);
-        self.commit(c).await
+        self.commit(c).await?;
+        // Counted once written: a result written again after a store error counts once.
+        self.metrics.action(
+            &done.action,
+            if done.outcome.dry_run {
+                "dry_run"
+            } else if done.outcome.ok {
+                "ok"
+            } else if done.outcome.no_change {
+                "no_change"
+            } else {
+                "failed"
+            },
+        );
+        Ok(())
     }
 
     /// Steps left running by a dead process: not run again (at most once); verification follows.

@@ -50,6 +50,7 @@ const SIGNAL_BATCH: usize = 256;
 const DONE_QUEUE: usize = 256;
 
 /// A finished action.
+#[derive(Clone)]
 struct Done {
     incident: String,
     ladder: u8,
@@ -108,6 +109,10 @@ pub struct Engine {
     running: HashSet<String>,
     cache: Option<BTreeMap<String, Incident>>,
     recover_pending: bool,
+    /// Finished steps whose result could not be written (the store down, locked or full): written
+    /// again at the start of every pass, oldest first, so that their real outcome lands as soon
+    /// as the store takes writes again, without a restart. Few: one per action in flight.
+    unrecorded: Vec<Done>,
     probing: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
     /// When the open storm began (its page's identity), `None` when there is none; loaded from
@@ -148,6 +153,7 @@ impl Engine {
             running: HashSet::new(),
             cache: None,
             recover_pending: false,
+            unrecorded: Vec::new(),
             probing: HashSet::new(),
             source: None,
             storm: None,
@@ -167,6 +173,10 @@ impl Engine {
 
     /// One pass: handle stored signals, then drive due incidents. Public for tests.
     pub async fn pass(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
+        while let Some(done) = self.unrecorded.first().cloned() {
+            self.finish(done).await?;
+            self.unrecorded.remove(0);
+        }
         if self.recover_pending {
             self.recover().await?;
             self.recover_pending = false;

@@ -14,6 +14,9 @@ impl Engine {
     /// Runs until cancelled. Actions in flight are tracked by `tasks` so shutdown can wait.
     pub async fn run(mut self, cancel: CancellationToken, tasks: TaskTracker) {
         if let Err(e) = self.recover().await {
+            // Retried at the start of every pass until it succeeds: until then the steps a dead
+            // process left running would hold their incidents.
+            self.recover_pending = true;
             tracing::error!(error = %e, "Recovery from the store failed; will retry on the next pass");
         }
         loop {
@@ -29,7 +32,7 @@ impl Engine {
                 Some(msg) = self.done_rx.recv() => {
                     if let Err(e) = self.handle(msg).await {
                         self.metrics.store_error("finish");
-                        tracing::error!(error = %e, "Recording a finished step or probe failed; a step is recovered as interrupted on restart");
+                        tracing::error!(error = %e, "Recording a finished step or probe failed; a step's result is written again on the next pass, a probe is run again");
                     }
                 }
                 _ = tokio::time::sleep(self.config.tick) => {}

@@ -104,7 +104,12 @@ pub async fn gather(store: &dyn Store, rs: &Ruleset, now: Timestamp) -> Result<I
     })
 }
 
-/// Builds today's digest and puts it in the outbox (durable; delivered and retried like a page).
+/// The counter holding when (milliseconds since the epoch) the last digest was queued. Kept in the store, in the digest's own commit, so that a restart, a failover, or a
+/// clock that jumps back past a digest already sent never sends that day's digest again.
+pub const DIGEST_COUNTER: &str = "digest_sent";
+
+/// Builds today's digest and puts it in the outbox (durable; delivered and retried like a page),
+/// recording `now` in [`DIGEST_COUNTER`] in the same commit.
 pub async fn enqueue(
     store: &dyn Store,
     rs: &Ruleset,
@@ -114,11 +119,24 @@ pub async fn enqueue(
     let n = crate::domain::notification::digest(&gather(store, rs, now).await?);
     let mut c = Commit::default();
     c.outbox.push((route.to_string(), n));
+    c.counters.push((DIGEST_COUNTER.to_string(), now.0));
     store.commit(c).await
 }
 
+/// The next digest time after `now` that is also after the last digest was queued (`sent`, from
+/// [`DIGEST_COUNTER`]; 0 when none): a backward clock jump does not bring a sent one back.
+fn next_unsent(now: Timestamp, s: &DigestSchedule, sent: i64) -> Timestamp {
+    let at = next_run(now, s);
+    if at.0 > sent {
+        at
+    } else {
+        next_run(Timestamp(sent), s)
+    }
+}
+
 /// Sends the digest every day at `digest.at` while the ruleset has a `digest:` section, until
-/// `cancel`. A digest time that passes while the process is down is skipped, not sent late. Run it
+/// `cancel`. A digest time that passes while the process is down is skipped, not sent late; one
+/// already sent is never sent again, even if the clock is set back past it. Run it
 /// where the outbox runs (on the leader), so that several replicas send one digest.
 pub async fn run(
     store: Arc<dyn Store>,
@@ -136,7 +154,18 @@ pub async fn run(
             Some(s) => {
                 let at = match &next {
                     Some((prev, at)) if prev == s => *at,
-                    _ => next_run(now, s),
+                    _ => match store.counter(DIGEST_COUNTER.to_string()).await {
+                        Ok(sent) => next_unsent(now, s, sent),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Could not read when the last digest was sent; retrying in a minute");
+                            next = None;
+                            tokio::select! {
+                                _ = cancel.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                            }
+                            continue;
+                        }
+                    },
                 };
                 next = Some((s.clone(), at));
                 if now >= at {
@@ -144,7 +173,7 @@ pub async fn run(
                         Ok(()) => {
                             tracing::info!(route = %s.route, "Daily digest queued");
                             outbox_wake.notify_one();
-                            next = Some((s.clone(), next_run(now, s)));
+                            next = Some((s.clone(), next_unsent(now, s, now.0)));
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "Daily digest could not be built; retrying in a minute");
