@@ -47,6 +47,9 @@ mod store;
 // The binary as a child process.
 mod process;
 
+// The binary under kill -9, failover and floods (REMEDYD_CHAOS_CAMPAIGN for a campaign).
+mod chaos;
+
 // Kubernetes: the fake API server against kubectl, the actions, the runbook's scenarios.
 mod fake_kube;
 mod kube_actions;
