@@ -35,7 +35,7 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         free_port(),
         &format!("sqlite://{}", db.display()),
     );
-    within(300 + webhooks as u64 / 200, async {
+    within(300 + webhooks as u64 / 20, async {
         p.spawn();
         p.ready().await;
         let url = p.url("/webhook/alertmanager");
@@ -101,7 +101,8 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         // Every alert stored once and matched by the engine.
         let series =
             |s: &str| format!("remedyd_signals_total{{source=\"webhook\",status=\"{s}\"}}");
-        wait_until(120, "the engine matched every stored signal", || async {
+        let drain = 120 + sent as u64 / 1000;
+        wait_until(drain, "the engine matched every stored signal", || async {
             metric_value(&p.metrics().await, &series("matched")) == sent as f64
         })
         .await;
