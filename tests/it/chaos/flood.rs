@@ -101,11 +101,27 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         // Every alert stored once and matched by the engine.
         let series =
             |s: &str| format!("remedyd_signals_total{{source=\"webhook\",status=\"{s}\"}}");
-        let drain = 120 + sent as u64 / 1000;
-        wait_until(drain, "the engine matched every stored signal", || async {
-            metric_value(&p.metrics().await, &series("matched")) == sent as f64
-        })
-        .await;
+        let drain = Duration::from_secs(120 + sent as u64 / 1000);
+        let waited = Instant::now();
+        loop {
+            let m = p.metrics().await;
+            let (stored, matched) = (
+                metric_value(&m, &series("stored")),
+                metric_value(&m, &series("matched")),
+            );
+            if matched == sent as f64 {
+                break;
+            }
+            assert!(
+                waited.elapsed() < drain,
+                "the engine matched {matched} of {stored} stored signals ({sent} sent) in {drain:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!(
+            "flood: drained {:?} after the last webhook",
+            waited.elapsed()
+        );
         let m = p.metrics().await;
         let stored = metric_value(&m, &series("stored"));
         let matched = metric_value(&m, &series("matched"));
