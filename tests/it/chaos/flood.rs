@@ -42,7 +42,9 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         let pid = p.pid().expect("running");
         // Warm up (first requests, the engine's first passes) before the baseline.
         let http = client();
-        let warm = payload(&[("warm".into(), "fp-warm".into())], &now());
+        let warm_at = now();
+        let warm_alert = [("warm".to_string(), "fp-warm".to_string())];
+        let warm = payload(&warm_alert, &warm_at);
         assert_eq!(post(&http, &url, &warm).await, Some(StatusCode::OK));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_start = rss_kb(pid);
@@ -53,6 +55,7 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         let mut tasks = Vec::with_capacity(webhooks);
         let mut sent = 1; // the warm-up alert
         let mut bytes = 0usize;
+        let mut batches = Vec::with_capacity(webhooks);
         for w in 0..webhooks {
             let n = if w % 5 == 0 { 50 } else { 1 };
             let alerts: Vec<(String, String)> = (0..n)
@@ -63,6 +66,7 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
                 .collect();
             sent += n;
             let body = payload(&alerts, &starts_at);
+            batches.push(alerts);
             bytes += body.len();
             // Pace: webhook w leaves at w / per_second.
             let due = Duration::from_secs_f64(w as f64 / per_second as f64);
@@ -150,7 +154,29 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
             "{actions} actions ran: the guard must stop automation past {MAX_TARGETS} targets"
         );
 
-        // Memory comes back: measured once the engine has drained and settled.
+        let rss_firing = rss_kb(pid);
+
+        // The flood ends: every alert resolves (50 per webhook), every incident and the storm
+        // with it; then memory must come back near its start.
+        let all: Vec<(String, String)> = batches.into_iter().flatten().collect();
+        for chunk in all.chunks(50) {
+            let body = super::payload_as("resolved", chunk, &starts_at);
+            assert_eq!(post(&http, &url, &body).await, Some(StatusCode::OK));
+        }
+        let body = super::payload_as("resolved", &warm_alert, &warm_at);
+        assert_eq!(post(&http, &url, &body).await, Some(StatusCode::OK));
+        wait_until(120 + sent as u64 / 1000, "every incident resolved, the storm over", || async {
+            p.incidents().await.iter().all(|i| i["status"] == "resolved")
+                && rx.pages().iter().any(|(i, e)| i.starts_with("STORM-") && e == "resolve")
+        })
+        .await;
+        let storm_pages: Vec<_> = rx
+            .pages()
+            .into_iter()
+            .filter(|(i, _)| i.starts_with("STORM-"))
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(storm_pages, ["trigger", "resolve"], "one storm, paged once");
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss_end = rss_kb(pid);
         p.assert_alive();
@@ -162,7 +188,7 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
             "chaos-summary scenario=flood webhooks={webhooks} alerts={sent} bytes={bytes} \
              took={flood_took:?} codes={codes:?} answered_503={answered_503} stored={stored} \
              matched={matched} actions={actions} storm_pages={} refused_storm={refused} \
-             rss_start_kb={rss_start} rss_end_kb={rss_end} growth_kb={growth} bound_kb={bound}",
+             rss_start_kb={rss_start} rss_firing_kb={rss_firing} rss_end_kb={rss_end} growth_kb={growth} bound_kb={bound}",
             storm_pages.len()
         );
         assert!(

@@ -453,20 +453,30 @@ policies:
 
 /// One Alertmanager payload with these (service, fingerprint) alerts, firing since `starts_at`.
 pub(super) fn payload(alerts: &[(String, String)], starts_at: &str) -> String {
+    payload_as("firing", alerts, starts_at)
+}
+
+/// [`payload`] with the alerts `firing` or `resolved` (ended now).
+pub(super) fn payload_as(status: &str, alerts: &[(String, String)], starts_at: &str) -> String {
+    let ends_at = if status == "resolved" {
+        now()
+    } else {
+        "0001-01-01T00:00:00Z".to_string()
+    };
     let alerts: Vec<Value> = alerts
         .iter()
         .map(|(service, fp)| {
             serde_json::json!({
-                "status": "firing",
+                "status": status,
                 "labels": {"alertname": "HighErrorRate", "service": service, "severity": "critical", "fp": fp},
                 "annotations": {"summary": "errors"},
-                "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
+                "startsAt": starts_at, "endsAt": ends_at,
                 "generatorURL": "http://prometheus", "fingerprint": fp
             })
         })
         .collect();
     serde_json::json!({
-        "receiver": "remedyd", "status": "firing", "version": "4",
+        "receiver": "remedyd", "status": status, "version": "4",
         "groupKey": "{}:{alertname=\"HighErrorRate\"}",
         "truncatedAlerts": 0, "groupLabels": {"alertname": "HighErrorRate"},
         "commonLabels": {"alertname": "HighErrorRate"},
