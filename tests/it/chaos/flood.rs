@@ -195,6 +195,34 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
             growth <= bound,
             "RSS grew {growth} kB ({rss_start} → {rss_end}) over the flood; bound {bound} kB"
         );
+
+        // The same flood again (new fingerprints, 50 alerts per webhook), fired then resolved.
+        // Memory the allocator kept from the first is reused: a leak grows again by about the
+        // first flood's growth; reuse stays within half of it (and 8 MiB of noise).
+        let again: Vec<(String, String)> =
+            all.iter().map(|(s, fp)| (s.clone(), format!("again-{fp}"))).collect();
+        let starts_again = now();
+        for status in ["firing", "resolved"] {
+            for chunk in again.chunks(50) {
+                let body = super::payload_as(status, chunk, &starts_again);
+                assert_eq!(post(&http, &url, &body).await, Some(StatusCode::OK));
+            }
+        }
+        wait_until(120 + sent as u64 / 1000, "the second storm over", || async {
+            p.incidents().await.iter().all(|i| i["status"] == "resolved")
+                && rx.pages().iter().filter(|(i, e)| i.starts_with("STORM-") && e == "resolve").count() == 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss_again = rss_kb(pid);
+        p.assert_alive();
+        let regrowth = rss_again.saturating_sub(rss_end);
+        eprintln!("chaos-summary scenario=flood-again rss_end_kb={rss_end} rss_again_kb={rss_again} regrowth_kb={regrowth}");
+        assert!(
+            regrowth <= (8 * 1024).max(growth / 2),
+            "RSS grew again by {regrowth} kB ({rss_end} → {rss_again}) over a second flood the \
+             size of the first (which grew it {growth} kB): memory is not reused"
+        );
     })
     .await;
 }
