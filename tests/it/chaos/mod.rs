@@ -5,13 +5,14 @@
 //!
 //! - `sqlite_kill`: one process on SQLite, killed -9 at seeded random moments and restarted.
 //! - `leader_kill`: two replicas on one real PostgreSQL 15, the leader killed -9 repeatedly.
-//! - `flood`: thousands of alerts at once; the storm guard engages once; RSS returns.
+//! - `flood`: thousands of alerts at once; the storm guard engages once; a second flood does not
+//!   grow the resident memory again.
 //!
 //! Side effects are counted **outside** remedyd: the `http` steps and the webhook route post to
 //! a loopback [`Receiver`] that records every request with its (incident, step) identity.
 //!
-//! **CI mode** (default): 10 kills on SQLite, 5 leader kills, a ~3 000-alert flood (about 2
-//! minutes of wall time for the module). **Campaign mode**: more kills and a bigger flood:
+//! **CI mode** (default): 10 kills on SQLite, 5 leader kills, a ~3 000-alert flood (about a
+//! minute and a quarter for the module). **Campaign mode**: more kills and a bigger flood:
 //!
 //! ```text
 //! REMEDYD_CHAOS_CAMPAIGN=100 cargo nextest run --test it chaos:: --no-capture
