@@ -47,7 +47,9 @@ mod store;
 // The binary as a child process.
 mod process;
 
-// Disk trouble and clock jumps (issue 11).
+// The binary under kill -9, failover and floods (REMEDYD_CHAOS_CAMPAIGN for a campaign).
+mod chaos;
+// Disk trouble and clock jumps.
 mod faults;
 
 // Kubernetes: the fake API server against kubectl, the actions, the runbook's scenarios.
