@@ -3,7 +3,8 @@
 # one (podman run does not work in this sandbox): unpacks the OCI archive's layers in order into
 # a root filesystem, then, under chroot as the image's user with only the image's environment,
 #   1. `remedyd --version` prints the version in Cargo.toml;
-#   2. `remedyd check` passes on the image's config, rules and policies;
+#   2. `remedyd check` refuses the image's config without a webhook token (it listens on every
+#      interface) and passes with one, on the image's config, rules and policies;
 #   3. `remedyd serve` starts, opens its SQLite store in /var/lib/remedyd (the image's user must
 #      own it), answers /healthz and /readyz, and stops on SIGTERM with exit code 0.
 # A library, file or permission the image lacks fails one of these. Needs root (chroot), jq.
@@ -56,11 +57,18 @@ out=$(env -i "${env[@]}" chroot --userspec="$user" "$work/rootfs" "$entrypoint" 
 [[ $out == "remedyd $version" ]] || fail "remedyd --version printed '$out', expected 'remedyd $version'"
 echo "scripts/check-image.sh: --version: $out"
 
-env -i "${env[@]}" chroot --userspec="$user" "$work/rootfs" "$entrypoint" check ||
+# The image listens on every interface, so it refuses to run without a webhook token...
+if out=$(env -i "${env[@]}" chroot --userspec="$user" "$work/rootfs" "$entrypoint" check 2>&1); then
+    fail "remedyd check passed without a webhook token on 0.0.0.0"
+fi
+[[ $out == *webhook_token* ]] || fail "remedyd check without a token did not name webhook_token: $out"
+# ...and passes with one, as a deployment gives it.
+env -i "${env[@]}" REMEDYD_WEBHOOK_TOKEN=check-image-token \
+    chroot --userspec="$user" "$work/rootfs" "$entrypoint" check ||
     fail "remedyd check in the image: exit $?"
 
 port=$(( (RANDOM % 20000) + 30000 ))
-env -i "${env[@]}" REMEDYD_LISTEN="127.0.0.1:$port" \
+env -i "${env[@]}" REMEDYD_LISTEN="127.0.0.1:$port" REMEDYD_WEBHOOK_TOKEN=check-image-token \
     chroot --userspec="$user" "$work/rootfs" "$entrypoint" serve >"$work/serve.log" 2>&1 &
 serve_pid=$!
 healthy=
