@@ -106,6 +106,8 @@ pub struct Report {
     pub candidate: Dirs,
     /// The baseline's directories, when replayed.
     pub baseline: Option<Dirs>,
+    /// Why the baseline was not replayed: its rules or policies do not load.
+    pub baseline_error: Option<String>,
     /// Incidents the store recorded in the period.
     pub recorded: Vec<Outcome>,
     /// Incidents the candidate would have opened.
@@ -169,7 +171,14 @@ fn load(dirs: &Dirs) -> Result<ruleset::Ruleset, ReplayError> {
 pub async fn replay(req: &Request) -> Result<Report, ReplayError> {
     // The rules first: a typo in the candidate is reported without touching the store.
     let candidate = load(&req.candidate)?;
-    let baseline = req.baseline.as_ref().map(load).transpose()?;
+    // The baseline is a second opinion: when the config's rules do not load (moved, or being
+    // rewritten), the candidate is still compared with what happened, and the report says why
+    // there is no baseline.
+    let (baseline, baseline_error) = match req.baseline.as_ref().map(load) {
+        Some(Ok(rs)) => (Some(rs), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
     let history = read_history(&req.store, req.since).await?;
     let recorded: Vec<Outcome> = history
         .incidents
@@ -194,6 +203,7 @@ pub async fn replay(req: &Request) -> Result<Report, ReplayError> {
         signals: history.signals.len(),
         candidate: req.candidate.clone(),
         baseline: req.baseline.clone(),
+        baseline_error,
         vs_recorded: compare(&recorded, &replayed),
         recorded,
         replayed,
@@ -215,6 +225,13 @@ pub fn render_text(r: &Report) -> String {
         r.candidate.policies.display(),
     );
     out.push_str(&render_diff("against what happened", &r.vs_recorded));
+    if let (Some(b), Some(e)) = (&r.baseline, &r.baseline_error) {
+        out.push_str(&format!(
+            "\nnot compared with the current rules {} and policies {}: they do not load:\n{e}",
+            b.rules.display(),
+            b.policies.display()
+        ));
+    }
     if let (Some(d), Some(b)) = (&r.vs_baseline, &r.baseline) {
         out.push_str(&render_diff(
             &format!(
