@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use super::outcome::Outcome;
 
+/// Each side's incidents under one (rule, target), in opening order.
+type Sides<'a> = (Vec<&'a Outcome>, Vec<&'a Outcome>);
+
 /// The differences, from `before` (what happened, or the baseline) to `after` (the candidate).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Diff {
@@ -56,7 +59,7 @@ impl Diff {
 
 /// Compares `before` with `after`.
 pub fn compare(before: &[Outcome], after: &[Outcome]) -> Diff {
-    let mut by_key: BTreeMap<(&str, &str), (Vec<&Outcome>, Vec<&Outcome>)> = BTreeMap::new();
+    let mut by_key: BTreeMap<(&str, &str), Sides<'_>> = BTreeMap::new();
     for o in before {
         by_key.entry(o.key()).or_default().0.push(o);
     }
