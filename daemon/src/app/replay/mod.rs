@@ -17,6 +17,8 @@
 pub mod compare;
 pub mod outcome;
 pub mod run;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
