@@ -18,6 +18,7 @@ fn main() {
             author,
             ..
         } => remedyd::app::cli::resolve(&cli, incident, reason, author),
+        Command::Replay { since, format, .. } => remedyd::app::cli::replay(&cli, since, *format),
         Command::Serve { .. } => {
             let cfg = match Config::load(cli.config.as_deref(), &cli.overrides()) {
                 Ok(c) => c,

@@ -37,6 +37,7 @@ mod supervise;
 // Notifications and reports built from known incident histories.
 mod digest;
 mod outbox;
+mod replay;
 mod review;
 
 // The store contract and PostgreSQL.

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod leader;
 pub mod listen;
+pub mod replay;
 pub mod resolve;
 pub mod supervise;
 

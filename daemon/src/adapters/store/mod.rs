@@ -69,6 +69,27 @@ pub struct StoredSignal {
     pub received_at: Timestamp,
 }
 
+/// A signal as recorded, for `remedyd replay`: when it arrived and when a re-send of it (a
+/// duplicate firing alert) was last heard of.
+#[derive(Clone, Debug)]
+pub struct RecordedSignal {
+    /// The signal.
+    pub signal: Signal,
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// When a re-send was last received (`None`: never re-sent).
+    pub last_seen: Option<Timestamp>,
+}
+
+/// What a store recorded since a time, read in one read-only snapshot for `remedyd replay`.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Signals received since then, in the order the engine handled them (row id).
+    pub signals: Vec<RecordedSignal>,
+    /// Incidents opened since then, oldest first, each with its timeline (oldest first).
+    pub incidents: Vec<(Incident, Vec<Entry>)>,
+}
+
 /// A page to deliver.
 #[derive(Clone, Debug)]
 pub struct OutboxItem {

@@ -12,6 +12,7 @@ Examples:
   remedyd test rules/tests/runbook.test.yaml
   remedyd review INC-2026-0042
   remedyd resolve INC-2026-0042 --reason \"resolve lost by Alertmanager\" --author alice
+  remedyd replay --since 7d --policies policies-candidate
 
 Every key of remedyd.toml can also be set as REMEDYD_<KEY> (REMEDYD_MODE=enforce).
 Documentation: README.md and docs/ in the repository (docs/cli.md for these commands).";
@@ -75,3 +76,18 @@ Waits up to 5 s for the engine. Exits 0 when resolved, or when queued because no
 applied it in time (the leader applies it when it runs); 1 for an unknown or already resolved
 incident, or a store that is missing or unreachable; 2 on a bad config, store URL or a blank
 --reason or --author.";
+
+/// `remedyd replay --help`.
+pub const REPLAY: &str = "\
+Examples:
+  remedyd replay --since 7d --policies policies-candidate
+  remedyd replay --since 2026-11-20T00:00:00Z --rules rules-new --policies policies-new --store sqlite:///var/lib/remedyd/remedyd.db
+  remedyd replay --since 24h --policies policies-candidate --format json --store postgres://remedyd:PASSWORD@db:5432/remedyd
+
+Runs the signals received since then through the candidate rules and policies (--rules and
+--policies; default: those of the config), in dry-run on a clock that follows the signals, and
+prints the incidents that would not open, would open, or would differ in steps, pages, budgets
+hit, level or end: against what the store recorded, and against a replay of the config's
+rules and policies. It only reads the store (SQLite read-only, PostgreSQL in a READ ONLY
+transaction). Exits 0 with a report; 1 when the rules or policies do not load (every problem
+as file:line) or the store is missing or unreadable; 2 on a bad --since, store URL or config.";

@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check`, `simulate`, `test`, `review`, `resolve`.
+//! The command line: `serve`, `check`, `simulate`, `test`, `review`, `resolve`, `replay`.
 
 mod help;
+mod replay;
 pub mod test;
 
 use std::path::PathBuf;
@@ -91,6 +92,29 @@ pub enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Replay the signals a store recorded through candidate rules and policies (--rules,
+    /// --policies), in dry-run, and print what would differ from what happened. Never writes to
+    /// the store.
+    #[command(after_help = help::REPLAY)]
+    Replay {
+        /// The period: a duration back from now (`7d`, `12h`) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// Store URL (sqlite://PATH or postgres://…) to read; default from the config.
+        #[arg(long)]
+        store: Option<String>,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReplayFormat,
+    },
+}
+
+pub use crate::app::replay::Format as ReplayFormat;
+
+/// `remedyd replay`: prints the report; returns the exit code (0: a report; 1: the rules or
+/// policies do not load, or the store is missing or unreadable; 2: a bad flag, URL or config).
+pub fn replay(cli: &Cli, since: &str, format: ReplayFormat) -> i32 {
+    self::replay::replay(cli.config.as_deref(), cli.overrides(), since, format)
 }
 
 /// `remedyd review`: prints the review to stdout; returns the exit code (1: no such incident or
@@ -304,7 +328,10 @@ impl Cli {
             o.store = store.clone();
             o.mode = *mode;
         }
-        if let Command::Review { store, .. } | Command::Resolve { store, .. } = &self.command {
+        if let Command::Review { store, .. }
+        | Command::Resolve { store, .. }
+        | Command::Replay { store, .. } = &self.command
+        {
             o.store = store.clone();
         }
         o

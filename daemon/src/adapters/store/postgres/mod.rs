@@ -20,9 +20,11 @@
 //!
 //! This file holds the handle ([`PgStore`]: the pool, the ingest queue, the fence) and how it
 //! connects; `wire` what every file shares, then one file per concern: `migrations`, `ingest`,
-//! `commit`, `queries` (the rest of the [`Store`](super::Store) interface) and `leadership`.
+//! `commit`, `queries` (the rest of the [`Store`](super::Store) interface), `leadership`, and `history`
+//! (`remedyd replay`'s read-only read).
 
 mod commit;
+mod history;
 mod ingest;
 mod leadership;
 mod migrations;
@@ -43,6 +45,7 @@ use crate::domain::BoxFuture;
 use crate::domain::incident::Incident;
 use crate::load::dsn::{CONNECT_TIMEOUT, parse_url};
 
+pub use self::history::read_history;
 pub use self::leadership::{Leadership, Term};
 pub use self::wire::describe;
 pub use crate::load::dsn::explain;

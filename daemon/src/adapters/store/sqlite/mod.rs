@@ -3,9 +3,11 @@
 //!
 //! This file holds the handle ([`SqliteStore`]) and the connection's thread; `rows` what every
 //! file shares, then one file per concern: `migrations`, `ingest`, `commit` and `queries` (the
-//! rest of the [`Store`](super::Store) interface).
+//! rest of the [`Store`](super::Store) interface), and `history` (`remedyd replay`'s read-only
+//! read).
 
 mod commit;
+mod history;
 mod ingest;
 mod migrations;
 mod queries;
@@ -17,6 +19,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::history::read_history;
 use self::ingest::ingest_batch;
 use self::migrations::migrate;
 use self::rows::db;

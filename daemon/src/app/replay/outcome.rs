@@ -1,0 +1,86 @@
+//! What happened to one incident, in the terms replay compares: opened or not, the steps
+//! started, the routes paged, the budgets that refused a step, and how it ended. Built the same
+//! way from the recorded store and from a replay, so that the two compare field by field.
+
+use serde::Serialize;
+
+use crate::domain::incident::{Entry, EntryKind, Incident};
+use crate::domain::time::Timestamp;
+
+/// One incident's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Incident id (the recorded one; a replay numbers its own).
+    pub id: String,
+    /// Rule that opened it.
+    pub rule: String,
+    /// `kind/namespace/name`.
+    pub target: String,
+    /// Highest level reached.
+    pub level: u8,
+    /// When it opened.
+    pub opened_at: Timestamp,
+    /// Status at the end of the period (`open`, `verifying`, `escalated`, `resolved`, …).
+    pub status: String,
+    /// Steps started, in order (in dry-run: planned, nothing sent).
+    pub steps: Vec<String>,
+    /// Routes paged (triggers), in order.
+    pub pages: Vec<String>,
+    /// Steps a budget refused: the refusal's reason, as the timeline says it.
+    pub budgets_hit: Vec<String>,
+}
+
+impl Outcome {
+    /// The outcome of `inc` from its timeline.
+    pub fn of(inc: &Incident, timeline: &[Entry]) -> Self {
+        let steps = timeline
+            .iter()
+            .filter(|e| e.kind == EntryKind::StepStarted)
+            .map(|e| step_name(&e.message))
+            .collect();
+        let budgets_hit = timeline
+            .iter()
+            .filter(|e| e.kind == EntryKind::Refused && e.data["kind"] == "budget")
+            .map(|e| e.message.clone())
+            .collect();
+        Self {
+            id: inc.id.clone(),
+            rule: inc.rule.clone(),
+            target: inc.target.key(),
+            level: inc.level,
+            opened_at: inc.opened_at,
+            status: inc.status().as_str().to_string(),
+            steps,
+            pages: inc.paged.clone(),
+            budgets_hit,
+        }
+    }
+
+    /// The (rule, target) an incident is compared under.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.rule, &self.target)
+    }
+}
+
+/// `step restart (http) started …` → `restart`.
+fn step_name(message: &str) -> String {
+    message
+        .strip_prefix("step ")
+        .and_then(|m| m.split(' ').next())
+        .unwrap_or(message)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_named_from_its_timeline_message() {
+        assert_eq!(
+            step_name("step restart (kube_rollout_restart) started (dry-run: recorded, not sent)"),
+            "restart"
+        );
+        assert_eq!(step_name("odd"), "odd");
+    }
+}
