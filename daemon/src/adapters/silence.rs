@@ -47,7 +47,10 @@ impl Alertmanagers {
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self {
-            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            urls: urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
             http,
             external_url,
         })
@@ -56,7 +59,12 @@ impl Alertmanagers {
     /// The URLs, `first` (the peer that has a silence) first.
     fn order<'a>(&'a self, first: Option<&'a str>) -> Vec<&'a str> {
         let mut v: Vec<&str> = first.into_iter().collect();
-        v.extend(self.urls.iter().map(String::as_str).filter(|u| Some(*u) != first));
+        v.extend(
+            self.urls
+                .iter()
+                .map(String::as_str)
+                .filter(|u| Some(*u) != first),
+        );
         v
     }
 
@@ -78,7 +86,13 @@ impl Alertmanagers {
     async fn get_any(&self, path: &str) -> Result<(String, Value), String> {
         let mut errors = Vec::new();
         for url in &self.urls {
-            match self.send(self.http.get(format!("{url}{path}")), &format!("GET {url}{path}")).await {
+            match self
+                .send(
+                    self.http.get(format!("{url}{path}")),
+                    &format!("GET {url}{path}"),
+                )
+                .await
+            {
                 Ok(v) => return Ok((url.clone(), v)),
                 Err(e) => errors.push(e),
             }
@@ -96,7 +110,11 @@ impl Alertmanagers {
                 let fingerprint = a.get("fingerprint")?.as_str()?.to_string();
                 inc.active.contains_key(&fingerprint).then(|| AmAlert {
                     fingerprint,
-                    labels: a.get("labels").and_then(Value::as_object).cloned().unwrap_or_default(),
+                    labels: a
+                        .get("labels")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default(),
                     silenced_by: a
                         .pointer("/status/silencedBy")
                         .and_then(Value::as_array)
@@ -125,7 +143,12 @@ impl Alertmanagers {
 
     /// Silences each of the incident's alerts until `ends_at`: one silence per alert, equality
     /// matchers on exactly its labels. An error when Alertmanager holds none of them.
-    pub async fn create(&self, inc: &Incident, ends_at: Timestamp, now: Timestamp) -> Result<Vec<SilenceRef>, String> {
+    pub async fn create(
+        &self,
+        inc: &Incident,
+        ends_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<SilenceRef>, String> {
         let alerts = self.alerts_of(inc).await?;
         if alerts.is_empty() {
             return Err("Alertmanager holds none of the incident's alerts".into());
@@ -142,17 +165,31 @@ impl Alertmanagers {
                 "createdBy": CREATED_BY, "comment": self.comment(inc),
             });
             let (url, id) = self.post_silence(&body, None).await?;
-            refs.push(SilenceRef { fingerprint: a.fingerprint.clone(), id, url });
+            refs.push(SilenceRef {
+                fingerprint: a.fingerprint.clone(),
+                id,
+                url,
+            });
         }
         Ok(refs)
     }
 
     /// POSTs a silence to the first peer that takes it (`first` first); its id and that peer.
-    async fn post_silence(&self, body: &Value, first: Option<&str>) -> Result<(String, String), String> {
+    async fn post_silence(
+        &self,
+        body: &Value,
+        first: Option<&str>,
+    ) -> Result<(String, String), String> {
         let mut errors = Vec::new();
         for url in self.order(first) {
             let what = format!("POST {url}/api/v2/silences");
-            match self.send(self.http.post(format!("{url}/api/v2/silences")).json(body), &what).await {
+            match self
+                .send(
+                    self.http.post(format!("{url}/api/v2/silences")).json(body),
+                    &what,
+                )
+                .await
+            {
                 Ok(v) => match v.get("silenceID").and_then(Value::as_str) {
                     Some(id) => return Ok((url.to_string(), id.to_string())),
                     None => errors.push(format!("{what}: no silenceID in the answer")),
@@ -164,14 +201,24 @@ impl Alertmanagers {
     }
 
     /// Moves each silence's `endsAt` (Alertmanager keeps the id when it can, or answers a new one).
-    pub async fn renew(&self, refs: &[SilenceRef], ends_at: Timestamp) -> Result<Vec<SilenceRef>, String> {
+    pub async fn renew(
+        &self,
+        refs: &[SilenceRef],
+        ends_at: Timestamp,
+    ) -> Result<Vec<SilenceRef>, String> {
         let mut out = Vec::new();
         for r in refs {
             let mut errors = Vec::new();
             let mut found = None;
             for url in self.order(Some(&r.url)) {
                 let what = format!("GET {url}/api/v2/silence/{}", r.id);
-                match self.send(self.http.get(format!("{url}/api/v2/silence/{}", r.id)), &what).await {
+                match self
+                    .send(
+                        self.http.get(format!("{url}/api/v2/silence/{}", r.id)),
+                        &what,
+                    )
+                    .await
+                {
                     Ok(s) => {
                         found = Some((url.to_string(), s));
                         break;
@@ -187,7 +234,11 @@ impl Alertmanagers {
                 "endsAt": ends_at, "createdBy": CREATED_BY, "comment": s.get("comment"),
             });
             let (url, id) = self.post_silence(&body, Some(&url)).await?;
-            out.push(SilenceRef { fingerprint: r.fingerprint.clone(), id, url });
+            out.push(SilenceRef {
+                fingerprint: r.fingerprint.clone(),
+                id,
+                url,
+            });
         }
         Ok(out)
     }
@@ -197,7 +248,13 @@ impl Alertmanagers {
         let mut errors = Vec::new();
         for url in self.order(first) {
             let what = format!("DELETE {url}/api/v2/silence/{id}");
-            match self.send(self.http.delete(format!("{url}/api/v2/silence/{id}")), &what).await {
+            match self
+                .send(
+                    self.http.delete(format!("{url}/api/v2/silence/{id}")),
+                    &what,
+                )
+                .await
+            {
                 Ok(_) => return Ok(()),
                 // Already over (it reached its end meanwhile): nothing left to expire.
                 Err(e) if e.contains("already expired") => return Ok(()),
@@ -230,7 +287,12 @@ impl Alertmanagers {
         let mut out = Vec::new();
         for id in ids {
             let (_, s) = self.get_any(&format!("/api/v2/silence/{id}")).await?;
-            let field = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let field = |k: &str| {
+                s.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let active = s.pointer("/status/state").and_then(Value::as_str) == Some("active");
             if active && field("createdBy") != CREATED_BY {
                 out.push(HumanSilence {

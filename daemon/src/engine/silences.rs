@@ -82,7 +82,11 @@ impl Engine {
             let Some(op) = inc.silence_due(&spec, now) else {
                 continue;
             };
-            let refs = inc.silence.as_ref().map(|s| s.ids.clone()).unwrap_or_default();
+            let refs = inc
+                .silence
+                .as_ref()
+                .map(|s| s.ids.clone())
+                .unwrap_or_default();
             let result = match &op {
                 SilenceOp::Create { ends_at } => am.create(&inc, *ends_at, now).await,
                 SilenceOp::Renew { ends_at } => am.renew(&refs, *ends_at).await,
@@ -90,8 +94,12 @@ impl Engine {
                 SilenceOp::Lapse => Ok(Vec::new()),
             };
             match &result {
-                Ok(r) => tracing::info!(incident = %inc.id, op = op.as_str(), silences = r.len(), "Alertmanager silence"),
-                Err(e) => tracing::warn!(incident = %inc.id, op = op.as_str(), error = %e, "Alertmanager silence failed"),
+                Ok(r) => {
+                    tracing::info!(incident = %inc.id, op = op.as_str(), silences = r.len(), "Alertmanager silence")
+                }
+                Err(e) => {
+                    tracing::warn!(incident = %inc.id, op = op.as_str(), error = %e, "Alertmanager silence failed")
+                }
             }
             let fx = inc.silence_done(&op, result, &spec, now);
             let mut c = Commit::default();
@@ -119,8 +127,12 @@ impl Engine {
             .collect();
         for (id, incident) in ours.into_iter().filter(|(id, _)| !held.contains(id)) {
             match am.expire_one(&id, None).await {
-                Ok(()) => tracing::info!(silence = %id, incident = %incident, "Expired a silence remedyd had forgotten"),
-                Err(e) => tracing::warn!(silence = %id, incident = %incident, error = %e, "Cannot expire a forgotten silence"),
+                Ok(()) => {
+                    tracing::info!(silence = %id, incident = %incident, "Expired a silence remedyd had forgotten")
+                }
+                Err(e) => {
+                    tracing::warn!(silence = %id, incident = %incident, error = %e, "Cannot expire a forgotten silence")
+                }
             }
         }
         Ok(())

@@ -106,7 +106,13 @@ impl Incident {
     /// A step was claimed: its first remediation, for real (not in dry-run), starts silencing
     /// when the policy opts in. Evidence only reads, and a dry run changes nothing, so neither
     /// takes the humans' pages away.
-    pub(super) fn begin_silence(&mut self, policy: &Policy, step: Option<&Step>, dry_run: bool, now: Timestamp) {
+    pub(super) fn begin_silence(
+        &mut self,
+        policy: &Policy,
+        step: Option<&Step>,
+        dry_run: bool,
+        now: Timestamp,
+    ) {
         if policy.silence.is_some()
             && self.silence.is_none()
             && !dry_run
@@ -127,14 +133,18 @@ impl Incident {
     pub fn silence_due(&self, spec: &SilencePolicy, now: Timestamp) -> Option<SilenceOp> {
         let s = self.silence.as_ref().filter(|s| !s.over)?;
         let why = match &self.phase {
-            Phase::Escalated { .. } => Some("the incident escalated: the humans are paged as usual"),
+            Phase::Escalated { .. } => {
+                Some("the incident escalated: the humans are paged as usual")
+            }
             Phase::Suspended { .. } => Some("the ladder is suspended by a pause"),
             Phase::Resolved => Some("the incident resolved"),
             _ if self.stale_since.is_some() => Some("the incident is stale"),
             _ => None,
         };
         if let Some(why) = why {
-            return Some(SilenceOp::Expire { reason: why.to_string() });
+            return Some(SilenceOp::Expire {
+                reason: why.to_string(),
+            });
         }
         if now < s.next {
             return None;
@@ -232,7 +242,10 @@ impl Incident {
                             s.ends_at.map(|e| e.to_string()).unwrap_or_default()
                         )
                     } else {
-                        format!("retrying every {}; remediation goes on", fmt_duration(SILENCE_RETRY))
+                        format!(
+                            "retrying every {}; remediation goes on",
+                            fmt_duration(SILENCE_RETRY)
+                        )
                     };
                     fx.push(record(
                         now,
@@ -262,7 +275,11 @@ impl Incident {
             ids.join(", "),
             first.comment
         );
-        if self.phase != (Phase::Held { reason: reason.clone() }) {
+        if self.phase
+            != (Phase::Held {
+                reason: reason.clone(),
+            })
+        {
             fx.push(record(
                 now,
                 EntryKind::HeldByHumanSilence,
@@ -282,3 +299,7 @@ impl Incident {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[path = "silence_tests.rs"]
+mod tests;

@@ -147,6 +147,9 @@ fn alertmanager_url_takes_a_list_or_commas_and_refuses_what_is_not_a_url() {
         ..Config::default()
     };
     let e = bad.validate().unwrap_err().to_string();
-    assert!(e.starts_with("config: alertmanager_url: \"am-0:9093\""), "{e}");
+    assert!(
+        e.starts_with("config: alertmanager_url: \"am-0:9093\""),
+        "{e}"
+    );
     assert!(Config::default().alertmanager_urls().unwrap().is_empty());
 }

@@ -10,10 +10,10 @@ use super::limits::window;
 use super::verify::compile_verify;
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::raw::{RawLevel, RawPolicy, RawSilence, RawStep};
-use crate::domain::policy::{HumanSilences, SilencePolicy};
 use crate::domain::policy::{
     DEFAULT_UPDATE_EVERY, Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify,
 };
+use crate::domain::policy::{HumanSilences, SilencePolicy};
 
 /// Compiles one policy into `parts.policies`; a name defined twice is reported.
 pub(super) fn compile_policy(
@@ -197,7 +197,10 @@ fn silence(raw: &RawSilence) -> Result<SilencePolicy, (&'static str, String)> {
     if let Some(f) = &raw.for_ {
         s.for_ = crate::domain::time::parse_duration(f).map_err(|e| ("silence.for", e))?;
         if s.for_ < std::time::Duration::from_secs(1) {
-            return Err(("silence.for", format!("{f:?} is too short; write at least 1s")));
+            return Err((
+                "silence.for",
+                format!("{f:?} is too short; write at least 1s"),
+            ));
         }
     }
     if let Some(m) = &raw.max {
