@@ -227,6 +227,17 @@ async fn the_ladder_silences_exactly_its_alert_on_both_replicas_renews_and_expir
         !inc["silence"]["ids"].as_array().unwrap().is_empty(),
         "{inc}"
     );
+    let page = d
+        .http
+        .get(format!("{}/incidents/{id}", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sid = inc["silence"]["ids"][0]["id"].as_str().unwrap();
+    assert!(page.contains("id=silence") && page.contains(sid), "{page}");
     // The alert resolves: the silence is expired at once, on both replicas.
     notify(&d, "resolved", &fp).await;
     wait_kind(&d, "silence_expired").await;
