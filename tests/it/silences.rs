@@ -365,3 +365,35 @@ async fn forgotten_remedyd_silences_are_expired_at_start_and_a_humans_is_left_al
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn after_a_restart_the_stored_silence_is_renewed_not_swept_as_forgotten() {
+    let (a, b) = pair().await;
+    let urls = vec![a.url(), b.url()];
+    let d = daemon(urls.clone(), HOLD).await;
+    let fp = fire(&[&a, &b]).await;
+    notify(&d, "firing", &fp).await;
+    wait_kind(&d, "silenced").await;
+    let sid = d.incidents().await[0]["silence"]["ids"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let renewals = |k: &[String]| k.iter().filter(|k| *k == "silence_renewed").count();
+    let before = renewals(&kinds(&d).await);
+    let dir = d.stop().await;
+    let policy = POLICY.replace("SILENCE", HOLD);
+    let d = Daemon::start_with(RULES, &policy, Some(dir), move |c| {
+        c.alertmanager_url = urls
+    })
+    .await;
+    wait_until(SECS, "a renewal after the restart", || async {
+        renewals(&kinds(&d).await) > before
+    })
+    .await;
+    let s = get(&a.url(), &format!("/api/v2/silence/{sid}")).await;
+    assert_eq!(
+        s["status"]["state"], "active",
+        "the incident's own silence is kept: {s}"
+    );
+    d.stop().await;
+}
