@@ -32,6 +32,7 @@ mod probe;
 mod core_loop;
 mod listener;
 mod resolve;
+mod silences;
 mod supervise;
 
 // Notifications and reports built from known incident histories.

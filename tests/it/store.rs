@@ -66,6 +66,7 @@ fn incident(id: &str, name: &str) -> Incident {
         )]
         .into(),
         update_every: None,
+        silence: None,
     };
     Incident::open(
         id.into(),

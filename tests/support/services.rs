@@ -602,7 +602,35 @@ impl Alertmanager {
         Self::start_in(dir, &config).await
     }
 
+    /// A replica of an HA pair: gossip on `127.0.0.1:cluster_port`, peering with
+    /// `127.0.0.1:peer_port` (silences are shared between them); receiver `blackhole`.
+    pub async fn start_clustered(cluster_port: u16, peer_port: u16) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("remedyd-alertmanager.")
+            .tempdir()
+            .expect("temp dir");
+        let cfg = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n";
+        Self::start_cluster_in(
+            dir,
+            cfg,
+            vec![
+                format!("--cluster.listen-address=127.0.0.1:{cluster_port}"),
+                format!("--cluster.peer=127.0.0.1:{peer_port}"),
+            ],
+        )
+        .await
+    }
+
+    /// Kills it (a replica down);
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
     async fn start_in(dir: tempfile::TempDir, cfg: &str) -> Self {
+        Self::start_cluster_in(dir, cfg, vec!["--cluster.listen-address=".into()]).await
+    }
+
+    async fn start_cluster_in(dir: tempfile::TempDir, cfg: &str, cluster: Vec<String>) -> Self {
         let program = require(ALERTMANAGER, "prometheus-alertmanager");
         let cfg_path = dir.path().join("alertmanager.yml");
         std::fs::write(&cfg_path, cfg).expect("writing alertmanager.yml");
@@ -613,9 +641,9 @@ impl Alertmanager {
             format!("--storage.path={}", storage.display()),
             format!("--web.listen-address=127.0.0.1:{PORT}"),
             format!("--web.external-url=http://127.0.0.1:{PORT}"),
-            "--cluster.listen-address=".into(),
             "--log.level=debug".into(),
         ];
+        let args = [args, cluster].concat();
         let mut am = Alertmanager {
             proc: Proc::new("alertmanager", program, dir, args),
         };

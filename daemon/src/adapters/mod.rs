@@ -11,5 +11,6 @@ pub mod escalate;
 pub mod intake;
 pub mod pgtls;
 pub mod prometheus;
+pub mod silence;
 pub mod store;
 pub mod telemetry;

@@ -324,6 +324,16 @@ pub async fn run(
                     mode: cfg.mode,
                     shutdown: deadline,
                     stale_after: cfg.stale_after()?,
+                    silencer: match cfg.alertmanager_urls()? {
+                        urls if urls.is_empty() => None,
+                        urls => Some(Arc::new(
+                            crate::adapters::silence::Alertmanagers::new(
+                                &urls,
+                                cfg.external_url()?,
+                            )
+                            .map_err(anyhow::Error::msg)?,
+                        )),
+                    },
                     ..Default::default()
                 },
                 wake: wake.clone(),

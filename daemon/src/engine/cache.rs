@@ -56,6 +56,7 @@ impl Engine {
         let incidents = c.incidents.clone();
         match self.store.commit(c).await {
             Ok(()) => {
+                self.note_silence_ending(&incidents);
                 if let Some(cache) = self.cache.as_mut() {
                     for i in incidents {
                         if i.is_resolved() {

@@ -110,6 +110,7 @@ impl Engine {
             let mut start = None;
             if let Some((ladder, idx, step)) = inc.due_step(policy)
                 && !self.running.contains(&inc.id)
+                && !self.held_by_human(&mut inc, policy, now, &mut fx).await
             {
                 let mut input = self
                     .gate_input(

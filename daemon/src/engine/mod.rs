@@ -10,6 +10,7 @@
 //!   background and report back (`actions`);
 //! - open escalated incidents whose update is due tell the routes paged how they stand
 //!   (`updates`);
+//! - silences tied to the ladder are created, renewed and expired in Alertmanager (`silences`);
 //! - every transition's effects become store writes and pages (`effects`), committed through
 //!   the engine's copy of the active incidents (`cache`).
 //!
@@ -20,6 +21,7 @@ mod cache;
 mod drive;
 mod effects;
 mod signals;
+mod silences;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -83,6 +85,9 @@ pub struct EngineConfig {
     /// An Alertmanager-driven incident none of whose alerts is heard of (not even re-sent) for
     /// this long goes stale (config `stale_after`).
     pub stale_after: Duration,
+    /// Alertmanager, for the silences of policies with `silence:` (config `alertmanager_url`);
+    /// `None` silences nothing.
+    pub silencer: Option<Arc<crate::adapters::silence::Alertmanagers>>,
 }
 
 impl Default for EngineConfig {
@@ -93,6 +98,7 @@ impl Default for EngineConfig {
             tick: Duration::from_secs(1),
             shutdown: Duration::from_secs(10),
             stale_after: DEFAULT_STALE_AFTER,
+            silencer: None,
         }
     }
 }
@@ -126,6 +132,10 @@ pub struct Engine {
     /// transaction: the incident opens and its first step is claimed together) or at the end
     /// of the pass. The cache already shows them; a failed commit reloads it.
     deferred: Option<Commit>,
+    /// Incidents committed as resolved with a live silence, expired by the next `silences`.
+    silence_ending: Vec<Incident>,
+    /// Whether this engine has expired the silences remedyd created and forgot (first pass).
+    silences_swept: bool,
     done_tx: mpsc::Sender<Msg>,
     done_rx: mpsc::Receiver<Msg>,
 }
@@ -160,6 +170,8 @@ impl Engine {
             next_stale_check: Timestamp(0),
             numbers: HashMap::new(),
             deferred: None,
+            silence_ending: Vec::new(),
+            silences_swept: false,
             done_tx,
             done_rx,
         }
@@ -195,7 +207,8 @@ impl Engine {
             self.deferred = None;
             self.cache = None;
         }
-        r
+        r?;
+        self.silences().await
     }
 
     /// The ruleset in force now (a reload swaps it between passes).

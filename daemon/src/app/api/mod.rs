@@ -317,6 +317,9 @@ pub struct IncidentView {
     pub resolved_at: Option<Timestamp>,
     /// Machine phase, with its reason.
     pub phase: crate::domain::incident::Phase,
+    /// Its Alertmanager silences (policy `silence:`), if it has had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence: Option<crate::domain::incident::SilenceState>,
     /// Timeline (single-incident answer only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<Entry>>,
@@ -338,6 +341,7 @@ impl IncidentView {
             updated_at: i.updated_at,
             resolved_at: i.resolved_at,
             phase: i.phase.clone(),
+            silence: i.silence.clone(),
             timeline,
         }
     }

@@ -360,6 +360,14 @@ pub fn check(cli: &Cli) -> i32 {
             for n in route_notes(&rs) {
                 println!("note: {n}");
             }
+            if cfg.alertmanager_url.is_empty() {
+                for p in rs.policies.values().filter(|p| p.silence.is_some()) {
+                    println!(
+                        "note: policy {:?} asks for Alertmanager silences but alertmanager_url is not set: it silences nothing",
+                        p.name
+                    );
+                }
+            }
             0
         }
         Err(d) => {

@@ -141,6 +141,16 @@ entry_kinds! {
     ResolvedByHand = "resolved_by_hand",
     /// An update went to the routes paged (every `update_every` while it is open).
     UpdateSent = "update_sent",
+    /// Its alerts were silenced in Alertmanager while the ladder acts (policy `silence:`).
+    Silenced = "silenced",
+    /// Its silence's end was moved on.
+    SilenceRenewed = "silence_renewed",
+    /// Its silence was expired (escalated, resolved) or reached the policy's `max`.
+    SilenceExpired = "silence_expired",
+    /// A silence request to Alertmanager failed (remediation goes on).
+    SilenceFailed = "silence_failed",
+    /// A human's silence on its alerts holds the ladder.
+    HeldByHumanSilence = "held_by_human_silence",
 }
 
 /// The name of a kind this version does not write, kept as read. Only [`EntryKind::parse`] makes
@@ -180,7 +190,7 @@ mod tests {
             assert_eq!(&EntryKind::parse(kind.as_str()), kind);
             assert!(!matches!(kind, EntryKind::Other(_)));
         }
-        assert_eq!(EntryKind::ALL.len(), 30);
+        assert_eq!(EntryKind::ALL.len(), 35);
         assert_eq!(EntryKind::StepOk.as_str(), "step_ok");
         assert_eq!(EntryKind::BreakerOpened.to_string(), "breaker_opened");
     }

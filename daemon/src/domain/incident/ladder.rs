@@ -164,6 +164,7 @@ mod tests {
             mode: None,
             levels,
             update_every: None,
+            silence: None,
         };
         let target = Target {
             kind: TargetKind::Platform,

@@ -68,6 +68,7 @@ impl Incident {
             step_interrupted: false,
             stale_since: None,
             updates: None,
+            silence: None,
             opened_at: now,
             updated_at: now,
             resolved_at: None,

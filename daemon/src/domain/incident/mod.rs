@@ -12,7 +12,8 @@
 //! - `entry`: the timeline [`Entry`] and its constructor;
 //! - `machine`: [`Incident::open`] and [`Incident::apply`], one method per [`Event`] variant;
 //! - `step`: a step's life: started, finished, verified by probe or by its deadline;
-//! - `ladder`: the moves shared by both: ready, escalate, after a failure, upgrade.
+//! - `ladder`: the moves shared by both: ready, escalate, after a failure, upgrade;
+//! - `silence`: when its Alertmanager silences are created, renewed and expired.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,11 +30,13 @@ mod entry;
 mod escalation;
 mod ladder;
 mod machine;
+mod silence;
 mod step;
 mod update;
 
 pub use entry::{Entry, EntryKind, OtherKind};
 pub use escalation::EscalationReason;
+pub use silence::{HumanSilence, SILENCE_RETRY, SilenceOp, SilenceRef, SilenceState};
 pub use update::UpdateSchedule;
 
 /// The status the API reports.
@@ -198,6 +201,9 @@ pub struct Incident {
     /// first paged, advanced in the commit that enqueues each update, cleared on resolve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updates: Option<UpdateSchedule>,
+    /// Its Alertmanager silences (policy `silence:`), from its first remediation step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<SilenceState>,
     /// When opened.
     pub opened_at: Timestamp,
     /// Last change.

@@ -21,10 +21,9 @@ impl Incident {
         now: Timestamp,
     ) -> Effects {
         let mut fx = Vec::new();
-        let name = policy
-            .levels
-            .get(&ladder)
-            .and_then(|l| l.steps.get(step))
+        let spec = policy.levels.get(&ladder).and_then(|l| l.steps.get(step));
+        self.begin_silence(policy, spec, dry_run, now);
+        let name = spec
             .map(|s| (s.name.clone(), s.action.clone()))
             .unwrap_or_default();
         let mode = if dry_run {

@@ -6,6 +6,7 @@
 //! - `compile`: raw → compiled, one function per section ([`compile()`]);
 //! - `limits`: budget windows, breaker settings, the storm guard ([`Limits`]);
 //! - `route`: human routes, their transports and secrets ([`Route`]);
+//! - `silence`: the Alertmanager silences a policy opts in to ([`SilencePolicy`]);
 //! - `budget`, `breaker`, `gate`: the pure decisions those limits drive.
 
 pub mod breaker;
@@ -15,6 +16,7 @@ pub mod gate;
 mod limits;
 mod raw;
 mod route;
+mod silence;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +27,7 @@ pub use compile::{SecretSource, compile};
 pub use limits::{BreakerConfig, Limits, StormGuard, Window};
 pub use raw::RawPolicyFile;
 pub use route::{OPSGENIE_URL, PAGERDUTY_URL, Route, RouteKind, Secret, Transport};
+pub use silence::{DEFAULT_SILENCE_FOR, DEFAULT_SILENCE_MAX, HumanSilences, SilencePolicy};
 
 /// Whether actions touch anything.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +228,8 @@ pub struct Policy {
     /// How often the routes paged hear how an open incident stands (`update_every`, default
     /// [`DEFAULT_UPDATE_EVERY`]); `None` when updates are off (`0` or `off`).
     pub update_every: Option<Duration>,
+    /// Alertmanager silences while the ladder acts (`silence:`), when the policy opts in.
+    pub silence: Option<SilencePolicy>,
 }
 
 /// The runbook's promise: updates every 15 minutes while an escalated incident is open.

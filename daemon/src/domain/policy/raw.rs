@@ -131,7 +131,21 @@ pub(super) struct RawPolicy {
     pub(super) escalate_to: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) update_every: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) silence: Option<Spanned<RawSilence>>,
     pub(super) levels: Vec<RawLevel>,
+}
+
+/// A policy's `silence: {for: 10m, max: 1h, respect_human_silences: hold}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSilence {
+    #[serde(default, rename = "for")]
+    pub(super) for_: Option<String>,
+    #[serde(default)]
+    pub(super) max: Option<String>,
+    #[serde(default)]
+    pub(super) respect_human_silences: Option<String>,
 }
 
 /// One level of a policy, with its ladder.

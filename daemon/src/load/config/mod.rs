@@ -69,6 +69,11 @@ pub struct Config {
     /// every page links to the incident's page under it. Unset, pages name `remedyd review ID`.
     #[serde(default)]
     pub external_url: Option<String>,
+    /// Alertmanager's URLs (one HA cluster) for the silences of policies with `silence:`; empty
+    /// (the default) silences nothing. In the environment, comma-separated:
+    /// `REMEDYD_ALERTMANAGER_URL=http://am-0:9093,http://am-1:9093`.
+    #[serde(default, deserialize_with = "list_or_commas")]
+    pub alertmanager_url: Vec<String>,
 }
 
 /// A list, or one string of comma-separated entries (how the environment gives it).
@@ -129,6 +134,8 @@ impl Default for Config {
             probe_allow: Vec::new(),
             // No guess: a page's link must reach the dashboard from a responder's browser.
             external_url: None,
+            // Opt-in: remedyd silences nothing until told where Alertmanager is.
+            alertmanager_url: Vec::new(),
         }
     }
 }
@@ -158,6 +165,7 @@ pub const KEYS: &[&str] = &[
     "engine_stall_after",
     "probe_allow",
     "external_url",
+    "alertmanager_url",
 ];
 
 /// A secret given inline or as a file (trailing newline ignored); both is an error, an empty
@@ -286,6 +294,7 @@ impl Config {
         }
         self.probe_allow()?;
         self.external_url()?;
+        self.alertmanager_urls()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
                 field: "log_format",
@@ -338,6 +347,29 @@ impl Config {
             return Err(invalid("has a query or a fragment"));
         }
         Ok(Some(raw.trim_end_matches('/').to_string()))
+    }
+
+    /// `alertmanager_url`, each checked: an absolute `http` or `https` URL with a host.
+    pub fn alertmanager_urls(&self) -> Result<Vec<String>, ConfigError> {
+        self.alertmanager_url
+            .iter()
+            .map(|raw| {
+                let invalid = |why: String| ConfigError::Invalid {
+                    field: "alertmanager_url",
+                    message: format!(
+                        "{raw:?} {why}; valid: absolute http(s) URLs such as http://alertmanager:9093"
+                    ),
+                };
+                let url = reqwest::Url::parse(raw)
+                    .map_err(|e| invalid(format!("is not a URL ({e})")))?;
+                if !matches!(url.scheme(), "http" | "https")
+                    || url.host_str().is_none_or(str::is_empty)
+                {
+                    return Err(invalid("is not an http(s) URL with a host".into()));
+                }
+                Ok(raw.trim_end_matches('/').to_string())
+            })
+            .collect()
     }
 
     /// The parsed listen address.

@@ -131,3 +131,34 @@ fn external_url_is_optional_and_must_be_an_absolute_http_url() {
         assert!(e.contains("valid: an absolute http(s) URL"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn alertmanager_url_takes_a_list_or_commas_and_refuses_what_is_not_a_url() {
+    #[derive(Deserialize)]
+    struct Env {
+        #[serde(deserialize_with = "list_or_commas")]
+        alertmanager_url: Vec<String>,
+    }
+    let env: Env = serde_json::from_value(serde_json::json!({
+        "alertmanager_url": "http://am-0:9093/, http://am-1:9093"
+    }))
+    .unwrap();
+    let from_env = Config {
+        alertmanager_url: env.alertmanager_url,
+        ..Config::default()
+    };
+    assert_eq!(
+        from_env.alertmanager_urls().unwrap(),
+        ["http://am-0:9093", "http://am-1:9093"]
+    );
+    let bad = Config {
+        alertmanager_url: vec!["am-0:9093".into()],
+        ..Config::default()
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("config: alertmanager_url: \"am-0:9093\""),
+        "{e}"
+    );
+    assert!(Config::default().alertmanager_urls().unwrap().is_empty());
+}

@@ -283,6 +283,19 @@ pub(in crate::app::api) async fn incident_page(
     if !reason.is_empty() {
         let _ = write!(b, "<p class=panel>{}</p>", esc(&reason));
     }
+    if let Some(sil) = &inc.silence {
+        let ids: Vec<&str> = sil.ids.iter().map(|r| r.id.as_str()).collect();
+        let state = if sil.over { "ended" } else { "active" };
+        let _ = write!(
+            b,
+            "<p class=panel id=silence><b>Alertmanager silence</b> {state} · since {} · ends {} · {}</p>",
+            sil.since,
+            sil.ends_at
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "-".into()),
+            esc(&ids.join(", ")),
+        );
+    }
     if !inc.is_resolved() {
         let _ = write!(
             b,

@@ -9,10 +9,11 @@ use serde_saphyr::Spanned;
 use super::limits::window;
 use super::verify::compile_verify;
 use crate::domain::diag::Diagnostics;
-use crate::domain::policy::raw::{RawLevel, RawPolicy, RawStep};
+use crate::domain::policy::raw::{RawLevel, RawPolicy, RawSilence, RawStep};
 use crate::domain::policy::{
     DEFAULT_UPDATE_EVERY, Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify,
 };
+use crate::domain::policy::{HumanSilences, SilencePolicy};
 
 /// Compiles one policy into `parts.policies`; a name defined twice is reported.
 pub(super) fn compile_policy(
@@ -60,12 +61,19 @@ pub(super) fn compile_policy(
             Some(DEFAULT_UPDATE_EVERY)
         }),
     };
+    let silence = p.silence.as_ref().map(|raw| {
+        silence(&raw.value).unwrap_or_else(|(field, e)| {
+            diag.push(file, raw.referenced.line(), field, e);
+            SilencePolicy::default()
+        })
+    });
     let policy = Policy {
         name: p.name.value.clone(),
         description: p.description.unwrap_or_default(),
         mode,
         levels,
         update_every,
+        silence,
     };
     if let Some((_, first)) = parts.policies.get(&p.name.value) {
         diag.push(
@@ -180,6 +188,38 @@ fn compile_step(file: &str, s: RawStep, parts: &mut PolicyParts, diag: &mut Diag
         verify,
         on_failure,
     }
+}
+
+/// `silence:`: `for` of at least a second (minutes in practice: each renewal is a request to
+/// Alertmanager), `max` not shorter than `for`; on error, the field and what is wrong.
+fn silence(raw: &RawSilence) -> Result<SilencePolicy, (&'static str, String)> {
+    let mut s = SilencePolicy::default();
+    if let Some(f) = &raw.for_ {
+        s.for_ = crate::domain::time::parse_duration(f).map_err(|e| ("silence.for", e))?;
+        if s.for_ < std::time::Duration::from_secs(1) {
+            return Err((
+                "silence.for",
+                format!("{f:?} is too short; write at least 1s"),
+            ));
+        }
+    }
+    if let Some(m) = &raw.max {
+        s.max = crate::domain::time::parse_duration(m).map_err(|e| ("silence.max", e))?;
+    }
+    if s.max < s.for_ {
+        return Err((
+            "silence.max",
+            format!(
+                "max {} is shorter than for {}; write a max at least as long",
+                crate::domain::time::fmt_duration(s.max),
+                crate::domain::time::fmt_duration(s.for_)
+            ),
+        ));
+    }
+    if let Some(h) = &raw.respect_human_silences {
+        s.human = HumanSilences::parse(h).map_err(|e| ("silence.respect_human_silences", e))?;
+    }
+    Ok(s)
 }
 
 /// `update_every`: a duration of at least a minute, or `0`/`off` for no updates.
