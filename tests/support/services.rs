@@ -605,11 +605,16 @@ impl Alertmanager {
     /// A replica of an HA pair: gossip on `127.0.0.1:cluster_port`, peering with
     /// `127.0.0.1:peer_port` (silences are shared between them); receiver `blackhole`.
     pub async fn start_clustered(cluster_port: u16, peer_port: u16) -> Self {
+        let cfg = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n";
+        Self::start_clustered_with_config(cfg, cluster_port, peer_port).await
+    }
+
+    /// [`Alertmanager::start_clustered`] running `cfg` (the text of an alertmanager.yml).
+    pub async fn start_clustered_with_config(cfg: &str, cluster_port: u16, peer_port: u16) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("remedyd-alertmanager.")
             .tempdir()
             .expect("temp dir");
-        let cfg = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n";
         Self::start_cluster_in(
             dir,
             cfg,

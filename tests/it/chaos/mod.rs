@@ -23,6 +23,7 @@
 //! run: every test prints its seed and a summary line (`chaos-summary …`) that
 //! docs/reliability.md is filled from.
 
+mod am_pair;
 mod check;
 mod flood;
 mod leader_kill;
