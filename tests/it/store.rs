@@ -66,6 +66,7 @@ fn incident(id: &str, name: &str) -> Incident {
         )]
         .into(),
         update_every: None,
+        gitops: Default::default(),
     };
     Incident::open(
         id.into(),

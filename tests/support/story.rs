@@ -65,6 +65,7 @@ pub fn policy() -> Policy {
         mode: None,
         levels,
         update_every: None,
+        gitops: Default::default(),
     }
 }
 
@@ -84,6 +85,7 @@ pub fn page_only() -> Policy {
         mode: None,
         levels,
         update_every: None,
+        gitops: Default::default(),
     }
 }
 

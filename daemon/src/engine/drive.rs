@@ -335,7 +335,7 @@ impl Engine {
     /// A step's request for an incident, with its template variables (see
     /// [`ActionRequest::for_step`]).
     pub(super) fn request(&self, rs: &Ruleset, inc: &Incident, step: &Step) -> ActionRequest {
-        ActionRequest::for_step(
+        let mut req = ActionRequest::for_step(
             &inc.id,
             inc.level,
             &inc.rule,
@@ -343,7 +343,14 @@ impl Engine {
             &inc.labels,
             &rs.vars,
             step,
-        )
+        );
+        // The Kubernetes actions read the policy's `gitops:` choice from here.
+        let gitops = rs.policies.get(&inc.policy).map(|p| p.gitops);
+        req.vars.insert(
+            crate::adapters::action::kubernetes::GITOPS_VAR.into(),
+            gitops.unwrap_or_default().as_str().into(),
+        );
+        req
     }
 }
 

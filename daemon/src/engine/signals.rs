@@ -223,6 +223,7 @@ impl Engine {
                         mode: None,
                         levels: BTreeMap::new(),
                         update_every: None,
+                        gitops: Default::default(),
                     };
                     let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
                     let event = Event::ResolvedByHand {

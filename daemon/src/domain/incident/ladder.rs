@@ -164,6 +164,7 @@ mod tests {
             mode: None,
             levels,
             update_every: None,
+            gitops: Default::default(),
         };
         let target = Target {
             kind: TargetKind::Platform,

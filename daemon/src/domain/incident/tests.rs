@@ -52,6 +52,7 @@ fn policy() -> Policy {
         mode: None,
         levels,
         update_every: None,
+        gitops: Default::default(),
     }
 }
 

@@ -37,6 +37,36 @@ pub enum Mode {
     Enforce,
 }
 
+/// What a policy does with a Deployment a GitOps reconciler (Argo CD, Flux) owns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitOps {
+    /// Refuse the step before any write and page: the fix belongs in git, and a change made
+    /// behind the reconciler's back is reverted or becomes drift.
+    #[default]
+    Refuse,
+    /// Act; a change the reconciler puts back fails the step and opens its breaker.
+    Allow,
+}
+
+impl GitOps {
+    /// Parses `refuse` or `allow`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "refuse" => Ok(Self::Refuse),
+            "allow" => Ok(Self::Allow),
+            other => Err(format!("unknown gitops {other:?}; valid: refuse, allow")),
+        }
+    }
+    /// Config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Allow => "allow",
+        }
+    }
+}
+
 impl Mode {
     /// Parses `dry-run` or `enforce`.
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -225,6 +255,8 @@ pub struct Policy {
     /// How often the routes paged hear how an open incident stands (`update_every`, default
     /// [`DEFAULT_UPDATE_EVERY`]); `None` when updates are off (`0` or `off`).
     pub update_every: Option<Duration>,
+    /// A Deployment owned by Argo CD or Flux: refuse (the default) or act (`gitops:`).
+    pub gitops: GitOps,
 }
 
 /// The runbook's promise: updates every 15 minutes while an escalated incident is open.

@@ -131,6 +131,8 @@ pub(super) struct RawPolicy {
     pub(super) escalate_to: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) update_every: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) gitops: Option<Spanned<String>>,
     pub(super) levels: Vec<RawLevel>,
 }
 
