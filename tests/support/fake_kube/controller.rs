@@ -370,6 +370,9 @@ fn sync_deployment(st: &mut State, d: &Value, stuck: &mut HashSet<(String, Strin
     let (new_count, mut old_total) = match mode {
         Rollout::Complete => (replicas, 0),
         Rollout::Slow(n) if steps >= n.max(1) => (replicas, 0),
+        // Nothing old to replace (a first rollout, or one already finished): a slow mode set
+        // later must not shrink the current ReplicaSet, as the real controller never does.
+        Rollout::Slow(_) if old_sum == 0 => (replicas, 0),
         Rollout::Slow(n) => {
             let c = (replicas * steps as i64 / n.max(1) as i64).clamp(replicas.min(1), replicas);
             (c, (replicas - c).min(old_sum))
