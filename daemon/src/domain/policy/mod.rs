@@ -6,13 +6,15 @@
 //! - `compile`: raw → compiled, one function per section ([`compile()`]);
 //! - `limits`: budget windows, breaker settings, the storm guard ([`Limits`]);
 //! - `route`: human routes, their transports and secrets ([`Route`]);
-//! - `budget`, `breaker`, `gate`: the pure decisions those limits drive.
+//! - `budget`, `breaker`, `gate`: the pure decisions those limits drive;
+//! - `maintenance`: maintenance windows, when they are open and what they cover.
 
 pub mod breaker;
 pub mod budget;
 mod compile;
 pub mod gate;
 mod limits;
+pub mod maintenance;
 mod raw;
 mod route;
 
@@ -311,4 +313,6 @@ pub struct PolicyParts {
     pub action_refs: Vec<ActionRef>,
     /// The daily digest, if a file set one, with its file and line.
     pub digest: Option<(DigestSchedule, String, u64)>,
+    /// Maintenance windows, with file:line.
+    pub maintenance: Vec<(maintenance::Maintenance, String)>,
 }
