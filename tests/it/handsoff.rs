@@ -182,3 +182,59 @@ async fn a_scale_flux_puts_back_is_noticed_as_reverted_and_escalated_not_repeate
     let d = w.fake.get("apps/v1", "Deployment", NS, "checkout").unwrap();
     assert_eq!(d["spec"]["replicas"], 3, "git's count stands");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_holds_the_ladder_with_its_name_and_end_then_the_ladder_continues() {
+    // A one-off window over the namespace, open now and closing in a few seconds.
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let end = now + time::Duration::seconds(8);
+    let window = format!(
+        r#"
+maintenance:
+  - name: db-upgrade
+    scope: namespace:{NS}
+    start: "{}"
+    end: "{}"
+"#,
+        fmt(now - time::Duration::minutes(1)),
+        fmt(end)
+    );
+    let w = world(|d| d, &(policies("refuse", SCALE) + &window)).await;
+    w.fake.auto_step(Duration::from_millis(50));
+    w.fake.clear_requests();
+    let (status, _) =
+        w.d.post(&payload(
+            "firing",
+            "checkout",
+            "warning",
+            "fp-1",
+            &now_rfc3339(),
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let l =
+        w.d.wait_incidents("suspended by the window", |l| {
+            l.len() == 1 && l[0]["status"] == "suspended"
+        })
+        .await;
+    let id = l[0]["id"].as_str().unwrap().to_string();
+    let t = serde_json::to_string(&w.d.timeline(&id).await).unwrap();
+    let hm = &fmt(end)[11..16];
+    assert!(
+        t.contains(&format!("maintenance window db-upgrade until {hm} UTC")),
+        "{t}"
+    );
+    assert_eq!(writes(&w.fake), 0, "nothing written during the window");
+    // The window closes: the ladder continues and scales.
+    w.d.wait_incidents("verifying after the scale", |l| {
+        l[0]["status"] == "verifying"
+    })
+    .await;
+    let t = serde_json::to_string(&w.d.timeline(&id).await).unwrap();
+    assert!(t.contains("automation resumed"), "{t}");
+    assert_eq!(writes(&w.fake), 1, "one scale after the window");
+}
