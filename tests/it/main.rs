@@ -56,6 +56,7 @@ mod faults;
 
 // Kubernetes: the fake API server against kubectl, the actions, the runbook's scenarios.
 mod fake_kube;
+mod handsoff;
 mod kube_actions;
 mod kube_evidence_reads;
 mod kube_scenarios;

@@ -67,6 +67,7 @@ fn incident(id: &str, name: &str) -> Incident {
         .into(),
         update_every: None,
         silence: None,
+        gitops: Default::default(),
     };
     Incident::open(
         id.into(),

@@ -66,6 +66,7 @@ pub fn policy() -> Policy {
         levels,
         update_every: None,
         silence: None,
+        gitops: Default::default(),
     }
 }
 
@@ -86,6 +87,7 @@ pub fn page_only() -> Policy {
         levels,
         update_every: None,
         silence: None,
+        gitops: Default::default(),
     }
 }
 

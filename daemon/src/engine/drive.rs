@@ -16,6 +16,7 @@ use crate::domain::policy::budget::BudgetUse;
 use crate::domain::policy::gate::{
     self, BreakerInput, Decision, GateInput, PauseInfo, RefusalKind,
 };
+use crate::domain::policy::maintenance::{self, Maintenance};
 use crate::domain::policy::{Mode, Step, Verify, breaker};
 use crate::domain::scope::Scope;
 use crate::domain::time::Timestamp;
@@ -89,7 +90,7 @@ impl Engine {
             let mut c = self.deferred.take().unwrap_or_default();
             let mut fx = inc.apply(Event::Tick, policy, now);
             if matches!(inc.phase, Phase::Suspended { .. })
-                && covering_pause(&pauses, &inc).is_none()
+                && covering_pause(&pauses, &rs.maintenance, &inc, now).is_none()
             {
                 fx.extend(inc.apply(Event::Resumed, policy, now));
             }
@@ -320,7 +321,7 @@ impl Engine {
             })
             .collect();
         Ok(GateInput {
-            paused: covering_pause(pauses, inc),
+            paused: covering_pause(pauses, &rs.maintenance, inc, now),
             storm,
             infrastructure: infrastructure.cloned(),
             namespace: ns.map(|n| {
@@ -336,7 +337,7 @@ impl Engine {
     /// A step's request for an incident, with its template variables (see
     /// [`ActionRequest::for_step`]).
     pub(super) fn request(&self, rs: &Ruleset, inc: &Incident, step: &Step) -> ActionRequest {
-        ActionRequest::for_step(
+        let mut req = ActionRequest::for_step(
             &inc.id,
             inc.level,
             &inc.rule,
@@ -344,12 +345,25 @@ impl Engine {
             &inc.labels,
             &rs.vars,
             step,
-        )
+        );
+        // The Kubernetes actions read the policy's `gitops:` choice from here.
+        let gitops = rs.policies.get(&inc.policy).map(|p| p.gitops);
+        req.vars.insert(
+            crate::adapters::action::kubernetes::GITOPS_VAR.into(),
+            gitops.unwrap_or_default().as_str().into(),
+        );
+        req
     }
 }
 
-/// The pause that holds an incident (global, its rule's or its namespace's), if any.
-fn covering_pause(pauses: &[Pause], inc: &Incident) -> Option<PauseInfo> {
+/// The pause that holds an incident (global, its rule's or its namespace's), if any; else an
+/// open maintenance window covering it, which holds it the same way until the window ends.
+fn covering_pause(
+    pauses: &[Pause],
+    windows: &[Maintenance],
+    inc: &Incident,
+    now: Timestamp,
+) -> Option<PauseInfo> {
     let scopes = [
         Scope::Global.key(),
         Scope::rule(&inc.rule).key(),
@@ -362,5 +376,14 @@ fn covering_pause(pauses: &[Pause], inc: &Incident) -> Option<PauseInfo> {
             scope: p.scope.clone(),
             reason: p.reason.clone(),
             author: p.author.clone(),
+        })
+        .or_else(|| {
+            let (w, reason) =
+                maintenance::covering(windows, &inc.rule, &inc.target.namespace, now)?;
+            Some(PauseInfo {
+                scope: w.scope.key(),
+                reason,
+                author: "maintenance".into(),
+            })
         })
 }

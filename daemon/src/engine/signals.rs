@@ -224,6 +224,7 @@ impl Engine {
                         levels: BTreeMap::new(),
                         update_every: None,
                         silence: None,
+                        gitops: Default::default(),
                     };
                     let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
                     let event = Event::ResolvedByHand {

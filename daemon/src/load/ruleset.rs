@@ -42,6 +42,8 @@ pub struct Ruleset {
     pub policy_origins: BTreeMap<String, String>,
     /// The daily digest, when a policies file sets one.
     pub digest: Option<policy::DigestSchedule>,
+    /// Maintenance windows (`maintenance:`): automation holds while one covers an incident.
+    pub maintenance: Vec<policy::maintenance::Maintenance>,
     /// `rules`, filed for matching; built on first use, so edit `rules` before matching.
     pub index: LazyIndex,
 }
@@ -267,6 +269,7 @@ pub fn load(
         files,
         policy_origins,
         digest: parts.digest.map(|(d, _, _)| d),
+        maintenance: parts.maintenance.into_iter().map(|(m, _)| m).collect(),
         index: LazyIndex::default(),
     })
 }

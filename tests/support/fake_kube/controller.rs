@@ -131,6 +131,7 @@ fn copy_annotations(d: &Value, into: &mut Map<String, Value>) {
 /// One pass of the deployment controller over every deployment.
 pub fn step(st: &mut State) {
     gc(st);
+    reconcile(st);
     let mut stuck: HashSet<(String, String)> = HashSet::new();
     for d in st.list(deployments(), "") {
         sync_deployment(st, &d, &mut stuck);
@@ -141,6 +142,35 @@ pub fn step(st: &mut State) {
     }
     for d in st.list(deployments(), "") {
         cleanup_history(st, &d);
+    }
+}
+
+/// A GitOps reconciler with self-heal (Argo CD `selfHeal`, Flux's drift correction): every
+/// field registered by `FakeKube::reconcile` that differs from git's value is put back, before
+/// the deployment controller looks, so no rollout of the changed value ever completes.
+fn reconcile(st: &mut State) {
+    let wanted: Vec<_> = st
+        .reconciled
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for ((ns, name), fields) in wanted {
+        let Some(mut d) = st.get(deployments(), &ns, &name).cloned() else {
+            continue;
+        };
+        let mut drift = false;
+        for (ptr, git) in &fields {
+            if let Some(v) = d.pointer_mut(ptr)
+                && v != git
+            {
+                *v = git.clone();
+                drift = true;
+            }
+        }
+        if drift {
+            st.replace(deployments(), &ns, &name, d, false, true)
+                .expect("the reconciler writes back a valid deployment");
+        }
     }
 }
 
@@ -340,6 +370,9 @@ fn sync_deployment(st: &mut State, d: &Value, stuck: &mut HashSet<(String, Strin
     let (new_count, mut old_total) = match mode {
         Rollout::Complete => (replicas, 0),
         Rollout::Slow(n) if steps >= n.max(1) => (replicas, 0),
+        // Nothing old to replace (a first rollout, or one already finished): a slow mode set
+        // later must not shrink the current ReplicaSet, as the real controller never does.
+        Rollout::Slow(_) if old_sum == 0 => (replicas, 0),
         Rollout::Slow(n) => {
             let c = (replicas * steps as i64 / n.max(1) as i64).clamp(replicas.min(1), replicas);
             (c, (replicas - c).min(old_sum))

@@ -39,6 +39,30 @@ pub fn deployment(ns: &str, name: &str, replicas: i64, image: &str) -> Value {
     })
 }
 
+/// `d` as Argo CD applies it for Application `app`: its tracking annotation
+/// (`APP:GROUP/KIND:NAMESPACE/NAME`, the default since Argo CD 3.0) and the instance label.
+pub fn argo_cd(mut d: Value, app: &str) -> Value {
+    let (ns, name) = (
+        d["metadata"]["namespace"].clone(),
+        d["metadata"]["name"].clone(),
+    );
+    let id = format!(
+        "{app}:apps/Deployment:{}/{}",
+        ns.as_str().unwrap_or_default(),
+        name.as_str().unwrap_or_default()
+    );
+    d["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] = json!(id);
+    d["metadata"]["labels"]["app.kubernetes.io/instance"] = json!(app);
+    d
+}
+
+/// `d` as Flux's kustomize-controller applies it for Kustomization `ks_ns/ks`.
+pub fn flux(mut d: Value, ks_ns: &str, ks: &str) -> Value {
+    d["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"] = json!(ks);
+    d["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/namespace"] = json!(ks_ns);
+    d
+}
+
 /// A Ready, schedulable node.
 pub fn node(name: &str) -> Value {
     json!({

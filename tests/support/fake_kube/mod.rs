@@ -325,6 +325,27 @@ impl FakeKube {
         self.state().rollouts.insert((ns.into(), deploy.into()), r);
     }
 
+    /// Simulates a GitOps reconciler (Argo CD with self-heal, Flux) owning `ns/deploy`: the
+    /// values at these JSON pointers (e.g. `/spec/replicas`) as they are now are git's, and every
+    /// `step` first puts back any that a write changed. Give the Deployment the tool's labels
+    /// (`fixtures::argo_cd`, `fixtures::flux`) so that remedyd can tell who owns it.
+    pub fn reconcile(&self, ns: &str, deploy: &str, pointers: &[&str]) {
+        let mut st = self.state();
+        let d = st
+            .get(
+                resources::by_kind("apps/v1", "Deployment").unwrap(),
+                ns,
+                deploy,
+            )
+            .cloned()
+            .unwrap_or_else(|| panic!("reconcile: no deployment {ns}/{deploy}"));
+        let fields = pointers
+            .iter()
+            .map(|p| (p.to_string(), d.pointer(p).cloned().unwrap_or(Value::Null)))
+            .collect();
+        st.reconciled.insert((ns.into(), deploy.into()), fields);
+    }
+
     /// One pass of the deployment controller (ReplicaSets, pods, status).
     pub fn step(&self) {
         controller::step(&mut self.state());

@@ -188,6 +188,9 @@ pub struct State {
     pub faults: Vec<Fault>,
     pub delays: Vec<Delay>,
     pub rollouts: HashMap<(String, String), Rollout>,
+    /// A GitOps reconciler's desired state (`FakeKube::reconcile`): (ns, deployment) -> the
+    /// values git holds at JSON pointers, put back on every controller step.
+    pub reconciled: HashMap<(String, String), Vec<(String, Value)>>,
     /// (ns, deployment) -> (new RS name, steps taken for it)
     pub progress: HashMap<(String, String), (String, u32)>,
     pub logs: HashMap<(String, String), String>,
@@ -308,6 +311,7 @@ impl State {
             faults: Vec::new(),
             delays: Vec::new(),
             rollouts: HashMap::new(),
+            reconciled: HashMap::new(),
             progress: HashMap::new(),
             logs: HashMap::new(),
             container_logs: HashMap::new(),

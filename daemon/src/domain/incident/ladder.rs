@@ -165,6 +165,7 @@ mod tests {
             levels,
             update_every: None,
             silence: None,
+            gitops: Default::default(),
         };
         let target = Target {
             kind: TargetKind::Platform,

@@ -39,6 +39,7 @@ fn policy() -> Policy {
         levels,
         update_every: None,
         silence: Some(SilencePolicy::default()),
+        gitops: Default::default(),
     }
 }
 

@@ -53,6 +53,7 @@ fn policy() -> Policy {
         levels,
         update_every: None,
         silence: None,
+        gitops: Default::default(),
     }
 }
 

@@ -7,13 +7,15 @@
 //! - `limits`: budget windows, breaker settings, the storm guard ([`Limits`]);
 //! - `route`: human routes, their transports and secrets ([`Route`]);
 //! - `silence`: the Alertmanager silences a policy opts in to ([`SilencePolicy`]);
-//! - `budget`, `breaker`, `gate`: the pure decisions those limits drive.
+//! - `budget`, `breaker`, `gate`: the pure decisions those limits drive;
+//! - `maintenance`: maintenance windows, when they are open and what they cover.
 
 pub mod breaker;
 pub mod budget;
 mod compile;
 pub mod gate;
 mod limits;
+pub mod maintenance;
 mod raw;
 mod route;
 mod silence;
@@ -38,6 +40,36 @@ pub enum Mode {
     DryRun,
     /// Act.
     Enforce,
+}
+
+/// What a policy does with a Deployment a GitOps reconciler (Argo CD, Flux) owns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitOps {
+    /// Refuse the step before any write and page: the fix belongs in git, and a change made
+    /// behind the reconciler's back is reverted or becomes drift.
+    #[default]
+    Refuse,
+    /// Act; a change the reconciler puts back fails the step and opens its breaker.
+    Allow,
+}
+
+impl GitOps {
+    /// Parses `refuse` or `allow`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "refuse" => Ok(Self::Refuse),
+            "allow" => Ok(Self::Allow),
+            other => Err(format!("unknown gitops {other:?}; valid: refuse, allow")),
+        }
+    }
+    /// Config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Allow => "allow",
+        }
+    }
 }
 
 impl Mode {
@@ -230,6 +262,8 @@ pub struct Policy {
     pub update_every: Option<Duration>,
     /// Alertmanager silences while the ladder acts (`silence:`), when the policy opts in.
     pub silence: Option<SilencePolicy>,
+    /// A Deployment owned by Argo CD or Flux: refuse (the default) or act (`gitops:`).
+    pub gitops: GitOps,
 }
 
 /// The runbook's promise: updates every 15 minutes while an escalated incident is open.
@@ -284,4 +318,6 @@ pub struct PolicyParts {
     pub action_refs: Vec<ActionRef>,
     /// The daily digest, if a file set one, with its file and line.
     pub digest: Option<(DigestSchedule, String, u64)>,
+    /// Maintenance windows, with file:line.
+    pub maintenance: Vec<(maintenance::Maintenance, String)>,
 }

@@ -20,6 +20,32 @@ pub struct RawPolicyFile {
     pub(super) policies: Vec<RawPolicy>,
     #[serde(default)]
     pub(super) digest: Option<Spanned<RawDigest>>,
+    #[serde(default)]
+    pub(super) maintenance: Vec<RawMaintenance>,
+}
+
+/// One `maintenance:` window: `start` and `end`, or `weekly`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMaintenance {
+    pub(super) name: Spanned<String>,
+    #[serde(default)]
+    pub(super) scope: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) start: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) end: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) weekly: Option<Spanned<RawWeekly>>,
+}
+
+/// `weekly: {day: sat, from: "02:00", to: "04:00"}` (UTC).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeekly {
+    pub(super) day: String,
+    pub(super) from: String,
+    pub(super) to: String,
 }
 
 /// One `routes:` entry; which fields apply depends on `type`.
@@ -133,6 +159,7 @@ pub(super) struct RawPolicy {
     pub(super) update_every: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) silence: Option<Spanned<RawSilence>>,
+    pub(super) gitops: Option<Spanned<String>>,
     pub(super) levels: Vec<RawLevel>,
 }
 

@@ -53,6 +53,9 @@ pub enum Failure {
     Api(String, ApiError),
     /// A check of ours (bounds, paused, PDB past the timeout…).
     Refused(String),
+    /// A GitOps reconciler put back what the step changed: trying again would only flap, so
+    /// the action's breaker on this target opens at once (as for RBAC).
+    Reverted(String),
 }
 
 impl Failure {

@@ -71,6 +71,11 @@ impl KubeExecutor {
             // Refused before the first write: a precondition, not a failed remediation.
             Err(Failure::Refused(why)) if !wrote => Outcome::refused(why, detail),
             Err(Failure::Refused(why)) => Outcome::failed(false, why, detail),
+            Err(Failure::Reverted(why)) => {
+                let mut o = Outcome::failed(false, why, detail);
+                o.trip_breaker = true;
+                o
+            }
             Err(Failure::Api(what, e)) => {
                 let mut o = Outcome::failed(e.transient(), format!("{what}: {e}"), detail);
                 if e.code == 403 || e.code == 401 {

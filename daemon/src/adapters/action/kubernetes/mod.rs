@@ -18,7 +18,8 @@
 //!
 //! One file per action, each naming the kubectl command it mirrors: `restart`, `rollout`
 //! (status, and the wait every Deployment change ends with), `undo`, `scale`, `hpa`,
-//! `resources`, `delete_pods`, `dns` (what the two DNS actions act on), `evidence`, `network`
+//! `resources`, `delete_pods`, `handsoff` (rollouts in progress and GitOps owners, checked
+//! before every Deployment change), `dns` (what the two DNS actions act on), `evidence`, `network`
 //! (procedure 5's reads), `infra` (level 3's cluster checks) and `node` (drain). Beneath them, the plumbing they share, in the order it builds up: `error`, `cluster`,
 //! `session` (one run's requests), `request` (kubectl's request builders), `objects` (reading
 //! what an action acts on), `params` (a step's `with:`), `executor` (an action kind as an
@@ -31,6 +32,7 @@ mod dns;
 mod error;
 mod evidence;
 mod executor;
+mod handsoff;
 mod hpa;
 mod infra;
 mod network;
@@ -52,6 +54,7 @@ pub use cluster::{Cluster, USER_AGENT};
 pub use dns::SYSTEM_NAMESPACE;
 pub use error::{ApiError, Failure};
 pub use executor::{KubeAction, KubeExecutor};
+pub use handsoff::{GITOPS_VAR, Owner, gitops_owner, rollout_in_progress};
 pub use objects::{list_all, selector_string};
 pub use params::{check_template, duration, fmt, namespace, params, render};
 pub use request::{at, get, list, merge, patch, path, strategic};

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
+use super::handsoff;
 use super::objects::{deployments, read_deployment};
 use super::params::{Target, check_template, params, render};
 use super::quantity::Quantity;
@@ -125,6 +126,7 @@ impl KubeAction for SetResources {
             let wait = p.check().map_err(bad)?;
             let (ns, name, _) = p.target().resolve(req).map_err(bad)?;
             let d = read_deployment(s, &ns, &name).await?;
+            let owner = handsoff::before_change(&d, req, &ns, &name)?;
             let containers = d["spec"]["template"]["spec"]["containers"]
                 .as_array()
                 .cloned()
@@ -217,6 +219,32 @@ impl KubeAction for SetResources {
             let req = strategic(&deployments(&ns), &name, Some("kubectl-set"), &body);
             let what = format!("setting resources of {ns}/{name}");
             let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
+            if let Some(owner) = owner
+                && !s.dry()
+            {
+                // The reconciler may already have put git's resources back: re-read after the
+                // wait; every changed container as it was before the step is a revert.
+                let now = read_deployment(s, &ns, &name).await?;
+                let resources = |cs: &Value, n: &Value| {
+                    cs.as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| &c["name"] == n)
+                        .map(|c| c["resources"].clone())
+                };
+                let before = &d["spec"]["template"]["spec"]["containers"];
+                let after = &now["spec"]["template"]["spec"]["containers"];
+                if changed
+                    .iter()
+                    .all(|c| resources(before, &c["name"]) == resources(after, &c["name"]))
+                {
+                    let names: Vec<&str> =
+                        changed.iter().filter_map(|c| c["name"].as_str()).collect();
+                    let field = format!("resources of {}", names.join(", "));
+                    let why = handsoff::reverted(&owner, &ns, &name, &field, "their values");
+                    return Err(Failure::Reverted(why));
+                }
+            }
             Ok(format!("{ns}/{name}: {}; {done}", said.join(", ")))
         })
     }

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
+use super::handsoff;
 use super::objects::{deployments, read_deployment};
 use super::params::{Target, fmt, params};
 use super::request::strategic;
@@ -43,6 +44,7 @@ impl KubeAction for Restart {
                     "can't restart paused deployment {ns}/{name} (run rollout resume first)"
                 ));
             }
+            handsoff::before_change(&d, req, &ns, &name)?;
             let now = now_rfc3339();
             let key = "kubectl.kubernetes.io/restartedAt";
             if d["spec"]["template"]["metadata"]["annotations"][key] == now.as_str() {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::dns::{CORE_DNS, SYSTEM_NAMESPACE};
 use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
+use super::handsoff;
 use super::objects::{deployments, list_all, read_deployment};
 use super::params::{
     MAX_WAIT, check_template, default_deployment, default_wait, duration, namespace, params, render,
@@ -128,6 +129,7 @@ impl KubeAction for Scale {
             let wait = p.check(self.dns).map_err(bad)?;
             let (ns, name) = self.names(&p, req).map_err(bad)?;
             let d = read_deployment(s, &ns, &name).await?;
+            let owner = handsoff::before_change(&d, req, &ns, &name)?;
             let current = d["spec"]["replicas"].as_i64().unwrap_or(1);
             let (min, max) = (p.min.unwrap_or(1), p.max);
             let want = match (p.replicas, p.by) {
@@ -207,6 +209,17 @@ impl KubeAction for Scale {
             let req = patch(&deployments(&ns), &name, Some("scale"), None, &body);
             let what = format!("scaling {ns}/{name}");
             let done = change_and_wait(s, req, what, &ns, &name, wait).await?;
+            if let Some(owner) = owner
+                && !s.dry()
+            {
+                // The reconciler may already have put git's count back: re-read after the wait.
+                let now = read_deployment(s, &ns, &name).await?;
+                if now["spec"]["replicas"].as_i64().unwrap_or(1) == current {
+                    let why =
+                        handsoff::reverted(&owner, &ns, &name, "replicas", &current.to_string());
+                    return Err(Failure::Reverted(why));
+                }
+            }
             Ok(format!(
                 "scaled {ns}/{name} from {current} to {want} replicas: {done}"
             ))

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
+use super::handsoff;
 use super::objects::{deployments, list_all, read_deployment, selector_string};
 use super::params::{Target, duration, fmt, params};
 use super::request::path;
@@ -254,6 +255,7 @@ impl KubeAction for Undo {
             let u = params::<UndoParams>(&req.params).map_err(bad)?;
             let (ns, name, wait) = u.target().resolve(req).map_err(bad)?;
             let d = read_deployment(s, &ns, &name).await?;
+            handsoff::before_change(&d, req, &ns, &name)?;
             let Some(uid) = d["metadata"]["uid"].as_str().map(str::to_string) else {
                 return refuse(format!("deployment {ns}/{name} has no metadata.uid"));
             };

@@ -11,7 +11,7 @@ use super::verify::compile_verify;
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::raw::{RawLevel, RawPolicy, RawSilence, RawStep};
 use crate::domain::policy::{
-    DEFAULT_UPDATE_EVERY, Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify,
+    DEFAULT_UPDATE_EVERY, GitOps, Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify,
 };
 use crate::domain::policy::{HumanSilences, SilencePolicy};
 
@@ -67,6 +67,12 @@ pub(super) fn compile_policy(
             SilencePolicy::default()
         })
     });
+    let gitops = p.gitops.as_ref().map_or(GitOps::default(), |g| {
+        GitOps::parse(&g.value).unwrap_or_else(|e| {
+            diag.push(file, g.referenced.line(), "gitops", e);
+            GitOps::default()
+        })
+    });
     let policy = Policy {
         name: p.name.value.clone(),
         description: p.description.unwrap_or_default(),
@@ -74,6 +80,7 @@ pub(super) fn compile_policy(
         levels,
         update_every,
         silence,
+        gitops,
     };
     if let Some((_, first)) = parts.policies.get(&p.name.value) {
         diag.push(

@@ -1,10 +1,11 @@
 //! Raw policy file → compiled parts, one function per section, in the order the diagnostics are
-//! reported: `vars`, `routes`, `digest`, `limits`, `policies`. Every problem goes to one
+//! reported: `vars`, `routes`, `digest`, `limits`, `policies`, `maintenance`. Every problem goes to one
 //! [`Diagnostics`], naming its file, line and field; cross-file checks (route and action
 //! references, one `limits:` and one `digest:` in all) use what [`PolicyParts`] collects.
 
 mod ladder;
 mod limits;
+mod maintenance;
 mod route;
 mod verify;
 
@@ -44,6 +45,7 @@ pub fn compile(
     for p in raw.policies {
         ladder::compile_policy(file, p, parts, diag);
     }
+    maintenance::compile_maintenance(file, raw.maintenance, parts, diag);
 }
 
 /// Adds the file's `vars:`; a variable defined twice (in any file) is reported.
