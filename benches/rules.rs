@@ -6,7 +6,8 @@
 //! - 70 % name their alert (`alertname="…"`), half of them with a regex on the namespace;
 //! - 15 % name two alerts with a regex alternation (`alertname=~"A|B"`);
 //! - 10 % name their alert, a severity, and exclude a service (`service!="…"`);
-//! - 5 % name no alert: a real regex on `job` (tried for every alert).
+//! - 3 % name no alert: a regex on `job` with a literal prefix (`batch-7-.*`, filed by prefix);
+//! - 2 % name no alert: a regex on `job` that starts with a wildcard (tried for every alert).
 //!
 //! Alerts are drawn from the alerts the rules name (90 %) and from unknown ones (10 %).
 //! Run: `cargo bench --bench rules` (BENCH_ALERTS per size, default 20 000).
@@ -44,7 +45,8 @@ fn rules(n: usize, g: &mut Gen) -> Vec<Rule> {
             85..95 => {
                 format!(r#"'alertname="Alert{i}"', 'severity="critical"', 'service!="canary-{i}"'"#)
             }
-            _ => format!(r#"'job=~"batch-{i}-.*"'"#),
+            95..98 => format!(r#"'job=~"batch-{i}-.*"'"#),
+            _ => format!(r#"'job=~".*-nightly-{i}"'"#),
         };
         yaml.push_str(&format!(
             "  - name: r{i}\n    match: [{matchers}]\n    level: 1\n    target: {{kind: deployment, name: '{{{{service}}}}'}}\n    policy: p\n"

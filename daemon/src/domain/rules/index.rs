@@ -7,11 +7,14 @@
 //!   label is `""`, as in Alertmanager), so the rule is filed under (`label`, `v`);
 //! - a regex that is a plain alternation of literals (`alertname=~"KubePodCrashLooping|
 //!   KubePodNotReady"`, anchored like every matcher regex) matches only those values, so the
-//!   rule is filed under each of them.
+//!   rule is filed under each of them;
+//! - any other regex without `|` that starts with literal text (`job=~"batch-\d+"`) matches only
+//!   values that start with it, so the rule is filed under that prefix.
 //!
-//! Of a rule's such matchers, `alertname` is preferred (most rules name their alert), then the
-//! label most rules are filed under (fewer lookups per signal). A rule with none of them
-//! (`!=`, `!~`, or real regexes only) is tried for every alert. A polled rule is filed under its
+//! Of a rule's such matchers, exact values are preferred to a prefix, then `alertname` (most
+//! rules name their alert), then the label most rules are filed under (fewer lookups per
+//! signal). A rule with none of them (`!=`, `!~`, or regexes that start with a class, a group,
+//! a flag or a wildcard) is tried for every alert. A polled rule is filed under its
 //! own name: a polled signal is for its rule only.
 //!
 //! [`RuleIndex::candidates`] returns the positions of the rules worth evaluating, ascending, so
@@ -24,11 +27,22 @@ use super::Rule;
 use super::matcher::Op;
 use crate::domain::signal::Signal;
 
-/// Rule positions by the values of one label.
+/// Rule positions by the values (or the prefixes of the values) of one label.
 #[derive(Clone, Debug, Default)]
 struct ByValue {
     label: String,
     values: HashMap<String, Vec<usize>>,
+    prefixes: HashMap<String, Vec<usize>>,
+    /// The lengths (bytes) of the keys of `prefixes`, ascending: one lookup each per signal.
+    prefix_lens: Vec<usize>,
+}
+
+/// What a matcher pins down of its label's value.
+enum Pin {
+    /// One of these values exactly.
+    Values(Vec<String>),
+    /// A value starting with this text.
+    Prefix(String),
 }
 
 /// The rules of a ruleset, filed for matching (module docs).
@@ -44,13 +58,42 @@ pub struct RuleIndex {
     len: usize,
 }
 
-/// The values a matcher admits, when it admits a known finite set; `None` otherwise.
-fn pinned_values(op: Op, value: &str) -> Option<Vec<String>> {
+/// What a matcher admits, when that is a known set of values or a literal prefix.
+fn pin(op: Op, value: &str) -> Option<Pin> {
     match op {
-        Op::Eq => Some(vec![value.to_string()]),
-        Op::Re => literal_alternatives(value),
+        Op::Eq => Some(Pin::Values(vec![value.to_string()])),
+        Op::Re => literal_alternatives(value)
+            .map(Pin::Values)
+            .or_else(|| literal_prefix(value).map(Pin::Prefix)),
         Op::Ne | Op::NotRe => None,
     }
+}
+
+/// `batch-\d+` → `batch-`: the literal text every match of the (anchored) regex starts with;
+/// `None` when it is empty or the regex has an alternation anywhere (a branch could start
+/// otherwise). A character followed by `?`, `*` or `{` may be absent or differ in count, so
+/// the prefix stops before it.
+fn literal_prefix(re: &str) -> Option<String> {
+    if re.contains('|') {
+        return None;
+    }
+    let mut out = String::new();
+    let mut chars = re.chars().peekable();
+    while let Some(c) = chars.next() {
+        let literal = match c {
+            '\\' => match chars.next() {
+                Some(e) if e.is_ascii_punctuation() => e,
+                _ => break,
+            },
+            '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' => break,
+            c => c,
+        };
+        if matches!(chars.peek(), Some('?' | '*' | '{')) {
+            break;
+        }
+        out.push(literal);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// `a|b\.c|d` → `["a", "b.c", "d"]`; `None` when the regex is anything but literals joined by
@@ -78,7 +121,7 @@ impl RuleIndex {
     /// Files every rule (module docs).
     pub fn new(rules: &[Rule]) -> Self {
         // Which labels each alert rule could be filed under, with their values.
-        let options: Vec<Vec<(&str, Vec<String>)>> = rules
+        let options: Vec<Vec<(&str, Pin)>> = rules
             .iter()
             .map(|r| {
                 if r.polled.is_some() {
@@ -86,7 +129,7 @@ impl RuleIndex {
                 }
                 r.matchers
                     .iter()
-                    .filter_map(|m| Some((m.name.as_str(), pinned_values(m.op, &m.value)?)))
+                    .filter_map(|m| Some((m.name.as_str(), pin(m.op, &m.value)?)))
                     .collect()
             })
             .collect();
@@ -105,14 +148,15 @@ impl RuleIndex {
                 index.polled.entry(rule.name.clone()).or_default().push(i);
                 continue;
             }
-            let best = opts.into_iter().max_by_key(|(label, _)| {
+            let best = opts.into_iter().max_by_key(|(label, pin)| {
                 (
+                    matches!(pin, Pin::Values(_)),
                     *label == "alertname",
                     popularity.get(label).copied(),
                     *label,
                 )
             });
-            let Some((label, values)) = best else {
+            let Some((label, pin)) = best else {
                 index.always.push(i);
                 continue;
             };
@@ -121,17 +165,29 @@ impl RuleIndex {
                 None => {
                     index.by_label.push(ByValue {
                         label: label.to_string(),
-                        values: HashMap::new(),
+                        ..ByValue::default()
                     });
                     index.by_label.len() - 1
                 }
             };
-            for v in values {
-                let ids = index.by_label[slot].values.entry(v).or_default();
+            let by = &mut index.by_label[slot];
+            let (map, keys) = match pin {
+                Pin::Values(values) => (&mut by.values, values),
+                Pin::Prefix(prefix) => {
+                    by.prefix_lens.push(prefix.len());
+                    (&mut by.prefixes, vec![prefix])
+                }
+            };
+            for k in keys {
+                let ids = map.entry(k).or_default();
                 if ids.last() != Some(&i) {
                     ids.push(i);
                 }
             }
+        }
+        for b in &mut index.by_label {
+            b.prefix_lens.sort_unstable();
+            b.prefix_lens.dedup();
         }
         index
             .by_label
@@ -164,6 +220,11 @@ impl RuleIndex {
                 .unwrap_or("");
             if let Some(ids) = b.values.get(v) {
                 out.extend_from_slice(ids);
+            }
+            for &n in b.prefix_lens.iter().take_while(|&&n| n <= v.len()) {
+                if let Some(ids) = v.get(..n).and_then(|p| b.prefixes.get(p)) {
+                    out.extend_from_slice(ids);
+                }
             }
         }
         out.sort_unstable();
@@ -209,6 +270,22 @@ mod tests {
             "Kube.*", "a+", "(a|b)", "[ab]", r"\d", "(?i)x", "a{2}", "^a", "a?",
         ] {
             assert_eq!(alts(re), None, "{re}");
+        }
+    }
+
+    #[test]
+    fn literal_prefixes_stop_where_the_regex_stops_being_literal() {
+        let p = |s: &str| literal_prefix(s);
+        assert_eq!(p("Kube.*"), Some("Kube".into()));
+        assert_eq!(p(r"batch-\d+"), Some("batch-".into()));
+        assert_eq!(p(r"api\.v1-.*"), Some("api.v1-".into()));
+        assert_eq!(p("ab+c"), Some("ab".into()));
+        // The character before `?`, `*` or `{` may be missing or repeated.
+        assert_eq!(p("abc?d"), Some("ab".into()));
+        assert_eq!(p("ab*"), Some("a".into()));
+        assert_eq!(p("ab{0,2}"), Some("a".into()));
+        for re in [".*x", "(?i)kube.*", "[ab]c", "a|b.*", "x?y", r"\dz"] {
+            assert_eq!(p(re), None, "{re}");
         }
     }
 
