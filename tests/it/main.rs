@@ -45,6 +45,8 @@ mod review;
 mod ha;
 mod pg_tls;
 mod store;
+// Supply chain: sources, licences, bans, duplicates, advisories (offline).
+mod supply_chain;
 
 // The binary as a child process.
 mod process;
