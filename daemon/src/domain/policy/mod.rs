@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use compile::{SecretSource, compile};
 pub use limits::{BreakerConfig, Limits, StormGuard, Window};
 pub use raw::RawPolicyFile;
-pub use route::{OPSGENIE_URL, PAGERDUTY_URL, Route, RouteKind, Secret, Transport};
+pub use route::{OPSGENIE_URL, PAGERDUTY_URL, Route, RouteKind, SLACK_API_URL, Secret, Transport};
 
 /// Whether actions touch anything.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

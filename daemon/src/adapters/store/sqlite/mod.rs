@@ -10,6 +10,7 @@ mod ingest;
 mod migrations;
 mod queries;
 mod rows;
+mod threads;
 
 use std::collections::VecDeque;
 use std::path::Path;
