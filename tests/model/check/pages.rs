@@ -205,11 +205,7 @@ impl Model {
             self.check(ok, "I6", "bad_supersede", || {
                 format!(
                     "{} {:?} to {} (row {id}, done {}) superseded; pending after it: {:?}",
-                    row.incident,
-                    row.event,
-                    row.route,
-                    row.done,
-                    pending
+                    row.incident, row.event, row.route, row.done, pending
                 )
             });
             self.rows[idx].done = true;

@@ -110,7 +110,11 @@ pub(super) async fn deliver(
         failure(
             route,
             true,
-            format!("status {}: reading the answer: {}", status.as_u16(), e.without_url()),
+            format!(
+                "status {}: reading the answer: {}",
+                status.as_u16(),
+                e.without_url()
+            ),
             &secrets,
         )
     })?;

@@ -410,3 +410,26 @@ pub fn incident_counter_name(id: &str) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::superseded_updates;
+
+    #[test]
+    fn only_a_run_of_updates_is_coalesced_into_its_newest_and_nothing_jumps_a_resolve() {
+        // update, update, update, resolve, update: the first two go, superseded by the third.
+        let pending = [(2, true), (3, true), (4, true), (5, false), (6, true)];
+        assert_eq!(superseded_updates(&pending), Some((vec![2, 3], 4)));
+        // One update before a resolve: nothing to coalesce.
+        assert_eq!(
+            superseded_updates(&[(2, true), (3, false), (4, true)]),
+            None
+        );
+        // The picked page is a trigger or a resolve: never superseded.
+        assert_eq!(
+            superseded_updates(&[(1, false), (2, true), (3, true)]),
+            None
+        );
+        assert_eq!(superseded_updates(&[]), None);
+    }
+}

@@ -157,7 +157,11 @@ impl Route {
             Transport::PagerDuty { url, routing_key } => routing_key.as_ref().map(|_| url.clone()),
             Transport::Opsgenie { url, api_key } => api_key.as_ref().map(|_| url.clone()),
             Transport::Slack { url } => url.as_ref().map(|_| "slack incoming webhook".into()),
-            Transport::SlackApi { url, channel, token } => token
+            Transport::SlackApi {
+                url,
+                channel,
+                token,
+            } => token
                 .as_ref()
                 .map(|_| format!("{url}/chat.postMessage to {channel}")),
         };

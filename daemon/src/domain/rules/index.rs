@@ -244,7 +244,7 @@ mod tests {
     fn rules(g: &mut Gen, n: usize) -> Vec<Rule> {
         let mut yaml = String::from("rules:\n");
         for i in 0..n {
-            if g.next() % 10 == 0 {
+            if g.next().is_multiple_of(10) {
                 yaml.push_str(&format!(
                     "  - name: p{i}\n    query: up\n    levels: [{{above: 1, level: 1}}]\n    target: {{kind: deployment, name: x}}\n    policy: p\n"
                 ));
@@ -276,7 +276,7 @@ mod tests {
             }
         }
         let mut s = alert(labels);
-        if g.next() % 8 == 0 {
+        if g.next().is_multiple_of(8) {
             s.rule = Some(format!("p{}", g.next() % 40));
             s.level = Some(1);
         }

@@ -7,8 +7,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::db;
-use crate::domain::notification::{Notification, NotificationKind};
 use crate::adapters::store::{Result, superseded_updates};
+use crate::domain::notification::{Notification, NotificationKind};
 use crate::domain::time::Timestamp;
 
 /// Marks page `id` delivered and keeps its (incident, route)'s first thread.
