@@ -27,6 +27,7 @@ mod actions;
 mod pagers;
 mod postgres_actions;
 mod probe;
+mod slack_threads;
 
 // The core loop, in-process through the real HTTP API.
 mod core_loop;

@@ -711,7 +711,9 @@ async fn postgres_replicas_starting_together_migrate_once_and_reconnect_to_their
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
+        // Each migration applied once, in order (5: page threads and superseded updates).
+        let want: Vec<i32> = (1..=versions.len().max(5) as i32).collect();
+        assert_eq!(versions, want, "each migration applied once");
         stores[0]
             .ingest(receipt(1), vec![signal("a", 1, Status::Firing)])
             .await

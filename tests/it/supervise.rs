@@ -464,6 +464,21 @@ impl Store for StalledReads {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.outbox_done(id, now, delivered)
     }
+    fn outbox_threaded(
+        &self,
+        id: i64,
+        now: Timestamp,
+        thread: &str,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.outbox_threaded(id, now, thread)
+    }
+    fn outbox_supersede(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
+        self.inner.outbox_supersede(id, now)
+    }
     fn outbox_retry(
         &self,
         id: i64,

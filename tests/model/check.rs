@@ -304,6 +304,7 @@ impl Model {
                     }
                 }
                 Fact::OutboxDone(id, delivered) => self.outbox_done(id, delivered),
+                Fact::OutboxSuperseded(ids) => self.outbox_superseded(&ids),
                 Fact::OutboxRetry(id, at) => {
                     *self.coverage.entry("page_retry".into()).or_default() += 1;
                     if let Some(r) = self.rows.get_mut((id - 1) as usize) {

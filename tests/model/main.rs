@@ -113,6 +113,7 @@ fn generated_histories_hold_every_invariant() {
         "stale",
         "resolved_by_hand",
         "page_retry",
+        "page_superseded",
     ];
     println!(
         "model: exercised {}",

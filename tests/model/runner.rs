@@ -307,6 +307,9 @@ fn describe(f: &Fact) -> String {
         Fact::OutboxRetry(id, at) => {
             let _ = writeln!(s, "       page row {id} failed; retry at {at}");
         }
+        Fact::OutboxSuperseded(ids) => {
+            let _ = writeln!(s, "       page rows {ids:?} superseded by a newer update");
+        }
         _ => {}
     }
     s

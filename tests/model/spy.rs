@@ -49,6 +49,8 @@ pub enum Fact {
     OutboxDone(i64, bool),
     /// A page is to be retried at this time.
     OutboxRetry(i64, Timestamp),
+    /// Stale updates marked done, superseded by a newer update (ids).
+    OutboxSuperseded(Vec<i64>),
     /// A pause was set.
     Pause(String),
     /// A pause was lifted.
@@ -185,6 +187,23 @@ impl Store for SpyStore {
             self.inner.outbox_done(id, now, delivered).await?;
             self.log.push(Fact::OutboxDone(id, delivered));
             Ok(())
+        })
+    }
+    fn outbox_threaded(&self, id: i64, now: Timestamp, thread: &str) -> BoxFuture<'_, Result<()>> {
+        let thread = thread.to_string();
+        Box::pin(async move {
+            self.inner.outbox_threaded(id, now, &thread).await?;
+            self.log.push(Fact::OutboxDone(id, true));
+            Ok(())
+        })
+    }
+    fn outbox_supersede(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Vec<i64>>> {
+        Box::pin(async move {
+            let ids = self.inner.outbox_supersede(id, now).await?;
+            if !ids.is_empty() {
+                self.log.push(Fact::OutboxSuperseded(ids.clone()));
+            }
+            Ok(ids)
         })
     }
     fn outbox_retry(&self, id: i64, next_at: Timestamp, error: &str) -> BoxFuture<'_, Result<()>> {

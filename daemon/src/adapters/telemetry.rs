@@ -295,7 +295,7 @@ impl Metrics {
     /// Starts the page counters of these routes at 0 for every result.
     pub fn init_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
         for route in routes {
-            for result in ["delivered", "recorded", "retry", "failed"] {
+            for result in ["delivered", "recorded", "retry", "failed", "superseded"] {
                 let _ = self.pages.get_or_create(&PageLabels {
                     route: route.into(),
                     result: result.into(),

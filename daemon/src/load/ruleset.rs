@@ -218,7 +218,9 @@ pub fn load(
         && let Some(r) = parts.routes.get(&d.route)
         && !matches!(
             r.transport,
-            policy::Transport::Webhook { .. } | policy::Transport::Slack { .. }
+            policy::Transport::Webhook { .. }
+                | policy::Transport::Slack { .. }
+                | policy::Transport::SlackApi { .. }
         )
     {
         diag.push(

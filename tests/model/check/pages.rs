@@ -174,6 +174,44 @@ impl Model {
         });
     }
 
+    /// Stale updates marked done without being sent: each must be a pending update with a newer
+    /// pending update of its incident and route, and no trigger or resolve of theirs pending
+    /// between them (neither is ever superseded, and nothing jumps one).
+    pub(super) fn outbox_superseded(&mut self, ids: &[i64]) {
+        *self.coverage.entry("page_superseded".into()).or_default() += ids.len() as u64;
+        for &id in ids {
+            let idx = (id - 1) as usize;
+            let Some(row) = self.rows.get(idx).cloned() else {
+                continue;
+            };
+            // Pending rows after it, with their ids.
+            let later: Vec<(i64, &Row)> = self.rows[idx + 1..]
+                .iter()
+                .zip(id + 1..)
+                .filter(|(r, _)| !r.done && r.dedup == row.dedup && r.route == row.route)
+                .map(|(r, i)| (i, r))
+                .collect();
+            // The update that supersedes it: a later one that is not superseded itself.
+            let newer = later
+                .iter()
+                .position(|(i, r)| r.event == NotificationKind::Update && !ids.contains(i));
+            let blocker = later
+                .iter()
+                .position(|(_, r)| r.event != NotificationKind::Update);
+            let ok = !row.done
+                && row.event == NotificationKind::Update
+                && newer.is_some_and(|u| blocker.is_none_or(|b| u < b));
+            let pending: Vec<NotificationKind> = later.iter().map(|(_, r)| r.event).collect();
+            self.check(ok, "I6", "bad_supersede", || {
+                format!(
+                    "{} {:?} to {} (row {id}, done {}) superseded; pending after it: {:?}",
+                    row.incident, row.event, row.route, row.done, pending
+                )
+            });
+            self.rows[idx].done = true;
+        }
+    }
+
     /// Whether a storm page is out and not resolved.
     pub fn storm_paged(&self) -> bool {
         self.storm_open.is_some()

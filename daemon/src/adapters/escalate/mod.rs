@@ -6,6 +6,7 @@ pub mod opsgenie;
 pub mod outbox;
 pub mod pagerduty;
 pub mod slack;
+pub mod slack_api;
 pub mod webhook;
 
 use std::time::Duration;
@@ -28,6 +29,16 @@ pub struct PagerError {
     pub retry_after: Option<std::time::Duration>,
 }
 
+/// What a sent notification came to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// `false` when the route has no destination (recorded only).
+    pub delivered: bool,
+    /// The thread the receiver opened for the incident (Slack Web API: `CHANNEL/ts` of the first
+    /// message), to be kept and given back with the incident's later pages on this route.
+    pub thread: Option<String>,
+}
+
 /// Delivers notifications to a route.
 pub trait Pager: Send + Sync + 'static {
     /// Sends one notification. `Ok(false)` when the route has no destination (recorded only).
@@ -36,6 +47,24 @@ pub trait Pager: Send + Sync + 'static {
         route: &'a Route,
         n: &'a Notification,
     ) -> BoxFuture<'a, Result<bool, PagerError>>;
+
+    /// Sends one notification in the incident's thread on this route (`thread`: what an earlier
+    /// delivery returned, `None` before the first). Routes without threads ignore it; this is
+    /// what the outbox calls.
+    fn send_in_thread<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+        thread: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Delivery, PagerError>> {
+        let _ = thread;
+        Box::pin(async move {
+            self.send(route, n).await.map(|delivered| Delivery {
+                delivered,
+                thread: None,
+            })
+        })
+    }
 }
 
 /// The pager `serve` uses: sends each notification the way its route's type requires.
@@ -65,8 +94,29 @@ impl Pager for Pagers {
         n: &'a Notification,
     ) -> BoxFuture<'a, Result<bool, PagerError>> {
         Box::pin(async move {
+            self.send_in_thread(route, n, None)
+                .await
+                .map(|d| d.delivered)
+        })
+    }
+
+    fn send_in_thread<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+        thread: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Delivery, PagerError>> {
+        Box::pin(async move {
             let c = &self.client;
-            match &route.transport {
+            if let Transport::SlackApi {
+                url,
+                channel,
+                token: Some(token),
+            } = &route.transport
+            {
+                return slack_api::deliver(c, route, url, channel, token, n, thread).await;
+            }
+            let delivered = match &route.transport {
                 Transport::Webhook { url: Some(url) } => webhook::deliver(c, route, url, n).await,
                 Transport::Slack { url: Some(url) } => slack::deliver(c, route, url, n).await,
                 Transport::PagerDuty { .. } | Transport::Opsgenie { .. }
@@ -94,7 +144,11 @@ impl Pager for Pagers {
                     tracing::warn!(route = %route.name, kind = route.transport.kind(), source = %route.source, incident = %n.incident, "Route has no destination; notification recorded only");
                     Ok(false)
                 }
-            }
+            }?;
+            Ok(Delivery {
+                delivered,
+                thread: None,
+            })
         })
     }
 }
@@ -130,6 +184,22 @@ impl Pager for Linked {
                 n,
             ));
             self.inner.send(route, &linked).await
+        })
+    }
+
+    fn send_in_thread<'a>(
+        &'a self,
+        route: &'a Route,
+        n: &'a Notification,
+        thread: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Delivery, PagerError>> {
+        Box::pin(async move {
+            let mut linked = n.clone();
+            linked.url = Some(crate::domain::notification::incident_url(
+                &self.external_url,
+                n,
+            ));
+            self.inner.send_in_thread(route, &linked, thread).await
         })
     }
 }

@@ -8,6 +8,16 @@
 //!   waits behind its trigger while the trigger is retried, and goes once the trigger is
 //!   delivered, recorded or given up. The digest (`DIGEST-…`) and storm pages (`STORM-…`) are
 //!   keyed by their `incident` field the same way.
+//! - **Stale updates are coalesced.** When a lane picks an update and newer updates of the same
+//!   incident wait behind it (the route was down), only the newest is sent; the older ones are
+//!   marked superseded by it in the store ([`Store::outbox_supersede`]) and counted
+//!   (`remedyd_pages_total{result="superseded"}`). A trigger or a resolve is never superseded,
+//!   and an update never jumps one. This happens when the lane picks the page, not when the
+//!   engine enqueues the newer update: the lane owns its route, so the page it supersedes is not
+//!   being sent at that moment, and a route that is up never has a backlog to coalesce.
+//! - **Threads.** A route that answers with a thread (Slack Web API: the first message's `ts`)
+//!   has it kept with the page ([`Store::outbox_threaded`]); the incident's later pages on that
+//!   route are sent in it.
 //! - **Routes are independent.** Each route is a lane that sends its pages one after another;
 //!   lanes run concurrently, so a route whose receiver hangs until its timeout, or keeps
 //!   failing, delays only its own pages. [`run`] keeps a lane going across passes: a page for
@@ -23,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::Pager;
+use super::{Delivery, NotificationKind, Pager};
 use crate::adapters::store::{OutboxItem, Store, StoreError};
 use crate::adapters::telemetry::{Metrics, PageLabels};
 use crate::domain::time::Clock;
@@ -233,8 +243,38 @@ async fn deliver_one(
         count("retry");
         return Ok(());
     };
-    match pager.send(route, &item.notification).await {
-        Ok(delivered) => {
+    if item.notification.event == NotificationKind::Update {
+        // A route that was down has a backlog of updates for this incident: only the newest is
+        // worth reading. The lane owns the route, so nothing it supersedes is in flight.
+        let superseded = store.outbox_supersede(item.id, clock.now()).await?;
+        if !superseded.is_empty() {
+            metrics
+                .pages
+                .get_or_create(&PageLabels {
+                    route: item.route.clone(),
+                    result: "superseded".into(),
+                })
+                .inc_by(superseded.len() as u64);
+            tracing::info!(route = %item.route, incident = %item.notification.incident, superseded = superseded.len(), "Stale updates superseded by a newer one");
+        }
+        if superseded.contains(&item.id) {
+            // The newest update is now the oldest pending page: the next pass sends it.
+            return Ok(());
+        }
+    }
+    match pager
+        .send_in_thread(route, &item.notification, item.thread.as_deref())
+        .await
+    {
+        Ok(Delivery {
+            delivered,
+            thread: Some(thread),
+        }) if delivered && item.thread.is_none() => {
+            store.outbox_threaded(item.id, clock.now(), &thread).await?;
+            count("delivered");
+            tracing::info!(route = %item.route, incident = %item.notification.incident, event = ?item.notification.event, "Page handled; its thread is kept for the incident's later pages");
+        }
+        Ok(Delivery { delivered, .. }) => {
             store.outbox_done(item.id, clock.now(), delivered).await?;
             count(if delivered { "delivered" } else { "recorded" });
             tracing::info!(route = %item.route, incident = %item.notification.incident, event = ?item.notification.event, delivered, "Page handled");

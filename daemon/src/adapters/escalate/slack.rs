@@ -3,8 +3,9 @@
 //! what is wrong; the actions taken; the measured values; the latest updates; and a context line
 //! with the reason. An update (every `update_every` while the incident is open) is a message
 //! headed `UPDATE · P… INC-…` with what happened since the last one; it goes in the incident's
-//! thread (`thread_ts`) when the first message's `ts` is known. An incoming webhook answers `ok`
-//! without the `ts`, so over these routes it is a new message naming the incident. Slack answers 200 `ok`; 400/403/404/410 with a plain-text error
+//! thread (`thread_ts`) when the first message's `ts` is known: through the Web API
+//! ([`super::slack_api`]), which answers with it. An incoming webhook answers `ok` without the
+//! `ts`, so over these routes it is a new message naming the incident. Slack answers 200 `ok`; 400/403/404/410 with a plain-text error
 //! (`invalid_payload`, `no_service`, `channel_is_archived`, …) are final; 429 (with
 //! `Retry-After`) and 5xx are retried by the outbox.
 

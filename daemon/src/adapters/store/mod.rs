@@ -101,6 +101,23 @@ pub struct OutboxItem {
     pub notification: Notification,
     /// Attempts so far.
     pub attempts: u32,
+    /// The thread an earlier page of this incident opened on this route (Slack Web API:
+    /// `CHANNEL/ts`), kept by [`Store::outbox_threaded`].
+    pub thread: Option<String>,
+}
+
+/// Which of the pending pages of one (incident, route) a newer update supersedes: `pending` is
+/// (id, is an update) in id order from the page the outbox picked. The updates before the first
+/// trigger or resolve are a run; all but the newest of them are superseded by it (returned with
+/// it). Triggers and resolves are never superseded, and nothing passes one.
+pub fn superseded_updates(pending: &[(i64, bool)]) -> Option<(Vec<i64>, i64)> {
+    let run: Vec<i64> = pending
+        .iter()
+        .take_while(|(_, update)| *update)
+        .map(|(id, _)| *id)
+        .collect();
+    let (newest, older) = run.split_last()?;
+    (!older.is_empty()).then(|| (older.to_vec(), *newest))
 }
 
 /// A pause.
@@ -361,9 +378,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<OutboxItem>>>;
     /// Marks a page delivered (or recorded only, when the route has no destination).
     fn outbox_done(&self, id: i64, now: Timestamp, delivered: bool) -> BoxFuture<'_, Result<()>>;
+    /// Marks a page delivered and keeps `thread` as the thread of its (incident, route), which
+    /// later pages get in [`OutboxItem::thread`]. The first thread kept stays: a later one is
+    /// ignored. One transaction: a page is never done without its thread.
+    fn outbox_threaded(&self, id: i64, now: Timestamp, thread: &str) -> BoxFuture<'_, Result<()>>;
+    /// Coalesces stale updates: when `id` (the page the outbox picked, the oldest pending of its
+    /// incident and route) is an update with newer pending updates behind it, and no trigger or
+    /// resolve between, marks it and them but the newest done, undelivered and superseded by the
+    /// newest ([`superseded_updates`]). Returns the ids marked (none when `id` is not such an
+    /// update).
+    fn outbox_supersede(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Vec<i64>>>;
     /// Schedules a retry.
     fn outbox_retry(&self, id: i64, next_at: Timestamp, error: &str) -> BoxFuture<'_, Result<()>>;
-    /// Pages not yet delivered.
+    /// Pages not yet done.
     fn outbox_depth(&self) -> BoxFuture<'_, Result<u64>>;
     /// Incidents newest first, optionally by status.
     fn list_incidents(
@@ -402,5 +429,28 @@ pub fn incident_counter_name(id: &str) -> Option<String> {
             Some(format!("incident-{year}"))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::superseded_updates;
+
+    #[test]
+    fn only_a_run_of_updates_is_coalesced_into_its_newest_and_nothing_jumps_a_resolve() {
+        // update, update, update, resolve, update: the first two go, superseded by the third.
+        let pending = [(2, true), (3, true), (4, true), (5, false), (6, true)];
+        assert_eq!(superseded_updates(&pending), Some((vec![2, 3], 4)));
+        // One update before a resolve: nothing to coalesce.
+        assert_eq!(
+            superseded_updates(&[(2, true), (3, false), (4, true)]),
+            None
+        );
+        // The picked page is a trigger or a resolve: never superseded.
+        assert_eq!(
+            superseded_updates(&[(1, false), (2, true), (3, true)]),
+            None
+        );
+        assert_eq!(superseded_updates(&[]), None);
     }
 }

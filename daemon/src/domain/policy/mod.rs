@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use compile::{SecretSource, compile};
 pub use limits::{BreakerConfig, Limits, StormGuard, Window};
 pub use raw::RawPolicyFile;
-pub use route::{OPSGENIE_URL, PAGERDUTY_URL, Route, RouteKind, Secret, Transport};
+pub use route::{OPSGENIE_URL, PAGERDUTY_URL, Route, RouteKind, SLACK_API_URL, Secret, Transport};
 pub use silence::{DEFAULT_SILENCE_FOR, DEFAULT_SILENCE_MAX, HumanSilences, SilencePolicy};
 
 /// Whether actions touch anything.

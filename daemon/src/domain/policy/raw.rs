@@ -70,6 +70,12 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) api_key_file: Option<String>,
     #[serde(default)]
+    pub(super) token_env: Option<String>,
+    #[serde(default)]
+    pub(super) token_file: Option<String>,
+    #[serde(default)]
+    pub(super) channel: Option<String>,
+    #[serde(default)]
     pub(super) timeout: Option<Spanned<String>>,
 }
 

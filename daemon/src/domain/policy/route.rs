@@ -31,6 +31,8 @@ impl std::fmt::Debug for Secret {
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 /// Opsgenie API base (`https://api.eu.opsgenie.com` for EU accounts).
 pub const OPSGENIE_URL: &str = "https://api.opsgenie.com";
+/// Slack Web API base (`{base}/chat.postMessage`).
+pub const SLACK_API_URL: &str = "https://slack.com/api";
 
 /// How a route delivers, and where. A `None` secret means it is not configured here: pages are
 /// recorded (timeline, log, outbox) and not sent.
@@ -60,6 +62,16 @@ pub enum Transport {
         /// The webhook URL (a secret).
         url: Option<Secret>,
     },
+    /// Slack Web API (`chat.postMessage` with a bot token): the first message's `ts` is kept, so
+    /// updates and the resolve are replies in the incident's thread.
+    SlackApi {
+        /// API base ([`SLACK_API_URL`] unless overridden).
+        url: String,
+        /// Channel id or name the bot posts to.
+        channel: String,
+        /// Bot token (`xoxb-…`, sent as `Authorization: Bearer …`).
+        token: Option<Secret>,
+    },
 }
 
 impl Transport {
@@ -69,7 +81,7 @@ impl Transport {
             Transport::Webhook { .. } => "webhook",
             Transport::PagerDuty { .. } => "pagerduty",
             Transport::Opsgenie { .. } => "opsgenie",
-            Transport::Slack { .. } => "slack",
+            Transport::Slack { .. } | Transport::SlackApi { .. } => "slack",
         }
     }
 
@@ -79,6 +91,7 @@ impl Transport {
             Transport::Webhook { url } | Transport::Slack { url } => url.is_some(),
             Transport::PagerDuty { routing_key, .. } => routing_key.is_some(),
             Transport::Opsgenie { api_key, .. } => api_key.is_some(),
+            Transport::SlackApi { token, .. } => token.is_some(),
         }
     }
 
@@ -92,6 +105,7 @@ impl Transport {
                 routing_key.iter().map(Secret::expose).collect()
             }
             Transport::Opsgenie { api_key, .. } => api_key.iter().map(Secret::expose).collect(),
+            Transport::SlackApi { token, .. } => token.iter().map(Secret::expose).collect(),
         }
     }
 }
@@ -143,6 +157,13 @@ impl Route {
             Transport::PagerDuty { url, routing_key } => routing_key.as_ref().map(|_| url.clone()),
             Transport::Opsgenie { url, api_key } => api_key.as_ref().map(|_| url.clone()),
             Transport::Slack { url } => url.as_ref().map(|_| "slack incoming webhook".into()),
+            Transport::SlackApi {
+                url,
+                channel,
+                token,
+            } => token
+                .as_ref()
+                .map(|_| format!("{url}/chat.postMessage to {channel}")),
         };
         let missing = (!transport.ready()).then(|| format!("{source} is not set"));
         Self {

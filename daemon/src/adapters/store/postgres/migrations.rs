@@ -99,6 +99,18 @@ CREATE TABLE resolve_requests (
 );
 CREATE INDEX resolve_requests_pending ON resolve_requests (id) WHERE done_at IS NULL;
 "#,
+    // 5: the thread a page opened per (incident, route) (Slack Web API: `CHANNEL/ts`), so later
+    // pages reply in it across restarts and failovers; and which newer update superseded a stale
+    // one.
+    r#"
+CREATE TABLE page_threads (
+    incident_id TEXT NOT NULL,
+    route TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    PRIMARY KEY (incident_id, route)
+);
+ALTER TABLE outbox ADD COLUMN superseded_by BIGINT;
+"#,
 ];
 
 /// Applies the migrations `client`'s database lacks, in one transaction.

@@ -29,6 +29,7 @@ mod ingest;
 mod leadership;
 mod migrations;
 mod queries;
+mod threads;
 mod wire;
 
 use std::sync::Arc;

@@ -256,7 +256,10 @@ impl Store for PgStore {
             let c = self.client().await?;
             let st = c
                 .prepare_cached(
-                    "SELECT o.id, o.route, o.body, o.attempts FROM outbox o JOIN (
+                    "SELECT o.id, o.route, o.body, o.attempts,
+                         (SELECT t.thread FROM page_threads t
+                          WHERE t.incident_id = o.incident_id AND t.route = o.route)
+                     FROM outbox o JOIN (
                          SELECT h.id, row_number() OVER (PARTITION BY h.route ORDER BY h.id) AS nth
                          FROM outbox h
                          WHERE h.done_at IS NULL AND h.next_at <= $1
@@ -279,6 +282,7 @@ impl Store for PgStore {
                         route: r.get(1),
                         notification: decode(r.get(2))?,
                         attempts: r.get::<_, i32>(3) as u32,
+                        thread: r.try_get(4).map_err(db)?,
                     })
                 })
                 .collect()
@@ -295,6 +299,21 @@ impl Store for PgStore {
             .await
             .map_err(db)?;
             Ok(())
+        })
+    }
+
+    fn outbox_threaded(&self, id: i64, now: Timestamp, thread: &str) -> BoxFuture<'_, Result<()>> {
+        let thread = thread.to_string();
+        self.op(async move {
+            let mut c = self.client().await?;
+            super::threads::threaded(&mut c, id, now, &thread).await
+        })
+    }
+
+    fn outbox_supersede(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Vec<i64>>> {
+        self.op(async move {
+            let mut c = self.client().await?;
+            super::threads::supersede(&mut c, id, now).await
         })
     }
 

@@ -12,6 +12,7 @@ mod ingest;
 mod migrations;
 mod queries;
 mod rows;
+mod threads;
 
 use std::collections::VecDeque;
 use std::path::Path;

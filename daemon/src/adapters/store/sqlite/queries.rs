@@ -272,7 +272,10 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT o.id, o.route, o.body, o.attempts FROM outbox o JOIN (
+                    "SELECT o.id, o.route, o.body, o.attempts,
+                         (SELECT t.thread FROM page_threads t
+                          WHERE t.incident_id = o.incident_id AND t.route = o.route)
+                     FROM outbox o JOIN (
                          SELECT h.id, row_number() OVER (PARTITION BY h.route ORDER BY h.id) AS nth
                          FROM outbox h
                          WHERE h.done_at IS NULL AND h.next_at <= ?1
@@ -291,18 +294,20 @@ impl Store for SqliteStore {
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
                     ))
                 })
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
             rows.into_iter()
-                .map(|(id, route, body, attempts)| {
+                .map(|(id, route, body, attempts, thread)| {
                     Ok(OutboxItem {
                         id,
                         route,
                         notification: decode(&body)?,
                         attempts: attempts as u32,
+                        thread,
                     })
                 })
                 .collect()
@@ -318,6 +323,15 @@ impl Store for SqliteStore {
             .map(|_| ())
             .map_err(db)
         })
+    }
+
+    fn outbox_threaded(&self, id: i64, now: Timestamp, thread: &str) -> BoxFuture<'_, Result<()>> {
+        let thread = thread.to_string();
+        self.call(move |c| super::threads::threaded(c, id, now, &thread))
+    }
+
+    fn outbox_supersede(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Vec<i64>>> {
+        self.call(move |c| super::threads::supersede(c, id, now))
     }
 
     fn outbox_retry(&self, id: i64, next_at: Timestamp, error: &str) -> BoxFuture<'_, Result<()>> {

@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::SecretSource;
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::raw::RawRoute;
-use crate::domain::policy::route::{OPSGENIE_URL, PAGERDUTY_URL, Route, Secret, Transport};
+use crate::domain::policy::route::{
+    OPSGENIE_URL, PAGERDUTY_URL, Route, SLACK_API_URL, Secret, Transport,
+};
 use crate::domain::time::parse_duration;
 
 /// Reads a secret from exactly one of an env variable or a file. Returns the secret (`None` when
@@ -81,9 +83,13 @@ pub(super) fn compile_route(
         }),
         None => Duration::from_secs(10),
     };
+    // A slack route with a bot token posts through the Web API (threads); without one it is an
+    // incoming webhook. The two ways are exclusive: their fields do not mix.
+    let slack_api = kind == "slack" && (r.token_env.is_some() || r.token_file.is_some());
     // Fields that do not apply to this type are errors, not silently ignored.
     let allowed: &[&str] = match kind {
         "webhook" => &["url", "url_env", "url_file"],
+        "slack" if slack_api => &["url", "token_env", "token_file", "channel"],
         "slack" => &["url_env", "url_file"],
         "pagerduty" => &["url", "routing_key_env", "routing_key_file"],
         "opsgenie" => &["url", "api_key_env", "api_key_file"],
@@ -105,10 +111,17 @@ pub(super) fn compile_route(
         ("routing_key_file", r.routing_key_file.is_some()),
         ("api_key_env", r.api_key_env.is_some()),
         ("api_key_file", r.api_key_file.is_some()),
+        ("token_env", r.token_env.is_some()),
+        ("token_file", r.token_file.is_some()),
+        ("channel", r.channel.is_some()),
     ] {
         if set && !allowed.contains(&field) {
-            let hint = if kind == "slack" && field == "url" {
-                " (a Slack webhook URL is a secret: use url_env or url_file)".to_string()
+            let hint = if slack_api && field.starts_with("url_") {
+                " (a slack route sends either through an incoming webhook, url_env or url_file, or through the Web API, token_env or token_file with channel; not both)".to_string()
+            } else if kind == "slack" && field == "channel" {
+                " (channel goes with a bot token: token_env or token_file)".to_string()
+            } else if kind == "slack" && field == "url" {
+                " (a Slack webhook URL is a secret: use url_env or url_file; url is the Web API base, with token_env or token_file)".to_string()
             } else {
                 format!(" (valid for {kind}: {}, timeout)", allowed.join(", "))
             };
@@ -169,6 +182,41 @@ pub(super) fn compile_route(
                 (Transport::Webhook { url: None }, String::new(), None)
             }
         },
+        "slack" if slack_api => {
+            let url = api_url(SLACK_API_URL, diag);
+            let channel = match r.channel.as_deref().map(str::trim) {
+                Some(c) if !c.is_empty() => c.to_string(),
+                _ => {
+                    diag.push(
+                        file,
+                        line,
+                        "routes.channel",
+                        format!(
+                            "route {name:?}: a slack route with a bot token needs `channel` (a channel id such as C0123456789, or #name)"
+                        ),
+                    );
+                    String::new()
+                }
+            };
+            let (token, source, missing) = read_secret(
+                secrets,
+                file,
+                line,
+                diag,
+                name,
+                ("token_env", r.token_env.clone()),
+                ("token_file", r.token_file.clone()),
+            );
+            (
+                Transport::SlackApi {
+                    url,
+                    channel,
+                    token,
+                },
+                source,
+                missing,
+            )
+        }
         "slack" => {
             let (url, source, missing) = read_secret(
                 secrets,
