@@ -392,8 +392,7 @@ fn findings(graph: &[Package], advisories: &[Advisory]) -> Vec<String> {
                 .patched
                 .iter()
                 .chain(&a.unaffected)
-                .map(|r| satisfies(&v, r).unwrap_or_else(|e| panic!("{}: {e}", a.id)))
-                .any(|ok| ok);
+                .any(|r| satisfies(&v, r).unwrap_or_else(|e| panic!("{}: {e}", a.id)));
             if !safe && !IGNORED_ADVISORIES.iter().any(|(id, _)| *id == a.id) {
                 let kind = if a.informational.is_empty() {
                     "vulnerability"
