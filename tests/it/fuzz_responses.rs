@@ -1,0 +1,995 @@
+//! Mutation fuzzing of every parser of an answer remedyd reads from a service it does not
+//! control (the webhook, rules/policies YAML and config TOML are `fuzz_webhook.rs` and
+//! `fuzz_config.rs`). A realistic valid answer is corrupted many ways, deterministically (a
+//! fixed seed per parser, so a failure reproduces): truncation, bit flips, wrong JSON types,
+//! missing and extra fields, huge numbers and strings, deep nesting, non-UTF-8, an empty body, a
+//! wrong content type, absurd statuses and `Retry-After` headers. Where the parser sits behind a
+//! client, the answer comes over real HTTP from a loopback server (for Kubernetes, the fake API
+//! server's `answer_raw` switch); pure parsers are called directly.
+//!
+//! The parsers, and where the answer is read:
+//!
+//! | answer | read by | fuzzed here |
+//! |---|---|---|
+//! | a pager's answer (PagerDuty, Opsgenie, Slack, webhook): status, `Retry-After`, body summary | `adapters/escalate/mod.rs` (`send_request`, `retry_after`, `answer_summary`) | `pager_answers_…` |
+//! | Alertmanager's silences API v2: the silence list, one silence, the `silenceID` answer | `adapters/silence.rs` (`send`, `ours`, `renew`, `post_silence`) | `alertmanager_silence_answers_…` |
+//! | Prometheus's instant-query answer (vector, scalar, matrix, error) | `adapters/prometheus.rs` (`PromClient::once`, through `prometheus_http_query`) | `prometheus_answers_…` |
+//! | the API server's Deployment: `spec.replicas`, container resources | `adapters/action/kubernetes/{session,objects,scale,resources}.rs` | `kubernetes_deployment_answers_…` |
+//! | Kubernetes quantities (`250m`, `128Mi`) in the API server's answers | `adapters/action/kubernetes/quantity.rs` (`Quantity::parse`, `grown`) | `kubernetes_quantities_…` |
+//! | a Deployment's rollout status and conditions | `adapters/action/kubernetes/rollout.rs` (`rollout_state`) | `kubernetes_rollout_status_…` |
+//!
+//! Each test must see no panic (the test process would fail), and each outcome must be a
+//! correct parse or one line that names what was wrong; nothing absurd is acted on (a replica
+//! count or a resource value outside the step's bounds is never written). Each prints its
+//! figures: cases, parsed, refused, distinct error messages, time.
+//!
+//! CI runs a fixed count; `REMEDYD_FUZZ_CAMPAIGN=<n>` runs `n` cases per parser (a campaign:
+//! `REMEDYD_FUZZ_CAMPAIGN=20000 cargo nextest run --test it fuzz_responses:: --no-capture`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use futures::StreamExt;
+use remedyd::adapters::action::kubernetes::quantity::Quantity;
+use remedyd::adapters::action::kubernetes::{Rollout, rollout_state};
+use remedyd::adapters::action::{ActionRequest, Executors};
+use remedyd::adapters::escalate::{NotificationKind, Pager, Pagers, notification, outbox};
+use remedyd::adapters::prometheus::{MetricSource, PromClient};
+use remedyd::adapters::silence::Alertmanagers;
+use remedyd::adapters::store::sqlite::SqliteStore;
+use remedyd::adapters::store::{Commit, Store};
+use remedyd::adapters::telemetry::Metrics;
+use remedyd::domain::incident::SilenceRef;
+use remedyd::domain::policy::{Route, Secret, Transport};
+use remedyd::domain::time::{ManualClock, Timestamp};
+use remedyd::load::ruleset::Ruleset;
+use serde_json::{Value, json};
+
+use crate::support::fake_kube::{FakeKube, fixtures};
+use crate::support::story;
+
+/// xorshift64*: small, deterministic, good enough to pick mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+        &from[self.below(from.len())]
+    }
+}
+
+/// Cases per parser: the CI count, or `REMEDYD_FUZZ_CAMPAIGN`.
+fn cases(ci: usize) -> usize {
+    std::env::var("REMEDYD_FUZZ_CAMPAIGN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(ci)
+}
+
+/// What one parser's run did.
+struct Figures {
+    name: &'static str,
+    parsed: usize,
+    refused: usize,
+    messages: BTreeSet<String>,
+    started: Instant,
+}
+
+impl Figures {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            parsed: 0,
+            refused: 0,
+            messages: BTreeSet::new(),
+            started: Instant::now(),
+        }
+    }
+    /// Counts a refusal; its message with numbers blanked (ports, case ids, columns) is one kind.
+    fn refused(&mut self, m: &str) {
+        self.refused += 1;
+        let kind: String = m
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .take(120)
+            .collect();
+        self.messages.insert(kind);
+    }
+    fn report(&self) {
+        eprintln!(
+            "fuzz {}: {} cases, {} parsed, {} refused, {} distinct error messages, {:.1} s",
+            self.name,
+            self.parsed + self.refused,
+            self.parsed,
+            self.refused,
+            self.messages.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Pieces that break JSON structure or types in interesting places.
+const TOKENS: &[&str] = &[
+    "null",
+    "true",
+    "-1",
+    "0",
+    "1e999",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551616",
+    "\"\"",
+    "[]",
+    "{}",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    ",",
+    ":",
+    "\"99999999999999999999Ei\"",
+    "\"-5\"",
+    "{\"a\":",
+    "]",
+    "}",
+    "\"é\"",
+];
+
+/// Values no service should answer, for a field of any type.
+fn absurd(rng: &mut Rng) -> Value {
+    match rng.below(16) {
+        0 => Value::Null,
+        1 => json!(true),
+        2 => json!(-1),
+        3 => json!(i64::MAX),
+        4 => json!(i64::MIN),
+        5 => json!(u64::MAX),
+        6 => json!(1e308),
+        7 => json!(""),
+        8 => json!("x".repeat(100_000)),
+        9 => json!("99999999999999999999Ei"),
+        10 => json!("-5"),
+        11 => json!([]),
+        12 => json!({}),
+        13 => json!("\u{0}\u{202e}é\n"),
+        14 => json!(-2147483649i64),
+        _ => {
+            let mut v = json!(1);
+            for _ in 0..rng.below(300) {
+                v = json!([v]);
+            }
+            v
+        }
+    }
+}
+
+/// Every JSON pointer in `v`.
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                pointers(
+                    c,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(a) => {
+            for (i, c) in a.iter().enumerate() {
+                pointers(c, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(at);
+}
+
+/// Field-level changes: a value replaced by an absurd one, a field removed, one added.
+fn mutate_json(rng: &mut Rng, base: &Value) -> Value {
+    let mut v = base.clone();
+    for _ in 0..1 + rng.below(3) {
+        let mut all = Vec::new();
+        pointers(&v, String::new(), &mut all);
+        let at = rng.pick(&all).clone();
+        let new = absurd(rng);
+        match (rng.below(4), at.rsplit_once('/')) {
+            (0, Some((parent, key))) => match v.pointer_mut(parent) {
+                Some(Value::Object(m)) => {
+                    m.remove(&key.replace("~1", "/").replace("~0", "~"));
+                }
+                Some(Value::Array(a)) if !a.is_empty() => {
+                    a.remove(key.parse::<usize>().unwrap_or(0).min(a.len() - 1));
+                }
+                _ => {}
+            },
+            (1, _) => {
+                if let Some(Value::Object(m)) = v.pointer_mut(&at) {
+                    m.insert("extra".into(), new);
+                }
+            }
+            _ => {
+                if let Some(slot) = v.pointer_mut(&at) {
+                    *slot = new;
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Byte-level changes: flips, cuts, inserted tokens, repeats, truncation, non-UTF-8.
+fn mutate_bytes(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut b = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if b.is_empty() {
+            b.extend_from_slice(b"{}");
+        }
+        let at = rng.below(b.len());
+        match rng.below(6) {
+            0 => b[at] = rng.next() as u8,
+            1 => {
+                let end = (at + rng.below(32)).min(b.len());
+                b.drain(at..end);
+            }
+            2 => {
+                let t = rng.pick(TOKENS);
+                b.splice(at..at, t.bytes());
+            }
+            3 => b.truncate(at),
+            4 => {
+                let end = (at + rng.below(64)).min(b.len());
+                let chunk = b[at..end].to_vec();
+                b.splice(at..at, chunk);
+            }
+            _ => {
+                b.splice(at..at, [0xff, 0xfe, 0xc3]);
+            }
+        }
+    }
+    b
+}
+
+/// A corrupted answer built from `base`: field-level, byte-level, or one of the bodies proxies
+/// and broken services send.
+fn body(rng: &mut Rng, base: &Value) -> Vec<u8> {
+    match rng.below(12) {
+        0..=4 => serde_json::to_vec(&mutate_json(rng, base)).unwrap_or_default(),
+        5..=9 => mutate_bytes(rng, &serde_json::to_vec(base).unwrap_or_default()),
+        10 => match rng.below(5) {
+            0 => Vec::new(),
+            1 => b"  \n".to_vec(),
+            2 => b"<html><body><h1>502 Bad Gateway</h1>\n</body></html>".to_vec(),
+            3 => vec![b'x'; 1 << 20],
+            _ => vec![0xff; 64],
+        },
+        _ => {
+            let depth = 100 + rng.below(20_000);
+            let mut b = vec![b'['; depth];
+            b.extend(std::iter::repeat_n(b']', rng.below(depth)));
+            b
+        }
+    }
+}
+
+const CONTENT_TYPES: &[&str] = &[
+    "application/json",
+    "application/json",
+    "application/json; charset=utf-8",
+    "text/plain",
+    "text/html",
+    "application/octet-stream",
+    "application/vnd.kubernetes.protobuf",
+];
+
+/// One answer of the loopback server.
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+/// Answers by (case, method): the case is the number after `fuzzcase` in the path or query.
+type Answers = Arc<Mutex<BTreeMap<(usize, String), Answer>>>;
+
+fn case_of(text: &str) -> Option<usize> {
+    let rest = &text[text.find("fuzzcase")? + "fuzzcase".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A loopback server answering each case as set in `answers` (404 when unset); its URL.
+async fn serve(answers: Answers) -> String {
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, body: String| {
+        let answers = answers.clone();
+        async move {
+            let case = case_of(&uri.to_string()).or_else(|| case_of(&body));
+            let a = case.and_then(|c| {
+                let all = answers.lock().unwrap();
+                all.get(&(c, method.to_string()))
+                    .or_else(|| all.get(&(c, "*".to_string())))
+                    .cloned()
+            });
+            let Some(a) = a else {
+                return axum::response::Response::builder()
+                    .status(404)
+                    .body(axum::body::Body::from("no such case"))
+                    .unwrap();
+            };
+            let mut r = axum::response::Response::builder()
+                .status(StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK));
+            for (k, v) in &a.headers {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    r = r.header(*k, v);
+                }
+            }
+            r.body(axum::body::Body::from(a.body)).unwrap()
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
+}
+
+/// A one-line message of bounded length: what the timeline and the logs can hold.
+fn one_line(m: &str, max_chars: usize) -> bool {
+    !m.is_empty() && !m.contains(['\n', '\r']) && m.chars().count() <= max_chars
+}
+
+const PAGER_STATUSES: &[u16] = &[
+    200, 202, 204, 299, 301, 400, 401, 403, 404, 408, 410, 413, 422, 429, 429, 500, 502, 503, 504,
+    599, 600, 999,
+];
+
+const RETRY_AFTERS: &[&[u8]] = &[
+    b"7",
+    b"0",
+    b" 30 ",
+    b"-1",
+    b"99999999999",
+    b"18446744073709551616",
+    b"1e3",
+    b"3.5",
+    b"Wed, 21 Oct 2015 07:28:00 GMT",
+    b"Fri, 31 Dec 9999 23:59:59 GMT",
+    b"Sat, 28 Nov 2026 99:99:99 GMT",
+    b"soon",
+    b"\xff\xfe",
+    b"",
+];
+
+/// What `Retry-After` must read as when it is a number of seconds.
+fn seconds(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+#[tokio::test]
+async fn pager_answers_are_delivered_retried_or_final_with_a_one_line_reason_and_no_secret() {
+    let answers = Answers::default();
+    let url = serve(answers.clone()).await;
+    let pagers = Pagers::new();
+    let s = story::escalated();
+    let n = notification(&s.incident, &s.timeline, NotificationKind::Trigger, "fuzz");
+    const KEY: &str = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12";
+    let bases = [
+        json!({"status": "success", "message": "Event processed", "dedup_key": "remedyd/INC-2026-0042"}),
+        json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["Length of 'routing_key' is incorrect"]}),
+        json!({"result": "Request will be processed", "took": 0.01, "requestId": "43a29c5c"}),
+        json!({"message": "Key format is not valid!", "took": 0.0, "requestId": "x"}),
+        json!("invalid_payload"),
+    ];
+    let mut rng = Rng(0x0a9e_5eed_0000_0001);
+    let mut f = Figures::new("pager answers");
+    for i in 0..cases(1_500) {
+        let name = format!("oncall-{}", i % 4);
+        let at = format!("{url}/fuzzcase{i}");
+        let transport = match i % 4 {
+            0 => Transport::PagerDuty {
+                url: at,
+                routing_key: Some(Secret::new(KEY)),
+            },
+            1 => Transport::Opsgenie {
+                url: at,
+                api_key: Some(Secret::new(KEY)),
+            },
+            2 => Transport::Slack {
+                url: Some(Secret::new(format!("{at}/services/{KEY}"))),
+            },
+            _ => Transport::Webhook {
+                url: Some(Secret::new(format!("{at}?token={KEY}"))),
+            },
+        };
+        let route = Route::new(&name, transport, "file x", Duration::from_secs(10));
+        let status = *rng.pick(PAGER_STATUSES);
+        let base = rng.pick(&bases);
+        let mut b = body(&mut rng, base);
+        let secret = route.transport.secrets()[0].to_string();
+        if rng.below(8) == 0 {
+            // The service echoes the route's secret (key or URL): it must never reach the message.
+            let at = rng.below(b.len() + 1);
+            b.splice(at..at, secret.bytes());
+        }
+        let ra = (rng.below(3) == 0).then(|| rng.pick(RETRY_AFTERS).to_vec());
+        let mut headers = vec![("content-type", rng.pick(CONTENT_TYPES).as_bytes().to_vec())];
+        if let Some(ra) = &ra {
+            headers.push(("retry-after", ra.clone()));
+        }
+        answers.lock().unwrap().insert(
+            (i, "POST".into()),
+            Answer {
+                status,
+                headers,
+                body: b,
+            },
+        );
+        let r = tokio::time::timeout(Duration::from_secs(30), pagers.send(&route, &n))
+            .await
+            .unwrap_or_else(|_| panic!("case {i}: no outcome within 30 s"));
+        answers.lock().unwrap().remove(&(i, "POST".into()));
+        match r {
+            Ok(delivered) => {
+                assert!(
+                    (200..300).contains(&status),
+                    "case {i}: status {status} delivered"
+                );
+                assert!(delivered, "case {i}");
+                f.parsed += 1;
+            }
+            Err(e) => {
+                assert!(
+                    !(200..300).contains(&status),
+                    "case {i}: {status} refused: {e}"
+                );
+                let kind = route.transport.kind();
+                let head = format!("route {name} ({kind}): status {status}");
+                assert!(e.message.starts_with(&head), "case {i}: {:?}", e.message);
+                assert!(
+                    one_line(&e.message, head.len() + 2 + 200),
+                    "case {i}: {:?}",
+                    e.message
+                );
+                assert!(
+                    !e.message.contains(&secret),
+                    "case {i}: leaked: {:?}",
+                    e.message
+                );
+                let retryable = (500..600).contains(&status) || status == 429 || status == 408;
+                assert_eq!(e.retryable, retryable, "case {i}: status {status}");
+                match ra.as_deref().and_then(seconds) {
+                    Some(s) => assert_eq!(e.retry_after, Some(Duration::from_secs(s)), "case {i}"),
+                    None if ra.as_deref().is_some_and(|v| v.ends_with(b"GMT")) => {}
+                    None => assert_eq!(e.retry_after, None, "case {i}: {ra:?}"),
+                }
+                f.refused(&e.message);
+            }
+        }
+    }
+    f.report();
+    assert!(
+        f.parsed > 50 && f.refused > 500,
+        "both paths: {} / {}",
+        f.parsed,
+        f.refused
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_at_five_minutes_by_the_outbox() {
+    let answers = Answers::default();
+    let url = serve(answers.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+    let pagers = Pagers::new();
+    let metrics = Metrics::new();
+    let s = story::escalated();
+    let n = notification(&s.incident, &s.timeline, NotificationKind::Trigger, "fuzz");
+    const CAP: Duration = Duration::from_secs(300);
+    for (i, ra) in RETRY_AFTERS.iter().enumerate() {
+        let mut rs = Ruleset::default();
+        let hook = Transport::Webhook {
+            url: Some(Secret::new(format!("{url}/fuzzcase{i}"))),
+        };
+        let route = Route::new("hook", hook, "url", Duration::from_secs(10));
+        rs.routes.insert("hook".into(), route);
+        let shared = Arc::new(RwLock::new(Arc::new(rs)));
+        let t0 = story::at(i as i64 * 3_600);
+        let clock = ManualClock::new(t0);
+        let answer = Answer {
+            status: 429,
+            headers: vec![("retry-after", ra.to_vec())],
+            body: b"rate limited".to_vec(),
+        };
+        answers.lock().unwrap().insert((i, "POST".into()), answer);
+        let mut c = Commit::default();
+        c.outbox.push(("hook".into(), n.clone()));
+        store.commit(c).await.unwrap();
+        outbox::deliver_due(&store, &pagers, &shared, &clock, &metrics)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.outbox_depth().await.unwrap(),
+            1,
+            "{ra:?}: kept for a retry"
+        );
+        let due = |after: Duration| store.outbox_due(t0.plus(after), 10);
+        assert_eq!(
+            due(CAP).await.unwrap().len(),
+            1,
+            "{ra:?}: due again within 5 min"
+        );
+        if let Some(s) = seconds(ra).filter(|s| (1..300).contains(s)) {
+            let early = due(Duration::from_secs(s - 1)).await.unwrap();
+            assert!(early.is_empty(), "{ra:?}: Retry-After is honoured");
+        }
+        // Done with it: delivered on the next try.
+        answers.lock().unwrap().insert(
+            (i, "POST".into()),
+            Answer {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+        );
+        clock.advance(CAP);
+        outbox::deliver_due(&store, &pagers, &shared, &clock, &metrics)
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_depth().await.unwrap(), 0, "{ra:?}");
+    }
+}
+
+/// A silence as `GET /api/v2/silences` lists it.
+fn silence(id: &str, by: &str, state: &str, comment: &str) -> Value {
+    json!({
+        "id": id, "status": {"state": state}, "updatedAt": "2026-11-28T10:00:00.000Z",
+        "comment": comment, "createdBy": by,
+        "startsAt": "2026-11-28T10:00:00.000Z", "endsAt": "2026-11-28T11:00:00.000Z",
+        "matchers": [{"name": "alertname", "value": "HighErrorRate", "isRegex": false, "isEqual": true},
+                     {"name": "service", "value": "checkout", "isRegex": false, "isEqual": true}]
+    })
+}
+
+const SILENCE_ID: &str = "3c8e2f4a-0b1c-4d2e-9f3a-5b6c7d8e9f01";
+const OURS: &str = "remedyd incident INC-2026-0042: remedyd is remediating shop/checkout (rule r)";
+
+fn silence_answer(rng: &mut Rng, base: &Value) -> Answer {
+    let status = *rng.pick(&[200, 200, 200, 200, 200, 400, 404, 500, 503]);
+    Answer {
+        status,
+        headers: vec![("content-type", rng.pick(CONTENT_TYPES).as_bytes().to_vec())],
+        body: body(rng, base),
+    }
+}
+
+fn silence_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+#[tokio::test]
+async fn alertmanager_silence_answers_give_valid_ids_or_an_error_naming_the_request() {
+    let answers = Answers::default();
+    let url = serve(answers.clone()).await;
+    let list = json!([
+        silence(SILENCE_ID, "remedyd", "active", OURS),
+        silence(
+            "a1b2c3d4-0000-4000-8000-000000000002",
+            "alice",
+            "active",
+            "deploy freeze"
+        ),
+        silence(
+            "a1b2c3d4-0000-4000-8000-000000000003",
+            "remedyd",
+            "expired",
+            OURS
+        ),
+    ]);
+    let one = silence(SILENCE_ID, "remedyd", "active", OURS);
+    let created = json!({"silenceID": "7f0e2a4b-1c2d-4e3f-8a9b-0c1d2e3f4a5b"});
+    let mut rng = Rng(0x0a1e_5eed_0000_0002);
+    let mut f = Figures::new("alertmanager silences");
+    for i in 0..cases(1_500) {
+        let base = format!("{url}/fuzzcase{i}");
+        let am = Alertmanagers::new(std::slice::from_ref(&base), None).unwrap();
+        let within = Duration::from_secs(30);
+        let outcome = if i % 2 == 0 {
+            let a = silence_answer(&mut rng, &list);
+            answers.lock().unwrap().insert((i, "GET".into()), a);
+            let r = tokio::time::timeout(within, am.ours())
+                .await
+                .expect("bounded");
+            r.map(|found| {
+                for (id, incident) in &found {
+                    assert!(
+                        silence_id_ok(id),
+                        "case {i}: id {id:?} taken from the answer"
+                    );
+                    assert!(!incident.is_empty(), "case {i}");
+                }
+            })
+        } else {
+            let (g, p) = (
+                silence_answer(&mut rng, &one),
+                silence_answer(&mut rng, &created),
+            );
+            answers.lock().unwrap().insert((i, "GET".into()), g);
+            answers.lock().unwrap().insert((i, "POST".into()), p);
+            let r = SilenceRef {
+                fingerprint: "f1".into(),
+                id: SILENCE_ID.into(),
+                url: base.clone(),
+            };
+            let ends = Timestamp(1_764_330_000_000);
+            let r = tokio::time::timeout(within, am.renew(&[r], ends))
+                .await
+                .expect("bounded");
+            r.map(|refs| {
+                assert_eq!(refs.len(), 1, "case {i}");
+                assert!(silence_id_ok(&refs[0].id), "case {i}: {:?}", refs[0].id);
+            })
+        };
+        answers.lock().unwrap().retain(|(c, _), _| *c != i);
+        match outcome {
+            Ok(()) => f.parsed += 1,
+            Err(m) => {
+                let named = m.starts_with(&format!("GET {base}/api/v2/silence"))
+                    || m.starts_with(&format!("POST {base}/api/v2/silences"));
+                assert!(named, "case {i}: the error must name the request: {m:?}");
+                assert!(one_line(&m, 600), "case {i}: {m:?}");
+                f.refused(&m);
+            }
+        }
+    }
+    f.report();
+    assert!(
+        f.parsed > 100 && f.refused > 300,
+        "both paths: {} / {}",
+        f.parsed,
+        f.refused
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_answers_give_samples_or_an_unavailable_or_rejected_query() {
+    let answers = Answers::default();
+    let url = serve(answers.clone()).await;
+    let client = Arc::new(PromClient::new(&url, Arc::new(Metrics::new())).unwrap());
+    let bases = [
+        json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"__name__": "up", "job": "api", "instance": "a:9090"}, "value": [1764320400.123, "1"]},
+            {"metric": {"job": "db"}, "value": [1764320400.123, "NaN"]}]}}),
+        json!({"status": "success", "data": {"resultType": "scalar", "result": [1764320400.123, "0.5"]}}),
+        json!({"status": "success", "data": {"resultType": "matrix", "result": [
+            {"metric": {"job": "api"}, "values": [[1764320400, "1"], [1764320415, "+Inf"]]}]}}),
+        json!({"status": "error", "errorType": "bad_data", "error": "1:1: parse error: unexpected end of input"}),
+    ];
+    let mut rng = Rng(0x0a1e_5eed_0000_0003);
+    let n = cases(400);
+    for i in 0..n {
+        let base = rng.pick(&bases);
+        let a = Answer {
+            status: *rng.pick(&[200, 200, 200, 200, 200, 200, 400, 422, 500, 503]),
+            headers: vec![("content-type", rng.pick(CONTENT_TYPES).as_bytes().to_vec())],
+            body: body(&mut rng, base),
+        };
+        answers.lock().unwrap().insert((i, "*".into()), a);
+    }
+    let mut f = Figures::new("prometheus answers");
+    // Unreadable answers are retried twice (200 ms, 400 ms): 32 queries at once keep that short.
+    let mut runs = futures::stream::iter(0..n)
+        .map(|i| {
+            let c = client.clone();
+            async move {
+                let q = tokio::spawn(async move {
+                    let promql = format!("fuzzcase{i}");
+                    c.query(&promql).await
+                });
+                (i, tokio::time::timeout(Duration::from_secs(60), q).await)
+            }
+        })
+        .buffer_unordered(32);
+    while let Some((i, r)) = runs.next().await {
+        let r = r
+            .unwrap_or_else(|_| panic!("case {i}: no outcome within 60 s"))
+            .unwrap_or_else(|e| panic!("case {i}: the query panicked: {e}"));
+        match r {
+            Ok(samples) => {
+                for s in &samples {
+                    assert!(!s.labels.contains_key("__name__"), "case {i}: {s:?}");
+                }
+                f.parsed += 1;
+            }
+            Err(e) => {
+                let m = e.to_string();
+                let named =
+                    m.starts_with("prometheus unavailable: ") || m.starts_with("query rejected: ");
+                assert!(named && one_line(&m, 2_000), "case {i}: {m:?}");
+                f.refused(&m);
+            }
+        }
+    }
+    f.report();
+    assert!(
+        f.parsed > 20 && f.refused > 100,
+        "both paths: {} / {}",
+        f.parsed,
+        f.refused
+    );
+}
+
+const NS: &str = "python-services";
+
+/// Quantities in the spellings the API server answers, and some no server should.
+const QUANTITIES: &[&str] = &[
+    "250m",
+    "1",
+    "0.5",
+    "128Mi",
+    "1Gi",
+    "2G",
+    "1e3",
+    "100k",
+    "512Ki",
+    "3Ei",
+    "99999999999999999999Ei",
+    "99999999999999999999.999999999e18",
+    "170141183460469231731687303715884105727m",
+    "-1",
+    "0.0000000001",
+    "1e19",
+    "",
+];
+
+/// A Deployment as the API server might answer it: the stored one, corrupted, with the fields
+/// the actions compute from (`spec.replicas`, a container's resources) hit often.
+fn deployment_answer(rng: &mut Rng, d: &Value) -> Vec<u8> {
+    let mut d = d.clone();
+    match rng.below(6) {
+        0 => d["spec"]["replicas"] = absurd(rng),
+        1 => {
+            let cpu = match rng.below(2) {
+                0 => json!(rng.pick(QUANTITIES)),
+                _ => absurd(rng),
+            };
+            d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = cpu;
+        }
+        _ => return body(rng, &d),
+    }
+    serde_json::to_vec(&d).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_deployment_answers_never_write_a_value_outside_the_steps_bounds() {
+    let fake = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(Executors::builtin_for(Some(fake.kubeconfig(dir.path()))));
+    // Each case is a Deployment of its own the controller steps: a campaign stops at 2 000.
+    let n = cases(80).min(2_000);
+    let mut rng = Rng(0x0a1e_5eed_0000_0004);
+    for i in 0..n {
+        let name = format!("d{i:05}");
+        fake.put(fixtures::deployment(NS, &name, 3, "registry.local/web:1.0"));
+    }
+    fake.step();
+    fake.step();
+    fake.auto_step(Duration::from_millis(50));
+    let mut reqs = Vec::new();
+    for i in 0..n {
+        let name = format!("d{i:05}");
+        let stored = fake.get("apps/v1", "Deployment", NS, &name).unwrap();
+        let status = *rng.pick(&[200, 200, 200, 200, 200, 200, 200, 403, 404, 409, 500]);
+        let ct = rng.pick(CONTENT_TYPES);
+        let bytes = deployment_answer(&mut rng, &stored);
+        // Three answers: a read is tried three times when the answer is unreadable or a 5xx.
+        fake.answer_raw("GET", &format!("/deployments/{name}"), status, ct, bytes, 3);
+        let (action, params) = if i % 2 == 0 {
+            (
+                "kube_scale",
+                json!({"by": 1, "min": 1, "max": 10, "wait": "60s"}),
+            )
+        } else {
+            let r = json!({"containers": ["app"], "requests": {"cpu": "+50%"}, "max": {"cpu": "4"}, "wait": "60s"});
+            ("kube_set_resources", r)
+        };
+        let mut vars = remedyd::domain::template::Vars::new();
+        vars.insert("target.namespace".into(), NS.into());
+        vars.insert("target.name".into(), name.clone().into());
+        vars.insert("target.kind".into(), "deployment".into());
+        reqs.push(ActionRequest {
+            incident: format!("INC-2026-{i:04}"),
+            step: "s".into(),
+            action: action.into(),
+            params,
+            vars,
+        });
+    }
+    let mut f = Figures::new("kubernetes deployment answers");
+    let mut runs = futures::stream::iter(reqs.into_iter().enumerate())
+        .map(|(i, req)| {
+            let exec = exec.clone();
+            async move {
+                let run = tokio::spawn(async move {
+                    let e = exec.get(&req.action).expect("registered").clone();
+                    e.validate(&req.params).expect("valid params");
+                    e.execute(&req).await
+                });
+                (i, tokio::time::timeout(Duration::from_secs(120), run).await)
+            }
+        })
+        .buffer_unordered(16);
+    while let Some((i, r)) = runs.next().await {
+        let o = r
+            .unwrap_or_else(|_| panic!("case {i}: no outcome within 120 s"))
+            .unwrap_or_else(|e| panic!("case {i}: the action panicked: {e}"));
+        let name = format!("d{i:05}");
+        assert!(one_line(&o.summary, 4_000), "case {i}: {:?}", o.summary);
+        assert!(o.summary.contains(&name), "case {i}: {:?}", o.summary);
+        if o.ok {
+            f.parsed += 1;
+        } else {
+            f.refused(&o.summary);
+        }
+    }
+    // Whatever was read, what was written stays within the step's bounds.
+    let mut writes = 0;
+    for r in fake.requests().iter().filter(|r| r.method == "PATCH") {
+        writes += 1;
+        let b = r.body.clone().unwrap_or_default();
+        if r.path.ends_with("/scale") {
+            let want = b["spec"]["replicas"].as_i64();
+            assert!(
+                want.is_some_and(|n| (1..=10).contains(&n)),
+                "{} {b}",
+                r.path
+            );
+        } else {
+            for c in b["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                for kind in ["requests", "limits"] {
+                    if let Some(cpu) = c["resources"][kind]["cpu"].as_str() {
+                        let q = Quantity::parse(cpu).unwrap_or_else(|e| panic!("{} {e}", r.path));
+                        assert!(q.milli <= 4_000, "{} {b}", r.path);
+                    }
+                }
+            }
+        }
+    }
+    f.report();
+    eprintln!("fuzz kubernetes deployment answers: {writes} writes, all within bounds");
+    assert!(
+        f.parsed > 5 && f.refused > 20,
+        "both paths: {} / {}",
+        f.parsed,
+        f.refused
+    );
+    assert!(writes > 5, "some answers must lead to a write: {writes}");
+}
+
+#[test]
+fn kubernetes_quantities_parse_exactly_or_name_the_value() {
+    let tokens: &[&str] = &[
+        "9",
+        "99999999999999999999",
+        ".",
+        "+",
+        "-",
+        "e",
+        "E",
+        "18",
+        "Ei",
+        "Mi",
+        "m",
+        "k",
+        " ",
+        "\u{0}",
+        "é",
+        "0",
+    ];
+    let mut rng = Rng(0x0a1e_5eed_0000_0005);
+    let mut f = Figures::new("kubernetes quantities");
+    for i in 0..cases(50_000) {
+        let mut q: Vec<u8> = rng.pick(QUANTITIES).as_bytes().to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(q.len() + 1);
+            match rng.below(3) {
+                0 => {
+                    let t = rng.pick(tokens);
+                    q.splice(at..at, t.bytes());
+                }
+                1 => q.truncate(at),
+                _ => {
+                    let end = (at + rng.below(4)).min(q.len());
+                    q.drain(at..end);
+                }
+            }
+        }
+        let q = String::from_utf8_lossy(&q).into_owned();
+        match Quantity::parse(&q) {
+            Ok(v) => {
+                assert!(v.milli >= 0, "case {i}: {q:?} -> {v:?}");
+                let back = Quantity::parse(&v.canonical());
+                assert_eq!(back.map(|b| b.milli), Ok(v.milli), "case {i}: {q:?} -> {v}");
+                assert!(v.grown(400).milli >= v.milli, "case {i}: {q:?}");
+                f.parsed += 1;
+            }
+            Err(m) => {
+                assert!(
+                    m.contains(&format!("{:?}", q.trim())) && one_line(&m, 400),
+                    "case {i}: {m:?}"
+                );
+                f.refused(&m);
+            }
+        }
+    }
+    f.report();
+    assert!(
+        f.parsed > 1_000 && f.refused > 1_000,
+        "both paths: {} / {}",
+        f.parsed,
+        f.refused
+    );
+}
+
+#[test]
+fn kubernetes_rollout_status_is_read_without_panic_and_done_only_when_counts_say_so() {
+    let d = fixtures::deployment(NS, "web", 3, "registry.local/web:1.0");
+    let mut rolled = d.clone();
+    rolled["metadata"]["generation"] = json!(2);
+    rolled["status"] = json!({
+        "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3,
+        "availableReplicas": 3,
+        "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                       {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
+    });
+    assert!(matches!(rollout_state(&rolled), Rollout::Done(_)));
+    // Regression: `replicas - updated` overflowed on counts no API server gives.
+    let mut absurd_counts = rolled.clone();
+    absurd_counts["status"]["replicas"] = json!(i64::MAX);
+    absurd_counts["status"]["updatedReplicas"] = json!(-1);
+    absurd_counts["spec"]["replicas"] = json!(-1);
+    assert!(matches!(rollout_state(&absurd_counts), Rollout::Waiting(_)));
+    let mut rng = Rng(0x0a1e_5eed_0000_0006);
+    let mut f = Figures::new("kubernetes rollout status");
+    for i in 0..cases(20_000) {
+        let v = mutate_json(&mut rng, &rolled);
+        match rollout_state(&v) {
+            Rollout::Done(m) => {
+                let n = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+                if let Some(want) = v.pointer("/spec/replicas").and_then(Value::as_i64) {
+                    assert!(n("/status/updatedReplicas") >= want, "case {i}: {m}");
+                }
+                assert!(
+                    n("/status/availableReplicas") >= n("/status/updatedReplicas"),
+                    "case {i}"
+                );
+                f.parsed += 1;
+            }
+            Rollout::Waiting(m) | Rollout::Failed(m) => {
+                // One line; its length follows the Deployment's name (quoted as read).
+                assert!(one_line(&m, usize::MAX), "case {i}: {m:?}");
+                f.refused(&m);
+            }
+        }
+    }
+    f.report();
+    assert!(
+        f.parsed > 1_000 && f.refused > 1_000,
+        "both paths: {} / {}",
+        f.parsed,
+        f.refused
+    );
+}
