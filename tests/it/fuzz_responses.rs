@@ -840,7 +840,7 @@ async fn kubernetes_deployment_answers_never_write_a_value_outside_the_steps_bou
         };
         let mut vars = remedyd::domain::template::Vars::new();
         vars.insert("target.namespace".into(), NS.into());
-        vars.insert("target.name".into(), name.clone().into());
+        vars.insert("target.name".into(), name.clone());
         vars.insert("target.kind".into(), "deployment".into());
         reqs.push(ActionRequest {
             incident: format!("INC-2026-{i:04}"),
