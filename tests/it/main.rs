@@ -79,6 +79,8 @@ mod manifests;
 mod promtool;
 mod rule_tests;
 
-// The webhook parser under mutation.
+// The parsers of untrusted input under mutation: the webhook, the YAML and TOML, and every
+// answer from a pager, Alertmanager, Prometheus and the API server.
 mod fuzz_config;
+mod fuzz_responses;
 mod fuzz_webhook;

@@ -38,6 +38,16 @@ pub trait MetricSource: Send + Sync + 'static {
 /// Per-query timeout: a slow Prometheus must not stall a poll cycle.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Characters of Prometheus's answer kept in an error: its own errors are a sentence; a
+/// proxy's or a broken server's can be any size, and the message reaches the timeline and pages.
+const MESSAGE_CHARS: usize = 300;
+
+/// An error's text on one line, cut to [`MESSAGE_CHARS`].
+fn one_line(text: &str) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::domain::notification::truncate(&text, MESSAGE_CHARS)
+}
+
 /// The Prometheus HTTP API client.
 pub struct PromClient {
     client: prometheus_http_query::Client,
@@ -67,8 +77,8 @@ impl PromClient {
             .get()
             .await
             .map_err(|e| match e {
-                E::Prometheus(p) => QueryError::Rejected(p.to_string()),
-                other => QueryError::Unavailable(other.to_string()),
+                E::Prometheus(p) => QueryError::Rejected(one_line(&p.to_string())),
+                other => QueryError::Unavailable(one_line(&other.to_string())),
             })?;
         let data = res.data();
         let mut out = Vec::new();
@@ -125,5 +135,19 @@ impl MetricSource for PromClient {
             Metrics::result(&self.metrics.prom_queries, result);
             res
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_answer_of_any_size_becomes_one_short_line() {
+        // Found by the fuzz campaign (tests/it/fuzz_responses): a 100 000-character `error`
+        // became the whole message of a rejected query.
+        let m = one_line(&format!("bad_data: {}\nmore", "x".repeat(100_000)));
+        assert!(m.chars().count() <= MESSAGE_CHARS && !m.contains('\n'));
+        assert!(m.starts_with("bad_data: xxx"));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::domain::incident::{HumanSilence, Incident, SilenceRef};
+use crate::domain::notification::truncate;
 use crate::domain::time::Timestamp;
 
 /// `createdBy` of every silence remedyd makes; how its own are told from a human's.
@@ -20,6 +21,9 @@ const COMMENT_PREFIX: &str = "remedyd incident ";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// A peer that is down usually refuses at once; a blackholed one must not cost the whole timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Characters of an error answer's body kept in the message (what a person reads in the
+/// timeline; Alertmanager's own errors are one short sentence).
+const ANSWER_CHARS: usize = 200;
 
 /// The Alertmanagers of `alertmanager_url` (one cluster).
 #[derive(Debug)]
@@ -40,6 +44,9 @@ struct AmAlert {
 impl Alertmanagers {
     /// A client for these URLs (`http://host:9093`, no trailing slash needed).
     pub fn new(urls: &[String], external_url: Option<String>) -> Result<Self, String> {
+        // reqwest without a default provider panics when none is installed: this client must
+        // not depend on another one having been built first (as the other clients do).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("remedyd/", env!("CARGO_PKG_VERSION")))
             .timeout(REQUEST_TIMEOUT)
@@ -74,7 +81,12 @@ impl Alertmanagers {
         let status = r.status();
         let text = r.text().await.map_err(|e| format!("{what}: {e}"))?;
         if !status.is_success() {
-            return Err(format!("{what}: {status}: {}", text.trim()));
+            // The body is the peer's (or a proxy's): one short line of it, never a page of HTML.
+            let said = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            return Err(format!(
+                "{what}: {status}: {}",
+                truncate(&said, ANSWER_CHARS)
+            ));
         }
         if text.trim().is_empty() {
             return Ok(Value::Null);
@@ -120,7 +132,9 @@ impl Alertmanagers {
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
-                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .filter_map(Value::as_str)
+                        .filter(|id| is_id(id))
+                        .map(str::to_string)
                         .collect(),
                 })
             })
@@ -191,7 +205,11 @@ impl Alertmanagers {
                 .await
             {
                 Ok(v) => match v.get("silenceID").and_then(Value::as_str) {
-                    Some(id) => return Ok((url.to_string(), id.to_string())),
+                    Some(id) if is_id(id) => return Ok((url.to_string(), id.to_string())),
+                    Some(id) => errors.push(format!(
+                        "{what}: silenceID {:?} in the answer is not a silence id",
+                        truncate(id, 80)
+                    )),
                     None => errors.push(format!("{what}: no silenceID in the answer")),
                 },
                 Err(e) => errors.push(e),
@@ -315,12 +333,19 @@ impl Alertmanagers {
             .filter(|s| s.get("createdBy").and_then(Value::as_str) == Some(CREATED_BY))
             .filter(|s| s.pointer("/status/state").and_then(Value::as_str) == Some("active"))
             .filter_map(|s| {
-                let id = s.get("id")?.as_str()?.to_string();
+                let id = s.get("id")?.as_str().filter(|id| is_id(id))?.to_string();
                 let incident = incident_of(s.get("comment")?.as_str()?)?;
                 Some((id, incident))
             })
             .collect())
     }
+}
+
+/// A silence id as Alertmanager makes them (a UUID): letters, digits and `-`. An id goes into
+/// the path of later requests (renew, expire), so one from a broken answer (empty, or with `/`,
+/// `?`, spaces) is refused instead of being sent to some other path.
+fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// The incident a remedyd silence's comment names.

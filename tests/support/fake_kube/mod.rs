@@ -284,6 +284,29 @@ impl FakeKube {
             path_contains: path_contains.into(),
             status,
             remaining: times,
+            raw: None,
+        });
+    }
+
+    /// The next `times` requests with this method whose path contains `path_contains` are
+    /// answered `status` with exactly these bytes and this content type, whatever they are
+    /// (truncated, not JSON, not UTF-8): the switch `tests/it/fuzz_responses.rs` fuzzes the
+    /// API server's answers with. Nothing is stored or changed.
+    pub fn answer_raw(
+        &self,
+        method: &str,
+        path_contains: &str,
+        status: u16,
+        content_type: &str,
+        body: Vec<u8>,
+        times: usize,
+    ) {
+        self.state().faults.push(store::Fault {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            status,
+            remaining: times,
+            raw: Some((content_type.into(), body)),
         });
     }
 

@@ -26,6 +26,8 @@ enum Reply {
     Health(u16, String),
     Err(ApiError),
     Watch(Box<WatchSpec>),
+    /// Bytes as the test set them (`FakeKube::answer_raw`): status, content type, body.
+    Raw(u16, String, Vec<u8>),
 }
 
 impl From<Result<Value, ApiError>> for Reply {
@@ -209,7 +211,10 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
         match fault {
             Some(f) => {
                 f.remaining -= 1;
-                Reply::Err(store::injected(f.status, &path))
+                match &f.raw {
+                    Some((ct, bytes)) => Reply::Raw(f.status, ct.clone(), bytes.clone()),
+                    None => Reply::Err(store::injected(f.status, &path)),
+                }
             }
             None => route(
                 &shared,
@@ -234,6 +239,12 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
             .into_response(),
         Reply::Err(e) => error_response(&e),
         Reply::Watch(spec) => watch_response(shared.clone(), *spec),
+        Reply::Raw(code, ct, bytes) => (
+            axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
+            [(header::CONTENT_TYPE, ct)],
+            bytes,
+        )
+            .into_response(),
     };
     rec.status = resp.status().as_u16();
     shared.state.lock().unwrap().requests.push(rec);

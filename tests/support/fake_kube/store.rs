@@ -163,6 +163,9 @@ pub struct Fault {
     pub path_contains: String,
     pub status: u16,
     pub remaining: usize,
+    /// Answer these bytes (content type, body) instead of a Status: a broken or absurd answer
+    /// for the fuzzing of remedyd's readers (`FakeKube::answer_raw`).
+    pub raw: Option<(String, Vec<u8>)>,
 }
 
 pub struct Delay {

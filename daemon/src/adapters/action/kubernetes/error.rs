@@ -30,13 +30,13 @@ impl ApiError {
         match e {
             ::kube::Error::Api(s) => Self {
                 code: s.code,
-                reason: s.reason.clone(),
-                message: s.message.clone(),
+                reason: one_line(&s.reason),
+                message: one_line(&s.message),
             },
             other => Self {
                 code: 0,
                 reason: String::new(),
-                message: other.to_string(),
+                message: one_line(&other.to_string()),
             },
         }
     }
@@ -44,6 +44,17 @@ impl ApiError {
     pub fn transient(&self) -> bool {
         self.code == 0 || self.code == 429 || self.code >= 500
     }
+}
+
+/// Characters of an API answer kept in an error: kube quotes an unreadable error body whole
+/// (a proxy's HTML page, a megabyte of anything), and the message goes to the timeline and the
+/// pages. Kubernetes' own `Status` messages are a sentence.
+const MESSAGE_CHARS: usize = 300;
+
+/// The answer's text on one line, cut to [`MESSAGE_CHARS`].
+fn one_line(text: &str) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::domain::notification::truncate(&text, MESSAGE_CHARS)
 }
 
 /// Why an action stopped.
@@ -73,4 +84,20 @@ pub(super) fn refuse<T>(why: impl Into<String>) -> Result<T, Failure> {
 /// Parameters that do not render or parse: a refusal.
 pub(super) fn bad(e: String) -> Failure {
     Failure::Refused(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_unreadable_error_body_becomes_one_short_line() {
+        // Found by tests/it/fuzz_responses.rs: a 404 with a megabyte body became a megabyte
+        // step summary.
+        let body = format!("<html>\n{}</html>", "x".repeat(1 << 20));
+        let status = ::kube::core::Status::failure(&body, "NotFound").with_code(404);
+        let e = ApiError::from_kube(::kube::Error::Api(status.boxed()));
+        assert!(e.message.chars().count() <= MESSAGE_CHARS && !e.message.contains('\n'));
+        assert!(e.message.starts_with("<html> xxx"), "{}", e.message);
+    }
 }

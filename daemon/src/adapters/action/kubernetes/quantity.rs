@@ -42,7 +42,9 @@ impl Quantity {
         }
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
         let int = int.trim_start_matches('+');
-        if frac.len() > 9 || int.len() > 20 {
+        // The integer part is bounded by i128 (below): a canonical form of any quantity parsed
+        // here reads back.
+        if frac.len() > 9 {
             return Err(bad());
         }
         let digits: i128 = format!("{int}{frac}").parse().map_err(|_| bad())?;
@@ -65,7 +67,11 @@ impl Quantity {
         } else {
             return Err(bad());
         };
-        let total = digits * mul_num;
+        // A quantity is read from the API server's answers too (a container's current
+        // resources): digits × an exbi multiplier can pass i128, which is an error, not a panic.
+        let total = digits
+            .checked_mul(mul_num)
+            .ok_or_else(|| format!("{s:?} is too large a quantity"))?;
         if total % (scale * mul_den) != 0 {
             return Err(format!("{s:?} is finer than a thousandth (1m)"));
         }
@@ -105,8 +111,9 @@ impl Quantity {
 
     /// `self` grown by `percent` (rounded up to a whole unit of its family: 1m for CPU-sized
     /// values, 1Mi for binary memory, 1 otherwise).
+    /// Saturates instead of overflowing (an absurd current value read from the API server then
+    /// exceeds any step's `max` and is refused).
     pub fn grown(&self, percent: u32) -> Self {
-        let raw = self.milli * (100 + percent as i128);
         let step: i128 = if self.binary && self.milli >= 1000 << 20 {
             1000 << 20
         } else if self.milli % 1000 == 0 && self.milli >= 1000 * 1000 {
@@ -115,7 +122,11 @@ impl Quantity {
             1
         };
         let unit = 100 * step;
-        let v = (raw + unit - 1) / unit * step;
+        let v = self
+            .milli
+            .checked_mul(100 + percent as i128)
+            .and_then(|raw| raw.checked_add(unit - 1))
+            .map_or(i128::MAX, |raw| raw / unit * step);
         Self {
             milli: v,
             binary: self.binary,
@@ -167,6 +178,26 @@ mod tests {
         for bad in ["", "abc", "1.2.3", "5Xi", "-1", "1.0001m", "12e40"] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_quantity_past_i128_is_an_error_and_growing_a_huge_one_saturates() {
+        // Found by tests/it/fuzz_responses.rs: a container's resources as the API server
+        // answered them overflowed i128 (a panic in the action) before the check.
+        for huge in [
+            "99999999999999999999Ei",
+            "99999999999999999999.999999999e18",
+        ] {
+            let e = Quantity::parse(huge).unwrap_err();
+            assert!(e.contains("too large"), "{e}");
+        }
+        let big = Quantity::parse("99999999999999999999G").unwrap();
+        assert!(big.grown(400).milli > big.milli);
+        let max = Quantity {
+            milli: i128::MAX / 2,
+            binary: true,
+        };
+        assert_eq!(max.grown(1).milli, i128::MAX);
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub fn rollout_state(d: &Value) -> Rollout {
     if replicas > updated {
         return Rollout::Waiting(format!(
             "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
-            replicas - updated
+            // Counts from the answer: absurd ones must not overflow.
+            replicas.saturating_sub(updated)
         ));
     }
     if available < updated {

@@ -130,11 +130,23 @@ impl KubeAction for Scale {
             let (ns, name) = self.names(&p, req).map_err(bad)?;
             let d = read_deployment(s, &ns, &name).await?;
             let owner = handsoff::before_change(&d, req, &ns, &name)?;
-            let current = d["spec"]["replicas"].as_i64().unwrap_or(1);
+            let current = match &d["spec"]["replicas"] {
+                Value::Null => 1,
+                v => match v.as_i64().filter(|n| (0..=i64::from(i32::MAX)).contains(n)) {
+                    Some(n) => n,
+                    // An answer no API server gives (replicas is an int32 >= 0): nothing is
+                    // computed from it, let alone written back.
+                    None => {
+                        return refuse(format!(
+                            "{ns}/{name}: spec.replicas {v} in the API server's answer is not a replica count"
+                        ));
+                    }
+                },
+            };
             let (min, max) = (p.min.unwrap_or(1), p.max);
             let want = match (p.replicas, p.by) {
                 (Some(n), _) => n,
-                (None, Some(by)) => (current + by).clamp(min, max),
+                (None, Some(by)) => current.saturating_add(by).clamp(min, max),
                 (None, None) => return refuse("scale: give replicas or by"),
             };
             if p.by.is_some_and(|b| b > 0) && current >= max {
