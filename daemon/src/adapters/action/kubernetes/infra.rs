@@ -90,6 +90,34 @@ fn excerpt(s: &str) -> String {
     }
 }
 
+/// The first three failing checks (`[-]etcd failed: reason withheld`) of a verbose health
+/// answer, which comes one check per line or, once an error message has been put on one line,
+/// one after another; without `[-]` markers, the lines that say `failed`.
+fn failing_checks(body: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("[-]")
+        && out.len() < 3
+    {
+        let check = &rest[i..];
+        let end = check[3..].find(['[', '\n']).map_or(check.len(), |j| j + 3);
+        let text = check[..end].trim();
+        let text = ["readyz check failed", "livez check failed"]
+            .iter()
+            .fold(text, |t, tail| t.strip_suffix(tail).unwrap_or(t).trim_end());
+        out.push(text);
+        rest = &check[end..];
+    }
+    if out.is_empty() {
+        out = body
+            .lines()
+            .filter(|l| l.contains("failed"))
+            .take(3)
+            .collect();
+    }
+    out.join("; ")
+}
+
 /// `GET /livez?verbose` or `/readyz?verbose`: (status, body excerpt). A failing check answers
 /// 500 with the list of checks as text; a transport error is status 0.
 async fn health(s: &mut Session, endpoint: &str) -> Value {
@@ -143,14 +171,7 @@ impl KubeAction for ClusterEvidence {
             let readyz = health(s, "/readyz").await;
             for (name, h) in [("livez", &livez), ("readyz", &readyz)] {
                 if h["ok"] != true {
-                    let first_failed = h["body"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .lines()
-                        .filter(|l| l.contains("failed"))
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join("; ");
+                    let first_failed = failing_checks(h["body"].as_str().unwrap_or_default());
                     said.push(format!(
                         "/{name} failing ({}){}",
                         h["status"],
@@ -283,5 +304,19 @@ mod tests {
         let s = "é".repeat(BODY_EXCERPT + 5);
         assert!(excerpt(&s).ends_with("(truncated)"));
         assert_eq!(excerpt("ok"), "ok");
+    }
+
+    #[test]
+    fn failing_checks_are_found_on_separate_lines_and_on_one_line() {
+        let lines =
+            "[+]ping ok\n[-]etcd failed: reason withheld\n[+]informer-sync ok\nreadyz check failed";
+        assert_eq!(failing_checks(lines), "[-]etcd failed: reason withheld");
+        let one = "[+]ping ok [-]etcd failed: reason withheld [+]log ok [-]poststarthook/x failed: reason withheld readyz check failed";
+        assert_eq!(
+            failing_checks(one),
+            "[-]etcd failed: reason withheld; [-]poststarthook/x failed: reason withheld"
+        );
+        assert_eq!(failing_checks("connection refused"), "");
+        assert_eq!(failing_checks("etcd failed\nok"), "etcd failed");
     }
 }
