@@ -6,6 +6,7 @@
 //! - `services`: real Prometheus, Alertmanager, PostgreSQL and exporters as child processes;
 //! - `story`: incident histories written straight to a store (review, digest, pagers, outbox);
 //! - `fake_kube`: the stateful fake Kubernetes API server; `kubectl`: the real kubectl against it;
+//! - `fuzz`: the seeded generator of the mutation fuzz tests;
 //! - `rbac`: Kubernetes RBAC evaluated over the shipped manifests;
 //! - `staging`: the Kubernetes staging suite, run against the fake and, opt-in, a real cluster.
 // Each binary that includes this uses a part of it.
@@ -13,6 +14,7 @@
 
 pub mod daemon;
 pub mod fake_kube;
+pub mod fuzz;
 pub mod kubectl;
 pub mod rbac;
 pub mod services;

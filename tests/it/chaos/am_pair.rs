@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{Proc, Receiver, Tally, check_invariants, pg_facts, write_config};
+use super::{Proc, Receiver, Tally, check_invariants, pg_facts, settled_on_postgres, write_config};
 use crate::support::services::{
     Alertmanager, PG_DATABASE, Postgres, free_port, wait_until, within,
 };
@@ -73,18 +73,7 @@ async fn an_alertmanager_ha_pair_sending_to_two_replicas_runs_each_step_once() {
         }
 
         let db = pg.client(PG_DATABASE).await;
-        let first = &ps[0];
-        wait_until(
-            90,
-            "every incident escalated, every page delivered",
-            || async {
-                let list = first.incidents().await;
-                list.len() == SERVICES
-                    && list.iter().all(|i| i["status"] == "escalated")
-                    && pg_facts(&db).await.outbox.iter().all(|o| o.3)
-            },
-        )
-        .await;
+        settled_on_postgres(&ps[0], &db, SERVICES).await;
         // Duplicates did arrive: each replica sends each group to both remedyd replicas and
         // re-sends it; wait for several rounds beyond the first (2 receivers × 6 groups).
         wait_until(
@@ -106,12 +95,7 @@ async fn an_alertmanager_ha_pair_sending_to_two_replicas_runs_each_step_once() {
         for am in &ams {
             deliveries += sent(am).await;
         }
-        let incidents: Vec<String> = first
-            .incidents()
-            .await
-            .iter()
-            .map(|i| i["id"].as_str().unwrap_or_default().to_string())
-            .collect();
+        let incidents = settled_on_postgres(&ps[0], &db, SERVICES).await;
         assert_eq!(incidents.len(), SERVICES, "one incident per service");
         let facts = pg_facts(&db).await;
         assert_eq!(

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Proc, Receiver, Rng, Tally, campaign, check_invariants, pg_facts, resend, stream, write_config,
+    Proc, Receiver, Rng, Tally, campaign, check_invariants, pg_facts, resend, settled_on_postgres,
+    stream, write_config,
 };
-use crate::support::services::{
-    PG_DATABASE, Postgres, free_port, metric_value, wait_until, within,
-};
+use crate::support::services::{PG_DATABASE, Postgres, free_port, metric_value, within};
 
 /// The index of the only leader among `ps` (`remedyd_leader` 1), once there is exactly one.
 async fn leader(ps: &[Proc], secs: u64) -> usize {
@@ -86,24 +85,7 @@ async fn postgres_leader_kill_9_keeps_every_ack_and_runs_no_step_twice() {
 
         let db = pg.client(PG_DATABASE).await;
         let services = sent.services.len();
-        let first = &ps[0];
-        wait_until(
-            90,
-            "every incident escalated, every page delivered",
-            || async {
-                let list = first.incidents().await;
-                list.len() == services
-                    && list.iter().all(|i| i["status"] == "escalated")
-                    && pg_facts(&db).await.outbox.iter().all(|o| o.3)
-            },
-        )
-        .await;
-        let incidents: Vec<String> = first
-            .incidents()
-            .await
-            .iter()
-            .map(|i| i["id"].as_str().unwrap_or_default().to_string())
-            .collect();
+        let incidents = settled_on_postgres(&ps[0], &db, services).await;
         t.incidents = incidents.len();
         for p in &mut ps {
             p.assert_alive();

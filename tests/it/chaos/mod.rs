@@ -381,6 +381,32 @@ impl Drop for Proc {
     }
 }
 
+/// Waits until `n` incidents, read through `replica`'s API, have all escalated and every page in
+/// the PostgreSQL store's outbox is delivered; returns their ids.
+pub(super) async fn settled_on_postgres(
+    replica: &Proc,
+    db: &tokio_postgres::Client,
+    n: usize,
+) -> Vec<String> {
+    crate::support::services::wait_until(
+        90,
+        "every incident escalated, every page delivered",
+        || async {
+            let list = replica.incidents().await;
+            list.len() == n
+                && list.iter().all(|i| i["status"] == "escalated")
+                && pg_facts(db).await.outbox.iter().all(|o| o.3)
+        },
+    )
+    .await;
+    replica
+        .incidents()
+        .await
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Files and payloads
 

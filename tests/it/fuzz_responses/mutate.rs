@@ -8,23 +8,7 @@ use std::time::Instant;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-pub(super) struct Rng(pub(super) u64);
-
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    pub(super) fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
-        &from[self.below(from.len())]
-    }
-}
+pub(super) use crate::support::fuzz::Rng;
 
 /// Cases per parser: the CI count, or `REMEDYD_FUZZ_CAMPAIGN` when that is more.
 pub(super) fn cases(ci: usize) -> usize {
