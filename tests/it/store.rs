@@ -1042,3 +1042,114 @@ async fn postgres_store_fails_fast_while_the_database_is_down_and_recovers_witho
     })
     .await;
 }
+
+/// The SQLite store hands the engine the signals ingest just stored from memory instead of
+/// reading them back (`adapters/store/sqlite/recent.rs`). Generated histories interleave ingest
+/// (with duplicates), the engine's reads, commits of its cursor and reads again without one (a
+/// failed engine commit), rows written by another connection, floods past the memory's cap and
+/// reopening; after every read, what the store handed out must equal what the table holds after
+/// the cursor, read through a second connection. Replay a failure with
+/// `REMEDYD_RECENT_SEED=<seed>`.
+#[tokio::test]
+async fn sqlite_engine_reads_from_memory_exactly_what_the_table_holds() {
+    use crate::support::fuzz::Rng;
+    let seeds: Vec<u64> = match std::env::var("REMEDYD_RECENT_SEED") {
+        Ok(s) => vec![s.parse().unwrap()],
+        Err(_) => (1..=6).collect(),
+    };
+    for seed in seeds {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::from_secs(5)).unwrap();
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut next_fp = 0u64;
+        let mut cursor = 0i64;
+        let mut handed = 0usize;
+        let table_after = |c: &rusqlite::Connection,
+                           after: i64,
+                           limit: usize|
+         -> Vec<(i64, String)> {
+            let mut st = c
+                .prepare("SELECT id, fingerprint FROM signals WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .unwrap();
+            st.query_map(rusqlite::params![after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+        };
+        for step in 0..200 {
+            let what = rng.below(100);
+            let ctx = format!("seed {seed}, step {step}");
+            if what < 45 {
+                // Ingest a delivery: new alerts, sometimes re-sends of earlier ones.
+                let flood = rng.below(10) == 0;
+                let n = 1 + rng.below(if flood { 3000 } else { 20 });
+                let mut batch = Vec::new();
+                for _ in 0..n {
+                    if next_fp > 0 && rng.below(4) == 0 {
+                        let fp = rng.below(next_fp as usize);
+                        batch.push(signal(&format!("fp{fp}"), fp as i64, Status::Firing));
+                    } else {
+                        batch.push(signal(
+                            &format!("fp{next_fp}"),
+                            next_fp as i64,
+                            Status::Firing,
+                        ));
+                        next_fp += 1;
+                    }
+                }
+                store.ingest(receipt(n), batch).await.unwrap();
+            } else if what < 50 {
+                // Another connection writes a row (a second process on the same file).
+                other
+                    .execute(
+                        "INSERT INTO signals (receipt_id, fingerprint, starts_at, status, source, received_at, body)
+                         VALUES (NULL, ?1, ?2, 'firing', 'webhook', 1, ?3)",
+                        rusqlite::params![
+                            format!("fp{next_fp}"),
+                            next_fp as i64,
+                            serde_json::to_string(&signal(&format!("fp{next_fp}"), next_fp as i64, Status::Firing)).unwrap()
+                        ],
+                    )
+                    .unwrap();
+                next_fp += 1;
+            } else if what < 53 {
+                drop(store);
+                store = SqliteStore::open(&path).unwrap();
+            } else {
+                // The engine reads; most of the time it commits its cursor after.
+                let limit = 1 + rng.below(300);
+                let got: Vec<(i64, String)> = store
+                    .pending_signals(limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| (s.id, s.signal.fingerprint))
+                    .collect();
+                assert_eq!(
+                    got,
+                    table_after(&other, cursor, limit),
+                    "{ctx}: read after {cursor}"
+                );
+                handed += got.len();
+                if rng.below(5) != 0
+                    && let Some((last, _)) = got.last()
+                {
+                    store
+                        .commit(Commit {
+                            processed: Some(*last),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                    cursor = *last;
+                }
+            }
+        }
+        assert!(handed > 0, "seed {seed}: the history read nothing");
+    }
+}

@@ -1,20 +1,24 @@
 //! Ingest: the deliveries the connection's thread collected are group-committed, several in one
 //! durable transaction, so that durability costs one fsync per batch. A re-sent firing alert is a
-//! duplicate that still counts as heard of (`last_seen`).
+//! duplicate that still counts as heard of (`last_seen`). What a committed batch stored is handed
+//! to [`Recent`] for the engine's next read.
 
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use crate::adapters::store::{IngestResult, Receipt, Result, StoreError};
+use super::recent::Recent;
+use crate::adapters::store::{IngestResult, Receipt, Result, StoreError, StoredSignal};
 use crate::domain::signal::Signal;
 
 /// One delivery and where to answer it.
 pub(super) type IngestJob = (Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>);
 
 /// Commits `batch` in one transaction and answers each delivery; every delivery of a failed
-/// batch gets the error.
-pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
-    let run = |conn: &mut Connection, batch: &[IngestJob]| -> rusqlite::Result<Vec<IngestResult>> {
+/// batch gets the error. The stored signals go to `recent`, in id order.
+pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>, recent: &mut Recent) {
+    // Per delivery, its result and the row id of each signal it stored (`None`: a duplicate).
+    type Outcome = (IngestResult, Vec<Option<i64>>);
+    let run = |conn: &mut Connection, batch: &[IngestJob]| -> rusqlite::Result<Vec<Outcome>> {
         let tx = conn.transaction()?;
         let mut results = Vec::with_capacity(batch.len());
         {
@@ -39,6 +43,7 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
                 ])?;
                 let rid = tx.last_insert_rowid();
                 let mut res = IngestResult::default();
+                let mut ids = Vec::with_capacity(signals.len());
                 for s in signals {
                     let body = serde_json::to_string(s).expect("signal serializes");
                     let n = sig.execute(params![
@@ -52,8 +57,10 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
                     ])?;
                     if n == 1 {
                         res.stored += 1;
+                        ids.push(Some(tx.last_insert_rowid()));
                     } else {
                         res.duplicates += 1;
+                        ids.push(None);
                         if s.status == crate::domain::signal::Status::Firing {
                             heard.execute(params![
                                 r.received_at.0,
@@ -63,7 +70,7 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
                         }
                     }
                 }
-                results.push(res);
+                results.push((res, ids));
             }
         }
         tx.commit()?;
@@ -71,8 +78,17 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>) {
     };
     match run(conn, &batch) {
         Ok(results) => {
-            for ((_, _, reply), r) in batch.into_iter().zip(results) {
+            for ((receipt, signals, reply), (r, ids)) in batch.into_iter().zip(results) {
                 let _ = reply.send(Ok(r));
+                for (signal, id) in signals.into_iter().zip(ids) {
+                    if let Some(id) = id {
+                        recent.push(StoredSignal {
+                            id,
+                            signal,
+                            received_at: receipt.received_at,
+                        });
+                    }
+                }
             }
         }
         Err(e) => {

@@ -11,6 +11,7 @@ mod history;
 mod ingest;
 mod migrations;
 mod queries;
+mod recent;
 mod rows;
 mod threads;
 
@@ -23,8 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::history::read_history;
 use self::ingest::ingest_batch;
 use self::migrations::migrate;
+use self::recent::Recent;
 use self::rows::db;
-use super::{IngestResult, Receipt, Result, StoreError};
+use super::{IngestResult, Receipt, Result, StoreError, StoredSignal};
 use crate::domain::BoxFuture;
 use crate::domain::signal::Signal;
 
@@ -40,6 +42,8 @@ type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 /// What the connection's thread is asked to do.
 enum Job {
     Ingest(Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>),
+    /// The engine's read of unhandled signals ([`Recent::take`]).
+    Pending(usize, oneshot::Sender<Result<Vec<StoredSignal>>>),
     Call(Call),
 }
 
@@ -63,10 +67,11 @@ impl SqliteStore {
         // must answer 503 quickly so that Alertmanager retries well within its 10 s.
         conn.pragma_update(None, "busy_timeout", 1000).map_err(db)?;
         migrate(&mut conn).map_err(db)?;
+        let recent = Recent::open(&conn)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("remedyd-sqlite".into())
-            .spawn(move || worker(conn, rx))
+            .spawn(move || worker(conn, recent, rx))
             .map_err(|e| StoreError::Database(e.to_string()))?;
         Ok(Self { tx })
     }
@@ -90,8 +95,9 @@ impl SqliteStore {
 }
 
 /// The connection's thread: runs calls in order, and group-commits consecutive ingests (up to
-/// [`MAX_BATCH`]); a call met while collecting a batch runs right after it.
-fn worker(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// [`MAX_BATCH`]); a call met while collecting a batch runs right after it. What ingest stores
+/// is kept in `recent` for the engine's next read.
+fn worker(mut conn: Connection, mut recent: Recent, mut rx: mpsc::Receiver<Job>) {
     let mut backlog: VecDeque<Job> = VecDeque::new();
     loop {
         let job = match backlog.pop_front() {
@@ -103,6 +109,9 @@ fn worker(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
         };
         match job {
             Job::Call(f) => f(&mut conn),
+            Job::Pending(limit, reply) => {
+                let _ = reply.send(recent.take(&conn, limit));
+            }
             Job::Ingest(r, s, reply) => {
                 let mut batch = vec![(r, s, reply)];
                 while batch.len() < MAX_BATCH {
@@ -115,7 +124,7 @@ fn worker(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                ingest_batch(&mut conn, batch);
+                ingest_batch(&mut conn, batch, &mut recent);
             }
         }
     }

@@ -95,30 +95,13 @@ impl Store for SqliteStore {
     }
 
     fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
-        self.call(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT id, body, received_at FROM signals
-                     WHERE id > coalesce((SELECT value FROM counters WHERE name = 'engine_signals'), 0)
-                     ORDER BY id LIMIT ?1",
-                )
-                .map_err(db)?;
-            let rows = st
-                .query_map(params![limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-                })
-                .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db)?;
-            rows.into_iter()
-                .map(|(id, body, at)| {
-                    Ok(StoredSignal {
-                        id,
-                        signal: decode(&body)?,
-                        received_at: Timestamp(at),
-                    })
-                })
-                .collect()
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.tx
+                .send(Job::Pending(limit, tx))
+                .await
+                .map_err(|_| StoreError::Unavailable)?;
+            rx.await.map_err(|_| StoreError::Unavailable)?
         })
     }
 
