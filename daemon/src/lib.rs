@@ -8,7 +8,9 @@
 //! Alertmanager webhook ─┐                                                  ┌─> Kubernetes, PostgreSQL, HTTP
 //! Prometheus poll ──────┴─> signals ─> rules ─> incidents ─> policy ladders ┴─> pages (outbox)
 //! ```
-#![forbid(unsafe_code)]
+// No unsafe code, except the two advisory system calls of `adapters/memory.rs` (madvise,
+// malloc_trim); `tests/it/architecture.rs` fails on any other `allow(unsafe_code)`.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 /// 3. Adapters: intake (webhook, poller), actions, the store, escalation (pagers, outbox), Prometheus, metrics.

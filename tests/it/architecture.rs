@@ -498,3 +498,47 @@ fn no_source_file_is_over_600_lines() {
         long.join("\n")
     );
 }
+
+/// The crate denies unsafe code; one module may allow it (two advisory system calls for memory
+/// at rest, `adapters/memory.rs`), and nothing else.
+#[test]
+fn unsafe_code_is_allowed_for_the_memory_module_only() {
+    let lib = std::fs::read_to_string(source_root().join("lib.rs")).unwrap();
+    assert!(
+        lib.contains("#![deny(unsafe_code)]"),
+        "lib.rs denies unsafe code"
+    );
+    let mut allowed = Vec::new();
+    let mut stack = vec![source_root()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in lines.iter().enumerate() {
+                    if line.contains("allow(unsafe_code)") && !line.trim_start().starts_with("//") {
+                        let rel = path.strip_prefix(source_root()).unwrap_or(&path);
+                        let next = lines.get(i + 1).map_or("", |l| l.trim());
+                        allowed.push(format!(
+                            "{}:{}: {} {next}",
+                            rel.display(),
+                            i + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(allowed.len(), 1, "{allowed:#?}");
+    assert!(
+        allowed[0].starts_with("adapters/mod.rs:") && allowed[0].ends_with("pub mod memory;"),
+        "{allowed:#?}"
+    );
+}

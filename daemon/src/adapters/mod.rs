@@ -9,6 +9,8 @@ pub mod auth;
 pub mod clock;
 pub mod escalate;
 pub mod intake;
+#[allow(unsafe_code)] // madvise and malloc_trim: the module says why each is sound.
+pub mod memory;
 pub mod pgtls;
 pub mod prometheus;
 pub mod silence;

@@ -1,0 +1,128 @@
+//! Memory at rest: once start-up is over, the process gives back what only start-up used, so
+//! that an idle replica's resident set is its working set.
+//!
+//! - **Code.** Start-up (configuration, migrations, rules and policies, clients, the first engine
+//!   pass) runs code from all over the 16 MB text segment, and the kernel maps every page it
+//!   touches plus its neighbours (fault-around, 64 KiB). Those pages stay resident for the
+//!   process's life although an idle daemon runs a small fraction of them. `MADV_DONTNEED` on the
+//!   executable's code mapping (read-only, never written: its pages are clean copies of the file)
+//!   unmaps them; they stay in the page cache, and code that runs again is mapped back by a minor
+//!   fault. Only the `r-xp` mapping of remedyd's own executable is touched: writable or relocated
+//!   mappings hold private data and are never advised.
+//! - **Heap.** `malloc_trim(0)` returns the free memory at the top of glibc's heaps.
+//!
+//! Both are advice: a failure is logged and changes nothing else.
+
+use std::path::Path;
+
+/// What [`release_startup_pages`] gave back: bytes of code unmapped, resident set before/after.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// Length of the executable's code mapping that was advised.
+    pub code_bytes: usize,
+    /// `VmRSS` before, in KiB (0 when unreadable).
+    pub rss_before_kib: u64,
+    /// `VmRSS` after, in KiB (0 when unreadable).
+    pub rss_after_kib: u64,
+}
+
+/// The resident set size of this process, in KiB (`VmRSS` of `/proc/self/status`).
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix("VmRSS:")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The `(start, end)` of the read-and-execute mappings of `exe` in a `/proc/self/maps` text.
+pub fn code_mappings(maps: &str, exe: &Path) -> Vec<(usize, usize)> {
+    let exe = exe.to_string_lossy();
+    maps.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let range = f.next()?;
+            let perms = f.next()?;
+            // offset, device, inode, then the path (which may contain spaces).
+            let path = f.skip(3).collect::<Vec<_>>().join(" ");
+            if perms != "r-xp" || path != exe {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            let start = usize::from_str_radix(a, 16).ok()?;
+            let end = usize::from_str_radix(b, 16).ok()?;
+            (end > start).then_some((start, end))
+        })
+        .collect()
+}
+
+/// Gives back the code pages and free heap that start-up left resident (see the module).
+pub fn release_startup_pages() -> Result<Released, String> {
+    let rss_before_kib = rss_kib().unwrap_or(0);
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    let maps =
+        std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let mut code_bytes = 0;
+    for (start, end) in code_mappings(&maps, &exe) {
+        // SAFETY: the range is a whole mapping of the executable's own code, read-only and
+        // private, as the kernel lists it; its pages are never written, so dropping them loses
+        // nothing (the next access maps the file's page again). No Rust reference points into
+        // it as data.
+        let r =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(format!(
+                "madvise(MADV_DONTNEED) on the code mapping {start:#x}-{end:#x}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        code_bytes += end - start;
+    }
+    // SAFETY: malloc_trim only returns free memory to the system; it takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    Ok(Released {
+        code_bytes,
+        rss_before_kib,
+        rss_after_kib: rss_kib().unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_executables_read_execute_mappings_are_chosen() {
+        let maps = "\
+55e0a000-55e0b000 r--p 00000000 fe:00 42 /usr/bin/remedyd
+55e0b000-55e2b000 r-xp 00001000 fe:00 42 /usr/bin/remedyd
+55e2b000-55e2c000 rw-p 00021000 fe:00 42 /usr/bin/remedyd
+7f00000-7f10000 r-xp 00000000 fe:00 7 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f20000-7f30000 r-xp 00000000 fe:00 43 /usr/bin/remedyd (deleted)
+7f40000-7f41000 rw-p 00000000 00:00 0 [heap]
+";
+        assert_eq!(
+            code_mappings(maps, Path::new("/usr/bin/remedyd")),
+            vec![(0x55e0b000, 0x55e2b000)]
+        );
+        assert!(code_mappings(maps, Path::new("/usr/bin/other")).is_empty());
+    }
+
+    #[test]
+    fn releasing_keeps_the_process_running_and_does_not_grow_it() {
+        let r = release_startup_pages().unwrap();
+        assert!(
+            r.code_bytes > 0,
+            "the test binary has a code mapping: {r:?}"
+        );
+        // Code runs again after the advice (pages come back on demand).
+        assert_eq!(code_mappings("", Path::new("/x")), Vec::new());
+        assert!(r.rss_after_kib <= r.rss_before_kib, "{r:?}");
+    }
+}
