@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use ::kube::runtime::WatchStreamExt;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, Failure, bad};
@@ -86,10 +87,16 @@ pub async fn wait_rollout(
         ::kube::Api::namespaced(s.client().clone(), ns);
     let cfg = ::kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
     let started = Instant::now();
-    let mut stream = ::kube::runtime::watcher(api, cfg).boxed();
+    // The step's deadline bounds the wait too (requests before it may have used some).
+    let bound = wait.min(s.remaining());
+    // Backoff between re-lists: without it an API server that closes connections is asked
+    // again at once, in a tight loop, until the bound.
+    let mut stream = ::kube::runtime::watcher(api, cfg)
+        .default_backoff()
+        .boxed();
     let mut last = String::from("no status seen yet");
     let mut seen = Vec::<String>::new();
-    let result = tokio::time::timeout(wait, async {
+    let result = tokio::time::timeout(bound, async {
         while let Some(ev) = stream.next().await {
             let obj = match ev {
                 Ok(::kube::runtime::watcher::Event::Apply(d))
@@ -141,7 +148,8 @@ pub async fn wait_rollout(
         Ok(r) => r,
         Err(_) => Err(Failure::Refused(format!(
             "rollout of {ns}/{name} not finished after {}: {last}",
-            fmt(wait)
+            // Rounded: a wait the deadline shortened by a few milliseconds reads as it was set.
+            fmt(Duration::from_secs_f64(bound.as_secs_f64().round()))
         ))),
     }
 }
