@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use remedyd::adapters::escalate::NotificationKind;
+
 use crate::support::daemon::{Daemon, now_rfc3339, payload};
 use crate::support::fake_kube::{FakeKube, Outage, Recorded, fixtures};
 use crate::support::services::within;
@@ -91,11 +93,34 @@ async fn entry(d: &Daemon, id: &str, kind: &str) -> Value {
 }
 
 impl World {
+    /// Waits until the pager has been given `n` triggers, all to oncall, and no more.
+    async fn triggers(&self, n: usize) {
+        let count = || {
+            self.d
+                .pager
+                .all()
+                .iter()
+                .filter(|(route, p)| {
+                    assert_eq!(route, "oncall");
+                    p.event == NotificationKind::Trigger
+                })
+                .count()
+        };
+        self.d.wait("the pages", || count() >= n).await;
+        assert_eq!(count(), n, "one page per escalated incident");
+    }
+
     /// Fires `fp` and waits until the newest incident is `status`; returns its id.
     async fn fire(&self, fp: &str, status: &str) -> String {
         let before = self.d.incidents().await.len();
         self.d
-            .post(&payload("firing", "checkout", "warning", fp, &now_rfc3339()))
+            .post(&payload(
+                "firing",
+                "checkout",
+                "warning",
+                fp,
+                &now_rfc3339(),
+            ))
             .await;
         let l = self
             .d
@@ -109,7 +134,13 @@ impl World {
     /// Resolves `fp` and waits until no incident is open.
     async fn resolve(&self, fp: &str) {
         self.d
-            .post(&payload("resolved", "checkout", "warning", fp, &now_rfc3339()))
+            .post(&payload(
+                "resolved",
+                "checkout",
+                "warning",
+                fp,
+                &now_rfc3339(),
+            ))
             .await;
         self.d
             .wait_incidents("all resolved", |l| {
@@ -142,11 +173,15 @@ async fn a_hanging_api_server_fails_the_step_within_its_wait_and_after_it_recove
         w.fake.set_outage(Outage::None);
         let id = w.fire("fp-after", "verifying").await;
         assert!(
-            entry(&w.d, &id, "step_ok").await.to_string().contains("successfully rolled out"),
+            entry(&w.d, &id, "step_ok")
+                .await
+                .to_string()
+                .contains("successfully rolled out"),
             "remediated without an operator"
         );
         w.resolve("fp-after").await;
         assert_eq!(patches(&w.fake).len(), 1, "one restart, none repeated");
+        w.triggers(1).await;
     })
     .await
 }
@@ -176,12 +211,20 @@ async fn closed_connections_and_503s_are_retried_recorded_counted_by_the_breaker
         // 503 to everything: retried, then the second counted failure opens the breaker.
         w.fake.set_outage(Outage::Unavailable);
         let id = w.fire("fp-503", "escalated").await;
-        let text = w.d.timeline(&id).await.iter().map(Value::to_string).collect::<String>();
+        let text =
+            w.d.timeline(&id)
+                .await
+                .iter()
+                .map(Value::to_string)
+                .collect::<String>();
         assert!(
             text.contains("503 ServiceUnavailable") && text.contains("(3 attempts in"),
             "{text}"
         );
-        assert!(text.contains("breaker_opened"), "two counted failures open it: {text}");
+        assert!(
+            text.contains("breaker_opened"),
+            "two counted failures open it: {text}"
+        );
         assert!(patches(&w.fake).is_empty(), "nothing was written");
         w.resolve("fp-503").await;
 
@@ -189,7 +232,10 @@ async fn closed_connections_and_503s_are_retried_recorded_counted_by_the_breaker
         w.fake.set_outage(Outage::None);
         let id = w.fire("fp-held", "escalated").await;
         assert!(
-            entry(&w.d, &id, "refused").await.to_string().contains("breaker"),
+            entry(&w.d, &id, "refused")
+                .await
+                .to_string()
+                .contains("breaker"),
             "the open breaker refuses"
         );
         assert!(patches(&w.fake).is_empty(), "the open breaker sent nothing");
@@ -198,11 +244,15 @@ async fn closed_connections_and_503s_are_retried_recorded_counted_by_the_breaker
         tokio::time::sleep(Duration::from_secs(3)).await;
         let id = w.fire("fp-trial", "verifying").await;
         assert!(
-            entry(&w.d, &id, "step_ok").await.to_string().contains("successfully rolled out"),
+            entry(&w.d, &id, "step_ok")
+                .await
+                .to_string()
+                .contains("successfully rolled out"),
             "the half-open trial remediates"
         );
         w.resolve("fp-trial").await;
         assert_eq!(patches(&w.fake).len(), 1, "one restart, none repeated");
+        w.triggers(3).await;
     })
     .await
 }

@@ -79,15 +79,14 @@ impl KubeExecutor {
         let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry, deadline);
         // Every request and wait of the session ends by the deadline; this bound catches
         // whatever else an action might await.
-        let r = match tokio::time::timeout_at(deadline + OVERRUN, self.action.run(&mut s, req))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Api(
-                format!("{} cut at its deadline", req.action),
-                s.deadline_error(budget),
-            )),
-        };
+        let r =
+            match tokio::time::timeout_at(deadline + OVERRUN, self.action.run(&mut s, req)).await {
+                Ok(r) => r,
+                Err(_) => Err(Failure::Api(
+                    format!("{} cut at its deadline", req.action),
+                    s.deadline_error(budget),
+                )),
+            };
         let wrote = !s.writes.is_empty();
         let mut detail = s.into_detail();
         let outcome = match r {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ::kube::runtime::WatchStreamExt;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, Failure, bad};
@@ -91,9 +91,7 @@ pub async fn wait_rollout(
     let bound = wait.min(s.remaining());
     // Backoff between re-lists: without it an API server that closes connections is asked
     // again at once, in a tight loop, until the bound.
-    let mut stream = ::kube::runtime::watcher(api, cfg)
-        .default_backoff()
-        .boxed();
+    let mut stream = ::kube::runtime::watcher(api, cfg).default_backoff().boxed();
     let mut last = String::from("no status seen yet");
     let mut seen = Vec::<String>::new();
     let result = tokio::time::timeout(bound, async {

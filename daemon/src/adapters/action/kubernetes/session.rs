@@ -153,7 +153,9 @@ impl Session {
                 "Kubernetes API did not answer within {} ({n} attempt{}): {}",
                 secs(budget),
                 if n == 1 { "" } else { "s" },
-                self.last_error.as_deref().unwrap_or("the step's deadline came first")
+                self.last_error
+                    .as_deref()
+                    .unwrap_or("the step's deadline came first")
             ),
         }
     }
