@@ -136,6 +136,9 @@ pub struct Engine {
     silence_ending: Vec<Incident>,
     /// Whether this engine has expired the silences remedyd created and forgot (first pass).
     silences_swept: bool,
+    /// The last answer to "has a human silenced it?" per incident, and when it was asked:
+    /// reused for [`silences::HUMAN_CHECK_EVERY`] (`held_by_human`).
+    human_checks: HashMap<String, (Timestamp, Vec<crate::domain::incident::HumanSilence>)>,
     done_tx: mpsc::Sender<Msg>,
     done_rx: mpsc::Receiver<Msg>,
 }
@@ -172,6 +175,7 @@ impl Engine {
             deferred: None,
             silence_ending: Vec::new(),
             silences_swept: false,
+            human_checks: HashMap::new(),
             done_tx,
             done_rx,
         }

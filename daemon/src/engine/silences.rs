@@ -7,17 +7,25 @@
 //! incident resolved while no leader could expire its silence).
 //!
 //! A failure to reach Alertmanager never holds up a step: it is recorded and retried, and the
-//! step runs as it would without a silence.
+//! step runs as it would without a silence. Every call is counted
+//! (`remedyd_silence_calls_total{op, result}`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Engine;
 use crate::adapters::silence::Alertmanagers;
 use crate::adapters::store::{Commit, StoreError};
-use crate::domain::incident::{Effects, Incident, SilenceOp};
+use crate::domain::incident::{Effects, HumanSilence, Incident, SilenceOp};
 use crate::domain::policy::{HumanSilences, Policy};
 use crate::domain::time::Timestamp;
+
+/// How long the answer to "has a human silenced it?" is reused for one incident. A held
+/// incident's step is due on every pass (about one a second) and each check is two or more calls
+/// to Alertmanager inside the pass; a human who silences or unsilences sees the ladder follow
+/// within this time, which is short next to a silence (minutes to hours).
+pub(super) const HUMAN_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 // === impl Engine: silences ===
 
@@ -26,29 +34,51 @@ impl Engine {
     /// `respect_human_silences: hold`); the hold is recorded in `fx`. When Alertmanager cannot
     /// be asked, nothing holds: a human's silence is not assumed.
     pub(super) async fn held_by_human(
-        &self,
+        &mut self,
         inc: &mut Incident,
         policy: &Policy,
         now: Timestamp,
         fx: &mut Effects,
     ) -> bool {
-        let (Some(am), Some(spec)) = (&self.config.silencer, &policy.silence) else {
+        let (Some(am), Some(spec)) = (self.config.silencer.clone(), &policy.silence) else {
             return false;
         };
         if spec.human != HumanSilences::Hold {
             return false;
         }
-        match am.human_silences(inc).await {
-            Ok(h) if !h.is_empty() => {
-                fx.extend(inc.held_by_human(&h, now));
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!(incident = %inc.id, error = %e, "Cannot ask Alertmanager for human silences; the ladder goes on");
-                false
-            }
+        let h = self.human_silences(&am, inc, now).await;
+        if h.is_empty() {
+            return false;
         }
+        fx.extend(inc.held_by_human(&h, now));
+        true
+    }
+
+    /// Humans' silences on the incident's alerts, asked of Alertmanager at most once per
+    /// [`HUMAN_CHECK_EVERY`] per incident (the last answer is reused meanwhile). When
+    /// Alertmanager cannot be asked, none: a human's silence is not assumed.
+    async fn human_silences(
+        &mut self,
+        am: &Alertmanagers,
+        inc: &Incident,
+        now: Timestamp,
+    ) -> Vec<HumanSilence> {
+        let fresh = |at: &Timestamp| now >= *at && now.since(*at) < HUMAN_CHECK_EVERY;
+        if let Some((at, h)) = self.human_checks.get(&inc.id)
+            && fresh(at)
+        {
+            return h.clone();
+        }
+        let r = am.human_silences(inc).await;
+        self.metrics.silence_call("check", r.is_ok());
+        let h = r.unwrap_or_else(|e| {
+            tracing::warn!(incident = %inc.id, error = %e, "Cannot ask Alertmanager for human silences; the ladder goes on");
+            Vec::new()
+        });
+        // Answers past their time are dropped here: the map holds the incidents checked lately.
+        self.human_checks.retain(|_, (at, _)| fresh(at));
+        self.human_checks.insert(inc.id.clone(), (now, h.clone()));
+        h
     }
 
     /// Creates, renews and expires the silences due, and expires those of incidents resolved
@@ -93,6 +123,9 @@ impl Engine {
                 SilenceOp::Expire { .. } => am.expire(&refs).await,
                 SilenceOp::Lapse => Ok(Vec::new()),
             };
+            if op != SilenceOp::Lapse {
+                self.metrics.silence_call(op.as_str(), result.is_ok());
+            }
             match &result {
                 Ok(r) => {
                     tracing::info!(incident = %inc.id, op = op.as_str(), silences = r.len(), "Alertmanager silence")
@@ -112,7 +145,9 @@ impl Engine {
 
     /// Expires remedyd's active silences that no running incident holds.
     async fn sweep_silences(&mut self, am: &Arc<Alertmanagers>) -> Result<(), StoreError> {
-        let ours = match am.ours().await {
+        let ours = am.ours().await;
+        self.metrics.silence_call("sweep", ours.is_ok());
+        let ours = match ours {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot list Alertmanager's silences; forgotten ones lapse at their end");
@@ -126,7 +161,9 @@ impl Engine {
             .flat_map(Incident::own_silences)
             .collect();
         for (id, incident) in ours.into_iter().filter(|(id, _)| !held.contains(id)) {
-            match am.expire_one(&id, None).await {
+            let r = am.expire_one(&id, None).await;
+            self.metrics.silence_call("expire", r.is_ok());
+            match r {
                 Ok(()) => {
                     tracing::info!(silence = %id, incident = %incident, "Expired a silence remedyd had forgotten")
                 }
