@@ -201,6 +201,13 @@ async fn closed_connections_and_503s_are_retried_recorded_counted_by_the_breaker
             text.contains("Kubernetes API did not answer within") && text.contains("(3 attempts)"),
             "{text}"
         );
+        let retried: Vec<u64> = failed["data"]["api_errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no api_errors: {text}"))
+            .iter()
+            .filter_map(|e| e["attempt"].as_u64())
+            .collect();
+        assert_eq!(retried, [1, 2], "each retried attempt is recorded: {text}");
         let m = w.d.metrics().await;
         assert!(
             m.contains(r#"remedyd_kube_requests_total{method="GET",code="error"} 3"#),
