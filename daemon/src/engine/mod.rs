@@ -38,7 +38,7 @@ use crate::adapters::action::{Executors, Outcome};
 use crate::adapters::prometheus::MetricSource;
 use crate::adapters::store::{Commit, Store, StoreError};
 use crate::adapters::telemetry::Metrics;
-use crate::domain::incident::{Incident, Probe};
+use crate::domain::incident::{Incident, Probe, SilenceOp, SilenceRef};
 use crate::domain::policy::Mode;
 use crate::domain::time::{Clock, Timestamp};
 use crate::load::ruleset::{Ruleset, SharedRuleset};
@@ -70,6 +70,14 @@ enum Msg {
         incident: String,
         step: usize,
         probe: Probe,
+    },
+    /// A call to Alertmanager's silences API returned (`silences`): the incident as it was
+    /// when the call was made (a resolved one is no longer in the cache), the operation, and
+    /// what came of it.
+    Silence {
+        incident: Box<Incident>,
+        op: SilenceOp,
+        result: Result<Vec<SilenceRef>, String>,
     },
 }
 
@@ -139,6 +147,9 @@ pub struct Engine {
     /// The last answer to "has a human silenced it?" per incident, and when it was asked:
     /// reused for [`silences::HUMAN_CHECK_EVERY`] (`held_by_human`).
     human_checks: HashMap<String, (Timestamp, Vec<crate::domain::incident::HumanSilence>)>,
+    /// Incidents with a call to Alertmanager in flight: no other is started for them until it
+    /// returns (as `running` for steps).
+    silencing: HashSet<String>,
     done_tx: mpsc::Sender<Msg>,
     done_rx: mpsc::Receiver<Msg>,
 }
@@ -176,6 +187,7 @@ impl Engine {
             silence_ending: Vec::new(),
             silences_swept: false,
             human_checks: HashMap::new(),
+            silencing: HashSet::new(),
             done_tx,
             done_rx,
         }
@@ -212,7 +224,7 @@ impl Engine {
             self.cache = None;
         }
         r?;
-        self.silences().await
+        self.silences(tasks).await
     }
 
     /// The ruleset in force now (a reload swaps it between passes).

@@ -1,7 +1,7 @@
 //! The silences tied to the ladder, carried out: after the pass has driven incidents, each
-//! incident whose silence is due (`Incident::silence_due`) gets its request to Alertmanager, and
-//! what came of it is committed with the incident; incidents resolved since the last pass have
-//! theirs expired. Before a due step, a human's silence may hold the ladder (`held_by_human`).
+//! incident whose silence is due (`Incident::silence_due`) gets its request to Alertmanager in
+//! the background, and what came of it is committed with the incident when it returns (as a
+//! step's result is); incidents resolved since the last pass have theirs expired. Before a due step, a human's silence may hold the ladder (`held_by_human`).
 //! On its first pass an engine (this replica just became leader) expires the silences remedyd
 //! created and no running incident holds (a crash between the request and the commit, or an
 //! incident resolved while no leader could expire its silence).
@@ -14,10 +14,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Engine;
+use tokio_util::task::TaskTracker;
+
+use super::{Engine, Msg};
 use crate::adapters::silence::Alertmanagers;
 use crate::adapters::store::{Commit, StoreError};
-use crate::domain::incident::{Effects, HumanSilence, Incident, SilenceOp};
+use crate::domain::incident::{Effects, HumanSilence, Incident, SilenceOp, SilenceRef};
 use crate::domain::policy::{HumanSilences, Policy};
 use crate::domain::time::Timestamp;
 
@@ -81,9 +83,11 @@ impl Engine {
         h
     }
 
-    /// Creates, renews and expires the silences due, and expires those of incidents resolved
-    /// since the last pass; each result is committed with its incident.
-    pub(super) async fn silences(&mut self) -> Result<(), StoreError> {
+    /// Starts the calls for the silences due (create, renew, expire), and the expiry of those of
+    /// incidents resolved since the last pass, each in the background: the pass never waits for
+    /// Alertmanager. What comes of each is committed with its incident when it returns
+    /// ([`Msg::Silence`], `silenced`). One call per incident at a time.
+    pub(super) async fn silences(&mut self, tasks: &TaskTracker) -> Result<(), StoreError> {
         let Some(am) = self.config.silencer.clone() else {
             self.silence_ending.clear();
             return Ok(());
@@ -92,7 +96,7 @@ impl Engine {
         let now = self.clock.now();
         if !self.silences_swept {
             self.silences_swept = true;
-            self.sweep_silences(&am).await?;
+            self.sweep_silences(tasks, &am).await?;
         }
         let mut work: Vec<Incident> = self
             .cache()
@@ -101,8 +105,19 @@ impl Engine {
             .filter(|i| i.silence.as_ref().is_some_and(|s| !s.over))
             .cloned()
             .collect();
-        work.append(&mut self.silence_ending);
+        let ending = std::mem::take(&mut self.silence_ending);
+        for inc in ending {
+            if self.silencing.contains(&inc.id) {
+                // Its call in flight returns first; then this one (the next pass).
+                self.silence_ending.push(inc);
+            } else {
+                work.push(inc);
+            }
+        }
         for mut inc in work {
+            if self.silencing.contains(&inc.id) {
+                continue;
+            }
             // A policy that no longer asks for silences (a reload) still ends the ones it made.
             let spec = rs
                 .policies
@@ -112,66 +127,111 @@ impl Engine {
             let Some(op) = inc.silence_due(&spec, now) else {
                 continue;
             };
-            let refs = inc
-                .silence
-                .as_ref()
-                .map(|s| s.ids.clone())
-                .unwrap_or_default();
-            let result = match &op {
-                SilenceOp::Create { ends_at } => am.create(&inc, *ends_at, now).await,
-                SilenceOp::Renew { ends_at } => am.renew(&refs, *ends_at).await,
-                SilenceOp::Expire { .. } => am.expire(&refs).await,
-                SilenceOp::Lapse => Ok(Vec::new()),
-            };
-            if op != SilenceOp::Lapse {
-                self.metrics.silence_call(op.as_str(), result.is_ok());
+            if op == SilenceOp::Lapse {
+                // Nothing to ask Alertmanager: the silence ends at its last `endsAt`.
+                let fx = inc.silence_done(&op, Ok(Vec::new()), &spec, now);
+                let mut c = Commit::default();
+                self.effects(&inc, fx, &rs, &mut c, now).await?;
+                c.incidents.push(inc);
+                self.commit(c).await?;
+                continue;
             }
-            match &result {
-                Ok(r) => {
-                    tracing::info!(incident = %inc.id, op = op.as_str(), silences = r.len(), "Alertmanager silence")
-                }
-                Err(e) => {
-                    tracing::warn!(incident = %inc.id, op = op.as_str(), error = %e, "Alertmanager silence failed")
-                }
-            }
-            let fx = inc.silence_done(&op, result, &spec, now);
-            let mut c = Commit::default();
-            self.effects(&inc, fx, &rs, &mut c, now).await?;
-            c.incidents.push(inc);
-            self.commit(c).await?;
+            self.silencing.insert(inc.id.clone());
+            let (am, tx, wake) = (am.clone(), self.done_tx.clone(), self.wake.clone());
+            tasks.spawn(async move {
+                let refs = inc
+                    .silence
+                    .as_ref()
+                    .map(|s| s.ids.clone())
+                    .unwrap_or_default();
+                let result = match &op {
+                    SilenceOp::Create { ends_at } => am.create(&inc, *ends_at, now).await,
+                    SilenceOp::Renew { ends_at } => am.renew(&refs, *ends_at).await,
+                    SilenceOp::Expire { .. } => am.expire(&refs).await,
+                    SilenceOp::Lapse => Ok(Vec::new()),
+                };
+                let _ = tx
+                    .send(Msg::Silence {
+                        incident: Box::new(inc),
+                        op,
+                        result,
+                    })
+                    .await;
+                wake.notify_one();
+            });
         }
         Ok(())
     }
 
-    /// Expires remedyd's active silences that no running incident holds.
-    async fn sweep_silences(&mut self, am: &Arc<Alertmanagers>) -> Result<(), StoreError> {
-        let ours = am.ours().await;
-        self.metrics.silence_call("sweep", ours.is_ok());
-        let ours = match ours {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot list Alertmanager's silences; forgotten ones lapse at their end");
-                return Ok(());
+    /// Records what a call to Alertmanager came to, on the incident as it is now (as it was
+    /// sent, for one resolved meanwhile and no longer cached), in one commit.
+    pub(super) async fn silenced(
+        &mut self,
+        sent: Incident,
+        op: SilenceOp,
+        result: Result<Vec<SilenceRef>, String>,
+    ) -> Result<(), StoreError> {
+        self.silencing.remove(&sent.id);
+        self.metrics.silence_call(op.as_str(), result.is_ok());
+        match &result {
+            Ok(r) => {
+                tracing::info!(incident = %sent.id, op = op.as_str(), silences = r.len(), "Alertmanager silence")
             }
-        };
+            Err(e) => {
+                tracing::warn!(incident = %sent.id, op = op.as_str(), error = %e, "Alertmanager silence failed")
+            }
+        }
+        let rs = self.rules();
+        let now = self.clock.now();
+        let mut inc = self.incident(&sent.id).await?.unwrap_or(sent);
+        let spec = rs
+            .policies
+            .get(&inc.policy)
+            .and_then(|p| p.silence.clone())
+            .unwrap_or_default();
+        let fx = inc.silence_done(&op, result, &spec, now);
+        let mut c = Commit::default();
+        self.effects(&inc, fx, &rs, &mut c, now).await?;
+        c.incidents.push(inc);
+        self.commit(c).await
+    }
+
+    /// Expires, in the background, remedyd's active silences that no running incident holds.
+    async fn sweep_silences(
+        &mut self,
+        tasks: &TaskTracker,
+        am: &Arc<Alertmanagers>,
+    ) -> Result<(), StoreError> {
         let held: BTreeSet<String> = self
             .cache()
             .await?
             .values()
             .flat_map(Incident::own_silences)
             .collect();
-        for (id, incident) in ours.into_iter().filter(|(id, _)| !held.contains(id)) {
-            let r = am.expire_one(&id, None).await;
-            self.metrics.silence_call("expire", r.is_ok());
-            match r {
-                Ok(()) => {
-                    tracing::info!(silence = %id, incident = %incident, "Expired a silence remedyd had forgotten")
-                }
+        let (am, metrics) = (am.clone(), self.metrics.clone());
+        tasks.spawn(async move {
+            let ours = am.ours().await;
+            metrics.silence_call("sweep", ours.is_ok());
+            let ours = match ours {
+                Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(silence = %id, incident = %incident, error = %e, "Cannot expire a forgotten silence")
+                    tracing::warn!(error = %e, "Cannot list Alertmanager's silences; forgotten ones lapse at their end");
+                    return;
+                }
+            };
+            for (id, incident) in ours.into_iter().filter(|(id, _)| !held.contains(id)) {
+                let r = am.expire_one(&id, None).await;
+                metrics.silence_call("expire", r.is_ok());
+                match r {
+                    Ok(()) => {
+                        tracing::info!(silence = %id, incident = %incident, "Expired a silence remedyd had forgotten")
+                    }
+                    Err(e) => {
+                        tracing::warn!(silence = %id, incident = %incident, error = %e, "Cannot expire a forgotten silence")
+                    }
                 }
             }
-        }
+        });
         Ok(())
     }
 
