@@ -1,6 +1,8 @@
-//! A held incident ("a human silenced it", `respect_human_silences: hold`) asks Alertmanager at
-//! most once per `HUMAN_CHECK_EVERY`, not on every pass; the ladder still follows the human's
-//! silence both ways. A loopback Alertmanager answers and counts the checks.
+//! Alertmanager and the engine's pass: a held incident ("a human silenced it",
+//! `respect_human_silences: hold`) asks Alertmanager at most once per `HUMAN_CHECK_EVERY`, not on
+//! every pass, and the ladder still follows the human's silence both ways; remedyd's own
+//! silences are made in the background, so a pass never waits for Alertmanager to answer. A
+//! loopback Alertmanager answers, counts the checks and can hold its answers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,8 +13,11 @@ use serde_json::{Value, json};
 
 use super::{RULES, Rig, within};
 use crate::adapters::silence::Alertmanagers;
+use crate::adapters::store::Store;
 use crate::adapters::telemetry::SilenceLabels;
 use crate::domain::policy::Mode;
+use crate::domain::signal::Status;
+use crate::domain::time::Clock;
 use crate::engine::silences::HUMAN_CHECK_EVERY;
 use crate::engine::{Engine, EngineConfig};
 
@@ -32,10 +37,26 @@ policies:
 "#;
 
 /// The human's silence, and how often it was looked up (one lookup per human check).
-#[derive(Default)]
 struct Am {
     human: AtomicBool,
     lookups: AtomicUsize,
+    /// Creating a silence is answered only once this is true.
+    answer: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Am {
+    fn default() -> Self {
+        Self {
+            human: AtomicBool::new(false),
+            lookups: AtomicUsize::new(0),
+            answer: tokio::sync::watch::channel(true).0,
+        }
+    }
+}
+
+async fn create(State(am): State<Arc<Am>>) -> axum::Json<Value> {
+    let _ = am.answer.subscribe().wait_for(|go| *go).await;
+    axum::Json(json!({"silenceID": "ours-1"}))
 }
 
 async fn alerts(State(am): State<Arc<Am>>) -> axum::Json<Value> {
@@ -73,8 +94,7 @@ async fn alertmanager(am: Arc<Am>) -> String {
         .route("/api/v2/alerts", axum::routing::get(alerts))
         .route(
             "/api/v2/silences",
-            axum::routing::get(|| async { axum::Json(json!([])) })
-                .post(|| async { axum::Json(json!({"silenceID": "ours-1"})) }),
+            axum::routing::get(|| async { axum::Json(json!([])) }).post(create),
         )
         .route(
             "/api/v2/silence/{id}",
@@ -155,6 +175,49 @@ async fn a_held_incident_asks_alertmanager_about_human_silences_at_most_once_per
             "remedyd's own silence"
         );
         assert_eq!(rig.silence_calls("check", "error"), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pass_does_not_wait_for_alertmanager_to_create_a_silence() {
+    within(async {
+        let am = Arc::new(Am::default());
+        am.answer.send_replace(false);
+        let url = alertmanager(am.clone()).await;
+        let mut rig = Rig::new(RULES, POLICY);
+        rig.silenced_by(&url);
+        let now = rig.clock.now();
+        let receipt = crate::adapters::store::Receipt {
+            received_at: now,
+            receiver: "remedyd".into(),
+            group_key: "{}".into(),
+            truncated_alerts: 0,
+            alerts: 1,
+        };
+        let signal = Rig::signal("checkout", "warning", Status::Firing, now);
+        rig.store.ingest(receipt, vec![signal]).await.unwrap();
+
+        // One pass while Alertmanager holds its answer: the step starts, nothing about the
+        // silence is known yet (a pass that waited would have recorded its failure).
+        rig.engine.pass(&rig.tasks).await.unwrap();
+        let kinds = |tl: &[crate::domain::incident::Entry]| -> Vec<String> {
+            tl.iter().map(|e| e.kind.as_str().to_string()).collect()
+        };
+        let tl = rig.store.timeline("INC-2026-0001").await.unwrap();
+        assert!(kinds(&tl).contains(&"step_started".to_string()), "{tl:#?}");
+        assert!(
+            !kinds(&tl).iter().any(|k| k.starts_with("silence")),
+            "{tl:#?}"
+        );
+
+        // Alertmanager answers: the silence is recorded with the incident.
+        am.answer.send_replace(true);
+        rig.settle().await;
+        let tl = rig.store.timeline("INC-2026-0001").await.unwrap();
+        assert!(kinds(&tl).contains(&"silenced".to_string()), "{tl:#?}");
+        assert_eq!(rig.silence_calls("create", "ok"), 1);
+        assert_eq!(rig.fix_calls(), 1);
     })
     .await
 }
