@@ -54,6 +54,10 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(POLICIES).await
+}
+
+async fn world_with(policies: &str) -> World {
     let fake = FakeKube::start().await;
     fake.put(fixtures::deployment(
         NS,
@@ -66,7 +70,7 @@ async fn world() -> World {
     fake.auto_step(Duration::from_millis(50));
     let kdir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(kdir.path());
-    let d = Daemon::start_with(RULES, POLICIES, None, |c| c.kubeconfig = Some(kubeconfig)).await;
+    let d = Daemon::start_with(RULES, policies, None, |c| c.kubeconfig = Some(kubeconfig)).await;
     // Started: enforce mode's startup check reached the API server before any outage.
     assert!(d.incidents().await.is_empty());
     World {
@@ -260,6 +264,25 @@ async fn closed_connections_and_503s_are_retried_recorded_counted_by_the_breaker
         w.resolve("fp-trial").await;
         assert_eq!(patches(&w.fake).len(), 1, "one restart, none repeated");
         w.triggers(3).await;
+    })
+    .await
+}
+
+/// A rollout wait that never hears from the API server is an outage: the step fails (and the
+/// breaker counts it), instead of being a rollout that "did not finish" (a refusal nothing counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_wait_that_never_hears_from_a_hanging_api_server_fails_the_step() {
+    within(60, async {
+        let w = world_with(&POLICIES.replace("kube_rollout_restart", "kube_rollout_status")).await;
+        w.fake.set_outage(Outage::Hang);
+        let id = w.fire("fp-status", "escalated").await;
+        let text = entry(&w.d, &id, "step_failed").await.to_string();
+        assert!(
+            text.contains("watching deployment python-services/checkout: Kubernetes API did not answer within 3s"),
+            "{text}"
+        );
+        let tl = w.d.timeline(&id).await;
+        assert!(!tl.iter().any(|e| e["kind"] == "step_refused"), "{tl:#?}");
     })
     .await
 }

@@ -93,6 +93,9 @@ pub async fn wait_rollout(
     // again at once, in a tight loop, until the bound.
     let mut stream = ::kube::runtime::watcher(api, cfg).default_backoff().boxed();
     let mut last = String::from("no status seen yet");
+    // Whether the API server said anything about the Deployment: a wait that never heard from
+    // it is an outage (an API failure), not a rollout that did not finish.
+    let mut heard = false;
     let mut seen = Vec::<String>::new();
     let result = tokio::time::timeout(bound, async {
         while let Some(ev) = stream.next().await {
@@ -118,6 +121,7 @@ pub async fn wait_rollout(
                     continue;
                 }
             };
+            heard = true;
             let v = serde_json::to_value(&obj).unwrap_or_default();
             if v["spec"]["paused"] == true {
                 return Err(Failure::Refused(format!(
@@ -142,12 +146,20 @@ pub async fn wait_rollout(
         "rollout".into(),
         json!({"waited": fmt(started.elapsed()), "progress": seen}),
     );
+    // Rounded: a wait the deadline shortened by a few milliseconds reads as it was set.
+    let waited = fmt(Duration::from_secs_f64(bound.as_secs_f64().round()));
     match result {
         Ok(r) => r,
+        Err(_) if !heard => Err(Failure::Api(
+            format!("watching deployment {ns}/{name}"),
+            ApiError {
+                code: 0,
+                reason: String::new(),
+                message: format!("Kubernetes API did not answer within {waited}: {last}"),
+            },
+        )),
         Err(_) => Err(Failure::Refused(format!(
-            "rollout of {ns}/{name} not finished after {}: {last}",
-            // Rounded: a wait the deadline shortened by a few milliseconds reads as it was set.
-            fmt(Duration::from_secs_f64(bound.as_secs_f64().round()))
+            "rollout of {ns}/{name} not finished after {waited}: {last}"
         ))),
     }
 }
