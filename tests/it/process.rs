@@ -1034,3 +1034,89 @@ async fn simulate_prints_the_plan_and_sends_nothing() {
         "simulate sent requests"
     );
 }
+
+/// `remedyd simulate … | head -1`: the reader closes the pipe after one line while remedyd still
+/// has a plan to print (far more than a pipe holds, so remedyd is blocked writing when the pipe
+/// closes). remedyd stops there: exit 0, no panic on stderr.
+#[test]
+fn simulate_into_a_pipe_closed_after_one_line_exits_0_without_a_panic() {
+    use std::io::{BufRead, BufReader, Read};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    for sub in ["rules", "policies"] {
+        std::fs::create_dir(p.join(sub)).unwrap();
+        for e in std::fs::read_dir(repo().join(sub)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), p.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    // 400 alerts on 400 services: a plan of several hundred KiB.
+    let alerts: Vec<serde_json::Value> = (0..400)
+        .map(|i| {
+            serde_json::json!({
+                "status": "firing",
+                "labels": {"alertname": "HighErrorRate", "service": format!("svc-{i}"), "severity": "critical"},
+                "annotations": {}, "startsAt": "2026-11-26T09:41:27.811Z",
+                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("{i:016x}"),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "receiver": "remedyd", "status": "firing", "alerts": alerts, "groupLabels": {},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am", "version": "4",
+        "groupKey": "{}:{}", "truncatedAlerts": 0,
+    });
+    std::fs::write(p.join("alerts.json"), body.to_string()).unwrap();
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REMEDYD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .current_dir(p)
+        .args([
+            "simulate",
+            "--alerts",
+            "alerts.json",
+            "--rules",
+            "rules",
+            "--policies",
+            "policies",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn remedyd");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("the first line");
+    assert!(first.starts_with("simulate: 400 alert(s)"), "{first}");
+    // Without closing, the rest of the plan would not fit in the pipe: remedyd is mid-write.
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("remedyd simulate did not stop within 30 s of its reader closing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+}

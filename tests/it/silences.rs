@@ -169,6 +169,18 @@ async fn wait_kind(d: &Daemon, kind: &str) {
 }
 
 /// Matchers as a sorted map name → (value, isEqual, isRegex), to compare exactly.
+/// `remedyd_silence_calls_total{op, result}` as the daemon exports it.
+async fn silence_calls(d: &Daemon, op: &str, result: &str) -> u64 {
+    let m = d.metrics().await;
+    let series = format!(r#"remedyd_silence_calls_total{{op="{op}",result="{result}"}} "#);
+    m.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .unwrap_or_else(|| panic!("{series} missing:\n{m}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn matcher_set(m: &Value) -> BTreeMap<String, (Value, Value, Value)> {
     m.as_array()
         .unwrap()
@@ -246,6 +258,14 @@ async fn the_ladder_silences_exactly_its_alert_on_both_replicas_renews_and_expir
             silences(&am.url(), "remedyd", "active").await.is_empty()
         })
         .await;
+    }
+    // Every call is counted: one create, its renewals, one expiry, none failed.
+    assert_eq!(silence_calls(&d, "create", "ok").await, 1);
+    assert!(silence_calls(&d, "renew", "ok").await >= 1);
+    assert_eq!(silence_calls(&d, "expire", "ok").await, 1);
+    assert!(silence_calls(&d, "check", "ok").await >= 1);
+    for op in ["create", "renew", "expire", "check"] {
+        assert_eq!(silence_calls(&d, op, "error").await, 0, "{op}");
     }
     d.stop().await;
 }
@@ -335,6 +355,8 @@ async fn one_replica_down_still_silences_and_both_down_only_records_the_failure(
     let failed = tl.iter().find(|e| e["kind"] == "silence_failed").unwrap();
     let msg = failed["message"].as_str().unwrap();
     assert!(msg.contains(&a.url()) && msg.contains(&b.url()), "{msg}");
+    assert!(silence_calls(&d, "create", "error").await >= 1);
+    assert_eq!(silence_calls(&d, "create", "ok").await, 0);
     d.stop().await;
 }
 

@@ -77,6 +77,15 @@ pub struct KubeLabels {
     pub code: String,
 }
 
+/// `{op, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SilenceLabels {
+    /// create | renew | expire | check | sweep.
+    pub op: String,
+    /// ok | error.
+    pub result: String,
+}
+
 /// `{code}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
@@ -125,6 +134,8 @@ pub struct Metrics {
     pub kube_requests: Family<KubeLabels, Counter>,
     /// When the engine last completed a pass, in seconds since the epoch (0: never here).
     pub engine_last_pass: Gauge<f64, AtomicU64>,
+    /// Calls to Alertmanager's silences API by operation and result.
+    pub silence_calls: Family<SilenceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -166,6 +177,7 @@ impl Metrics {
             ),
             leader: Gauge::default(),
             engine_last_pass: Gauge::default(),
+            silence_calls: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -251,6 +263,11 @@ impl Metrics {
             "When the engine last completed a pass (seconds since the epoch; 0 until the first)",
             m.engine_last_pass.clone(),
         );
+        registry.register(
+            "silence_calls",
+            "Alertmanager silence calls by operation (create, renew, expire, check, sweep) and result",
+            m.silence_calls.clone(),
+        );
         // Label values known in advance start at 0, so that dashboards and alerts see a series
         // before the first event instead of nothing.
         // Permission refusals of the Kubernetes API: the series to alert on exists from the start.
@@ -278,6 +295,12 @@ impl Metrics {
         }
         for r in ["ok", "error"] {
             let _ = m.reloads.get_or_create(&ResultLabel { result: r.into() });
+            for op in ["create", "renew", "expire", "check", "sweep"] {
+                let _ = m.silence_calls.get_or_create(&SilenceLabels {
+                    op: op.into(),
+                    result: r.into(),
+                });
+            }
         }
         for r in ["ok", "unavailable", "rejected"] {
             let _ = m
@@ -290,6 +313,17 @@ impl Metrics {
             });
         }
         Self { registry, ..m }
+    }
+
+    /// Counts one call to Alertmanager's silences API (`op`: create, renew, expire, check,
+    /// sweep).
+    pub fn silence_call(&self, op: &str, ok: bool) {
+        self.silence_calls
+            .get_or_create(&SilenceLabels {
+                op: op.into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
     }
 
     /// Starts the page counters of these routes at 0 for every result.

@@ -201,6 +201,11 @@ impl Engine {
                 }
                 r
             }
+            Msg::Silence {
+                incident,
+                op,
+                result,
+            } => self.silenced(*incident, op, result).await,
             Msg::Probe {
                 incident,
                 step,

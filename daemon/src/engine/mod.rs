@@ -38,7 +38,7 @@ use crate::adapters::action::{Executors, Outcome};
 use crate::adapters::prometheus::MetricSource;
 use crate::adapters::store::{Commit, Store, StoreError};
 use crate::adapters::telemetry::Metrics;
-use crate::domain::incident::{Incident, Probe};
+use crate::domain::incident::{Incident, Probe, SilenceOp, SilenceRef};
 use crate::domain::policy::Mode;
 use crate::domain::time::{Clock, Timestamp};
 use crate::load::ruleset::{Ruleset, SharedRuleset};
@@ -70,6 +70,14 @@ enum Msg {
         incident: String,
         step: usize,
         probe: Probe,
+    },
+    /// A call to Alertmanager's silences API returned (`silences`): the incident as it was
+    /// when the call was made (a resolved one is no longer in the cache), the operation, and
+    /// what came of it.
+    Silence {
+        incident: Box<Incident>,
+        op: SilenceOp,
+        result: Result<Vec<SilenceRef>, String>,
     },
 }
 
@@ -136,6 +144,12 @@ pub struct Engine {
     silence_ending: Vec<Incident>,
     /// Whether this engine has expired the silences remedyd created and forgot (first pass).
     silences_swept: bool,
+    /// The last answer to "has a human silenced it?" per incident, and when it was asked:
+    /// reused for [`silences::HUMAN_CHECK_EVERY`] (`held_by_human`).
+    human_checks: HashMap<String, (Timestamp, Vec<crate::domain::incident::HumanSilence>)>,
+    /// Incidents with a call to Alertmanager in flight: no other is started for them until it
+    /// returns (as `running` for steps).
+    silencing: HashSet<String>,
     done_tx: mpsc::Sender<Msg>,
     done_rx: mpsc::Receiver<Msg>,
 }
@@ -172,6 +186,8 @@ impl Engine {
             deferred: None,
             silence_ending: Vec::new(),
             silences_swept: false,
+            human_checks: HashMap::new(),
+            silencing: HashSet::new(),
             done_tx,
             done_rx,
         }
@@ -208,7 +224,7 @@ impl Engine {
             self.cache = None;
         }
         r?;
-        self.silences().await
+        self.silences(tasks).await
     }
 
     /// The ruleset in force now (a reload swaps it between passes).

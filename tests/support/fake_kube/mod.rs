@@ -33,6 +33,7 @@
 pub mod controller;
 pub mod eviction;
 pub mod fixtures;
+pub mod outage;
 pub mod resources;
 pub mod select;
 pub mod server;
@@ -106,11 +107,26 @@ pub enum Rollout {
     Stuck,
 }
 
+/// An API server outage (`FakeKube::set_outage`): what every connection and request meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Serving normally.
+    None,
+    /// Every request is answered 503 ServiceUnavailable (a Status body), nothing is changed.
+    Unavailable,
+    /// Connections are accepted and requests read, but nothing is ever answered.
+    Hang,
+    /// Connections are accepted, the request read, then closed without an answer.
+    Close,
+}
+
 pub struct Shared {
     pub state: Mutex<State>,
     pub opts: Options,
     pub addr: String,
     pub drop_watches: tokio::sync::watch::Sender<u64>,
+    /// The outage in force; connections open when one starts are closed.
+    pub outage: tokio::sync::watch::Sender<Outage>,
 }
 
 struct Inner {
@@ -162,6 +178,7 @@ impl FakeKube {
             opts: o,
             addr: addr.clone(),
             drop_watches,
+            outage: tokio::sync::watch::channel(Outage::None).0,
         });
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
@@ -177,14 +194,7 @@ impl FakeKube {
                 handle_tx.send(rt.handle().clone()).unwrap();
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let app = axum::Router::new()
-                        .fallback(server::handle)
-                        .with_state(app_shared);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = shutdown_rx.await;
-                        })
-                        .await;
+                    outage::serve(listener, app_shared, shutdown_rx).await;
                 });
                 rt.shutdown_timeout(Duration::from_millis(100));
             })
@@ -322,6 +332,12 @@ impl FakeKube {
                 d,
             });
         }
+    }
+
+    /// Starts (or, with `Outage::None`, ends) an outage. Connections open when an outage
+    /// starts are closed, so kept-alive ones meet it too.
+    pub fn set_outage(&self, o: Outage) {
+        self.inner.shared.outage.send_replace(o);
     }
 
     /// Ends every open watch stream (clients see the stream close and re-watch).

@@ -201,6 +201,7 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
         tokio::time::sleep(d).await;
     }
 
+    let unavailable = *shared.outage.borrow() == super::Outage::Unavailable;
     let reply = {
         let mut st = shared.state.lock().unwrap();
         let fault = st.faults.iter_mut().find(|f| {
@@ -209,6 +210,7 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
                 && path.contains(&f.path_contains)
         });
         match fault {
+            _ if unavailable => Reply::Err(store::injected(503, &path)),
             Some(f) => {
                 f.remaining -= 1;
                 match &f.raw {

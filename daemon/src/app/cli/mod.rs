@@ -1,12 +1,15 @@
 //! The command line: `serve`, `check`, `simulate`, `test`, `review`, `resolve`, `replay`.
 
 mod help;
+pub(crate) mod out;
 mod replay;
 pub mod test;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use out::{out, outln};
 
 use crate::adapters::action::{ActionRequest, Executors};
 use crate::adapters::clock::SystemClock;
@@ -159,7 +162,7 @@ pub fn review(cli: &Cli, incident: &str) -> i32 {
     });
     match found {
         Ok(Some((inc, tl))) => {
-            print!("{}", crate::domain::report::review::render(&inc, &tl));
+            out!("{}", crate::domain::report::review::render(&inc, &tl));
             0
         }
         Ok(None) => {
@@ -223,17 +226,17 @@ pub fn resolve(cli: &Cli, incident: &str, reason: &str, author: &str) -> i32 {
         .await;
         match answer {
             Ok(crate::app::resolve::Answer::Resolved(inc)) => {
-                println!(
+                outln!(
                     "{} resolved by hand by {}: {}",
                     inc.id, fields.author, fields.reason
                 );
                 if !inc.paged.is_empty() {
-                    println!("resolve queued for the paged route(s): {}", inc.paged.join(", "));
+                    outln!("resolve queued for the paged route(s): {}", inc.paged.join(", "));
                 }
                 0
             }
             Ok(crate::app::resolve::Answer::Queued(request)) => {
-                println!(
+                outln!(
                     "{incident}: queued as resolve request {request}; no engine applied it within {}s \
                      (is `remedyd serve` running on this store? with PostgreSQL, does a replica lead?). \
                      The leader applies it when it runs.",
@@ -293,17 +296,17 @@ pub fn test(files: &[PathBuf]) -> i32 {
     let mut failed = 0;
     for f in files {
         match rt.block_on(crate::app::cli::test::run_file(f)) {
-            Ok(fails) if fails.is_empty() => println!("{}: SUCCESS", f.display()),
+            Ok(fails) if fails.is_empty() => outln!("{}: SUCCESS", f.display()),
             Ok(fails) => {
                 failed += 1;
-                println!("{}: FAILED", f.display());
+                outln!("{}: FAILED", f.display());
                 for x in fails {
-                    println!("  {x}");
+                    outln!("  {x}");
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!("{}: ERROR\n  {e}", f.display());
+                outln!("{}: ERROR\n  {e}", f.display());
             }
         }
     }
@@ -349,7 +352,7 @@ pub fn check(cli: &Cli) -> i32 {
     };
     match crate::app::load_ruleset(&cfg, &Executors::builtin()) {
         Ok(rs) => {
-            println!(
+            outln!(
                 "ok: {} rule(s), {} polic(ies), {} route(s) from {} file(s); mode {}",
                 rs.rules.len(),
                 rs.policies.len(),
@@ -358,11 +361,11 @@ pub fn check(cli: &Cli) -> i32 {
                 cfg.mode.as_str()
             );
             for n in route_notes(&rs) {
-                println!("note: {n}");
+                outln!("note: {n}");
             }
             if cfg.alertmanager_url.is_empty() {
                 for p in rs.policies.values().filter(|p| p.silence.is_some()) {
-                    println!(
+                    outln!(
                         "note: policy {:?} asks for Alertmanager silences but alertmanager_url is not set: it silences nothing",
                         p.name
                     );
@@ -414,19 +417,19 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
             return 1;
         }
     };
-    println!(
+    outln!(
         "simulate: {} alert(s), mode {} (nothing is sent)",
         signals.len(),
         cfg.mode.as_str()
     );
     if receipt.truncated_alerts > 0 {
-        println!(
+        outln!(
             "note: truncatedAlerts = {}: those alerts are missing, not resolved",
             receipt.truncated_alerts
         );
     }
     for s in &signals {
-        println!(
+        outln!(
             "\nalert {} {} {:?}",
             s.fingerprint,
             s.status.as_str(),
@@ -438,15 +441,16 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(miss) => {
-                    println!(
+                    outln!(
                         "  rule {}: matched but not mapped: {}",
-                        miss.rule, miss.reason
+                        miss.rule,
+                        miss.reason
                     );
                     continue;
                 }
             };
             any = true;
-            println!(
+            outln!(
                 "  rule {} → level {} on {} (policy {})",
                 m.rule,
                 m.level,
@@ -454,13 +458,13 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                 m.policy
             );
             if s.status == Status::Resolved {
-                println!(
+                outln!(
                     "    resolved: resolves an open incident and cancels its pending steps; never acts"
                 );
                 continue;
             }
             if !m.for_.is_zero() {
-                println!(
+                outln!(
                     "    waits {} (for) before the first step",
                     crate::domain::time::fmt_duration(m.for_)
                 );
@@ -472,7 +476,7 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                 continue;
             };
             let mode = policy.mode.unwrap_or(cfg.mode);
-            println!("    ladder level {ladder} ({}):", mode.as_str());
+            outln!("    ladder level {ladder} ({}):", mode.as_str());
             for (i, step) in l.steps.iter().enumerate() {
                 let req = ActionRequest::for_step(
                     "INC-SIMULATED",
@@ -507,7 +511,7 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                     crate::domain::policy::OnFailure::Next => "next",
                     crate::domain::policy::OnFailure::Escalate => "escalate",
                 };
-                println!(
+                outln!(
                     "    {}. {} ({}), budget {}/{}, verify: {verify}, on failure: {on_failure}",
                     i + 1,
                     step.name,
@@ -516,14 +520,14 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                     crate::domain::time::fmt_duration(budget.per),
                 );
                 match plan {
-                    Ok(p) => println!("       request: {p}"),
-                    Err(e) => println!("       cannot build request: {e}"),
+                    Ok(p) => outln!("       request: {p}"),
+                    Err(e) => outln!("       cannot build request: {e}"),
                 }
             }
-            println!("    then escalate to {}", l.escalate_to);
+            outln!("    then escalate to {}", l.escalate_to);
         }
         if !any {
-            println!("  no rule matches: recorded, nothing to do");
+            outln!("  no rule matches: recorded, nothing to do");
         }
     }
     0

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::out::{out, outln};
 use crate::adapters::clock::SystemClock;
 use crate::app::replay::{Dirs, Format, ReplayError, Request, parse_since, render_text};
 use crate::domain::time::Clock;
@@ -18,9 +19,9 @@ pub(super) fn replay(
     match build(config, overrides, since).and_then(|req| run(&req)) {
         Ok(report) => {
             match format {
-                Format::Text => print!("{}", render_text(&report)),
+                Format::Text => out!("{}", render_text(&report)),
                 Format::Json => match serde_json::to_string_pretty(&report) {
-                    Ok(j) => println!("{j}"),
+                    Ok(j) => outln!("{j}"),
                     Err(e) => {
                         eprintln!("remedyd: replay: {e}");
                         return 1;

@@ -2,6 +2,7 @@
 //! session on the cluster, the outcome (ok, refused, failed, retry) and RBAC tripping the breaker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -30,6 +31,26 @@ pub trait KubeAction: Send + Sync + 'static {
     }
 }
 
+/// The bound of a step that has no `wait` or `timeout` of its own (the evidence actions, an HPA
+/// patch): a few reads or one write take seconds on a healthy API server; two minutes leave room
+/// for a slow one and its retries, and are less than every default wait (5m).
+pub const DEFAULT_STEP_BUDGET: Duration = Duration::from_secs(120);
+
+/// How far past its deadline an action may run before it is cut: the session's requests and the
+/// rollout wait end by the deadline themselves, so this only catches a wait of some other kind.
+const OVERRUN: Duration = Duration::from_secs(1);
+
+/// A step's time budget: its `wait` (Deployment actions) or `timeout` (drain), else
+/// [`DEFAULT_STEP_BUDGET`]. Everything the action does, retries included, ends within it.
+pub fn step_budget(params: &Value) -> Duration {
+    ["wait", "timeout"]
+        .iter()
+        .find_map(|k| params.get(k).and_then(Value::as_str))
+        .and_then(|s| crate::domain::time::parse_duration(s).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_STEP_BUDGET)
+}
+
 /// An action kind bound to a cluster.
 pub struct KubeExecutor {
     pub(super) cluster: Arc<Cluster>,
@@ -53,8 +74,19 @@ impl KubeExecutor {
             }
             Err(e) => return Outcome::failed(true, e, Value::Null),
         };
-        let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry);
-        let r = self.action.run(&mut s, req).await;
+        let budget = step_budget(&req.params);
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut s = Session::new(client, self.cluster.metrics.get().cloned(), dry, deadline);
+        // Every request and wait of the session ends by the deadline; this bound catches
+        // whatever else an action might await.
+        let r =
+            match tokio::time::timeout_at(deadline + OVERRUN, self.action.run(&mut s, req)).await {
+                Ok(r) => r,
+                Err(_) => Err(Failure::Api(
+                    format!("{} cut at its deadline", req.action),
+                    s.deadline_error(budget),
+                )),
+            };
         let wrote = !s.writes.is_empty();
         let mut detail = s.into_detail();
         let outcome = match r {
@@ -111,5 +143,25 @@ impl Executor for KubeExecutor {
     }
     fn gathers_evidence(&self) -> bool {
         self.action.evidence()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_budget_is_its_wait_or_timeout_else_the_default() {
+        assert_eq!(
+            step_budget(&json!({"wait": "45s"})),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            step_budget(&json!({"timeout": "2m", "node": "n"})),
+            Duration::from_secs(120)
+        );
+        assert_eq!(step_budget(&Value::Null), DEFAULT_STEP_BUDGET);
+        assert_eq!(step_budget(&json!({"wait": "0s"})), DEFAULT_STEP_BUDGET);
+        assert_eq!(step_budget(&json!({"wait": "soon"})), DEFAULT_STEP_BUDGET);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use ::kube::runtime::WatchStreamExt;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -86,10 +87,17 @@ pub async fn wait_rollout(
         ::kube::Api::namespaced(s.client().clone(), ns);
     let cfg = ::kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
     let started = Instant::now();
-    let mut stream = ::kube::runtime::watcher(api, cfg).boxed();
+    // The step's deadline bounds the wait too (requests before it may have used some).
+    let bound = wait.min(s.remaining());
+    // Backoff between re-lists: without it an API server that closes connections is asked
+    // again at once, in a tight loop, until the bound.
+    let mut stream = ::kube::runtime::watcher(api, cfg).default_backoff().boxed();
     let mut last = String::from("no status seen yet");
+    // Whether the API server said anything about the Deployment: a wait that never heard from
+    // it is an outage (an API failure), not a rollout that did not finish.
+    let mut heard = false;
     let mut seen = Vec::<String>::new();
-    let result = tokio::time::timeout(wait, async {
+    let result = tokio::time::timeout(bound, async {
         while let Some(ev) = stream.next().await {
             let obj = match ev {
                 Ok(::kube::runtime::watcher::Event::Apply(d))
@@ -113,6 +121,7 @@ pub async fn wait_rollout(
                     continue;
                 }
             };
+            heard = true;
             let v = serde_json::to_value(&obj).unwrap_or_default();
             if v["spec"]["paused"] == true {
                 return Err(Failure::Refused(format!(
@@ -137,11 +146,20 @@ pub async fn wait_rollout(
         "rollout".into(),
         json!({"waited": fmt(started.elapsed()), "progress": seen}),
     );
+    // Rounded: a wait the deadline shortened by a few milliseconds reads as it was set.
+    let waited = fmt(Duration::from_secs_f64(bound.as_secs_f64().round()));
     match result {
         Ok(r) => r,
+        Err(_) if !heard => Err(Failure::Api(
+            format!("watching deployment {ns}/{name}"),
+            ApiError {
+                code: 0,
+                reason: String::new(),
+                message: format!("Kubernetes API did not answer within {waited}: {last}"),
+            },
+        )),
         Err(_) => Err(Failure::Refused(format!(
-            "rollout of {ns}/{name} not finished after {}: {last}",
-            fmt(wait)
+            "rollout of {ns}/{name} not finished after {waited}: {last}"
         ))),
     }
 }

@@ -1,13 +1,18 @@
 //! One action run against the cluster (`Session`): reads are sent; writes are sent, or recorded
 //! in dry-run exactly as kubectl would send them; every request is bounded, counted and, when it
 //! fails, recorded; 409 and 5xx are retried here (kubectl's client-side retries, made visible).
+//!
+//! A session has a deadline, the step's own bound (`wait`, `timeout`): each request waits at most
+//! until then (and never more than [`REQUEST_TIMEOUT`]), and no retry starts that could not end
+//! before it, so a hanging or failing API server ends the step in time, with the number of
+//! attempts and the last cause in its error.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ConstantBuilder, Retryable};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::cluster::REQUEST_TIMEOUT;
 use super::error::ApiError;
@@ -19,6 +24,12 @@ pub struct Session {
     client: ::kube::Client,
     metrics: Option<Arc<crate::adapters::telemetry::Metrics>>,
     dry: bool,
+    /// When the step's bound runs out: no request waits past it.
+    deadline: Instant,
+    /// Requests sent, retries included (for the error of a step cut by its deadline).
+    attempts: u32,
+    /// The last request error, for the same.
+    last_error: Option<String>,
     /// Writes, in order, as sent (or as they would be): the timeline's evidence.
     pub(super) writes: Vec<Value>,
     /// Every answer that was an error, retried or not.
@@ -66,6 +77,14 @@ fn tidy(mut req: http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
     req
 }
 
+/// Between two tries of a request (kubectl's client retries wait 1 s too).
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// `3s` for messages: whole seconds, at least one.
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64().round().max(1.0))
+}
+
 fn clone_req(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
     let mut b = http::Request::builder()
         .method(req.method().clone())
@@ -77,16 +96,29 @@ fn clone_req(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
         .expect("a copy of a valid request")
 }
 
+/// A request that got no answer within `bound`.
+fn no_answer(bound: Duration) -> ApiError {
+    ApiError {
+        code: 0,
+        reason: String::new(),
+        message: format!("no answer within {}", secs(bound)),
+    }
+}
+
 impl Session {
     pub(super) fn new(
         client: ::kube::Client,
         metrics: Option<Arc<crate::adapters::telemetry::Metrics>>,
         dry: bool,
+        deadline: Instant,
     ) -> Self {
         Self {
             client,
             metrics,
             dry,
+            deadline,
+            attempts: 0,
+            last_error: None,
             writes: Vec::new(),
             errors: Vec::new(),
             reads: 0,
@@ -97,13 +129,45 @@ impl Session {
 
     /// A session for work done in parallel, merged back with `absorb`.
     pub fn fork(&self) -> Self {
-        Self::new(self.client.clone(), self.metrics.clone(), self.dry)
+        Self::new(
+            self.client.clone(),
+            self.metrics.clone(),
+            self.dry,
+            self.deadline,
+        )
+    }
+
+    /// Time left before the step's deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The error of a step its deadline cut short, whatever it was doing: the requests sent and
+    /// the last error seen.
+    pub(super) fn deadline_error(&self, budget: Duration) -> ApiError {
+        let n = self.attempts;
+        ApiError {
+            code: 0,
+            reason: String::new(),
+            message: format!(
+                "Kubernetes API did not answer within {} ({n} attempt{}): {}",
+                secs(budget),
+                if n == 1 { "" } else { "s" },
+                self.last_error
+                    .as_deref()
+                    .unwrap_or("the step's deadline came first")
+            ),
+        }
     }
 
     /// Takes a forked session's record.
     pub fn absorb(&mut self, other: Session) {
         self.writes.extend(other.writes);
         self.errors.extend(other.errors);
+        self.attempts += other.attempts;
+        if other.last_error.is_some() {
+            self.last_error = other.last_error;
+        }
         self.reads += other.reads;
         self.notes.extend(other.notes);
     }
@@ -113,20 +177,22 @@ impl Session {
         self.dry
     }
 
+    /// One try, bounded by the deadline and by [`REQUEST_TIMEOUT`].
     async fn send_once<T: DeserializeOwned>(
-        &self,
+        &mut self,
         req: http::Request<Vec<u8>>,
     ) -> Result<T, ApiError> {
         let method = req.method().to_string();
-        let r = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request::<T>(req)).await {
+        let bound = self.remaining().min(REQUEST_TIMEOUT);
+        self.attempts += 1;
+        let r = match tokio::time::timeout(bound, self.client.request::<T>(req)).await {
             Ok(r) => r.map_err(ApiError::from_kube),
-            Err(_) => Err(ApiError {
-                code: 0,
-                reason: String::new(),
-                message: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-            }),
+            Err(_) => Err(no_answer(bound)),
         };
         self.count(method, r.as_ref().err());
+        if let Err(e) = &r {
+            self.last_error = Some(e.to_string());
+        }
         r
     }
 
@@ -143,9 +209,11 @@ impl Session {
         }
     }
 
-    /// Sends `req`, retrying the errors `retry` accepts up to `times` more times, 1 s apart.
-    /// Retried errors go into `api_errors`; the final one too for a write (a read's final 404
-    /// is often the answer it waits for).
+    /// Sends `req`, retrying the errors `retry` accepts up to `times` more times, 1 s apart, as
+    /// long as the deadline leaves room for another try. Retried errors go into `api_errors`
+    /// with their attempt number; the final one too for a write (a read's final 404 is often
+    /// the answer it waits for). A final error after retries, or cut by the deadline, names the
+    /// attempts and how long they took.
     async fn send<T: DeserializeOwned>(
         &mut self,
         req: http::Request<Vec<u8>>,
@@ -154,27 +222,48 @@ impl Session {
         write: bool,
     ) -> Result<T, ApiError> {
         let shape = describe(&req);
-        let errors = std::sync::Mutex::new(Vec::new());
-        let r = (|| async { self.send_once::<T>(clone_req(&req)).await })
-            .retry(
-                ConstantBuilder::default()
-                    .with_delay(Duration::from_secs(1))
-                    .with_max_times(times),
-            )
-            .when(retry)
-            .notify(|e, _| {
-                errors.lock().unwrap_or_else(|p| p.into_inner()).push(
-                    json!({"request": shape.clone(), "error": e.to_string(), "retried": true}),
-                )
-            })
-            .await;
-        self.errors
-            .extend(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
-        if let (true, Err(e)) = (write, &r) {
-            self.errors
-                .push(json!({"request": shape, "error": e.to_string(), "retried": false}));
+        let started = Instant::now();
+        let mut attempt = 0usize;
+        let e = loop {
+            attempt += 1;
+            let e = match self.send_once::<T>(clone_req(&req)).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let again = attempt <= times && retry(&e) && self.remaining() > RETRY_DELAY;
+            if !again {
+                break e;
+            }
+            self.errors.push(json!({"request": shape.clone(), "attempt": attempt, "error": e.to_string(), "retried": true}));
+            tokio::time::sleep(RETRY_DELAY).await;
+        };
+        let cut = self.remaining().is_zero();
+        let e = if e.code == 0 && (attempt > 1 || cut) {
+            ApiError {
+                message: format!(
+                    "Kubernetes API did not answer within {} ({attempt} attempt{}): {}",
+                    secs(started.elapsed()),
+                    if attempt == 1 { "" } else { "s" },
+                    e.message
+                ),
+                ..e
+            }
+        } else if attempt > 1 {
+            ApiError {
+                message: format!(
+                    "{} ({attempt} attempts in {})",
+                    e.message,
+                    secs(started.elapsed())
+                ),
+                ..e
+            }
+        } else {
+            e
+        };
+        if write {
+            self.errors.push(json!({"request": shape, "attempt": attempt, "error": e.to_string(), "retried": false}));
         }
-        r
+        Err(e)
     }
 
     /// A read, retried on no answer, 429 and 5xx (3 tries in all).
@@ -191,15 +280,16 @@ impl Session {
     pub async fn read_text(&mut self, req: impl IntoRequest) -> Result<String, ApiError> {
         self.reads += 1;
         let req = req.into_request()?;
-        let r = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request_text(req)).await {
+        let bound = self.remaining().min(REQUEST_TIMEOUT);
+        self.attempts += 1;
+        let r = match tokio::time::timeout(bound, self.client.request_text(req)).await {
             Ok(r) => r.map_err(ApiError::from_kube),
-            Err(_) => Err(ApiError {
-                code: 0,
-                reason: String::new(),
-                message: "no answer within 30 s".into(),
-            }),
+            Err(_) => Err(no_answer(bound)),
         };
         self.count("GET".into(), r.as_ref().err());
+        if let Err(e) = &r {
+            self.last_error = Some(e.to_string());
+        }
         r
     }
 
