@@ -76,7 +76,14 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>, recent:
         tx.commit()?;
         Ok(results)
     };
-    match run(conn, &batch) {
+    // A failed restore of durable commits (commit.rs) fails the batch: never a 200 without fsync.
+    let outcome = if super::commit::durability_lost() {
+        super::commit::ensure_durable(conn).map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    }
+    .and_then(|()| run(conn, &batch).map_err(|e| e.to_string()));
+    match outcome {
         Ok(results) => {
             for ((receipt, signals, reply), (r, ids)) in batch.into_iter().zip(results) {
                 let _ = reply.send(Ok(r));
@@ -91,8 +98,7 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>, recent:
                 }
             }
         }
-        Err(e) => {
-            let msg = e.to_string();
+        Err(msg) => {
             for (_, _, reply) in batch {
                 let _ = reply.send(Err(StoreError::Database(msg.clone())));
             }
