@@ -12,9 +12,21 @@ use crate::adapters::store::{
 pub(super) async fn apply_commit(
     c: &mut deadpool_postgres::Object,
     fence: Option<i64>,
-    x: Commit,
+    mut x: Commit,
 ) -> Result<()> {
+    // A commit that only moves the engine's signal watermark does not wait for the server's WAL
+    // flush: the next durable commit's flush covers it, and lost in a server crash before that,
+    // the engine handles those signals again against the same durable state (as on SQLite,
+    // `sqlite/commit.rs`).
+    let watermark = x.processed.take();
+    let watermark_only = watermark.is_some() && x.is_empty();
+    x.processed = watermark;
     let tx = c.transaction().await.map_err(db)?;
+    if watermark_only {
+        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+            .await
+            .map_err(db)?;
+    }
     if let Some(epoch) = fence {
         // FOR SHARE conflicts with the epoch bump of a new leader: either this commit finishes
         // before the new term starts (and the new leader reads it), or it sees the new epoch.
