@@ -151,6 +151,7 @@ async fn suite(store: Arc<dyn Store>) {
         "why",
     );
     let c = Commit {
+        approvals: Vec::new(),
         incidents: vec![inc.clone()],
         timeline: vec![(id.clone(), entry.clone())],
         processed: pending.iter().map(|p| p.id).max(),

@@ -39,6 +39,11 @@ fn phase_reason(i: &Incident) -> String {
         },
         Phase::Verified { .. } => "verified; waiting for the alerts to clear".into(),
         Phase::Ready => "next step due".into(),
+        Phase::AwaitingApproval { step, until, .. } => format!(
+            "step {} waits for approval until {}",
+            step + 1,
+            datetime(*until)
+        ),
         Phase::Resolved => String::new(),
     }
 }
