@@ -3,8 +3,10 @@
 mod dashboard;
 
 pub(crate) mod access;
+mod approvals;
 mod errors;
 pub(crate) mod limits;
+pub mod slack;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +56,8 @@ pub struct AppState {
     pub engine: Arc<EngineHealth>,
     /// Readiness fails when signals are pending and no engine pass completed for this long.
     pub engine_stall_after: Duration,
+    /// Slack's Approve/Deny clicks: the signing secret and the signatures seen.
+    pub slack: slack::SlackInteractions,
 }
 
 /// An API error: a status and a JSON `{"error": ...}` that never leaks internals.
@@ -88,6 +92,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve))
+        .route(
+            "/api/v1/incidents/{id}/approvals",
+            post(approvals::post_approval),
+        )
+        .route("/api/v1/slack/interactions", post(slack::interactions))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/", get(dashboard::page))
