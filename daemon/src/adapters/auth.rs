@@ -52,8 +52,10 @@ pub fn verify_slack(
         .parse()
         .map_err(|_| SlackAuthError::BadTimestamp(timestamp.to_string()))?;
     let at = Timestamp(secs.saturating_mul(1000));
-    let skew = (now.0 - at.0) / 1000;
-    if skew.unsigned_abs() > SLACK_MAX_SKEW.as_secs() {
+    // In milliseconds: whole seconds would let a request 300.9 s ahead pass as 300.
+    let skew_ms = now.0.saturating_sub(at.0);
+    if skew_ms.unsigned_abs() > SLACK_MAX_SKEW.as_millis() as u64 {
+        let skew = skew_ms / 1000;
         return Err(SlackAuthError::Stale { at, now, skew });
     }
     let mac = signature
@@ -142,6 +144,16 @@ mod tests {
             let e = verify_slack("s", ts, b"payload=x", &sig, now).unwrap_err();
             assert!(matches!(e, SlackAuthError::Stale { .. }), "{e}");
         }
+        // 300.5 s ahead is beyond 5 minutes, even though it rounds to 300 whole seconds.
+        let sig = sign("s", "1800000300", "payload=x");
+        let e = verify_slack(
+            "s",
+            "1800000300",
+            b"payload=x",
+            &sig,
+            now.minus(Duration::from_millis(500)),
+        );
+        assert!(matches!(e, Err(SlackAuthError::Stale { .. })), "{e:?}");
         let edge = sign("s", "1799999700", "payload=x");
         assert_eq!(
             verify_slack("s", "1799999700", b"payload=x", &edge, now),
