@@ -363,6 +363,7 @@ async fn suite(store: Arc<dyn Store>) {
         1
     );
     resolve_requests(&*store).await;
+    crate::store_approvals::approvals(&*store).await;
     store.ping().await.unwrap();
 }
 
