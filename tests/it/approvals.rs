@@ -170,13 +170,12 @@ impl World {
             )
             .await;
         assert_eq!(status, 200);
-        let id = until("the incident to await approval", async || {
+        until("the incident to await approval", async || {
             let inc = self.d.get("/api/v1/incidents").await["incidents"][0].clone();
             (inc["phase"]["phase"] == "awaiting_approval")
                 .then(|| inc["id"].as_str().unwrap().to_string())
         })
-        .await;
-        id
+        .await
     }
 
     /// The Slack message with the buttons, once the outbox sent it.

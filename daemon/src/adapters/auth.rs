@@ -70,7 +70,7 @@ pub fn verify_slack(
 
 /// Lower- or upper-case hex to bytes.
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
