@@ -285,7 +285,8 @@ impl Approve {
 
 /// The shortest `approve.timeout`: a person needs time to read the request.
 pub const MIN_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest `approve.timeout`: an incident waiting longer than a day needs a page, not a step.
+/// The longest `approve.timeout` (24h, as its error message says): an incident waiting longer
+/// than a day needs a page, not a step.
 pub const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The default `approve.timeout`.
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(15 * 60);

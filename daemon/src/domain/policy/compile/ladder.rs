@@ -261,10 +261,8 @@ fn approve(raw: &RawApprove) -> Result<Approve, (&'static str, String)> {
         return Err((
             "steps.approve.timeout",
             format!(
-                "{} is out of range; write from {} to {}",
-                crate::domain::time::fmt_duration(timeout),
-                crate::domain::time::fmt_duration(MIN_APPROVAL_TIMEOUT),
-                crate::domain::time::fmt_duration(MAX_APPROVAL_TIMEOUT)
+                "{:?} is out of range; write from 1m to 24h",
+                raw.timeout.as_deref().unwrap_or_default()
             ),
         ));
     }
