@@ -510,3 +510,57 @@ async fn a_pending_approval_survives_a_restart_and_two_person_needs_two_people()
         "asked once, not again after the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_form_approves_a_waiting_step_with_the_write_token_only() {
+    let w = world(APPROVE).await;
+    let id = w.awaiting().await;
+    let page =
+        w.d.http
+            .get(format!("{}/incidents/{id}", w.d.url))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(page.contains("id=approval-form"), "{page}");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = |token: &str| {
+        vec![
+            ("decision", "approve".to_string()),
+            ("by", "alice".to_string()),
+            ("comment", "checked the graphs".to_string()),
+            ("token", token.to_string()),
+        ]
+    };
+    let url = format!("{}/ui/incidents/{id}/approval", w.d.url);
+    let r = no_redirects
+        .post(&url)
+        .form(&form(READ_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the read token cannot approve");
+    let r = no_redirects
+        .post(&url)
+        .form(&form(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.starts_with(&format!("/incidents/{id}?notice=")), "{to}");
+    until("the scale", async || {
+        (!writes(&w.fake).is_empty()).then_some(())
+    })
+    .await;
+    let tl = w.d.timeline(&id).await;
+    let d = tl.iter().find(|e| e["kind"] == "approval_decided").unwrap();
+    assert_eq!(d["data"]["channel"], "dashboard");
+    assert_eq!(d["data"]["comment"], "checked the graphs");
+}

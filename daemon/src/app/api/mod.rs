@@ -3,7 +3,7 @@
 mod dashboard;
 
 pub(crate) mod access;
-mod approvals;
+pub(crate) mod approvals;
 mod errors;
 pub(crate) mod limits;
 pub mod slack;
@@ -107,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/pause", post(dashboard::ui_pause))
         .route("/ui/resume", post(dashboard::ui_resume))
         .route("/ui/incidents/{id}/resolve", post(dashboard::ui_resolve))
+        .route("/ui/incidents/{id}/approval", post(dashboard::ui_approval))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::guard,

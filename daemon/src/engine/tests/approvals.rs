@@ -126,6 +126,14 @@ async fn a_denied_step_never_runs_and_escalates_with_the_reason() {
             "{}",
             n.reason
         );
+        // The page's history says who decided, when and why.
+        assert!(
+            n.updates
+                .iter()
+                .any(|u| u.contains("denied by bob via api") && u.contains("bob says deny")),
+            "{:?}",
+            n.updates
+        );
         assert!(
             rig.metrics
                 .encode()

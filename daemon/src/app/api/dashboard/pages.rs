@@ -301,6 +301,20 @@ pub(in crate::app::api) async fn incident_page(
             esc(&ids.join(", ")),
         );
     }
+    if let Phase::AwaitingApproval { step, until, .. } = &inc.phase {
+        let _ = write!(
+            b,
+            "<form method=post action=\"/ui/incidents/{}/approval\" id=approval-form class=panel><b>Step {} waits for approval</b> until {} \
+             <input name=by placeholder=\"your name (an approver)\" required size=16>\
+             <input name=comment placeholder=\"comment\" size=24>{}\
+             <button type=submit name=decision value=approve id=approve>Approve</button> \
+             <button type=submit name=decision value=deny id=deny>Deny</button></form>",
+            esc(&url_encode(&inc.id)),
+            step + 1,
+            esc(&datetime(*until)),
+            token_field(&state)
+        );
+    }
     if !inc.is_resolved() {
         let _ = write!(
             b,
