@@ -564,3 +564,94 @@ async fn the_dashboard_form_approves_a_waiting_step_with_the_write_token_only() 
     assert_eq!(d["data"]["channel"], "dashboard");
     assert_eq!(d["data"]["comment"], "checked the graphs");
 }
+
+/// Two replicas on one PostgreSQL 15, the same signed Slack click sent to both at once (Slack
+/// retries, or a load balancer duplicating): one decides, the other answers 409, and the step
+/// runs exactly once, on whichever replica leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_receiving_the_same_click_decide_once_and_the_step_runs_once() {
+    let pg = crate::support::services::Postgres::start().await;
+    let policy = r#"
+policies:
+  - name: service
+    escalate_to: oncall
+    levels:
+      - level: 1
+        steps:
+          - name: fix
+            action: test
+            verify: {resolved_within: 5m}
+            approve: {approvers: [U024BE7LH], timeout: 10m, notify: [platform]}
+"#;
+    let url = pg.url();
+    let replica = |url: String| async move {
+        Daemon::start_on(
+            RULES,
+            policy,
+            None,
+            Arc::new(remedyd::adapters::clock::SystemClock),
+            false,
+            move |c| {
+                c.store = url;
+                c.webhook_token = Some(TOKEN.into());
+                c.slack_signing_secret = Some(SECRET.into());
+            },
+        )
+        .await
+    };
+    let a = replica(url.clone()).await;
+    let b = replica(url).await;
+    let at = remedyd::adapters::clock::SystemClock.now();
+    let (s, j) = a
+        .post_authed(
+            &payload("firing", "checkout", "warning", "fp-1", &at.to_rfc3339()),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(s, 200, "{j}");
+    let id = until("the incident to await approval", async || {
+        let inc = b.get("/api/v1/incidents").await["incidents"][0].clone();
+        (inc["phase"]["phase"] == "awaiting_approval")
+            .then(|| inc["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    let body = click_body(
+        "remedyd_approve",
+        &format!("{id}/1/0"),
+        ("U024BE7LH", "carol"),
+    );
+    let now = remedyd::adapters::clock::SystemClock.now().0 / 1000;
+    let sig = sign(SECRET, now, &body);
+    let send = |d: &Daemon| {
+        d.http
+            .post(format!("{}/api/v1/slack/interactions", d.url))
+            .header("x-slack-request-timestamp", now.to_string())
+            .header("x-slack-signature", sig.clone())
+            .body(body.clone())
+            .send()
+    };
+    let (ra, rb) = tokio::join!(send(&a), send(&b));
+    let mut codes = [ra.unwrap().status().as_u16(), rb.unwrap().status().as_u16()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [200, 409],
+        "one replica decides, the other is told it is decided"
+    );
+    until("the step to run", async || {
+        (a.exec.count() + b.exec.count() >= 1).then_some(())
+    })
+    .await;
+    // Past a few engine passes on both replicas: a second run would have started by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.exec.count() + b.exec.count(), 1, "exactly once");
+    let tl = a.timeline(&id).await;
+    let decided = tl
+        .iter()
+        .filter(|e| e["kind"] == "approval_decided")
+        .count();
+    let started = tl.iter().filter(|e| e["kind"] == "step_started").count();
+    assert_eq!((decided, started), (1, 1), "{tl:#?}");
+    a.stop().await;
+    b.stop().await;
+}
