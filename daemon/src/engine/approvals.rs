@@ -9,6 +9,7 @@
 use super::Engine;
 use crate::adapters::escalate::{self, NotificationKind};
 use crate::adapters::store::{Commit, StoreError};
+use crate::adapters::telemetry::Metrics;
 use crate::domain::approval::{Approval, ApprovalState};
 use crate::domain::incident::{Entry, Event, Incident, Phase};
 use crate::domain::time::Timestamp;
@@ -90,15 +91,19 @@ impl Engine {
             a = self.store.expire_approval(&id, now).await?;
         }
         let timed_out = Event::ApprovalTimedOut { ladder, step };
-        Ok(match a {
+        let (event, result) = match a {
             Some(a) if matches!(a.state, ApprovalState::Approved | ApprovalState::Denied) => {
-                Some(Event::ApprovalDecided(a))
+                let result = a.state.as_str();
+                (Event::ApprovalDecided(a), result)
             }
-            Some(a) if a.state == ApprovalState::TimedOut => Some(timed_out),
+            Some(a) if a.state == ApprovalState::TimedOut => (timed_out, "timed_out"),
             // Missing or void while awaited (cannot happen through the engine): the deadline
             // still ends the wait, so the incident is never stuck.
-            _ if now >= until => Some(timed_out),
-            _ => None,
-        })
+            _ if now >= until => (timed_out, "timed_out"),
+            _ => return Ok(None),
+        };
+        Metrics::result(&self.metrics.approvals, result);
+        tracing::info!(incident = %inc.id, approval = %id, result, "Applying an approval's outcome");
+        Ok(Some(event))
     }
 }
