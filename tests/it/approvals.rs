@@ -225,6 +225,14 @@ impl World {
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     }
 
+    /// Lets a started rollout finish and stops remedyd while the fake API server still answers:
+    /// an action left waiting on a server that is gone would outlive the test.
+    async fn end(self) {
+        self.fake.step();
+        self.fake.step();
+        self.d.stop().await;
+    }
+
     fn now_secs(&self) -> i64 {
         self.clock.now().0 / 1000
     }
@@ -382,6 +390,7 @@ async fn a_signed_slack_click_approves_and_forged_stale_unlisted_and_replayed_on
     let later = click_body("remedyd_deny", &approval, ("U024BE7LH", "carol"));
     let (s, j) = w.click(&later, w.now_secs(), SECRET).await;
     assert_eq!(s, 409, "{j}");
+    w.end().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,6 +426,7 @@ async fn a_read_token_cannot_decide_and_a_denied_step_writes_nothing() {
         )
         .await;
     assert_eq!(s, 409, "{j}");
+    w.end().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,6 +452,7 @@ async fn a_decision_after_the_timeout_is_refused_and_the_incident_escalates() {
     let tl = serde_json::to_string(&w.d.timeline(&id).await).unwrap();
     assert!(tl.contains("approval_timed_out"), "{tl}");
     assert!(writes(&w.fake).is_empty(), "{:?}", writes(&w.fake));
+    w.end().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,6 +520,7 @@ async fn a_pending_approval_survives_a_restart_and_two_person_needs_two_people()
         1,
         "asked once, not again after the restart"
     );
+    w.end().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,6 +575,7 @@ async fn the_dashboard_form_approves_a_waiting_step_with_the_write_token_only() 
     let d = tl.iter().find(|e| e["kind"] == "approval_decided").unwrap();
     assert_eq!(d["data"]["channel"], "dashboard");
     assert_eq!(d["data"]["comment"], "checked the graphs");
+    w.end().await;
 }
 
 /// Two replicas on one PostgreSQL 15, the same signed Slack click sent to both at once (Slack

@@ -12,11 +12,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, check_token, json_body};
@@ -65,6 +66,16 @@ impl Answer {
             "message": self.message,
         })
     }
+}
+
+/// The decision routes: the token API and Slack's interactivity request URL.
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/incidents/{id}/approvals", post(post_approval))
+        .route(
+            "/api/v1/slack/interactions",
+            post(super::slack::interactions),
+        )
 }
 
 /// `POST /api/v1/incidents/{id}/approvals`: a read-only token cannot decide.

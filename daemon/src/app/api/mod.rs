@@ -92,11 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve))
-        .route(
-            "/api/v1/incidents/{id}/approvals",
-            post(approvals::post_approval),
-        )
-        .route("/api/v1/slack/interactions", post(slack::interactions))
+        .merge(approvals::routes())
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/", get(dashboard::page))
