@@ -205,6 +205,7 @@ fn note() -> Notification {
         root_cause: "to be determined by the responder".into(),
         digest: None,
         url: None,
+        approval: None,
     }
 }
 

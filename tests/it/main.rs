@@ -29,6 +29,10 @@ mod postgres_actions;
 mod probe;
 mod slack_threads;
 
+// Human approval of steps: Slack clicks signed in the test, the token API, the fake cluster.
+mod approvals;
+mod store_approvals;
+
 // The core loop, in-process through the real HTTP API.
 mod core_loop;
 mod listener;

@@ -151,6 +151,7 @@ async fn suite(store: Arc<dyn Store>) {
         "why",
     );
     let c = Commit {
+        approvals: Vec::new(),
         incidents: vec![inc.clone()],
         timeline: vec![(id.clone(), entry.clone())],
         processed: pending.iter().map(|p| p.id).max(),
@@ -362,6 +363,7 @@ async fn suite(store: Arc<dyn Store>) {
         1
     );
     resolve_requests(&*store).await;
+    crate::store_approvals::approvals(&*store).await;
     store.ping().await.unwrap();
 }
 

@@ -354,6 +354,27 @@ fn stalled_reads(stalled: Arc<AtomicBool>) -> StoreLayer {
 }
 
 impl Store for StalledReads {
+    fn approval(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'_, Result<Option<remedyd::domain::approval::Approval>, StoreError>> {
+        self.inner.approval(id)
+    }
+    fn decide_approval(
+        &self,
+        id: &str,
+        d: remedyd::domain::approval::Decision,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::Decided, StoreError>> {
+        self.inner.decide_approval(id, d, now)
+    }
+    fn expire_approval(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Option<remedyd::domain::approval::Approval>, StoreError>> {
+        self.inner.expire_approval(id, now)
+    }
     fn pending_signals(
         &self,
         limit: usize,

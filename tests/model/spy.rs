@@ -101,6 +101,27 @@ impl SpyStore {
 }
 
 impl Store for SpyStore {
+    fn approval(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'_, Result<Option<remedyd::domain::approval::Approval>>> {
+        self.inner.approval(id)
+    }
+    fn decide_approval(
+        &self,
+        id: &str,
+        d: remedyd::domain::approval::Decision,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::Decided>> {
+        self.inner.decide_approval(id, d, now)
+    }
+    fn expire_approval(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Option<remedyd::domain::approval::Approval>>> {
+        self.inner.expire_approval(id, now)
+    }
     fn ingest(
         &self,
         receipt: Receipt,

@@ -137,6 +137,19 @@ impl Daemon {
         dir: Option<tempfile::TempDir>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_on(rules, policies, dir, Arc::new(SystemClock), false, tweak).await
+    }
+
+    /// Like `start_with`, on `clock`; with `real_pages`, pages go out through the real pagers
+    /// (the routes' HTTP endpoints) instead of the capturing pager.
+    pub async fn start_on(
+        rules: &str,
+        policies: &str,
+        dir: Option<tempfile::TempDir>,
+        clock: Arc<dyn remedyd::domain::time::Clock>,
+        real_pages: bool,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
@@ -159,8 +172,12 @@ impl Daemon {
         executors.register("test", exec.clone());
         let parts = Parts {
             executors,
-            pager: pager.clone(),
-            clock: Arc::new(SystemClock),
+            pager: if real_pages {
+                Arc::new(remedyd::adapters::escalate::Pagers::new())
+            } else {
+                pager.clone()
+            },
+            clock,
             source: None,
             faults: None,
         };
@@ -196,6 +213,20 @@ impl Daemon {
         let r = self
             .http
             .post(format!("{}/webhook/alertmanager", self.url))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Posts a webhook body with a bearer token; returns status and JSON.
+    pub async fn post_authed(&self, body: &str, token: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}/webhook/alertmanager", self.url))
+            .bearer_auth(token)
             .body(body.to_string())
             .send()
             .await

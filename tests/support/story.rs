@@ -28,6 +28,7 @@ fn step(name: &str, verify: Verify) -> Step {
         budget: None,
         verify,
         on_failure: OnFailure::Next,
+        approve: None,
     }
 }
 

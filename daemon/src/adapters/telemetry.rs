@@ -114,6 +114,8 @@ pub struct Metrics {
     pub breakers: Family<StateLabel, Gauge>,
     /// Escalations by reason kind.
     pub escalations: Family<ReasonLabel, Counter>,
+    /// Approvals of steps by outcome (approved, denied, timed_out).
+    pub approvals: Family<ResultLabel, Counter>,
     /// Pages not yet delivered (set at scrape time).
     pub outbox_depth: Gauge,
     /// Page deliveries by route and result.
@@ -161,6 +163,7 @@ impl Metrics {
             refusals: Family::default(),
             breakers: Family::default(),
             escalations: Family::default(),
+            approvals: Family::default(),
             outbox_depth: Gauge::default(),
             pages: Family::default(),
             reloads: Family::default(),
@@ -208,6 +211,11 @@ impl Metrics {
             m.refusals.clone(),
         );
         registry.register("breakers", "Breakers by state", m.breakers.clone());
+        registry.register(
+            "approvals",
+            "Approvals of steps by outcome (approved, denied, timed_out), as the engine applied them",
+            m.approvals.clone(),
+        );
         registry.register(
             "escalations",
             "Escalations by reason",
@@ -288,10 +296,15 @@ impl Metrics {
             "stale",
             "policy",
             "storm",
+            "approval_denied",
+            "approval_timeout",
         ] {
             let _ = m
                 .escalations
                 .get_or_create(&ReasonLabel { reason: r.into() });
+        }
+        for r in ["approved", "denied", "timed_out"] {
+            let _ = m.approvals.get_or_create(&ResultLabel { result: r.into() });
         }
         for r in ["ok", "error"] {
             let _ = m.reloads.get_or_create(&ResultLabel { result: r.into() });

@@ -300,6 +300,7 @@ pub async fn run(
         limits,
         engine: engine_health.clone(),
         engine_stall_after,
+        slack: crate::app::api::slack::SlackInteractions::new(cfg.slack_signing_secret()?),
     });
     tracing::info!(listen = %listener.local_addr()?, "Serving");
 

@@ -7,7 +7,9 @@
 //! - [`policy`]: ladders, routes, limits; the pure [`policy::gate`], budgets and breakers.
 //! - [`time`], [`diag`]: timestamps and durations; problems with file, line and field.
 //! - [`notification`], [`report`]: what a page, a review and the digest say.
+//! - [`approval`]: a step waiting for people's decisions, and the rule that takes one.
 
+pub mod approval;
 pub mod diag;
 pub mod incident;
 pub mod notification;

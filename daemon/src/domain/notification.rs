@@ -75,6 +75,9 @@ pub struct Notification {
     /// itself for a digest), set as it is sent when `external_url` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// A request for approval of a step (`approve:`): Slack routes show Approve/Deny buttons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::domain::approval::Approval>,
 }
 
 fn priority(level: u8) -> (&'static str, &'static str) {
@@ -145,6 +148,7 @@ pub fn notification(
         root_cause: ROOT_CAUSE.into(),
         digest: None,
         url: None,
+        approval: None,
     }
 }
 
@@ -275,5 +279,6 @@ pub fn digest(input: &crate::domain::report::digest::Input) -> Notification {
         root_cause: String::new(),
         digest: Some(digest),
         url: None,
+        approval: None,
     }
 }

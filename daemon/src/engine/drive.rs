@@ -54,7 +54,10 @@ impl Engine {
             .filter(|i| {
                 matches!(
                     i.phase,
-                    Phase::Ready | Phase::Held { .. } | Phase::Suspended { .. }
+                    Phase::Ready
+                        | Phase::Held { .. }
+                        | Phase::Suspended { .. }
+                        | Phase::AwaitingApproval { .. }
                 ) || i.deadline().is_some_and(|d| d <= now)
             })
             .cloned()
@@ -89,6 +92,9 @@ impl Engine {
             let mut before = inc.clone();
             let mut c = self.deferred.take().unwrap_or_default();
             let mut fx = inc.apply(Event::Tick, policy, now);
+            if let Some(ev) = self.approval_event(&inc, now).await? {
+                fx.extend(inc.apply(ev, policy, now));
+            }
             if matches!(inc.phase, Phase::Suspended { .. })
                 && covering_pause(&pauses, &rs.maintenance, &inc, now).is_none()
             {

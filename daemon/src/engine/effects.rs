@@ -26,6 +26,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let mut pages = Vec::new();
         let mut update_since = None;
+        let mut asks = Vec::new();
         for e in fx {
             let e_kind = match e {
                 Effect::BreakerSuccess { .. } => EffectKind::Success,
@@ -47,6 +48,11 @@ impl Engine {
                     }
                 }
                 Effect::PageUpdate { since } => update_since = Some(since),
+                Effect::RequestApproval {
+                    ladder,
+                    step,
+                    until,
+                } => asks.push((ladder, step, until)),
                 Effect::BreakerFailure { action, denied } => {
                     for (key, cfg, at_once) in [
                         (
@@ -102,7 +108,7 @@ impl Engine {
                 }
             }
         }
-        if pages.is_empty() && update_since.is_none() {
+        if pages.is_empty() && update_since.is_none() && asks.is_empty() {
             return Ok(());
         }
         let mut timeline = self.store.timeline(&inc.id).await?;
@@ -112,6 +118,9 @@ impl Engine {
                 .filter(|(id, _)| *id == inc.id)
                 .map(|(_, e)| e.clone()),
         );
+        for ask in asks {
+            self.request_approval(inc, rs, ask, &timeline, now, c);
+        }
         for (route, reason, kind, why) in pages {
             let Some(route) = route else { continue };
             // A trigger carries why it escalated; a resolve does not count.
@@ -244,5 +253,6 @@ fn storm_notification(
         root_cause: String::new(),
         digest: None,
         url: None,
+        approval: None,
     }
 }

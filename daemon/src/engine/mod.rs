@@ -7,7 +7,8 @@
 //! - people's resolve requests, then stored signals, become incident events (`signals`);
 //! - due incidents are driven: staleness, the storm, deadlines, lifted pauses, and due steps
 //!   through the gates and the ledger (`drive`); started steps and probes run in the
-//!   background and report back (`actions`);
+//!   background and report back (`actions`); steps that need people wait for their decision
+//!   (`approvals`);
 //! - open escalated incidents whose update is due tell the routes paged how they stand
 //!   (`updates`);
 //! - silences tied to the ladder are created, renewed and expired in Alertmanager (`silences`);
@@ -17,6 +18,7 @@
 //! The long-running loop that repeats passes and records what actions report is in `tasks`.
 
 mod actions;
+mod approvals;
 mod cache;
 mod drive;
 mod effects;

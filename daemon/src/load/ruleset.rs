@@ -214,6 +214,33 @@ pub fn load(
             );
         }
     }
+    for (route, file, line) in parts.notify_refs.iter().filter(|_| !unparsed) {
+        match parts.routes.get(route).map(|r| &r.transport) {
+            None => diag.push(
+                file,
+                *line,
+                "steps.approve.notify",
+                format!(
+                    "route {route:?} is not defined ({})",
+                    known(parts.routes.keys().collect(), "route")
+                ),
+            ),
+            Some(
+                policy::Transport::Webhook { .. }
+                | policy::Transport::Slack { .. }
+                | policy::Transport::SlackApi { .. },
+            ) => {}
+            Some(t) => diag.push(
+                file,
+                *line,
+                "steps.approve.notify",
+                format!(
+                    "route {route:?} is a {} route: an approval request goes to a slack or webhook route",
+                    t.kind()
+                ),
+            ),
+        }
+    }
     if let Some((d, file, line)) = &parts.digest
         && let Some(r) = parts.routes.get(&d.route)
         && !matches!(

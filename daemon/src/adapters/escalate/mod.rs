@@ -328,6 +328,7 @@ pub(crate) fn sample_update() -> Notification {
         root_cause: ROOT_CAUSE.into(),
         digest: None,
         url: None,
+        approval: None,
     }
 }
 

@@ -68,10 +68,18 @@ fn icon(n: &Notification) -> &'static str {
     }
 }
 
+/// The Approve button's `action_id` (the API's `/api/v1/slack/interactions` reads it).
+pub const APPROVE_ACTION: &str = "remedyd_approve";
+/// The Deny button's `action_id`.
+pub const DENY_ACTION: &str = "remedyd_deny";
+
 /// The message: `text` for notifications and clients without blocks, `blocks` for people.
 pub fn message(n: &Notification) -> Value {
     if let Some(d) = &n.digest {
         return digest_message(n, d);
+    }
+    if let Some(a) = &n.approval {
+        return approval_message(n, a);
     }
     let resolved = n.event == NotificationKind::Resolve;
     let update = n.event == NotificationKind::Update;
@@ -192,6 +200,57 @@ pub fn message(n: &Notification) -> Value {
             n.priority, n.incident, n.service, n.status, n.description, n.reason
         )
     };
+    json!({"text": truncate(&escape(&text), 3000), "blocks": blocks})
+}
+
+/// A request for approval: what waits, who may decide and until when, and Approve/Deny buttons
+/// whose `value` is the approval's id (Slack posts the click to `/api/v1/slack/interactions`).
+fn approval_message(n: &Notification, a: &crate::domain::approval::Approval) -> Value {
+    let header = truncate(
+        &format!(
+            "✋ APPROVAL NEEDED · {} {} · {}",
+            n.priority, n.incident, n.service
+        ),
+        150,
+    );
+    let who = if a.required > 1 {
+        format!("two of {}", a.approvers.join(", "))
+    } else {
+        format!("one of {}", a.approvers.join(", "))
+    };
+    let ask = format!(
+        "Step *{}* waits for approval by {who} until {}. Without a decision by then, its `on_timeout` applies.",
+        escape(&a.step_name),
+        datetime(a.deadline)
+    );
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
+        section(ask),
+        section(format!(
+            "{}\n*Impact:* {}",
+            escape(&n.description),
+            escape(&n.impact)
+        )),
+        bullets("Actions taken", &n.actions_taken, "none yet", 10),
+        json!({"type": "actions", "block_id": "remedyd_approval", "elements": [
+            {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": a.id,
+             "text": {"type": "plain_text", "text": "Approve", "emoji": true}},
+            {"type": "button", "action_id": DENY_ACTION, "style": "danger", "value": a.id,
+             "text": {"type": "plain_text", "text": "Deny", "emoji": true}},
+        ]}),
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&escape(&format!("approval {} · {}", a.id, n.dedup_key)), 2000)}]}),
+    ];
+    if let Some(u) = &n.url {
+        blocks.push(link(u, &n.incident));
+    }
+    let text = format!(
+        "Approval needed: {} {} {}: step {} until {}",
+        n.priority,
+        n.incident,
+        n.service,
+        a.step_name,
+        datetime(a.deadline)
+    );
     json!({"text": truncate(&escape(&text), 3000), "blocks": blocks})
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapters::escalate::Notification;
 use crate::domain::BoxFuture;
+use crate::domain::approval::{Approval, ApprovalState, Decision, Refused, Taken};
 use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
@@ -217,6 +218,9 @@ pub struct Commit {
     pub counters: Vec<(String, i64)>,
     /// Resolve requests applied.
     pub resolves_done: Vec<ResolveDone>,
+    /// Approvals requested (pending; an id stored before is left as it is). Every incident in
+    /// the commit also voids its pending approvals other than the one its phase awaits.
+    pub approvals: Vec<Approval>,
 }
 
 /// One use of a budget by a claimed step, counted by [`Store::count_uses`] in its mode.
@@ -288,6 +292,7 @@ impl Commit {
         self.finished.extend(later.finished);
         self.counters.extend(later.counters);
         self.resolves_done.extend(later.resolves_done);
+        self.approvals.extend(later.approvals);
     }
 
     /// Nothing to write.
@@ -303,6 +308,7 @@ impl Commit {
             && self.claims.is_empty()
             && self.counters.is_empty()
             && self.resolves_done.is_empty()
+            && self.approvals.is_empty()
     }
 }
 
@@ -419,6 +425,51 @@ pub trait Store: Send + Sync + 'static {
     fn resolve_request(&self, id: i64) -> BoxFuture<'_, Result<Option<ResolveRequest>>>;
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    /// One approval.
+    fn approval(&self, id: &str) -> BoxFuture<'_, Result<Option<Approval>>>;
+    /// Takes one person's decision on an approval ([`Approval::decide`]) in one transaction that
+    /// writes only while the row is still pending, so of two replicas receiving the same click
+    /// one decides and the other is told it is already decided. On PostgreSQL it wakes the
+    /// leader's engine.
+    fn decide_approval(
+        &self,
+        id: &str,
+        d: Decision,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Decided>>;
+    /// Marks a pending approval whose deadline has passed as timed out (compare-and-set, like a
+    /// decision); returns the approval as it stands afterwards (a decision taken just before
+    /// the deadline wins).
+    fn expire_approval(&self, id: &str, now: Timestamp) -> BoxFuture<'_, Result<Option<Approval>>>;
+}
+
+/// What [`Store::decide_approval`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decided {
+    /// No approval has this id.
+    Unknown,
+    /// Refused; nothing written.
+    Refused(Refused),
+    /// Taken and written; the approval as it now stands.
+    Taken(Taken, Approval),
+}
+
+/// The decision rule both stores run inside their transaction: `a` as read, the decision, and
+/// what to write back (the new state and decisions) when taken.
+pub fn decide_row(a: Option<Approval>, d: Decision, now: Timestamp) -> Decided {
+    let Some(mut a) = a else {
+        return Decided::Unknown;
+    };
+    match a.decide(d, now) {
+        Ok(t) => Decided::Taken(t, a),
+        Err(r) => Decided::Refused(r),
+    }
+}
+
+/// The expiry rule both stores run inside their transaction: a pending approval at or past its
+/// deadline becomes timed out (returned to be written); anything else stays.
+pub fn expire_row(a: &Approval, now: Timestamp) -> Option<ApprovalState> {
+    (a.state == ApprovalState::Pending && now >= a.deadline).then_some(ApprovalState::TimedOut)
 }
 
 /// The counter an incident id advances: `INC-2026-0042` → `incident-2026`.

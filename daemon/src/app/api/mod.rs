@@ -3,8 +3,10 @@
 mod dashboard;
 
 pub(crate) mod access;
+pub(crate) mod approvals;
 mod errors;
 pub(crate) mod limits;
+pub mod slack;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +56,8 @@ pub struct AppState {
     pub engine: Arc<EngineHealth>,
     /// Readiness fails when signals are pending and no engine pass completed for this long.
     pub engine_stall_after: Duration,
+    /// Slack's Approve/Deny clicks: the signing secret and the signatures seen.
+    pub slack: slack::SlackInteractions,
 }
 
 /// An API error: a status and a JSON `{"error": ...}` that never leaks internals.
@@ -88,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve))
+        .merge(approvals::routes())
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/", get(dashboard::page))
@@ -98,6 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/pause", post(dashboard::ui_pause))
         .route("/ui/resume", post(dashboard::ui_resume))
         .route("/ui/incidents/{id}/resolve", post(dashboard::ui_resolve))
+        .route("/ui/incidents/{id}/approval", post(dashboard::ui_approval))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::guard,

@@ -151,6 +151,12 @@ entry_kinds! {
     SilenceFailed = "silence_failed",
     /// A human's silence on its alerts holds the ladder.
     HeldByHumanSilence = "held_by_human_silence",
+    /// A step waits for people to approve it.
+    ApprovalRequested = "approval_requested",
+    /// A person approved or denied a step (who, when, through which channel, with what comment).
+    ApprovalDecided = "approval_decided",
+    /// Nobody decided a step's approval in time (its `on_timeout` follows).
+    ApprovalTimedOut = "approval_timed_out",
 }
 
 /// The name of a kind this version does not write, kept as read. Only [`EntryKind::parse`] makes
@@ -190,7 +196,7 @@ mod tests {
             assert_eq!(&EntryKind::parse(kind.as_str()), kind);
             assert!(!matches!(kind, EntryKind::Other(_)));
         }
-        assert_eq!(EntryKind::ALL.len(), 35);
+        assert_eq!(EntryKind::ALL.len(), 38);
         assert_eq!(EntryKind::StepOk.as_str(), "step_ok");
         assert_eq!(EntryKind::BreakerOpened.to_string(), "breaker_opened");
     }

@@ -26,6 +26,10 @@ pub enum EscalationReason {
     Breaker,
     /// The target's namespace is not in `limits.namespaces`.
     Namespace,
+    /// A person denied a step that needs approval.
+    ApprovalDenied,
+    /// Nobody decided a step's approval in time, and its `on_timeout` escalates.
+    ApprovalTimeout,
 }
 
 impl EscalationReason {
@@ -37,6 +41,8 @@ impl EscalationReason {
             Self::Budget => "budget",
             Self::Breaker => "breaker",
             Self::Stale => "stale",
+            Self::ApprovalDenied => "approval_denied",
+            Self::ApprovalTimeout => "approval_timeout",
             Self::NoSteps
             | Self::StepFailed
             | Self::StillFiring

@@ -36,6 +36,7 @@ impl Incident {
             self.escalate(policy, reason, why, now, fx);
         } else {
             self.phase = Phase::Ready;
+            self.ask_approval(policy, now, fx);
         }
     }
 
@@ -149,6 +150,7 @@ mod tests {
             budget: None,
             verify: Verify::None,
             on_failure: OnFailure::Escalate,
+            approve: None,
         };
         let mut levels = BTreeMap::new();
         levels.insert(

@@ -68,6 +68,7 @@ impl Incident {
             step_interrupted: false,
             stale_since: None,
             updates: None,
+            approved: None,
             silence: None,
             opened_at: now,
             updated_at: now,
@@ -144,6 +145,10 @@ impl Incident {
                 self.on_resolved_by_hand(reason, author, now)
             }
             Event::UpdateDue => self.on_update_due(policy, now),
+            Event::ApprovalDecided(a) => self.on_approval_decided(a, policy, now),
+            Event::ApprovalTimedOut { ladder, step } => {
+                self.on_approval_timed_out(ladder, step, policy, now)
+            }
         };
         self.keep_update_schedule(policy, now);
         fx
@@ -276,7 +281,10 @@ impl Incident {
                     ),
                 )
             }
-            Phase::Ready | Phase::Waiting { .. } | Phase::Held { .. } => (
+            Phase::Ready
+            | Phase::Waiting { .. }
+            | Phase::Held { .. }
+            | Phase::AwaitingApproval { .. } => (
                 EntryKind::Resolved,
                 "alerts resolved; pending steps cancelled, incident resolved".to_string(),
             ),

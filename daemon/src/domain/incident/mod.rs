@@ -13,6 +13,7 @@
 //! - `machine`: [`Incident::open`] and [`Incident::apply`], one method per [`Event`] variant;
 //! - `step`: a step's life: started, finished, verified by probe or by its deadline;
 //! - `ladder`: the moves shared by both: ready, escalate, after a failure, upgrade;
+//! - `approval`: a step waiting for people (`approve:`): requested, decided, timed out;
 //! - `silence`: when its Alertmanager silences are created, renewed and expired.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::domain::rules::Target;
 use crate::domain::signal::Labels;
 use crate::domain::time::Timestamp;
 
+mod approval;
 mod entry;
 mod escalation;
 mod ladder;
@@ -125,6 +127,16 @@ pub enum Phase {
         /// After this, a still-firing alert goes to a human.
         until: Timestamp,
     },
+    /// The next step waits for people to approve it (`approve:`); the engine reads their
+    /// decisions from the store and applies the step's `on_timeout` at `until`.
+    AwaitingApproval {
+        /// Ladder level of the step.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+        /// Decisions at or after this are refused.
+        until: Timestamp,
+    },
     /// Another ladder is acting on the target.
     Held {
         /// Why.
@@ -201,6 +213,9 @@ pub struct Incident {
     /// first paged, advanced in the commit that enqueues each update, cleared on resolve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updates: Option<UpdateSchedule>,
+    /// The step (ladder, index) people approved: it starts without asking again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<(u8, usize)>,
     /// Its Alertmanager silences (policy `silence:`), from its first remediation step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<SilenceState>,
@@ -325,6 +340,16 @@ pub enum Event {
     },
     /// Its next update to the routes paged is due ([`Incident::update_due`]).
     UpdateDue,
+    /// The approval of the awaited step was decided (approved or denied), as stored.
+    ApprovalDecided(crate::domain::approval::Approval),
+    /// Nobody decided the awaited step's approval before its deadline (the store has it as
+    /// timed out).
+    ApprovalTimedOut {
+        /// Ladder level.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+    },
     /// A person closed the incident (API, dashboard or `remedyd resolve`).
     ResolvedByHand {
         /// Why.
@@ -347,6 +372,16 @@ pub enum Effect {
         reason: String,
         /// Why, as a kind (the escalation metric's label).
         why: EscalationReason,
+    },
+    /// Ask people to approve a step: store the pending approval and send the request to the
+    /// step's `notify` routes (one commit).
+    RequestApproval {
+        /// Ladder level.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+        /// Its deadline.
+        until: Timestamp,
     },
     /// Tell the paged routes that the incident resolved.
     PageResolved,
@@ -427,7 +462,10 @@ impl Incident {
     pub fn status(&self) -> Status {
         match &self.phase {
             Phase::Waiting { .. } | Phase::Held { .. } => Status::Open,
-            Phase::Ready if self.steps_started == 0 => Status::Open,
+            Phase::Ready | Phase::AwaitingApproval { .. } if self.steps_started == 0 => {
+                Status::Open
+            }
+            Phase::AwaitingApproval { .. } => Status::Remediating,
             Phase::Ready | Phase::Running { .. } => Status::Remediating,
             Phase::Verifying { .. } | Phase::Verified { .. } => Status::Verifying,
             Phase::Suspended { .. } => Status::Suspended,
@@ -495,7 +533,9 @@ impl Incident {
     /// The deadline of the phase alone.
     fn phase_deadline(&self) -> Option<Timestamp> {
         match self.phase {
-            Phase::Waiting { until } | Phase::Verified { until, .. } => Some(until),
+            Phase::Waiting { until }
+            | Phase::Verified { until, .. }
+            | Phase::AwaitingApproval { until, .. } => Some(until),
             Phase::Verifying {
                 until, next_probe, ..
             } => Some(next_probe.map_or(until, |p| p.min(until))),

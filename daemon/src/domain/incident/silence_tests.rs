@@ -16,6 +16,7 @@ fn step(name: &str, verify: Verify) -> Step {
         budget: None,
         verify,
         on_failure: OnFailure::Escalate,
+        approve: None,
     }
 }
 

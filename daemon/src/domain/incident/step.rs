@@ -41,6 +41,7 @@ impl Incident {
         self.step_dry_run = dry_run;
         self.step_interrupted = false;
         self.phase = Phase::Running { ladder, step };
+        self.approved = None;
         self.stamped(now, fx)
     }
 

@@ -16,6 +16,7 @@ fn step(name: &str, on_failure: OnFailure) -> Step {
         budget: None,
         verify: Verify::ResolvedWithin(Duration::from_secs(300)),
         on_failure,
+        approve: None,
     }
 }
 

@@ -235,7 +235,61 @@ pub struct Step {
     pub verify: Verify,
     /// What failure does.
     pub on_failure: OnFailure,
+    /// People must approve the step before it runs (`approve:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approve: Option<Approve>,
 }
+
+/// A step's `approve:`: who may approve it, how many must, and what happens without a decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approve {
+    /// Who may decide: names (API, dashboard) or Slack user ids or usernames.
+    pub approvers: Vec<String>,
+    /// Two different approvers must approve (one deny is enough to refuse).
+    pub two_person: bool,
+    /// How long the step waits for a decision.
+    #[serde(with = "crate::domain::time::duration_str")]
+    pub timeout: Duration,
+    /// What happens when nobody decided in time.
+    pub on_timeout: OnTimeout,
+    /// Routes the request goes to (Slack routes get Approve/Deny buttons).
+    pub notify: Vec<String>,
+}
+
+/// What an approval that timed out leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// Hand the incident to the ladder's route (default).
+    Escalate,
+    /// Skip the step; the ladder goes on with the next one.
+    Skip,
+}
+
+impl OnTimeout {
+    /// Config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Escalate => "escalate",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+impl Approve {
+    /// Approvals needed.
+    pub fn required(&self) -> u32 {
+        if self.two_person { 2 } else { 1 }
+    }
+}
+
+/// The shortest `approve.timeout`: a person needs time to read the request.
+pub const MIN_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest `approve.timeout` (24h, as its error message says): an incident waiting longer
+/// than a day needs a page, not a step.
+pub const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The default `approve.timeout`.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The steps for one level.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -314,6 +368,9 @@ pub struct PolicyParts {
     pub policies: BTreeMap<String, (Policy, String)>,
     /// `escalate_to` and storm routes referenced, with file and line.
     pub route_refs: Vec<(String, String, u64)>,
+    /// Routes named by steps' `approve.notify`, with file and line: they must exist and take
+    /// a message without paging (webhook, slack).
+    pub notify_refs: Vec<(String, String, u64)>,
     /// Actions referenced, for the cross-check against the executors.
     pub action_refs: Vec<ActionRef>,
     /// The daily digest, if a file set one, with its file and line.

@@ -205,6 +205,25 @@ pub(super) struct RawStep {
     pub(super) verify: Option<Spanned<RawVerify>>,
     #[serde(default)]
     pub(super) on_failure: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) approve: Option<Spanned<RawApprove>>,
+}
+
+/// A step's `approve: {approvers: [..], two_person: false, timeout: 15m, on_timeout: escalate,
+/// notify: [..]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApprove {
+    #[serde(default)]
+    pub(super) approvers: Vec<String>,
+    #[serde(default)]
+    pub(super) two_person: bool,
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+    #[serde(default)]
+    pub(super) on_timeout: Option<String>,
+    #[serde(default)]
+    pub(super) notify: Vec<String>,
 }
 
 /// A step's `verify:`.

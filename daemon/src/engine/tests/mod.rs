@@ -4,6 +4,7 @@
 //! action (`fix`), an evidence action (`look`) and a recording pager. This file is the rig; the
 //! tests are in `safety.rs`.
 
+mod approvals;
 mod human_silence;
 mod probe;
 mod safety;

@@ -34,6 +34,11 @@ pub struct Config {
     pub read_token: Option<String>,
     /// File holding the read-only token; alternative to `read_token`.
     pub read_token_file: Option<PathBuf>,
+    /// Slack app's signing secret: Approve/Deny clicks (`POST /api/v1/slack/interactions`) are
+    /// taken only with a valid signature under it; unset, that endpoint refuses every request.
+    pub slack_signing_secret: Option<String>,
+    /// File holding the signing secret; alternative to `slack_signing_secret`.
+    pub slack_signing_secret_file: Option<PathBuf>,
     /// Prometheus base URL (polled rules and PromQL verification).
     pub prometheus_url: Option<String>,
     /// Kubeconfig of the Kubernetes actions; in-cluster, else `~/.kube/config`, when unset.
@@ -106,6 +111,8 @@ impl Default for Config {
             webhook_token_file: None,
             read_token: None,
             read_token_file: None,
+            slack_signing_secret: None,
+            slack_signing_secret_file: None,
             prometheus_url: None,
             kubeconfig: None,
             // 4 MiB: a 1 000-alert group is about 1 MiB; beyond that something is wrong upstream.
@@ -151,6 +158,8 @@ pub const KEYS: &[&str] = &[
     "webhook_token_file",
     "read_token",
     "read_token_file",
+    "slack_signing_secret",
+    "slack_signing_secret_file",
     "prometheus_url",
     "kubeconfig",
     "max_body",
@@ -400,6 +409,14 @@ impl Config {
         secret(
             (&self.read_token, "read_token"),
             (&self.read_token_file, "read_token_file"),
+        )
+    }
+
+    /// The Slack signing secret from `slack_signing_secret` or `slack_signing_secret_file`.
+    pub fn slack_signing_secret(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            (&self.slack_signing_secret, "slack_signing_secret"),
+            (&self.slack_signing_secret_file, "slack_signing_secret_file"),
         )
     }
 

@@ -210,5 +210,11 @@ pub(super) async fn apply_commit(
         .await
         .map_err(db)?;
     }
+    for a in &x.approvals {
+        super::approvals::insert(&tx, a).await?;
+    }
+    for i in &x.incidents {
+        super::approvals::void_others(&tx, i).await?;
+    }
     tx.commit().await.map_err(db)
 }

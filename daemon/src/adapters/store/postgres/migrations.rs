@@ -111,6 +111,22 @@ CREATE TABLE page_threads (
 );
 ALTER TABLE outbox ADD COLUMN superseded_by BIGINT;
 "#,
+    // 6: steps waiting for people (`approve:`): one row per (incident, ladder, step), decided by
+    // a compare-and-set on `state` under a row lock; `decisions` is the JSON list of who decided,
+    // when and how.
+    r#"
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    requested_at BIGINT NOT NULL,
+    deadline BIGINT NOT NULL,
+    required INTEGER NOT NULL,
+    decisions TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX approvals_pending ON approvals (incident_id) WHERE state = 'pending';
+"#,
 ];
 
 /// Applies the migrations `client`'s database lacks, in one transaction.

@@ -23,6 +23,7 @@
 //! `commit`, `queries` (the rest of the [`Store`](super::Store) interface), `leadership`, and `history`
 //! (`remedyd replay`'s read-only read).
 
+mod approvals;
 mod commit;
 mod history;
 mod ingest;

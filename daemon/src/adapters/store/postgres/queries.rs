@@ -7,11 +7,13 @@ use tokio::sync::oneshot;
 use super::PgStore;
 use super::commit::apply_commit;
 use super::wire::{SIGNALS_CHANNEL, db, decode, encode, text};
+use crate::adapters::store::Decided;
 use crate::adapters::store::{
     Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
     StoreError, StoredSignal,
 };
 use crate::domain::BoxFuture;
+use crate::domain::approval::{Approval, Decision};
 use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
@@ -488,6 +490,35 @@ impl Store for PgStore {
             let c = self.client().await?;
             c.simple_query("SELECT 1").await.map_err(db)?;
             Ok(())
+        })
+    }
+
+    fn approval(&self, id: &str) -> BoxFuture<'_, Result<Option<Approval>>> {
+        let id = id.to_string();
+        self.op(async move {
+            let c = self.client().await?;
+            super::approvals::get(&c, &id).await
+        })
+    }
+
+    fn decide_approval(
+        &self,
+        id: &str,
+        d: Decision,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Decided>> {
+        let id = id.to_string();
+        self.op(async move {
+            let mut c = self.client().await?;
+            super::approvals::decide(&mut c, &id, d, now).await
+        })
+    }
+
+    fn expire_approval(&self, id: &str, now: Timestamp) -> BoxFuture<'_, Result<Option<Approval>>> {
+        let id = id.to_string();
+        self.op(async move {
+            let mut c = self.client().await?;
+            super::approvals::expire(&mut c, &id, now).await
         })
     }
 }

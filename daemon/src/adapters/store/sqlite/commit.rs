@@ -99,6 +99,7 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
                 params![counter, seq],
             )?;
         }
+        super::approvals::void_others(tx, i)?;
         tx.execute(
             "INSERT INTO incidents (id, seq, rule, target_key, status, opened_at, updated_at, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -114,6 +115,9 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
                 encode(i)
             ],
         )?;
+    }
+    for a in &c.approvals {
+        super::approvals::insert(tx, a)?;
     }
     for (id, e) in &c.timeline {
         tx.execute(

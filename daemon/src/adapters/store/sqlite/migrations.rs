@@ -110,6 +110,21 @@ CREATE TABLE page_threads (
 );
 ALTER TABLE outbox ADD COLUMN superseded_by INTEGER;
 "#,
+    // 6: steps waiting for people (`approve:`): one row per (incident, ladder, step), decided by
+    // a compare-and-set on `state`; `decisions` is the JSON list of who decided, when, how.
+    r#"
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    deadline INTEGER NOT NULL,
+    required INTEGER NOT NULL,
+    decisions TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX approvals_pending ON approvals (incident_id) WHERE state = 'pending';
+"#,
 ];
 
 /// Applies the migrations the database lacks.

@@ -6,6 +6,7 @@
 //! rest of the [`Store`](super::Store) interface), and `history` (`remedyd replay`'s read-only
 //! read).
 
+mod approvals;
 mod commit;
 mod history;
 mod ingest;

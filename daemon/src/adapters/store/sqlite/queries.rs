@@ -8,11 +8,13 @@ use tokio::sync::oneshot;
 use super::commit::apply_commit;
 use super::rows::{db, decode, encode};
 use super::{Job, SqliteStore};
+use crate::adapters::store::Decided;
 use crate::adapters::store::{
     Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
     StoreError, StoredSignal,
 };
 use crate::domain::BoxFuture;
+use crate::domain::approval::{Approval, Decision};
 use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
@@ -451,6 +453,26 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         self.call(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
+    }
+
+    fn approval(&self, id: &str) -> BoxFuture<'_, Result<Option<Approval>>> {
+        let id = id.to_string();
+        self.call(move |c| super::approvals::get(c, &id))
+    }
+
+    fn decide_approval(
+        &self,
+        id: &str,
+        d: Decision,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Decided>> {
+        let id = id.to_string();
+        self.call(move |c| super::approvals::decide(c, &id, d, now))
+    }
+
+    fn expire_approval(&self, id: &str, now: Timestamp) -> BoxFuture<'_, Result<Option<Approval>>> {
+        let id = id.to_string();
+        self.call(move |c| super::approvals::expire(c, &id, now))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The dashboard's forms: pause, resume and resolve by hand. Each is guarded like the API it
+//! The dashboard's forms: pause, resume, resolve by hand, and approve or deny a waiting step. Each is guarded like the API it
 //! stands for (same-site, then the webhook token from a header or the form's password field) and
 //! answers with a redirect carrying a notice, or a refusal page.
 
@@ -158,6 +158,61 @@ pub(in crate::app::api) async fn ui_resolve(
                 "Queued as request {request}: no engine applied it yet (this replica does not lead, or the leader is down); the leader applies it when it runs"
             ),
         ),
+        Err(ApiError(code, msg)) => ui_error(code, &msg),
+    }
+}
+
+/// The incident page's approval form.
+#[derive(Debug, Deserialize)]
+pub(in crate::app::api) struct ApprovalForm {
+    /// `approve` or `deny` (the button pressed).
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// `POST /ui/incidents/{id}/approval`: decides the waiting step (channel `dashboard`), back to
+/// the incident page.
+pub(in crate::app::api) async fn ui_approval(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<ApprovalForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return ui_error(StatusCode::BAD_REQUEST, "the form could not be read");
+    };
+    if let Err(r) = authorize(&state, &headers, f.token.as_deref()) {
+        return *r;
+    }
+    let verdict = match crate::domain::approval::Verdict::parse(&f.decision) {
+        Ok(v) => v,
+        Err(e) => return ui_error(StatusCode::BAD_REQUEST, &format!("decision: {e}")),
+    };
+    let by = f.by.trim();
+    if by.is_empty() {
+        return ui_error(
+            StatusCode::BAD_REQUEST,
+            "by: your name, as on the step's approvers list",
+        );
+    }
+    let ask = crate::app::api::approvals::Ask {
+        incident: &id,
+        approval: None,
+        step: None,
+        names: &[by],
+        channel: crate::domain::approval::Channel::Dashboard,
+        verdict,
+        comment: f.comment.unwrap_or_default(),
+    };
+    let page = format!("/incidents/{}", url_encode(&id));
+    match crate::app::api::approvals::decide(&state, ask).await {
+        Ok(a) => done_at(&page, &a.message),
         Err(ApiError(code, msg)) => ui_error(code, &msg),
     }
 }

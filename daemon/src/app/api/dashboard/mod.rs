@@ -26,6 +26,6 @@ mod html;
 mod login;
 mod pages;
 
-pub(super) use forms::{ui_pause, ui_resolve, ui_resume};
+pub(super) use forms::{ui_approval, ui_pause, ui_resolve, ui_resume};
 pub(super) use login::{ui_login, ui_logout};
 pub(super) use pages::{incident_page, page, review};

@@ -39,6 +39,11 @@ fn phase_reason(i: &Incident) -> String {
         },
         Phase::Verified { .. } => "verified; waiting for the alerts to clear".into(),
         Phase::Ready => "next step due".into(),
+        Phase::AwaitingApproval { step, until, .. } => format!(
+            "step {} waits for approval until {}",
+            step + 1,
+            datetime(*until)
+        ),
         Phase::Resolved => String::new(),
     }
 }
@@ -294,6 +299,20 @@ pub(in crate::app::api) async fn incident_page(
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "-".into()),
             esc(&ids.join(", ")),
+        );
+    }
+    if let Phase::AwaitingApproval { step, until, .. } = &inc.phase {
+        let _ = write!(
+            b,
+            "<form method=post action=\"/ui/incidents/{}/approval\" id=approval-form class=panel><b>Step {} waits for approval</b> until {} \
+             <input name=by placeholder=\"your name (an approver)\" required size=16>\
+             <input name=comment placeholder=\"comment\" size=24>{}\
+             <button type=submit name=decision value=approve id=approve>Approve</button> \
+             <button type=submit name=decision value=deny id=deny>Deny</button></form>",
+            esc(&url_encode(&inc.id)),
+            step + 1,
+            esc(&datetime(*until)),
+            token_field(&state)
         );
     }
     if !inc.is_resolved() {

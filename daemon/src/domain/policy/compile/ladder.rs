@@ -9,9 +9,10 @@ use serde_saphyr::Spanned;
 use super::limits::window;
 use super::verify::compile_verify;
 use crate::domain::diag::Diagnostics;
-use crate::domain::policy::raw::{RawLevel, RawPolicy, RawSilence, RawStep};
+use crate::domain::policy::raw::{RawApprove, RawLevel, RawPolicy, RawSilence, RawStep};
 use crate::domain::policy::{
-    DEFAULT_UPDATE_EVERY, GitOps, Ladder, Mode, OnFailure, Policy, PolicyParts, Step, Verify,
+    Approve, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_UPDATE_EVERY, GitOps, Ladder, MAX_APPROVAL_TIMEOUT,
+    MIN_APPROVAL_TIMEOUT, Mode, OnFailure, OnTimeout, Policy, PolicyParts, Step, Verify,
 };
 use crate::domain::policy::{HumanSilences, SilencePolicy};
 
@@ -187,6 +188,25 @@ fn compile_step(file: &str, s: RawStep, parts: &mut PolicyParts, diag: &mut Diag
             OnFailure::Next
         }
     };
+    let approve = s.approve.as_ref().map(|a| {
+        let line = a.referenced.line();
+        for route in &a.value.notify {
+            parts
+                .notify_refs
+                .push((route.clone(), file.to_string(), line));
+        }
+        approve(&a.value).unwrap_or_else(|(field, e)| {
+            diag.push(file, line, field, e);
+            // Compiled as refusing nobody, so nothing runs on an invalid file anyway.
+            Approve {
+                approvers: Vec::new(),
+                two_person: false,
+                timeout: DEFAULT_APPROVAL_TIMEOUT,
+                on_timeout: OnTimeout::Escalate,
+                notify: Vec::new(),
+            }
+        })
+    });
     Step {
         name: s.name.value,
         action: s.action.value,
@@ -194,7 +214,75 @@ fn compile_step(file: &str, s: RawStep, parts: &mut PolicyParts, diag: &mut Diag
         budget,
         verify,
         on_failure,
+        approve,
     }
+}
+
+/// `approve:`: at least one approver (two for `two_person`), a timeout from 1m to 24h, and
+/// `on_timeout` escalate or skip; on error, the field and what is wrong.
+fn approve(raw: &RawApprove) -> Result<Approve, (&'static str, String)> {
+    let mut approvers: Vec<String> = Vec::new();
+    for a in &raw.approvers {
+        let a = a.trim();
+        if a.is_empty() {
+            return Err(("steps.approve.approvers", "an approver is empty".into()));
+        }
+        if approvers.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+            return Err((
+                "steps.approve.approvers",
+                format!("approver {a:?} is listed twice"),
+            ));
+        }
+        approvers.push(a.to_string());
+    }
+    if approvers.is_empty() {
+        return Err((
+            "steps.approve.approvers",
+            "no approvers: list the people (names or Slack user ids) who may approve the step"
+                .into(),
+        ));
+    }
+    if raw.two_person && approvers.len() < 2 {
+        return Err((
+            "steps.approve.two_person",
+            format!(
+                "two_person needs two different approvers, but only {:?} is listed",
+                approvers[0]
+            ),
+        ));
+    }
+    let timeout = match &raw.timeout {
+        None => DEFAULT_APPROVAL_TIMEOUT,
+        Some(t) => {
+            crate::domain::time::parse_duration(t).map_err(|e| ("steps.approve.timeout", e))?
+        }
+    };
+    if !(MIN_APPROVAL_TIMEOUT..=MAX_APPROVAL_TIMEOUT).contains(&timeout) {
+        return Err((
+            "steps.approve.timeout",
+            format!(
+                "{:?} is out of range; write from 1m to 24h",
+                raw.timeout.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let on_timeout = match raw.on_timeout.as_deref() {
+        None | Some("escalate") => OnTimeout::Escalate,
+        Some("skip") => OnTimeout::Skip,
+        Some(other) => {
+            return Err((
+                "steps.approve.on_timeout",
+                format!("unknown on_timeout {other:?}; valid: escalate, skip"),
+            ));
+        }
+    };
+    Ok(Approve {
+        approvers,
+        two_person: raw.two_person,
+        timeout,
+        on_timeout,
+        notify: raw.notify.clone(),
+    })
 }
 
 /// `silence:`: `for` of at least a second (minutes in practice: each renewal is a request to
