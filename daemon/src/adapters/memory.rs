@@ -1,5 +1,6 @@
-//! Memory at rest: once start-up is over, the process gives back what only start-up used, so
-//! that an idle replica's resident set is its working set.
+//! Memory at rest: when the process has gone quiet (start-up over, a storm passed), it gives
+//! back what the busy period touched, so that an idle replica's resident set is its working set
+//! ([`trim_when_idle`]).
 //!
 //! - **Code.** Start-up (configuration, migrations, rules and policies, clients, the first engine
 //!   pass) runs code from all over the 16 MB text segment, and the kernel maps every page it
@@ -60,7 +61,62 @@ pub fn code_mappings(maps: &str, exe: &Path) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Gives back the code pages and free heap that start-up left resident (see the module).
+/// How often [`trim_when_idle`] looks.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// CPU time (clock ticks, 1/100 s) at most in one [`LOOK_EVERY`] for the process to count as
+/// quiet: 50 ms in 5 s, 1 % of a core (an idle replica's ticks use well under that).
+const QUIET_TICKS: u64 = 5;
+/// Growth of the resident set since the last trim (KiB) that makes a trim worth it.
+const WORTH_KIB: u64 = 1024;
+
+/// CPU ticks (user + system) this process has used (`/proc/self/stat`).
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Every [`LOOK_EVERY`], when the process was quiet over the last look and its resident set has
+/// grown by [`WORTH_KIB`] since the last trim, gives back the code pages and free heap the busy
+/// period left resident ([`release_startup_pages`]). The next burst maps back the code it runs
+/// (minor faults from the page cache).
+pub async fn trim_when_idle(cancel: tokio_util::sync::CancellationToken) {
+    let mut last_cpu = cpu_ticks();
+    let mut after_trim = 0u64;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+        }
+        let cpu = cpu_ticks();
+        let quiet =
+            matches!((last_cpu, cpu), (Some(a), Some(b)) if b.saturating_sub(a) <= QUIET_TICKS);
+        last_cpu = cpu;
+        if !quiet || rss_kib().unwrap_or(0) < after_trim + WORTH_KIB {
+            continue;
+        }
+        match release_startup_pages() {
+            Ok(r) => {
+                after_trim = r.rss_after_kib;
+                tracing::debug!(
+                    code_bytes = r.code_bytes,
+                    rss_before_kib = r.rss_before_kib,
+                    rss_after_kib = r.rss_after_kib,
+                    "Idle: gave back memory"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Idle: could not give back memory");
+                return;
+            }
+        }
+        // The trim itself must not count as activity.
+        last_cpu = cpu_ticks();
+    }
+}
+
+/// Gives back the code pages and free heap a busy period left resident (see the module).
 pub fn release_startup_pages() -> Result<Released, String> {
     let rss_before_kib = rss_kib().unwrap_or(0);
     let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;

@@ -206,9 +206,6 @@ pub fn reload(
     }
 }
 
-/// How long after start-up the memory only start-up used is given back.
-const STARTUP_SETTLES: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Runs the daemon on `cfg.listen` until SIGTERM or SIGINT.
 pub async fn serve(cfg: Config, parts: Parts) -> anyhow::Result<()> {
     let addr = cfg.listen_addr()?;
@@ -379,22 +376,10 @@ pub async fn run(
         })
     };
 
-    // Once start-up has settled (leadership, the first engine pass), give back the code and heap
-    // only start-up used (adapters/memory.rs): an idle replica's resident set is its working set.
-    {
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(STARTUP_SETTLES) => {
-                    match crate::adapters::memory::release_startup_pages() {
-                        Ok(r) => tracing::debug!(code_bytes = r.code_bytes, rss_before_kib = r.rss_before_kib, rss_after_kib = r.rss_after_kib, "Released start-up memory"),
-                        Err(e) => tracing::debug!(error = %e, "Could not release start-up memory"),
-                    }
-                }
-            }
-        });
-    }
+    // When the process goes quiet (start-up over, a storm passed), give back the code and heap
+    // the busy period left resident (adapters/memory.rs): an idle replica's resident set is its
+    // working set.
+    tasks.spawn(crate::adapters::memory::trim_when_idle(cancel.clone()));
 
     // Intake stops on SIGTERM/SIGINT (`stop`), or at once when a supervised task fails.
     let shutdown = {
