@@ -62,10 +62,11 @@ pub fn code_mappings(maps: &str, exe: &Path) -> Vec<(usize, usize)> {
 }
 
 /// How often [`trim_when_idle`] looks.
-const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// CPU time (clock ticks, 1/100 s) at most in one [`LOOK_EVERY`] for the process to count as
-/// quiet: 50 ms in 5 s, 1 % of a core (an idle replica's ticks use well under that).
-const QUIET_TICKS: u64 = 5;
+/// quiet: 20 ms in 2 s, 1 % of a core (an idle replica's ticks use well under that; 100
+/// webhooks a second use more, so a steady light load is never trimmed).
+const QUIET_TICKS: u64 = 2;
 /// Growth of the resident set since the last trim (KiB) that makes a trim worth it.
 const WORTH_KIB: u64 = 1024;
 
