@@ -108,6 +108,22 @@ async fn a_window_set_through_the_api_holds_the_ladder_across_a_restart_until_ca
         assert_eq!(w["author"], "alice");
         assert_eq!(w["cancelled_at"], Value::Null);
         assert_eq!(windows(&d).await, vec![w.clone()], "listed as stored");
+        let page = d
+            .http
+            .get(format!("{}/", d.url))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!(
+                "<td>#{id} pg upgrade</td><td>rule:high-error-rate</td>"
+            )),
+            "the dashboard shows the window: {page}"
+        );
 
         // A covered alert: the incident is held with the window's reason; nothing runs.
         let r = d
