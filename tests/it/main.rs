@@ -36,6 +36,7 @@ mod store_approvals;
 // The core loop, in-process through the real HTTP API.
 mod core_loop;
 mod listener;
+mod maintenance_api;
 mod resolve;
 mod silences;
 mod supervise;

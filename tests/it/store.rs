@@ -11,8 +11,8 @@ use remedyd::adapters::escalate::{NotificationKind, notification};
 use remedyd::adapters::store::postgres::{Leadership, PgStore};
 use remedyd::adapters::store::sqlite::SqliteStore;
 use remedyd::adapters::store::{
-    BudgetCharge, Claim, Commit, Pause, Receipt, ResolveDone, ResolveRequest, ResolveResult, Store,
-    StoreError,
+    BudgetCharge, Cancelled, Claim, Commit, NewWindow, Pause, Receipt, ResolveDone, ResolveRequest,
+    ResolveResult, Store, StoreError,
 };
 use remedyd::domain::incident::{Entry, EntryKind, Incident};
 use remedyd::domain::policy::breaker::BreakerRecord;
@@ -363,8 +363,90 @@ async fn suite(store: Arc<dyn Store>) {
         1
     );
     resolve_requests(&*store).await;
+    maintenance_windows(&*store).await;
     crate::store_approvals::approvals(&*store).await;
     store.ping().await.unwrap();
+}
+
+fn window(scope: &str, starts_at: i64, ends_at: i64) -> NewWindow {
+    NewWindow {
+        scope: scope.into(),
+        starts_at: Timestamp(starts_at),
+        ends_at: Timestamp(ends_at),
+        reason: "pg upgrade".into(),
+        author: "alice".into(),
+        created_at: Timestamp(starts_at.min(10)),
+    }
+}
+
+/// Maintenance windows set through the API: stored with an id and read back as written; listed
+/// while open or to come (by start), never once ended or cancelled; cancelled once.
+async fn maintenance_windows(store: &dyn Store) {
+    assert_eq!(
+        store.maintenance_windows(Timestamp(0)).await.unwrap(),
+        vec![]
+    );
+    let later = store
+        .add_maintenance(window("rule:r", 5_000, 9_000))
+        .await
+        .unwrap();
+    let open = store
+        .add_maintenance(window("namespace:db", 1_000, 3_000))
+        .await
+        .unwrap();
+    assert_ne!(later.id, open.id, "each window its own id");
+    assert_eq!(open.scope, "namespace:db");
+    assert_eq!(open.cancelled_at, None);
+    assert_eq!(
+        store.maintenance_windows(Timestamp(2_000)).await.unwrap(),
+        vec![open.clone(), later.clone()],
+        "open and future windows, by start, as written"
+    );
+    assert_eq!(
+        store.maintenance_windows(Timestamp(3_000)).await.unwrap(),
+        vec![later.clone()],
+        "a window is over at its end"
+    );
+    // Cancel: once; an ended window and an unknown id are told apart.
+    let Cancelled::Done(c) = store
+        .cancel_maintenance(later.id, Timestamp(4_000))
+        .await
+        .unwrap()
+    else {
+        panic!("a future window is cancelled");
+    };
+    assert_eq!(c.cancelled_at, Some(Timestamp(4_000)));
+    assert_eq!(
+        store.maintenance_windows(Timestamp(4_000)).await.unwrap(),
+        vec![],
+        "a cancelled window is not listed"
+    );
+    match store
+        .cancel_maintenance(later.id, Timestamp(4_500))
+        .await
+        .unwrap()
+    {
+        Cancelled::Over(w) => assert_eq!(
+            w.cancelled_at,
+            Some(Timestamp(4_000)),
+            "the first cancel stands"
+        ),
+        other => panic!("cancelled twice: {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .cancel_maintenance(open.id, Timestamp(3_000))
+            .await
+            .unwrap(),
+        Cancelled::Over(_)
+    ));
+    assert_eq!(
+        store
+            .cancel_maintenance(open.id.max(later.id) + 100, Timestamp(0))
+            .await
+            .unwrap(),
+        Cancelled::Unknown
+    );
 }
 
 /// Resolve requests: stored pending, oldest first, until the engine's commit marks them done
@@ -689,6 +771,32 @@ async fn postgres_store_keeps_the_store_contract() {
         store.database()
     );
     bounded("the contract suite", PG_TEST, suite(Arc::new(store))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_set_through_one_replica_is_seen_and_cancelled_by_another() {
+    let pg = Postgres::start().await;
+    let url = pg.url();
+    bounded("maintenance windows across replicas", PG_TEST, async {
+        let (a, b) = (pg_store(&url).await, pg_store(&url).await);
+        let w = a
+            .add_maintenance(window("global", 1_000, 9_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.maintenance_windows(Timestamp(2_000)).await.unwrap(),
+            vec![w.clone()]
+        );
+        assert!(matches!(
+            b.cancel_maintenance(w.id, Timestamp(2_000)).await.unwrap(),
+            Cancelled::Done(_)
+        ));
+        assert_eq!(
+            a.maintenance_windows(Timestamp(2_000)).await.unwrap(),
+            vec![]
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -470,6 +470,25 @@ impl Store for StalledReads {
     fn clear_pause(&self, scope: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
         self.inner.clear_pause(scope)
     }
+    fn add_maintenance(
+        &self,
+        w: remedyd::adapters::store::NewWindow,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::MaintenanceWindow, StoreError>> {
+        self.inner.add_maintenance(w)
+    }
+    fn maintenance_windows(
+        &self,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Vec<remedyd::adapters::store::MaintenanceWindow>, StoreError>> {
+        self.inner.maintenance_windows(now)
+    }
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::Cancelled, StoreError>> {
+        self.inner.cancel_maintenance(id, now)
+    }
     fn outbox_due(
         &self,
         now: Timestamp,

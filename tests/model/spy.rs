@@ -190,6 +190,25 @@ impl Store for SpyStore {
             Ok(r)
         })
     }
+    fn add_maintenance(
+        &self,
+        w: remedyd::adapters::store::NewWindow,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::MaintenanceWindow>> {
+        self.inner.add_maintenance(w)
+    }
+    fn maintenance_windows(
+        &self,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Vec<remedyd::adapters::store::MaintenanceWindow>>> {
+        self.inner.maintenance_windows(now)
+    }
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::Cancelled>> {
+        self.inner.cancel_maintenance(id, now)
+    }
     fn outbox_due(
         &self,
         now: Timestamp,

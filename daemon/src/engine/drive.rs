@@ -32,6 +32,8 @@ impl Engine {
         self.check_stale(&rs, now).await?;
         self.send_updates(&rs, now).await?;
         let pauses = self.store.pauses().await?;
+        // The policies' windows, then those set through the API (live ones only).
+        let windows = self.windows(&rs, now).await?;
         let all = self.cache().await?;
         // Stale incidents (heard nothing for stale_after) hold nothing: no storm, no infrastructure.
         let targets: BTreeSet<String> = all
@@ -96,7 +98,7 @@ impl Engine {
                 fx.extend(inc.apply(ev, policy, now));
             }
             if matches!(inc.phase, Phase::Suspended { .. })
-                && covering_pause(&pauses, &rs.maintenance, &inc, now).is_none()
+                && covering_pause(&pauses, &windows, &inc, now).is_none()
             {
                 fx.extend(inc.apply(Event::Resumed, policy, now));
             }
@@ -124,7 +126,7 @@ impl Engine {
                         &rs,
                         &inc,
                         step,
-                        &pauses,
+                        (&pauses, &windows),
                         storm,
                         infrastructure.as_ref().filter(|id| **id != inc.id),
                         acting.get(&inc.target.key()).filter(|o| **o != inc.id),
@@ -257,6 +259,23 @@ impl Engine {
         Ok(())
     }
 
+    /// The maintenance windows in force: the policies' and, after them, those set through the
+    /// API (one store read). A stored window whose scope no longer reads is left out, loudly:
+    /// the API refuses such scopes, so only a hand-edited row can have one.
+    async fn windows(&self, rs: &Ruleset, now: Timestamp) -> Result<Vec<Maintenance>, StoreError> {
+        let stored = self.store.maintenance_windows(now).await?;
+        let mut windows = rs.maintenance.clone();
+        for w in stored {
+            match w.to_domain() {
+                Ok(m) => windows.push(m),
+                Err(e) => {
+                    tracing::error!(window = w.id, error = %e, "Maintenance window ignored: bad scope")
+                }
+            }
+        }
+        Ok(windows)
+    }
+
     /// What the gates read for a step: the pause covering it, the storm, the budgets' use and
     /// the breakers' records (one store read).
     #[allow(clippy::too_many_arguments)]
@@ -265,7 +284,7 @@ impl Engine {
         rs: &Ruleset,
         inc: &Incident,
         step: &Step,
-        pauses: &[Pause],
+        (pauses, maintenance): (&[Pause], &[Maintenance]),
         storm: Option<(u32, u32)>,
         infrastructure: Option<&String>,
         busy_with: Option<&String>,
@@ -327,7 +346,7 @@ impl Engine {
             })
             .collect();
         Ok(GateInput {
-            paused: covering_pause(pauses, &rs.maintenance, inc, now),
+            paused: covering_pause(pauses, maintenance, inc, now),
             storm,
             infrastructure: infrastructure.cloned(),
             namespace: ns.map(|n| {

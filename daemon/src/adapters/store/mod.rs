@@ -2,6 +2,7 @@
 //! change, timeline entry, ledger claim, budget use, breaker change and page is written before it
 //! takes effect, so a restart resumes from here (crash-only).
 
+pub mod maintenance;
 pub mod postgres;
 pub mod sqlite;
 
@@ -14,6 +15,7 @@ use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
 use crate::domain::time::Timestamp;
+pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, cancel_row};
 
 /// Store errors; every one means "the write did not happen".
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +375,13 @@ pub trait Store: Send + Sync + 'static {
     fn set_pause(&self, p: Pause) -> BoxFuture<'_, Result<()>>;
     /// Lifts a pause; `false` if there was none.
     fn clear_pause(&self, scope: &str) -> BoxFuture<'_, Result<bool>>;
+    /// Stores a maintenance window set through the API; returns it with its id.
+    fn add_maintenance(&self, w: NewWindow) -> BoxFuture<'_, Result<MaintenanceWindow>>;
+    /// Maintenance windows neither cancelled nor ended at `now` (open or to come), by start.
+    fn maintenance_windows(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>>>;
+    /// Cancels a live window ([`cancel_row`]) in one transaction that writes only while it is
+    /// not cancelled; on PostgreSQL it wakes the leader's engine.
+    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>>;
     /// Pages due for delivery, oldest first. Per (incident, route) only the oldest page not yet
     /// done (delivered, recorded or given up) can be due, and only once its `next_at` has come:
     /// a resolve waits behind its trigger while the trigger is retried. At most `per_route` pages

@@ -4,8 +4,8 @@
 //! | what | needs |
 //! |---|---|
 //! | `/healthz`, `/readyz`, `/metrics` | nothing (no incident content: counts, states and rule names only) |
-//! | reads: `GET /api/v1/incidents…`, the dashboard's pages and reviews | `webhook_token` or `read_token` |
-//! | writes: the webhook, pause, resume, resolve by hand | `webhook_token` |
+//! | reads: `GET /api/v1/incidents…`, `GET /api/v1/maintenance`, the dashboard's pages and reviews | `webhook_token` or `read_token` |
+//! | writes: the webhook, pause, resume, resolve by hand, maintenance windows | `webhook_token` |
 //!
 //! A token comes as `Authorization: Bearer …`, or from the dashboard's cookie: the dashboard asks
 //! for a token once (`POST /ui/login`) and keeps it in an `HttpOnly`, `SameSite=Strict` cookie

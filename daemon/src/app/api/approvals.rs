@@ -68,14 +68,10 @@ impl Answer {
     }
 }
 
-/// The decision routes: the token API and Slack's interactivity request URL.
+/// The token API's decision route (Slack's interactivity request URL, which comes here through
+/// [`decide`], is routed by the parent: naming `slack` from here would be an import cycle).
 pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/incidents/{id}/approvals", post(post_approval))
-        .route(
-            "/api/v1/slack/interactions",
-            post(super::slack::interactions),
-        )
+    Router::new().route("/api/v1/incidents/{id}/approvals", post(post_approval))
 }
 
 /// `POST /api/v1/incidents/{id}/approvals`: a read-only token cannot decide.

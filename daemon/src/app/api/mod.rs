@@ -6,6 +6,7 @@ pub(crate) mod access;
 pub(crate) mod approvals;
 mod errors;
 pub(crate) mod limits;
+mod maintenance;
 pub mod slack;
 
 use std::sync::Arc;
@@ -93,6 +94,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve))
         .merge(approvals::routes())
+        .route("/api/v1/slack/interactions", post(slack::interactions))
+        .merge(maintenance::routes())
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/", get(dashboard::page))

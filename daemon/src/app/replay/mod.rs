@@ -12,7 +12,8 @@
 //! What replay cannot know, and assumes: every step is a dry run (planned, nothing sent, never
 //! failing), so a verification `resolved_within` passes only if the recorded alerts resolved in
 //! time; PromQL and HTTP verifications have no data (replay asks no Prometheus of the past and
-//! sends no probe); pauses, resolves by hand and budgets spent before the period are not in it.
+//! sends no probe); pauses, resolves by hand, maintenance windows set through the API and budgets
+//! spent before the period are not in it.
 
 pub mod compare;
 pub mod outcome;

@@ -6,6 +6,7 @@
 
 mod approvals;
 mod human_silence;
+mod maintenance;
 mod probe;
 mod safety;
 mod updates;

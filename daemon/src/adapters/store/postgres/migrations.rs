@@ -127,6 +127,21 @@ CREATE TABLE approvals (
 );
 CREATE INDEX approvals_pending ON approvals (incident_id) WHERE state = 'pending';
 "#,
+    // 7: maintenance windows set through the API (one-off; the engine reads the live ones each
+    // pass). Times in milliseconds since the epoch, as everywhere.
+    r#"
+CREATE TABLE maintenance_windows (
+    id BIGSERIAL PRIMARY KEY,
+    scope TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    cancelled_at BIGINT
+);
+CREATE INDEX maintenance_windows_live ON maintenance_windows (ends_at) WHERE cancelled_at IS NULL;
+"#,
 ];
 
 /// Applies the migrations `client`'s database lacks, in one transaction.

@@ -28,6 +28,7 @@ mod commit;
 mod history;
 mod ingest;
 mod leadership;
+mod maintenance;
 mod migrations;
 mod queries;
 mod threads;

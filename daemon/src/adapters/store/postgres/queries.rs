@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use super::PgStore;
 use super::commit::apply_commit;
 use super::wire::{SIGNALS_CHANNEL, db, decode, encode, text};
-use crate::adapters::store::Decided;
+use crate::adapters::store::{Cancelled, Decided, MaintenanceWindow, NewWindow};
 use crate::adapters::store::{
     Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
     StoreError, StoredSignal,
@@ -246,6 +246,27 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?;
             Ok(n > 0)
+        })
+    }
+
+    fn add_maintenance(&self, w: NewWindow) -> BoxFuture<'_, Result<MaintenanceWindow>> {
+        self.op(async move {
+            let c = self.client().await?;
+            super::maintenance::add(&c, w).await
+        })
+    }
+
+    fn maintenance_windows(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>>> {
+        self.op(async move {
+            let c = self.client().await?;
+            super::maintenance::live(&c, now).await
+        })
+    }
+
+    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>> {
+        self.op(async move {
+            let mut c = self.client().await?;
+            super::maintenance::cancel(&mut c, id, now).await
         })
     }
 

@@ -10,6 +10,7 @@ mod approvals;
 mod commit;
 mod history;
 mod ingest;
+mod maintenance;
 mod migrations;
 mod queries;
 mod recent;

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::commit::apply_commit;
 use super::rows::{db, decode, encode};
 use super::{Job, SqliteStore};
-use crate::adapters::store::Decided;
+use crate::adapters::store::{Cancelled, Decided, MaintenanceWindow, NewWindow};
 use crate::adapters::store::{
     Commit, IngestResult, OutboxItem, Pause, Receipt, ResolveRequest, ResolveResult, Result, Store,
     StoreError, StoredSignal,
@@ -247,6 +247,18 @@ impl Store for SqliteStore {
                 .map(|n| n > 0)
                 .map_err(db)
         })
+    }
+
+    fn add_maintenance(&self, w: NewWindow) -> BoxFuture<'_, Result<MaintenanceWindow>> {
+        self.call(move |c| super::maintenance::add(c, w))
+    }
+
+    fn maintenance_windows(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>>> {
+        self.call(move |c| super::maintenance::live(c, now))
+    }
+
+    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>> {
+        self.call(move |c| super::maintenance::cancel(c, id, now))
     }
 
     fn outbox_due(

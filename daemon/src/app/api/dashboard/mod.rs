@@ -1,7 +1,7 @@
 //! The dashboard: server-rendered HTML, no JavaScript.
 //!
-//! - `/`: automation state with pause and resume forms, open and recent incidents, breakers,
-//!   budgets, pages waiting.
+//! - `/`: automation state with pause and resume forms and the maintenance windows, open and
+//!   recent incidents, breakers, budgets, pages waiting.
 //! - `/incidents/{id}`: one incident, its timeline and the values behind each decision, and
 //!   (while it is open) a form to resolve it by hand.
 //! - `/incidents/{id}/review.md`: the post-incident review (as `remedyd review` prints it).

@@ -12,11 +12,14 @@ use serde::Deserialize;
 use super::html::{badge, esc, page_html, url_encode};
 use super::login::gate;
 use crate::adapters::escalate::digest;
+use crate::adapters::store::MaintenanceWindow;
 use crate::app::api::{ApiError, AppState};
 use crate::domain::incident::{Incident, Phase};
 use crate::domain::policy::breaker::BreakerState;
+use crate::domain::policy::maintenance::Maintenance;
 use crate::domain::report::digest::BudgetRow;
 use crate::domain::report::narrative::{self, datetime};
+use crate::domain::time::Timestamp;
 
 /// How far back "recent" reaches.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -136,6 +139,7 @@ pub(in crate::app::api) async fn page(
         .take(50)
         .collect();
     let pauses = state.store.pauses().await?;
+    let windows = state.store.maintenance_windows(now).await?;
     let breakers = digest::breaker_states(&*state.store, &rs, now).await?;
     let mut touched: Vec<Incident> = active.clone();
     touched.extend(recent.iter().map(|i| (*i).clone()));
@@ -191,6 +195,7 @@ pub(in crate::app::api) async fn page(
     if state.token.is_some() {
         b.push_str("<p class=muted>Pausing and resuming need the webhook token (the same bearer token as <code>POST /api/v1/pause</code>).</p>");
     }
+    maintenance_panel(&mut b, &rs.maintenance, &windows, now);
     b.push_str("</div>");
 
     let _ = write!(b, "<h2>Open incidents ({})</h2>", open.len());
@@ -240,6 +245,46 @@ pub(in crate::app::api) async fn page(
 }
 
 /// The page for an incident that does not exist.
+/// The maintenance windows in force or to come: those of the policies files open now, and those
+/// set through the API (cancelled with `DELETE /api/v1/maintenance/{id}`).
+fn maintenance_panel(
+    b: &mut String,
+    files: &[Maintenance],
+    api: &[MaintenanceWindow],
+    now: Timestamp,
+) {
+    let open: Vec<(&Maintenance, Timestamp)> = files
+        .iter()
+        .filter_map(|m| Some((m, m.open_until(now)?)))
+        .collect();
+    if open.is_empty() && api.is_empty() {
+        return;
+    }
+    b.push_str("<table id=maintenance><tr><th>Maintenance window</th><th>Scope</th><th>From</th><th>Until</th><th>By</th></tr>");
+    for (m, until) in open {
+        let _ = write!(
+            b,
+            "<tr><td>{} (policies)</td><td>{}</td><td>open</td><td>{}</td><td></td></tr>",
+            esc(&m.name),
+            esc(&m.scope.key()),
+            datetime(until)
+        );
+    }
+    for w in api {
+        let _ = write!(
+            b,
+            "<tr><td>#{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            w.id,
+            esc(&w.reason),
+            esc(&w.scope),
+            datetime(w.starts_at),
+            datetime(w.ends_at),
+            esc(&w.author)
+        );
+    }
+    b.push_str("</table>");
+}
+
 fn not_found(id: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -429,4 +474,57 @@ pub(in crate::app::api) async fn review(
         crate::domain::report::review::render(&inc, &tl),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::store::NewWindow;
+    use crate::domain::policy::maintenance::When;
+    use crate::domain::scope::Scope;
+
+    #[test]
+    fn the_panel_lists_open_file_windows_and_the_api_windows_and_nothing_else() {
+        let t = |s: &str| Timestamp::parse_rfc3339(s).unwrap();
+        let now = t("2026-12-01T03:00:00Z");
+        let file = |name: &str, start: &str, end: &str| Maintenance {
+            name: name.into(),
+            scope: Scope::namespace("payments"),
+            when: When::Once {
+                start: t(start),
+                end: t(end),
+            },
+        };
+        let mut b = String::new();
+        maintenance_panel(&mut b, &[], &[], now);
+        assert_eq!(b, "", "no window, no table");
+        let files = [
+            file("db-upgrade", "2026-12-01T02:00:00Z", "2026-12-01T04:00:00Z"),
+            file("later", "2026-12-02T02:00:00Z", "2026-12-02T04:00:00Z"),
+        ];
+        let api = MaintenanceWindow::stored(
+            3,
+            NewWindow {
+                scope: "rule:r".into(),
+                starts_at: now,
+                ends_at: t("2026-12-01T05:00:00Z"),
+                reason: "pg <17>".into(),
+                author: "alice".into(),
+                created_at: now,
+            },
+        );
+        maintenance_panel(&mut b, &files, &[api], now);
+        assert!(
+            b.contains("<td>db-upgrade (policies)</td><td>namespace:payments</td><td>open</td>"),
+            "{b}"
+        );
+        assert!(
+            !b.contains("later"),
+            "a file window not open now is left out: {b}"
+        );
+        assert!(
+            b.contains("<td>#3 pg &lt;17&gt;</td><td>rule:r</td>"),
+            "escaped: {b}"
+        );
+    }
 }
