@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-/// What [`release_startup_pages`] gave back: bytes of code unmapped, resident set before/after.
+/// What [`release_idle_pages`] gave back: bytes of code unmapped, resident set before/after.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
     /// Length of the executable's code mapping that was advised.
@@ -80,7 +80,7 @@ fn cpu_ticks() -> Option<u64> {
 
 /// Every [`LOOK_EVERY`], when the process was quiet over the last look and its resident set has
 /// grown by [`WORTH_KIB`] since the last trim, gives back the code pages and free heap the busy
-/// period left resident ([`release_startup_pages`]). The next burst maps back the code it runs
+/// period left resident ([`release_idle_pages`]). The next burst maps back the code it runs
 /// (minor faults from the page cache).
 pub async fn trim_when_idle(cancel: tokio_util::sync::CancellationToken) {
     let mut last_cpu = cpu_ticks();
@@ -97,7 +97,7 @@ pub async fn trim_when_idle(cancel: tokio_util::sync::CancellationToken) {
         if !quiet || rss_kib().unwrap_or(0) < after_trim + WORTH_KIB {
             continue;
         }
-        match release_startup_pages() {
+        match release_idle_pages() {
             Ok(r) => {
                 after_trim = r.rss_after_kib;
                 tracing::debug!(
@@ -117,8 +117,8 @@ pub async fn trim_when_idle(cancel: tokio_util::sync::CancellationToken) {
     }
 }
 
-/// Gives back the code pages and free heap a busy period left resident (see the module).
-pub fn release_startup_pages() -> Result<Released, String> {
+/// Gives back the code pages and free heap a busy period (start-up, a storm) left resident (see the module).
+pub fn release_idle_pages() -> Result<Released, String> {
     let rss_before_kib = rss_kib().unwrap_or(0);
     let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
     let maps =
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn releasing_keeps_the_process_running_and_does_not_grow_it() {
-        let r = release_startup_pages().unwrap();
+        let r = release_idle_pages().unwrap();
         assert!(
             r.code_bytes > 0,
             "the test binary has a code mapping: {r:?}"

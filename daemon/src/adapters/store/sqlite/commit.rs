@@ -16,7 +16,7 @@ use crate::adapters::store::{
 /// WAL mode it is durable at once against a crash of the process, and the next durable commit's
 /// fsync of the log covers it against a crash of the machine. Lost in between, the engine handles
 /// those signals again against the same durable state, which changes nothing again. Under a
-/// storm of re-sent alerts this halves the fsyncs.
+/// storm of re-sent alerts this spares the engine's fsync after each ingest's (not measured apart).
 pub(super) fn apply_commit(conn: &mut Connection, mut c: Commit) -> Result<()> {
     let watermark = c.processed.take();
     let watermark_only = watermark.is_some() && c.is_empty();
