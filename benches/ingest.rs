@@ -329,8 +329,8 @@ async fn saturate(
 /// Waits (at most 60 s) until the engine has handled every stored webhook signal.
 async fn drained(c: &reqwest::Client, url: &str) {
     for _ in 0..600 {
-        let (stored, handled) = counts(c, url).await;
-        if handled >= stored {
+        let (stored, matched, unmatched) = counts(c, url).await;
+        if matched + unmatched >= stored {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -338,8 +338,8 @@ async fn drained(c: &reqwest::Client, url: &str) {
     eprintln!("warning: the engine did not drain within 60 s");
 }
 
-/// (stored, matched + unmatched) webhook signals, from remedyd's own counters.
-async fn counts(c: &reqwest::Client, url: &str) -> (f64, f64) {
+/// (stored, matched, unmatched) webhook signals, from remedyd's own counters.
+async fn counts(c: &reqwest::Client, url: &str) -> (f64, f64, f64) {
     let stored = metric(
         c,
         url,
@@ -358,7 +358,7 @@ async fn counts(c: &reqwest::Client, url: &str) -> (f64, f64) {
         "remedyd_signals_total{source=\"webhook\",status=\"unmatched\"}",
     )
     .await;
-    (stored, matched + unmatched)
+    (stored, matched, unmatched)
 }
 
 #[tokio::main]
@@ -403,18 +403,7 @@ async fn main() {
         let s = start(Kind::Remedyd).await;
         let r = saturate(&s, Kind::Remedyd, alerts, secs, &seq).await;
         let c = reqwest::Client::new();
-        let stored = metric(
-            &c,
-            &s.url,
-            "remedyd_signals_total{source=\"webhook\",status=\"stored\"}",
-        )
-        .await;
-        let matched = metric(
-            &c,
-            &s.url,
-            "remedyd_signals_total{source=\"webhook\",status=\"matched\"}",
-        )
-        .await;
+        let (stored, matched, _) = counts(&c, &s.url).await;
         let ratio = r.cpu_us / ceil.cpu_us.max(f64::MIN_POSITIVE);
         println!(
             "| {alerts} | {:.1} | {:.1} | {ratio:.2}× | ≤ {target}× {} | {:.0} | {:.2} / {:.2} | {} | {matched:.0}/{stored:.0} |",
@@ -462,7 +451,8 @@ async fn main() {
         )
         .await;
         drained(&c, &s.url).await;
-        let (stored, handled) = counts(&c, &s.url).await;
+        let (stored, matched, unmatched) = counts(&c, &s.url).await;
+        let handled = matched + unmatched;
         println!(
             "| {alerts} | light (2 connections, 20 ms think) | {:.0} | {:.2} | {:.2} | {:.1} | {lbad} | {handled:.0}/{stored:.0} |",
             lok as f64 / 15.0,
@@ -471,7 +461,8 @@ async fn main() {
             idle as f64 / 1024.0,
         );
         let r = saturate(&s, Kind::Remedyd, alerts, sustained, &seq).await;
-        let (stored, handled) = counts(&c, &s.url).await;
+        let (stored, matched, unmatched) = counts(&c, &s.url).await;
+        let handled = matched + unmatched;
         let n = r.rss_samples.len();
         let at = |i: usize| r.rss_samples.get(i).copied().unwrap_or(0) as f64 / 1024.0;
         println!(

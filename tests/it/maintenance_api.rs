@@ -3,12 +3,10 @@
 //! cancel lets the ladder proceed; writes need the webhook token, and a bad window is refused
 //! with the field named.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::support::daemon::{Daemon, now_rfc3339, payload};
-use crate::support::services::{metric_value, wait_until};
+use crate::support::services::{metric_value, wait_until, within};
 
 const TOKEN: &str = "maint-s3cret";
 const READ: &str = "maint-reader";
@@ -31,12 +29,6 @@ policies:
         steps:
           - {name: restart, action: test, verify: {resolved_within: 1s}, on_failure: escalate}
 "#;
-
-async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(120), f)
-        .await
-        .expect("test finished in time")
-}
 
 async fn start(dir: Option<tempfile::TempDir>) -> Daemon {
     Daemon::start_with(RULES, POLICIES, dir, |c| {
@@ -91,7 +83,7 @@ async fn a_pass(d: &Daemon) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_set_through_the_api_holds_the_ladder_across_a_restart_until_cancelled() {
-    within(async {
+    within(120, async {
         let d = start(None).await;
         let (status, w) = call(
             &d,
@@ -126,21 +118,13 @@ async fn a_window_set_through_the_api_holds_the_ladder_across_a_restart_until_ca
         );
 
         // A covered alert: the incident is held with the window's reason; nothing runs.
-        let r = d
-            .http
-            .post(format!("{}/webhook/alertmanager", d.url))
-            .bearer_auth(TOKEN)
-            .body(payload(
-                "firing",
-                "checkout",
-                "warning",
-                "fp-1",
-                &now_rfc3339(),
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let (status, _) = d
+            .post_authed(
+                &payload("firing", "checkout", "warning", "fp-1", &now_rfc3339()),
+                TOKEN,
+            )
+            .await;
+        assert_eq!(status, 200);
         let l = d
             .wait_incidents("suspended by the window", |l| {
                 l.len() == 1 && l[0]["status"] == "suspended"
@@ -202,7 +186,7 @@ async fn a_window_set_through_the_api_holds_the_ladder_across_a_restart_until_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setting_a_window_needs_the_write_token_and_a_bad_one_is_refused_naming_the_field() {
-    within(async {
+    within(120, async {
         let d = start(None).await;
         let good = json!({"scope": "namespace:db", "duration": "1h", "reason": "pg upgrade"});
         let post = |token: Option<&'static str>, body: Value| {

@@ -108,7 +108,8 @@ pub async fn trim_when_idle(cancel: tokio_util::sync::CancellationToken) {
                 );
             }
             Err(e) => {
-                tracing::debug!(error = %e, "Idle: could not give back memory");
+                // Advice only: nothing else depends on it. Said once, then no more tries.
+                tracing::warn!(error = %e, "Idle: could not give back memory; not trying again");
                 return;
             }
         }
@@ -173,13 +174,17 @@ mod tests {
 
     #[test]
     fn releasing_keeps_the_process_running_and_does_not_grow_it() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mapped = || code_mappings(&std::fs::read_to_string("/proc/self/maps").unwrap(), &exe);
+        let before = mapped();
         let r = release_idle_pages().unwrap();
         assert!(
             r.code_bytes > 0,
             "the test binary has a code mapping: {r:?}"
         );
-        // Code runs again after the advice (pages come back on demand).
-        assert_eq!(code_mappings("", Path::new("/x")), Vec::new());
+        // The advice drops pages, never the mapping: the code is still there, and runs (this
+        // very closure is in it).
+        assert_eq!(mapped(), before);
         assert!(r.rss_after_kib <= r.rss_before_kib, "{r:?}");
     }
 }

@@ -35,27 +35,23 @@ pub(super) fn apply_commit(conn: &mut Connection, mut c: Commit) -> Result<()> {
     r.and(ensure_durable(conn))
 }
 
-/// Whether the connection may be left at `synchronous=NORMAL` (restoring `FULL` failed).
-static NOT_DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+thread_local! {
+    /// Whether this thread's connection may be left at `synchronous=NORMAL` (restoring `FULL`
+    /// failed). Per thread because each SQLite store's connection lives on a thread of its own,
+    /// where both its commits and its ingest run: the flag is that connection's, not the process's.
+    static NOT_DURABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Makes sure the connection commits durably (`synchronous=FULL`) before a write that must be.
 pub(super) fn ensure_durable(conn: &Connection) -> Result<()> {
-    use std::sync::atomic::Ordering;
-    match conn.pragma_update(None, "synchronous", "FULL") {
-        Ok(()) => {
-            NOT_DURABLE.store(false, Ordering::SeqCst);
-            Ok(())
-        }
-        Err(e) => {
-            NOT_DURABLE.store(true, Ordering::SeqCst);
-            Err(db(e))
-        }
-    }
+    let r = conn.pragma_update(None, "synchronous", "FULL");
+    NOT_DURABLE.with(|f| f.set(r.is_err()));
+    r.map_err(db)
 }
 
-/// Whether a failed restore left the connection without durable commits.
+/// Whether a failed restore left this thread's connection without durable commits.
 pub(super) fn durability_lost() -> bool {
-    NOT_DURABLE.load(std::sync::atomic::Ordering::SeqCst)
+    NOT_DURABLE.with(std::cell::Cell::get)
 }
 
 /// Applies `c` in one transaction.
@@ -221,6 +217,5 @@ mod tests {
             "FULL after the watermark commit"
         );
         assert_eq!(store.counter("engine_signals".into()).await.unwrap(), 7);
-        assert!(!super::durability_lost());
     }
 }
