@@ -50,6 +50,7 @@ mod review;
 // The store contract and PostgreSQL.
 mod ha;
 mod pg_tls;
+mod retention;
 mod store;
 // Supply chain: sources, licences, bans, duplicates, advisories (offline).
 mod supply_chain;

@@ -286,6 +286,16 @@ async fn a_digest_panic_makes_run_fail_and_closes_intake() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_panic_makes_run_fail_and_closes_intake() {
+    a_fault_stops_the_daemon(
+        Task::Retention,
+        Fault::Panic,
+        "the retention task panicked: fault injected into the retention task",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_of_the_leadership_loop_makes_run_fail_and_closes_intake() {
     a_fault_stops_the_daemon(
         Task::Leadership,
@@ -401,6 +411,14 @@ impl Store for StalledReads {
     }
     fn counter(&self, name: String) -> BoxFuture<'_, Result<i64, StoreError>> {
         self.inner.counter(name)
+    }
+    fn prune_signals(
+        &self,
+        after: i64,
+        before: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::Pruned, StoreError>> {
+        self.inner.prune_signals(after, before, limit)
     }
     fn last_heard(
         &self,

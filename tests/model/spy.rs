@@ -279,6 +279,14 @@ impl Store for SpyStore {
     fn counter(&self, name: String) -> BoxFuture<'_, Result<i64>> {
         self.inner.counter(name)
     }
+    fn prune_signals(
+        &self,
+        after: i64,
+        before: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<remedyd::adapters::store::Pruned>> {
+        self.inner.prune_signals(after, before, limit)
+    }
     fn last_heard(
         &self,
         fingerprints: Vec<String>,

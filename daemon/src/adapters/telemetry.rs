@@ -138,6 +138,8 @@ pub struct Metrics {
     pub engine_last_pass: Gauge<f64, AtomicU64>,
     /// Calls to Alertmanager's silences API by operation and result.
     pub silence_calls: Family<SilenceLabels, Counter>,
+    /// Signals removed past their retention (`signal_retention`).
+    pub signals_pruned: Counter,
 }
 
 impl Default for Metrics {
@@ -181,6 +183,7 @@ impl Metrics {
             leader: Gauge::default(),
             engine_last_pass: Gauge::default(),
             silence_calls: Family::default(),
+            signals_pruned: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -270,6 +273,11 @@ impl Metrics {
             "engine_last_pass_timestamp_seconds",
             "When the engine last completed a pass (seconds since the epoch; 0 until the first)",
             m.engine_last_pass.clone(),
+        );
+        registry.register(
+            "signals_pruned",
+            "Signals removed from the store past their retention (signal_retention)",
+            m.signals_pruned.clone(),
         );
         registry.register(
             "silence_calls",

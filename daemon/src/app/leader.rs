@@ -102,6 +102,8 @@ pub struct Duties {
     pub supervisor: Arc<Supervisor>,
     /// Whether the engine runs here, and since when (`/readyz`).
     pub health: Arc<EngineHealth>,
+    /// How long handled signals are kept (config `signal_retention`); `None` keeps them.
+    pub signal_retention: Option<std::time::Duration>,
 }
 
 impl Duties {
@@ -149,6 +151,20 @@ impl Duties {
                 cancel.clone(),
             ),
         ));
+        // Removing old signals is a leader duty: one replica deletes, the others only ingest.
+        if let Some(retention) = self.signal_retention {
+            handles.push(sup.spawn(
+                Task::Retention,
+                cancel,
+                crate::adapters::store::retention::run(
+                    store.clone(),
+                    retention,
+                    self.clock.clone(),
+                    self.metrics.clone(),
+                    cancel.clone(),
+                ),
+            ));
+        }
         handles.push(sup.spawn(
             Task::Outbox,
             cancel,

@@ -350,6 +350,7 @@ pub async fn run(
                 tasks: tasks.clone(),
                 supervisor: supervisor.clone(),
                 health: engine_health,
+                signal_retention: cfg.signal_retention()?,
             },
             cancel.clone(),
         ),

@@ -44,18 +44,21 @@ pub enum Task {
     Outbox,
     /// The daily digest (a leader duty).
     Digest,
+    /// The removal of signals past their retention (a leader duty).
+    Retention,
     /// The SIGHUP reloader of rules and policies.
     Reloader,
 }
 
 impl Task {
     /// Every task.
-    pub const ALL: [Task; 6] = [
+    pub const ALL: [Task; 7] = [
         Task::Leadership,
         Task::Engine,
         Task::Poller,
         Task::Outbox,
         Task::Digest,
+        Task::Retention,
         Task::Reloader,
     ];
 
@@ -67,6 +70,7 @@ impl Task {
             Task::Poller => "poller",
             Task::Outbox => "outbox",
             Task::Digest => "digest",
+            Task::Retention => "retention",
             Task::Reloader => "reloader",
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod maintenance;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -365,6 +366,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         fingerprints: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>>;
+    /// Removes what the signal retention (config `signal_retention`) lets go, in one small
+    /// transaction: of the signals after id `after`, up to `limit` that the engine has handled
+    /// (never the newest signal: SQLite would give its id out again), those last heard of
+    /// (received, or re-sent while firing) before `before`; and the oldest `limit` receipts, those
+    /// received before `before`. A firing alert Alertmanager keeps re-sending stays, so its
+    /// re-sends stay duplicates. See [`retention`].
+    fn prune_signals(
+        &self,
+        after: i64,
+        before: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Pruned>>;
     /// All breaker records.
     fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>>;
     /// Failures of `key` since `since`.
@@ -450,6 +463,19 @@ pub trait Store: Send + Sync + 'static {
     /// decision); returns the approval as it stands afterwards (a decision taken just before
     /// the deadline wins).
     fn expire_approval(&self, id: &str, now: Timestamp) -> BoxFuture<'_, Result<Option<Approval>>>;
+}
+
+/// What one [`Store::prune_signals`] call removed, and where the next should look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Signals removed.
+    pub signals: u64,
+    /// Receipts removed.
+    pub receipts: u64,
+    /// The highest signal id looked at, when signals after it may be old enough too; `None`
+    /// when this call reached handled signals heard of after `before`, or none were left: the
+    /// round is over.
+    pub next: Option<i64>,
 }
 
 /// What [`Store::decide_approval`] did.

@@ -65,9 +65,19 @@ fn build(config: Option<&Path>, overrides: Overrides, since: &str) -> Result<Req
         rules: current.rules.clone(),
         policies: current.policies.clone(),
     };
+    let since = parse_since(since, now)?;
+    if let Ok(Some(kept)) = cfg.signal_retention()
+        && since < now.minus(kept)
+    {
+        eprintln!(
+            "remedyd replay: signals are kept for signal_retention ({}): nothing received before {} is left to replay",
+            cfg.signal_retention,
+            now.minus(kept).to_rfc3339()
+        );
+    }
     Ok(Request {
         store: cfg.store.clone(),
-        since: parse_since(since, now)?,
+        since,
         until: now,
         baseline: (!same_dirs(&baseline, &candidate)).then_some(baseline),
         candidate,

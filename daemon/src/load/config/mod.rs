@@ -63,6 +63,9 @@ pub struct Config {
     /// An Alertmanager-driven incident none of whose alerts is heard of (not even re-sent) for
     /// this long, and that did not change meanwhile, goes stale: paged once, handed to a human.
     pub stale_after: String,
+    /// How long signals (the alerts as received) are kept once handled; `off` keeps them for
+    /// ever. Incidents, timelines and pages are never removed.
+    pub signal_retention: String,
     /// `/readyz` fails when signals are pending and no engine pass has completed for this long.
     pub engine_stall_after: String,
     /// Hosts (`host`: any port) and `host:port`s that HTTP probes (`http_probe`,
@@ -134,6 +137,9 @@ impl Default for Config {
             shutdown_timeout: "10s".into(),
             log_format: "text".into(),
             stale_after: "12h".into(),
+            // 30 days: a month of history for `remedyd replay` and for looking back, and a store
+            // that stops growing; incidents and their timelines stay whatever this is.
+            signal_retention: "30d".into(),
             // 60 s: a healthy engine completes a pass at least every second (its tick), and a
             // pass that takes a minute is already an outage; shorter would flag a slow store.
             engine_stall_after: "60s".into(),
@@ -171,6 +177,7 @@ pub const KEYS: &[&str] = &[
     "shutdown_timeout",
     "log_format",
     "stale_after",
+    "signal_retention",
     "engine_stall_after",
     "probe_allow",
     "external_url",
@@ -290,6 +297,7 @@ impl Config {
         }
         self.shutdown_deadline()?;
         self.stale_after()?;
+        self.signal_retention()?;
         self.engine_stall_after()?;
         if !self.store.starts_with("sqlite://") {
             // PostgreSQL: the URL is parsed here so that a typo fails at startup, not later.
@@ -424,58 +432,6 @@ impl Config {
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         self.store.strip_prefix("sqlite://").map(PathBuf::from)
     }
-
-    /// `stale_after`, parsed; it must be longer than a minute (staleness is checked each minute).
-    pub fn stale_after(&self) -> Result<Duration, ConfigError> {
-        let d = crate::domain::time::parse_duration(&self.stale_after).map_err(|message| {
-            ConfigError::Invalid {
-                field: "stale_after",
-                message,
-            }
-        })?;
-        if d < Duration::from_secs(60) {
-            return Err(ConfigError::Invalid {
-                field: "stale_after",
-                message: format!(
-                    "{:?} is shorter than a minute; set it above Alertmanager's repeat_interval (default 4h)",
-                    self.stale_after
-                ),
-            });
-        }
-        Ok(d)
-    }
-
-    /// How long the engine may go without a completed pass, while signals are pending, before
-    /// `/readyz` fails.
-    pub fn engine_stall_after(&self) -> Result<Duration, ConfigError> {
-        let d =
-            crate::domain::time::parse_duration(&self.engine_stall_after).map_err(|message| {
-                ConfigError::Invalid {
-                    field: "engine_stall_after",
-                    message,
-                }
-            })?;
-        if d < MIN_STALL_AFTER {
-            return Err(ConfigError::Invalid {
-                field: "engine_stall_after",
-                message: format!(
-                    "{:?} is shorter than 1s, the engine's tick: a healthy engine would be reported stalled",
-                    self.engine_stall_after
-                ),
-            });
-        }
-        Ok(d)
-    }
-
-    /// The shutdown deadline.
-    pub fn shutdown_deadline(&self) -> Result<Duration, ConfigError> {
-        crate::domain::time::parse_duration(&self.shutdown_timeout).map_err(|message| {
-            ConfigError::Invalid {
-                field: "shutdown_timeout",
-                message,
-            }
-        })
-    }
 }
 
 /// What the HTTP listener holds a client to (docs/api.md: Limits of the listener).
@@ -571,6 +527,8 @@ pub fn redact_url(u: &str) -> String {
     }
     out
 }
+
+mod durations;
 
 #[cfg(test)]
 mod tests;

@@ -162,3 +162,32 @@ fn alertmanager_url_takes_a_list_or_commas_and_refuses_what_is_not_a_url() {
     );
     assert!(Config::default().alertmanager_urls().unwrap().is_empty());
 }
+
+#[test]
+fn signal_retention_defaults_to_thirty_days_and_must_outlive_staleness() {
+    let d = Config::default();
+    assert_eq!(
+        d.signal_retention().unwrap(),
+        Some(Duration::from_secs(30 * 24 * 3600))
+    );
+    let off = Config {
+        signal_retention: " off ".into(),
+        ..Config::default()
+    };
+    assert_eq!(off.signal_retention().unwrap(), None);
+    assert!(off.validate().is_ok());
+    for (value, stale, says) in [
+        ("12h", "12h", "shorter than a day"),
+        ("2d", "3d", "not longer than stale_after"),
+        ("forever", "12h", "is not a duration"),
+    ] {
+        let c = Config {
+            signal_retention: value.into(),
+            stale_after: stale.into(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("config: signal_retention: "), "{e}");
+        assert!(e.contains(says), "{value}: {e}");
+    }
+}

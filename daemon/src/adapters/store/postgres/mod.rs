@@ -31,6 +31,7 @@ mod leadership;
 mod maintenance;
 mod migrations;
 mod queries;
+mod retention;
 mod threads;
 mod wire;
 

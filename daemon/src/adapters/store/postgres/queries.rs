@@ -167,10 +167,26 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(db)?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.get::<_, String>(0), Timestamp(r.get::<_, i64>(1))))
-                .collect())
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<_, String>(0).map_err(db)?,
+                        Timestamp(r.try_get::<_, i64>(1).map_err(db)?),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn prune_signals(
+        &self,
+        after: i64,
+        before: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<crate::adapters::store::Pruned>> {
+        self.op(async move {
+            let mut c = self.client().await?;
+            super::retention::prune(&mut c, after, before, limit).await
         })
     }
 

@@ -14,6 +14,7 @@ mod maintenance;
 mod migrations;
 mod queries;
 mod recent;
+mod retention;
 mod rows;
 mod threads;
 

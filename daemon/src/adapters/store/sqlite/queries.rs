@@ -186,6 +186,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn prune_signals(
+        &self,
+        after: i64,
+        before: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<crate::adapters::store::Pruned>> {
+        self.call(move |c| super::retention::prune(c, after, before, limit))
+    }
+
     fn breakers(&self) -> BoxFuture<'_, Result<Vec<(String, BreakerRecord)>>> {
         self.call(|c| {
             let mut st = c
