@@ -6,7 +6,8 @@
 //!    parses the body with serde and answers 200, also pinned to CPU 0), then against remedyd
 //!    (durable ingest, rules matched by the engine; its CPU counted until the engine has handled
 //!    every accepted alert). The ratio is the figure, not the machine.
-//! 2. Sustained: light load (about 100 webhooks/s) p50/p99, then `BENCH_SUSTAINED_SECONDS` (60)
+//! 2. Sustained: light load (about 100 webhooks/s) p50/p99, next to the disk's own floor (a
+//!    4 KiB write and `fdatasync` every 10 ms, without SQLite), then `BENCH_SUSTAINED_SECONDS` (60)
 //!    at the maximum rate: throughput, p50/p99, resident memory sampled every 0.5 s, and every
 //!    accepted alert stored and matched.
 //!
@@ -263,6 +264,31 @@ async fn load(
     (ok, bad, lat)
 }
 
+/// The disk's own floor under a durable answer: one 4 KiB overwrite and `fdatasync` every 10 ms
+/// for `seconds`, in the directory the stores live in (what SQLite's WAL commit does at light
+/// load, without SQLite). A webhook answered only once durable cannot beat its tail.
+fn disk_floor(seconds: u64) -> Vec<Duration> {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("floor")).unwrap();
+    f.set_len(4 << 20).unwrap();
+    f.sync_all().unwrap();
+    let page = [7u8; 4096];
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut i = 0u64;
+    while Instant::now() < end {
+        f.seek(SeekFrom::Start((i % 1024) * 4096)).unwrap();
+        f.write_all(&page).unwrap();
+        let t = Instant::now();
+        f.sync_data().unwrap();
+        lat.push(t.elapsed());
+        i += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lat
+}
+
 fn pct(lat: &[Duration], p: f64) -> f64 {
     if lat.is_empty() {
         return 0.0;
@@ -459,6 +485,15 @@ async fn main() {
             pct(&light, 0.5),
             pct(&light, 0.99),
             idle as f64 / 1024.0,
+        );
+        let floor = tokio::task::spawn_blocking(|| disk_floor(15))
+            .await
+            .unwrap();
+        println!(
+            "| {alerts} | the disk alone: 4 KiB write + fdatasync every 10 ms | {:.0} | {:.2} | {:.2} | — | — | — |",
+            floor.len() as f64 / 15.0,
+            pct(&floor, 0.5),
+            pct(&floor, 0.99),
         );
         let r = saturate(&s, Kind::Remedyd, alerts, sustained, &seq).await;
         let (stored, matched, unmatched) = counts(&c, &s.url).await;
