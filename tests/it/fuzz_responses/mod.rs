@@ -28,6 +28,7 @@
 //! `REMEDYD_FUZZ_CAMPAIGN=20000 cargo nextest run --test it fuzz_responses:: --no-capture`).
 
 mod mutate;
+mod probe;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
