@@ -27,6 +27,8 @@
 //! more (the Kubernetes actions at most 200; a campaign:
 //! `REMEDYD_FUZZ_CAMPAIGN=20000 cargo nextest run --test it fuzz_responses:: --no-capture`).
 
+mod kube_cluster;
+mod kube_reads;
 mod mutate;
 mod probe;
 

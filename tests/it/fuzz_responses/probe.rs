@@ -21,7 +21,7 @@ const STATUSES: &[u16] = &[
 
 /// Secrets a health endpoint might echo (a DSN in a dependency check, a header, a config dump):
 /// (what is planted, the value that must never be stored).
-const SECRETS: &[(&str, &str)] = &[
+pub(super) const SECRETS: &[(&str, &str)] = &[
     ("password=S3CRETpw1234 ", "S3CRETpw1234"),
     (
         "Authorization: Bearer S3CRETbearer1234 ",
