@@ -51,6 +51,16 @@ fn health_text(rng: &mut Rng, planted: Option<&str>) -> Vec<u8> {
     b
 }
 
+/// One case: its number, the path answered, status, content type, body, the secret planted.
+type Case = (
+    usize,
+    &'static str,
+    u16,
+    String,
+    Vec<u8>,
+    Option<&'static str>,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_cluster_evidence_is_bounded_one_line_and_redacted() {
     // The paths are cluster-wide: one fake API server per lane, the lanes' cases one at a time.
@@ -72,16 +82,7 @@ async fn kubernetes_cluster_evidence_is_bounded_one_line_and_redacted() {
     let mut hidden = 0;
     let mut rng = Rng(0x0a1e_5eed_0000_0009);
     // Every case's answer decided up front (a seed replays it), then run lane by lane.
-    let mut plan: Vec<
-        Vec<(
-            usize,
-            &'static str,
-            u16,
-            String,
-            Vec<u8>,
-            Option<&'static str>,
-        )>,
-    > = vec![Vec::new(); LANES];
+    let mut plan: Vec<Vec<Case>> = vec![Vec::new(); LANES];
     for i in 0..n {
         let status = *rng.pick(&[200, 200, 200, 200, 200, 200, 403, 404, 500]);
         let ct = rng.pick(CONTENT_TYPES).to_string();
