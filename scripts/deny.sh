@@ -64,4 +64,7 @@ cp -r "$src/crates" "$db/"
 )
 echo "scripts/deny.sh: advisories from $src (snapshot $date," \
     "$(find "$db/crates" -name '*.md' | wc -l) advisories), offline" >&2
+# `--offline` also keeps cargo from downloading crates, and cargo-deny reads every package of
+# Cargo.lock, other platforms' too, which a build never downloads: fetch them first (crates.io).
+cargo fetch --locked
 REMEDYD_ADVISORY_DBS=$dbs cargo deny --locked --offline check "$@"
