@@ -1,5 +1,7 @@
 //! The API server's answers that `kube_evidence` reads (the pods list, a container's log, the
-//! events, `metrics.k8s.io`'s PodMetrics, the Deployment), each corrupted in turn through the
+//! events, `metrics.k8s.io`'s PodMetrics, the Deployment) and `kube_network_evidence` reads (the
+//! Service, its Endpoints and EndpointSlices, NetworkPolicies, Ingresses), each corrupted in turn
+//! through the
 //! fake API server's `answer_raw` switch. Whatever comes back, the evidence is bounded (no string
 //! of it is longer than a log excerpt, the record is at most 1 MiB), the summary is one line
 //! naming the Deployment, and once redacted as the engine does, a secret a log held is gone.
@@ -266,6 +268,136 @@ async fn kubernetes_evidence_reads_are_bounded_one_line_and_redacted() {
         "fuzz kubernetes evidence reads: {hidden} planted secrets reached the raw evidence, all redacted"
     );
     assert!(hidden > 2, "the redaction must be exercised: {hidden}");
+    assert!(
+        f.parsed > 20 && f.refused > 5,
+        "both paths: {} / {}",
+        f.parsed,
+        f.refused
+    );
+}
+
+/// What `kube_network_evidence` reads in `ns` for Service `web`: the Service, its Endpoints and
+/// EndpointSlice, a NetworkPolicy and an Ingress routing to it.
+fn network_objects(ns: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+        json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web", "namespace": ns},
+            "subsets": [{"notReadyAddresses": [{"ip": "10.1.0.5", "targetRef": {"kind": "Pod", "name": "web-b"}}],
+                "addresses": [{"ip": "10.1.0.4", "targetRef": {"kind": "Pod", "name": "web-a"}}],
+                "ports": [{"name": "http", "port": 8080}]}]}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-x1", "namespace": ns, "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.4"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "web-a"}},
+                          {"addresses": ["10.1.0.5"], "conditions": {"ready": false}, "targetRef": {"kind": "Pod", "name": "web-b"}}]}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-web", "namespace": ns},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}]}]}}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "public", "namespace": ns},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "web.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_network_evidence_reads_are_bounded_and_one_line() {
+    let fake = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
+    let evidence = exec
+        .get("kube_network_evidence")
+        .expect("registered")
+        .clone();
+    let n = cases(100).min(400);
+    let mut rng = Rng(0x0a1e_5eed_0000_000a);
+    let mut plan = Vec::new();
+    for i in 0..n {
+        let ns = format!("nw{i:04}");
+        fake.put(fixtures::namespace(&ns));
+        let objects = network_objects(&ns);
+        for o in &objects {
+            fake.put(o.clone());
+        }
+        let k = rng.below(objects.len());
+        let list_of = |kind: &str, o: &Value| json!({"kind": format!("{kind}List"), "apiVersion": o["apiVersion"], "metadata": {}, "items": [o]});
+        let (path, base) = match k {
+            0 => (format!("/namespaces/{ns}/services/web"), objects[0].clone()),
+            1 => (
+                format!("/namespaces/{ns}/endpoints/web"),
+                objects[1].clone(),
+            ),
+            2 => (
+                format!("/namespaces/{ns}/endpointslices"),
+                list_of("EndpointSlice", &objects[2]),
+            ),
+            3 => (
+                format!("/namespaces/{ns}/networkpolicies"),
+                list_of("NetworkPolicy", &objects[3]),
+            ),
+            _ => (
+                format!("/namespaces/{ns}/ingresses"),
+                list_of("Ingress", &objects[4]),
+            ),
+        };
+        let status = *rng.pick(&[200, 200, 200, 200, 200, 200, 403, 404, 500]);
+        let ct = rng.pick(CONTENT_TYPES).to_string();
+        fake.answer_raw("GET", &path, status, &ct, body(&mut rng, &base), 3);
+        let mut vars = remedyd::domain::template::Vars::new();
+        vars.insert("target.namespace".into(), ns.clone());
+        vars.insert("target.name".into(), "web".into());
+        vars.insert("target.kind".into(), "deployment".into());
+        plan.push(ActionRequest {
+            incident: format!("INC-2026-{i:04}"),
+            step: "network".into(),
+            action: "kube_network_evidence".into(),
+            params: json!({}),
+            vars,
+        });
+    }
+    let mut f = Figures::new("kubernetes network evidence reads");
+    let mut runs = futures::stream::iter(plan.into_iter().enumerate())
+        .map(|(i, req)| {
+            let e = evidence.clone();
+            async move {
+                let run = tokio::spawn(async move {
+                    e.validate(&req.params).expect("valid params");
+                    e.execute(&req).await
+                });
+                (i, tokio::time::timeout(Duration::from_secs(120), run).await)
+            }
+        })
+        .buffer_unordered(16);
+    while let Some((i, r)) = runs.next().await {
+        let o = r
+            .unwrap_or_else(|_| panic!("case {i}: no outcome within 120 s"))
+            .unwrap_or_else(|e| panic!("case {i}: the action panicked: {e}"));
+        let summary = redact(&o.summary);
+        let detail = redact_json(&o.detail);
+        let stored = serde_json::to_string(&detail).unwrap_or_default();
+        let ns = format!("nw{i:04}");
+        assert!(one_line(&summary, 2_000), "case {i}: {:?}", short(&summary));
+        assert!(
+            summary.contains(&ns),
+            "case {i}: names {ns}: {:?}",
+            short(&summary)
+        );
+        assert!(
+            stored.len() <= 1 << 20,
+            "case {i}: {} bytes of evidence",
+            stored.len()
+        );
+        longest(&detail, false, i);
+        if o.ok {
+            f.parsed += 1;
+        } else {
+            f.refused(&summary);
+        }
+    }
+    f.report();
     assert!(
         f.parsed > 20 && f.refused > 5,
         "both paths: {} / {}",

@@ -19,6 +19,7 @@
 //! | a Deployment's rollout status and conditions | `adapters/action/kubernetes/rollout.rs` (`rollout_state`) | `kubernetes_rollout_status_…` |
 //! | an HTTP probe's status, `Location` and body (`http_probe`, `verify: {http: …}`) | `adapters/action/probe.rs` (`Prober::get`), `http_probe.rs` | `probe::` |
 //! | what `kube_evidence` reads: pods, container logs, events, PodMetrics, the Deployment | `adapters/action/kubernetes/{evidence,usage}.rs` | `kube_reads::` |
+//! | what `kube_network_evidence` reads: the Service, Endpoints, EndpointSlices, NetworkPolicies, Ingresses | `adapters/action/kubernetes/network.rs` | `kube_reads::kubernetes_network_…` |
 //! | what `kube_cluster_evidence` reads: nodes, Warning events, `/livez`, `/readyz` | `adapters/action/kubernetes/infra.rs` | `kube_cluster::` |
 //!
 //! Each test must see no panic (the test process would fail), and each outcome must be a
