@@ -49,13 +49,21 @@ if ((${#missing[@]} > 0)); then
         apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
 fi
 
+rc=0
+# Supply chain: `cargo deny check` against deny.toml, offline (scripts/deny.sh installs cargo-deny
+# 0.20.2 when it is missing, about 3 minutes, and says where the advisory database came from or
+# why there is none). Only in a full run, like the image below; a failure fails the run after the
+# tests have run too.
+if (($# == 0)); then
+    ./scripts/deny.sh || rc=$?
+fi
+
 # The test binaries (Cargo.toml): `it`, the integration tests (tests/it/, one binary, meant for
 # nextest: each test in its own process), and `model`; the staging suite against a real cluster is
 # opt-in (`--features staging`) and not run here.
 # nextest runs each test in its own process; it does not run doctests, so those run separately
 # (`--all-targets` leaves them out of `cargo test` too). Benchmarks are not tests: `cargo bench`. Every test runs; the exit status is
 # non-zero if any failed.
-rc=0
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --lib --bins --tests --no-fail-fast "$@" || rc=$?
 else

@@ -1,6 +1,6 @@
-//! Supply chain: what `cargo deny check` would hold the dependency graph to, checked offline and
-//! without installing anything (cargo-deny takes ~3 minutes to build on every fresh CI machine,
-//! and fetches its advisory database from GitHub, which CI cannot reach):
+//! Supply chain: what `cargo deny check` holds the dependency graph to (deny.toml, run by
+//! scripts/deny.sh in a full `scripts/test.sh`), checked again here offline and without cargo-deny,
+//! so that a developer's `cargo nextest run` catches it too, and kept in step with deny.toml:
 //!
 //! - **sources**: every package comes from crates.io (no git or path dependency but remedyd);
 //! - **licences**: every package's licence expression is satisfied by the allow-list below;
@@ -13,7 +13,9 @@
 //!   database too; adding `REMEDYD_BLESS=1` rewrites the snapshot from it.
 //!
 //! The graph is `cargo metadata --locked --filter-platform x86_64-unknown-linux-gnu`: what the
-//! shipped binary and the tests build on.
+//! shipped binary and the tests build on. The lists below are deny.toml's (a test fails when they
+//! differ), and the advisory subset cargo-deny reads without ../shared/advisory-db
+//! (`supply-chain/advisory-db/`) must hold every advisory of the snapshot for a crate of the graph.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,17 +26,14 @@ use serde_json::Value;
 const PLATFORM: &str = "x86_64-unknown-linux-gnu";
 
 /// Licences every dependency's terms may be chosen from: permissive, compatible with
-/// remedyd's Apache-2.0.
+/// remedyd's Apache-2.0, each needed by some crate (deny.toml gives each one's reason).
 const ALLOWED_LICENCES: &[&str] = &[
     "Apache-2.0",
     "Apache-2.0 WITH LLVM-exception",
     "MIT",
-    "BSD-2-Clause",
     "BSD-3-Clause",
     "ISC",
     "Zlib",
-    "BSL-1.0",
-    "Unlicense",
     "Unicode-3.0",
 ];
 
@@ -482,6 +481,88 @@ fn no_dependency_is_affected_by_a_rustsec_advisory() {
         found.dedup();
     }
     assert!(found.is_empty(), "advisories:\n{}", found.join("\n"));
+}
+
+/// deny.toml, parsed.
+fn deny_toml() -> Value {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+    Figment::from(Toml::file(repo().join("deny.toml")))
+        .extract()
+        .unwrap_or_else(|e| panic!("deny.toml: {e}"))
+}
+
+/// The strings at `key` of each table of the array at `pointer` (or the strings themselves).
+fn names_at(v: &Value, pointer: &str, key: Option<&str>) -> BTreeSet<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("deny.toml has no {pointer}"))
+        .iter()
+        .filter_map(|x| match key {
+            Some(k) => x[k].as_str(),
+            None => x.as_str(),
+        })
+        .map(|s| s.split('@').next().unwrap_or(s).to_string())
+        .collect()
+}
+
+#[test]
+fn deny_toml_holds_the_same_lists_as_this_test() {
+    let d = deny_toml();
+    let set =
+        |xs: &mut dyn Iterator<Item = &str>| -> BTreeSet<String> { xs.map(String::from).collect() };
+    assert_eq!(
+        names_at(&d, "/licenses/allow", None),
+        set(&mut ALLOWED_LICENCES.iter().copied()),
+        "deny.toml [licenses] allow"
+    );
+    assert_eq!(
+        names_at(&d, "/bans/deny", Some("crate")),
+        set(&mut BANNED.iter().map(|(n, _)| *n)),
+        "deny.toml [bans] deny"
+    );
+    assert_eq!(
+        names_at(&d, "/bans/skip", Some("crate")),
+        set(&mut REVIEWED_DUPLICATES.iter().map(|(n, _)| *n)),
+        "deny.toml [bans] skip"
+    );
+    assert_eq!(
+        names_at(&d, "/advisories/ignore", Some("id")),
+        set(&mut IGNORED_ADVISORIES.iter().map(|(n, _)| *n)),
+        "deny.toml [advisories] ignore"
+    );
+    assert_eq!(d["bans"]["multiple-versions"], "deny");
+    assert_eq!(d["sources"]["unknown-git"], "deny");
+    assert_eq!(d["sources"]["unknown-registry"], "deny");
+    assert_eq!(d["licenses"]["unused-allowed-license"], "deny");
+}
+
+#[test]
+fn the_vendored_advisory_db_holds_every_advisory_of_a_crate_in_the_graph() {
+    let g = graph();
+    let names: BTreeSet<&str> = g.iter().map(|p| p.name.as_str()).collect();
+    let vendored = repo().join("supply-chain/advisory-db/crates");
+    let mut missing = Vec::new();
+    for a in read_snapshot()
+        .iter()
+        .filter(|a| names.contains(a.package.as_str()))
+    {
+        let file = vendored.join(&a.package).join(format!("{}.md", a.id));
+        if !file.is_file() {
+            missing.push(format!("{} ({})", a.id, a.package));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "supply-chain/advisory-db lacks advisories of crates in the graph (run \
+         scripts/refresh-advisories.sh ../shared/advisory-db): {missing:?}"
+    );
+    let date = std::fs::read_to_string(repo().join("supply-chain/advisory-db/SNAPSHOT"))
+        .expect("supply-chain/advisory-db/SNAPSHOT");
+    assert!(
+        version(&date.trim().replace('-', ".")).is_some(),
+        "SNAPSHOT: {date:?}"
+    );
 }
 
 #[test]

@@ -26,9 +26,11 @@ static AUTH: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]{8,}").expect("valid pattern")
 });
 
-/// `scheme://user:password@` in URLs and DSNs.
+/// `scheme://user:password@` in URLs and DSNs, wherever the scheme starts: no word boundary is
+/// required before it, so a URL glued to a digit or `_` (`{0postgres://…`, `DB_URL_postgres://…`)
+/// is redacted too (a campaign of tests/it/fuzz_responses/probe.rs found it kept).
 static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)@").expect("valid pattern")
+    Regex::new(r"(?i)([a-z][a-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)@").expect("valid pattern")
 });
 
 /// `key=value`, `key: value`, `"key": "value"` with a key that names a secret.
@@ -144,6 +146,15 @@ mod tests {
             ),
             ("?token=abcdef&page=2", "?token=[redacted]&page=2"),
             ("api-key='k-123' done", "api-key='[redacted]' done"),
+            // Found by a probe fuzz campaign: a DSN glued to a digit or `_` was kept.
+            (
+                "{0postgres://app:hunter2@db:5432/shop }",
+                "{0postgres://app:[redacted]@db:5432/shop }",
+            ),
+            (
+                "DB_URL_postgres://app:hunter2@db/x",
+                "DB_URL_postgres://app:[redacted]@db/x",
+            ),
             (
                 "-----BEGIN PRIVATE KEY-----\nMIIEv\n-----END PRIVATE KEY----- tail",
                 "-----BEGIN PRIVATE KEY----- [redacted] -----END PRIVATE KEY----- tail",

@@ -17,6 +17,10 @@
 //! | the API server's Deployment: `spec.replicas`, container resources | `adapters/action/kubernetes/{session,objects,scale,resources}.rs` | `kubernetes_deployment_answers_…` |
 //! | Kubernetes quantities (`250m`, `128Mi`) in the API server's answers | `adapters/action/kubernetes/quantity.rs` (`Quantity::parse`, `grown`) | `kubernetes_quantities_…` |
 //! | a Deployment's rollout status and conditions | `adapters/action/kubernetes/rollout.rs` (`rollout_state`) | `kubernetes_rollout_status_…` |
+//! | an HTTP probe's status, `Location` and body (`http_probe`, `verify: {http: …}`) | `adapters/action/probe.rs` (`Prober::get`), `http_probe.rs` | `probe::` |
+//! | what `kube_evidence` reads: pods, container logs, events, PodMetrics, the Deployment | `adapters/action/kubernetes/{evidence,usage}.rs` | `kube_reads::` |
+//! | what `kube_network_evidence` reads: the Service, Endpoints, EndpointSlices, NetworkPolicies, Ingresses | `adapters/action/kubernetes/network.rs` | `kube_reads::kubernetes_network_…` |
+//! | what `kube_cluster_evidence` reads: nodes, Warning events, `/livez`, `/readyz` | `adapters/action/kubernetes/infra.rs` | `kube_cluster::` |
 //!
 //! Each test must see no panic (the test process would fail), and each outcome must be a
 //! correct parse or one line that names what was wrong; nothing absurd is acted on (a replica
@@ -27,7 +31,10 @@
 //! more (the Kubernetes actions at most 200; a campaign:
 //! `REMEDYD_FUZZ_CAMPAIGN=20000 cargo nextest run --test it fuzz_responses:: --no-capture`).
 
+mod kube_cluster;
+mod kube_reads;
 mod mutate;
+mod probe;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

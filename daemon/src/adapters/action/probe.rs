@@ -14,6 +14,9 @@ pub const BODY_CAP: usize = 64 * 1024;
 pub const EXCERPT_CHARS: usize = 512;
 /// The default timeout of a probe.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Characters of a redirect's `Location` kept: it is the server's text and goes into the step's
+/// one-line summary (a URL longer than this is cut, marked with `…`).
+pub const LOCATION_CHARS: usize = 300;
 /// The longest timeout a probe may set.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -68,7 +71,7 @@ pub struct ProbeReport {
     pub body_truncated: bool,
     /// No answer: connection refused, timeout, TLS.
     pub error: Option<String>,
-    /// `Location` of a redirect (never followed).
+    /// `Location` of a redirect (never followed), at most [`LOCATION_CHARS`] characters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// The capped body, for `body_contains`; not kept in evidence.
@@ -166,7 +169,7 @@ impl Prober {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .map(str::to_string);
+                .map(kept_location);
             let mut body = Vec::new();
             let mut truncated = false;
             while let Some(chunk) = resp.chunk().await? {
@@ -200,6 +203,11 @@ impl Prober {
         }
         Ok(report)
     }
+}
+
+/// A redirect's `Location` as the report keeps it: at most [`LOCATION_CHARS`] characters.
+fn kept_location(l: &str) -> String {
+    crate::domain::notification::truncate(l, LOCATION_CHARS)
 }
 
 /// A reqwest error's words, with its causes.
@@ -297,6 +305,31 @@ mod tests {
         assert_eq!(literal_authority("http://{{service}}:8001/health"), None);
         assert_eq!(literal_authority("http://svc.{{ns}}/health"), None);
         assert_eq!(literal_authority("{{vars.url}}"), None);
+    }
+
+    #[test]
+    fn a_redirect_location_is_cut_before_it_reaches_the_summary() {
+        // Found by tests/it/fuzz_responses/probe.rs: a 60 000-character `Location` made the
+        // step's one-line summary 60 000 characters long.
+        let long = format!("/{}", "a".repeat(60_000));
+        let cut = kept_location(&long);
+        assert_eq!(cut.chars().count(), LOCATION_CHARS);
+        assert_eq!(kept_location("/login"), "/login");
+        let r = ProbeReport {
+            url: "http://svc/".into(),
+            status: Some(302),
+            latency_ms: 1,
+            body_excerpt: String::new(),
+            body_truncated: false,
+            error: None,
+            location: Some(cut),
+            body: String::new(),
+        };
+        assert!(
+            r.line().chars().count() < LOCATION_CHARS + 80,
+            "{}",
+            r.line()
+        );
     }
 
     #[test]

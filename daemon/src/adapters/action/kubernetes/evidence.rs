@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::bounded::{clip, inline, is_name, log_tail};
 use super::error::{Failure, bad};
 use super::executor::KubeAction;
 use super::objects::{deployments, list_all, read_deployment, ready, selector_string};
@@ -51,6 +52,7 @@ pub struct Evidence;
 /// `pods[].containers`).
 const MAX_CONTAINERS: usize = 4;
 
+/// One pod as the evidence keeps it: every string of the answer bounded ([`clip`]).
 fn pod_summary(p: &Value) -> Value {
     let statuses: Vec<&Value> = p["status"]["containerStatuses"]
         .as_array()
@@ -81,7 +83,7 @@ fn pod_summary(p: &Value) -> Value {
         .filter(|c| c["restartCount"].as_i64().unwrap_or(0) > 0)
         .filter_map(|c| c["name"].as_str())
         .collect();
-    json!({
+    clip(&json!({
         "name": p["metadata"]["name"],
         "containers": containers,
         "restarted": restarted,
@@ -91,7 +93,7 @@ fn pod_summary(p: &Value) -> Value {
         "waiting": waiting,
         "last_terminated": last,
         "node": p["spec"]["nodeName"],
-    })
+    }))
 }
 
 impl KubeAction for Evidence {
@@ -127,7 +129,8 @@ impl KubeAction for Evidence {
             let ns = namespace(req).map_err(bad)?;
             let name = render("deployment", &e.deployment, req).map_err(bad)?;
             let d = read_deployment(s, &ns, &name).await?;
-            let sel = selector_string(&d["spec"]["selector"]).map_err(bad)?;
+            let sel = selector_string(&d["spec"]["selector"])
+                .map_err(|e| bad(format!("deployment {ns}/{name}: spec.selector: {e}")))?;
             let pods_path = path("v1", &ns, "pods");
             let pods = list_all(s, &pods_path, Some(&sel), None, None)
                 .await
@@ -149,6 +152,12 @@ impl KubeAction for Evidence {
             let mut logs = serde_json::Map::new();
             for p in failing.iter().take(e.log_pods) {
                 let pod = p["name"].as_str().unwrap_or_default();
+                // Names from the answer go into a request path: only Kubernetes names do.
+                if !is_name(pod) {
+                    let why = format!("pod name {:?} is not a Kubernetes name", inline(pod, 63));
+                    s.notes.push(format!("logs not read: {why}"));
+                    continue;
+                }
                 let names = |k: &str| -> Vec<String> {
                     p[k].as_array()
                         .into_iter()
@@ -159,6 +168,14 @@ impl KubeAction for Evidence {
                 let restarted = names("restarted");
                 let mut per = serde_json::Map::new();
                 for c in names("containers").iter().take(MAX_CONTAINERS) {
+                    if !is_name(c) {
+                        let why = format!(
+                            "container name {:?} is not a Kubernetes name",
+                            inline(c, 63)
+                        );
+                        per.insert(inline(c, 63), format!("(logs not read: {why})").into());
+                        continue;
+                    }
                     for previous in [false, true] {
                         if previous && !restarted.contains(c) {
                             continue;
@@ -168,12 +185,12 @@ impl KubeAction for Evidence {
                             e.log_lines,
                             if previous { "&previous=true" } else { "" }
                         );
-                        let r = http::Request::get(url)
-                            .body(Vec::new())
-                            .map_err(|e| bad(e.to_string()))?;
-                        let text = match s.read_text(r).await {
-                            Ok(t) => t,
-                            Err(err) => format!("(logs unavailable: {err})"),
+                        let text = match http::Request::get(url).body(Vec::new()) {
+                            Ok(r) => match s.read_text(r).await {
+                                Ok(t) => log_tail(&t),
+                                Err(err) => format!("(logs unavailable: {err})"),
+                            },
+                            Err(err) => format!("(logs not read: {err})"),
                         };
                         let key = if previous {
                             format!("{c} (previous)")
@@ -204,14 +221,14 @@ impl KubeAction for Evidence {
                 .await
                 {
                     Ok(evs) => events.extend(evs.into_iter().map(|ev| {
-                        json!({
+                        clip(&json!({
                             "object": format!("{}/{}", ev["involvedObject"]["kind"].as_str().unwrap_or_default(), ev["involvedObject"]["name"].as_str().unwrap_or_default()),
                             "type": ev["type"], "reason": ev["reason"], "message": ev["message"],
                             "count": ev["count"],
                             "last": ev["lastTimestamp"].as_str().or(ev["eventTime"].as_str()).or(ev["metadata"]["creationTimestamp"].as_str()),
-                        })
+                        }))
                     })),
-                    Err(err) => s.notes.push(format!("events of {n}: {err}")),
+                    Err(err) => s.notes.push(format!("events of {}: {err}", inline(n, 253))),
                 }
             }
             events.sort_by(|a, b| b["last"].as_str().cmp(&a["last"].as_str()));
@@ -228,12 +245,15 @@ impl KubeAction for Evidence {
                         .as_array()
                         .and_then(|w| w.first())
                         .and_then(|w| w.as_str());
+                    // The answer's words, on one line and short: the summary is one line.
                     format!(
                         "{} {}{}{} (restarts {})",
-                        p["name"].as_str().unwrap_or_default(),
-                        p["phase"].as_str().unwrap_or("?"),
-                        w.map(|w| format!(", {w}")).unwrap_or_default(),
-                        l.map(|l| format!(", last exit {l}")).unwrap_or_default(),
+                        inline(p["name"].as_str().unwrap_or_default(), 63),
+                        inline(p["phase"].as_str().unwrap_or("?"), 32),
+                        w.map(|w| format!(", {}", inline(w, 63)))
+                            .unwrap_or_default(),
+                        l.map(|l| format!(", last exit {}", inline(l, 63)))
+                            .unwrap_or_default(),
                         p["restarts"]
                     )
                 })
@@ -248,12 +268,12 @@ impl KubeAction for Evidence {
                 json!({
                     "deployment": {
                         "name": name, "namespace": ns,
-                        "replicas": d["spec"]["replicas"], "generation": d["metadata"]["generation"],
-                        "revision": d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
-                        "status": d["status"],
+                        "replicas": clip(&d["spec"]["replicas"]), "generation": clip(&d["metadata"]["generation"]),
+                        "revision": clip(&d["metadata"]["annotations"]["deployment.kubernetes.io/revision"]),
+                        "status": clip(&d["status"]),
                     },
                     "pods_total": summaries.len(),
-                    "pods": shown, "logs": logs, "events": events, "usage": usage,
+                    "pods": shown, "logs": logs, "events": events, "usage": clip(&usage),
                 }),
             );
             Ok(format!(

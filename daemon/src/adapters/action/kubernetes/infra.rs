@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::bounded::{clip, inline};
 use super::error::{Failure, bad};
 use super::executor::KubeAction;
 use super::objects::list_all;
@@ -60,9 +61,10 @@ fn node_summary(n: &Value) -> (Value, Vec<String>) {
         conds.insert(t.into(), st.into());
         match (t, st) {
             ("Ready", "True") => {}
-            ("Ready", _) => {
-                wrong.push(format!("NotReady ({})", c["reason"].as_str().unwrap_or(st)))
-            }
+            ("Ready", _) => wrong.push(format!(
+                "NotReady ({})",
+                inline(c["reason"].as_str().unwrap_or(st), 63)
+            )),
             (_, "True") => wrong.push(t.to_string()),
             _ => {}
         }
@@ -73,12 +75,13 @@ fn node_summary(n: &Value) -> (Value, Vec<String>) {
     if n["spec"]["unschedulable"] == true {
         wrong.push("SchedulingDisabled".into());
     }
-    let v = json!({
+    // The answer's strings, bounded: the evidence goes to the store and the pages.
+    let v = clip(&json!({
         "name": n["metadata"]["name"],
         "conditions": conds,
         "unschedulable": n["spec"]["unschedulable"] == true,
         "problems": wrong,
-    });
+    }));
     (v, wrong)
 }
 
@@ -115,7 +118,8 @@ fn failing_checks(body: &str) -> String {
             .take(3)
             .collect();
     }
-    out.join("; ")
+    // The server's text in a one-line summary: control characters as spaces, bounded.
+    inline(&out.join("; "), 300)
 }
 
 /// `GET /livez?verbose` or `/readyz?verbose`: (status, body excerpt). A failing check answers
@@ -196,7 +200,7 @@ impl KubeAction for ClusterEvidence {
                         if !wrong.is_empty() {
                             bad_nodes.push(format!(
                                 "{} {}",
-                                n["metadata"]["name"].as_str().unwrap_or("?"),
+                                inline(n["metadata"]["name"].as_str().unwrap_or("?"), 63),
                                 wrong.join(",")
                             ));
                         }
@@ -245,12 +249,12 @@ impl KubeAction for ClusterEvidence {
                         ));
                     }
                     events.extend(page["items"].as_array().into_iter().flatten().map(|ev| {
-                        json!({
+                        clip(&json!({
                             "namespace": ev["metadata"]["namespace"],
                             "object": format!("{}/{}", ev["involvedObject"]["kind"].as_str().unwrap_or_default(), ev["involvedObject"]["name"].as_str().unwrap_or_default()),
                             "reason": ev["reason"], "message": ev["message"], "count": ev["count"],
                             "last": when(ev),
-                        })
+                        }))
                     }));
                 }
                 Err(e) => s.notes.push(format!("listing Warning events: {e}")),
@@ -264,9 +268,9 @@ impl KubeAction for ClusterEvidence {
                     .first()
                     .map(|e| format!(
                         ", newest: {} {} {}",
-                        e["namespace"].as_str().unwrap_or_default(),
-                        e["object"].as_str().unwrap_or_default(),
-                        e["reason"].as_str().unwrap_or_default()
+                        inline(e["namespace"].as_str().unwrap_or_default(), 63),
+                        inline(e["object"].as_str().unwrap_or_default(), 127),
+                        inline(e["reason"].as_str().unwrap_or_default(), 63)
                     ))
                     .unwrap_or_default()
             ));

@@ -25,6 +25,7 @@
 //! what an action acts on), `params` (a step's `with:`), `executor` (an action kind as an
 //! `Executor`) and `catalogue` (the kinds by name, `register`).
 
+mod bounded;
 mod catalogue;
 mod cluster;
 mod delete_pods;

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::bounded::{FIELD_CHARS, clip, inline};
 use super::dns::SYSTEM_NAMESPACE;
 use super::error::{Failure, bad};
 use super::executor::KubeAction;
@@ -96,9 +97,9 @@ fn addresses(slices: &[Value], endpoints: Option<&Value>) -> (Vec<String>, Vec<S
             .iter()
             .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
         {
-            let ip = strs(&e["addresses"]).join(",");
+            let ip = inline(&strs(&e["addresses"]).join(","), FIELD_CHARS / 2);
             let who = match e["targetRef"]["name"].as_str() {
-                Some(p) => format!("{ip} ({p})"),
+                Some(p) => format!("{ip} ({})", inline(p, 253)),
                 None => ip,
             };
             // `ready` unset means ready (discovery.k8s.io/v1).
@@ -115,10 +116,10 @@ fn addresses(slices: &[Value], endpoints: Option<&Value>) -> (Vec<String>, Vec<S
                 ("notReadyAddresses", &mut not_ready),
             ] {
                 for a in sub[key].as_array().into_iter().flatten() {
-                    let ip = a["ip"].as_str().unwrap_or_default();
+                    let ip = inline(a["ip"].as_str().unwrap_or_default(), 63);
                     out.push(match a["targetRef"]["name"].as_str() {
-                        Some(p) => format!("{ip} ({p})"),
-                        None => ip.to_string(),
+                        Some(p) => format!("{ip} ({})", inline(p, 253)),
+                        None => ip,
                     });
                 }
             }
@@ -128,13 +129,13 @@ fn addresses(slices: &[Value], endpoints: Option<&Value>) -> (Vec<String>, Vec<S
 }
 
 fn policy_summary(p: &Value) -> Value {
-    json!({
+    clip(&json!({
         "name": p["metadata"]["name"],
         "pod_selector": p["spec"]["podSelector"],
         "policy_types": p["spec"]["policyTypes"],
         "ingress_rules": p["spec"]["ingress"].as_array().map_or(0, Vec::len),
         "egress_rules": p["spec"]["egress"].as_array().map_or(0, Vec::len),
-    })
+    }))
 }
 
 /// An Ingress's hosts and backends; `to_service` when one backend is the Service.
@@ -163,13 +164,13 @@ fn ingress_summary(i: &Value, svc: &str) -> Value {
             backend(label, &p["backend"]);
         }
     }
-    json!({
+    clip(&json!({
         "name": i["metadata"]["name"],
         "class": i["spec"]["ingressClassName"],
         "hosts": hosts,
         "backends": backends,
         "to_service": to_service,
-    })
+    }))
 }
 
 impl KubeAction for NetworkEvidence {
@@ -275,13 +276,20 @@ impl KubeAction for NetworkEvidence {
                 if pol.is_empty() {
                     String::new()
                 } else {
-                    let names: Vec<&str> = pol.iter().filter_map(|p| p["name"].as_str()).collect();
+                    // The answer's names, on one line and short: the summary is one line.
+                    let names: Vec<String> = pol
+                        .iter()
+                        .take(10)
+                        .filter_map(|p| p["name"].as_str().map(|n| inline(n, 63)))
+                        .collect();
                     format!(" ({})", names.join(", "))
                 },
                 ings.len(),
                 if routed.is_empty() {
                     String::new()
                 } else {
+                    let routed: Vec<String> =
+                        routed.iter().take(10).map(|n| inline(n, 63)).collect();
                     format!(", routing to {svc}: {}", routed.join(", "))
                 }
             ));
@@ -289,9 +297,9 @@ impl KubeAction for NetworkEvidence {
                 "evidence".into(),
                 json!({
                     "service": service.as_ref().map(|v| json!({
-                        "name": svc, "namespace": ns, "type": v["spec"]["type"],
-                        "cluster_ip": v["spec"]["clusterIP"], "selector": v["spec"]["selector"],
-                        "ports": v["spec"]["ports"],
+                        "name": svc, "namespace": ns, "type": clip(&v["spec"]["type"]),
+                        "cluster_ip": clip(&v["spec"]["clusterIP"]), "selector": clip(&v["spec"]["selector"]),
+                        "ports": clip(&v["spec"]["ports"]),
                     })),
                     "endpoints": {
                         "ready": ready_n, "not_ready": not_ready_n,
