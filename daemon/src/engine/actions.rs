@@ -6,7 +6,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Done, Engine, Msg};
 use crate::adapters::action::{ActionRequest, Outcome};
-use crate::adapters::store::{Commit, Finished, StoreError};
+use crate::adapters::store::{BudgetCharge, Commit, Finished, Release, StoreError};
 use crate::domain::incident::{Event, Incident, Phase, Probe, StepResult};
 use crate::domain::policy::{Step, Verify};
 use crate::domain::redact::{redact, redact_json};
@@ -28,6 +28,7 @@ impl Engine {
         req: ActionRequest,
         dry_run: bool,
         plan: Result<serde_json::Value, String>,
+        charged: Vec<BudgetCharge>,
     ) {
         self.running.insert(incident.clone());
         let exec = self.executors.get(&spec.action).cloned();
@@ -60,6 +61,7 @@ impl Engine {
                         step,
                         action: spec.action.clone(),
                         outcome,
+                        charged,
                     }))
                     .await;
                 wake.notify_one();
@@ -245,7 +247,11 @@ impl Engine {
             return Ok(());
         };
         tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
-        let result = if done.outcome.ok {
+        let result = if done.outcome.held {
+            StepResult::Held {
+                reason: done.outcome.summary.clone(),
+            }
+        } else if done.outcome.ok {
             StepResult::Ok
         } else if done.outcome.no_change {
             StepResult::NoChange {
@@ -263,13 +269,25 @@ impl Engine {
             m.insert("retryable".into(), done.outcome.retryable.into());
         }
         let mut c = Commit::default();
-        c.finished.push(Finished {
-            incident: inc.id.clone(),
-            ladder: done.ladder,
-            step: done.step,
-            at: now,
-            result: serde_json::to_value(&done.outcome).unwrap_or_default(),
-        });
+        if done.outcome.held {
+            // Nothing was written: the claim and its budget uses are given back, in the same
+            // commit as the hold, so the same step may be claimed again. A crash before this
+            // commit leaves the claim unfinished: recorded interrupted, never run again.
+            c.released.push(Release {
+                incident: inc.id.clone(),
+                ladder: done.ladder,
+                step: done.step,
+                budget_uses: done.charged.clone(),
+            });
+        } else {
+            c.finished.push(Finished {
+                incident: inc.id.clone(),
+                ladder: done.ladder,
+                step: done.step,
+                at: now,
+                result: serde_json::to_value(&done.outcome).unwrap_or_default(),
+            });
+        }
         if let Some(policy) = rs.policies.get(&inc.policy) {
             let fx = inc.apply(
                 Event::StepFinished {
@@ -288,7 +306,9 @@ impl Engine {
         // Counted once written: a result written again after a store error counts once.
         self.metrics.action(
             &done.action,
-            if done.outcome.dry_run {
+            if done.outcome.held {
+                "held"
+            } else if done.outcome.dry_run {
                 "dry_run"
             } else if done.outcome.ok {
                 "ok"

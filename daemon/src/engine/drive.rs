@@ -188,13 +188,16 @@ impl Engine {
                             step: idx,
                             at: now,
                         });
-                        for u in &input.budgets {
-                            c.budget_uses.push(BudgetCharge {
+                        let charged: Vec<BudgetCharge> = input
+                            .budgets
+                            .iter()
+                            .map(|u| BudgetCharge {
                                 key: u.key.clone(),
                                 at: now,
                                 dry_run,
-                            });
-                        }
+                            })
+                            .collect();
+                        c.budget_uses.extend(charged.iter().cloned());
                         // A dry run passes a half-open breaker without taking its one trial:
                         // its result counts for nothing, so the trial would only be held up.
                         for t in trials.into_iter().filter(|_| !dry_run) {
@@ -204,7 +207,7 @@ impl Engine {
                             }
                         }
                         acting.insert(inc.target.key(), inc.id.clone());
-                        start = Some((ladder, idx, step.clone(), req, dry_run, plan));
+                        start = Some((ladder, idx, step.clone(), req, dry_run, plan, charged));
                     }
                 }
             }
@@ -249,8 +252,18 @@ impl Engine {
                     return Err(e);
                 }
             }
-            if let Some((ladder, idx, step, req, dry_run, plan)) = start {
-                self.launch(tasks, inc.id.clone(), ladder, idx, step, req, dry_run, plan);
+            if let Some((ladder, idx, step, req, dry_run, plan, charged)) = start {
+                self.launch(
+                    tasks,
+                    inc.id.clone(),
+                    ladder,
+                    idx,
+                    step,
+                    req,
+                    dry_run,
+                    plan,
+                    charged,
+                );
             }
         }
         if let Some(c) = self.deferred.take() {

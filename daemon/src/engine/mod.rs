@@ -61,6 +61,8 @@ struct Done {
     step: usize,
     action: String,
     outcome: Outcome,
+    /// The budget uses its claim charged, given back if the action was held before any write.
+    charged: Vec<crate::adapters::store::BudgetCharge>,
 }
 
 /// What background work reports back to the engine.

@@ -69,6 +69,7 @@ impl Incident {
             stale_since: None,
             updates: None,
             approved: None,
+            hold: None,
             silence: None,
             opened_at: now,
             updated_at: now,
@@ -150,6 +151,7 @@ impl Incident {
                 self.on_approval_timed_out(ladder, step, policy, now)
             }
         };
+        self.keep_hold();
         self.keep_update_schedule(policy, now);
         fx
     }
@@ -284,6 +286,7 @@ impl Incident {
             Phase::Ready
             | Phase::Waiting { .. }
             | Phase::Held { .. }
+            | Phase::StepHeld { .. }
             | Phase::AwaitingApproval { .. } => (
                 EntryKind::Resolved,
                 "alerts resolved; pending steps cancelled, incident resolved".to_string(),
@@ -411,6 +414,9 @@ impl Incident {
                 ..
             } if now >= until => {
                 self.on_verification_deadline(step, last, no_data, policy, now, &mut fx)
+            }
+            Phase::StepHeld { next_check, .. } if now >= next_check => {
+                self.on_hold_check(policy, now, &mut fx)
             }
             Phase::Verified { step, until } if now >= until => {
                 let name = self

@@ -14,6 +14,7 @@
 //! - `step`: a step's life: started, finished, verified by probe or by its deadline;
 //! - `ladder`: the moves shared by both: ready, escalate, after a failure, upgrade;
 //! - `approval`: a step waiting for people (`approve:`): requested, decided, timed out;
+//! - `hold`: a step held before any change (someone else's rollout), re-tried until its bound;
 //! - `silence`: when its Alertmanager silences are created, renewed and expired.
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use crate::domain::time::Timestamp;
 mod approval;
 mod entry;
 mod escalation;
+mod hold;
 mod ladder;
 mod machine;
 mod silence;
@@ -38,6 +40,7 @@ mod update;
 
 pub use entry::{Entry, EntryKind, OtherKind};
 pub use escalation::EscalationReason;
+pub use hold::StepHold;
 pub use silence::{HumanSilence, SILENCE_RETRY, SilenceOp, SilenceRef, SilenceState};
 pub use update::UpdateSchedule;
 
@@ -137,6 +140,16 @@ pub enum Phase {
         /// Decisions at or after this are refused.
         until: Timestamp,
     },
+    /// The step was held before it changed anything (someone else's rollout is in progress,
+    /// [`Incident::hold`]): it is tried again at `next_check`. Its ledger claim was released.
+    StepHeld {
+        /// Ladder level of the held step.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+        /// When it is tried again.
+        next_check: Timestamp,
+    },
     /// Another ladder is acting on the target.
     Held {
         /// Why.
@@ -216,6 +229,9 @@ pub struct Incident {
     /// The step (ladder, index) people approved: it starts without asking again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved: Option<(u8, usize)>,
+    /// The hold of its due step (someone else's rollout), kept while the step is re-tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<StepHold>,
     /// Its Alertmanager silences (policy `silence:`), from its first remediation step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<SilenceState>,
@@ -247,6 +263,12 @@ pub enum StepResult {
     /// The action refused before changing anything (a precondition did not hold): the ladder
     /// goes on as after a failure, and no breaker counts it.
     NoChange {
+        /// Why.
+        reason: String,
+    },
+    /// The action stopped before any write because the target is busy with a change remedyd
+    /// did not make (a rollout in progress): the same step is tried again later.
+    Held {
         /// Why.
         reason: String,
     },
@@ -462,10 +484,12 @@ impl Incident {
     pub fn status(&self) -> Status {
         match &self.phase {
             Phase::Waiting { .. } | Phase::Held { .. } => Status::Open,
-            Phase::Ready | Phase::AwaitingApproval { .. } if self.steps_started == 0 => {
+            Phase::Ready | Phase::AwaitingApproval { .. } | Phase::StepHeld { .. }
+                if self.steps_started == 0 =>
+            {
                 Status::Open
             }
-            Phase::AwaitingApproval { .. } => Status::Remediating,
+            Phase::AwaitingApproval { .. } | Phase::StepHeld { .. } => Status::Remediating,
             Phase::Ready | Phase::Running { .. } => Status::Remediating,
             Phase::Verifying { .. } | Phase::Verified { .. } => Status::Verifying,
             Phase::Suspended { .. } => Status::Suspended,
@@ -535,7 +559,10 @@ impl Incident {
         match self.phase {
             Phase::Waiting { until }
             | Phase::Verified { until, .. }
-            | Phase::AwaitingApproval { until, .. } => Some(until),
+            | Phase::AwaitingApproval { until, .. }
+            | Phase::StepHeld {
+                next_check: until, ..
+            } => Some(until),
             Phase::Verifying {
                 until, next_probe, ..
             } => Some(next_probe.map_or(until, |p| p.min(until))),

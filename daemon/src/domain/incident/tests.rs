@@ -55,6 +55,7 @@ fn policy() -> Policy {
         update_every: None,
         silence: None,
         gitops: Default::default(),
+        rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
     }
 }
 

@@ -5,6 +5,7 @@
 //! tests are in `safety.rs`.
 
 mod approvals;
+mod hold;
 mod human_silence;
 mod maintenance;
 mod probe;
@@ -38,6 +39,10 @@ enum Answer {
     Fail,
     NoChange,
     Panic,
+    /// Someone else's rollout is in progress: held before any write.
+    Held,
+    /// Never returns (a process killed while the action runs).
+    Hang,
 }
 
 /// A remediation action answering from a script (then ok), recording every call.
@@ -73,6 +78,11 @@ impl Executor for Fix {
                 Answer::Fail => Outcome::failed(false, "fix failed", serde_json::Value::Null),
                 Answer::NoChange => Outcome::refused("nothing to fix", serde_json::Value::Null),
                 Answer::Panic => panic!("fix blew up"),
+                Answer::Held => Outcome::held(
+                    "rollout in progress: deployment is mid-rollout",
+                    serde_json::Value::Null,
+                ),
+                Answer::Hang => std::future::pending().await,
             }
         })
     }

@@ -100,6 +100,9 @@ impl KubeExecutor {
                 )
             }
             Ok(summary) => Outcome::ok(summary, detail),
+            // Held before the first write: the step did not run and is tried again later.
+            Err(Failure::Held(why)) if !wrote => Outcome::held(why, detail),
+            Err(Failure::Held(why)) => Outcome::failed(false, why, detail),
             // Refused before the first write: a precondition, not a failed remediation.
             Err(Failure::Refused(why)) if !wrote => Outcome::refused(why, detail),
             Err(Failure::Refused(why)) => Outcome::failed(false, why, detail),

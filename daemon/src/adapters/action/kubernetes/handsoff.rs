@@ -2,9 +2,12 @@
 //! scale, set resources) after its read and before its first write: a rollout someone else is
 //! running, and a GitOps reconciler (Argo CD, Flux) that owns the object.
 //!
-//! A refusal here is a precondition (`Failure::Refused` before any write): the step records
-//! `step_refused` with the reason, no breaker counts it, and the ladder goes on as after any
-//! refusal; its last step's refusal escalates with that reason.
+//! A rollout in progress holds the step (`Failure::Held` before any write): the engine releases
+//! its ledger claim and tries the same step again until the rollout is over or the policy's
+//! `rollout_hold` has passed. A reconciler's ownership (with `gitops: refuse`) is a refusal, a
+//! precondition (`Failure::Refused` before any write): the step records `step_refused` with the
+//! reason, no breaker counts it, and the ladder goes on as after any refusal; its last step's
+//! refusal escalates with that reason.
 
 use serde_json::Value;
 
@@ -107,8 +110,8 @@ pub fn rollout_in_progress(d: &Value) -> Option<String> {
     .then(|| format!("its Progressing condition is {reason:?}, not \"NewReplicaSetAvailable\""))
 }
 
-/// The checks before a step changes Deployment `ns/name` (`d` as just read): refused when a
-/// rollout is in progress, or when a reconciler owns it and the policy says `gitops: refuse`.
+/// The checks before a step changes Deployment `ns/name` (`d` as just read): held when a
+/// rollout is in progress, refused when a reconciler owns it and the policy says `gitops: refuse`.
 /// Returns the owner when the policy allows acting on it (the step then checks for a revert).
 pub(super) fn before_change(
     d: &Value,
@@ -117,9 +120,9 @@ pub(super) fn before_change(
     name: &str,
 ) -> Result<Option<Owner>, Failure> {
     if let Some(why) = rollout_in_progress(d) {
-        return refuse(format!(
-            "held: deployment {ns}/{name} is mid-rollout and remedyd did not start it ({why}); not changed"
-        ));
+        return Err(Failure::Held(format!(
+            "rollout in progress: deployment {ns}/{name} is mid-rollout and remedyd did not start it ({why}); not changed"
+        )));
     }
     let Some(owner) = gitops_owner(d) else {
         return Ok(None);
