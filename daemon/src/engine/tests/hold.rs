@@ -180,7 +180,11 @@ async fn a_crash_during_a_re_try_is_an_interruption_and_the_step_never_runs_twic
         while rig.fix_calls() < 2 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(rig.status("checkout").await, "remediating", "claimed, running");
+        assert_eq!(
+            rig.status("checkout").await,
+            "remediating",
+            "claimed, running"
+        );
         rig.restart();
         rig.engine.recover_interrupted().await.unwrap();
         rig.settle().await;
