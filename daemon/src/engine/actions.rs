@@ -192,6 +192,40 @@ impl Engine {
         });
     }
 
+    /// Reads back, in the background, what a verified step wrote into an object a GitOps
+    /// reconciler owns (`Executor::revert_check`); what it found comes back as
+    /// [`Msg::RevertChecked`].
+    pub(super) fn launch_revert_check(
+        &mut self,
+        tasks: &TaskTracker,
+        inc: &Incident,
+        step: usize,
+        action: &str,
+        spec: &serde_json::Value,
+    ) {
+        let Some(exec) = self.executors.get(action).cloned() else {
+            return;
+        };
+        self.checking.insert(inc.id.clone());
+        let (tx, wake, incident, spec) = (
+            self.done_tx.clone(),
+            self.wake.clone(),
+            inc.id.clone(),
+            spec.clone(),
+        );
+        tasks.spawn(async move {
+            let reverted = exec.revert_check(&spec).await;
+            let _ = tx
+                .send(Msg::RevertChecked {
+                    incident,
+                    step,
+                    reverted,
+                })
+                .await;
+            wake.notify_one();
+        });
+    }
+
     /// Records what background work reported: a finished step or a probe's value.
     pub(super) async fn handle(&mut self, msg: Msg) -> Result<(), StoreError> {
         match msg {
@@ -208,6 +242,18 @@ impl Engine {
                 op,
                 result,
             } => self.silenced(*incident, op, result).await,
+            Msg::RevertChecked {
+                incident,
+                step,
+                reverted,
+            } => {
+                self.checking.remove(&incident);
+                if let Err(e) = &reverted {
+                    tracing::warn!(incident = %incident, error = %redact(e), "Reading back a verified step's change failed; reading it again later");
+                }
+                let event = Event::RevertChecked { step, reverted };
+                self.apply_reported(&incident, event).await
+            }
             Msg::Probe {
                 incident,
                 step,
@@ -232,6 +278,27 @@ impl Engine {
                 self.commit(c).await
             }
         }
+    }
+
+    /// Applies an event background work reported to incident `id` and commits what changed.
+    async fn apply_reported(&mut self, id: &str, event: Event) -> Result<(), StoreError> {
+        let rs = self.rules();
+        let now = self.clock.now();
+        let Some(mut inc) = self.incident(id).await? else {
+            return Ok(());
+        };
+        let Some(policy) = rs.policies.get(&inc.policy) else {
+            return Ok(());
+        };
+        let before = inc.clone();
+        let fx = inc.apply(event, policy, now);
+        if fx.is_empty() && inc == before {
+            return Ok(());
+        }
+        let mut c = Commit::default();
+        self.effects(&inc, fx, &rs, &mut c, now).await?;
+        c.incidents.push(inc);
+        self.commit(c).await
     }
 
     /// Records a finished step: its ledger entry, metric and the incident's transition.
@@ -289,7 +356,8 @@ impl Engine {
             });
         }
         if let Some(policy) = rs.policies.get(&inc.policy) {
-            let fx = inc.apply(
+            let ok = result == StepResult::Ok && !done.outcome.dry_run;
+            let mut fx = inc.apply(
                 Event::StepFinished {
                     ladder: done.ladder,
                     step: done.step,
@@ -299,6 +367,16 @@ impl Engine {
                 policy,
                 now,
             );
+            // A change to an object a GitOps reconciler owns is read back while verified.
+            if let Some(spec) = done.outcome.detail.get("watch").filter(|_| ok) {
+                let watch = Event::WatchRevert {
+                    ladder: done.ladder,
+                    step: done.step,
+                    action: done.action.clone(),
+                    spec: spec.clone(),
+                };
+                fx.extend(inc.apply(watch, policy, now));
+            }
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
         c.incidents.push(inc);

@@ -116,6 +116,12 @@ impl Engine {
             {
                 self.launch_probe(tasks, &rs, &inc, step, spec);
             }
+            if let Some((step, action, spec)) = inc.revert_check_due(now)
+                && !self.checking.contains(&inc.id)
+            {
+                let (action, spec) = (action.to_string(), spec.clone());
+                self.launch_revert_check(tasks, &inc, step, &action, &spec);
+            }
             let mut start = None;
             if let Some((ladder, idx, step)) = inc.due_step(policy)
                 && !self.running.contains(&inc.id)

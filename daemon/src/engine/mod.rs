@@ -75,6 +75,12 @@ enum Msg {
         step: usize,
         probe: Probe,
     },
+    /// A verified step's change was read back (`Executor::revert_check`).
+    RevertChecked {
+        incident: String,
+        step: usize,
+        reverted: Result<Option<String>, String>,
+    },
     /// A call to Alertmanager's silences API returned (`silences`): the incident as it was
     /// when the call was made (a resolved one is no longer in the cache), the operation, and
     /// what came of it.
@@ -132,6 +138,8 @@ pub struct Engine {
     /// as the store takes writes again, without a restart. Few: one per action in flight.
     unrecorded: Vec<Done>,
     probing: HashSet<String>,
+    /// Incidents with a read-back of their verified step's change in flight.
+    checking: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
     /// When the open storm began (its page's identity), `None` when there is none; loaded from
     /// the store ([`crate::adapters::store::STORM_COUNTER`]) on first use, so it survives restarts.
@@ -183,6 +191,7 @@ impl Engine {
             recover_pending: false,
             unrecorded: Vec::new(),
             probing: HashSet::new(),
+            checking: HashSet::new(),
             source: None,
             storm: None,
             next_stale_check: Timestamp(0),

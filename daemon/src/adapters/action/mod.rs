@@ -199,6 +199,17 @@ pub trait Executor: Send + Sync + 'static {
             }
         })
     }
+    /// Reads back what a step of this action wrote (`watch`, which it left under `"watch"` in
+    /// its outcome's `detail`) while the step is verified: `Ok(Some(why))` when a reconciler put
+    /// it back, `Ok(None)` when it is as written, `Err` when it could not be read. Only reads,
+    /// each request within its own deadline. Actions that leave no watch never get here.
+    fn revert_check<'a>(
+        &'a self,
+        watch: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let _ = watch;
+        Box::pin(async { Ok(None) })
+    }
     /// Evidence actions only read: their steps need no verification and the ladder goes on.
     fn gathers_evidence(&self) -> bool {
         false

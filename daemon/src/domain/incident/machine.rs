@@ -70,6 +70,7 @@ impl Incident {
             updates: None,
             approved: None,
             hold: None,
+            revert_watch: None,
             silence: None,
             opened_at: now,
             updated_at: now,
@@ -150,8 +151,18 @@ impl Incident {
             Event::ApprovalTimedOut { ladder, step } => {
                 self.on_approval_timed_out(ladder, step, policy, now)
             }
+            Event::WatchRevert {
+                ladder,
+                step,
+                action,
+                spec,
+            } => self.on_watch_revert(ladder, step, action, spec, now),
+            Event::RevertChecked { step, reverted } => {
+                self.on_revert_checked(step, reverted, policy, now)
+            }
         };
         self.keep_hold();
+        self.keep_watch();
         self.keep_update_schedule(policy, now);
         fx
     }
@@ -413,7 +424,10 @@ impl Incident {
                 no_data,
                 ..
             } if now >= until => {
-                self.on_verification_deadline(step, last, no_data, policy, now, &mut fx)
+                // A revert seen at the deadline is a revert, not a failed verification.
+                if !self.revert_check_before(until, now) {
+                    self.on_verification_deadline(step, last, no_data, policy, now, &mut fx)
+                }
             }
             Phase::StepHeld { next_check, .. } if now >= next_check => {
                 self.on_hold_check(policy, now, &mut fx)

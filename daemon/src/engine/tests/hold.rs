@@ -19,11 +19,11 @@ fn holding(hold: &str, steps: &str) -> String {
 }
 
 impl Rig {
-    fn script(&self, answers: &[Answer]) {
+    pub(super) fn script(&self, answers: &[Answer]) {
         *self.fix.script.lock().unwrap() = answers.to_vec();
     }
 
-    async fn entries(&self) -> Vec<(String, String)> {
+    pub(super) async fn entries(&self) -> Vec<(String, String)> {
         self.store
             .timeline("INC-2026-0001")
             .await
@@ -33,7 +33,7 @@ impl Rig {
             .collect()
     }
 
-    async fn count(&self, kind: &str) -> usize {
+    pub(super) async fn count(&self, kind: &str) -> usize {
         self.entries()
             .await
             .iter()

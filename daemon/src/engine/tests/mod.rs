@@ -9,6 +9,7 @@ mod hold;
 mod human_silence;
 mod maintenance;
 mod probe;
+mod revert;
 mod safety;
 mod updates;
 
@@ -43,6 +44,8 @@ enum Answer {
     Held,
     /// Never returns (a process killed while the action runs).
     Hang,
+    /// Succeeds, leaving a watch for the revert check (a change a reconciler owns).
+    OkWatched,
 }
 
 /// A remediation action answering from a script (then ok), recording every call.
@@ -50,6 +53,9 @@ enum Answer {
 struct Fix {
     script: Mutex<Vec<Answer>>,
     calls: Mutex<Vec<(String, bool)>>,
+    /// What a read-back of its watch finds (`None`: as written), and how many were made.
+    reverted: Mutex<Option<String>>,
+    checks: Mutex<usize>,
 }
 
 impl Executor for Fix {
@@ -83,7 +89,20 @@ impl Executor for Fix {
                     serde_json::Value::Null,
                 ),
                 Answer::Hang => std::future::pending().await,
+                Answer::OkWatched => Outcome::ok(
+                    "fixed",
+                    serde_json::json!({"watch": {"name": req.vars.get("target.name")}}),
+                ),
             }
+        })
+    }
+    fn revert_check<'a>(
+        &'a self,
+        _: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            *self.checks.lock().unwrap() += 1;
+            Ok(self.reverted.lock().unwrap().clone())
         })
     }
     fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {

@@ -144,6 +144,63 @@ pub(super) fn reverted(owner: &Owner, ns: &str, name: &str, field: &str, old: &s
     )
 }
 
+/// What a step wrote into Deployment `ns/name`, which `owner` reconciles, for the engine to
+/// read back while the step is verified ([`check_revert`]): `fields` are (what, as people read
+/// it; the container, or none for `spec.replicas`; the value as read after the step).
+pub(super) fn watch(
+    owner: &Owner,
+    ns: &str,
+    name: &str,
+    fields: Vec<(String, Option<String>, Value)>,
+) -> Value {
+    let fields: Vec<Value> = fields
+        .into_iter()
+        .map(|(what, container, value)| serde_json::json!({"what": what, "container": container, "value": value}))
+        .collect();
+    serde_json::json!({"namespace": ns, "name": name, "owner": owner.to_string(), "tool": owner.tool(), "fields": fields})
+}
+
+/// The value of a watched field in Deployment `d`: `spec.replicas`, or a container's resources.
+fn watched(d: &Value, container: &Value) -> Value {
+    match container.as_str() {
+        None => d["spec"]["replicas"].clone(),
+        Some(c) => d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["name"] == c)
+            .map(|x| x["resources"].clone())
+            .unwrap_or(Value::Null),
+    }
+}
+
+/// Deployment `d` as read back against `watch` ([`watch`]): why, when a field is no longer what
+/// the step wrote (its reconciler put git's value back).
+pub fn check_revert(d: &Value, watch: &Value) -> Option<String> {
+    let (ns, name) = (watch["namespace"].as_str()?, watch["name"].as_str()?);
+    let changed: Vec<String> = watch["fields"]
+        .as_array()?
+        .iter()
+        .filter(|f| watched(d, &f["container"]) != f["value"])
+        .map(|f| {
+            format!(
+                "{} is {} (remedyd set {})",
+                f["what"].as_str().unwrap_or("a field"),
+                watched(d, &f["container"]),
+                f["value"]
+            )
+        })
+        .collect();
+    (!changed.is_empty()).then(|| {
+        format!(
+            "reverted by {}: {ns}/{name} {} ({} keeps it as git says; change it in git)",
+            watch["tool"].as_str().unwrap_or("its reconciler"),
+            changed.join(", "),
+            watch["owner"].as_str().unwrap_or("its reconciler")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -157,6 +214,37 @@ mod tests {
             "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
                 "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
         })
+    }
+
+    #[test]
+    fn a_watched_field_put_back_is_a_revert_naming_its_owner_and_one_as_written_is_not() {
+        let owner = Owner::ArgoCd("shop".into());
+        let res = json!({"limits": {"memory": "1Gi"}});
+        let w = watch(
+            &owner,
+            "ns",
+            "web",
+            vec![
+                ("replicas".into(), None, json!(4)),
+                ("resources of app".into(), Some("app".into()), res.clone()),
+            ],
+        );
+        let mut d = json!({"spec": {"replicas": 4, "template": {"spec": {"containers": [{"name": "app", "resources": res}]}}}});
+        assert_eq!(check_revert(&d, &w), None);
+        d["spec"]["replicas"] = json!(3);
+        let why = check_revert(&d, &w).unwrap();
+        assert_eq!(
+            why,
+            "reverted by Argo CD: ns/web replicas is 3 (remedyd set 4) (Argo CD application shop keeps it as git says; change it in git)"
+        );
+        d["spec"]["replicas"] = json!(4);
+        d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+            json!({"limits": {"memory": "512Mi"}});
+        assert!(
+            check_revert(&d, &w)
+                .unwrap()
+                .contains("resources of app is")
+        );
     }
 
     #[test]
