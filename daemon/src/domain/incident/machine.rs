@@ -423,11 +423,10 @@ impl Incident {
                 last,
                 no_data,
                 ..
-            } if now >= until => {
-                // A revert seen at the deadline is a revert, not a failed verification.
-                if !self.revert_check_before(until, now) {
-                    self.on_verification_deadline(step, last, no_data, policy, now, &mut fx)
-                }
+            // A revert seen at the deadline is a revert, not a failed verification: the
+            // change is read back once more before the step is judged.
+            } if now >= until && !self.revert_check_before(until, now) => {
+                self.on_verification_deadline(step, last, no_data, policy, now, &mut fx)
             }
             Phase::StepHeld { next_check, .. } if now >= next_check => {
                 self.on_hold_check(policy, now, &mut fx)
