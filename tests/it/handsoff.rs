@@ -332,3 +332,50 @@ maintenance:
     assert!(t.contains("automation resumed"), "{t}");
     assert_eq!(writes(&w.fake), 1, "one scale after the window");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_cd_putting_the_scale_back_after_the_step_is_seen_while_verifying_and_escalated() {
+    let w = world(|d| fixtures::argo_cd(d, "shop"), &policies("allow", SCALE)).await;
+    w.fake.auto_step(Duration::from_millis(50));
+    w.fake.clear_requests();
+    let (status, _) = fire(&w).await;
+    assert_eq!(status, 200);
+    let l =
+        w.d.wait_incidents("verifying after the scale", |l| {
+            l.len() == 1 && l[0]["status"] == "verifying"
+        })
+        .await;
+    let id = l[0]["id"].as_str().unwrap().to_string();
+    let d = w.fake.get("apps/v1", "Deployment", NS, "checkout").unwrap();
+    assert_eq!(
+        d["spec"]["replicas"], 4,
+        "scaled, and kept through the step"
+    );
+    // Argo CD syncs git (3 replicas) after the step: self-heal puts the count back.
+    w.fake
+        .reconcile_to(NS, "checkout", &[("/spec/replicas", json!(3))]);
+    w.d.wait_incidents("escalated by the revert", |l| l[0]["status"] == "escalated")
+        .await;
+    let t = serde_json::to_string(&w.d.timeline(&id).await).unwrap();
+    assert!(
+        t.contains("reverted by Argo CD: python-services/checkout replicas is 3 (remedyd set 4) (Argo CD application shop keeps it as git says; change it in git)"),
+        "{t}"
+    );
+    assert!(t.contains("\"kind\":\"reverted\""), "{t}");
+    assert!(!t.contains("verification_failed"), "{t}");
+    let patches = w
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert_eq!(patches, 1, "one scale, never repeated");
+    let pager = w.d.pager.clone();
+    w.d.wait("the page naming the revert", || {
+        pager
+            .all()
+            .iter()
+            .any(|(route, n)| route == "oncall" && format!("{n:?}").contains("reverted by Argo CD"))
+    })
+    .await;
+}
