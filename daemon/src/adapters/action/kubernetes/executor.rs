@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::cluster::Cluster;
 use super::error::Failure;
-use super::handsoff;
 use super::objects::read_deployment;
+use super::revert;
 use super::session::Session;
 use crate::adapters::action::{ActionRequest, BoxFuture, Executor, Outcome};
 
@@ -168,7 +168,7 @@ impl Executor for KubeExecutor {
                     return Err(why);
                 }
             };
-            Ok(handsoff::check_revert(&d, watch))
+            Ok(revert::check_revert(&d, watch))
         })
     }
 }
