@@ -115,8 +115,8 @@ impl Incident {
         self.hold = Some(hold);
     }
 
-    /// A re-try of a held step ended otherwise than held (the rollout is over): the hold's end
-    /// goes into the timeline before the step's own result.
+    /// A re-try of a held step ended otherwise than held (the rollout is over, or the try was
+    /// interrupted): the hold's end goes into the timeline before the step's own result.
     pub(super) fn end_hold(&mut self, step_name: &str, now: Timestamp, fx: &mut Effects) {
         let Some(h) = self.hold.take() else {
             return;
@@ -127,7 +127,7 @@ impl Incident {
             now,
             EntryKind::HoldOver,
             format!(
-                "hold over after {} ({} tries held): step {step_name} ran",
+                "hold over after {} ({} tries held): step {step_name} went ahead",
                 fmt_duration(waited),
                 h.tries
             ),

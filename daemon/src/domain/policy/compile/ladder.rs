@@ -335,8 +335,9 @@ fn rollout_hold(s: &str) -> Result<std::time::Duration, String> {
     };
     if d > MAX_ROLLOUT_HOLD {
         return Err(format!(
-            "{s:?} is longer than {}: a hold waits for a rollout, not a change freeze (use a pause or a maintenance window)",
-            crate::domain::time::fmt_duration(MAX_ROLLOUT_HOLD)
+            "{s:?} is longer than {}h; write 0 to {}h (a hold waits out a rollout; for a change freeze use a pause or a maintenance window)",
+            MAX_ROLLOUT_HOLD.as_secs() / 3600,
+            MAX_ROLLOUT_HOLD.as_secs() / 3600
         ));
     }
     Ok(d)
