@@ -571,3 +571,4 @@ fn a_step_that_fails_after_its_incident_resolved_still_counts_against_the_breake
 }
 
 mod escalation;
+mod hold;
