@@ -1,7 +1,10 @@
 //! Hands-off signals end to end (issue 15 §3): Alertmanager webhook → remedyd (in-process,
 //! enforce, SQLite) → the Kubernetes actions through the real `kube::Client` → the fake API
 //! server, whose Deployments carry the labels and annotations Argo CD and Flux really set and
-//! whose reconciler (`FakeKube::reconcile`) puts git's values back like a self-healing one.
+//! whose reconciler (`FakeKube::reconcile`, `reconcile_to`) puts git's values back like a
+//! self-healing one. A rollout someone else started (a spec the controller has not observed)
+//! holds the step: no write while it lasts, one after it, or a page after `rollout_hold`; a
+//! revert after the step is seen while it is verified.
 
 use std::time::Duration;
 
