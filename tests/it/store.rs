@@ -11,8 +11,8 @@ use remedyd::adapters::escalate::{NotificationKind, notification};
 use remedyd::adapters::store::postgres::{Leadership, PgStore};
 use remedyd::adapters::store::sqlite::SqliteStore;
 use remedyd::adapters::store::{
-    BudgetCharge, Cancelled, Claim, Commit, NewWindow, Pause, Receipt, ResolveDone, ResolveRequest,
-    ResolveResult, Store, StoreError,
+    BudgetCharge, Cancelled, Claim, Commit, Finished, NewWindow, Pause, Receipt, Release,
+    ResolveDone, ResolveRequest, ResolveResult, Store, StoreError,
 };
 use remedyd::domain::incident::{Entry, EntryKind, Incident};
 use remedyd::domain::policy::breaker::BreakerRecord;
@@ -68,6 +68,7 @@ fn incident(id: &str, name: &str) -> Incident {
         update_every: None,
         silence: None,
         gitops: Default::default(),
+        rollout_hold: remedyd::domain::policy::DEFAULT_ROLLOUT_HOLD,
     };
     Incident::open(
         id.into(),
@@ -152,6 +153,7 @@ async fn suite(store: Arc<dyn Store>) {
     );
     let c = Commit {
         approvals: Vec::new(),
+        released: Vec::new(),
         incidents: vec![inc.clone()],
         timeline: vec![(id.clone(), entry.clone())],
         processed: pending.iter().map(|p| p.id).max(),
@@ -231,6 +233,8 @@ async fn suite(store: Arc<dyn Store>) {
         1,
         "nothing of a refused commit is written"
     );
+
+    released_claims(&*store).await;
 
     // One open incident per (rule, target).
     let dup = Commit {
@@ -514,6 +518,84 @@ async fn resolve_requests(store: &dyn Store) {
         Some((Timestamp(503), ResolveResult::UnknownIncident))
     );
     assert_eq!(store.resolve_request(second + 100).await.unwrap(), None);
+}
+
+/// A claim released (its action held before any write) may be claimed again and gives back
+/// its budget uses, one row each; a finished claim is never released.
+async fn released_claims(store: &dyn Store) {
+    let id = "INC-2026-0090".to_string();
+    let charge = |at: i64| BudgetCharge {
+        key: "action:fix:released".into(),
+        at: Timestamp(at),
+        dry_run: false,
+    };
+    let claim = |at: i64| Claim {
+        incident: id.clone(),
+        ladder: 1,
+        step: 2,
+        at: Timestamp(at),
+    };
+    let uses = || store.count_uses("action:fix:released", Timestamp(0), false);
+    // Another step charged the same key at the same instant: only one row goes back.
+    let first = Commit {
+        claims: vec![claim(700)],
+        budget_uses: vec![charge(700), charge(700)],
+        ..Default::default()
+    };
+    store.commit(first).await.unwrap();
+    assert_eq!(uses().await.unwrap(), 2);
+    let release = |at: i64| Commit {
+        released: vec![Release {
+            incident: id.clone(),
+            ladder: 1,
+            step: 2,
+            budget_uses: vec![charge(at)],
+        }],
+        ..Default::default()
+    };
+    store.commit(release(700)).await.unwrap();
+    assert_eq!(
+        uses().await.unwrap(),
+        1,
+        "the held claim's use is given back"
+    );
+    let second = Commit {
+        claims: vec![claim(800)],
+        budget_uses: vec![charge(800)],
+        ..Default::default()
+    };
+    store
+        .commit(second)
+        .await
+        .expect("a released step is claimed again");
+    let finished = Commit {
+        finished: vec![Finished {
+            incident: id.clone(),
+            ladder: 1,
+            step: 2,
+            at: Timestamp(900),
+            result: serde_json::json!({"ok": true}),
+        }],
+        ..Default::default()
+    };
+    store.commit(finished).await.unwrap();
+    store.commit(release(800)).await.unwrap();
+    assert_eq!(
+        uses().await.unwrap(),
+        2,
+        "a finished claim gives nothing back"
+    );
+    let third = Commit {
+        claims: vec![claim(1000)],
+        ..Default::default()
+    };
+    assert!(
+        matches!(
+            store.commit(third).await,
+            Err(StoreError::AlreadyClaimed(_))
+        ),
+        "a finished step is never claimed again"
+    );
 }
 
 #[tokio::test]

@@ -68,6 +68,7 @@ pub fn policy() -> Policy {
         update_every: None,
         silence: None,
         gitops: Default::default(),
+        rollout_hold: remedyd::domain::policy::DEFAULT_ROLLOUT_HOLD,
     }
 }
 
@@ -89,6 +90,7 @@ pub fn page_only() -> Policy {
         update_every: None,
         silence: None,
         gitops: Default::default(),
+        rollout_hold: remedyd::domain::policy::DEFAULT_ROLLOUT_HOLD,
     }
 }
 

@@ -6,7 +6,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Done, Engine, Msg};
 use crate::adapters::action::{ActionRequest, Outcome};
-use crate::adapters::store::{Commit, Finished, StoreError};
+use crate::adapters::store::{BudgetCharge, Commit, Finished, Release, StoreError};
 use crate::domain::incident::{Event, Incident, Phase, Probe, StepResult};
 use crate::domain::policy::{Step, Verify};
 use crate::domain::redact::{redact, redact_json};
@@ -28,6 +28,7 @@ impl Engine {
         req: ActionRequest,
         dry_run: bool,
         plan: Result<serde_json::Value, String>,
+        charged: Vec<BudgetCharge>,
     ) {
         self.running.insert(incident.clone());
         let exec = self.executors.get(&spec.action).cloned();
@@ -60,6 +61,7 @@ impl Engine {
                         step,
                         action: spec.action.clone(),
                         outcome,
+                        charged,
                     }))
                     .await;
                 wake.notify_one();
@@ -190,6 +192,40 @@ impl Engine {
         });
     }
 
+    /// Reads back, in the background, what a verified step wrote into an object a GitOps
+    /// reconciler owns (`Executor::revert_check`); what it found comes back as
+    /// [`Msg::RevertChecked`].
+    pub(super) fn launch_revert_check(
+        &mut self,
+        tasks: &TaskTracker,
+        inc: &Incident,
+        step: usize,
+        action: &str,
+        spec: &serde_json::Value,
+    ) {
+        let Some(exec) = self.executors.get(action).cloned() else {
+            return;
+        };
+        self.checking.insert(inc.id.clone());
+        let (tx, wake, incident, spec) = (
+            self.done_tx.clone(),
+            self.wake.clone(),
+            inc.id.clone(),
+            spec.clone(),
+        );
+        tasks.spawn(async move {
+            let reverted = exec.revert_check(&spec).await;
+            let _ = tx
+                .send(Msg::RevertChecked {
+                    incident,
+                    step,
+                    reverted,
+                })
+                .await;
+            wake.notify_one();
+        });
+    }
+
     /// Records what background work reported: a finished step or a probe's value.
     pub(super) async fn handle(&mut self, msg: Msg) -> Result<(), StoreError> {
         match msg {
@@ -206,6 +242,18 @@ impl Engine {
                 op,
                 result,
             } => self.silenced(*incident, op, result).await,
+            Msg::RevertChecked {
+                incident,
+                step,
+                reverted,
+            } => {
+                self.checking.remove(&incident);
+                if let Err(e) = &reverted {
+                    tracing::warn!(incident = %incident, error = %redact(e), "Reading back a verified step's change failed; reading it again later");
+                }
+                let event = Event::RevertChecked { step, reverted };
+                self.apply_reported(&incident, event).await
+            }
             Msg::Probe {
                 incident,
                 step,
@@ -232,6 +280,27 @@ impl Engine {
         }
     }
 
+    /// Applies an event background work reported to incident `id` and commits what changed.
+    async fn apply_reported(&mut self, id: &str, event: Event) -> Result<(), StoreError> {
+        let rs = self.rules();
+        let now = self.clock.now();
+        let Some(mut inc) = self.incident(id).await? else {
+            return Ok(());
+        };
+        let Some(policy) = rs.policies.get(&inc.policy) else {
+            return Ok(());
+        };
+        let before = inc.clone();
+        let fx = inc.apply(event, policy, now);
+        if fx.is_empty() && inc == before {
+            return Ok(());
+        }
+        let mut c = Commit::default();
+        self.effects(&inc, fx, &rs, &mut c, now).await?;
+        c.incidents.push(inc);
+        self.commit(c).await
+    }
+
     /// Records a finished step: its ledger entry, metric and the incident's transition.
     pub(super) async fn finish(&mut self, mut done: Done) -> Result<(), StoreError> {
         self.running.remove(&done.incident);
@@ -245,7 +314,11 @@ impl Engine {
             return Ok(());
         };
         tracing::info!(incident = %inc.id, action = %done.action, ok = done.outcome.ok, summary = %done.outcome.summary, "Step finished");
-        let result = if done.outcome.ok {
+        let result = if done.outcome.held {
+            StepResult::Held {
+                reason: done.outcome.summary.clone(),
+            }
+        } else if done.outcome.ok {
             StepResult::Ok
         } else if done.outcome.no_change {
             StepResult::NoChange {
@@ -263,15 +336,28 @@ impl Engine {
             m.insert("retryable".into(), done.outcome.retryable.into());
         }
         let mut c = Commit::default();
-        c.finished.push(Finished {
-            incident: inc.id.clone(),
-            ladder: done.ladder,
-            step: done.step,
-            at: now,
-            result: serde_json::to_value(&done.outcome).unwrap_or_default(),
-        });
+        if done.outcome.held {
+            // Nothing was written: the claim and its budget uses are given back, in the same
+            // commit as the hold, so the same step may be claimed again. A crash before this
+            // commit leaves the claim unfinished: recorded interrupted, never run again.
+            c.released.push(Release {
+                incident: inc.id.clone(),
+                ladder: done.ladder,
+                step: done.step,
+                budget_uses: done.charged.clone(),
+            });
+        } else {
+            c.finished.push(Finished {
+                incident: inc.id.clone(),
+                ladder: done.ladder,
+                step: done.step,
+                at: now,
+                result: serde_json::to_value(&done.outcome).unwrap_or_default(),
+            });
+        }
         if let Some(policy) = rs.policies.get(&inc.policy) {
-            let fx = inc.apply(
+            let ok = result == StepResult::Ok && !done.outcome.dry_run;
+            let mut fx = inc.apply(
                 Event::StepFinished {
                     ladder: done.ladder,
                     step: done.step,
@@ -281,6 +367,16 @@ impl Engine {
                 policy,
                 now,
             );
+            // A change to an object a GitOps reconciler owns is read back while verified.
+            if let Some(spec) = done.outcome.detail.get("watch").filter(|_| ok) {
+                let watch = Event::WatchRevert {
+                    ladder: done.ladder,
+                    step: done.step,
+                    action: done.action.clone(),
+                    spec: spec.clone(),
+                };
+                fx.extend(inc.apply(watch, policy, now));
+            }
             self.effects(&inc, fx, &rs, &mut c, now).await?;
         }
         c.incidents.push(inc);
@@ -288,7 +384,9 @@ impl Engine {
         // Counted once written: a result written again after a store error counts once.
         self.metrics.action(
             &done.action,
-            if done.outcome.dry_run {
+            if done.outcome.held {
+                "held"
+            } else if done.outcome.dry_run {
                 "dry_run"
             } else if done.outcome.ok {
                 "ok"

@@ -116,6 +116,12 @@ impl Engine {
             {
                 self.launch_probe(tasks, &rs, &inc, step, spec);
             }
+            if let Some((step, action, spec)) = inc.revert_check_due(now)
+                && !self.checking.contains(&inc.id)
+            {
+                let (action, spec) = (action.to_string(), spec.clone());
+                self.launch_revert_check(tasks, &inc, step, &action, &spec);
+            }
             let mut start = None;
             if let Some((ladder, idx, step)) = inc.due_step(policy)
                 && !self.running.contains(&inc.id)
@@ -188,13 +194,16 @@ impl Engine {
                             step: idx,
                             at: now,
                         });
-                        for u in &input.budgets {
-                            c.budget_uses.push(BudgetCharge {
+                        let charged: Vec<BudgetCharge> = input
+                            .budgets
+                            .iter()
+                            .map(|u| BudgetCharge {
                                 key: u.key.clone(),
                                 at: now,
                                 dry_run,
-                            });
-                        }
+                            })
+                            .collect();
+                        c.budget_uses.extend(charged.iter().cloned());
                         // A dry run passes a half-open breaker without taking its one trial:
                         // its result counts for nothing, so the trial would only be held up.
                         for t in trials.into_iter().filter(|_| !dry_run) {
@@ -204,7 +213,7 @@ impl Engine {
                             }
                         }
                         acting.insert(inc.target.key(), inc.id.clone());
-                        start = Some((ladder, idx, step.clone(), req, dry_run, plan));
+                        start = Some((ladder, idx, step.clone(), req, dry_run, plan, charged));
                     }
                 }
             }
@@ -249,8 +258,18 @@ impl Engine {
                     return Err(e);
                 }
             }
-            if let Some((ladder, idx, step, req, dry_run, plan)) = start {
-                self.launch(tasks, inc.id.clone(), ladder, idx, step, req, dry_run, plan);
+            if let Some((ladder, idx, step, req, dry_run, plan, charged)) = start {
+                self.launch(
+                    tasks,
+                    inc.id.clone(),
+                    ladder,
+                    idx,
+                    step,
+                    req,
+                    dry_run,
+                    plan,
+                    charged,
+                );
             }
         }
         if let Some(c) = self.deferred.take() {

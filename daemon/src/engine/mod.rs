@@ -61,6 +61,8 @@ struct Done {
     step: usize,
     action: String,
     outcome: Outcome,
+    /// The budget uses its claim charged, given back if the action was held before any write.
+    charged: Vec<crate::adapters::store::BudgetCharge>,
 }
 
 /// What background work reports back to the engine.
@@ -72,6 +74,12 @@ enum Msg {
         incident: String,
         step: usize,
         probe: Probe,
+    },
+    /// A verified step's change was read back (`Executor::revert_check`).
+    RevertChecked {
+        incident: String,
+        step: usize,
+        reverted: Result<Option<String>, String>,
     },
     /// A call to Alertmanager's silences API returned (`silences`): the incident as it was
     /// when the call was made (a resolved one is no longer in the cache), the operation, and
@@ -130,6 +138,8 @@ pub struct Engine {
     /// as the store takes writes again, without a restart. Few: one per action in flight.
     unrecorded: Vec<Done>,
     probing: HashSet<String>,
+    /// Incidents with a read-back of their verified step's change in flight.
+    checking: HashSet<String>,
     source: Option<Arc<dyn MetricSource>>,
     /// When the open storm began (its page's identity), `None` when there is none; loaded from
     /// the store ([`crate::adapters::store::STORM_COUNTER`]) on first use, so it survives restarts.
@@ -181,6 +191,7 @@ impl Engine {
             recover_pending: false,
             unrecorded: Vec::new(),
             probing: HashSet::new(),
+            checking: HashSet::new(),
             source: None,
             storm: None,
             next_stale_check: Timestamp(0),

@@ -225,6 +225,7 @@ impl Engine {
                         update_every: None,
                         silence: None,
                         gitops: Default::default(),
+                        rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
                     };
                     let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
                     let event = Event::ResolvedByHand {

@@ -63,6 +63,14 @@ pub fn flux(mut d: Value, ks_ns: &str, ks: &str) -> Value {
     d
 }
 
+/// `d` as Flux's helm-controller installs it for HelmRelease `hr_ns/hr`.
+pub fn flux_helm(mut d: Value, hr_ns: &str, hr: &str) -> Value {
+    d["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"] = json!(hr);
+    d["metadata"]["labels"]["helm.toolkit.fluxcd.io/namespace"] = json!(hr_ns);
+    d["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("Helm");
+    d
+}
+
 /// A Ready, schedulable node.
 pub fn node(name: &str) -> Value {
     json!({

@@ -385,6 +385,18 @@ impl FakeKube {
         st.reconciled.insert((ns.into(), deploy.into()), fields);
     }
 
+    /// As [`FakeKube::reconcile`], with git's values given: a reconciler that starts (or
+    /// syncs a commit) after remedyd's change, and puts these values back on the next `step`.
+    pub fn reconcile_to(&self, ns: &str, deploy: &str, git: &[(&str, Value)]) {
+        let fields = git
+            .iter()
+            .map(|(p, v)| (p.to_string(), v.clone()))
+            .collect();
+        self.state()
+            .reconciled
+            .insert((ns.into(), deploy.into()), fields);
+    }
+
     /// One pass of the deployment controller (ReplicaSets, pods, status).
     pub fn step(&self) {
         controller::step(&mut self.state());

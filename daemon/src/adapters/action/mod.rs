@@ -96,6 +96,12 @@ pub struct Outcome {
     /// but no breaker counts it: nothing was tried, so nothing failed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_change: bool,
+    /// The action stopped before its first write because its target is busy with a change
+    /// someone else is making (a rollout in progress): nothing was written, so the engine
+    /// releases the step's ledger claim and tries the same step again later. An executor sets
+    /// it only on a path that provably sent no write.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// A dry run: what would have been sent was recorded (under [`Outcome::WOULD_SEND`] in
     /// `detail`, which people read) and nothing was sent. Set by the code path that records
     /// instead of sending; the engine counts it apart. Not serialized: the ledger keeps the
@@ -117,6 +123,7 @@ impl Outcome {
             detail,
             trip_breaker: false,
             no_change: false,
+            held: false,
             dry_run: false,
         }
     }
@@ -142,6 +149,13 @@ impl Outcome {
             ..Self::failed(false, summary, detail)
         }
     }
+    /// Held before any write (see [`Outcome::held`]).
+    pub fn held(summary: impl Into<String>, detail: serde_json::Value) -> Self {
+        Self {
+            held: true,
+            ..Self::refused(summary, detail)
+        }
+    }
     /// A failure.
     pub fn failed(retryable: bool, summary: impl Into<String>, detail: serde_json::Value) -> Self {
         Self {
@@ -151,6 +165,7 @@ impl Outcome {
             detail,
             trip_breaker: false,
             no_change: false,
+            held: false,
             dry_run: false,
         }
     }
@@ -183,6 +198,17 @@ pub trait Executor: Send + Sync + 'static {
                 ),
             }
         })
+    }
+    /// Reads back what a step of this action wrote (`watch`, which it left under `"watch"` in
+    /// its outcome's `detail`) while the step is verified: `Ok(Some(why))` when a reconciler put
+    /// it back, `Ok(None)` when it is as written, `Err` when it could not be read. Only reads,
+    /// each request within its own deadline. Actions that leave no watch never get here.
+    fn revert_check<'a>(
+        &'a self,
+        watch: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let _ = watch;
+        Box::pin(async { Ok(None) })
     }
     /// Evidence actions only read: their steps need no verification and the ladder goes on.
     fn gathers_evidence(&self) -> bool {

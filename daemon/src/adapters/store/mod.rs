@@ -217,6 +217,9 @@ pub struct Commit {
     pub claims: Vec<Claim>,
     /// Ledger rows to finish.
     pub finished: Vec<Finished>,
+    /// Ledger claims to give back, with their budget uses: steps whose action returned
+    /// "held before any write" ([`Release`]).
+    pub released: Vec<Release>,
     /// Named engine state to set: (name, value), e.g. [`STORM_COUNTER`].
     pub counters: Vec<(String, i64)>,
     /// Resolve requests applied.
@@ -266,6 +269,22 @@ pub struct Finished {
     pub result: serde_json::Value,
 }
 
+/// A claimed step whose action stopped before any write ([`crate::adapters::action::Outcome::held`]):
+/// its ledger row is deleted, so the same step may be claimed again, and the budget uses its
+/// claim charged are given back. Only a row not finished is deleted: a step recorded as
+/// finished or interrupted (one that may have written) keeps its claim, and so never runs twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// Incident id.
+    pub incident: String,
+    /// The ladder (escalation level) the step belongs to.
+    pub ladder: u8,
+    /// The step's index in its ladder.
+    pub step: usize,
+    /// The budget uses charged with the claim (one row each is deleted).
+    pub budget_uses: Vec<BudgetCharge>,
+}
+
 /// A [`ResolveRequest`] the engine applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResolveDone {
@@ -293,6 +312,7 @@ impl Commit {
         self.breakers.extend(later.breakers);
         self.claims.extend(later.claims);
         self.finished.extend(later.finished);
+        self.released.extend(later.released);
         self.counters.extend(later.counters);
         self.resolves_done.extend(later.resolves_done);
         self.approvals.extend(later.approvals);
@@ -308,6 +328,7 @@ impl Commit {
             && self.breaker_failures.is_empty()
             && self.breakers.is_empty()
             && self.finished.is_empty()
+            && self.released.is_empty()
             && self.claims.is_empty()
             && self.counters.is_empty()
             && self.resolves_done.is_empty()

@@ -103,6 +103,12 @@ entry_kinds! {
     StepFailed = "step_failed",
     /// A step's precondition refused it.
     StepRefused = "step_refused",
+    /// A step stopped before any change: someone else's rollout is in progress; it is retried.
+    StepHeld = "step_held",
+    /// The hold is over (the rollout finished): the held step ran.
+    HoldOver = "hold_over",
+    /// A GitOps reconciler put back what a step changed (seen while verifying).
+    Reverted = "reverted",
     /// A step was interrupted by a restart; its outcome is unknown.
     StepInterrupted = "step_interrupted",
     /// A step finished with no verification to run.
@@ -196,7 +202,7 @@ mod tests {
             assert_eq!(&EntryKind::parse(kind.as_str()), kind);
             assert!(!matches!(kind, EntryKind::Other(_)));
         }
-        assert_eq!(EntryKind::ALL.len(), 38);
+        assert_eq!(EntryKind::ALL.len(), 41);
         assert_eq!(EntryKind::StepOk.as_str(), "step_ok");
         assert_eq!(EntryKind::BreakerOpened.to_string(), "breaker_opened");
     }

@@ -30,6 +30,10 @@ pub enum EscalationReason {
     ApprovalDenied,
     /// Nobody decided a step's approval in time, and its `on_timeout` escalates.
     ApprovalTimeout,
+    /// A step stayed held by someone else's rollout for the policy's `rollout_hold`.
+    RolloutInProgress,
+    /// A GitOps reconciler (Argo CD, Flux) put back what a step changed, seen while verifying.
+    GitopsRevert,
 }
 
 impl EscalationReason {
@@ -43,6 +47,8 @@ impl EscalationReason {
             Self::Stale => "stale",
             Self::ApprovalDenied => "approval_denied",
             Self::ApprovalTimeout => "approval_timeout",
+            Self::RolloutInProgress => "rollout_in_progress",
+            Self::GitopsRevert => "gitops_revert",
             Self::NoSteps
             | Self::StepFailed
             | Self::StillFiring

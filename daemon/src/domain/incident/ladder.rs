@@ -168,6 +168,7 @@ mod tests {
             update_every: None,
             silence: None,
             gitops: Default::default(),
+            rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
         };
         let target = Target {
             kind: TargetKind::Platform,

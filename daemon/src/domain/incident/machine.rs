@@ -69,6 +69,8 @@ impl Incident {
             stale_since: None,
             updates: None,
             approved: None,
+            hold: None,
+            revert_watch: None,
             silence: None,
             opened_at: now,
             updated_at: now,
@@ -149,7 +151,18 @@ impl Incident {
             Event::ApprovalTimedOut { ladder, step } => {
                 self.on_approval_timed_out(ladder, step, policy, now)
             }
+            Event::WatchRevert {
+                ladder,
+                step,
+                action,
+                spec,
+            } => self.on_watch_revert(ladder, step, action, spec, now),
+            Event::RevertChecked { step, reverted } => {
+                self.on_revert_checked(step, reverted, policy, now)
+            }
         };
+        self.keep_hold();
+        self.keep_watch();
         self.keep_update_schedule(policy, now);
         fx
     }
@@ -284,6 +297,7 @@ impl Incident {
             Phase::Ready
             | Phase::Waiting { .. }
             | Phase::Held { .. }
+            | Phase::StepHeld { .. }
             | Phase::AwaitingApproval { .. } => (
                 EntryKind::Resolved,
                 "alerts resolved; pending steps cancelled, incident resolved".to_string(),
@@ -409,8 +423,13 @@ impl Incident {
                 last,
                 no_data,
                 ..
-            } if now >= until => {
+            // A revert seen at the deadline is a revert, not a failed verification: the
+            // change is read back once more before the step is judged.
+            } if now >= until && !self.revert_check_before(until, now) => {
                 self.on_verification_deadline(step, last, no_data, policy, now, &mut fx)
+            }
+            Phase::StepHeld { next_check, .. } if now >= next_check => {
+                self.on_hold_check(policy, now, &mut fx)
             }
             Phase::Verified { step, until } if now >= until => {
                 let name = self

@@ -14,6 +14,9 @@
 //! - `step`: a step's life: started, finished, verified by probe or by its deadline;
 //! - `ladder`: the moves shared by both: ready, escalate, after a failure, upgrade;
 //! - `approval`: a step waiting for people (`approve:`): requested, decided, timed out;
+//! - `hold`: a step held before any change (someone else's rollout), re-tried until its bound;
+//! - `watch`: a verified step's change read back, to notice a GitOps reconciler's revert;
+//! - `status`: the one-word status the API reports;
 //! - `silence`: when its Alertmanager silences are created, renewed and expired.
 
 use std::collections::BTreeMap;
@@ -30,61 +33,22 @@ use crate::domain::time::Timestamp;
 mod approval;
 mod entry;
 mod escalation;
+mod hold;
 mod ladder;
 mod machine;
 mod silence;
+mod status;
 mod step;
 mod update;
+mod watch;
 
 pub use entry::{Entry, EntryKind, OtherKind};
 pub use escalation::EscalationReason;
+pub use hold::StepHold;
 pub use silence::{HumanSilence, SILENCE_RETRY, SilenceOp, SilenceRef, SilenceState};
+pub use status::Status;
 pub use update::UpdateSchedule;
-
-/// The status the API reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Waiting for `for`, for its first step, or held.
-    Open,
-    /// A step is running or the next one is due.
-    Remediating,
-    /// Waiting for a step's verification.
-    Verifying,
-    /// Handed to a human.
-    Escalated,
-    /// Paused by a person; resumes on resume.
-    Suspended,
-    /// Over.
-    Resolved,
-}
-
-impl Status {
-    /// API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Open => "open",
-            Status::Remediating => "remediating",
-            Status::Verifying => "verifying",
-            Status::Escalated => "escalated",
-            Status::Suspended => "suspended",
-            Status::Resolved => "resolved",
-        }
-    }
-    /// All, for metrics.
-    pub const ALL: [Status; 6] = [
-        Status::Open,
-        Status::Remediating,
-        Status::Verifying,
-        Status::Escalated,
-        Status::Suspended,
-        Status::Resolved,
-    ];
-    /// Parses the API spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-}
+pub use watch::{REVERT_CHECK_EVERY, RevertWatch};
 
 /// Where the incident is in its ladder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,6 +100,16 @@ pub enum Phase {
         step: usize,
         /// Decisions at or after this are refused.
         until: Timestamp,
+    },
+    /// The step was held before it changed anything (someone else's rollout is in progress,
+    /// [`Incident::hold`]): it is tried again at `next_check`. Its ledger claim was released.
+    StepHeld {
+        /// Ladder level of the held step.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+        /// When it is tried again.
+        next_check: Timestamp,
     },
     /// Another ladder is acting on the target.
     Held {
@@ -216,6 +190,13 @@ pub struct Incident {
     /// The step (ladder, index) people approved: it starts without asking again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved: Option<(u8, usize)>,
+    /// The hold of its due step (someone else's rollout), kept while the step is re-tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<StepHold>,
+    /// What the step being verified wrote into an object a reconciler owns, read back while
+    /// it is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_watch: Option<RevertWatch>,
     /// Its Alertmanager silences (policy `silence:`), from its first remediation step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<SilenceState>,
@@ -247,6 +228,12 @@ pub enum StepResult {
     /// The action refused before changing anything (a precondition did not hold): the ladder
     /// goes on as after a failure, and no breaker counts it.
     NoChange {
+        /// Why.
+        reason: String,
+    },
+    /// The action stopped before any write because the target is busy with a change remedyd
+    /// did not make (a rollout in progress): the same step is tried again later.
+    Held {
         /// Why.
         reason: String,
     },
@@ -349,6 +336,26 @@ pub enum Event {
         ladder: u8,
         /// Step index.
         step: usize,
+    },
+    /// The step that just succeeded wrote into an object a GitOps reconciler owns: watch it
+    /// for a revert while the step is verified.
+    WatchRevert {
+        /// Ladder level.
+        ladder: u8,
+        /// Step index.
+        step: usize,
+        /// Action kind (reads it back).
+        action: String,
+        /// What it wrote, as the action describes it.
+        spec: serde_json::Value,
+    },
+    /// The watched object was read back: `Ok(Some(why))` when it was put back, `Ok(None)` when
+    /// it is as written, `Err` when it could not be read.
+    RevertChecked {
+        /// Step index.
+        step: usize,
+        /// What the read found.
+        reverted: Result<Option<String>, String>,
     },
     /// A person closed the incident (API, dashboard or `remedyd resolve`).
     ResolvedByHand {
@@ -462,10 +469,12 @@ impl Incident {
     pub fn status(&self) -> Status {
         match &self.phase {
             Phase::Waiting { .. } | Phase::Held { .. } => Status::Open,
-            Phase::Ready | Phase::AwaitingApproval { .. } if self.steps_started == 0 => {
+            Phase::Ready | Phase::AwaitingApproval { .. } | Phase::StepHeld { .. }
+                if self.steps_started == 0 =>
+            {
                 Status::Open
             }
-            Phase::AwaitingApproval { .. } => Status::Remediating,
+            Phase::AwaitingApproval { .. } | Phase::StepHeld { .. } => Status::Remediating,
             Phase::Ready | Phase::Running { .. } => Status::Remediating,
             Phase::Verifying { .. } | Phase::Verified { .. } => Status::Verifying,
             Phase::Suspended { .. } => Status::Suspended,
@@ -506,6 +515,11 @@ impl Incident {
     /// The next deadline, for the engine's timer.
     pub fn deadline(&self) -> Option<Timestamp> {
         let phase = self.phase_deadline();
+        let watch = self.revert_watch.as_ref().map(|w| w.next);
+        let phase = match (phase, watch) {
+            (Some(p), Some(w)) => Some(p.min(w)),
+            (p, w) => p.or(w),
+        };
         match self.pending_upgrade() {
             Some(at) => Some(phase.map_or(at, |p| p.min(at))),
             None => phase,
@@ -535,7 +549,10 @@ impl Incident {
         match self.phase {
             Phase::Waiting { until }
             | Phase::Verified { until, .. }
-            | Phase::AwaitingApproval { until, .. } => Some(until),
+            | Phase::AwaitingApproval { until, .. }
+            | Phase::StepHeld {
+                next_check: until, ..
+            } => Some(until),
             Phase::Verifying {
                 until, next_probe, ..
             } => Some(next_probe.map_or(until, |p| p.min(until))),

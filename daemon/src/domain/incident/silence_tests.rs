@@ -41,6 +41,7 @@ fn policy() -> Policy {
         update_every: None,
         silence: Some(SilencePolicy::default()),
         gitops: Default::default(),
+        rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
     }
 }
 

@@ -31,12 +31,16 @@ impl Incident {
         } else {
             ""
         };
-        fx.push(record(
-            now,
-            EntryKind::StepStarted,
-            format!("step {} ({}) started{mode}", name.0, name.1),
-            detail,
-        ));
+        // A held step's re-tries are quiet: its hold's entry says it is tried again, and the
+        // hold's end says when it ran.
+        if !self.retrying_hold(ladder, step) {
+            fx.push(record(
+                now,
+                EntryKind::StepStarted,
+                format!("step {} ({}) started{mode}", name.0, name.1),
+                detail,
+            ));
+        }
         self.steps_started += 1;
         self.step_dry_run = dry_run;
         self.step_interrupted = false;
@@ -65,6 +69,30 @@ impl Incident {
         let name = s.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let current = self.phase == Phase::Running { ladder, step } && ladder == self.ladder;
         let verify = s.as_ref().map(|s| s.verify.timeout()).unwrap_or_default();
+        if let StepResult::Held { reason } = &result {
+            if current {
+                self.on_step_held(ladder, step, reason.clone(), policy, now, &mut fx);
+                return self.stamped(now, fx);
+            }
+            // Superseded by a higher level while it was tried: the new ladder goes on.
+            fx.push(record(
+                now,
+                EntryKind::StepHeld,
+                format!("step {name} held before any change: {reason}; a higher level's ladder supersedes it"),
+                detail,
+            ));
+            fx.push(Effect::BreakerRelease {
+                action: s.map(|s| s.action).unwrap_or_default(),
+            });
+            self.steps_started = self.steps_started.saturating_sub(1);
+            if matches!(self.phase, Phase::Running { .. }) {
+                self.ready(policy, now, &mut fx);
+            }
+            return fx;
+        }
+        if current && self.retrying_hold(ladder, step) {
+            self.end_hold(&name, now, &mut fx);
+        }
         match &result {
             StepResult::Ok => fx.push(record(
                 now,
@@ -103,6 +131,7 @@ impl Incident {
                     });
                 }
             }
+            StepResult::Held { .. } => {}
             StepResult::Unknown => {
                 fx.push(record(now, EntryKind::StepInterrupted, format!("step {name} was interrupted by a restart; its outcome is unknown and it is not run again"), detail));
                 self.step_interrupted = true;
@@ -158,6 +187,7 @@ impl Incident {
             StepResult::Failed { error, .. } => {
                 self.after_failure(policy, step, error, now, &mut fx)
             }
+            StepResult::Held { .. } => unreachable!("a held step returned above"),
             StepResult::NoChange { reason } => {
                 self.after_failure(policy, step, reason, now, &mut fx)
             }

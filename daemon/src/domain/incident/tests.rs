@@ -55,6 +55,7 @@ fn policy() -> Policy {
         update_every: None,
         silence: None,
         gitops: Default::default(),
+        rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
     }
 }
 
@@ -570,3 +571,4 @@ fn a_step_that_fails_after_its_incident_resolved_still_counts_against_the_breake
 }
 
 mod escalation;
+mod hold;

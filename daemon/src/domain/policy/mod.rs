@@ -318,7 +318,21 @@ pub struct Policy {
     pub silence: Option<SilencePolicy>,
     /// A Deployment owned by Argo CD or Flux: refuse (the default) or act (`gitops:`).
     pub gitops: GitOps,
+    /// How long a step found someone else's rollout in progress is held, re-checked every
+    /// [`HOLD_RECHECK`], before the incident escalates (`rollout_hold`, default
+    /// [`DEFAULT_ROLLOUT_HOLD`]; `0` escalates at the first hold).
+    pub rollout_hold: Duration,
 }
+
+/// 10 minutes: `progressDeadlineSeconds` defaults to 600, so a rollout still going after that
+/// long has failed by the API server's own measure (and is no longer "in progress").
+pub const DEFAULT_ROLLOUT_HOLD: Duration = Duration::from_secs(10 * 60);
+/// The longest `rollout_hold`: a day, as the longest approval timeout; a hold is not a pause.
+pub const MAX_ROLLOUT_HOLD: Duration = Duration::from_secs(24 * 3600);
+/// How often a held step is tried again (one GET of the Deployment each time): a small
+/// Deployment rolls out in tens of seconds, so 15 s starts the step soon after, and 40 reads of
+/// one object in the default 10 minutes cost the API server nothing worth counting.
+pub const HOLD_RECHECK: Duration = Duration::from_secs(15);
 
 /// The runbook's promise: updates every 15 minutes while an escalated incident is open.
 pub const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(15 * 60);

@@ -166,6 +166,8 @@ pub(super) struct RawPolicy {
     #[serde(default)]
     pub(super) silence: Option<Spanned<RawSilence>>,
     pub(super) gitops: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) rollout_hold: Option<Spanned<String>>,
     pub(super) levels: Vec<RawLevel>,
 }
 

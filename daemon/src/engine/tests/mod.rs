@@ -5,9 +5,11 @@
 //! tests are in `safety.rs`.
 
 mod approvals;
+mod hold;
 mod human_silence;
 mod maintenance;
 mod probe;
+mod revert;
 mod safety;
 mod updates;
 
@@ -38,6 +40,12 @@ enum Answer {
     Fail,
     NoChange,
     Panic,
+    /// Someone else's rollout is in progress: held before any write.
+    Held,
+    /// Never returns (a process killed while the action runs).
+    Hang,
+    /// Succeeds, leaving a watch for the revert check (a change a reconciler owns).
+    OkWatched,
 }
 
 /// A remediation action answering from a script (then ok), recording every call.
@@ -45,6 +53,9 @@ enum Answer {
 struct Fix {
     script: Mutex<Vec<Answer>>,
     calls: Mutex<Vec<(String, bool)>>,
+    /// What a read-back of its watch finds (`None`: as written), and how many were made.
+    reverted: Mutex<Option<String>>,
+    checks: Mutex<usize>,
 }
 
 impl Executor for Fix {
@@ -73,7 +84,25 @@ impl Executor for Fix {
                 Answer::Fail => Outcome::failed(false, "fix failed", serde_json::Value::Null),
                 Answer::NoChange => Outcome::refused("nothing to fix", serde_json::Value::Null),
                 Answer::Panic => panic!("fix blew up"),
+                Answer::Held => Outcome::held(
+                    "rollout in progress: deployment is mid-rollout",
+                    serde_json::Value::Null,
+                ),
+                Answer::Hang => std::future::pending().await,
+                Answer::OkWatched => Outcome::ok(
+                    "fixed",
+                    serde_json::json!({"watch": {"name": req.vars.get("target.name")}}),
+                ),
             }
+        })
+    }
+    fn revert_check<'a>(
+        &'a self,
+        _: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            *self.checks.lock().unwrap() += 1;
+            Ok(self.reverted.lock().unwrap().clone())
         })
     }
     fn dry_run<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {

@@ -64,6 +64,9 @@ pub enum Failure {
     Api(String, ApiError),
     /// A check of ours (bounds, paused, PDB past the timeout…).
     Refused(String),
+    /// Someone else's change is in progress on the target (a rollout remedyd did not start),
+    /// found before the first write: the step is held and tried again later.
+    Held(String),
     /// A GitOps reconciler put back what the step changed: trying again would only flap, so
     /// the action's breaker on this target opens at once (as for RBAC).
     Reverted(String),

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use super::cluster::Cluster;
 use super::error::Failure;
+use super::objects::read_deployment;
+use super::revert;
 use super::session::Session;
 use crate::adapters::action::{ActionRequest, BoxFuture, Executor, Outcome};
 
@@ -100,6 +102,9 @@ impl KubeExecutor {
                 )
             }
             Ok(summary) => Outcome::ok(summary, detail),
+            // Held before the first write: the step did not run and is tried again later.
+            Err(Failure::Held(why)) if !wrote => Outcome::held(why, detail),
+            Err(Failure::Held(why)) => Outcome::failed(false, why, detail),
             // Refused before the first write: a precondition, not a failed remediation.
             Err(Failure::Refused(why)) if !wrote => Outcome::refused(why, detail),
             Err(Failure::Refused(why)) => Outcome::failed(false, why, detail),
@@ -144,7 +149,33 @@ impl Executor for KubeExecutor {
     fn gathers_evidence(&self) -> bool {
         self.action.evidence()
     }
+    fn revert_check<'a>(
+        &'a self,
+        watch: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let (Some(ns), Some(name)) = (watch["namespace"].as_str(), watch["name"].as_str())
+            else {
+                return Err(format!("not a watch: {watch}"));
+            };
+            let client = self.cluster.client().await?;
+            let deadline = tokio::time::Instant::now() + REVERT_READ_BUDGET;
+            let mut s = Session::new(client, self.cluster.metrics.get().cloned(), false, deadline);
+            let d = match read_deployment(&mut s, ns, name).await {
+                Ok(d) => d,
+                Err(Failure::Api(what, e)) => return Err(format!("{what}: {e}")),
+                Err(Failure::Refused(why) | Failure::Held(why) | Failure::Reverted(why)) => {
+                    return Err(why);
+                }
+            };
+            Ok(revert::check_revert(&d, watch))
+        })
+    }
 }
+
+/// The bound of one read-back of a watched Deployment: one GET (and the session's retries of
+/// a transient error), far less than a verification window.
+const REVERT_READ_BUDGET: Duration = Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {

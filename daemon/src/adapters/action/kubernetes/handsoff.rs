@@ -2,9 +2,12 @@
 //! scale, set resources) after its read and before its first write: a rollout someone else is
 //! running, and a GitOps reconciler (Argo CD, Flux) that owns the object.
 //!
-//! A refusal here is a precondition (`Failure::Refused` before any write): the step records
-//! `step_refused` with the reason, no breaker counts it, and the ladder goes on as after any
-//! refusal; its last step's refusal escalates with that reason.
+//! A rollout in progress holds the step (`Failure::Held` before any write): the engine releases
+//! its ledger claim and tries the same step again until the rollout is over or the policy's
+//! `rollout_hold` has passed. A reconciler's ownership (with `gitops: refuse`) is a refusal, a
+//! precondition (`Failure::Refused` before any write): the step records `step_refused` with the
+//! reason, no breaker counts it, and the ladder goes on as after any refusal; its last step's
+//! refusal escalates with that reason.
 
 use serde_json::Value;
 
@@ -107,8 +110,8 @@ pub fn rollout_in_progress(d: &Value) -> Option<String> {
     .then(|| format!("its Progressing condition is {reason:?}, not \"NewReplicaSetAvailable\""))
 }
 
-/// The checks before a step changes Deployment `ns/name` (`d` as just read): refused when a
-/// rollout is in progress, or when a reconciler owns it and the policy says `gitops: refuse`.
+/// The checks before a step changes Deployment `ns/name` (`d` as just read): held when a
+/// rollout is in progress, refused when a reconciler owns it and the policy says `gitops: refuse`.
 /// Returns the owner when the policy allows acting on it (the step then checks for a revert).
 pub(super) fn before_change(
     d: &Value,
@@ -117,9 +120,9 @@ pub(super) fn before_change(
     name: &str,
 ) -> Result<Option<Owner>, Failure> {
     if let Some(why) = rollout_in_progress(d) {
-        return refuse(format!(
-            "held: deployment {ns}/{name} is mid-rollout and remedyd did not start it ({why}); not changed"
-        ));
+        return Err(Failure::Held(format!(
+            "rollout in progress: deployment {ns}/{name} is mid-rollout and remedyd did not start it ({why}); not changed"
+        )));
     }
     let Some(owner) = gitops_owner(d) else {
         return Ok(None);
@@ -141,10 +144,27 @@ pub(super) fn reverted(owner: &Owner, ns: &str, name: &str, field: &str, old: &s
     )
 }
 
+/// What a step wrote into Deployment `ns/name`, which `owner` reconciles, for the engine to
+/// read back while the step is verified (`revert::check_revert`): `fields` are (what, as people read
+/// it; the container, or none for `spec.replicas`; the value as read after the step).
+pub(super) fn watch(
+    owner: &Owner,
+    ns: &str,
+    name: &str,
+    fields: Vec<(String, Option<String>, Value)>,
+) -> Value {
+    let fields: Vec<Value> = fields
+        .into_iter()
+        .map(|(what, container, value)| serde_json::json!({"what": what, "container": container, "value": value}))
+        .collect();
+    serde_json::json!({"namespace": ns, "name": name, "owner": owner.to_string(), "tool": owner.tool(), "fields": fields})
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
+    use super::super::revert::check_revert;
     use super::*;
 
     fn done() -> Value {
@@ -154,6 +174,37 @@ mod tests {
             "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
                 "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
         })
+    }
+
+    #[test]
+    fn a_watched_field_put_back_is_a_revert_naming_its_owner_and_one_as_written_is_not() {
+        let owner = Owner::ArgoCd("shop".into());
+        let res = json!({"limits": {"memory": "1Gi"}});
+        let w = watch(
+            &owner,
+            "ns",
+            "web",
+            vec![
+                ("replicas".into(), None, json!(4)),
+                ("resources of app".into(), Some("app".into()), res.clone()),
+            ],
+        );
+        let mut d = json!({"spec": {"replicas": 4, "template": {"spec": {"containers": [{"name": "app", "resources": res}]}}}});
+        assert_eq!(check_revert(&d, &w), None);
+        d["spec"]["replicas"] = json!(3);
+        let why = check_revert(&d, &w).unwrap();
+        assert_eq!(
+            why,
+            "reverted by Argo CD: ns/web replicas is 3 (remedyd set 4) (Argo CD application shop keeps it as git says; change it in git)"
+        );
+        d["spec"]["replicas"] = json!(4);
+        d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+            json!({"limits": {"memory": "512Mi"}});
+        assert!(
+            check_revert(&d, &w)
+                .unwrap()
+                .contains("resources of app is")
+        );
     }
 
     #[test]

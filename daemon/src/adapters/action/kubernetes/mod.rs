@@ -19,7 +19,8 @@
 //! One file per action, each naming the kubectl command it mirrors: `restart`, `rollout`
 //! (status, and the wait every Deployment change ends with), `undo`, `scale`, `hpa`,
 //! `resources`, `delete_pods`, `handsoff` (rollouts in progress and GitOps owners, checked
-//! before every Deployment change), `dns` (what the two DNS actions act on), `evidence`, `network`
+//! before every Deployment change), `revert` (a verified change read back for a GitOps
+//! revert), `dns` (what the two DNS actions act on), `evidence`, `network`
 //! (procedure 5's reads), `infra` (level 3's cluster checks) and `node` (drain). Beneath them, the plumbing they share, in the order it builds up: `error`, `cluster`,
 //! `session` (one run's requests), `request` (kubectl's request builders), `objects` (reading
 //! what an action acts on), `params` (a step's `with:`), `executor` (an action kind as an
@@ -44,6 +45,7 @@ pub mod quantity;
 mod request;
 mod resources;
 mod restart;
+mod revert;
 mod rollout;
 mod scale;
 mod session;

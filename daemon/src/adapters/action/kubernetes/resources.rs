@@ -244,6 +244,17 @@ impl KubeAction for SetResources {
                     let why = handsoff::reverted(&owner, &ns, &name, &field, "their values");
                     return Err(Failure::Reverted(why));
                 }
+                // Read back again while the step is verified (the engine's revert watch).
+                let fields = changed
+                    .iter()
+                    .filter_map(|c| c["name"].as_str())
+                    .map(|n| {
+                        let value = resources(after, &json!(n)).unwrap_or(Value::Null);
+                        (format!("resources of {n}"), Some(n.to_string()), value)
+                    })
+                    .collect();
+                s.detail
+                    .insert("watch".into(), handsoff::watch(&owner, &ns, &name, fields));
             }
             Ok(format!("{ns}/{name}: {}; {done}", said.join(", ")))
         })

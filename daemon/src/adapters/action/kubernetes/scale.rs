@@ -231,6 +231,10 @@ impl KubeAction for Scale {
                         handsoff::reverted(&owner, &ns, &name, "replicas", &current.to_string());
                     return Err(Failure::Reverted(why));
                 }
+                // Read back again while the step is verified (the engine's revert watch).
+                let fields = vec![("replicas".into(), None, now["spec"]["replicas"].clone())];
+                s.detail
+                    .insert("watch".into(), handsoff::watch(&owner, &ns, &name, fields));
             }
             Ok(format!(
                 "scaled {ns}/{name} from {current} to {want} replicas: {done}"

@@ -5,7 +5,7 @@
 
 use super::wire::{db, encode, text};
 use crate::adapters::store::{
-    BudgetCharge, Claim, Commit, Finished, ResolveDone, Result, StoreError,
+    BudgetCharge, Claim, Commit, Finished, Release, ResolveDone, Result, StoreError,
 };
 
 /// Applies `x` atomically; with `fence`, only while leadership term `fence` is current.
@@ -196,6 +196,35 @@ pub(super) async fn apply_commit(
         )
         .await
         .map_err(db)?;
+    }
+    for Release {
+        incident: id,
+        ladder,
+        step,
+        budget_uses,
+    } in &x.released
+    {
+        // Only a claim with no result: a finished or interrupted step keeps its row for ever.
+        let n = tx
+            .execute(
+                "DELETE FROM ledger
+                 WHERE incident_id = $1 AND ladder = $2 AND step = $3 AND finished_at IS NULL",
+                &[&text(id), &i32::from(*ladder), &(*step as i32)],
+            )
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            continue;
+        }
+        for BudgetCharge { key, at, dry_run } in budget_uses {
+            tx.execute(
+                "DELETE FROM budget_uses WHERE ctid IN
+                 (SELECT ctid FROM budget_uses WHERE key = $1 AND at = $2 AND dry_run = $3 LIMIT 1)",
+                &[&text(key), &at.0, dry_run],
+            )
+            .await
+            .map_err(db)?;
+        }
     }
     for ResolveDone {
         request: id,

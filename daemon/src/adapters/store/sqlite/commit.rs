@@ -6,7 +6,7 @@ use rusqlite::{Connection, params};
 
 use super::rows::{db, encode};
 use crate::adapters::store::{
-    BudgetCharge, Claim, Commit, Finished, ResolveDone, Result, StoreError,
+    BudgetCharge, Claim, Commit, Finished, Release, ResolveDone, Result, StoreError,
 };
 
 /// Applies `c` atomically.
@@ -171,6 +171,29 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
             "UPDATE ledger SET finished_at = ?4, result = ?5 WHERE incident_id = ?1 AND ladder = ?2 AND step = ?3",
             params![id, *ladder as i64, *step as i64, at.0, encode(result)],
         )?;
+    }
+    for Release {
+        incident: id,
+        ladder,
+        step,
+        budget_uses,
+    } in &c.released
+    {
+        // Only a claim with no result: a finished or interrupted step keeps its row for ever.
+        let n = tx.execute(
+            "DELETE FROM ledger WHERE incident_id = ?1 AND ladder = ?2 AND step = ?3 AND finished_at IS NULL",
+            params![id, *ladder as i64, *step as i64],
+        )?;
+        if n == 0 {
+            continue;
+        }
+        for BudgetCharge { key, at, dry_run } in budget_uses {
+            tx.execute(
+                "DELETE FROM budget_uses WHERE rowid IN
+                 (SELECT rowid FROM budget_uses WHERE key = ?1 AND at = ?2 AND dry_run = ?3 LIMIT 1)",
+                params![key, at.0, *dry_run as i64],
+            )?;
+        }
     }
     for ResolveDone {
         request: id,

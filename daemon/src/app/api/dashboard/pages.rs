@@ -42,6 +42,16 @@ fn phase_reason(i: &Incident) -> String {
         },
         Phase::Verified { .. } => "verified; waiting for the alerts to clear".into(),
         Phase::Ready => "next step due".into(),
+        Phase::StepHeld {
+            step, next_check, ..
+        } => {
+            let why = i.hold.as_ref().map_or("", |h| h.reason.as_str());
+            format!(
+                "step {} held until someone else's change is over ({why}); tried again at {}",
+                step + 1,
+                next_check.hms()
+            )
+        }
         Phase::AwaitingApproval { step, until, .. } => format!(
             "step {} waits for approval until {}",
             step + 1,

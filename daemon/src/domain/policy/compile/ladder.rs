@@ -11,8 +11,9 @@ use super::verify::compile_verify;
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::raw::{RawApprove, RawLevel, RawPolicy, RawSilence, RawStep};
 use crate::domain::policy::{
-    Approve, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_UPDATE_EVERY, GitOps, Ladder, MAX_APPROVAL_TIMEOUT,
-    MIN_APPROVAL_TIMEOUT, Mode, OnFailure, OnTimeout, Policy, PolicyParts, Step, Verify,
+    Approve, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_ROLLOUT_HOLD, DEFAULT_UPDATE_EVERY, GitOps, Ladder,
+    MAX_APPROVAL_TIMEOUT, MAX_ROLLOUT_HOLD, MIN_APPROVAL_TIMEOUT, Mode, OnFailure, OnTimeout,
+    Policy, PolicyParts, Step, Verify,
 };
 use crate::domain::policy::{HumanSilences, SilencePolicy};
 
@@ -74,6 +75,12 @@ pub(super) fn compile_policy(
             GitOps::default()
         })
     });
+    let rollout_hold = p.rollout_hold.as_ref().map_or(DEFAULT_ROLLOUT_HOLD, |h| {
+        rollout_hold(&h.value).unwrap_or_else(|e| {
+            diag.push(file, h.referenced.line(), "rollout_hold", e);
+            DEFAULT_ROLLOUT_HOLD
+        })
+    });
     let policy = Policy {
         name: p.name.value.clone(),
         description: p.description.unwrap_or_default(),
@@ -82,6 +89,7 @@ pub(super) fn compile_policy(
         update_every,
         silence,
         gitops,
+        rollout_hold,
     };
     if let Some((_, first)) = parts.policies.get(&p.name.value) {
         diag.push(
@@ -315,6 +323,24 @@ fn silence(raw: &RawSilence) -> Result<SilencePolicy, (&'static str, String)> {
         s.human = HumanSilences::parse(h).map_err(|e| ("silence.respect_human_silences", e))?;
     }
     Ok(s)
+}
+
+/// `rollout_hold`: a duration from `0` (escalate at the first hold) to [`MAX_ROLLOUT_HOLD`].
+fn rollout_hold(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let d = if t == "0" {
+        std::time::Duration::ZERO
+    } else {
+        crate::domain::time::parse_duration(t)?
+    };
+    if d > MAX_ROLLOUT_HOLD {
+        return Err(format!(
+            "{s:?} is longer than {}h; write 0 to {}h (a hold waits out a rollout; for a change freeze use a pause or a maintenance window)",
+            MAX_ROLLOUT_HOLD.as_secs() / 3600,
+            MAX_ROLLOUT_HOLD.as_secs() / 3600
+        ));
+    }
+    Ok(d)
 }
 
 /// `update_every`: a duration of at least a minute, or `0`/`off` for no updates.
