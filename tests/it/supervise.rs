@@ -375,6 +375,21 @@ impl Store for StalledReads {
     ) -> BoxFuture<'_, Result<Option<remedyd::domain::approval::Approval>, StoreError>> {
         self.inner.expire_approval(id, now)
     }
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.keep_approval_message(id, route, message)
+    }
+    fn approval_message(
+        &self,
+        id: &str,
+        route: &str,
+    ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        self.inner.approval_message(id, route)
+    }
     fn pending_signals(
         &self,
         limit: usize,

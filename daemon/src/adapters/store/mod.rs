@@ -450,6 +450,18 @@ pub trait Store: Send + Sync + 'static {
     /// decision); returns the approval as it stands afterwards (a decision taken just before
     /// the deadline wins).
     fn expire_approval(&self, id: &str, now: Timestamp) -> BoxFuture<'_, Result<Option<Approval>>>;
+    /// Keeps where the request of approval `id` was posted on `route` (Slack Web API:
+    /// `CHANNEL/ts` of the message with the buttons), so that its outcome can edit it. Kept in
+    /// `page_threads` under the approval's id (an incident id never holds a `/`); the first
+    /// kept stays.
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<()>>;
+    /// Where the request of approval `id` was posted on `route`, when known.
+    fn approval_message(&self, id: &str, route: &str) -> BoxFuture<'_, Result<Option<String>>>;
 }
 
 /// What [`Store::decide_approval`] did.

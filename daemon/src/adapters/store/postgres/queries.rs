@@ -542,4 +542,25 @@ impl Store for PgStore {
             super::approvals::expire(&mut c, &id, now).await
         })
     }
+
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<()>> {
+        let (id, route, message) = (id.to_string(), route.to_string(), message.to_string());
+        self.op(async move {
+            let c = self.client().await?;
+            super::approvals::keep_message(&c, &id, &route, &message).await
+        })
+    }
+
+    fn approval_message(&self, id: &str, route: &str) -> BoxFuture<'_, Result<Option<String>>> {
+        let (id, route) = (id.to_string(), route.to_string());
+        self.op(async move {
+            let c = self.client().await?;
+            super::approvals::message(&c, &id, &route).await
+        })
+    }
 }

@@ -486,6 +486,21 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.call(move |c| super::approvals::expire(c, &id, now))
     }
+
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<()>> {
+        let (id, route, message) = (id.to_string(), route.to_string(), message.to_string());
+        self.call(move |c| super::approvals::keep_message(c, &id, &route, &message))
+    }
+
+    fn approval_message(&self, id: &str, route: &str) -> BoxFuture<'_, Result<Option<String>>> {
+        let (id, route) = (id.to_string(), route.to_string());
+        self.call(move |c| super::approvals::message(c, &id, &route))
+    }
 }
 
 /// Budget uses of `key` since `since` in the given mode.
