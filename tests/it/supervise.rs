@@ -501,8 +501,9 @@ impl Store for StalledReads {
         &self,
         id: i64,
         now: Timestamp,
+        by: &str,
     ) -> BoxFuture<'_, Result<remedyd::adapters::store::Cancelled, StoreError>> {
-        self.inner.cancel_maintenance(id, now)
+        self.inner.cancel_maintenance(id, now, by)
     }
     fn outbox_due(
         &self,

@@ -217,8 +217,9 @@ impl Store for SpyStore {
         &self,
         id: i64,
         now: Timestamp,
+        by: &str,
     ) -> BoxFuture<'_, Result<remedyd::adapters::store::Cancelled>> {
-        self.inner.cancel_maintenance(id, now)
+        self.inner.cancel_maintenance(id, now, by)
     }
     fn outbox_due(
         &self,

@@ -15,7 +15,7 @@ use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
 use crate::domain::time::Timestamp;
-pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, cancel_row};
+pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, RECURS, cancel_row};
 
 /// Store errors; every one means "the write did not happen".
 #[derive(Debug, thiserror::Error)]
@@ -381,7 +381,13 @@ pub trait Store: Send + Sync + 'static {
     fn maintenance_windows(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>>>;
     /// Cancels a live window ([`cancel_row`]) in one transaction that writes only while it is
     /// not cancelled; on PostgreSQL it wakes the leader's engine.
-    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>>;
+    /// `by` is who cancelled it, kept with it.
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+        by: &str,
+    ) -> BoxFuture<'_, Result<Cancelled>>;
     /// Pages due for delivery, oldest first. Per (incident, route) only the oldest page not yet
     /// done (delivered, recorded or given up) can be due, and only once its `next_at` has come:
     /// a resolve waits behind its trigger while the trigger is retried. At most `per_route` pages

@@ -263,10 +263,16 @@ impl Store for PgStore {
         })
     }
 
-    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>> {
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+        by: &str,
+    ) -> BoxFuture<'_, Result<Cancelled>> {
+        let by = by.to_string();
         self.op(async move {
             let mut c = self.client().await?;
-            super::maintenance::cancel(&mut c, id, now).await
+            super::maintenance::cancel(&mut c, id, now, &by).await
         })
     }
 

@@ -257,8 +257,14 @@ impl Store for SqliteStore {
         self.call(move |c| super::maintenance::live(c, now))
     }
 
-    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>> {
-        self.call(move |c| super::maintenance::cancel(c, id, now))
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+        by: &str,
+    ) -> BoxFuture<'_, Result<Cancelled>> {
+        let by = by.to_string();
+        self.call(move |c| super::maintenance::cancel(c, id, now, &by))
     }
 
     fn outbox_due(
