@@ -91,6 +91,9 @@ pub struct History {
     pub signals: Vec<RecordedSignal>,
     /// Incidents opened since then, oldest first, each with its timeline (oldest first).
     pub incidents: Vec<(Incident, Vec<Entry>)>,
+    /// The approvals of those incidents' steps (`approvals`): who decided, when, how; none from
+    /// a store older than migration 6.
+    pub approvals: Vec<Approval>,
 }
 
 /// A page to deliver.

@@ -7,8 +7,8 @@
 //! deadline (`for`, verification), and at least once a minute while an incident is open (the
 //! staleness check, steps held by a busy target).
 //!
-//! Steps with `approve:`: the decisions the store recorded (each approval's `approval_decided`
-//! entries: who, through which channel, when, approve or deny) are fed to the replay's own store
+//! Steps with `approve:`: the decisions the store recorded (its `approvals`: who, through which
+//! channel, when, approve or deny, the comment) are fed to the replay's own store
 //! at their recorded times, through the same compare-and-set as a click, when the replayed
 //! incident awaits the same step (by name) of an incident on the same (rule, target) and the
 //! decision falls within its wait. A step no recorded decision matches waits until its timeout,
@@ -26,7 +26,7 @@ use crate::adapters::store::sqlite::SqliteStore;
 use crate::adapters::store::{History, Receipt, Store, StoreError};
 use crate::adapters::telemetry::Metrics;
 use crate::domain::approval::{Approval, ApprovalState, Decision};
-use crate::domain::incident::{EntryKind, Phase};
+use crate::domain::incident::Phase;
 use crate::domain::policy::Mode;
 use crate::domain::signal::Status;
 use crate::domain::time::{Clock, ManualClock, Timestamp};
@@ -179,25 +179,23 @@ struct Recorded {
     used: bool,
 }
 
-/// Every `approval_decided` entry of the recorded incidents, by decision time. An entry whose
-/// data does not read as a decision (an older or hand-edited store) is left out.
+/// Every decision of the recorded approvals (the store's `approvals`), by decision time, with
+/// the rule and target of its incident.
 fn recorded_decisions(history: &History) -> Vec<Recorded> {
     let mut out: Vec<Recorded> = history
-        .incidents
+        .approvals
         .iter()
-        .flat_map(|(inc, tl)| {
-            tl.iter()
-                .filter(|e| e.kind == EntryKind::ApprovalDecided)
-                .filter_map(|e| {
-                    Some(Recorded {
-                        rule: inc.rule.clone(),
-                        target: inc.target.key(),
-                        step: e.data["step"].as_str()?.to_string(),
-                        decision: serde_json::from_value(e.data.clone()).ok()?,
-                        used: false,
-                    })
-                })
+        .filter_map(|a| {
+            let (inc, _) = history.incidents.iter().find(|(i, _)| i.id == a.incident)?;
+            Some(a.decisions.iter().map(move |d| Recorded {
+                rule: inc.rule.clone(),
+                target: inc.target.key(),
+                step: a.step_name.clone(),
+                decision: d.clone(),
+                used: false,
+            }))
         })
+        .flatten()
         .collect();
     out.sort_by_key(|r| r.decision.at);
     out
