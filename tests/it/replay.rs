@@ -456,9 +456,29 @@ policies:
 /// the step renamed, no recorded decision matches it, and checkout's would wait too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_feeds_the_recorded_approval_decisions_and_says_which_steps_would_wait() {
-    within(240, async {
-        let d = Daemon::start_with(RULES, &approve_policy("restart"), None, |c| {
-            c.mode = Mode::DryRun
+    within(240, replay_of_recorded_approvals(None)).await;
+}
+
+/// The same on PostgreSQL 15: the decisions are read from its `approvals` table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_a_postgres_store_feeds_its_recorded_approval_decisions() {
+    within(300, async {
+        let pg = Postgres::start().await;
+        let url = pg.create_database("replay_approvals").await;
+        replay_of_recorded_approvals(Some(url)).await;
+    })
+    .await;
+}
+
+/// Records the approvals run on SQLite (`None`) or on the PostgreSQL at `pg`, then replays it.
+async fn replay_of_recorded_approvals(pg: Option<String>) {
+    {
+        let on = pg.clone();
+        let d = Daemon::start_with(RULES, &approve_policy("restart"), None, move |c| {
+            c.mode = Mode::DryRun;
+            if let Some(url) = on {
+                c.store = url;
+            }
         })
         .await;
         let at = now_rfc3339();
@@ -491,7 +511,7 @@ async fn replay_feeds_the_recorded_approval_decisions_and_says_which_steps_would
         })
         .await;
         let dir = d.stop().await;
-        let store = format!("sqlite://{}", dir.path().join("r.db").display());
+        let store = pg.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("r.db").display()));
         let path = dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
             let same = replay_json(&path, &store, &[]);
@@ -549,6 +569,5 @@ async fn replay_feeds_the_recorded_approval_decisions_and_says_which_steps_would
         })
         .await
         .unwrap();
-    })
-    .await;
+    }
 }
