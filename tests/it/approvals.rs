@@ -29,27 +29,46 @@ rules:
     policy: service
 "#;
 
-/// A `chat.postMessage` stand-in that keeps every message and answers `ok` with a `ts`.
-async fn slack_api() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+type Kept = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// A `chat.postMessage` stand-in that keeps every message and answers `ok` with a `ts`, and a
+/// `chat.update` one that keeps every edit.
+async fn slack_api() -> (String, Kept, Kept) {
+    let got: Kept = Arc::default();
+    let edits: Kept = Arc::default();
     let g = got.clone();
-    let app = axum::Router::new().route(
-        "/api/chat.postMessage",
-        axum::routing::post(move |body: String| {
-            let g = g.clone();
-            async move {
-                let b: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let mut g = g.lock().unwrap();
-                g.push(b);
-                let ts = format!("1764320400.{:06}", 100 * g.len());
-                serde_json::json!({"ok": true, "channel": "C0OPS12345", "ts": ts}).to_string()
-            }
-        }),
-    );
+    let e = edits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/api/chat.update",
+            axum::routing::post(move |body: String| {
+                let e = e.clone();
+                async move {
+                    let b: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let answer =
+                        serde_json::json!({"ok": true, "channel": b["channel"], "ts": b["ts"]});
+                    e.lock().unwrap().push(b);
+                    answer.to_string()
+                }
+            }),
+        )
+        .route(
+            "/api/chat.postMessage",
+            axum::routing::post(move |body: String| {
+                let g = g.clone();
+                async move {
+                    let b: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let mut g = g.lock().unwrap();
+                    g.push(b);
+                    let ts = format!("1764320400.{:06}", 100 * g.len());
+                    serde_json::json!({"ok": true, "channel": "C0OPS12345", "ts": ts}).to_string()
+                }
+            }),
+        );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, got)
+    (url, got, edits)
 }
 
 fn policies(dir: &std::path::Path, api: &str, approve: &str) -> String {
@@ -84,7 +103,8 @@ struct World {
     fake: FakeKube,
     d: Daemon,
     clock: Arc<ManualClock>,
-    slack: Arc<Mutex<Vec<serde_json::Value>>>,
+    slack: Kept,
+    edits: Kept,
     kdir: tempfile::TempDir,
     api: String,
 }
@@ -101,7 +121,7 @@ async fn world(approve: &str) -> World {
     ));
     fake.step();
     let kdir = tempfile::tempdir().unwrap();
-    let (api, slack) = slack_api().await;
+    let (api, slack, edits) = slack_api().await;
     let clock = Arc::new(ManualClock::new(
         remedyd::adapters::clock::SystemClock.now(),
     ));
@@ -111,6 +131,7 @@ async fn world(approve: &str) -> World {
         d,
         clock,
         slack,
+        edits,
         kdir,
         api,
     }
@@ -480,6 +501,7 @@ async fn a_pending_approval_survives_a_restart_and_two_person_needs_two_people()
         d,
         clock,
         slack,
+        edits,
         kdir,
         api,
     } = w;
@@ -499,6 +521,7 @@ async fn a_pending_approval_survives_a_restart_and_two_person_needs_two_people()
         d,
         clock,
         slack,
+        edits,
         kdir,
         api,
     };
@@ -667,4 +690,118 @@ policies:
     assert_eq!((decided, started), (1, 1), "{tl:#?}");
     a.stop().await;
     b.stop().await;
+}
+
+impl World {
+    /// The edits of the request's message, once the first arrived and a few outbox passes
+    /// later (a second one would have been sent by then).
+    async fn edits_settled(&self) -> Vec<serde_json::Value> {
+        until("the request's message to be edited", async || {
+            (!self.edits.lock().unwrap().is_empty()).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.edits.lock().unwrap().clone()
+    }
+}
+
+/// The edit replaces the request (same channel and `ts`), has no buttons left, and says `what`.
+fn assert_edit(edits: &[serde_json::Value], request: &serde_json::Value, what: &[&str]) {
+    assert_eq!(
+        edits.len(),
+        1,
+        "exactly one edit per final decision: {edits:#?}"
+    );
+    let e = &edits[0];
+    assert_eq!(e["channel"], "C0OPS12345", "{e:#}");
+    assert_eq!(
+        e["ts"], "1764320400.000100",
+        "the request's own message: {e:#}"
+    );
+    assert!(buttons(e).is_empty(), "no buttons left: {e:#}");
+    assert!(!buttons(request).is_empty());
+    let all = e.to_string();
+    for w in what {
+        assert!(all.contains(w), "{w:?} not in {e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_approval_replaces_the_request_message_once() {
+    let w = world(APPROVE).await;
+    let id = w.awaiting().await;
+    let request = w.request().await;
+    let approval = format!("{id}/1/0");
+    let body = click_body("remedyd_approve", &approval, ("U024BE7LH", "carol"));
+    let (s, j) = w.click(&body, w.now_secs(), SECRET).await;
+    assert_eq!(s, 200, "{j}");
+    let edits = w.edits_settled().await;
+    assert_edit(
+        &edits,
+        &request,
+        &[
+            "✅ APPROVED",
+            &id,
+            "approved by U024BE7LH via slack",
+            "Approval approved",
+        ],
+    );
+    w.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_denial_and_a_timeout_each_replace_the_request_message_once() {
+    let w = world(APPROVE).await;
+    let id = w.awaiting().await;
+    let request = w.request().await;
+    let deny =
+        serde_json::json!({"decision": "deny", "by": "alice", "comment": "not during the sale"});
+    let (s, j) = w.api(&id, TOKEN, deny).await;
+    assert_eq!(s, 200, "{j}");
+    let edits = w.edits_settled().await;
+    assert_edit(
+        &edits,
+        &request,
+        &[
+            "⛔ DENIED",
+            "denied by alice via api",
+            "not during the sale",
+        ],
+    );
+    w.end().await;
+
+    let w = world(APPROVE).await;
+    let _id = w.awaiting().await;
+    let request = w.request().await;
+    w.clock.advance(Duration::from_secs(600));
+    w.d.wait_incidents("escalated", |l| l[0]["status"] == "escalated")
+        .await;
+    let edits = w.edits_settled().await;
+    assert_edit(
+        &edits,
+        &request,
+        &["⌛ TIMED OUT", "Approval timed_out", "Nobody decided"],
+    );
+    w.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_incident_voids_its_approval_and_replaces_the_request_message_once() {
+    let w = world(APPROVE).await;
+    let _id = w.awaiting().await;
+    let request = w.request().await;
+    let at = w.clock.now().to_rfc3339();
+    let (s, _) =
+        w.d.post_authed(
+            &payload("resolved", "checkout", "warning", "fp-1", &at),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(s, 200);
+    w.d.wait_incidents("resolved", |l| l[0]["status"] == "resolved")
+        .await;
+    let edits = w.edits_settled().await;
+    assert_edit(&edits, &request, &["NO LONGER NEEDED", "Approval void"]);
+    assert!(writes(&w.fake).is_empty(), "{:?}", writes(&w.fake));
+    w.end().await;
 }

@@ -154,6 +154,10 @@ async fn a_window_set_through_the_api_holds_the_ladder_across_a_restart_until_ca
         let (status, body) = call(&d, reqwest::Method::DELETE, &path, Some(TOKEN), None).await;
         assert_eq!(status, 200, "{body}");
         assert!(body["cancelled"]["cancelled_at"].is_string(), "{body}");
+        assert_eq!(
+            body["cancelled"]["cancelled_by"], "unknown",
+            "no author given: unknown, as for a window set without one"
+        );
         d.wait("the step after the cancel", || d.exec.count() == 1)
             .await;
         let t = serde_json::to_string(&d.timeline(&inc).await).unwrap();
@@ -259,6 +263,128 @@ async fn setting_a_window_needs_the_write_token_and_a_bad_one_is_refused_naming_
         );
         assert_eq!(post(Some(TOKEN), good).await.0, 201);
         assert_eq!(windows(&d).await.len(), 1);
+        d.stop().await;
+    })
+    .await
+}
+
+/// A weekly window through the API, on a manual clock at Saturday 2026-11-28 03:00 UTC: stored
+/// and listed with its `weekly` times, it holds a covered incident exactly as a policies file's
+/// `weekly:` window (the same reason, until 04:00 UTC), lets the ladder go when its slot ends,
+/// and its cancel records who cancelled it (`?author=` or the body's `author`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weekly_window_through_the_api_holds_in_its_slot_and_its_cancel_names_who() {
+    use remedyd::domain::time::{ManualClock, Timestamp};
+    use std::sync::Arc;
+    use std::time::Duration;
+    within(120, async {
+        let saturday = Timestamp::parse_rfc3339("2026-11-28T03:00:00Z").unwrap();
+        let clock = Arc::new(ManualClock::new(saturday));
+        let d = Daemon::start_on(RULES, POLICIES, None, clock.clone(), false, |c| {
+            c.webhook_token = Some(TOKEN.into());
+            c.read_token = Some(READ.into());
+        })
+        .await;
+        let post = |body: Value| {
+            let d = &d;
+            async move {
+                call(d, reqwest::Method::POST, "/api/v1/maintenance", Some(TOKEN), Some(body)).await
+            }
+        };
+        // Refused, naming the field: the policies file's own messages.
+        for (body, field) in [
+            (json!({"scope": "global", "reason": "x", "weekly": {"day": "caturday", "from": "02:00", "to": "04:00"}}), "weekly.day:"),
+            (json!({"scope": "global", "reason": "x", "weekly": {"day": "sat", "from": "2am", "to": "04:00"}}), "weekly.from:"),
+            (json!({"scope": "global", "reason": "x", "weekly": {"day": "sat", "from": "23:00", "to": "01:00"}}), "weekly.to:"),
+            (json!({"scope": "global", "reason": "x", "weekly": {"day": "sat", "from": "02:00"}}), "weekly:"),
+            (json!({"scope": "global", "reason": "x", "duration": "1h", "weekly": {"day": "sat", "from": "02:00", "to": "04:00"}}), "duration:"),
+        ] {
+            let (status, b) = post(body.clone()).await;
+            assert_eq!(status, 400, "{body}: {b}");
+            let e = b["error"].as_str().unwrap();
+            assert!(e.starts_with(field), "{body}: {e}");
+        }
+        let (status, w) = post(json!({"scope": "rule:high-error-rate", "reason": "backups",
+                                      "author": "alice",
+                                      "weekly": {"day": "Sat", "from": "02:00", "to": "04:00"}}))
+        .await;
+        assert_eq!(status, 201, "{w}");
+        let id = w["id"].as_i64().unwrap();
+        assert_eq!(w["weekly"], json!({"day": "sat", "from": "02:00", "to": "04:00"}));
+        assert_eq!(w["ends_at"], "9999-12-31T23:59:59.000Z", "recurs until cancelled");
+        assert_eq!(windows(&d).await, vec![w.clone()], "listed with its weekly times");
+
+        let (status, _) = d
+            .post_authed(
+                &payload("firing", "checkout", "warning", "fp-1", &saturday.to_rfc3339()),
+                TOKEN,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let l = d
+            .wait_incidents("suspended by the weekly window", |l| {
+                l.len() == 1 && l[0]["status"] == "suspended"
+            })
+            .await;
+        let inc = l[0]["id"].as_str().unwrap().to_string();
+        let t = serde_json::to_string(&d.timeline(&inc).await).unwrap();
+        assert!(
+            t.contains(&format!(
+                r#"by maintenance: maintenance window #{id} \"backups\" (by alice) until 04:00 UTC"#
+            )),
+            "{t}"
+        );
+        assert_eq!(d.exec.count(), 0, "held in the slot");
+        // The slot ends at 04:00: the ladder goes on; the window stays for next Saturday.
+        clock.advance(Duration::from_secs(3601));
+        d.wait("the step after the slot", || d.exec.count() == 1).await;
+        assert_eq!(windows(&d).await.len(), 1, "still there for next week");
+
+        // Who cancels: both forms must agree; the query form is kept and shown.
+        let path = format!("/api/v1/maintenance/{id}");
+        let (status, b) = call(
+            &d,
+            reqwest::Method::DELETE,
+            &format!("{path}?author=bob"),
+            Some(TOKEN),
+            Some(json!({"author": "carol"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{b}");
+        assert!(b["error"].as_str().unwrap().starts_with("author:"), "{b}");
+        let (status, b) = call(
+            &d,
+            reqwest::Method::DELETE,
+            &format!("{path}?author=bob"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{b}");
+        assert_eq!(b["cancelled"]["cancelled_by"], "bob");
+        assert_eq!(b["cancelled"]["weekly"]["day"], "sat");
+        let (status, b) = call(&d, reqwest::Method::DELETE, &path, Some(TOKEN), None).await;
+        assert_eq!(status, 409, "{b}");
+        assert!(
+            b["error"].as_str().unwrap().contains("already cancelled at")
+                && b["error"].as_str().unwrap().contains("by bob"),
+            "{b}"
+        );
+        assert_eq!(windows(&d).await, Vec::<Value>::new());
+
+        // The body form.
+        let (status, w2) = post(json!({"scope": "global", "duration": "1h", "reason": "x"})).await;
+        assert_eq!(status, 201, "{w2}");
+        let (status, b) = call(
+            &d,
+            reqwest::Method::DELETE,
+            &format!("/api/v1/maintenance/{}", w2["id"]),
+            Some(TOKEN),
+            Some(json!({"author": "carol"})),
+        )
+        .await;
+        assert_eq!(status, 200, "{b}");
+        assert_eq!(b["cancelled"]["cancelled_by"], "carol");
         d.stop().await;
     })
     .await

@@ -429,3 +429,145 @@ fn a_missing_or_unreadable_store_a_bad_since_and_bad_rules_are_clear_errors() {
         "{err}"
     );
 }
+
+/// A step with `approve:` (the reviewed step `restart`).
+fn approve_policy(step: &str) -> String {
+    format!(
+        r#"
+policies:
+  - name: remediate
+    levels:
+      - level: 1
+        escalate_to: oncall
+        steps:
+          - name: {step}
+            action: http
+            with: {{url: "http://127.0.0.1:9/never-used", timeout: 1s, retries: 0}}
+            verify: {{resolved_within: 5m}}
+            on_failure: escalate
+            approve: {{approvers: [alice], timeout: 10m}}
+"#
+    )
+}
+
+/// Recorded: checkout's step approved by alice through the API (then planned, dry-run);
+/// payments' still waiting when the daemon stops. Replayed with the same rules, checkout's step
+/// is decided by alice's recorded decision at its recorded time, and payments' would wait; with
+/// the step renamed, no recorded decision matches it, and checkout's would wait too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_feeds_the_recorded_approval_decisions_and_says_which_steps_would_wait() {
+    within(240, replay_of_recorded_approvals(None)).await;
+}
+
+/// The same on PostgreSQL 15: the decisions are read from its `approvals` table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_a_postgres_store_feeds_its_recorded_approval_decisions() {
+    within(300, async {
+        let pg = Postgres::start().await;
+        let url = pg.create_database("replay_approvals").await;
+        replay_of_recorded_approvals(Some(url)).await;
+    })
+    .await;
+}
+
+/// Records the approvals run on SQLite (`None`) or on the PostgreSQL at `pg`, then replays it.
+async fn replay_of_recorded_approvals(pg: Option<String>) {
+    {
+        let on = pg.clone();
+        let d = Daemon::start_with(RULES, &approve_policy("restart"), None, move |c| {
+            c.mode = Mode::DryRun;
+            if let Some(url) = on {
+                c.store = url;
+            }
+        })
+        .await;
+        let at = now_rfc3339();
+        post(&d, payload("firing", "checkout", "warning", "ab01", &at)).await;
+        let l = d
+            .wait_incidents("checkout awaiting approval", |l| {
+                l.len() == 1 && l[0]["phase"]["phase"] == "awaiting_approval"
+            })
+            .await;
+        let id = l[0]["id"].as_str().unwrap().to_string();
+        let r = d
+            .http
+            .post(format!("{}/api/v1/incidents/{id}/approvals", d.url))
+            .json(&json!({"decision": "approve", "by": "alice", "comment": "go"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        d.wait_incidents("the approved step planned", |l| {
+            l.len() == 1 && l[0]["status"] == "verifying"
+        })
+        .await;
+        post(
+            &d,
+            payload("firing", "payments", "warning", "ab02", &now_rfc3339()),
+        )
+        .await;
+        d.wait_incidents("payments awaiting approval", |l| {
+            l.len() == 2 && l.iter().any(|i| i["phase"]["phase"] == "awaiting_approval")
+        })
+        .await;
+        let dir = d.stop().await;
+        let store = pg.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("r.db").display()));
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let same = replay_json(&path, &store, &[]);
+            let replayed = same["replayed"].as_array().unwrap();
+            let of = |svc: &str| {
+                replayed
+                    .iter()
+                    .find(|o| o["target"].as_str().unwrap().ends_with(svc))
+                    .unwrap_or_else(|| panic!("{svc}: {same:#}"))
+                    .clone()
+            };
+            let checkout = of("/checkout");
+            assert_eq!(checkout["steps"], json!(["restart"]), "{checkout:#}");
+            let a = &checkout["approvals"][0];
+            assert_eq!(a["step"], "restart", "{checkout:#}");
+            assert_eq!(a["result"], "approved", "{checkout:#}");
+            let line = a["decisions"][0].as_str().unwrap();
+            assert!(line.starts_with("approved by alice via api at "), "{line}");
+            assert!(line.ends_with("(\"go\")"), "{line}");
+            assert_eq!(
+                same["recorded"][0]["approvals"][0]["decisions"], a["decisions"],
+                "the same person, channel, time and comment as recorded"
+            );
+            let payments = of("/payments");
+            assert_eq!(payments["steps"], json!([]), "{payments:#}");
+            assert_eq!(
+                payments["approvals"][0]["result"], "waiting",
+                "{payments:#}"
+            );
+            assert_eq!(same["vs_recorded"]["same"], 2, "{same:#}");
+
+            let (code, text, err) = replay(&path, &["--since", "1h", "--store", &store]);
+            assert_eq!(code, 0, "{err}");
+            assert!(
+                text.contains(
+                    "step restart: approved by the recorded decision(s): approved by alice via api"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "payments: step restart: would wait for approval: no recorded decision"
+                ),
+                "{text}"
+            );
+
+            // Renamed: the recorded decision was for another step; the replay would wait.
+            let (rules, policies) = candidate(&path, "renamed", RULES, &approve_policy("bounce"));
+            let renamed = replay_json(&path, &store, &["--rules", &rules, "--policies", &policies]);
+            for o in renamed["replayed"].as_array().unwrap() {
+                assert_eq!(o["steps"], json!([]), "{o:#}");
+                assert_eq!(o["approvals"][0]["step"], "bounce", "{o:#}");
+                assert_eq!(o["approvals"][0]["result"], "waiting", "{o:#}");
+            }
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -11,11 +11,12 @@ use remedyd::adapters::escalate::{NotificationKind, notification};
 use remedyd::adapters::store::postgres::{Leadership, PgStore};
 use remedyd::adapters::store::sqlite::SqliteStore;
 use remedyd::adapters::store::{
-    BudgetCharge, Cancelled, Claim, Commit, Finished, NewWindow, Pause, Receipt, Release,
+    BudgetCharge, Cancelled, Claim, Commit, Finished, NewWindow, Pause, RECURS, Receipt, Release,
     ResolveDone, ResolveRequest, ResolveResult, Store, StoreError,
 };
 use remedyd::domain::incident::{Entry, EntryKind, Incident};
 use remedyd::domain::policy::breaker::BreakerRecord;
+use remedyd::domain::policy::maintenance::Weekly;
 use remedyd::domain::policy::{Ladder, Policy};
 use remedyd::domain::rules::{Target, TargetKind};
 use remedyd::domain::signal::{Signal, Source, Status};
@@ -377,6 +378,7 @@ fn window(scope: &str, starts_at: i64, ends_at: i64) -> NewWindow {
         scope: scope.into(),
         starts_at: Timestamp(starts_at),
         ends_at: Timestamp(ends_at),
+        weekly: None,
         reason: "pg upgrade".into(),
         author: "alice".into(),
         created_at: Timestamp(starts_at.min(10)),
@@ -413,43 +415,75 @@ async fn maintenance_windows(store: &dyn Store) {
     );
     // Cancel: once; an ended window and an unknown id are told apart.
     let Cancelled::Done(c) = store
-        .cancel_maintenance(later.id, Timestamp(4_000))
+        .cancel_maintenance(later.id, Timestamp(4_000), "bob")
         .await
         .unwrap()
     else {
         panic!("a future window is cancelled");
     };
     assert_eq!(c.cancelled_at, Some(Timestamp(4_000)));
+    assert_eq!(c.cancelled_by.as_deref(), Some("bob"));
     assert_eq!(
         store.maintenance_windows(Timestamp(4_000)).await.unwrap(),
         vec![],
         "a cancelled window is not listed"
     );
     match store
-        .cancel_maintenance(later.id, Timestamp(4_500))
+        .cancel_maintenance(later.id, Timestamp(4_500), "carol")
         .await
         .unwrap()
     {
         Cancelled::Over(w) => assert_eq!(
-            w.cancelled_at,
-            Some(Timestamp(4_000)),
-            "the first cancel stands"
+            (w.cancelled_at, w.cancelled_by.as_deref()),
+            (Some(Timestamp(4_000)), Some("bob")),
+            "the first cancel stands, with who made it"
         ),
         other => panic!("cancelled twice: {other:?}"),
     }
     assert!(matches!(
         store
-            .cancel_maintenance(open.id, Timestamp(3_000))
+            .cancel_maintenance(open.id, Timestamp(3_000), "bob")
             .await
             .unwrap(),
         Cancelled::Over(_)
     ));
     assert_eq!(
         store
-            .cancel_maintenance(open.id.max(later.id) + 100, Timestamp(0))
+            .cancel_maintenance(open.id.max(later.id) + 100, Timestamp(0), "bob")
             .await
             .unwrap(),
         Cancelled::Unknown
+    );
+    // Weekly (migration 8): stored with its days and times, listed until cancelled, read back
+    // as written; its `ends_at` is the far end, so it never ends by itself.
+    let mut weekly = window("namespace:db", 6_000, RECURS.0);
+    weekly.weekly = Some(Weekly {
+        day: "sat".into(),
+        from: "02:00".into(),
+        to: "04:00".into(),
+    });
+    let weekly = store.add_maintenance(weekly).await.unwrap();
+    assert_eq!(
+        store
+            .maintenance_windows(Timestamp(RECURS.0 - 1))
+            .await
+            .unwrap(),
+        vec![weekly.clone()],
+        "a weekly window is live until cancelled, read back with its weekly times"
+    );
+    assert_eq!(weekly.weekly.as_ref().map(|w| w.day.as_str()), Some("sat"));
+    let Cancelled::Done(c) = store
+        .cancel_maintenance(weekly.id, Timestamp(7_000), "dave")
+        .await
+        .unwrap()
+    else {
+        panic!("a weekly window is cancelled");
+    };
+    assert_eq!(c.weekly, weekly.weekly);
+    assert_eq!(c.cancelled_by.as_deref(), Some("dave"));
+    assert_eq!(
+        store.maintenance_windows(Timestamp(7_000)).await.unwrap(),
+        vec![]
     );
 }
 
@@ -870,7 +904,9 @@ async fn a_maintenance_window_set_through_one_replica_is_seen_and_cancelled_by_a
             vec![w.clone()]
         );
         assert!(matches!(
-            b.cancel_maintenance(w.id, Timestamp(2_000)).await.unwrap(),
+            b.cancel_maintenance(w.id, Timestamp(2_000), "bob")
+                .await
+                .unwrap(),
             Cancelled::Done(_)
         ));
         assert_eq!(

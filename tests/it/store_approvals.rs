@@ -133,6 +133,27 @@ pub async fn approvals(store: &dyn Store) {
     );
     let read = store.approval(&a.id).await.unwrap().unwrap();
     assert_eq!(read.state, ApprovalState::Approved);
+    // Where the request was posted, per route, so its outcome edits it; the first kept stays,
+    // and it is not the incident's thread.
+    assert_eq!(store.approval_message(&a.id, "chat").await.unwrap(), None);
+    store
+        .keep_approval_message(&a.id, "chat", "C0OPS12345/1764320400.000100")
+        .await
+        .unwrap();
+    store
+        .keep_approval_message(&a.id, "chat", "C0OPS12345/1764320999.000100")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .approval_message(&a.id, "chat")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("C0OPS12345/1764320400.000100")
+    );
+    assert_eq!(store.approval_message(&a.id, "other").await.unwrap(), None);
+    assert_eq!(store.approval_message(&inc.id, "chat").await.unwrap(), None);
     let who: Vec<(&str, i64, &str)> = read
         .decisions
         .iter()

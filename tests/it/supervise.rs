@@ -385,6 +385,21 @@ impl Store for StalledReads {
     ) -> BoxFuture<'_, Result<Option<remedyd::domain::approval::Approval>, StoreError>> {
         self.inner.expire_approval(id, now)
     }
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.keep_approval_message(id, route, message)
+    }
+    fn approval_message(
+        &self,
+        id: &str,
+        route: &str,
+    ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        self.inner.approval_message(id, route)
+    }
     fn pending_signals(
         &self,
         limit: usize,
@@ -504,8 +519,9 @@ impl Store for StalledReads {
         &self,
         id: i64,
         now: Timestamp,
+        by: &str,
     ) -> BoxFuture<'_, Result<remedyd::adapters::store::Cancelled, StoreError>> {
-        self.inner.cancel_maintenance(id, now)
+        self.inner.cancel_maintenance(id, now, by)
     }
     fn outbox_due(
         &self,

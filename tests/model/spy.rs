@@ -122,6 +122,17 @@ impl Store for SpyStore {
     ) -> BoxFuture<'_, Result<Option<remedyd::domain::approval::Approval>>> {
         self.inner.expire_approval(id, now)
     }
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<()>> {
+        self.inner.keep_approval_message(id, route, message)
+    }
+    fn approval_message(&self, id: &str, route: &str) -> BoxFuture<'_, Result<Option<String>>> {
+        self.inner.approval_message(id, route)
+    }
     fn ingest(
         &self,
         receipt: Receipt,
@@ -206,8 +217,9 @@ impl Store for SpyStore {
         &self,
         id: i64,
         now: Timestamp,
+        by: &str,
     ) -> BoxFuture<'_, Result<remedyd::adapters::store::Cancelled>> {
-        self.inner.cancel_maintenance(id, now)
+        self.inner.cancel_maintenance(id, now, by)
     }
     fn outbox_due(
         &self,

@@ -75,7 +75,9 @@ pub struct Notification {
     /// itself for a digest), set as it is sent when `external_url` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// A request for approval of a step (`approve:`): Slack routes show Approve/Deny buttons.
+    /// A request for approval of a step (`approve:`, state `pending`): Slack routes show
+    /// Approve/Deny buttons. In any other state it is the approval's outcome, which replaces
+    /// the request's message where the route can edit it (Slack Web API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::domain::approval::Approval>,
 }

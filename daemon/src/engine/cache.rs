@@ -29,10 +29,11 @@ impl Engine {
     }
 
     /// Holds a commit for drive() (see `deferred`), showing it in the cache meanwhile.
-    pub(super) fn defer(&mut self, c: Commit) {
+    pub(super) async fn defer(&mut self, mut c: Commit) -> Result<(), StoreError> {
         if c.is_empty() {
-            return;
+            return Ok(());
         }
+        self.close_approvals(&mut c).await?;
         if let Some(cache) = self.cache.as_mut() {
             for i in &c.incidents {
                 if i.is_resolved() {
@@ -46,12 +47,17 @@ impl Engine {
             Some(d) => d.absorb(c),
             None => self.deferred = Some(c),
         }
+        Ok(())
     }
 
     /// Commits and keeps the cache in step; on any error the cache is reloaded next time.
-    pub(super) async fn commit(&mut self, c: Commit) -> Result<(), StoreError> {
+    pub(super) async fn commit(&mut self, mut c: Commit) -> Result<(), StoreError> {
         if c.is_empty() {
             return Ok(());
+        }
+        if let Err(e) = self.close_approvals(&mut c).await {
+            self.cache = None;
+            return Err(e);
         }
         let incidents = c.incidents.clone();
         match self.store.commit(c).await {

@@ -179,7 +179,7 @@ impl Engine {
         }
         if pending.len() < SIGNAL_BATCH {
             // The last batch of the pass: drive() writes it with the first step it makes due.
-            self.defer(c);
+            self.defer(c).await?;
         } else {
             self.commit(c).await?;
         }

@@ -18,6 +18,9 @@
 //! - **Threads.** A route that answers with a thread (Slack Web API: the first message's `ts`)
 //!   has it kept with the page ([`Store::outbox_threaded`]); the incident's later pages on that
 //!   route are sent in it.
+//! - **Approval messages.** The request of an approval keeps where it was posted
+//!   ([`Store::keep_approval_message`]); its outcome, a later page of the same lane, is sent
+//!   with that message in place of the thread, so the route edits it.
 //! - **Routes are independent.** Each route is a lane that sends its pages one after another;
 //!   lanes run concurrently, so a route whose receiver hangs until its timeout, or keeps
 //!   failing, delays only its own pages. [`run`] keeps a lane going across passes: a page for
@@ -36,6 +39,7 @@ use tracing::Instrument;
 use super::{Delivery, NotificationKind, Pager};
 use crate::adapters::store::{OutboxItem, Store, StoreError};
 use crate::adapters::telemetry::{Metrics, PageLabels};
+use crate::domain::approval::ApprovalState;
 use crate::domain::time::Clock;
 use crate::load::ruleset::SharedRuleset;
 
@@ -262,14 +266,32 @@ async fn deliver_one(
             return Ok(());
         }
     }
-    match pager
-        .send_in_thread(route, &item.notification, item.thread.as_deref())
-        .await
-    {
+    let approval = item.notification.approval.as_ref();
+    let outcome = approval.filter(|a| a.state != ApprovalState::Pending);
+    let thread = match outcome {
+        Some(a) => store.approval_message(&a.id, &item.route).await?,
+        None => item.thread.clone(),
+    };
+    let sent = pager
+        .send_in_thread(route, &item.notification, thread.as_deref())
+        .await;
+    if let (
+        Ok(Delivery {
+            delivered: true,
+            thread: Some(at),
+        }),
+        Some(a),
+    ) = (
+        &sent,
+        approval.filter(|a| a.state == ApprovalState::Pending),
+    ) {
+        store.keep_approval_message(&a.id, &item.route, at).await?;
+    }
+    match sent {
         Ok(Delivery {
             delivered,
             thread: Some(thread),
-        }) if delivered && item.thread.is_none() => {
+        }) if delivered && item.thread.is_none() && outcome.is_none() => {
             store.outbox_threaded(item.id, clock.now(), &thread).await?;
             count("delivered");
             tracing::info!(route = %item.route, incident = %item.notification.incident, event = ?item.notification.event, "Page handled; its thread is kept for the incident's later pages");

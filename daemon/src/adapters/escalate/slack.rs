@@ -79,6 +79,9 @@ pub fn message(n: &Notification) -> Value {
         return digest_message(n, d);
     }
     if let Some(a) = &n.approval {
+        if a.state != crate::domain::approval::ApprovalState::Pending {
+            return outcome_message(n, a);
+        }
         return approval_message(n, a);
     }
     let resolved = n.event == NotificationKind::Resolve;
@@ -250,6 +253,81 @@ fn approval_message(n: &Notification, a: &crate::domain::approval::Approval) -> 
         n.service,
         a.step_name,
         datetime(a.deadline)
+    );
+    json!({"text": truncate(&escape(&text), 3000), "blocks": blocks})
+}
+
+/// The outcome of an approval, which replaces the request (no buttons left): the result, who
+/// decided, when, through which channel and why, or that nobody did in time.
+fn outcome_message(n: &Notification, a: &crate::domain::approval::Approval) -> Value {
+    use crate::domain::approval::ApprovalState;
+    let (icon, title) = match a.state {
+        ApprovalState::Approved => ("✅", "APPROVED"),
+        ApprovalState::Denied => ("⛔", "DENIED"),
+        ApprovalState::TimedOut => ("⌛", "TIMED OUT"),
+        ApprovalState::Void | ApprovalState::Pending => ("➖", "NO LONGER NEEDED"),
+    };
+    let header = truncate(
+        &format!(
+            "{icon} {title} · {} {} · {}",
+            n.priority, n.incident, n.service
+        ),
+        150,
+    );
+    let what = match a.state {
+        ApprovalState::Approved => format!("Step *{}* was approved.", escape(&a.step_name)),
+        ApprovalState::Denied => format!(
+            "Step *{}* was denied: a human takes over.",
+            escape(&a.step_name)
+        ),
+        ApprovalState::TimedOut => format!(
+            "Nobody decided step *{}* by {}: its `on_timeout` applied.",
+            escape(&a.step_name),
+            datetime(a.deadline)
+        ),
+        ApprovalState::Void | ApprovalState::Pending => format!(
+            "Step *{}* no longer waits: the incident moved on (resolved, a higher level, or by hand).",
+            escape(&a.step_name)
+        ),
+    };
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
+        section(what),
+    ];
+    if !a.decisions.is_empty() {
+        let lines: Vec<String> = a
+            .decisions
+            .iter()
+            .map(|d| {
+                let mut l = format!(
+                    "{} by {} via {} at {}",
+                    match d.decision {
+                        crate::domain::approval::Verdict::Approve => "approved",
+                        crate::domain::approval::Verdict::Deny => "denied",
+                    },
+                    d.by,
+                    d.channel.as_str(),
+                    datetime(d.at)
+                );
+                if !d.comment.is_empty() {
+                    l.push_str(&format!(": {}", d.comment));
+                }
+                l
+            })
+            .collect();
+        blocks.push(bullets("Decisions", &lines, "", 10));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&escape(&format!("approval {} · {} · {}", a.id, a.state.as_str(), n.dedup_key)), 2000)}]}));
+    if let Some(u) = &n.url {
+        blocks.push(link(u, &n.incident));
+    }
+    let text = format!(
+        "Approval {}: {} {} {}: {}",
+        a.state.as_str(),
+        n.priority,
+        n.incident,
+        n.service,
+        n.reason
     );
     json!({"text": truncate(&escape(&text), 3000), "blocks": blocks})
 }

@@ -5,6 +5,11 @@
 //! resolve go as replies (`thread_ts`) across restarts and failovers. The resolve is also shown in
 //! the channel (`reply_broadcast`), so the channel sees the incident end.
 //!
+//! An approval's outcome (approved, denied, timed out, void) edits the request's message:
+//! `POST {base}/chat.update` with its channel and `ts` (kept when the request was delivered,
+//! [`crate::adapters::store::Store::keep_approval_message`]) and the outcome in place of the
+//! buttons. Where the request's message is not known, the outcome is a new message.
+//!
 //! Errors: Slack answers most of them 200 with `{"ok": false, "error": "…"}`. Transient ones
 //! (`ratelimited` — usually HTTP 429 with `Retry-After` — `rate_limited`, `internal_error`,
 //! `fatal_error`, `service_unavailable`, `request_timeout`) are retried by the outbox, like 5xx
@@ -57,6 +62,23 @@ pub fn body(n: &Notification, channel: &str, thread: Option<&str>) -> Value {
     super::slack::in_thread(m, ts)
 }
 
+/// The `chat.update` body: the message `ts` in `channel` replaced by `n`.
+pub fn update_body(n: &Notification, channel: &str, ts: &str) -> Value {
+    let mut m = super::slack::message(n);
+    if let Some(o) = m.as_object_mut() {
+        o.insert("channel".into(), Value::String(channel.to_string()));
+        o.insert("ts".into(), Value::String(ts.to_string()));
+    }
+    m
+}
+
+/// Whether `n` is an approval's outcome, which edits the request instead of posting.
+pub fn is_outcome(n: &Notification) -> bool {
+    n.approval
+        .as_ref()
+        .is_some_and(|a| a.state != crate::domain::approval::ApprovalState::Pending)
+}
+
 /// What a 200 answer says: the thread (`CHANNEL/ts`), or the error Slack named.
 pub fn read_answer(body: &str) -> Result<Option<String>, String> {
     let v: Value = serde_json::from_str(body)
@@ -85,7 +107,8 @@ fn failure(route: &Route, retryable: bool, what: String, secrets: &[&str]) -> Pa
     }
 }
 
-/// Posts the message (a reply in `thread` when one is known) and returns the thread.
+/// Posts the message (a reply in `thread` when one is known) and returns the thread; for an
+/// approval's outcome, `thread` is the request's message, which is edited.
 pub(super) async fn deliver(
     client: &reqwest::Client,
     route: &Route,
@@ -96,10 +119,15 @@ pub(super) async fn deliver(
     thread: Option<&str>,
 ) -> Result<Delivery, PagerError> {
     let secrets = route.transport.secrets();
+    let (method, payload) = match thread.and_then(parse_thread) {
+        Some((c, ts)) if is_outcome(n) => ("chat.update", update_body(n, c, ts)),
+        _ if is_outcome(n) => ("chat.postMessage", body(n, channel, None)),
+        _ => ("chat.postMessage", body(n, channel, thread)),
+    };
     let resp = client
-        .post(format!("{base}/chat.postMessage"))
+        .post(format!("{base}/{method}"))
         .bearer_auth(token.expose())
-        .json(&body(n, channel, thread))
+        .json(&payload)
         .timeout(route.timeout)
         .send()
         .await
@@ -180,5 +208,35 @@ mod tests {
         let resolve = body(&n, "#ops", Some("C024BE91L/1401383885.000061"));
         assert_eq!(resolve["reply_broadcast"], true);
         assert_eq!(parse_thread("garbage"), None);
+    }
+
+    #[test]
+    fn an_approvals_outcome_edits_its_request_message() {
+        let mut n = super::super::sample_update();
+        assert!(!is_outcome(&n));
+        let mut a = crate::domain::approval::Approval {
+            id: "INC-2026-0042/1/0".into(),
+            incident: "INC-2026-0042".into(),
+            ladder: 1,
+            step: 0,
+            step_name: "scale".into(),
+            requested_at: crate::domain::time::Timestamp(0),
+            deadline: crate::domain::time::Timestamp(600_000),
+            required: 1,
+            approvers: vec!["alice".into()],
+            state: crate::domain::approval::ApprovalState::Pending,
+            decisions: Vec::new(),
+        };
+        n.approval = Some(a.clone());
+        assert!(!is_outcome(&n), "the request itself is posted");
+        a.state = crate::domain::approval::ApprovalState::TimedOut;
+        n.approval = Some(a);
+        assert!(is_outcome(&n));
+        let edit = update_body(&n, "C024BE91L", "1401383885.000061");
+        assert_eq!(edit["channel"], "C024BE91L");
+        assert_eq!(edit["ts"], "1401383885.000061");
+        assert!(edit.get("thread_ts").is_none());
+        assert!(!edit.to_string().contains("remedyd_approve"), "no buttons");
+        assert!(edit.to_string().contains("TIMED OUT"));
     }
 }

@@ -16,7 +16,7 @@ use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
 use crate::domain::time::Timestamp;
-pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, cancel_row};
+pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, RECURS, cancel_row};
 
 /// Store errors; every one means "the write did not happen".
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,9 @@ pub struct History {
     pub signals: Vec<RecordedSignal>,
     /// Incidents opened since then, oldest first, each with its timeline (oldest first).
     pub incidents: Vec<(Incident, Vec<Entry>)>,
+    /// The approvals of those incidents' steps (`approvals`): who decided, when, how; none from
+    /// a store older than migration 6.
+    pub approvals: Vec<Approval>,
 }
 
 /// A page to deliver.
@@ -415,7 +418,13 @@ pub trait Store: Send + Sync + 'static {
     fn maintenance_windows(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>>>;
     /// Cancels a live window ([`cancel_row`]) in one transaction that writes only while it is
     /// not cancelled; on PostgreSQL it wakes the leader's engine.
-    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>>;
+    /// `by` is who cancelled it, kept with it.
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+        by: &str,
+    ) -> BoxFuture<'_, Result<Cancelled>>;
     /// Pages due for delivery, oldest first. Per (incident, route) only the oldest page not yet
     /// done (delivered, recorded or given up) can be due, and only once its `next_at` has come:
     /// a resolve waits behind its trigger while the trigger is retried. At most `per_route` pages
@@ -484,6 +493,18 @@ pub trait Store: Send + Sync + 'static {
     /// decision); returns the approval as it stands afterwards (a decision taken just before
     /// the deadline wins).
     fn expire_approval(&self, id: &str, now: Timestamp) -> BoxFuture<'_, Result<Option<Approval>>>;
+    /// Keeps where the request of approval `id` was posted on `route` (Slack Web API:
+    /// `CHANNEL/ts` of the message with the buttons), so that its outcome can edit it. Kept in
+    /// `page_threads` under the approval's id (an incident id never holds a `/`); the first
+    /// kept stays.
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<()>>;
+    /// Where the request of approval `id` was posted on `route`, when known.
+    fn approval_message(&self, id: &str, route: &str) -> BoxFuture<'_, Result<Option<String>>>;
 }
 
 /// What one [`Store::prune_signals`] call removed, and where the next should look.

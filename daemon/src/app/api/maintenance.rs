@@ -1,18 +1,20 @@
 //! Maintenance windows through the API, e.g. before a planned database upgrade, without editing a
 //! policies file. Stored (they survive restarts and every replica's engine sees them), applied
-//! by the engine exactly as the policies' `maintenance:` windows.
+//! by the engine exactly as the policies' `maintenance:` windows: once (`starts_at`, `ends_at`
+//! or `duration`), or every week (`weekly: {day, from, to}`, the policies file's form, parsed by
+//! the same domain code) until cancelled.
 //!
 //! | request | needs | answer |
 //! |---|---|---|
 //! | `POST /api/v1/maintenance` | `webhook_token` | 201 and the stored window; 400 naming the field |
 //! | `GET /api/v1/maintenance` | `webhook_token` or `read_token` | the windows open or to come |
-//! | `DELETE /api/v1/maintenance/{id}` | `webhook_token` | 200 and the cancelled window; 404 unknown; 409 already ended or cancelled |
+//! | `DELETE /api/v1/maintenance/{id}` | `webhook_token` | 200 and the cancelled window (with `cancelled_by`: `?author=` or the body's `author`); 404 unknown; 409 already ended or cancelled |
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -20,7 +22,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, check_read, check_token, json_body};
-use crate::adapters::store::{Cancelled, NewWindow};
+use crate::adapters::store::{Cancelled, NewWindow, RECURS};
+use crate::domain::policy::maintenance::Weekly;
 use crate::domain::scope::Scope;
 use crate::domain::time::{Timestamp, fmt_duration, parse_duration};
 
@@ -44,6 +47,10 @@ pub struct WindowBody {
     /// How long from `starts_at` (`2h`, `90m`); or `ends_at`.
     #[serde(default)]
     pub duration: Option<String>,
+    /// Every week, `{"day": "sat", "from": "02:00", "to": "04:00"}` (UTC), until cancelled;
+    /// instead of `starts_at`, `ends_at` and `duration`.
+    #[serde(default)]
+    pub weekly: Option<serde_json::Value>,
     /// Why (required).
     #[serde(default)]
     pub reason: Option<String>,
@@ -81,6 +88,40 @@ pub fn validate(b: WindowBody, now: Timestamp) -> Result<NewWindow, ApiError> {
         .reason
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| bad("reason: required for a maintenance window".into()))?;
+    let author = b
+        .author
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    if let Some(raw) = b.weekly {
+        for (given, field) in [
+            (b.starts_at.is_some(), "starts_at"),
+            (b.ends_at.is_some(), "ends_at"),
+            (b.duration.is_some(), "duration"),
+        ] {
+            if given {
+                return Err(bad(format!(
+                    "{field}: not with weekly (a weekly window recurs until it is cancelled)"
+                )));
+            }
+        }
+        let weekly: Weekly = serde_json::from_value(raw).map_err(|e| {
+            bad(format!(
+                "weekly: {e}; expected {{\"day\": \"sat\", \"from\": \"02:00\", \"to\": \"04:00\"}}"
+            ))
+        })?;
+        weekly
+            .when()
+            .map_err(|(field, e)| bad(format!("weekly.{field}: {e}")))?;
+        return Ok(NewWindow {
+            scope,
+            starts_at: now,
+            ends_at: RECURS,
+            weekly: Some(weekly.normalized()),
+            reason,
+            author,
+            created_at: now,
+        });
+    }
     let starts_at = b.starts_at.unwrap_or(now);
     let ends_at = match (b.ends_at, b.duration) {
         (Some(_), Some(_)) => {
@@ -117,11 +158,9 @@ pub fn validate(b: WindowBody, now: Timestamp) -> Result<NewWindow, ApiError> {
         scope,
         starts_at,
         ends_at,
+        weekly: None,
         reason,
-        author: b
-            .author
-            .filter(|a| !a.trim().is_empty())
-            .unwrap_or_else(|| "unknown".into()),
+        author,
         created_at: now,
     })
 }
@@ -139,6 +178,7 @@ async fn add(
         scope = %w.scope,
         starts_at = %w.starts_at,
         ends_at = %w.ends_at,
+        weekly = ?w.weekly,
         author = %w.author,
         reason = %w.reason,
         "Maintenance window set"
@@ -156,12 +196,46 @@ async fn list(
     Ok(Json(serde_json::json!({ "windows": windows })))
 }
 
+/// `DELETE /api/v1/maintenance/{id}` query: `?author=bob`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CancelQuery {
+    /// Who cancels.
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+/// `DELETE /api/v1/maintenance/{id}` body (optional): `{"author": "bob"}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Who cancels.
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+/// Who cancels: `?author=` or the body's `author` (not both, unless equal); `unknown` when
+/// neither is given, as for a window set without an author.
+pub fn canceller(query: Option<String>, body: &[u8]) -> Result<String, ApiError> {
+    let from_body = json_body::<CancelBody>(body)?.author;
+    let clean = |a: Option<String>| a.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
+    match (clean(query), clean(from_body)) {
+        (Some(q), Some(b)) if q != b => Err(bad(format!(
+            "author: given twice ({q:?} in the query, {b:?} in the body); give it once"
+        ))),
+        (Some(a), _) | (None, Some(a)) => Ok(a),
+        (None, None) => Ok("unknown".into()),
+    }
+}
+
 async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    Query(q): Query<CancelQuery>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&state, &headers)?;
+    let by = canceller(q.author, &body)?;
     let unknown = || {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -169,17 +243,24 @@ async fn cancel(
         )
     };
     let n: i64 = id.parse().map_err(|_| unknown())?;
-    match state.store.cancel_maintenance(n, state.clock.now()).await? {
+    match state
+        .store
+        .cancel_maintenance(n, state.clock.now(), &by)
+        .await?
+    {
         Cancelled::Unknown => Err(unknown()),
         Cancelled::Over(w) => Err(ApiError(
             StatusCode::CONFLICT,
             match w.cancelled_at {
-                Some(at) => format!("maintenance window {n} was already cancelled at {at}"),
+                Some(at) => format!(
+                    "maintenance window {n} was already cancelled at {at} by {}",
+                    w.cancelled_by.as_deref().unwrap_or("unknown")
+                ),
                 None => format!("maintenance window {n} already ended at {}", w.ends_at),
             },
         )),
         Cancelled::Done(w) => {
-            tracing::warn!(id = w.id, scope = %w.scope, "Maintenance window cancelled");
+            tracing::warn!(id = w.id, scope = %w.scope, by = %by, "Maintenance window cancelled");
             state.wake.notify_one();
             Ok(Json(serde_json::json!({ "cancelled": w })))
         }

@@ -4,6 +4,7 @@ mod help;
 pub(crate) mod out;
 mod replay;
 pub mod test;
+pub mod test_approvals;
 
 use std::path::PathBuf;
 

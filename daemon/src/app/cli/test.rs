@@ -59,6 +59,9 @@ pub struct TestCase {
     /// Alertmanager alerts at given times.
     #[serde(default)]
     pub alerts: Vec<TestAlert>,
+    /// Decisions on steps with `approve:` at given times ([`super::test_approvals`]).
+    #[serde(default)]
+    pub approvals: Vec<serde_saphyr::Spanned<super::test_approvals::TestApproval>>,
     /// What must hold at given times.
     pub expect: Vec<Expectation>,
 }
@@ -221,10 +224,21 @@ pub async fn run_file(path: &Path) -> Result<Vec<String>, String> {
     )
     .map_err(|d| d.to_string())?;
     let interval = parse_duration(file.interval.as_deref().unwrap_or("15s"))?;
+    let mut errors = Vec::new();
+    let mut plans: Vec<_> = file
+        .tests
+        .iter()
+        .map(|c| {
+            super::test_approvals::plan(&path.display().to_string(), &c.approvals, &rs, &mut errors)
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
     let mut failures = Vec::new();
-    for case in &file.tests {
+    for (case, plan) in file.tests.iter().zip(plans.iter_mut()) {
         failures.extend(
-            run_case(&rs, &executors, interval, case)
+            run_case(&rs, &executors, interval, case, plan)
                 .await?
                 .into_iter()
                 .map(|f| format!("{}: {}", case.name, f)),
@@ -238,6 +252,7 @@ async fn run_case(
     executors: &Executors,
     interval: Duration,
     case: &TestCase,
+    approvals: &mut [super::test_approvals::Planned],
 ) -> Result<Vec<String>, String> {
     // A fixed start keeps incident ids and times reproducible.
     let start = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
@@ -368,6 +383,11 @@ async fn run_case(
         }
         poller.cycle().await.map_err(|e| e.to_string())?;
         engine.settle(&tasks).await.map_err(|e| e.to_string())?;
+        let (refused, taken) = super::test_approvals::take(&*store, approvals, t, now).await?;
+        failures.extend(refused);
+        if taken {
+            engine.settle(&tasks).await.map_err(|e| e.to_string())?;
+        }
         crate::adapters::escalate::outbox::deliver_due(
             &*store,
             &pager,

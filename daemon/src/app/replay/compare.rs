@@ -133,6 +133,7 @@ mod tests {
             steps: steps.iter().map(|s| s.to_string()).collect(),
             pages: pages.iter().map(|s| s.to_string()).collect(),
             budgets_hit: Vec::new(),
+            approvals: Vec::new(),
         }
     }
 

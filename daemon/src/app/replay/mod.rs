@@ -13,7 +13,9 @@
 //! failing), so a verification `resolved_within` passes only if the recorded alerts resolved in
 //! time; PromQL and HTTP verifications have no data (replay asks no Prometheus of the past and
 //! sends no probe); pauses, resolves by hand, maintenance windows set through the API and budgets
-//! spent before the period are not in it.
+//! spent before the period are not in it. A step with `approve:` is decided by the decisions the
+//! store recorded for the same step of the same (rule, target), at their recorded times (`run`);
+//! without one it would wait for approval, and the report says so.
 
 pub mod compare;
 pub mod outcome;
@@ -228,6 +230,7 @@ pub fn render_text(r: &Report) -> String {
         r.candidate.policies.display(),
     );
     out.push_str(&render_diff("against what happened", &r.vs_recorded));
+    out.push_str(&render_approvals(&r.replayed));
     if let (Some(b), Some(e)) = (&r.baseline, &r.baseline_error) {
         out.push_str(&format!(
             "\nnot compared with the current rules {} and policies {}: they do not load:\n{e}",
@@ -246,6 +249,36 @@ pub fn render_text(r: &Report) -> String {
         ));
     }
     out
+}
+
+/// The replayed steps with `approve:`: decided by a recorded decision, or waiting for one.
+fn render_approvals(replayed: &[Outcome]) -> String {
+    use self::outcome::ApprovalResult;
+    let mut out = String::new();
+    for o in replayed {
+        for a in &o.approvals {
+            let what = match (a.result, a.at) {
+                (ApprovalResult::Approved | ApprovalResult::Denied, _) => format!(
+                    "{} by the recorded decision(s): {}",
+                    a.result.as_str(),
+                    a.decisions.join("; ")
+                ),
+                (ApprovalResult::TimedOut, Some(at)) => format!(
+                    "would wait for approval: no recorded decision; timed out at {}",
+                    at.to_rfc3339()
+                ),
+                _ => "would wait for approval: no recorded decision; still waiting at the end of the period".to_string(),
+            };
+            out.push_str(&format!(
+                "  {} {} on {}: step {}: {what}\n",
+                o.id, o.rule, o.target, a.step
+            ));
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!("\nsteps with approve: (replayed)\n{out}")
 }
 
 fn render_diff(title: &str, d: &Diff) -> String {

@@ -28,6 +28,90 @@ pub struct Outcome {
     pub pages: Vec<String>,
     /// Steps a budget refused: the refusal's reason, as the timeline says it.
     pub budgets_hit: Vec<String>,
+    /// Steps that asked for approval (`approve:`), in order, and what came of each.
+    pub approvals: Vec<StepApproval>,
+}
+
+/// What came of one step's request for approval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepApproval {
+    /// The step.
+    pub step: String,
+    /// How it ended ([`ApprovalResult`]).
+    pub result: ApprovalResult,
+    /// Each decision: `approved by alice via slack at T ("comment")`.
+    pub decisions: Vec<String>,
+    /// When it was decided or timed out; none while still waiting.
+    pub at: Option<Timestamp>,
+}
+
+/// How a request for approval ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalResult {
+    /// Approved (in a replay: by the recorded decisions, fed at their recorded times).
+    Approved,
+    /// Denied.
+    Denied,
+    /// Nobody decided by the deadline (in a replay: no recorded decision matched; the step
+    /// would wait for approval until then).
+    TimedOut,
+    /// Still waiting at the end of the period.
+    Waiting,
+}
+
+impl ApprovalResult {
+    /// Reported spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::TimedOut => "timed_out",
+            Self::Waiting => "waiting",
+        }
+    }
+}
+
+/// The requests for approval in a timeline, and what came of each. The decisions of one
+/// approval are recorded together, when the engine applied it (the same entry time).
+fn approvals(timeline: &[Entry]) -> Vec<StepApproval> {
+    let mut out: Vec<StepApproval> = Vec::new();
+    for e in timeline {
+        let step = e.data["step"].as_str().unwrap_or_default().to_string();
+        let awaiting = out.iter().rposition(|a| {
+            a.step == step && (a.result == ApprovalResult::Waiting || a.at == Some(e.at))
+        });
+        match (&e.kind, awaiting) {
+            (EntryKind::ApprovalRequested, _) => out.push(StepApproval {
+                step,
+                result: ApprovalResult::Waiting,
+                decisions: Vec::new(),
+                at: None,
+            }),
+            (EntryKind::ApprovalDecided, Some(i)) => {
+                let a = &mut out[i];
+                let prefix = format!("step {step} ");
+                a.decisions.push(
+                    e.message
+                        .strip_prefix(&prefix)
+                        .unwrap_or(&e.message)
+                        .to_string(),
+                );
+                a.at = Some(e.at);
+                a.result = if e.data["decision"] == "deny" || a.result == ApprovalResult::Denied {
+                    ApprovalResult::Denied
+                } else {
+                    ApprovalResult::Approved
+                };
+            }
+            (EntryKind::ApprovalTimedOut, Some(i)) => {
+                out[i].result = ApprovalResult::TimedOut;
+                out[i].at = Some(e.at);
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 impl Outcome {
@@ -53,6 +137,7 @@ impl Outcome {
             steps,
             pages: inc.paged.clone(),
             budgets_hit,
+            approvals: approvals(timeline),
         }
     }
 

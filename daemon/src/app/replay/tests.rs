@@ -61,6 +61,7 @@ fn run(rs: &Ruleset, signals: Vec<RecordedSignal>, until: i64) -> super::outcome
     let history = History {
         signals,
         incidents: Vec::new(),
+        approvals: Vec::new(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

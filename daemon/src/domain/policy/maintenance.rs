@@ -2,6 +2,8 @@
 //! automation holds as under a pause (suspended, paged once with the window's name and end) and
 //! the ladder continues when it ends. Pure: `now` is passed in.
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::scope::Scope;
 use crate::domain::time::Timestamp;
 
@@ -32,6 +34,69 @@ pub enum When {
         /// Closes, minutes past midnight UTC (up to 24:00).
         to: u16,
     },
+}
+
+/// A weekly window as written, in a policies file or to the API:
+/// `{day: sat, from: "02:00", to: "04:00"}` (UTC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weekly {
+    /// `mon` … `sun`.
+    pub day: String,
+    /// Opens, `HH:MM` UTC.
+    pub from: String,
+    /// Closes, `HH:MM` UTC (up to `24:00`), after `from`.
+    pub to: String,
+}
+
+impl Weekly {
+    /// When the window is open; an error names the field (`day`, `from` or `to`) and says what
+    /// is valid.
+    pub fn when(&self) -> Result<When, (&'static str, String)> {
+        let Some(day) = DAYS.iter().position(|d| *d == self.day.to_lowercase()) else {
+            return Err((
+                "day",
+                format!("{:?} is not a day; valid: {}", self.day, DAYS.join(", ")),
+            ));
+        };
+        let minutes = |s: &str| {
+            if s.trim() == "24:00" {
+                return Some(24 * 60);
+            }
+            super::compile::parse_time_of_day(s).map(|(h, m)| u16::from(h) * 60 + u16::from(m))
+        };
+        let not_a_time =
+            |v: &str| format!("{v:?} is not a time of day; write HH:MM in UTC, e.g. \"02:00\"");
+        let Some(from) = minutes(&self.from) else {
+            return Err(("from", not_a_time(&self.from)));
+        };
+        let Some(to) = minutes(&self.to) else {
+            return Err(("to", not_a_time(&self.to)));
+        };
+        if to <= from {
+            return Err((
+                "to",
+                format!(
+                    "to {:?} is not after from {:?}; a window across midnight is two windows",
+                    self.to, self.from
+                ),
+            ));
+        }
+        Ok(When::Weekly {
+            day: day as u8,
+            from,
+            to,
+        })
+    }
+
+    /// The same window spelled canonically (lower-case day, trimmed times).
+    pub fn normalized(&self) -> Self {
+        Self {
+            day: self.day.trim().to_lowercase(),
+            from: self.from.trim().to_string(),
+            to: self.to.trim().to_string(),
+        }
+    }
 }
 
 /// One maintenance window.

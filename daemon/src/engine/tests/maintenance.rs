@@ -14,6 +14,7 @@ async fn window(rig: &Rig, scope: &str, len: Duration) -> i64 {
             scope: scope.into(),
             starts_at: now,
             ends_at: now.plus(len),
+            weekly: None,
             reason: "pg upgrade".into(),
             author: "alice".into(),
             created_at: now,
@@ -75,7 +76,7 @@ async fn cancelling_a_stored_window_releases_the_incident_at_the_next_pass() {
         assert_eq!(rig.fix_calls(), 0);
         let now = rig.clock.now();
         assert!(matches!(
-            rig.store.cancel_maintenance(id, now).await.unwrap(),
+            rig.store.cancel_maintenance(id, now, "bob").await.unwrap(),
             Cancelled::Done(_)
         ));
         rig.advance(Duration::from_secs(5)).await;

@@ -130,3 +130,37 @@ pub(super) async fn expire(
     tx.commit().await.map_err(db)?;
     Ok(Some(a))
 }
+
+/// Keeps where an approval's request was posted on a route (the first kept stays).
+pub(super) async fn keep_message(
+    c: &deadpool_postgres::Object,
+    id: &str,
+    route: &str,
+    message: &str,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO page_threads (incident_id, route, thread) VALUES ($1, $2, $3)
+         ON CONFLICT (incident_id, route) DO NOTHING",
+        &[&text(id), &text(route), &text(message)],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Where an approval's request was posted on a route.
+pub(super) async fn message(
+    c: &deadpool_postgres::Object,
+    id: &str,
+    route: &str,
+) -> Result<Option<String>> {
+    let row = c
+        .query_opt(
+            "SELECT thread FROM page_threads WHERE incident_id = $1 AND route = $2",
+            &[&text(id), &text(route)],
+        )
+        .await
+        .map_err(db)?;
+    row.map(|r| r.try_get::<_, String>(0).map_err(db))
+        .transpose()
+}

@@ -87,7 +87,40 @@ async fn read(client: &mut tokio_postgres::Client, since: Timestamp) -> Result<H
             .collect::<Result<Vec<_>, String>>()?;
         incidents.push((inc, entries));
     }
+    // Migration 6 added the approvals.
+    let mut approvals = Vec::new();
+    let has: bool = tx
+        .query_one("SELECT to_regclass('approvals') IS NOT NULL", &[])
+        .await
+        .map_err(e)?
+        .try_get(0)
+        .map_err(e)?;
+    if has {
+        for (inc, _) in &incidents {
+            let rows = tx
+                .query(
+                    "SELECT state, decisions, body FROM approvals WHERE incident_id = $1
+                     ORDER BY requested_at, id",
+                    &[&inc.id],
+                )
+                .await
+                .map_err(e)?;
+            for r in rows {
+                let state: String = r.try_get(0).map_err(e)?;
+                let mut a: crate::domain::approval::Approval =
+                    decode(r.try_get(2).map_err(e)?).map_err(|x| x.to_string())?;
+                a.state = crate::domain::approval::ApprovalState::parse(&state)
+                    .ok_or_else(|| format!("approval {}: unknown state {state:?}", a.id))?;
+                a.decisions = decode(r.try_get(1).map_err(e)?).map_err(|x| x.to_string())?;
+                approvals.push(a);
+            }
+        }
+    }
     // Nothing was written: rolling back ends the snapshot.
     tx.rollback().await.map_err(e)?;
-    Ok(History { signals, incidents })
+    Ok(History {
+        signals,
+        incidents,
+        approvals,
+    })
 }

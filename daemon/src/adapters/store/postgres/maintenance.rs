@@ -2,12 +2,13 @@
 //! cancelled in a transaction that locks the row (`FOR UPDATE`) and writes only while the window
 //! is not cancelled; a cancel wakes the leader's engine, whichever replica leads.
 
-use super::wire::{SIGNALS_CHANNEL, db, text};
+use super::wire::{SIGNALS_CHANNEL, db, decode, encode, text};
 use crate::adapters::store::{Cancelled, MaintenanceWindow, NewWindow, Result, cancel_row};
 use crate::domain::time::Timestamp;
 
 /// The columns [`window`] reads, in its order.
-const COLUMNS: &str = "id, scope, starts_at, ends_at, reason, author, created_at, cancelled_at";
+const COLUMNS: &str =
+    "id, scope, starts_at, ends_at, reason, author, created_at, cancelled_at, weekly, cancelled_by";
 
 /// A window from its row ([`COLUMNS`]).
 fn window(r: &tokio_postgres::Row) -> Result<MaintenanceWindow> {
@@ -20,6 +21,13 @@ fn window(r: &tokio_postgres::Row) -> Result<MaintenanceWindow> {
         author: r.try_get(5).map_err(db)?,
         created_at: Timestamp(r.try_get(6).map_err(db)?),
         cancelled_at: r.try_get::<_, Option<i64>>(7).map_err(db)?.map(Timestamp),
+        weekly: r
+            .try_get::<_, Option<String>>(8)
+            .map_err(db)?
+            .as_deref()
+            .map(decode)
+            .transpose()?,
+        cancelled_by: r.try_get(9).map_err(db)?,
     })
 }
 
@@ -29,8 +37,8 @@ pub(super) async fn add(c: &deadpool_postgres::Object, w: NewWindow) -> Result<M
     let row = c
         .query_one(
             "WITH added AS (
-                 INSERT INTO maintenance_windows (scope, starts_at, ends_at, reason, author, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+                 INSERT INTO maintenance_windows (scope, starts_at, ends_at, reason, author, created_at, weekly)
+                 VALUES ($1, $2, $3, $4, $5, $6, $8) RETURNING id
              )
              SELECT id, pg_notify($7, 'maintenance') FROM added",
             &[
@@ -41,6 +49,7 @@ pub(super) async fn add(c: &deadpool_postgres::Object, w: NewWindow) -> Result<M
                 &text(&w.author),
                 &w.created_at.0,
                 &SIGNALS_CHANNEL,
+                &w.weekly.as_ref().map(encode),
             ],
         )
         .await
@@ -74,6 +83,7 @@ pub(super) async fn cancel(
     c: &mut deadpool_postgres::Object,
     id: i64,
     now: Timestamp,
+    by: &str,
 ) -> Result<Cancelled> {
     let tx = c.transaction().await.map_err(db)?;
     let row = tx
@@ -83,11 +93,12 @@ pub(super) async fn cancel(
         )
         .await
         .map_err(db)?;
-    let done = cancel_row(row.as_ref().map(window).transpose()?, now);
+    let done = cancel_row(row.as_ref().map(window).transpose()?, now, by);
     if let Cancelled::Done(_) = &done {
         tx.execute(
-            "UPDATE maintenance_windows SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL",
-            &[&id, &now.0],
+            "UPDATE maintenance_windows SET cancelled_at = $2, cancelled_by = $3
+             WHERE id = $1 AND cancelled_at IS NULL",
+            &[&id, &now.0, &text(by)],
         )
         .await
         .map_err(db)?;

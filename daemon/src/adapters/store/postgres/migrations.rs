@@ -142,6 +142,12 @@ CREATE TABLE maintenance_windows (
 );
 CREATE INDEX maintenance_windows_live ON maintenance_windows (ends_at) WHERE cancelled_at IS NULL;
 "#,
+    // 8: weekly maintenance windows through the API (`weekly`: the JSON `{day, from, to}`, NULL
+    // for a one-off window) and who cancelled a window.
+    r#"
+ALTER TABLE maintenance_windows ADD COLUMN weekly TEXT;
+ALTER TABLE maintenance_windows ADD COLUMN cancelled_by TEXT;
+"#,
 ];
 
 /// Applies the migrations `client`'s database lacks, in one transaction.

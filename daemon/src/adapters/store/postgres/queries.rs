@@ -279,10 +279,16 @@ impl Store for PgStore {
         })
     }
 
-    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>> {
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+        by: &str,
+    ) -> BoxFuture<'_, Result<Cancelled>> {
+        let by = by.to_string();
         self.op(async move {
             let mut c = self.client().await?;
-            super::maintenance::cancel(&mut c, id, now).await
+            super::maintenance::cancel(&mut c, id, now, &by).await
         })
     }
 
@@ -556,6 +562,27 @@ impl Store for PgStore {
         self.op(async move {
             let mut c = self.client().await?;
             super::approvals::expire(&mut c, &id, now).await
+        })
+    }
+
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<()>> {
+        let (id, route, message) = (id.to_string(), route.to_string(), message.to_string());
+        self.op(async move {
+            let c = self.client().await?;
+            super::approvals::keep_message(&c, &id, &route, &message).await
+        })
+    }
+
+    fn approval_message(&self, id: &str, route: &str) -> BoxFuture<'_, Result<Option<String>>> {
+        let (id, route) = (id.to_string(), route.to_string());
+        self.op(async move {
+            let c = self.client().await?;
+            super::approvals::message(&c, &id, &route).await
         })
     }
 }

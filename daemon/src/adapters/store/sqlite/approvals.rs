@@ -105,3 +105,25 @@ pub(super) fn expire(c: &mut Connection, id: &str, now: Timestamp) -> Result<Opt
     tx.commit().map_err(db)?;
     Ok(Some(a))
 }
+
+/// Keeps where an approval's request was posted on a route (the first kept stays).
+pub(super) fn keep_message(c: &mut Connection, id: &str, route: &str, message: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO page_threads (incident_id, route, thread) VALUES (?1, ?2, ?3)
+         ON CONFLICT (incident_id, route) DO NOTHING",
+        params![id, route, message],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Where an approval's request was posted on a route.
+pub(super) fn message(c: &Connection, id: &str, route: &str) -> Result<Option<String>> {
+    c.query_row(
+        "SELECT thread FROM page_threads WHERE incident_id = ?1 AND route = ?2",
+        params![id, route],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)
+}

@@ -83,7 +83,28 @@ pub fn read_history(path: &Path, since: Timestamp) -> Result<History> {
         incidents.push((inc, entries));
     }
     drop(timeline);
+    // Migration 6 added the approvals.
+    let mut approvals = Vec::new();
+    if version >= 6 {
+        let mut ids = tx
+            .prepare("SELECT id FROM approvals WHERE incident_id = ?1 ORDER BY requested_at, id")
+            .map_err(db)?;
+        for (inc, _) in &incidents {
+            let found = ids
+                .query_map(params![inc.id], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            for id in found {
+                approvals.extend(super::approvals::get(&tx, &id)?);
+            }
+        }
+    }
     // Nothing was written: ending the read transaction either way is the same.
     tx.rollback().map_err(db)?;
-    Ok(History { signals, incidents })
+    Ok(History {
+        signals,
+        incidents,
+        approvals,
+    })
 }

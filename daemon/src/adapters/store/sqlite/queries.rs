@@ -266,8 +266,14 @@ impl Store for SqliteStore {
         self.call(move |c| super::maintenance::live(c, now))
     }
 
-    fn cancel_maintenance(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<Cancelled>> {
-        self.call(move |c| super::maintenance::cancel(c, id, now))
+    fn cancel_maintenance(
+        &self,
+        id: i64,
+        now: Timestamp,
+        by: &str,
+    ) -> BoxFuture<'_, Result<Cancelled>> {
+        let by = by.to_string();
+        self.call(move |c| super::maintenance::cancel(c, id, now, &by))
     }
 
     fn outbox_due(
@@ -494,6 +500,21 @@ impl Store for SqliteStore {
     fn expire_approval(&self, id: &str, now: Timestamp) -> BoxFuture<'_, Result<Option<Approval>>> {
         let id = id.to_string();
         self.call(move |c| super::approvals::expire(c, &id, now))
+    }
+
+    fn keep_approval_message(
+        &self,
+        id: &str,
+        route: &str,
+        message: &str,
+    ) -> BoxFuture<'_, Result<()>> {
+        let (id, route, message) = (id.to_string(), route.to_string(), message.to_string());
+        self.call(move |c| super::approvals::keep_message(c, &id, &route, &message))
+    }
+
+    fn approval_message(&self, id: &str, route: &str) -> BoxFuture<'_, Result<Option<String>>> {
+        let (id, route) = (id.to_string(), route.to_string());
+        self.call(move |c| super::approvals::message(c, &id, &route))
     }
 }
 

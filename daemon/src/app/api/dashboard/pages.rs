@@ -281,14 +281,21 @@ fn maintenance_panel(
         );
     }
     for w in api {
+        let (from, until) = match &w.weekly {
+            Some(wk) => (
+                format!("every {} {} UTC", wk.day, wk.from),
+                format!("{} UTC, until cancelled", wk.to),
+            ),
+            None => (datetime(w.starts_at), datetime(w.ends_at)),
+        };
         let _ = write!(
             b,
             "<tr><td>#{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             w.id,
             esc(&w.reason),
             esc(&w.scope),
-            datetime(w.starts_at),
-            datetime(w.ends_at),
+            esc(&from),
+            esc(&until),
             esc(&w.author)
         );
     }
@@ -518,6 +525,7 @@ mod tests {
                 scope: "rule:r".into(),
                 starts_at: now,
                 ends_at: t("2026-12-01T05:00:00Z"),
+                weekly: None,
                 reason: "pg <17>".into(),
                 author: "alice".into(),
                 created_at: now,

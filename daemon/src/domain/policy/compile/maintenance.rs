@@ -3,10 +3,9 @@
 
 use std::str::FromStr;
 
-use super::parse_time_of_day;
 use crate::domain::diag::Diagnostics;
 use crate::domain::policy::PolicyParts;
-use crate::domain::policy::maintenance::{DAYS, Maintenance, When};
+use crate::domain::policy::maintenance::{Maintenance, Weekly, When};
 use crate::domain::policy::raw::RawMaintenance;
 use crate::domain::scope::Scope;
 use crate::domain::time::Timestamp;
@@ -95,47 +94,15 @@ fn when(file: &str, line: u64, w: &RawMaintenance, diag: &mut Diagnostics) -> Op
         }
         (None, None, Some(wk)) => {
             let l = wk.referenced.line();
-            let wk = &wk.value;
-            let Some(day) = DAYS.iter().position(|d| *d == wk.day.to_lowercase()) else {
-                return bad(
-                    "maintenance.weekly.day",
-                    l,
-                    format!("{:?} is not a day; valid: {}", wk.day, DAYS.join(", ")),
-                );
+            let weekly = Weekly {
+                day: wk.value.day.clone(),
+                from: wk.value.from.clone(),
+                to: wk.value.to.clone(),
             };
-            let minutes = |s: &str| {
-                if s.trim() == "24:00" {
-                    return Some(24 * 60);
-                }
-                parse_time_of_day(s).map(|(h, m)| u16::from(h) * 60 + u16::from(m))
-            };
-            let (Some(from), Some(to)) = (minutes(&wk.from), minutes(&wk.to)) else {
-                let (field, v) = if minutes(&wk.from).is_none() {
-                    ("maintenance.weekly.from", &wk.from)
-                } else {
-                    ("maintenance.weekly.to", &wk.to)
-                };
-                return bad(
-                    field,
-                    l,
-                    format!("{v:?} is not a time of day; write HH:MM in UTC, e.g. \"02:00\""),
-                );
-            };
-            if to <= from {
-                return bad(
-                    "maintenance.weekly.to",
-                    l,
-                    format!(
-                        "to {:?} is not after from {:?}; a window across midnight is two windows",
-                        wk.to, wk.from
-                    ),
-                );
+            match weekly.when() {
+                Ok(when) => Some(when),
+                Err((field, msg)) => bad(&format!("maintenance.weekly.{field}"), l, msg),
             }
-            Some(When::Weekly {
-                day: day as u8,
-                from,
-                to,
-            })
         }
         _ => bad(
             "maintenance",

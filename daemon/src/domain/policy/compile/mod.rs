@@ -131,7 +131,7 @@ fn compile_digest(
 }
 
 /// Parses `HH:MM` (UTC).
-fn parse_time_of_day(s: &str) -> Option<(u8, u8)> {
+pub(in crate::domain::policy) fn parse_time_of_day(s: &str) -> Option<(u8, u8)> {
     let (h, m) = s.trim().split_once(':')?;
     let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60 && s.trim().len() == 5).then_some((h, m))
