@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use super::{Engine, SIGNAL_BATCH};
+use super::Engine;
 use crate::adapters::escalate::NotificationKind;
 use crate::adapters::store::{Commit, ResolveDone, ResolveResult, StoreError};
 use crate::domain::incident::{Effect, Event, Incident};
@@ -23,9 +23,9 @@ const RESOLVE_BATCH: usize = 64;
 // === impl Engine: signals ===
 
 impl Engine {
-    /// Handles up to one batch of stored signals in one commit; returns how many.
-    pub(super) async fn signals(&mut self) -> Result<usize, StoreError> {
-        let pending = self.store.pending_signals(SIGNAL_BATCH).await?;
+    /// Handles up to `batch` stored signals in one commit; returns how many.
+    pub(super) async fn signals(&mut self, batch: usize) -> Result<usize, StoreError> {
+        let pending = self.store.pending_signals(batch).await?;
         if pending.is_empty() {
             return Ok(0);
         }
@@ -177,7 +177,7 @@ impl Engine {
                 c.incidents.push(inc);
             }
         }
-        if pending.len() < SIGNAL_BATCH {
+        if pending.len() < batch {
             // The last batch of the pass: drive() writes it with the first step it makes due.
             self.defer(c);
         } else {
