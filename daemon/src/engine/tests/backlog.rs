@@ -61,3 +61,28 @@ async fn a_backlog_of_many_batches_joins_every_alert_to_its_incident_in_one_sett
     })
     .await
 }
+
+#[tokio::test]
+async fn an_alert_that_only_joins_its_incident_queues_no_copy_of_the_incident() {
+    use crate::domain::incident::{Effect, Entry};
+    use crate::engine::signals::{Pending, pending_effects};
+    within(async {
+        let mut rig = Rig::new(RULES, &policy("", LOOK_THEN_FIX));
+        rig.fire("checkout", "warning").await;
+        let inc = rig.store.active_incidents().await.unwrap().remove(0);
+        let joined = Effect::Record(Entry {
+            at: rig.clock.now(),
+            kind: EntryKind::AlertJoined,
+            message: "alert joined".into(),
+            data: serde_json::Value::Null,
+        });
+        let mut queued = Vec::new();
+        pending_effects(&mut queued, &inc, vec![joined]);
+        pending_effects(&mut queued, &inc, vec![]);
+        pending_effects(&mut queued, &inc, vec![Effect::PageResolved]);
+        assert_eq!(queued.len(), 2, "nothing queued for no effect");
+        assert!(matches!(&queued[0], Pending::Records(id, _) if *id == inc.id));
+        assert!(matches!(&queued[1], Pending::Full(i, _) if i.id == inc.id));
+    })
+    .await
+}
