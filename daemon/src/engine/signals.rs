@@ -25,7 +25,7 @@ pub(super) enum Pending {
     /// Timeline entries only (an alert joined or resolved): the incident's id is enough.
     Records(String, Vec<Effect>),
     /// Effects that read the incident as it stood (pages, approvals, breakers): a copy.
-    Full(Incident, Vec<Effect>),
+    Full(Box<Incident>, Vec<Effect>),
 }
 
 /// Queues `fx`, copying the incident only when an effect needs it. An incident holds every
@@ -38,7 +38,7 @@ pub(super) fn pending_effects(effects: &mut Vec<Pending>, inc: &Incident, fx: Ve
     if fx.iter().all(|e| matches!(e, Effect::Record(_))) {
         effects.push(Pending::Records(inc.id.clone(), fx));
     } else {
-        effects.push(Pending::Full(inc.clone(), fx));
+        effects.push(Pending::Full(Box::new(inc.clone()), fx));
     }
 }
 
