@@ -611,19 +611,27 @@ impl Alertmanager {
 
     /// [`Alertmanager::start_clustered`] running `cfg` (the text of an alertmanager.yml).
     pub async fn start_clustered_with_config(cfg: &str, cluster_port: u16, peer_port: u16) -> Self {
+        Self::start_clustered_with_args(cfg, cluster_port, peer_port, &[]).await
+    }
+
+    /// [`Alertmanager::start_clustered_with_config`] with more flags (e.g. a shorter
+    /// `--cluster.gossip-interval`, or `--log.level=info` in place of the default debug).
+    pub async fn start_clustered_with_args(
+        cfg: &str,
+        cluster_port: u16,
+        peer_port: u16,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("remedyd-alertmanager.")
             .tempdir()
             .expect("temp dir");
-        Self::start_cluster_in(
-            dir,
-            cfg,
-            vec![
-                format!("--cluster.listen-address=127.0.0.1:{cluster_port}"),
-                format!("--cluster.peer=127.0.0.1:{peer_port}"),
-            ],
-        )
-        .await
+        let mut args = vec![
+            format!("--cluster.listen-address=127.0.0.1:{cluster_port}"),
+            format!("--cluster.peer=127.0.0.1:{peer_port}"),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::start_cluster_in(dir, cfg, args).await
     }
 
     /// Kills it (a replica down);
@@ -646,9 +654,14 @@ impl Alertmanager {
             format!("--storage.path={}", storage.display()),
             format!("--web.listen-address=127.0.0.1:{PORT}"),
             format!("--web.external-url=http://127.0.0.1:{PORT}"),
-            "--log.level=debug".into(),
         ];
-        let args = [args, cluster].concat();
+        // Debug (every notification attempt) unless the caller chose a level.
+        let level = if cluster.iter().any(|a| a.starts_with("--log.level=")) {
+            vec![]
+        } else {
+            vec!["--log.level=debug".to_string()]
+        };
+        let args = [args, level, cluster].concat();
         let mut am = Alertmanager {
             proc: Proc::new("alertmanager", program, dir, args),
         };

@@ -48,8 +48,18 @@ use crate::load::ruleset::{Ruleset, SharedRuleset};
 /// 12 h: three times Alertmanager's default `repeat_interval` (4 h), so that two lost re-sends
 /// in a row do not make an incident stale.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
-/// Signals handled per pass; bounds one commit's size.
+/// Signals handled in one batch (one commit) when there is no backlog.
 const SIGNAL_BATCH: usize = 256;
+/// The largest batch, reached by doubling while batches come back full (a backlog). Each batch
+/// writes every incident it touches whole, alerts included: with a fixed batch, a storm of
+/// thousands of alerts per incident costs the square of the backlog (a 60 s flood at 1 000
+/// webhooks/s never drained); growing batches make it linear past this size.
+const SIGNAL_BATCH_MAX: usize = 16_384;
+
+/// The batch after one that came back full.
+fn next_batch(batch: usize) -> usize {
+    (batch * 2).min(SIGNAL_BATCH_MAX)
+}
 /// Finished steps waiting for the engine. 256: far more than can run at once (one per target).
 const DONE_QUEUE: usize = 256;
 
@@ -227,7 +237,10 @@ impl Engine {
             self.metrics.store_error("resolve");
             tracing::warn!(error = %e, "Applying resolve requests failed; retrying on the next pass");
         }
-        while self.signals().await? == SIGNAL_BATCH {}
+        let mut batch = SIGNAL_BATCH;
+        while self.signals(batch).await? == batch {
+            batch = next_batch(batch);
+        }
         let deferred = self.deferred.is_some();
         let r = self.drive(tasks).await;
         if r.is_err() && deferred {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use super::{Engine, SIGNAL_BATCH};
+use super::Engine;
 use crate::adapters::escalate::NotificationKind;
 use crate::adapters::store::{Commit, ResolveDone, ResolveResult, StoreError};
 use crate::domain::incident::{Effect, Event, Incident};
@@ -20,12 +20,34 @@ const STALE_CHECK: Duration = Duration::from_secs(60);
 /// Resolve requests applied per pass: people ask rarely; bounds one pass's extra work.
 const RESOLVE_BATCH: usize = 64;
 
+/// The effects of one signal, applied after the batch in order.
+pub(super) enum Pending {
+    /// Timeline entries only (an alert joined or resolved): the incident's id is enough.
+    Records(String, Vec<Effect>),
+    /// Effects that read the incident as it stood (pages, approvals, breakers): a copy.
+    Full(Box<Incident>, Vec<Effect>),
+}
+
+/// Queues `fx`, copying the incident only when an effect needs it. An incident holds every
+/// firing alert: in a storm of thousands per incident, a copy per joining alert made a batch
+/// cost (and hold in memory) its size times the incident's alerts.
+pub(super) fn pending_effects(effects: &mut Vec<Pending>, inc: &Incident, fx: Vec<Effect>) {
+    if fx.is_empty() {
+        return;
+    }
+    if fx.iter().all(|e| matches!(e, Effect::Record(_))) {
+        effects.push(Pending::Records(inc.id.clone(), fx));
+    } else {
+        effects.push(Pending::Full(Box::new(inc.clone()), fx));
+    }
+}
+
 // === impl Engine: signals ===
 
 impl Engine {
-    /// Handles up to one batch of stored signals in one commit; returns how many.
-    pub(super) async fn signals(&mut self) -> Result<usize, StoreError> {
-        let pending = self.store.pending_signals(SIGNAL_BATCH).await?;
+    /// Handles up to `batch` stored signals in one commit; returns how many.
+    pub(super) async fn signals(&mut self, batch: usize) -> Result<usize, StoreError> {
+        let pending = self.store.pending_signals(batch).await?;
         if pending.is_empty() {
             return Ok(0);
         }
@@ -44,7 +66,7 @@ impl Engine {
         // instead of reviving the cache's copy.
         let mut closed: BTreeSet<(String, String)> = BTreeSet::new();
         let mut c = Commit::default();
-        let mut effects: Vec<(Incident, Vec<Effect>)> = Vec::new();
+        let mut effects: Vec<Pending> = Vec::new();
         for stored in &pending {
             let s = &stored.signal;
             c.processed = Some(stored.id);
@@ -84,9 +106,7 @@ impl Engine {
                 match (work.get_mut(&key), s.status) {
                     (Some(inc), _) => {
                         let fx = inc.apply(event, policy, now);
-                        if !fx.is_empty() {
-                            effects.push((inc.clone(), fx));
-                        }
+                        pending_effects(&mut effects, inc, fx);
                         if inc.is_resolved() {
                             finished.extend(work.remove(&key));
                             closed.insert(key);
@@ -114,7 +134,7 @@ impl Engine {
                             );
                         }
                         tracing::info!(incident = %inc.id, rule = %m.rule, target = %m.target.key(), level = m.level, "Incident opened");
-                        effects.push((inc.clone(), fx));
+                        pending_effects(&mut effects, &inc, fx);
                         work.insert(key, inc);
                     }
                     // A resolved alert without an open incident never acts.
@@ -153,7 +173,7 @@ impl Engine {
                     );
                     if !fx.is_empty() {
                         matched = true;
-                        effects.push((inc.clone(), fx));
+                        pending_effects(&mut effects, inc, fx);
                     }
                     if inc.is_resolved() {
                         finished.extend(work.remove(&key));
@@ -167,8 +187,17 @@ impl Engine {
                 1,
             );
         }
-        for (inc, fx) in effects {
-            self.effects(&inc, fx, &rs, &mut c, now).await?;
+        for p in effects {
+            match p {
+                Pending::Records(id, fx) => {
+                    for e in fx {
+                        if let Effect::Record(entry) = e {
+                            c.timeline.push((id.clone(), entry));
+                        }
+                    }
+                }
+                Pending::Full(inc, fx) => self.effects(&inc, fx, &rs, &mut c, now).await?,
+            }
         }
         // Resolved first: the store allows one open incident per (rule, target), and a key this
         // batch closed may have opened again.
@@ -177,7 +206,7 @@ impl Engine {
                 c.incidents.push(inc);
             }
         }
-        if pending.len() < SIGNAL_BATCH {
+        if pending.len() < batch {
             // The last batch of the pass: drive() writes it with the first step it makes due.
             self.defer(c).await?;
         } else {

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use tokio::sync::Semaphore;
 
-use super::{Proc, Receiver, campaign, now, payload, post, rss_kb, write_config};
+use super::{Proc, Receiver, campaign, now, payload, post, post_owned, rss_kb, write_config};
 use crate::support::services::{free_port, http as client, metric_value, wait_until, within};
 
 /// More targets than this in incident at once is a storm.
 const MAX_TARGETS: u32 = 20;
 /// Distinct targets of the flood (all firing: a storm).
 const SERVICES: usize = 100;
+/// Webhooks in flight at once (Alertmanager sends each group's notification on its own).
+const IN_FLIGHT: usize = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_returns_memory() {
@@ -50,14 +52,14 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         let rss_start = rss_kb(pid);
 
         let starts_at = now();
-        let gate = Arc::new(Semaphore::new(16));
-        let started = Instant::now();
-        let mut tasks = Vec::with_capacity(webhooks);
+        // Every body built before the clock starts (the sender must not be the bound): webhook
+        // w carries 50 alerts when w is a multiple of 5, else 1.
         let mut sent = 1; // the warm-up alert
         let mut bytes = 0usize;
         let mut batches = Vec::with_capacity(webhooks);
+        let mut bodies = Vec::with_capacity(webhooks);
         for w in 0..webhooks {
-            let n = if w % 5 == 0 { 50 } else { 1 };
+            let n = if w.is_multiple_of(5) { 50 } else { 1 };
             let alerts: Vec<(String, String)> = (0..n)
                 .map(|j| {
                     let k = w * 50 + j;
@@ -66,9 +68,17 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
                 .collect();
             sent += n;
             let body = payload(&alerts, &starts_at);
-            batches.push(alerts);
             bytes += body.len();
-            // Pace: webhook w leaves at w / per_second.
+            bodies.push(body);
+            batches.push(alerts);
+        }
+        // Paced: webhook w leaves at w / per_second, at most IN_FLIGHT at once on kept-alive
+        // connections; behind schedule (remedyd slower than the pace), it sends as soon as a
+        // request finishes, so the rate reached is what remedyd answers.
+        let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(webhooks);
+        for (w, body) in bodies.into_iter().enumerate() {
             let due = Duration::from_secs_f64(w as f64 / per_second as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
@@ -76,24 +86,32 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
             let permit = gate.clone().acquire_owned().await.expect("semaphore");
             let (http, url) = (http.clone(), url.clone());
             tasks.push(tokio::spawn(async move {
-                let status = post(&http, &url, &body).await;
+                let status = post_owned(&http, &url, body).await;
                 drop(permit);
-                (status, n, body)
+                (w, status)
             }));
         }
+        let sent_in = started.elapsed();
         let mut codes = std::collections::BTreeMap::new();
         let mut retry = Vec::new();
         for task in tasks {
-            let (status, n, body) = task.await.expect("a flood task");
+            let (w, status) = task.await.expect("a flood task");
             *codes.entry(status.map(|s| s.as_u16())).or_insert(0usize) += 1;
             match status {
                 Some(StatusCode::OK) => {}
                 // Back-pressure: the store was busy; Alertmanager re-sends a non-2xx.
-                Some(StatusCode::SERVICE_UNAVAILABLE) => retry.push((n, body)),
-                other => panic!("webhook answered {other:?} in the flood"),
+                Some(StatusCode::SERVICE_UNAVAILABLE) => {
+                    retry.push((batches[w].len(), payload(&batches[w], &starts_at)))
+                }
+                other => panic!("webhook {w} answered {other:?} in the flood"),
             }
         }
         let flood_took = started.elapsed();
+        let rate = webhooks as f64 / flood_took.as_secs_f64();
+        eprintln!(
+            "flood: {webhooks} webhooks sent in {sent_in:?}, answered in {flood_took:?}: \
+             {rate:.0} webhooks/s reached ({per_second}/s asked)"
+        );
         let answered_503: usize = retry.iter().map(|(n, _)| n).sum();
         for (_, body) in &retry {
             wait_until(30, "a 503'd webhook re-sent and acknowledged", || async {
@@ -186,7 +204,7 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         let bound = (64 * 1024).max(bytes as u64 / 1024 / 2);
         eprintln!(
             "chaos-summary scenario=flood webhooks={webhooks} alerts={sent} bytes={bytes} \
-             took={flood_took:?} codes={codes:?} answered_503={answered_503} stored={stored} \
+             took={flood_took:?} rate_per_s={rate:.0} codes={codes:?} answered_503={answered_503} stored={stored} \
              matched={matched} actions={actions} storm_pages={} refused_storm={refused} \
              rss_start_kb={rss_start} rss_firing_kb={rss_firing} rss_end_kb={rss_end} growth_kb={growth} bound_kb={bound}",
             storm_pages.len()

@@ -7,6 +7,8 @@
 //! - `leader_kill`: two replicas on one real PostgreSQL 15, the leader killed -9 repeatedly.
 //! - `flood`: thousands of alerts at once; the storm guard engages once; a second flood does not
 //!   grow the resident memory again.
+//! - `flood_am`: the same flood posted to a clustered pair of real Alertmanager 0.25 replicas,
+//!   which group it into notifications of 1 and 50 alerts for remedyd.
 //!
 //! Side effects are counted **outside** remedyd: the `http` steps and the webhook route post to
 //! a loopback [`Receiver`] that records every request with its (incident, step) identity.
@@ -18,14 +20,16 @@
 //! REMEDYD_CHAOS_CAMPAIGN=100 cargo nextest run --test it chaos:: --no-capture
 //! ```
 //!
-//! `REMEDYD_CHAOS_CAMPAIGN=<kills>` sets the kills of each kill scenario and scales the flood
+//! `REMEDYD_CHAOS_CAMPAIGN=<kills>` sets the kills of each kill scenario and scales the floods
 //! (`<kills>` × 600 webhooks at up to 1 000 webhooks/s). `REMEDYD_CHAOS_SEED=<u64>` replays a
 //! run: every test prints its seed and a summary line (`chaos-summary …`) that
-//! docs/reliability.md is filled from.
+//! docs/reliability.md is filled from. `REMEDYD_CHAOS_BIN=target/release/remedyd` runs the
+//! scenarios against that binary instead of the build's own (a campaign with the release build).
 
 mod am_pair;
 mod check;
 mod flood;
+mod flood_am;
 mod leader_kill;
 mod sqlite_kill;
 mod stream;
@@ -48,7 +52,15 @@ use serde_json::Value;
 
 use crate::support::services::http as client;
 
-pub(super) const BIN: &str = env!("CARGO_BIN_EXE_remedyd");
+/// The binary under test: the build's own, or `REMEDYD_CHAOS_BIN` (e.g. `target/release/remedyd`
+/// for a campaign with the release build; relative to the working directory the tests run in).
+pub(super) fn bin() -> PathBuf {
+    match std::env::var_os("REMEDYD_CHAOS_BIN") {
+        None => PathBuf::from(env!("CARGO_BIN_EXE_remedyd")),
+        Some(p) => std::fs::canonicalize(&p)
+            .unwrap_or_else(|e| panic!("REMEDYD_CHAOS_BIN={}: {e}", Path::new(&p).display())),
+    }
+}
 
 /// `REMEDYD_CHAOS_CAMPAIGN`: the number of kills of a campaign run; `None` in CI mode.
 pub(super) fn campaign() -> Option<usize> {
@@ -268,7 +280,7 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("open the log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.current_dir(&self.dir);
         for (k, _) in std::env::vars() {
             if k.starts_with("REMEDYD_") {
@@ -532,6 +544,25 @@ pub(super) async fn post(http: &reqwest::Client, url: &str, body: &str) -> Optio
         .await
         .ok()
         .map(|r| r.status())
+}
+
+/// [`post`] of a body the caller gives up (no copy: the flood's bodies are built beforehand);
+/// the answer is read to its end so that the connection goes back to the pool (kept alive).
+pub(super) async fn post_owned(
+    http: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> Option<StatusCode> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let status = r.status();
+    r.bytes().await.ok()?;
+    Some(status)
 }
 
 /// VmRSS of `pid` in kB.

@@ -5,6 +5,7 @@
 //! tests are in `safety.rs`.
 
 mod approvals;
+mod backlog;
 mod hold;
 mod human_silence;
 mod maintenance;
