@@ -33,6 +33,7 @@
 
 mod kube_cluster;
 mod kube_reads;
+mod kube_writes;
 mod mutate;
 mod probe;
 
