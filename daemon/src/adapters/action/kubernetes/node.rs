@@ -410,3 +410,38 @@ async fn evict_one(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(kind: Value, owner: Value, annotations: Value) -> Value {
+        json!({"metadata": {"name": "agent-dn0001", "namespace": "shop", "annotations": annotations,
+            "ownerReferences": [{"kind": kind, "name": owner, "controller": true}]}})
+    }
+
+    #[test]
+    fn a_pod_the_list_corrupted_is_not_judged_evictable() {
+        // The fuzz cases of `fuzz_responses::kube_writes`: a DaemonSet's pod whose controller
+        // kind or name an answer replaced, a pod named "" or with control characters.
+        for kind in ["", "-5", "99999999999999999999Ei", "\u{0}\u{202e}é\n"] {
+            let p = pod(json!(kind), json!("agent"), json!({}));
+            assert!(unreadable(&p).is_some(), "{kind:?}");
+        }
+        assert!(unreadable(&pod(json!("x".repeat(100_000)), json!("agent"), json!({}))).is_some());
+        assert!(unreadable(&pod(json!("DaemonSet"), json!(""), json!({}))).is_some());
+        let mut p = pod(json!("DaemonSet"), json!("agent"), json!({}));
+        assert_eq!(unreadable(&p), None);
+        p["metadata"]["name"] = json!("");
+        assert!(unreadable(&p).is_some());
+        assert!(is_kind("ReplicaSet") && is_kind("Rollout") && is_kind("Node"));
+    }
+
+    #[test]
+    fn a_list_of_blocking_pods_is_cut() {
+        let many: Vec<String> = (0..500).map(|i| format!("shop/web-{i}: busy")).collect();
+        let s = few(&many);
+        assert!(s.ends_with("; and 495 more") && s.len() < 200, "{s}");
+        assert_eq!(few(&many[..1]), "shop/web-0: busy");
+    }
+}

@@ -131,3 +131,38 @@ pub(super) fn ready(p: &Value) -> bool {
             .flatten()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_selector_an_answer_corrupted_is_refused_in_one_line() {
+        // `fuzz_responses::kube_writes`, delete-pods case 0: `app` = "\0\u{202e}é\n" became
+        // the selector, and a summary of two lines.
+        for v in [
+            json!("\u{0}\u{202e}é\n"),
+            json!(-1),
+            json!(null),
+            json!("x".repeat(100_000)),
+            json!("-5"),
+        ] {
+            let e = selector_string(&json!({"matchLabels": {"app": v}})).unwrap_err();
+            assert!(!e.contains('\n') && e.len() < 200, "{e}");
+        }
+        let e = selector_string(&json!({"matchLabels": {"a b": "x"}})).unwrap_err();
+        assert!(e.contains("key"), "{e}");
+        assert_eq!(
+            selector_string(
+                &json!({"matchLabels": {"app": "web", "app.kubernetes.io/part-of": "shop"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]})
+            ),
+            Ok("app=web,app.kubernetes.io/part-of=shop,tier in (a,b)".into())
+        );
+        assert_eq!(
+            selector_string(&json!({"matchLabels": {"app": ""}})),
+            Ok("app=".into())
+        );
+    }
+}
