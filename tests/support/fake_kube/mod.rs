@@ -320,6 +320,12 @@ impl FakeKube {
         });
     }
 
+    /// Drops every fault and raw answer not yet used up (a fuzz case's leftovers, before the
+    /// next case on a cluster-wide path).
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
     /// Delays every matching request by `d` (Duration::ZERO removes the delay).
     pub fn delay(&self, method: &str, path_contains: &str, d: Duration) {
         let mut st = self.state();

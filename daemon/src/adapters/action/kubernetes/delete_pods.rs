@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::bounded::{inline, is_name};
 use super::dns::{DNS_PODS, SYSTEM_NAMESPACE};
 use super::error::{Failure, bad, refuse};
 use super::executor::KubeAction;
@@ -117,7 +118,8 @@ impl KubeAction for DeletePods {
                     (Some(d), _) => {
                         let name = render("deployment", d, req).map_err(bad)?;
                         let d = read_deployment(s, &ns, &name).await?;
-                        selector_string(&d["spec"]["selector"]).map_err(bad)?
+                        selector_string(&d["spec"]["selector"])
+                            .map_err(|e| bad(format!("deployment {ns}/{name}: {e}")))?
                     }
                     (_, Some(sel)) => sel.clone(),
                     (None, None) => return Err(bad("give deployment or selector".into())),
@@ -140,6 +142,14 @@ impl KubeAction for DeletePods {
                     (field("name"), field("uid"), ready(x))
                 })
                 .collect();
+            // A name that is not a Kubernetes name is not the API server's: nothing is deleted
+            // (an empty one would make the DELETE the collection's).
+            if let Some((name, _, _)) = todo.iter().find(|t| !is_name(&t.0)) {
+                return refuse(format!(
+                    "not deleting pods of {sel} in {ns}: the list names a pod {:?}, not a Kubernetes name",
+                    inline(name, 253)
+                ));
+            }
             todo.sort_by_key(|t| t.2);
             if todo.is_empty() {
                 return refuse(format!("no pods to delete ({sel} in {ns})"));

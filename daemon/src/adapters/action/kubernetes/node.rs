@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::bounded::{inline, is_name};
 use super::error::{ApiError, Failure};
 use super::executor::KubeAction;
 use super::objects::list_all;
@@ -72,6 +73,43 @@ fn controller(p: &Value) -> Option<&Value> {
         .find(|o| o["controller"] == true)
 }
 
+/// Whether `kind` can be a controller's kind: a CamelCase Go type name or a CRD's kind (a
+/// DNS-1035 label once lowercased). A corrupted answer's kind (`""`, `"-5"`, 100 000 `x`) is
+/// not, and must not turn a DaemonSet's pod into one to evict.
+fn is_kind(kind: &str) -> bool {
+    kind.len() <= 63
+        && kind.starts_with(|c: char| c.is_ascii_alphabetic())
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Why a pod of the list cannot be judged (its name, its controller reference unreadable):
+/// a refusal of the drain, never an eviction.
+fn unreadable(p: &Value) -> Option<&'static str> {
+    let (ns, name) = key(p);
+    if !is_name(&ns) || !is_name(&name) {
+        return Some("its namespace or name is not a Kubernetes name");
+    }
+    let c = controller(p)?;
+    let kind = c["kind"].as_str().unwrap_or_default();
+    let owner = c["name"].as_str().unwrap_or_default();
+    (!is_kind(kind) || !is_name(owner)).then_some("its controller reference is unreadable")
+}
+
+/// The first few of a list of pods for a one-line summary, then how many more.
+fn few(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > SHOWN {
+        s.push_str(&format!("; and {} more", items.len() - SHOWN));
+    }
+    s
+}
+
 fn finished(p: &Value) -> bool {
     matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
@@ -119,7 +157,7 @@ impl KubeAction for Drain {
                 .map_err(Failure::api(format!("reading node {node}")))?;
             let nodes = list_all(s, "/api/v1/nodes", None, None, None)
                 .await
-                .map_err(Failure::api("listing nodes"))?;
+                .map_err(Failure::api(format!("listing nodes (draining {node})")))?;
             let others = nodes
                 .iter()
                 .filter(|x| x["metadata"]["name"] != node.as_str() && node_ready(x))
@@ -162,6 +200,14 @@ impl KubeAction for Drain {
             let mut skipped = Vec::new();
             for pod in &pods {
                 let (ns, name) = key(pod);
+                if let Some(why) = unreadable(pod) {
+                    fatal.push(format!(
+                        "a pod {}/{}: {why}",
+                        inline(&ns, 63),
+                        inline(&name, 253)
+                    ));
+                    continue;
+                }
                 if let Some(c) = controller(pod).filter(|c| c["kind"] == "DaemonSet")
                     && !finished(pod)
                 {
@@ -179,11 +225,18 @@ impl KubeAction for Drain {
                             continue;
                         }
                         Err(e) => {
-                            return Err(Failure::Api(format!("reading DaemonSet {ns}/{ds}"), e));
+                            return Err(Failure::Api(
+                                format!("reading DaemonSet {ns}/{ds} (draining {node})"),
+                                e,
+                            ));
                         }
                     }
                 }
-                if !pod["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_null() {
+                // A static pod's mirror: the kubelet's annotation, or (the annotation lost) its
+                // owner, the Node. Deleting it through the API does nothing to the static pod.
+                if !pod["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_null()
+                    || controller(pod).is_some_and(|c| c["kind"] == "Node")
+                {
                     skipped.push(format!("{ns}/{name} (mirror pod)"));
                     continue;
                 }
@@ -219,7 +272,7 @@ impl KubeAction for Drain {
             if !fatal.is_empty() {
                 return Err(Failure::Refused(format!(
                     "not draining {node} (left cordoned): {}",
-                    fatal.join("; ")
+                    few(&fatal)
                 )));
             }
             // Evictions run in parallel, as kubectl's do: a PDB holding one workload's pod does
@@ -256,7 +309,7 @@ impl KubeAction for Drain {
                 return Err(Failure::Refused(format!(
                     "drain of {node} timed out after {} (node left cordoned); blocked: {}",
                     fmt(timeout),
-                    blocked.join("; ")
+                    few(&blocked)
                 )));
             }
             if !s.dry() {
@@ -269,7 +322,10 @@ impl KubeAction for Drain {
                             Ok(p) if p["metadata"]["uid"] != uid.as_str() => break,
                             Ok(_) => {}
                             Err(e) => {
-                                return Err(Failure::Api(format!("reading pod {ns}/{name}"), e));
+                                return Err(Failure::Api(
+                                    format!("reading pod {ns}/{name} (draining {node})"),
+                                    e,
+                                ));
                             }
                         }
                         if started.elapsed() > timeout {
@@ -318,14 +374,21 @@ async fn evict_one(
     });
     let pods_path = path("v1", ns, "pods");
     loop {
-        let r = at(pods_path.clone())
-            .create_subresource(
-                "eviction",
-                name,
-                &Default::default(),
-                serde_json::to_vec(&body).unwrap_or_default(),
-            )
-            .expect("a valid eviction request (names come from the API)");
+        let r = match at(pods_path.clone()).create_subresource(
+            "eviction",
+            name,
+            &Default::default(),
+            serde_json::to_vec(&body).unwrap_or_default(),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                return Evicted::Failed(ApiError {
+                    code: 400,
+                    reason: "BadRequest".into(),
+                    message: format!("cannot build the eviction request: {e}"),
+                });
+            }
+        };
         match s.write_once(r).await {
             Ok(_) => return Evicted::Yes,
             Err(e) if e.code == 404 => return Evicted::Gone,
@@ -345,5 +408,40 @@ async fn evict_one(
             }
             Err(e) => return Evicted::Failed(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(kind: Value, owner: Value, annotations: Value) -> Value {
+        json!({"metadata": {"name": "agent-dn0001", "namespace": "shop", "annotations": annotations,
+            "ownerReferences": [{"kind": kind, "name": owner, "controller": true}]}})
+    }
+
+    #[test]
+    fn a_pod_the_list_corrupted_is_not_judged_evictable() {
+        // The fuzz cases of `fuzz_responses::kube_writes`: a DaemonSet's pod whose controller
+        // kind or name an answer replaced, a pod named "" or with control characters.
+        for kind in ["", "-5", "99999999999999999999Ei", "\u{0}\u{202e}é\n"] {
+            let p = pod(json!(kind), json!("agent"), json!({}));
+            assert!(unreadable(&p).is_some(), "{kind:?}");
+        }
+        assert!(unreadable(&pod(json!("x".repeat(100_000)), json!("agent"), json!({}))).is_some());
+        assert!(unreadable(&pod(json!("DaemonSet"), json!(""), json!({}))).is_some());
+        let mut p = pod(json!("DaemonSet"), json!("agent"), json!({}));
+        assert_eq!(unreadable(&p), None);
+        p["metadata"]["name"] = json!("");
+        assert!(unreadable(&p).is_some());
+        assert!(is_kind("ReplicaSet") && is_kind("Rollout") && is_kind("Node"));
+    }
+
+    #[test]
+    fn a_list_of_blocking_pods_is_cut() {
+        let many: Vec<String> = (0..500).map(|i| format!("shop/web-{i}: busy")).collect();
+        let s = few(&many);
+        assert!(s.ends_with("; and 495 more") && s.len() < 200, "{s}");
+        assert_eq!(few(&many[..1]), "shop/web-0: busy");
     }
 }
