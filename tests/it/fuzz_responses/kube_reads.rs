@@ -6,15 +6,12 @@
 //! of it is longer than a log excerpt, the record is at most 1 MiB), the summary is one line
 //! naming the Deployment, and once redacted as the engine does, a secret a log held is gone.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use remedyd::adapters::action::{ActionRequest, Executors};
 use remedyd::domain::redact::{redact, redact_json};
 use serde_json::{Value, json};
 
 use super::mutate::{
-    CONTENT_TYPES, Figures, Rng, absurd, body, cases, mutate_json, one_line, short,
+    CONTENT_TYPES, Figures, Rng, absurd, body, cases, mutate_json, one_line, run_cases, short,
 };
 use super::probe::SECRETS;
 use crate::support::fake_kube::{FakeKube, fixtures};
@@ -114,7 +111,6 @@ async fn kubernetes_evidence_reads_are_bounded_one_line_and_redacted() {
     let fake = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
     let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
-    let evidence = exec.get("kube_evidence").expect("registered").clone();
     let n = cases(120).min(400);
     let mut rng = Rng(0x0a1e_5eed_0000_0008);
     fake.put(fixtures::node("node-1"));
@@ -214,26 +210,9 @@ async fn kubernetes_evidence_reads_are_bounded_one_line_and_redacted() {
     }
     let mut f = Figures::new("kubernetes evidence reads");
     let mut hidden = 0;
-    let mut runs = futures::stream::iter(plan.into_iter().enumerate())
-        .map(|(i, (req, planted))| {
-            let e = evidence.clone();
-            async move {
-                let run = tokio::spawn(async move {
-                    e.validate(&req.params).expect("valid params");
-                    e.execute(&req).await
-                });
-                (
-                    i,
-                    planted,
-                    tokio::time::timeout(Duration::from_secs(120), run).await,
-                )
-            }
-        })
-        .buffer_unordered(16);
-    while let Some((i, planted, r)) = runs.next().await {
-        let o = r
-            .unwrap_or_else(|_| panic!("case {i}: no outcome within 120 s"))
-            .unwrap_or_else(|e| panic!("case {i}: the action panicked: {e}"));
+    let (reqs, planted): (Vec<_>, Vec<_>) = plan.into_iter().unzip();
+    let outcomes = run_cases(&exec, reqs).await;
+    for (i, (o, planted)) in outcomes.into_iter().zip(planted).enumerate() {
         let summary = redact(&o.summary);
         let detail = redact_json(&o.detail);
         let stored = serde_json::to_string(&detail).unwrap_or_default();
@@ -308,10 +287,6 @@ async fn kubernetes_network_evidence_reads_are_bounded_and_one_line() {
     let fake = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
     let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
-    let evidence = exec
-        .get("kube_network_evidence")
-        .expect("registered")
-        .clone();
     let n = cases(100).min(400);
     let mut rng = Rng(0x0a1e_5eed_0000_000a);
     let mut plan = Vec::new();
@@ -359,22 +334,7 @@ async fn kubernetes_network_evidence_reads_are_bounded_and_one_line() {
         });
     }
     let mut f = Figures::new("kubernetes network evidence reads");
-    let mut runs = futures::stream::iter(plan.into_iter().enumerate())
-        .map(|(i, req)| {
-            let e = evidence.clone();
-            async move {
-                let run = tokio::spawn(async move {
-                    e.validate(&req.params).expect("valid params");
-                    e.execute(&req).await
-                });
-                (i, tokio::time::timeout(Duration::from_secs(120), run).await)
-            }
-        })
-        .buffer_unordered(16);
-    while let Some((i, r)) = runs.next().await {
-        let o = r
-            .unwrap_or_else(|_| panic!("case {i}: no outcome within 120 s"))
-            .unwrap_or_else(|e| panic!("case {i}: the action panicked: {e}"));
+    for (i, o) in run_cases(&exec, plan).await.into_iter().enumerate() {
         let summary = redact(&o.summary);
         let detail = redact_json(&o.detail);
         let stored = serde_json::to_string(&detail).unwrap_or_default();

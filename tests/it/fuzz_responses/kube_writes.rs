@@ -13,7 +13,7 @@ use futures::StreamExt;
 use remedyd::adapters::action::{ActionRequest, Executors};
 use serde_json::{Value, json};
 
-use super::mutate::{CONTENT_TYPES, Figures, Rng, absurd, body, cases, one_line, short};
+use super::mutate::{CONTENT_TYPES, Figures, Rng, absurd, body, cases, one_line, run_cases, short};
 use crate::support::fake_kube::{FakeKube, Recorded, fixtures};
 
 /// The namespace of the drained nodes' workload pods.
@@ -292,7 +292,6 @@ async fn deleting_pods_deletes_only_the_selectors_pods_whatever_the_lists_say() 
     let fake = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
     let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
-    let delete = exec.get("kube_delete_pods").expect("registered").clone();
     let n = cases(48).min(400);
     let mut rng = Rng(0x0a1e_5eed_0000_000c);
     fake.put(fixtures::node("node-1"));
@@ -354,22 +353,7 @@ async fn deleting_pods_deletes_only_the_selectors_pods_whatever_the_lists_say() 
         });
     }
     let mut f = Figures::new("kubernetes delete-pods lists");
-    let mut runs = futures::stream::iter(plan.into_iter().enumerate())
-        .map(|(i, req)| {
-            let e = delete.clone();
-            async move {
-                let run = tokio::spawn(async move {
-                    e.validate(&req.params).expect("valid params");
-                    e.execute(&req).await
-                });
-                (i, tokio::time::timeout(Duration::from_secs(120), run).await)
-            }
-        })
-        .buffer_unordered(16);
-    while let Some((i, r)) = runs.next().await {
-        let o = r
-            .unwrap_or_else(|_| panic!("case {i}: no outcome within 120 s"))
-            .unwrap_or_else(|e| panic!("case {i}: the action panicked: {e}"));
+    for (i, o) in run_cases(&exec, plan).await.into_iter().enumerate() {
         let ns = format!("dp{i:04}");
         assert!(
             one_line(&o.summary, 2_000),

@@ -566,23 +566,7 @@ async fn kubernetes_deployment_answers_never_write_a_value_outside_the_steps_bou
         });
     }
     let mut f = Figures::new("kubernetes deployment answers");
-    let mut runs = futures::stream::iter(reqs.into_iter().enumerate())
-        .map(|(i, req)| {
-            let exec = exec.clone();
-            async move {
-                let run = tokio::spawn(async move {
-                    let e = exec.get(&req.action).expect("registered").clone();
-                    e.validate(&req.params).expect("valid params");
-                    e.execute(&req).await
-                });
-                (i, tokio::time::timeout(Duration::from_secs(120), run).await)
-            }
-        })
-        .buffer_unordered(16);
-    while let Some((i, r)) = runs.next().await {
-        let o = r
-            .unwrap_or_else(|_| panic!("case {i}: no outcome within 120 s"))
-            .unwrap_or_else(|e| panic!("case {i}: the action panicked: {e}"));
+    for (i, o) in mutate::run_cases(&exec, reqs).await.into_iter().enumerate() {
         let name = format!("d{i:05}");
         assert!(
             one_line(&o.summary, 1_000),

@@ -297,3 +297,33 @@ pub(super) fn short(m: &str) -> String {
 pub(super) fn one_line(m: &str, max_chars: usize) -> bool {
     !m.is_empty() && !m.contains(['\n', '\r']) && m.chars().count() <= max_chars
 }
+
+/// Runs every request on its registered action, 16 at a time, each in its own task under 120 s,
+/// and returns the outcomes in case order. A case that hangs or panics fails the test, named.
+pub(super) async fn run_cases(
+    exec: &remedyd::adapters::action::Executors,
+    plan: Vec<remedyd::adapters::action::ActionRequest>,
+) -> Vec<remedyd::adapters::action::Outcome> {
+    use futures::StreamExt;
+    let mut done: Vec<_> = futures::stream::iter(plan.into_iter().enumerate())
+        .map(|(i, req)| {
+            let exec = exec.clone();
+            async move {
+                let run = tokio::spawn(async move {
+                    let e = exec.get(&req.action).expect("registered").clone();
+                    e.validate(&req.params).expect("valid params");
+                    e.execute(&req).await
+                });
+                let o = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+                    .await
+                    .unwrap_or_else(|_| panic!("case {i}: no outcome within 120 s"))
+                    .unwrap_or_else(|e| panic!("case {i}: the action panicked: {e}"));
+                (i, o)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, o)| o).collect()
+}

@@ -187,7 +187,8 @@ impl Incident {
             StepResult::Failed { error, .. } => {
                 self.after_failure(policy, step, error, now, &mut fx)
             }
-            StepResult::Held { .. } => unreachable!("a held step returned above"),
+            // Handled, and returned, at the top.
+            StepResult::Held { .. } => {}
             StepResult::NoChange { reason } => {
                 self.after_failure(policy, step, reason, now, &mut fx)
             }
