@@ -107,7 +107,12 @@ async fn suite(store: Arc<dyn Store>) {
         "nothing handled after c: the round is over"
     );
     assert_eq!(
-        s.last_heard(vec!["k".into(), "a".into()]).await.unwrap(),
+        s.last_heard(vec![
+            ("k".into(), Timestamp(T - 1000)),
+            ("a".into(), Timestamp(T - 1000))
+        ])
+        .await
+        .unwrap(),
         vec![("k".to_string(), Timestamp(T + 10 * DAY))],
         "k is still heard of; a is gone"
     );

@@ -118,16 +118,45 @@ async fn suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((r.stored, r.duplicates), (2, 1));
-    // A re-sent firing alert is a duplicate, but it is heard of (stale incidents).
-    let heard = store
-        .last_heard(vec!["a".into(), "b".into(), "never".into()])
+    // A re-sent firing alert is a duplicate, but it is heard of (stale incidents). Alerts are
+    // looked up by (fingerprint, start); the latest of a fingerprint's starts asked is answered.
+    let heard = |alerts: &[(&str, i64)]| {
+        let alerts = alerts
+            .iter()
+            .map(|(f, s)| (f.to_string(), Timestamp(*s)))
+            .collect();
+        let store = store.clone();
+        async move {
+            store
+                .last_heard(alerts)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        }
+    };
+    let h = heard(&[("a", 1), ("b", 1), ("never", 1)]).await;
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h["a"], Timestamp(5), "the re-send counts");
+    assert_eq!(h["b"], Timestamp(1));
+    // Its restart (start 2, stored at 5) is heard of under its own start only.
+    let r = store
+        .ingest(
+            Receipt {
+                received_at: Timestamp(7),
+                ..receipt(1)
+            },
+            vec![signal("b", 1, Status::Firing)],
+        )
         .await
-        .unwrap()
-        .into_iter()
-        .collect::<std::collections::BTreeMap<_, _>>();
-    assert_eq!(heard.len(), 2, "{heard:?}");
-    assert_eq!(heard["a"], Timestamp(5), "the re-send counts");
-    assert_eq!(heard["b"], Timestamp(1));
+        .unwrap();
+    assert_eq!(r.duplicates, 1);
+    let h = heard(&[("a", 2), ("b", 9), ("a", 9)]).await;
+    assert_eq!(h.len(), 1, "no alert b started at 9: {h:?}");
+    assert_eq!(h["a"], Timestamp(5), "a under its restart");
+    let h = heard(&[("a", 1), ("a", 2), ("b", 1)]).await;
+    assert_eq!(h["b"], Timestamp(7), "b re-sent at 7");
+    assert_eq!(h["a"], Timestamp(5), "the latest of a's two starts");
     let pending = store.pending_signals(10).await.unwrap();
     assert_eq!(pending.len(), 4);
     assert!(
@@ -942,6 +971,19 @@ async fn postgres_replicas_starting_together_migrate_once_and_reconnect_to_their
         // Each migration applied once, in order (5: page threads and superseded updates).
         let want: Vec<i32> = (1..=versions.len().max(5) as i32).collect();
         assert_eq!(versions, want, "each migration applied once");
+        // Migration 9: signals are keyed by start first (docs/performance.md).
+        let keys: Vec<String> = c
+            .query(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+                 WHERE conrelid = 'signals'::regclass AND contype = 'u'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(keys, ["UNIQUE (starts_at, fingerprint, status)"]);
         stores[0]
             .ingest(receipt(1), vec![signal("a", 1, Status::Firing)])
             .await

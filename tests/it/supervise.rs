@@ -437,9 +437,9 @@ impl Store for StalledReads {
     }
     fn last_heard(
         &self,
-        fingerprints: Vec<String>,
+        alerts: Vec<(String, Timestamp)>,
     ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>, StoreError>> {
-        self.inner.last_heard(fingerprints)
+        self.inner.last_heard(alerts)
     }
     fn request_resolve(
         &self,

@@ -301,9 +301,9 @@ impl Store for SpyStore {
     }
     fn last_heard(
         &self,
-        fingerprints: Vec<String>,
+        alerts: Vec<(String, Timestamp)>,
     ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
-        self.inner.last_heard(fingerprints)
+        self.inner.last_heard(alerts)
     }
     fn request_resolve(
         &self,

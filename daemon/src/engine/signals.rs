@@ -314,12 +314,14 @@ impl Engine {
         if candidates.is_empty() {
             return Ok(());
         }
-        let fps: Vec<String> = candidates
+        // Each alert under the starts Alertmanager sends it with (its first, its latest).
+        let alerts: Vec<(String, Timestamp)> = candidates
             .iter()
-            .flat_map(|i| i.active.keys().cloned())
+            .flat_map(|i| i.active.iter())
+            .flat_map(|(fp, a)| a.starts().map(move |s| (fp.clone(), s)))
             .collect();
         let heard: HashMap<String, Timestamp> =
-            self.store.last_heard(fps).await?.into_iter().collect();
+            self.store.last_heard(alerts).await?.into_iter().collect();
         for mut inc in candidates {
             let Some(policy) = rs.policies.get(&inc.policy) else {
                 continue;

@@ -37,11 +37,19 @@ impl Model {
         });
     }
 
-    /// When the last firing alert of an incident was heard (its opening, if none).
+    /// When the last firing alert of an incident was heard (its opening, if none): an alert is
+    /// heard under the start it joined with, and under the start of its latest stored firing
+    /// signal (it restarted, its resolve lost). Re-sends of an older episode are not news of it.
     pub(super) fn last_heard(&self, inc: &Incident) -> Timestamp {
         inc.active
-            .keys()
-            .filter_map(|fp| self.mirror.heard.get(fp).copied())
+            .iter()
+            .flat_map(|(fp, a)| {
+                let latest = self.mirror.latest.get(fp).copied();
+                [Some(a.starts_at), latest]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |s| self.mirror.heard.get(&(fp.clone(), s.0)).copied())
+            })
             .max()
             .unwrap_or(inc.opened_at)
     }

@@ -17,8 +17,12 @@ pub(super) struct Mirror {
     /// Firing alerts heard during the current event (an upgrade may use one that resolved in
     /// the same batch when `for` is zero).
     pub(super) recent: Vec<(String, String, u8, Timestamp)>,
-    /// When a firing alert was last received, stored or re-sent (what `stale_after` counts).
-    pub(super) heard: BTreeMap<String, Timestamp>,
+    /// When a firing alert, by (fingerprint, startsAt), was last received, stored or re-sent
+    /// (what `stale_after` counts).
+    pub(super) heard: BTreeMap<(String, i64), Timestamp>,
+    /// The start of each fingerprint's latest stored firing signal, until a resolve is stored:
+    /// an incident hears its alert under its first start and under this one (a restart).
+    pub(super) latest: BTreeMap<String, Timestamp>,
     /// Whether the last stored signal of each fingerprint was a resolve.
     pub(super) resolved: BTreeMap<String, bool>,
     /// Fingerprints resolved during the current event.
@@ -32,7 +36,8 @@ impl Mirror {
         for s in signals {
             let firing = s.status == SignalStatus::Firing;
             if firing {
-                self.heard.insert(s.fingerprint.clone(), now);
+                self.heard
+                    .insert((s.fingerprint.clone(), s.starts_at.0), now);
             }
             if !self
                 .seen
@@ -41,6 +46,11 @@ impl Mirror {
                 continue;
             }
             stored += 1;
+            if firing {
+                self.latest.insert(s.fingerprint.clone(), s.starts_at);
+            } else {
+                self.latest.remove(&s.fingerprint);
+            }
             self.resolved.insert(s.fingerprint.clone(), !firing);
             if !firing {
                 self.resolved_now.insert(s.fingerprint.clone());

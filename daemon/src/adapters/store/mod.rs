@@ -384,11 +384,13 @@ pub trait Store: Send + Sync + 'static {
             Ok((counts, records))
         })
     }
-    /// When a firing alert of each fingerprint was last received (stored or re-sent, which ingest
-    /// counts as a duplicate): fingerprints never received are left out.
+    /// When each firing alert, named by (fingerprint, startsAt), was last received (stored or
+    /// re-sent, which ingest counts as a duplicate), the latest per fingerprint: fingerprints
+    /// never received under any of their starts asked are left out. An exact lookup on the
+    /// signals' unique key, which leads with the start (see migration 9).
     fn last_heard(
         &self,
-        fingerprints: Vec<String>,
+        alerts: Vec<(String, Timestamp)>,
     ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>>;
     /// Removes what the signal retention (config `signal_retention`) lets go, in one small
     /// transaction: of the signals after id `after`, up to `limit` that the engine has handled

@@ -82,6 +82,7 @@ impl Incident {
                 level,
                 starts_at,
                 ready_at: Some(starts_at.plus(for_)),
+                restarted: None,
             },
         );
         let mut fx = vec![record(
@@ -219,7 +220,9 @@ impl Incident {
     ) -> Effects {
         let mut fx = Vec::new();
         let new = !self.active.contains_key(&fingerprint);
-        // A re-sent alert keeps its first start: nothing changes, nothing is written.
+        // A re-sent alert keeps its first start: nothing changes, nothing is written. One that
+        // restarted (a new start, its resolve lost) also keeps it, and records the new one: that
+        // is the start its re-sends carry.
         let alert = self
             .active
             .entry(fingerprint.clone())
@@ -227,7 +230,11 @@ impl Incident {
                 level,
                 starts_at,
                 ready_at: Some(starts_at.plus(for_)),
+                restarted: None,
             });
+        if starts_at != alert.starts_at {
+            alert.restarted = Some(starts_at);
+        }
         alert.level = level;
         let ready_at = alert.ready_at.unwrap_or(alert.starts_at);
         if level > self.level && ready_at > now {

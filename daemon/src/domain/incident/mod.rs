@@ -141,6 +141,19 @@ pub struct ActiveAlert {
     /// counts only from then on.
     #[serde(default)]
     pub ready_at: Option<Timestamp>,
+    /// The start of its latest episode when it restarted while firing (a new `startsAt` with no
+    /// resolve received between): the alert keeps its first start (its `for` counts from it),
+    /// and Alertmanager re-sends it with this one, which staleness looks up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted: Option<Timestamp>,
+}
+
+impl ActiveAlert {
+    /// The starts under which Alertmanager may still send it: its first, and its latest when it
+    /// restarted. Staleness looks re-sends up by (fingerprint, start).
+    pub fn starts(&self) -> impl Iterator<Item = Timestamp> {
+        std::iter::once(self.starts_at).chain(self.restarted)
+    }
 }
 
 /// One incident.

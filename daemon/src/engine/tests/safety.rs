@@ -252,6 +252,61 @@ async fn an_incident_that_hears_nothing_goes_stale_pages_once_and_stops_counting
 }
 
 #[tokio::test]
+async fn an_alert_that_restarted_is_heard_under_its_new_start() {
+    within(async {
+        let steps = "          - {name: fix, action: fix, verify: {resolved_within: 24h}}";
+        let mut rig = Rig::with(RULES, &policy("", steps), Duration::from_secs(3600));
+        let t0 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t0).await;
+        // Its resolve is lost; it fires again with a new start, which Alertmanager then re-sends
+        // every 30 minutes (duplicates at ingest, heard of under that start only).
+        rig.advance_by(Duration::from_secs(600), Duration::from_secs(60))
+            .await;
+        let t1 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t1).await;
+        for _ in 0..5 {
+            rig.advance_by(Duration::from_secs(1800), Duration::from_secs(60))
+                .await;
+            rig.alert("checkout", "warning", Status::Firing, t1).await;
+        }
+        let inc = rig
+            .store
+            .get_incident("INC-2026-0001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            inc.stale_since, None,
+            "heard of for 2.5 h after its restart"
+        );
+        let alert = inc.active.values().next().unwrap();
+        assert_eq!(
+            (alert.starts_at, alert.restarted),
+            (t0, Some(t1)),
+            "its for counts from the first start; the restart is recorded"
+        );
+        assert!(rig.pages().is_empty(), "{:?}", rig.pages());
+        // Silence: stale. A second restart is heard of at once.
+        rig.advance_by(Duration::from_secs(3700), Duration::from_secs(60))
+            .await;
+        let stale = |rig: &Rig| {
+            let store = rig.store.clone();
+            async move {
+                let inc = store.get_incident("INC-2026-0001").await.unwrap().unwrap();
+                inc.stale_since.is_some()
+            }
+        };
+        assert!(stale(&rig).await);
+        let t2 = rig.clock.now();
+        rig.alert("checkout", "warning", Status::Firing, t2).await;
+        rig.advance_by(Duration::from_secs(120), Duration::from_secs(60))
+            .await;
+        assert!(!stale(&rig).await, "the second restart is heard of");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_resolve_closes_its_incident_after_a_reload_renamed_the_rule() {
     within(async {
         let steps = "          - {name: fix, action: fix, verify: {resolved_within: 1h}}";

@@ -148,6 +148,13 @@ CREATE INDEX maintenance_windows_live ON maintenance_windows (ends_at) WHERE can
 ALTER TABLE maintenance_windows ADD COLUMN weekly TEXT;
 ALTER TABLE maintenance_windows ADD COLUMN cancelled_by TEXT;
 "#,
+    // 9: the signals' unique key leads with the start instead of the fingerprint (a hash): new
+    // alerts append to the index instead of dirtying a random page each. The same key as
+    // SQLite's migration 9; `ON CONFLICT DO NOTHING` needs no name.
+    r#"
+ALTER TABLE signals DROP CONSTRAINT signals_fingerprint_starts_at_status_key;
+ALTER TABLE signals ADD CONSTRAINT signals_start_key UNIQUE (starts_at, fingerprint, status);
+"#,
 ];
 
 /// Applies the migrations `client`'s database lacks, in one transaction.

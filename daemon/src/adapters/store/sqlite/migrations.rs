@@ -146,6 +146,31 @@ CREATE INDEX maintenance_windows_live ON maintenance_windows (ends_at) WHERE can
 ALTER TABLE maintenance_windows ADD COLUMN weekly TEXT;
 ALTER TABLE maintenance_windows ADD COLUMN cancelled_by TEXT;
 "#,
+    // 9: the signals' unique key leads with the start instead of the fingerprint. A fingerprint
+    // is a hash: keyed by it, every new alert landed on a random page of the index, which each
+    // commit wrote and each checkpoint copied (3× the store's CPU per delivery, measured in
+    // docs/performance.md); keyed by start, new alerts append. Lookups give both (ingest's
+    // re-send update, `last_heard`). SQLite cannot drop a UNIQUE constraint: the table is
+    // rebuilt, ids kept (the engine's watermark counts them).
+    r#"
+CREATE TABLE signals_v9 (
+    id INTEGER PRIMARY KEY,
+    receipt_id INTEGER,
+    fingerprint TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    last_seen INTEGER,
+    UNIQUE (starts_at, fingerprint, status)
+);
+INSERT INTO signals_v9 (id, receipt_id, fingerprint, starts_at, status, source, received_at, body, last_seen)
+    SELECT id, receipt_id, fingerprint, starts_at, status, source, received_at, body, last_seen
+    FROM signals ORDER BY id;
+DROP TABLE signals;
+ALTER TABLE signals_v9 RENAME TO signals;
+"#,
 ];
 
 /// Applies the migrations the database lacks.
@@ -158,4 +183,69 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migration 9 rebuilds `signals` under a new key: a store written before it keeps every
+    /// row with its id (the engine's watermark counts ids), its `last_seen`, and its dedup.
+    #[test]
+    fn the_signals_rebuild_keeps_rows_ids_and_dedup() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..8] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 8).unwrap();
+        c.execute_batch(
+            "INSERT INTO signals (id, receipt_id, fingerprint, starts_at, status, source, received_at, body, last_seen)
+             VALUES (3, 1, 'b', 20, 'firing', 'webhook', 5, '{}', 9),
+                    (7, 1, 'a', 10, 'firing', 'webhook', 6, '{}', NULL),
+                    (8, 2, 'a', 10, 'resolved', 'webhook', 7, '{}', NULL);",
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let rows: Vec<(i64, String, i64, String, Option<i64>)> = c
+            .prepare(
+                "SELECT id, fingerprint, starts_at, status, last_seen FROM signals ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (3, "b".into(), 20, "firing".into(), Some(9)),
+                (7, "a".into(), 10, "firing".into(), None),
+                (8, "a".into(), 10, "resolved".into(), None),
+            ]
+        );
+        // The same alert again is a duplicate; a new one takes the next id.
+        let insert = "INSERT INTO signals (receipt_id, fingerprint, starts_at, status, source, received_at, body)
+                      VALUES (3, ?1, ?2, 'firing', 'webhook', 10, '{}') ON CONFLICT DO NOTHING";
+        assert_eq!(c.execute(insert, rusqlite::params!["a", 10]).unwrap(), 0);
+        assert_eq!(c.execute(insert, rusqlite::params!["a", 11]).unwrap(), 1);
+        assert_eq!(c.last_insert_rowid(), 9);
+        // The key leads with the start.
+        let sql: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'signals'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            sql.contains("UNIQUE (starts_at, fingerprint, status)"),
+            "{sql}"
+        );
+    }
 }

@@ -166,23 +166,27 @@ impl Store for SqliteStore {
 
     fn last_heard(
         &self,
-        fingerprints: Vec<String>,
+        alerts: Vec<(String, Timestamp)>,
     ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
         self.call(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT max(coalesce(last_seen, received_at)) FROM signals
-                     WHERE fingerprint = ?1 AND status = 'firing'",
+                    "SELECT coalesce(last_seen, received_at) FROM signals
+                     WHERE starts_at = ?1 AND fingerprint = ?2 AND status = 'firing'",
                 )
                 .map_err(db)?;
-            let mut out = Vec::with_capacity(fingerprints.len());
-            for fp in fingerprints {
-                let at: Option<i64> = st.query_row(params![fp], |r| r.get(0)).map_err(db)?;
+            let mut latest: std::collections::BTreeMap<String, Timestamp> = Default::default();
+            for (fp, start) in alerts {
+                let at: Option<i64> = st
+                    .query_row(params![start.0, fp], |r| r.get(0))
+                    .optional()
+                    .map_err(db)?;
                 if let Some(at) = at {
-                    out.push((fp, Timestamp(at)));
+                    let e = latest.entry(fp).or_insert(Timestamp(at));
+                    *e = (*e).max(Timestamp(at));
                 }
             }
-            Ok(out)
+            Ok(latest.into_iter().collect())
         })
     }
 
