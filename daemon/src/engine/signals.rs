@@ -181,6 +181,36 @@ impl Engine {
                     }
                 }
             }
+            if s.status == SignalStatus::Firing {
+                // A restart (a new start, its resolve lost) reaches every incident holding the
+                // alert, as a resolve does, even one whose rule a reload renamed: its re-sends
+                // carry the new start, and staleness looks them up by it.
+                let holders: Vec<(String, String)> = work
+                    .values()
+                    .chain(self.cache.iter().flat_map(|m| m.values()))
+                    .filter(|i| {
+                        i.active.get(&s.fingerprint).is_some_and(|a| {
+                            a.starts_at != s.starts_at && a.restarted != Some(s.starts_at)
+                        })
+                    })
+                    .map(|i| (i.rule.clone(), i.target.key()))
+                    .filter(|k| !closed.contains(k))
+                    .collect();
+                for key in holders {
+                    if !work.contains_key(&key)
+                        && let Some(inc) =
+                            index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
+                    {
+                        work.insert(key.clone(), inc.clone());
+                    }
+                    if let Some(a) = work
+                        .get_mut(&key)
+                        .and_then(|i| i.active.get_mut(&s.fingerprint))
+                    {
+                        a.started(s.starts_at);
+                    }
+                }
+            }
             self.metrics.signal(
                 s.source.as_str(),
                 if matched { "matched" } else { "unmatched" },

@@ -232,9 +232,7 @@ impl Incident {
                 ready_at: Some(starts_at.plus(for_)),
                 restarted: None,
             });
-        if starts_at != alert.starts_at {
-            alert.restarted = Some(starts_at);
-        }
+        alert.started(starts_at);
         alert.level = level;
         let ready_at = alert.ready_at.unwrap_or(alert.starts_at);
         if level > self.level && ready_at > now {

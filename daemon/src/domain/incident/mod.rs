@@ -30,6 +30,7 @@ use crate::domain::rules::Target;
 use crate::domain::signal::Labels;
 use crate::domain::time::Timestamp;
 
+mod alert;
 mod approval;
 mod entry;
 mod escalation;
@@ -42,6 +43,7 @@ mod step;
 mod update;
 mod watch;
 
+pub use alert::ActiveAlert;
 pub use entry::{Entry, EntryKind, OtherKind};
 pub use escalation::EscalationReason;
 pub use hold::StepHold;
@@ -128,32 +130,6 @@ pub enum Phase {
     },
     /// Over.
     Resolved,
-}
-
-/// A firing alert that belongs to the incident.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActiveAlert {
-    /// Level it maps to.
-    pub level: u8,
-    /// When it started.
-    pub starts_at: Timestamp,
-    /// When it has fired for its rule's `for` (`starts_at + for`): a higher level it brings
-    /// counts only from then on.
-    #[serde(default)]
-    pub ready_at: Option<Timestamp>,
-    /// The start of its latest episode when it restarted while firing (a new `startsAt` with no
-    /// resolve received between): the alert keeps its first start (its `for` counts from it),
-    /// and Alertmanager re-sends it with this one, which staleness looks up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restarted: Option<Timestamp>,
-}
-
-impl ActiveAlert {
-    /// The starts under which Alertmanager may still send it: its first, and its latest when it
-    /// restarted. Staleness looks re-sends up by (fingerprint, start).
-    pub fn starts(&self) -> impl Iterator<Item = Timestamp> {
-        std::iter::once(self.starts_at).chain(self.restarted)
-    }
 }
 
 /// One incident.
