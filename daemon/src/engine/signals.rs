@@ -58,6 +58,8 @@ impl Engine {
             .values()
             .map(|i| ((i.rule.clone(), i.target.key()), i.id.clone()))
             .collect();
+        // The rules with active incidents (a restart's reach, below).
+        let held_rules: BTreeSet<String> = index.keys().map(|(r, _)| r.clone()).collect();
         // Incidents this batch works on, cloned from the cache on first touch; re-sent alerts
         // change nothing, and only incidents that differ from the cache are written.
         let mut work: BTreeMap<(String, String), Incident> = BTreeMap::new();
@@ -71,6 +73,7 @@ impl Engine {
             let s = &stored.signal;
             c.processed = Some(stored.id);
             let mut matched = false;
+            let mut matched_rules: Vec<String> = Vec::new();
             for rule in rs.candidates(s) {
                 let m = match rule.evaluate(s) {
                     Ok(Some(m)) => m,
@@ -82,6 +85,7 @@ impl Engine {
                     }
                 };
                 matched = true;
+                matched_rules.push(m.rule.clone());
                 let Some(policy) = rs.policies.get(&m.policy) else {
                     continue;
                 };
@@ -183,28 +187,34 @@ impl Engine {
             }
             if s.status == SignalStatus::Firing {
                 // A restart (a new start, its resolve lost) reaches every incident holding the
-                // alert, as a resolve does, even one whose rule a reload renamed: its re-sends
-                // carry the new start, and staleness looks them up by it.
-                let holders: Vec<(String, String)> = work
-                    .values()
-                    .chain(self.cache.iter().flat_map(|m| m.values()))
-                    .filter(|i| {
+                // alert, as a resolve does, even one whose rule a reload renamed or changed: its
+                // re-sends carry the new start, and staleness looks them up by it. The incidents
+                // of the rules that matched had the event; only the others' are looked at.
+                let others = held_rules
+                    .iter()
+                    .filter(|r| !matched_rules.contains(r))
+                    .flat_map(|r| {
+                        index
+                            .range((r.clone(), String::new())..)
+                            .take_while(move |((rule, _), _)| rule == r)
+                    });
+                for (key, id) in others {
+                    if closed.contains(key) {
+                        continue;
+                    }
+                    let restarted = |i: &Incident| {
                         i.active.get(&s.fingerprint).is_some_and(|a| {
                             a.starts_at != s.starts_at && a.restarted != Some(s.starts_at)
                         })
-                    })
-                    .map(|i| (i.rule.clone(), i.target.key()))
-                    .filter(|k| !closed.contains(k))
-                    .collect();
-                for key in holders {
-                    if !work.contains_key(&key)
-                        && let Some(inc) =
-                            index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
+                    };
+                    if !work.contains_key(key)
+                        && let Some(inc) = self.cache.as_ref().and_then(|m| m.get(id))
+                        && restarted(inc)
                     {
                         work.insert(key.clone(), inc.clone());
                     }
                     if let Some(a) = work
-                        .get_mut(&key)
+                        .get_mut(key)
                         .and_then(|i| i.active.get_mut(&s.fingerprint))
                     {
                         a.started(s.starts_at);
