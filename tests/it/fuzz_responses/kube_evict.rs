@@ -31,8 +31,8 @@ use crate::support::fake_kube::{FakeKube, fixtures};
 const SHOP: &str = "shop";
 
 const STATUSES: &[u16] = &[
-    200, 201, 201, 201, 207, 302, 400, 403, 403, 404, 404, 409, 410, 422, 429, 429, 429, 500, 503,
-    504, 599, 999,
+    200, 201, 201, 201, 201, 207, 302, 400, 403, 404, 404, 404, 409, 410, 422, 429, 429, 429, 500,
+    503, 504, 599, 999,
 ];
 
 /// Longest summary: a failure's head, the API's reason and message (300 characters each), the
@@ -229,7 +229,7 @@ async fn a_drain_counts_an_eviction_only_when_the_api_server_accepted_it() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let n = cases(64).min(400);
+    let n = cases(96).min(400);
     let mut rng = Rng(0x0a1e_5eed_0000_000d);
     let mut plan = Vec::new();
     let mut faults = Vec::new();
