@@ -445,3 +445,118 @@ async fn a_drain_counts_an_eviction_only_when_the_api_server_accepted_it() {
     );
     assert!(hidden > 0, "the redaction must be exercised: {hidden}");
 }
+
+/// The seeded cases' findings, each answer as one pod's eviction answer (status, body, the
+/// drain's timeout) and the outcome it must give: a prefix of the summary, `{node}` and `{pod}`
+/// filled in.
+const FOUND: &[(u16, &[u8], u64, &str)] = &[
+    // A 409 whose Status says 404 was a pod "gone": the drain reported success.
+    (
+        409,
+        br#"{"kind":"Status","status":"Failure","reason":"Conflict","message":"the object has been modified","code":404}"#,
+        3,
+        "evicting {pod} (node {node} left cordoned): 409 Conflict: ",
+    ),
+    (
+        422,
+        br#"{"kind":"Status","code":201}"#,
+        3,
+        "evicting {pod} (node {node} left cordoned): 422 ",
+    ),
+    // A 404 whose Status has no code (kube read 0), or whose body is not UTF-8 (kube lost the
+    // status): a failure, not a pod gone (case 1).
+    (
+        404,
+        br#"{"kind":"Status","status":"Failure","reason":"NotFound","message":"pods \"web\" not found"}"#,
+        3,
+        "node/{node} drained: 0 pod(s) evicted",
+    ),
+    (
+        404,
+        b"{\"message\":\"\xff\xfe\"}",
+        3,
+        "node/{node} drained: 0 pod(s) evicted",
+    ),
+    // A 429 with a code-less body was final, not retried until the timeout (case 12).
+    (
+        429,
+        b"{}",
+        3,
+        "drain of {node} timed out after 3s (node left cordoned); blocked: {pod}",
+    ),
+    // A 302 with a JSON body was an eviction, waited for until the deadline (case 29).
+    (
+        302,
+        br#"{"kind":"Status","status":"Success","code":201}"#,
+        3,
+        "evicting {pod} (node {node} left cordoned): 302 ",
+    ),
+    // A 999 was retried as a 5xx until the timeout (case 15).
+    (
+        999,
+        br#"{"kind":"Status","code":999}"#,
+        7,
+        "evicting {pod} (node {node} left cordoned): 999 ",
+    ),
+    // Control characters of a message reached the summary (case 3).
+    (
+        500,
+        b"{\"kind\":\"Status\",\"code\":500,\"message\":\"\\u0000\\u0001\\u001b[31mred\\u007f\"}",
+        3,
+        "drain of {node} timed out after 3s (node left cordoned); blocked: {pod}: [31mred",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_answer_is_read_by_its_status_not_by_what_its_body_claims() {
+    let fake = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
+    for o in ["node-a", "node-b", "node-c"] {
+        fake.put(fixtures::node(o));
+    }
+    fake.put(fixtures::namespace(SHOP));
+    let mut plan = Vec::new();
+    for (i, (status, body, timeout, _)) in FOUND.iter().enumerate() {
+        let node = format!("found{i}");
+        fake.put(fixtures::node(&node));
+        let pod = format!("web-found-{i}");
+        fake.put(fixtures::pod(
+            SHOP,
+            &pod,
+            &node,
+            json!({"app": "web"}),
+            Some(("ReplicaSet", "web-rs")),
+        ));
+        let path = format!("/pods/{pod}/eviction");
+        fake.answer_raw(
+            "POST",
+            &path,
+            *status,
+            "application/json",
+            body.to_vec(),
+            100,
+        );
+        let mut vars = remedyd::domain::template::Vars::new();
+        vars.insert("target.name".into(), node);
+        plan.push(ActionRequest {
+            incident: format!("INC-2026-{i:04}"),
+            step: "drain".into(),
+            action: "kube_drain_node".into(),
+            params: json!({"timeout": format!("{timeout}s"), "min_ready_nodes": 2}),
+            vars,
+        });
+    }
+    let outcomes = super::mutate::run_cases(&exec, plan).await;
+    for (i, ((status, _, _, want), o)) in FOUND.iter().zip(outcomes).enumerate() {
+        let want = want
+            .replace("{node}", &format!("found{i}"))
+            .replace("{pod}", &format!("{SHOP}/web-found-{i}"));
+        assert!(
+            o.summary.starts_with(&want) && o.ok == want.starts_with("node/"),
+            "answer {i} ({status}): {:?}, not {want:?}",
+            o.summary
+        );
+        assert!(!o.summary.contains(char::is_control), "answer {i}");
+    }
+}

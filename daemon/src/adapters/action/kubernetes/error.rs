@@ -124,4 +124,20 @@ mod tests {
         assert!(e.message.chars().count() <= MESSAGE_CHARS && !e.message.contains('\n'));
         assert!(e.message.starts_with("<html> xxx"), "{}", e.message);
     }
+
+    #[test]
+    fn an_answer_is_read_by_its_status_and_its_message_on_one_clean_line() {
+        // Found by tests/it/fuzz_responses/kube_evict.rs: a 409 whose Status said 404 was a pod
+        // gone; a message's control characters reached the step's summary.
+        let body = br#"{"kind":"Status","code":404,"reason":"Conflict","message":"a\u0000b\u001b[31m\nc"}"#;
+        let e = ApiError::from_answer(409, body);
+        assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+        assert_eq!(e.message, "a b [31m c");
+        let e = ApiError::from_answer(404, b"\xff\xfe not found");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (404, "\u{fffd}\u{fffd} not found")
+        );
+        assert!(!ApiError::from_answer(999, b"").transient());
+    }
 }
