@@ -42,7 +42,7 @@ const SUMMARY_CHARS: usize = 1_000;
 
 /// Past the drain's timeout: its last read and sleep of the wait for pods to go, the executor's
 /// overrun bound, a loaded machine.
-const MARGIN: Duration = Duration::from_secs(4);
+const MARGIN: Duration = Duration::from_secs(3);
 
 fn status_body(code: u16, message: &str, reason: &str) -> Value {
     let failure = !(200..300).contains(&code);
