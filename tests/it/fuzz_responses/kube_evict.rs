@@ -462,7 +462,8 @@ async fn a_drain_counts_an_eviction_only_when_the_api_server_accepted_it() {
 /// drain's timeout) and the outcome it must give: a prefix of the summary, `{node}` and `{pod}`
 /// filled in.
 const FOUND: &[(u16, &[u8], u64, &str)] = &[
-    // A 409 whose Status says 404 was a pod "gone": the drain reported success.
+    // An answer whose Status said 404 was a pod "gone", whatever its status: the drain reported
+    // success with a pod's eviction refused (campaign cases 147: a 429, 148: a 504).
     (
         409,
         br#"{"kind":"Status","status":"Failure","reason":"Conflict","message":"the object has been modified","code":404}"#,
@@ -476,7 +477,7 @@ const FOUND: &[(u16, &[u8], u64, &str)] = &[
         "evicting {pod} (node {node} left cordoned): 422 ",
     ),
     // A 404 whose Status has no code (kube read 0), or whose body is not UTF-8 (kube lost the
-    // status): a failure, not a pod gone (case 1).
+    // status): a failure, not a pod gone (case 63).
     (
         404,
         br#"{"kind":"Status","status":"Failure","reason":"NotFound","message":"pods \"web\" not found"}"#,
@@ -489,28 +490,28 @@ const FOUND: &[(u16, &[u8], u64, &str)] = &[
         3,
         "node/{node} drained: 0 pod(s) evicted",
     ),
-    // A 429 with a code-less body was final, not retried until the timeout (case 12).
+    // A 429 with a code-less or non-UTF-8 body was final, not retried until the timeout (case 62).
     (
         429,
         b"{}",
         3,
         "drain of {node} timed out after 3s (node left cordoned); blocked: {pod}",
     ),
-    // A 302 with a JSON body was an eviction, waited for until the deadline (case 29).
+    // A 302 or a 999 with a JSON body was an eviction, waited for until the deadline (case 16).
     (
         302,
         br#"{"kind":"Status","status":"Success","code":201}"#,
         3,
         "evicting {pod} (node {node} left cordoned): 302 ",
     ),
-    // A 999 was retried as a 5xx until the timeout (case 15).
+    // A 999, its status kept, was retried as a 5xx until the timeout.
     (
         999,
         br#"{"kind":"Status","code":999}"#,
         7,
         "evicting {pod} (node {node} left cordoned): 999 ",
     ),
-    // Control characters of a message reached the summary (case 3).
+    // Control characters of a message reached the summary and the notes (case 21).
     (
         500,
         b"{\"kind\":\"Status\",\"code\":500,\"message\":\"\\u0000\\u0001\\u001b[31mred\\u007f\"}",
