@@ -33,10 +33,11 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)([a-z][a-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)@").expect("valid pattern")
 });
 
-/// `key=value`, `key: value`, `"key": "value"` with a key that names a secret.
+/// `key=value`, `key: value`, `"key": "value"` with a key that names a secret; the quotes may be
+/// escaped (`\"key\": \"value\"`: JSON quoted in a JSON string, an unreadable answer's text).
 static PAIR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)(["']?[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?)["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&"'}\]]+)"#,
+        r#"(?i)((?:\\?["'])?[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?)(?:\\?["'])?\s*[:=]\s*)(\\"[^"\\]*\\"|"[^"]*"|'[^']*'|[^\s,;&"'}\]]+)"#,
     )
     .expect("valid pattern")
 });
@@ -70,6 +71,9 @@ pub fn redact(s: &str) -> String {
             .next()
             .filter(|q| (*q == '"' || *q == '\'') && v.len() >= 2 && v.ends_with(*q));
         match quote {
+            _ if v.len() >= 4 && v.starts_with("\\\"") && v.ends_with("\\\"") => {
+                format!("{}\\\"{REDACTED}\\\"", &c[1])
+            }
             Some(q) => format!("{}{q}{REDACTED}{q}", &c[1]),
             None if v.starts_with("[redacted") => c[0].to_string(),
             None => format!("{}{REDACTED}", &c[1]),
@@ -154,6 +158,12 @@ mod tests {
             (
                 "DB_URL_postgres://app:hunter2@db/x",
                 "DB_URL_postgres://app:[redacted]@db/x",
+            ),
+            // Found by the eviction fuzzing: a Kubernetes answer that is not a readable Status
+            // is quoted whole, JSON in a JSON string, its quotes escaped.
+            (
+                r#"{"message":"denied: \"api_key\": \"k-123\", \"password\":\"p w\""}"#,
+                r#"{"message":"denied: \"api_key\": \"[redacted]\", \"password\":\"[redacted]\""}"#,
             ),
             (
                 "-----BEGIN PRIVATE KEY-----\nMIIEv\n-----END PRIVATE KEY----- tail",

@@ -22,6 +22,7 @@
 //! | what `kube_network_evidence` reads: the Service, Endpoints, EndpointSlices, NetworkPolicies, Ingresses | `adapters/action/kubernetes/network.rs` | `kube_reads::kubernetes_network_…` |
 //! | what `kube_cluster_evidence` reads: nodes, Warning events, `/livez`, `/readyz` | `adapters/action/kubernetes/infra.rs` | `kube_cluster::` |
 //! | what `kube_drain_node` and `kube_delete_pods` decide from: the node, the nodes and pods lists, the Deployment's selector | `adapters/action/kubernetes/{node,delete_pods,objects}.rs` | `kube_writes::` |
+//! | the answers to a drain's eviction POSTs: status, `Status` body (its code, message, reason) | `adapters/action/kubernetes/{node,session,error}.rs` | `kube_evict::` |
 //!
 //! Each test must see no panic (the test process would fail), and each outcome must be a
 //! correct parse or one line that names what was wrong; nothing absurd is acted on (a replica
@@ -33,6 +34,7 @@
 //! `REMEDYD_FUZZ_CAMPAIGN=20000 cargo nextest run --test it fuzz_responses:: --no-capture`).
 
 mod kube_cluster;
+mod kube_evict;
 mod kube_reads;
 mod kube_writes;
 mod mutate;

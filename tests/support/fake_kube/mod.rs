@@ -295,6 +295,7 @@ impl FakeKube {
             status,
             remaining: times,
             raw: None,
+            headers: Vec::new(),
         });
     }
 
@@ -317,7 +318,16 @@ impl FakeKube {
             status,
             remaining: times,
             raw: Some((content_type.into(), body)),
+            headers: Vec::new(),
         });
+    }
+
+    /// The raw answer `answer_raw` set last also carries this header (any bytes; one that is
+    /// not a valid header value is left out).
+    pub fn raw_header(&self, name: &str, value: &[u8]) {
+        if let Some(f) = self.state().faults.last_mut() {
+            f.headers.push((name.into(), value.to_vec()));
+        }
     }
 
     /// Drops every fault and raw answer not yet used up (a fuzz case's leftovers, before the

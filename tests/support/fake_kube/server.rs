@@ -26,8 +26,9 @@ enum Reply {
     Health(u16, String),
     Err(ApiError),
     Watch(Box<WatchSpec>),
-    /// Bytes as the test set them (`FakeKube::answer_raw`): status, content type, body.
-    Raw(u16, String, Vec<u8>),
+    /// Bytes as the test set them (`FakeKube::answer_raw`): status, content type, body, and
+    /// any other headers (`FakeKube::raw_header`).
+    Raw(u16, String, Vec<u8>, Vec<(String, Vec<u8>)>),
 }
 
 impl From<Result<Value, ApiError>> for Reply {
@@ -214,7 +215,9 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
             Some(f) => {
                 f.remaining -= 1;
                 match &f.raw {
-                    Some((ct, bytes)) => Reply::Raw(f.status, ct.clone(), bytes.clone()),
+                    Some((ct, bytes)) => {
+                        Reply::Raw(f.status, ct.clone(), bytes.clone(), f.headers.clone())
+                    }
                     None => Reply::Err(store::injected(f.status, &path)),
                 }
             }
@@ -241,12 +244,23 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
             .into_response(),
         Reply::Err(e) => error_response(&e),
         Reply::Watch(spec) => watch_response(shared.clone(), *spec),
-        Reply::Raw(code, ct, bytes) => (
-            axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
-            [(header::CONTENT_TYPE, ct)],
-            bytes,
-        )
-            .into_response(),
+        Reply::Raw(code, ct, bytes, headers) => {
+            let mut r = (
+                axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
+                [(header::CONTENT_TYPE, ct)],
+                bytes,
+            )
+                .into_response();
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (
+                    header::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_bytes(&v),
+                ) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            r
+        }
     };
     rec.status = resp.status().as_u16();
     shared.state.lock().unwrap().requests.push(rec);

@@ -166,6 +166,8 @@ pub struct Fault {
     /// Answer these bytes (content type, body) instead of a Status: a broken or absurd answer
     /// for the fuzzing of remedyd's readers (`FakeKube::answer_raw`).
     pub raw: Option<(String, Vec<u8>)>,
+    /// Other headers of a raw answer (`Retry-After`).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Delay {

@@ -40,9 +40,26 @@ impl ApiError {
             },
         }
     }
+    /// An answer outside 2xx: its status, and the reason and message of its `Status` body, or
+    /// its text when the body is not one (a proxy's page, not UTF-8), as kube reads them.
+    pub(super) fn from_answer(code: u16, body: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(body);
+        match serde_json::from_str::<::kube::core::Status>(&text) {
+            Ok(s) => Self {
+                code,
+                reason: one_line(&s.reason),
+                message: one_line(&s.message),
+            },
+            Err(_) => Self {
+                code,
+                reason: "Failed to parse error data".into(),
+                message: one_line(text.trim()),
+            },
+        }
+    }
     /// Worth another try later: no answer, 429 or 5xx.
     pub fn transient(&self) -> bool {
-        self.code == 0 || self.code == 429 || self.code >= 500
+        self.code == 0 || self.code == 429 || (500..600).contains(&self.code)
     }
 }
 
@@ -51,9 +68,13 @@ impl ApiError {
 /// pages. Kubernetes' own `Status` messages are a sentence.
 const MESSAGE_CHARS: usize = 300;
 
-/// The answer's text on one line, cut to [`MESSAGE_CHARS`].
+/// The answer's text on one line, control characters as spaces, cut to [`MESSAGE_CHARS`].
 fn one_line(text: &str) -> String {
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     crate::domain::notification::truncate(&text, MESSAGE_CHARS)
 }
 
@@ -102,5 +123,21 @@ mod tests {
         let e = ApiError::from_kube(::kube::Error::Api(status.boxed()));
         assert!(e.message.chars().count() <= MESSAGE_CHARS && !e.message.contains('\n'));
         assert!(e.message.starts_with("<html> xxx"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_answer_is_read_by_its_status_and_its_message_on_one_clean_line() {
+        // Found by tests/it/fuzz_responses/kube_evict.rs: a 409 whose Status said 404 was a pod
+        // gone; a message's control characters reached the step's summary.
+        let body = br#"{"kind":"Status","code":404,"reason":"Conflict","message":"a\u0000b\u001b[31m\nc"}"#;
+        let e = ApiError::from_answer(409, body);
+        assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+        assert_eq!(e.message, "a b [31m c");
+        let e = ApiError::from_answer(404, b"\xff\xfe not found");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (404, "\u{fffd}\u{fffd} not found")
+        );
+        assert!(!ApiError::from_answer(999, b"").transient());
     }
 }

@@ -395,7 +395,7 @@ async fn evict_one(
             Err(e)
                 if e.code == 429
                     || (e.code == 403 && e.message.contains("terminat"))
-                    || e.code >= 500 =>
+                    || (500..600).contains(&e.code) =>
             {
                 if started.elapsed() + PDB_RETRY > timeout {
                     return Evicted::Blocked(e.message);

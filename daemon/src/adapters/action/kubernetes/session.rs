@@ -96,6 +96,30 @@ fn clone_req(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
         .expect("a copy of a valid request")
 }
 
+/// kube's `Client::request`, the error's code the answer's HTTP status: kube takes the `code`
+/// of a JSON `Status` body instead (a corrupted answer's: missing, so 0, or another status: a
+/// 409 read as a 404, a pod "gone"), loses the status of a body that is not UTF-8, and takes
+/// any answer that is not 4xx or 5xx (a 302, a 999) as a success.
+async fn request<T: DeserializeOwned>(
+    client: &::kube::Client,
+    req: http::Request<Vec<u8>>,
+) -> Result<T, ApiError> {
+    let res = client
+        .send(req.map(::kube::client::Body::from))
+        .await
+        .map_err(ApiError::from_kube)?;
+    let status = res.status().as_u16();
+    let body = res
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(ApiError::from_kube)?;
+    if !(200..300).contains(&status) {
+        return Err(ApiError::from_answer(status, &body));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::from_kube(::kube::Error::SerdeError(e)))
+}
+
 /// A request that got no answer within `bound`.
 fn no_answer(bound: Duration) -> ApiError {
     ApiError {
@@ -185,8 +209,8 @@ impl Session {
         let method = req.method().to_string();
         let bound = self.remaining().min(REQUEST_TIMEOUT);
         self.attempts += 1;
-        let r = match tokio::time::timeout(bound, self.client.request::<T>(req)).await {
-            Ok(r) => r.map_err(ApiError::from_kube),
+        let r = match tokio::time::timeout(bound, request::<T>(&self.client, req)).await {
+            Ok(r) => r,
             Err(_) => Err(no_answer(bound)),
         };
         self.count(method, r.as_ref().err());
@@ -306,7 +330,9 @@ impl Session {
         if self.dry {
             return Ok(None);
         }
-        let retry = |e: &ApiError| e.code == 0 || e.code >= 500 || (conflicts && e.code == 409);
+        let retry = |e: &ApiError| {
+            e.code == 0 || (500..600).contains(&e.code) || (conflicts && e.code == 409)
+        };
         self.send(req, 4, retry, true).await.map(Some)
     }
 
