@@ -490,12 +490,13 @@ const FOUND: &[(u16, &[u8], u64, &str)] = &[
         3,
         "node/{node} drained: 0 pod(s) evicted",
     ),
-    // A 429 with a code-less or non-UTF-8 body was final, not retried until the timeout (case 62).
+    // A 429 with a code-less or non-UTF-8 body was final, not retried until the timeout (case 62);
+    // and its blocked pod had an empty reason: an answer without a message is named by its status.
     (
         429,
         b"{}",
         3,
-        "drain of {node} timed out after 3s (node left cordoned); blocked: {pod}",
+        "drain of {node} timed out after 3s (node left cordoned); blocked: {pod}: 429",
     ),
     // A 302 or a 999 with a JSON body was an eviction, waited for until the deadline (case 16).
     (

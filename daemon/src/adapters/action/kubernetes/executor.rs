@@ -85,7 +85,7 @@ impl KubeExecutor {
             match tokio::time::timeout_at(deadline + OVERRUN, self.action.run(&mut s, req)).await {
                 Ok(r) => r,
                 Err(_) => Err(Failure::Api(
-                    format!("{} cut at its deadline", req.action),
+                    format!("{} on {} cut at its deadline", req.action, target_of(req)),
                     s.deadline_error(budget),
                 )),
             };
@@ -176,6 +176,15 @@ impl Executor for KubeExecutor {
 /// The bound of one read-back of a watched Deployment: one GET (and the session's retries of
 /// a transient error), far less than a verification window.
 const REVERT_READ_BUDGET: Duration = Duration::from_secs(20);
+
+/// `kind/namespace/name` of the request's target, for a line that has nothing else to name it.
+fn target_of(req: &ActionRequest) -> String {
+    let v = |k: &str| req.vars.get(k).map(String::as_str).unwrap_or("?");
+    match req.vars.get("target.namespace").filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{}/{ns}/{}", v("target.kind"), v("target.name")),
+        None => format!("{}/{}", v("target.kind"), v("target.name")),
+    }
+}
 
 #[cfg(test)]
 mod tests {

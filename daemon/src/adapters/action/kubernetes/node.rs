@@ -398,7 +398,13 @@ async fn evict_one(
                     || (500..600).contains(&e.code) =>
             {
                 if started.elapsed() + PDB_RETRY > timeout {
-                    return Evicted::Blocked(e.message);
+                    // An answer with no message still says why: its status.
+                    let why = if e.message.trim().is_empty() {
+                        format!("{} {}", e.code, e.reason)
+                    } else {
+                        e.message
+                    };
+                    return Evicted::Blocked(why);
                 }
                 s.notes.push(format!(
                     "evicting {ns}/{name}: {} (will retry after 5s)",
