@@ -2,6 +2,7 @@
 //! change, timeline entry, ledger claim, budget use, breaker change and page is written before it
 //! takes effect, so a restart resumes from here (crash-only).
 
+mod commit;
 pub mod maintenance;
 pub mod postgres;
 pub mod retention;
@@ -200,7 +201,9 @@ pub struct ResolveRequest {
 /// [`Store::breakers`] answers), `(key, at)` and `(name, value)`.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
-    /// Incidents to insert or replace.
+    /// Incidents to insert or replace, each once: its state at the end of the work the commit
+    /// carries ([`Commit::put_incident`]). An incident holds every firing alert, so a copy per
+    /// change would write its alerts once per change.
     pub incidents: Vec<Incident>,
     /// Timeline entries to append: (incident id, entry).
     pub timeline: Vec<(String, Entry)>,
@@ -302,42 +305,6 @@ pub struct ResolveDone {
 /// The counter holding when the current storm began (milliseconds since the epoch), 0 when no
 /// storm is open: a restart neither pages the same storm again nor forgets to resolve it.
 pub const STORM_COUNTER: &str = "storm_open";
-
-impl Commit {
-    /// Adds `later`'s writes after this one's (one transaction instead of two).
-    pub fn absorb(&mut self, later: Commit) {
-        self.incidents.extend(later.incidents);
-        self.timeline.extend(later.timeline);
-        self.processed = self.processed.max(later.processed);
-        self.outbox.extend(later.outbox);
-        self.budget_uses.extend(later.budget_uses);
-        self.breaker_failures.extend(later.breaker_failures);
-        self.breakers.extend(later.breakers);
-        self.claims.extend(later.claims);
-        self.finished.extend(later.finished);
-        self.released.extend(later.released);
-        self.counters.extend(later.counters);
-        self.resolves_done.extend(later.resolves_done);
-        self.approvals.extend(later.approvals);
-    }
-
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.incidents.is_empty()
-            && self.timeline.is_empty()
-            && self.processed.is_none()
-            && self.outbox.is_empty()
-            && self.budget_uses.is_empty()
-            && self.breaker_failures.is_empty()
-            && self.breakers.is_empty()
-            && self.finished.is_empty()
-            && self.released.is_empty()
-            && self.claims.is_empty()
-            && self.counters.is_empty()
-            && self.resolves_done.is_empty()
-            && self.approvals.is_empty()
-    }
-}
 
 /// The narrow interface the engine, intake and API use: SQLite (one replica) or PostgreSQL
 /// (several replicas sharing one database).

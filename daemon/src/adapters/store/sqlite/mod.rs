@@ -95,6 +95,19 @@ impl SqliteStore {
             rx.await.map_err(|_| StoreError::Unavailable)?
         })
     }
+
+    /// Tests: runs SQL on the store's connection (e.g. a trigger counting what commits write).
+    #[cfg(test)]
+    pub(crate) async fn execute_batch(&self, sql: &'static str) -> Result<()> {
+        self.call(move |c| c.execute_batch(sql).map_err(db)).await
+    }
+
+    /// Tests: one integer a query answers.
+    #[cfg(test)]
+    pub(crate) async fn query_i64(&self, sql: &'static str) -> Result<i64> {
+        self.call(move |c| c.query_row(sql, [], |r| r.get(0)).map_err(db))
+            .await
+    }
 }
 
 /// The connection's thread: runs calls in order, and group-commits consecutive ingests (up to
