@@ -1,10 +1,52 @@
 //! Building a [`Commit`]: an incident is carried once, in its last state, however many changes
-//! of the engine's work led to it; everything else is appended in order.
+//! of the engine's work led to it; its alerts as the changes to them ([`AlertWrite`]);
+//! everything else is appended in order.
 
 use std::collections::HashMap;
 
 use super::Commit;
-use crate::domain::incident::Incident;
+use crate::domain::incident::{ActiveAlert, Incident};
+
+/// A change to an incident's alerts (`Incident::active`), which the stores keep in rows apart
+/// from the incident's body: an incident holds every firing alert, so writing them with the
+/// body made resolving k alerts of an incident of n write k·n alerts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AlertWrite {
+    /// The alert joined the incident or changed: (incident id, fingerprint, alert).
+    Set(String, String, ActiveAlert),
+    /// The alert left the incident: (incident id, fingerprint).
+    Unset(String, String),
+    /// The incident's alerts are written whole, as the commit carries it (what it replaces is
+    /// not known).
+    All(String),
+}
+
+/// An incident's body as the stores keep it: without its alerts, which are rows apart.
+pub(crate) fn incident_body(i: &mut Incident) -> super::Result<String> {
+    let active = std::mem::take(&mut i.active);
+    let body = serde_json::to_string(i);
+    i.active = active;
+    body.map_err(|e| super::StoreError::Database(format!("incident {}: {e}", i.id)))
+}
+
+/// Appends how `after`'s alerts differ from `before`'s (`None`: not known) to `out`.
+pub fn alert_writes(before: Option<&Incident>, after: &Incident, out: &mut Vec<AlertWrite>) {
+    let Some(before) = before else {
+        out.push(AlertWrite::All(after.id.clone()));
+        return;
+    };
+    let id = &after.id;
+    for (fp, a) in &after.active {
+        if before.active.get(fp) != Some(a) {
+            out.push(AlertWrite::Set(id.clone(), fp.clone(), a.clone()));
+        }
+    }
+    for fp in before.active.keys() {
+        if !after.active.contains_key(fp) {
+            out.push(AlertWrite::Unset(id.clone(), fp.clone()));
+        }
+    }
+}
 
 impl Commit {
     /// Carries `inc`: in place of an earlier copy of the same incident (which it supersedes),
@@ -35,6 +77,14 @@ impl Commit {
                 }
             }
         }
+        self.alerts = match (self.alerts.take(), later.alerts) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            // Not known for one of them: every incident's alerts are written whole.
+            _ => None,
+        };
         self.timeline.extend(later.timeline);
         self.processed = self.processed.max(later.processed);
         self.outbox.extend(later.outbox);

@@ -17,6 +17,8 @@ use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
 use crate::domain::time::Timestamp;
+pub(crate) use commit::incident_body;
+pub use commit::{AlertWrite, alert_writes};
 pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, RECURS, cancel_row};
 
 /// Store errors; every one means "the write did not happen".
@@ -205,6 +207,9 @@ pub struct Commit {
     /// carries ([`Commit::put_incident`]). An incident holds every firing alert, so a copy per
     /// change would write its alerts once per change.
     pub incidents: Vec<Incident>,
+    /// How the alerts of the incidents carried changed, in order (the stores keep them in rows
+    /// apart from the body); `None`: not known, each incident's alerts are written whole.
+    pub alerts: Option<Vec<AlertWrite>>,
     /// Timeline entries to append: (incident id, entry).
     pub timeline: Vec<(String, Entry)>,
     /// Every signal up to this id is handled (the engine handles them in id order, and ingest

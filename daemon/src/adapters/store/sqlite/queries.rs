@@ -28,7 +28,9 @@ fn incidents_where(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Resul
         .map_err(db)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db)?;
-    rows.iter().map(|b| decode(b)).collect()
+    rows.iter()
+        .map(|b| super::rows::with_alerts(c, decode(b)?))
+        .collect()
 }
 
 /// The columns [`resolve_row`] reads, in its order.
