@@ -48,7 +48,9 @@ impl Engine {
     /// Handles up to `batch` stored signals, adding their writes to the held commit; returns
     /// how many.
     pub(super) async fn signals(&mut self, batch: usize) -> Result<usize, StoreError> {
-        let pending = self.store.pending_signals(batch).await?;
+        // Past the batches this pass already handled and holds (not committed yet).
+        let after = self.deferred.as_ref().and_then(|d| d.processed);
+        let pending = self.store.pending_signals_after(after, batch).await?;
         if pending.is_empty() {
             return Ok(0);
         }

@@ -318,7 +318,16 @@ pub trait Store: Send + Sync + 'static {
     fn ingest(&self, receipt: Receipt, signals: Vec<Signal>)
     -> BoxFuture<'_, Result<IngestResult>>;
     /// Signals not yet handled by the engine, oldest first.
-    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
+    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
+        self.pending_signals_after(None, limit)
+    }
+    /// Signals after the committed watermark and after `after`, oldest first: the engine holds
+    /// the signals of a pass handled but not yet committed (up to `after`) and reads on past them.
+    fn pending_signals_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
     /// The highest incident number committed for `year` (`INC-YYYY-NNNN`), 0 if none: the
     /// engine, the only writer of incidents, numbers new ones after it in memory, and committing
     /// an incident advances it in the same transaction (no transaction of its own per id).

@@ -73,6 +73,20 @@ async fn ingest(rig: &Rig, signals: Vec<Signal>) {
     rig.store.ingest(receipt, signals).await.unwrap();
 }
 
+/// Signals the engine has handled as matched, by its metric.
+fn matched(rig: &Rig) -> u64 {
+    rig.metrics
+        .encode()
+        .lines()
+        .find(|l| {
+            l.starts_with("remedyd_signals_total")
+                && l.contains("source=\"webhook\"")
+                && l.contains("status=\"matched\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn checkout(i: usize, status: Status, at: Timestamp) -> Signal {
     let mut s = Rig::signal("checkout", "warning", status, at);
     s.fingerprint = format!("checkout-{i}");
@@ -93,6 +107,7 @@ async fn resolving_many_alerts_of_a_big_incident_in_one_pass_writes_it_once() {
         let inc = rig.store.active_incidents().await.unwrap().remove(0);
         assert_eq!(inc.active.len(), 3_000);
         let entries_before = rig.store.timeline(&inc.id).await.unwrap().len();
+        assert_eq!(matched(&rig), 3_000);
         count_incident_writes(&rig.store).await;
 
         // 1 200 resolves in one delivery: more than one signal batch (256, then 512, ...).
@@ -106,6 +121,8 @@ async fn resolving_many_alerts_of_a_big_incident_in_one_pass_writes_it_once() {
         )
         .await;
         rig.engine.pass(&rig.tasks).await.unwrap();
+        // Each signal handled once: a batch reads on past those the pass holds uncommitted.
+        assert_eq!(matched(&rig), 4_200);
 
         let (writes, bytes) = take_writes(&rig.store).await;
         let stored = rig.store.get_incident(&inc.id).await.unwrap().unwrap();

@@ -46,7 +46,11 @@ type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 enum Job {
     Ingest(Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>),
     /// The engine's read of unhandled signals ([`Recent::take`]).
-    Pending(usize, oneshot::Sender<Result<Vec<StoredSignal>>>),
+    Pending(
+        Option<i64>,
+        usize,
+        oneshot::Sender<Result<Vec<StoredSignal>>>,
+    ),
     Call(Call),
 }
 
@@ -125,8 +129,8 @@ fn worker(mut conn: Connection, mut recent: Recent, mut rx: mpsc::Receiver<Job>)
         };
         match job {
             Job::Call(f) => f(&mut conn),
-            Job::Pending(limit, reply) => {
-                let _ = reply.send(recent.take(&conn, limit));
+            Job::Pending(after, limit, reply) => {
+                let _ = reply.send(recent.take(&conn, after, limit));
             }
             Job::Ingest(r, s, reply) => {
                 let mut batch = vec![(r, s, reply)];

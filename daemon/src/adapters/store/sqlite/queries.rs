@@ -98,11 +98,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
+    fn pending_signals_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.tx
-                .send(Job::Pending(limit, tx))
+                .send(Job::Pending(after, limit, tx))
                 .await
                 .map_err(|_| StoreError::Unavailable)?;
             rx.await.map_err(|_| StoreError::Unavailable)?
