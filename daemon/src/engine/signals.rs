@@ -218,9 +218,9 @@ impl Engine {
     /// Handles the stored signals in batches that double while they come back full (a
     /// backlog), holding their writes as one commit (`deferred`) that drive() writes with the
     /// first step they make due: an incident touched by many signals of the pass is written
-    /// once, with all their timeline entries in order. An incident holds every firing alert,
-    /// so a write per batch, or per signal, would write its alerts as many times. A backlog
-    /// is written every [`SIGNAL_BATCH_MAX`] signals or so, which bounds what memory holds.
+    /// once, with all their timeline entries in order, and its alerts as the rows that changed
+    /// (`Commit::alerts`). Each next batch reads on past the held ones. A backlog is written
+    /// every [`SIGNAL_BATCH_MAX`] signals or so, which bounds what memory holds.
     pub(super) async fn handle_signals(&mut self) -> Result<(), StoreError> {
         let mut batch = SIGNAL_BATCH;
         let mut held = 0;
