@@ -219,6 +219,7 @@ async fn suite(store: Arc<dyn Store>) {
         finished: vec![],
         counters: vec![(remedyd::adapters::store::STORM_COUNTER.into(), 42)],
         resolves_done: vec![],
+        alerts: None,
     };
     store.commit(c).await.unwrap();
     // Named engine state is set exactly (the open storm), and can be cleared.
@@ -240,6 +241,39 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), inc);
     assert_eq!(store.timeline(&id).await.unwrap(), vec![entry]);
     assert_eq!(store.active_incidents().await.unwrap().len(), 1);
+
+    // An incident's alerts are kept apart from its body: a commit listing their changes writes
+    // those (one joined, one left), one listing none writes them all.
+    let mut changed = inc.clone();
+    let first = inc
+        .active
+        .keys()
+        .next()
+        .cloned()
+        .expect("opened with its alert");
+    let alert = changed.active.remove(&first).expect("its alert");
+    changed.active.insert("fp-joined".into(), alert);
+    let mut writes = Vec::new();
+    remedyd::adapters::store::alert_writes(Some(&inc), &changed, &mut writes);
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    store
+        .commit(Commit {
+            incidents: vec![changed.clone()],
+            alerts: Some(writes),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), changed);
+    assert_eq!(store.active_incidents().await.unwrap(), vec![changed]);
+    store
+        .commit(Commit {
+            incidents: vec![inc.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), inc);
 
     // The ledger: a step is claimed once; a second claim fails the whole commit.
     let mut changed = inc.clone();
@@ -1422,4 +1456,118 @@ async fn sqlite_engine_reads_from_memory_exactly_what_the_table_holds() {
         }
         assert!(handed > 0, "seed {seed}: the history read nothing");
     }
+}
+
+/// Migration 10: a store written before it (an incident's alerts inside its body) is read
+/// with its alerts, which move to rows of their own; the body keeps none.
+#[tokio::test]
+async fn sqlite_migration_10_moves_an_incidents_alerts_out_of_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut inc = incident("INC-2026-0001", "checkout");
+    let alert = inc
+        .active
+        .values()
+        .next()
+        .cloned()
+        .expect("opened with its alert");
+    inc.active.insert("fp-second".into(), alert);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .commit(Commit {
+                incidents: vec![inc.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // As a store before migration 10 held it: the alerts in the body, no table of them.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let body = serde_json::to_string(&inc).unwrap();
+        c.execute("UPDATE incidents SET body = ?1", [&body])
+            .unwrap();
+        c.execute_batch("DROP TABLE incident_alerts; PRAGMA user_version = 9;")
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let back = store.get_incident("INC-2026-0001").await.unwrap().unwrap();
+    assert_eq!(back, inc, "read back with its alerts");
+    assert_eq!(store.active_incidents().await.unwrap(), vec![inc.clone()]);
+    drop(store);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let rows: i64 = c
+        .query_row("SELECT count(*) FROM incident_alerts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2, "one row per alert");
+    let body: String = c
+        .query_row("SELECT body FROM incidents", [], |r| r.get(0))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["active"],
+        serde_json::json!({}),
+        "the body keeps no alert"
+    );
+}
+
+/// Migration 10 on PostgreSQL: an incident's alerts move from its body to rows, a fingerprint
+/// holding a NUL (which `jsonb` refuses) included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migration_10_moves_an_incidents_alerts_out_of_its_body() {
+    let pg = Postgres::start().await;
+    let url = pg.url();
+    bounded("migration 10", PG_TEST, async {
+        let mut inc = incident("INC-2026-0001", "checkout");
+        let alert = inc
+            .active
+            .values()
+            .next()
+            .cloned()
+            .expect("opened with its alert");
+        inc.active.insert("fp-with-\0-nul".into(), alert);
+        let store = pg_store(&url).await;
+        store
+            .commit(Commit {
+                incidents: vec![inc.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.get_incident(&inc.id).await.unwrap().unwrap(), inc);
+        drop(store);
+        // As a store before migration 10 held it: the alerts in the body, no table of them.
+        let c = pg.client(services::PG_DATABASE).await;
+        let body = serde_json::to_string(&inc).unwrap();
+        c.execute("UPDATE incidents SET body = $1", &[&body])
+            .await
+            .unwrap();
+        c.batch_execute(
+            "DROP TABLE incident_alerts; DELETE FROM schema_migrations WHERE version = 10;",
+        )
+        .await
+        .unwrap();
+        let store = pg_store(&url).await;
+        assert_eq!(store.get_incident(&inc.id).await.unwrap().unwrap(), inc);
+        assert_eq!(store.active_incidents().await.unwrap(), vec![inc.clone()]);
+        let rows: i64 = c
+            .query_one("SELECT count(*) FROM incident_alerts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 2, "one row per alert");
+        let body: String = c
+            .query_one("SELECT body FROM incidents", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body["active"],
+            serde_json::json!({}),
+            "the body keeps no alert"
+        );
+    })
+    .await;
 }

@@ -400,8 +400,9 @@ impl Store for StalledReads {
     ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         self.inner.approval_message(id, route)
     }
-    fn pending_signals(
+    fn pending_signals_after(
         &self,
+        after: Option<i64>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredSignal>, StoreError>> {
         if self.stalled.load(Ordering::SeqCst) {
@@ -409,7 +410,7 @@ impl Store for StalledReads {
                 Err(StoreError::Database("reads stalled by the test".into()))
             });
         }
-        self.inner.pending_signals(limit)
+        self.inner.pending_signals_after(after, limit)
     }
     fn ingest(
         &self,

@@ -145,8 +145,12 @@ impl Store for SpyStore {
             Ok(r)
         })
     }
-    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
-        self.inner.pending_signals(limit)
+    fn pending_signals_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
+        self.inner.pending_signals_after(after, limit)
     }
     fn incident_counter(&self, year: i32) -> BoxFuture<'_, Result<i64>> {
         self.inner.incident_counter(year)

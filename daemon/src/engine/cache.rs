@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Engine;
-use crate::adapters::store::{Commit, StoreError};
+use crate::adapters::store::{Commit, StoreError, alert_writes};
 use crate::domain::incident::Incident;
 
 // === impl Engine: cache ===
@@ -34,6 +34,7 @@ impl Engine {
             return Ok(());
         }
         self.close_approvals(&mut c).await?;
+        self.note_alerts(&mut c);
         if let Some(cache) = self.cache.as_mut() {
             for i in &c.incidents {
                 if i.is_resolved() {
@@ -50,6 +51,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Adds to `c` how its incidents' alerts differ from what the cache shows, before the cache
+    /// takes them: the store's state and the held commit's, which every commit writing
+    /// incidents while one is held carries (so the changes land in the order they were made).
+    /// An incident the cache does not hold (resolved, or the cache reloading) has its alerts
+    /// written whole.
+    fn note_alerts(&self, c: &mut Commit) {
+        let mut out = c.alerts.take().unwrap_or_default();
+        for i in &c.incidents {
+            alert_writes(self.cache.as_ref().and_then(|m| m.get(&i.id)), i, &mut out);
+        }
+        c.alerts = Some(out);
+    }
+
     /// Commits and keeps the cache in step; on any error the cache is reloaded next time.
     pub(super) async fn commit(&mut self, mut c: Commit) -> Result<(), StoreError> {
         if c.is_empty() {
@@ -59,6 +73,7 @@ impl Engine {
             self.cache = None;
             return Err(e);
         }
+        self.note_alerts(&mut c);
         let incidents = c.incidents.clone();
         match self.store.commit(c).await {
             Ok(()) => {

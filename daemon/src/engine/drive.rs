@@ -107,7 +107,7 @@ impl Engine {
                 // read: it lands first, or that step would pass a breaker it just opened.
                 self.effects(&inc, std::mem::take(&mut fx), &rs, &mut c, now)
                     .await?;
-                c.incidents.push(inc.clone());
+                c.put_incident(inc.clone());
                 self.commit(std::mem::take(&mut c)).await?;
                 before = inc.clone();
             }
@@ -224,7 +224,7 @@ impl Engine {
                 continue;
             }
             self.effects(&inc, fx, &rs, &mut c, now).await?;
-            c.incidents.push(inc.clone());
+            c.put_incident(inc.clone());
             match self.commit(c).await {
                 Ok(()) => {}
                 Err(StoreError::AlreadyClaimed(what)) => {

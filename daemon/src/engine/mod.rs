@@ -50,10 +50,12 @@ use crate::load::ruleset::{Ruleset, SharedRuleset};
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 /// Signals handled in one batch (one commit) when there is no backlog.
 const SIGNAL_BATCH: usize = 256;
-/// The largest batch, reached by doubling while batches come back full (a backlog). Each batch
-/// writes every incident it touches whole, alerts included: with a fixed batch, a storm of
-/// thousands of alerts per incident costs the square of the backlog (a 60 s flood at 1 000
-/// webhooks/s never drained); growing batches make it linear past this size.
+/// The largest batch, reached by doubling while batches come back full (a backlog); also about
+/// how many signals' writes are held before a backlog's commit. When a commit wrote every
+/// incident it touched with all its alerts, a fixed batch written at once made a storm of
+/// thousands of alerts per incident cost the square of the backlog (a 60 s flood at 1 000
+/// webhooks/s never drained); an incident's alerts are now rows written as they change, and
+/// growing batches held together bound the commits per backlog.
 const SIGNAL_BATCH_MAX: usize = 16_384;
 
 /// The batch after one that came back full.
@@ -237,10 +239,7 @@ impl Engine {
             self.metrics.store_error("resolve");
             tracing::warn!(error = %e, "Applying resolve requests failed; retrying on the next pass");
         }
-        let mut batch = SIGNAL_BATCH;
-        while self.signals(batch).await? == batch {
-            batch = next_batch(batch);
-        }
+        self.handle_signals().await?;
         let deferred = self.deferred.is_some();
         let r = self.drive(tasks).await;
         if r.is_err() && deferred {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use super::Engine;
+use super::{Engine, SIGNAL_BATCH, SIGNAL_BATCH_MAX, next_batch};
 use crate::adapters::escalate::NotificationKind;
 use crate::adapters::store::{Commit, ResolveDone, ResolveResult, StoreError};
 use crate::domain::incident::{Effect, Event, Incident};
@@ -45,9 +45,12 @@ pub(super) fn pending_effects(effects: &mut Vec<Pending>, inc: &Incident, fx: Ve
 // === impl Engine: signals ===
 
 impl Engine {
-    /// Handles up to `batch` stored signals in one commit; returns how many.
+    /// Handles up to `batch` stored signals, adding their writes to the held commit; returns
+    /// how many.
     pub(super) async fn signals(&mut self, batch: usize) -> Result<usize, StoreError> {
-        let pending = self.store.pending_signals(batch).await?;
+        // Past the batches this pass already handled and holds (not committed yet).
+        let after = self.deferred.as_ref().and_then(|d| d.processed);
+        let pending = self.store.pending_signals_after(after, batch).await?;
         if pending.is_empty() {
             return Ok(0);
         }
@@ -246,13 +249,45 @@ impl Engine {
                 c.incidents.push(inc);
             }
         }
-        if pending.len() < batch {
-            // The last batch of the pass: drive() writes it with the first step it makes due.
-            self.defer(c).await?;
-        } else {
-            self.commit(c).await?;
-        }
+        // Held with the pass's earlier batches: an incident they all touch is written once, in
+        // its last state (see `handle_signals`).
+        self.defer(c).await?;
         Ok(pending.len())
+    }
+
+    /// Handles the stored signals in batches that double while they come back full (a
+    /// backlog), holding their writes as one commit (`deferred`) that drive() writes with the
+    /// first step they make due: an incident touched by many signals of the pass is written
+    /// once, with all their timeline entries in order, and its alerts as the rows that changed
+    /// (`Commit::alerts`). Each next batch reads on past the held ones. A backlog is written
+    /// every [`SIGNAL_BATCH_MAX`] signals or so, which bounds what memory holds.
+    pub(super) async fn handle_signals(&mut self) -> Result<(), StoreError> {
+        let mut batch = SIGNAL_BATCH;
+        let mut held = 0;
+        loop {
+            let n = match self.signals(batch).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // The batches held are not written: their signals stay after the
+                    // watermark and are handled again; the cache, which shows them, is reloaded.
+                    if self.deferred.take().is_some() {
+                        self.cache = None;
+                    }
+                    return Err(e);
+                }
+            };
+            if n < batch {
+                return Ok(());
+            }
+            held += n;
+            if held >= SIGNAL_BATCH_MAX {
+                if let Some(c) = self.deferred.take() {
+                    self.commit(c).await?;
+                }
+                held = 0;
+            }
+            batch = next_batch(batch);
+        }
     }
 
     /// The next `INC-YYYY-NNNN`. The engine is the only writer of incidents (one per leadership
@@ -386,7 +421,7 @@ impl Engine {
             }
             let mut c = self.deferred.take().unwrap_or_default();
             self.effects(&inc, fx, rs, &mut c, now).await?;
-            c.incidents.push(inc);
+            c.put_incident(inc);
             self.commit(c).await?;
         }
         Ok(())

@@ -48,7 +48,7 @@ impl Engine {
                 tracing::info!(incident = %inc.id, routes = ?inc.paged, "Sending an update to the routes paged");
             }
             self.effects(&inc, fx, rs, &mut c, now).await?;
-            c.incidents.push(inc);
+            c.put_incident(inc);
         }
         self.commit(c).await
     }

@@ -177,17 +177,26 @@ async fn flood_stores_and_matches_every_ack_engages_the_storm_guard_once_and_ret
         // The flood ends: every alert resolves (50 per webhook), every incident and the storm
         // with it; then memory must come back near its start.
         let all: Vec<(String, String)> = batches.into_iter().flatten().collect();
+        let resolving = Instant::now();
         for chunk in all.chunks(50) {
             let body = super::payload_as("resolved", chunk, &starts_at);
             assert_eq!(post(&http, &url, &body).await, Some(StatusCode::OK));
         }
         let body = super::payload_as("resolved", &warm_alert, &warm_at);
         assert_eq!(post(&http, &url, &body).await, Some(StatusCode::OK));
+        let resolves_sent = resolving.elapsed();
+        let resolve_webhooks = all.len().div_ceil(50) + 1;
         wait_until(120 + sent as u64 / 1000, "every incident resolved, the storm over", || async {
             p.incidents().await.iter().all(|i| i["status"] == "resolved")
                 && rx.pages().iter().any(|(i, e)| i.starts_with("STORM-") && e == "resolve")
         })
         .await;
+        let resolved_in = resolving.elapsed();
+        eprintln!(
+            "flood: resolve phase: {resolve_webhooks} webhooks answered in {resolves_sent:?} \
+             ({:.0} webhooks/s, one at a time), every incident resolved after {resolved_in:?}",
+            resolve_webhooks as f64 / resolves_sent.as_secs_f64()
+        );
         let storm_pages: Vec<_> = rx
             .pages()
             .into_iter()

@@ -2,6 +2,7 @@
 //! change, timeline entry, ledger claim, budget use, breaker change and page is written before it
 //! takes effect, so a restart resumes from here (crash-only).
 
+mod commit;
 pub mod maintenance;
 pub mod postgres;
 pub mod retention;
@@ -16,6 +17,8 @@ use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
 use crate::domain::time::Timestamp;
+pub(crate) use commit::incident_body;
+pub use commit::{AlertWrite, alert_writes};
 pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, RECURS, cancel_row};
 
 /// Store errors; every one means "the write did not happen".
@@ -200,8 +203,13 @@ pub struct ResolveRequest {
 /// [`Store::breakers`] answers), `(key, at)` and `(name, value)`.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
-    /// Incidents to insert or replace.
+    /// Incidents to insert or replace, each once: its state at the end of the work the commit
+    /// carries ([`Commit::put_incident`]). An incident holds every firing alert, so a copy per
+    /// change would write its alerts once per change.
     pub incidents: Vec<Incident>,
+    /// How the alerts of the incidents carried changed, in order (the stores keep them in rows
+    /// apart from the body); `None`: not known, each incident's alerts are written whole.
+    pub alerts: Option<Vec<AlertWrite>>,
     /// Timeline entries to append: (incident id, entry).
     pub timeline: Vec<(String, Entry)>,
     /// Every signal up to this id is handled (the engine handles them in id order, and ingest
@@ -303,42 +311,6 @@ pub struct ResolveDone {
 /// storm is open: a restart neither pages the same storm again nor forgets to resolve it.
 pub const STORM_COUNTER: &str = "storm_open";
 
-impl Commit {
-    /// Adds `later`'s writes after this one's (one transaction instead of two).
-    pub fn absorb(&mut self, later: Commit) {
-        self.incidents.extend(later.incidents);
-        self.timeline.extend(later.timeline);
-        self.processed = self.processed.max(later.processed);
-        self.outbox.extend(later.outbox);
-        self.budget_uses.extend(later.budget_uses);
-        self.breaker_failures.extend(later.breaker_failures);
-        self.breakers.extend(later.breakers);
-        self.claims.extend(later.claims);
-        self.finished.extend(later.finished);
-        self.released.extend(later.released);
-        self.counters.extend(later.counters);
-        self.resolves_done.extend(later.resolves_done);
-        self.approvals.extend(later.approvals);
-    }
-
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.incidents.is_empty()
-            && self.timeline.is_empty()
-            && self.processed.is_none()
-            && self.outbox.is_empty()
-            && self.budget_uses.is_empty()
-            && self.breaker_failures.is_empty()
-            && self.breakers.is_empty()
-            && self.finished.is_empty()
-            && self.released.is_empty()
-            && self.claims.is_empty()
-            && self.counters.is_empty()
-            && self.resolves_done.is_empty()
-            && self.approvals.is_empty()
-    }
-}
-
 /// The narrow interface the engine, intake and API use: SQLite (one replica) or PostgreSQL
 /// (several replicas sharing one database).
 pub trait Store: Send + Sync + 'static {
@@ -346,7 +318,16 @@ pub trait Store: Send + Sync + 'static {
     fn ingest(&self, receipt: Receipt, signals: Vec<Signal>)
     -> BoxFuture<'_, Result<IngestResult>>;
     /// Signals not yet handled by the engine, oldest first.
-    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
+    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
+        self.pending_signals_after(None, limit)
+    }
+    /// Signals after the committed watermark and after `after`, oldest first: the engine holds
+    /// the signals of a pass handled but not yet committed (up to `after`) and reads on past them.
+    fn pending_signals_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSignal>>>;
     /// The highest incident number committed for `year` (`INC-YYYY-NNNN`), 0 if none: the
     /// engine, the only writer of incidents, numbers new ones after it in memory, and committing
     /// an incident advances it in the same transaction (no transaction of its own per id).

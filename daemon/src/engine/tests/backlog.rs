@@ -1,7 +1,8 @@
 //! A backlog of signals (a storm, or an engine that was behind) is handled in batches that grow
-//! while they come back full: each batch writes every incident it touches whole, with its
-//! alerts, so a fixed batch of 256 made a storm of thousands of alerts per incident cost the
-//! square of the backlog (the chaos flood of 60 s at 1 000 webhooks/s never drained).
+//! while they come back full: when each batch wrote every incident it touched whole, with its
+//! alerts, a fixed batch of 256 made a storm of thousands of alerts per incident cost the square
+//! of the backlog (the chaos flood of 60 s at 1 000 webhooks/s never drained). See also
+//! `coalesce`: one write per incident per pass, its alerts as rows.
 
 use super::*;
 use crate::engine::{SIGNAL_BATCH, SIGNAL_BATCH_MAX, next_batch};

@@ -6,6 +6,7 @@
 
 mod approvals;
 mod backlog;
+mod coalesce;
 mod hold;
 mod human_silence;
 mod maintenance;

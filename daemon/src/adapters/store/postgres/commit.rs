@@ -5,7 +5,7 @@
 
 use super::wire::{db, encode, text};
 use crate::adapters::store::{
-    BudgetCharge, Claim, Commit, Finished, Release, ResolveDone, Result, StoreError,
+    AlertWrite, BudgetCharge, Claim, Commit, Finished, Release, ResolveDone, Result, StoreError,
 };
 
 /// Applies `x` atomically; with `fence`, only while leadership term `fence` is current.
@@ -73,6 +73,11 @@ pub(super) async fn apply_commit(
             )));
         }
     }
+    let bodies = x
+        .incidents
+        .iter_mut()
+        .map(crate::adapters::store::incident_body)
+        .collect::<Result<Vec<_>>>()?;
     if !x.incidents.is_empty() {
         let st = tx
             .prepare_cached(
@@ -83,7 +88,7 @@ pub(super) async fn apply_commit(
             )
             .await
             .map_err(db)?;
-        for i in &x.incidents {
+        for (i, body) in x.incidents.iter().zip(&bodies) {
             let seq: i64 =
                 i.id.rsplit('-')
                     .next()
@@ -108,12 +113,13 @@ pub(super) async fn apply_commit(
                     &i.status().as_str(),
                     &i.opened_at.0,
                     &i.updated_at.0,
-                    &encode(i),
+                    body,
                 ],
             )
             .await
             .map_err(db)?;
         }
+        write_alerts(&tx, &x).await?;
     }
     for (id, e) in &x.timeline {
         let st = tx
@@ -246,4 +252,65 @@ pub(super) async fn apply_commit(
         super::approvals::void_others(&tx, i).await?;
     }
     tx.commit().await.map_err(db)
+}
+
+/// The alerts of the incidents `x` carries, kept in rows apart from their bodies: the changes
+/// `x` lists, or all of them when it lists none. A row's body is `[fingerprint, alert]`: the
+/// key column holds the fingerprint as [`text`] stores it (no NUL), the body as it was.
+async fn write_alerts(tx: &deadpool_postgres::Transaction<'_>, x: &Commit) -> Result<()> {
+    let set = tx
+        .prepare_cached(
+            "INSERT INTO incident_alerts (incident_id, fingerprint, body) VALUES ($1, $2, $3)
+             ON CONFLICT (incident_id, fingerprint) DO UPDATE SET body = excluded.body",
+        )
+        .await
+        .map_err(db)?;
+    let unset = tx
+        .prepare_cached("DELETE FROM incident_alerts WHERE incident_id = $1 AND fingerprint = $2")
+        .await
+        .map_err(db)?;
+    let clear = tx
+        .prepare_cached("DELETE FROM incident_alerts WHERE incident_id = $1")
+        .await
+        .map_err(db)?;
+    let mut whole: Vec<&crate::domain::incident::Incident> = Vec::new();
+    match &x.alerts {
+        None => whole.extend(&x.incidents),
+        Some(writes) => {
+            for w in writes {
+                match w {
+                    AlertWrite::Set(id, fp, a) => {
+                        tx.execute(&set, &[&text(id), &text(fp), &encode(&(fp, a))])
+                            .await
+                            .map_err(db)?;
+                    }
+                    AlertWrite::Unset(id, fp) => {
+                        tx.execute(&unset, &[&text(id), &text(fp)])
+                            .await
+                            .map_err(db)?;
+                    }
+                    AlertWrite::All(id) => {
+                        let Some(i) = x.incidents.iter().find(|i| i.id == *id) else {
+                            continue;
+                        };
+                        tx.execute(&clear, &[&text(&i.id)]).await.map_err(db)?;
+                        for (fp, a) in &i.active {
+                            tx.execute(&set, &[&text(&i.id), &text(fp), &encode(&(fp, a))])
+                                .await
+                                .map_err(db)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for i in whole {
+        tx.execute(&clear, &[&text(&i.id)]).await.map_err(db)?;
+        for (fp, a) in &i.active {
+            tx.execute(&set, &[&text(&i.id), &text(fp), &encode(&(fp, a))])
+                .await
+                .map_err(db)?;
+        }
+    }
+    Ok(())
 }

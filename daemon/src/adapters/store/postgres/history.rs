@@ -75,9 +75,20 @@ async fn read(client: &mut tokio_postgres::Client, since: Timestamp) -> Result<H
         .prepare("SELECT body FROM timeline WHERE incident_id = $1 ORDER BY id")
         .await
         .map_err(e)?;
+    // Migration 10 moved the incidents' alerts apart from their bodies.
+    let apart: bool = tx
+        .query_one("SELECT to_regclass('incident_alerts') IS NOT NULL", &[])
+        .await
+        .map_err(e)?
+        .get(0);
     let mut incidents = Vec::with_capacity(rows.len());
     for r in rows {
-        let inc: Incident = decode(r.try_get(0).map_err(e)?).map_err(|x| x.to_string())?;
+        let mut inc: Incident = decode(r.try_get(0).map_err(e)?).map_err(|x| x.to_string())?;
+        if apart {
+            super::with_alerts(&tx, std::slice::from_mut(&mut inc))
+                .await
+                .map_err(|x| x.to_string())?;
+        }
         let entries = tx
             .query(&timeline, &[&inc.id])
             .await

@@ -2,7 +2,8 @@
 //! advisory lock (replicas starting together apply them once); `schema_migrations` records what
 //! is applied. Never edit an applied migration: existing databases are migrated by number.
 
-use super::wire::MIGRATE_LOCK;
+use super::wire::{MIGRATE_LOCK, encode, text};
+use crate::domain::incident::Incident;
 use crate::load::dsn::explain;
 
 /// The migrations, version `i + 1` at index `i`.
@@ -155,6 +156,18 @@ ALTER TABLE maintenance_windows ADD COLUMN cancelled_by TEXT;
 ALTER TABLE signals DROP CONSTRAINT signals_fingerprint_starts_at_status_key;
 ALTER TABLE signals ADD CONSTRAINT signals_start_key UNIQUE (starts_at, fingerprint, status);
 "#,
+    // 10: an incident's alerts (`Incident::active`) in rows apart from its body, written as
+    // alerts join and leave: an incident holds every firing alert, and writing them with the
+    // body on each change made resolving k alerts of an incident of n write k·n alerts. The
+    // bodies' maps move here after it (`alerts_apart`). A row's body is `[fingerprint, alert]`.
+    r#"
+CREATE TABLE incident_alerts (
+    incident_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (incident_id, fingerprint)
+);
+"#,
 ];
 
 /// Applies the migrations `client`'s database lacks, in one transaction.
@@ -194,6 +207,11 @@ pub(super) async fn migrate(
         tx.batch_execute(m)
             .await
             .map_err(|e| format!("migration {version}: {}", explain(&e)))?;
+        if version == ALERTS_APART {
+            alerts_apart(&tx)
+                .await
+                .map_err(|e| format!("migration {version}: {e}"))?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version) VALUES ($1)",
             &[&version],
@@ -203,4 +221,45 @@ pub(super) async fn migrate(
         tracing::info!(version, "Applied a store migration");
     }
     tx.commit().await.map_err(|e| explain(&e))
+}
+
+/// The migration that keeps incidents' alerts apart from their bodies.
+const ALERTS_APART: i32 = 10;
+
+/// Migration 10's data: each incident's alerts move from its body to rows. In Rust rather than
+/// SQL: a fingerprint may hold a NUL (stored escaped in the JSON body), which `jsonb` refuses.
+/// A body that does not decode is left as it is (its reads fail as before).
+async fn alerts_apart(tx: &tokio_postgres::Transaction<'_>) -> Result<(), String> {
+    let rows = tx
+        .query(
+            r#"SELECT id, body FROM incidents WHERE body NOT LIKE '%"active":{}%'"#,
+            &[],
+        )
+        .await
+        .map_err(|e| explain(&e))?;
+    for r in rows {
+        let id: String = r.try_get(0).map_err(|e| explain(&e))?;
+        let body: String = r.try_get(1).map_err(|e| explain(&e))?;
+        let Ok(mut inc) = serde_json::from_str::<Incident>(&body) else {
+            tracing::warn!(incident = %id, "Migration 10: an incident body does not decode; left as it is");
+            continue;
+        };
+        for (fp, a) in &inc.active {
+            tx.execute(
+                "INSERT INTO incident_alerts (incident_id, fingerprint, body) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&id, &text(fp), &encode(&(fp, a))],
+            )
+            .await
+            .map_err(|e| explain(&e))?;
+        }
+        inc.active.clear();
+        tx.execute(
+            "UPDATE incidents SET body = $2 WHERE id = $1",
+            &[&id, &encode(&inc)],
+        )
+        .await
+        .map_err(|e| explain(&e))?;
+    }
+    Ok(())
 }

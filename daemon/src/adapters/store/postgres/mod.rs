@@ -165,13 +165,51 @@ impl PgStore {
     ) -> Result<Vec<Incident>> {
         let c = self.client().await?;
         let st = c.prepare_cached(sql).await.map_err(db)?;
-        c.query(&st, params)
+        let mut incidents = c
+            .query(&st, params)
             .await
             .map_err(db)?
             .iter()
             .map(|r| decode(r.get(0)))
-            .collect()
+            .collect::<Result<Vec<Incident>>>()?;
+        with_alerts(&**c, &mut incidents).await?;
+        Ok(incidents)
     }
+}
+
+/// Fills `incidents`' alerts, which are kept in rows apart from their bodies (migration 10;
+/// a row's body is `[fingerprint, alert]`).
+pub(super) async fn with_alerts(
+    c: &impl tokio_postgres::GenericClient,
+    incidents: &mut [Incident],
+) -> Result<()> {
+    if incidents.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = incidents
+        .iter()
+        .map(|i| wire::text(&i.id).into_owned())
+        .collect();
+    let rows = c
+        .query(
+            "SELECT incident_id, body FROM incident_alerts WHERE incident_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(db)?;
+    let at: std::collections::HashMap<String, usize> = incidents
+        .iter()
+        .enumerate()
+        .map(|(n, i)| (wire::text(&i.id).into_owned(), n))
+        .collect();
+    for r in rows {
+        let (id, body): (String, String) = (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
+        if let Some(inc) = at.get(&id).and_then(|n| incidents.get_mut(*n)) {
+            let (fp, alert): (String, crate::domain::incident::ActiveAlert) = decode(&body)?;
+            inc.active.insert(fp, alert);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -62,18 +62,22 @@ impl Store for PgStore {
         })
     }
 
-    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
+    fn pending_signals_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
         self.op(async move {
             let c = self.client().await?;
             let st = c
                 .prepare_cached(
                     "SELECT id, body, received_at FROM signals
-                     WHERE id > coalesce((SELECT value FROM counters WHERE name = 'engine_signals'), 0)
+                     WHERE id > greatest(coalesce((SELECT value FROM counters WHERE name = 'engine_signals'), 0), $2)
                      ORDER BY id LIMIT $1",
                 )
                 .await
                 .map_err(db)?;
-            c.query(&st, &[&(limit as i64)])
+            c.query(&st, &[&(limit as i64), &after.unwrap_or(0)])
                 .await
                 .map_err(db)?
                 .iter()

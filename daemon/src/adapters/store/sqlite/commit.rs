@@ -6,8 +6,9 @@ use rusqlite::{Connection, params};
 
 use super::rows::{db, encode};
 use crate::adapters::store::{
-    BudgetCharge, Claim, Commit, Finished, Release, ResolveDone, Result, StoreError,
+    AlertWrite, BudgetCharge, Claim, Commit, Finished, Release, ResolveDone, Result, StoreError,
 };
+use crate::domain::incident::Incident;
 
 /// Applies `c` atomically.
 ///
@@ -55,7 +56,7 @@ pub(super) fn durability_lost() -> bool {
 }
 
 /// Applies `c` in one transaction.
-fn apply_durably(conn: &mut Connection, c: Commit) -> Result<()> {
+fn apply_durably(conn: &mut Connection, mut c: Commit) -> Result<()> {
     let tx = conn.transaction().map_err(db)?;
     for Claim {
         incident: id,
@@ -76,13 +77,62 @@ fn apply_durably(conn: &mut Connection, c: Commit) -> Result<()> {
             )));
         }
     }
-    apply_rest(&tx, &c).map_err(db)?;
+    let bodies = c
+        .incidents
+        .iter_mut()
+        .map(crate::adapters::store::incident_body)
+        .collect::<Result<Vec<_>>>()?;
+    apply_rest(&tx, &c, &bodies).map_err(db)?;
+    write_alerts(&tx, &c).map_err(db)?;
     tx.commit().map_err(db)
 }
 
-/// Everything in `c` but the claims.
-fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()> {
-    for i in &c.incidents {
+/// The alerts of the incidents `c` carries, kept in rows apart from their bodies: the changes
+/// `c` lists, or all of them when it lists none.
+fn write_alerts(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()> {
+    let mut set = tx.prepare_cached(
+        "INSERT INTO incident_alerts (incident_id, fingerprint, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (incident_id, fingerprint) DO UPDATE SET body = excluded.body",
+    )?;
+    let mut unset = tx.prepare_cached(
+        "DELETE FROM incident_alerts WHERE incident_id = ?1 AND fingerprint = ?2",
+    )?;
+    let mut clear = tx.prepare_cached("DELETE FROM incident_alerts WHERE incident_id = ?1")?;
+    let mut all = |i: &Incident, set: &mut rusqlite::CachedStatement<'_>| {
+        clear.execute(params![i.id])?;
+        for (fp, a) in &i.active {
+            set.execute(params![i.id, fp, encode(a)])?;
+        }
+        Ok::<_, rusqlite::Error>(())
+    };
+    let Some(writes) = &c.alerts else {
+        return c.incidents.iter().try_for_each(|i| all(i, &mut set));
+    };
+    for w in writes {
+        match w {
+            AlertWrite::Set(id, fp, a) => {
+                set.execute(params![id, fp, encode(a)])?;
+            }
+            AlertWrite::Unset(id, fp) => {
+                unset.execute(params![id, fp])?;
+            }
+            AlertWrite::All(id) => {
+                if let Some(i) = c.incidents.iter().find(|i| i.id == *id) {
+                    all(i, &mut set)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything in `c` but the claims and the incidents' alerts; `bodies` are the incidents'.
+fn apply_rest(
+    tx: &rusqlite::Transaction<'_>,
+    c: &Commit,
+    bodies: &[String],
+) -> rusqlite::Result<()> {
+    for (i, body) in c.incidents.iter().zip(bodies) {
         let seq: i64 =
             i.id.rsplit('-')
                 .next()
@@ -108,7 +158,7 @@ fn apply_rest(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<()
                 i.status().as_str(),
                 i.opened_at.0,
                 i.updated_at.0,
-                encode(i)
+                body
             ],
         )?;
     }

@@ -71,7 +71,11 @@ pub fn read_history(path: &Path, since: Timestamp) -> Result<History> {
         .map_err(db)?;
     let mut incidents = Vec::with_capacity(bodies.len());
     for body in bodies {
-        let inc: crate::domain::incident::Incident = decode(&body)?;
+        let mut inc: crate::domain::incident::Incident = decode(&body)?;
+        // Migration 10 moved the alerts apart from the body.
+        if version >= 10 {
+            inc = super::rows::with_alerts(&tx, inc)?;
+        }
         let entries = timeline
             .query_map(params![inc.id], |r| r.get::<_, String>(0))
             .map_err(db)?

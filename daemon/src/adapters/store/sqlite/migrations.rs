@@ -171,6 +171,25 @@ INSERT INTO signals_v9 (id, receipt_id, fingerprint, starts_at, status, source, 
 DROP TABLE signals;
 ALTER TABLE signals_v9 RENAME TO signals;
 "#,
+    // 10: an incident's alerts (`Incident::active`) in rows apart from its body, written as
+    // alerts join and leave: an incident holds every firing alert, and writing them with the
+    // body on each change made resolving k alerts of an incident of n write k·n alerts. The
+    // bodies' maps move here (a body that is not JSON is left as it is: its reads fail as
+    // before).
+    r#"
+CREATE TABLE incident_alerts (
+    incident_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (incident_id, fingerprint)
+) WITHOUT ROWID;
+INSERT INTO incident_alerts (incident_id, fingerprint, body)
+    SELECT i.id, a.key, a.value
+    FROM incidents i,
+        json_each(CASE WHEN json_valid(i.body) THEN i.body ELSE '{}' END, '$.active') a;
+UPDATE incidents SET body = json_set(body, '$.active', json('{}'))
+    WHERE CASE WHEN json_valid(body) THEN json_type(body, '$.active') = 'object' ELSE 0 END;
+"#,
 ];
 
 /// Applies the migrations the database lacks.

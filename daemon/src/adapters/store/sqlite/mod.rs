@@ -46,7 +46,11 @@ type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 enum Job {
     Ingest(Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>),
     /// The engine's read of unhandled signals ([`Recent::take`]).
-    Pending(usize, oneshot::Sender<Result<Vec<StoredSignal>>>),
+    Pending(
+        Option<i64>,
+        usize,
+        oneshot::Sender<Result<Vec<StoredSignal>>>,
+    ),
     Call(Call),
 }
 
@@ -95,6 +99,19 @@ impl SqliteStore {
             rx.await.map_err(|_| StoreError::Unavailable)?
         })
     }
+
+    /// Tests: runs SQL on the store's connection (e.g. a trigger counting what commits write).
+    #[cfg(test)]
+    pub(crate) async fn execute_batch(&self, sql: &'static str) -> Result<()> {
+        self.call(move |c| c.execute_batch(sql).map_err(db)).await
+    }
+
+    /// Tests: one integer a query answers.
+    #[cfg(test)]
+    pub(crate) async fn query_i64(&self, sql: &'static str) -> Result<i64> {
+        self.call(move |c| c.query_row(sql, [], |r| r.get(0)).map_err(db))
+            .await
+    }
 }
 
 /// The connection's thread: runs calls in order, and group-commits consecutive ingests (up to
@@ -112,8 +129,8 @@ fn worker(mut conn: Connection, mut recent: Recent, mut rx: mpsc::Receiver<Job>)
         };
         match job {
             Job::Call(f) => f(&mut conn),
-            Job::Pending(limit, reply) => {
-                let _ = reply.send(recent.take(&conn, limit));
+            Job::Pending(after, limit, reply) => {
+                let _ = reply.send(recent.take(&conn, after, limit));
             }
             Job::Ingest(r, s, reply) => {
                 let mut batch = vec![(r, s, reply)];

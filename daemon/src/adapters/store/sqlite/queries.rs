@@ -28,7 +28,9 @@ fn incidents_where(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Resul
         .map_err(db)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db)?;
-    rows.iter().map(|b| decode(b)).collect()
+    rows.iter()
+        .map(|b| super::rows::with_alerts(c, decode(b)?))
+        .collect()
 }
 
 /// The columns [`resolve_row`] reads, in its order.
@@ -96,11 +98,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn pending_signals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
+    fn pending_signals_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSignal>>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.tx
-                .send(Job::Pending(limit, tx))
+                .send(Job::Pending(after, limit, tx))
                 .await
                 .map_err(|_| StoreError::Unavailable)?;
             rx.await.map_err(|_| StoreError::Unavailable)?

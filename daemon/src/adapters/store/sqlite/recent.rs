@@ -111,9 +111,15 @@ impl Recent {
     }
 
     /// Up to `limit` signals the engine has not handled, in id order: from memory when it
-    /// holds all of them, else from the table.
-    pub(super) fn take(&mut self, c: &Connection, limit: usize) -> Result<Vec<StoredSignal>> {
-        let cursor = cursor(c)?;
+    /// holds all of them, else from the table. Handled means committed, or up to `after` (what
+    /// the engine has handled and holds to commit later).
+    pub(super) fn take(
+        &mut self,
+        c: &Connection,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredSignal>> {
+        let cursor = cursor(c)?.max(after.unwrap_or(0));
         let newest = newest_id(c)?;
         if newest != self.newest {
             // Written by another connection: memory no longer covers the table's tail.

@@ -1,0 +1,118 @@
+//! Building a [`Commit`]: an incident is carried once, in its last state, however many changes
+//! of the engine's work led to it; its alerts as the changes to them ([`AlertWrite`]);
+//! everything else is appended in order.
+
+use std::collections::HashMap;
+
+use super::Commit;
+use crate::domain::incident::{ActiveAlert, Incident};
+
+/// A change to an incident's alerts (`Incident::active`), which the stores keep in rows apart
+/// from the incident's body: an incident holds every firing alert, so writing them with the
+/// body made resolving k alerts of an incident of n write k·n alerts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AlertWrite {
+    /// The alert joined the incident or changed: (incident id, fingerprint, alert).
+    Set(String, String, ActiveAlert),
+    /// The alert left the incident: (incident id, fingerprint).
+    Unset(String, String),
+    /// The incident's alerts are written whole, as the commit carries it (what it replaces is
+    /// not known).
+    All(String),
+}
+
+/// An incident's body as the stores keep it: without its alerts, which are rows apart.
+pub(crate) fn incident_body(i: &mut Incident) -> super::Result<String> {
+    let active = std::mem::take(&mut i.active);
+    let body = serde_json::to_string(i);
+    i.active = active;
+    body.map_err(|e| super::StoreError::Database(format!("incident {}: {e}", i.id)))
+}
+
+/// Appends how `after`'s alerts differ from `before`'s (`None`: not known) to `out`.
+pub fn alert_writes(before: Option<&Incident>, after: &Incident, out: &mut Vec<AlertWrite>) {
+    let Some(before) = before else {
+        out.push(AlertWrite::All(after.id.clone()));
+        return;
+    };
+    let id = &after.id;
+    for (fp, a) in &after.active {
+        if before.active.get(fp) != Some(a) {
+            out.push(AlertWrite::Set(id.clone(), fp.clone(), a.clone()));
+        }
+    }
+    for fp in before.active.keys() {
+        if !after.active.contains_key(fp) {
+            out.push(AlertWrite::Unset(id.clone(), fp.clone()));
+        }
+    }
+}
+
+impl Commit {
+    /// Carries `inc`: in place of an earlier copy of the same incident (which it supersedes),
+    /// else after the incidents already carried. In place keeps the order the store needs: an
+    /// incident resolved in this commit stays before one opened later for its rule and target.
+    pub fn put_incident(&mut self, inc: Incident) {
+        match self.incidents.iter_mut().find(|i| i.id == inc.id) {
+            Some(earlier) => *earlier = inc,
+            None => self.incidents.push(inc),
+        }
+    }
+
+    /// Adds `later`'s writes after this one's (one transaction instead of two); an incident in
+    /// both is written once, in `later`'s state.
+    pub fn absorb(&mut self, later: Commit) {
+        let mut at: HashMap<String, usize> = self
+            .incidents
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.id.clone(), n))
+            .collect();
+        for inc in later.incidents {
+            match at.get(&inc.id).and_then(|n| self.incidents.get_mut(*n)) {
+                Some(earlier) => *earlier = inc,
+                None => {
+                    at.insert(inc.id.clone(), self.incidents.len());
+                    self.incidents.push(inc);
+                }
+            }
+        }
+        self.alerts = match (self.alerts.take(), later.alerts) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            // Not known for one of them: every incident's alerts are written whole.
+            _ => None,
+        };
+        self.timeline.extend(later.timeline);
+        self.processed = self.processed.max(later.processed);
+        self.outbox.extend(later.outbox);
+        self.budget_uses.extend(later.budget_uses);
+        self.breaker_failures.extend(later.breaker_failures);
+        self.breakers.extend(later.breakers);
+        self.claims.extend(later.claims);
+        self.finished.extend(later.finished);
+        self.released.extend(later.released);
+        self.counters.extend(later.counters);
+        self.resolves_done.extend(later.resolves_done);
+        self.approvals.extend(later.approvals);
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty()
+            && self.timeline.is_empty()
+            && self.processed.is_none()
+            && self.outbox.is_empty()
+            && self.budget_uses.is_empty()
+            && self.breaker_failures.is_empty()
+            && self.breakers.is_empty()
+            && self.finished.is_empty()
+            && self.released.is_empty()
+            && self.claims.is_empty()
+            && self.counters.is_empty()
+            && self.resolves_done.is_empty()
+            && self.approvals.is_empty()
+    }
+}
