@@ -145,3 +145,36 @@ async fn ingest_batch(pool: &Pool, batch: &[IngestJob]) -> Result<Vec<IngestResu
     tx.commit().await.map_err(db)?;
     Ok(results)
 }
+
+/// [`Store::last_heard`](crate::adapters::store::Store::last_heard): each (fingerprint, start)
+/// looked up as stored (NUL as U+FFFD), answered under the fingerprint asked.
+pub(super) async fn last_heard(
+    c: &tokio_postgres::Client,
+    alerts: Vec<(String, crate::domain::time::Timestamp)>,
+) -> Result<Vec<(String, crate::domain::time::Timestamp)>> {
+    use crate::domain::time::Timestamp;
+    let fps: Vec<_> = alerts.iter().map(|(f, _)| text(f)).collect();
+    let starts: Vec<i64> = alerts.iter().map(|(_, s)| s.0).collect();
+    let rows = c
+        .query(
+            "SELECT u.i, coalesce(s.last_seen, s.received_at)
+             FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS u (f, st, i)
+             JOIN signals s ON s.starts_at = u.st AND s.fingerprint = u.f AND s.status = 'firing'",
+            &[&fps, &starts],
+        )
+        .await
+        .map_err(db)?;
+    let mut latest: std::collections::BTreeMap<String, Timestamp> = Default::default();
+    for r in &rows {
+        let i = r.try_get::<_, i64>(0).map_err(db)?;
+        let at = Timestamp(r.try_get::<_, i64>(1).map_err(db)?);
+        let Some((fp, _)) = usize::try_from(i - 1).ok().and_then(|i| alerts.get(i)) else {
+            return Err(StoreError::Corrupt(format!(
+                "last_heard: row {i} asked for nothing"
+            )));
+        };
+        let e = latest.entry(fp.clone()).or_insert(at);
+        *e = (*e).max(at);
+    }
+    Ok(latest.into_iter().collect())
+}

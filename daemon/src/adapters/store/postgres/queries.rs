@@ -160,35 +160,7 @@ impl Store for PgStore {
         &self,
         alerts: Vec<(String, Timestamp)>,
     ) -> BoxFuture<'_, Result<Vec<(String, Timestamp)>>> {
-        self.op(async move {
-            let c = self.client().await?;
-            // Looked up as stored (NUL as U+FFFD), answered under the fingerprint asked.
-            let fps: Vec<_> = alerts.iter().map(|(f, _)| text(f)).collect();
-            let starts: Vec<i64> = alerts.iter().map(|(_, s)| s.0).collect();
-            let rows = c
-                .query(
-                    "SELECT u.i, coalesce(s.last_seen, s.received_at)
-                     FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS u (f, st, i)
-                     JOIN signals s ON s.starts_at = u.st AND s.fingerprint = u.f
-                                   AND s.status = 'firing'",
-                    &[&fps, &starts],
-                )
-                .await
-                .map_err(db)?;
-            let mut latest: std::collections::BTreeMap<String, Timestamp> = Default::default();
-            for r in &rows {
-                let i = r.try_get::<_, i64>(0).map_err(db)?;
-                let at = Timestamp(r.try_get::<_, i64>(1).map_err(db)?);
-                let Some((fp, _)) = usize::try_from(i - 1).ok().and_then(|i| alerts.get(i)) else {
-                    return Err(StoreError::Corrupt(format!(
-                        "last_heard: row {i} asked for nothing"
-                    )));
-                };
-                let e = latest.entry(fp.clone()).or_insert(at);
-                *e = (*e).max(at);
-            }
-            Ok(latest.into_iter().collect())
-        })
+        self.op(async move { super::ingest::last_heard(&*self.client().await?, alerts).await })
     }
 
     fn prune_signals(
