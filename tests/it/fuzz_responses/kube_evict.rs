@@ -19,17 +19,16 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use remedyd::adapters::action::{ActionRequest, Executors};
+use remedyd::adapters::action::ActionRequest;
 use remedyd::domain::redact::{redact, redact_json};
 use serde_json::{Value, json};
 
+use super::kube_writes::{SHOP, drain_cluster};
 use super::mutate::{
     CONTENT_TYPES, Figures, Rng, absurd, body, cases, mutate_json, one_line, short,
 };
 use super::probe::SECRETS;
-use crate::support::fake_kube::{FakeKube, fixtures};
-
-const SHOP: &str = "shop";
+use crate::support::fake_kube::fixtures;
 
 const STATUSES: &[u16] = &[
     200, 201, 201, 201, 201, 207, 302, 400, 403, 404, 404, 404, 409, 410, 422, 429, 429, 429, 500,
@@ -203,15 +202,7 @@ fn verdict(f: &Fault, timeout: Duration) -> Verdict {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_counts_an_eviction_only_when_the_api_server_accepted_it() {
-    let fake = FakeKube::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
-    for o in ["node-a", "node-b", "node-c"] {
-        fake.put(fixtures::node(o));
-    }
-    fake.put(fixtures::namespace(SHOP));
-    fake.put(fixtures::namespace("kube-system"));
-    fake.put(fixtures::daemonset(SHOP, "agent"));
+    let (fake, _dir, exec) = drain_cluster().await;
     // The API server's part of an eviction its (corrupted) answer accepted, or of its own
     // eviction once the answers are used up: the pod goes (no kubelet: a campaign's thousands
     // of pods on one fake server would slow every request).
@@ -523,13 +514,7 @@ const FOUND: &[(u16, &[u8], u64, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eviction_answer_is_read_by_its_status_not_by_what_its_body_claims() {
-    let fake = FakeKube::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
-    for o in ["node-a", "node-b", "node-c"] {
-        fake.put(fixtures::node(o));
-    }
-    fake.put(fixtures::namespace(SHOP));
+    let (fake, _dir, exec) = drain_cluster().await;
     let mut plan = Vec::new();
     for (i, (status, body, timeout, _)) in FOUND.iter().enumerate() {
         let node = format!("found{i}");

@@ -17,7 +17,7 @@ use super::mutate::{CONTENT_TYPES, Figures, Rng, absurd, body, cases, one_line, 
 use crate::support::fake_kube::{FakeKube, Recorded, fixtures};
 
 /// The namespace of the drained nodes' workload pods.
-const SHOP: &str = "shop";
+pub(super) const SHOP: &str = "shop";
 
 fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "99"}, "items": items})
@@ -29,6 +29,22 @@ fn writes(log: &[Recorded]) -> Vec<(String, String)> {
         .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD" | "OPTIONS"))
         .map(|r| (r.method.clone(), r.path.clone()))
         .collect()
+}
+
+/// A fake API server a drain can run on: three other Ready nodes (the drain's
+/// `min_ready_nodes`), the workload's and `kube-system`'s namespaces, and the DaemonSet whose
+/// pods a drain leaves alone; with the kubeconfig's directory and the executors on it.
+pub(super) async fn drain_cluster() -> (FakeKube, tempfile::TempDir, Executors) {
+    let fake = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
+    for o in ["node-a", "node-b", "node-c"] {
+        fake.put(fixtures::node(o));
+    }
+    fake.put(fixtures::namespace(SHOP));
+    fake.put(fixtures::namespace("kube-system"));
+    fake.put(fixtures::daemonset(SHOP, "agent"));
+    (fake, dir, exec)
 }
 
 /// Case `i`'s node and its three pods: `web-<i>` (a ReplicaSet's: evicted), `agent-<node>` (the
@@ -95,15 +111,7 @@ async fn a_drain_evicts_only_the_nodes_controller_pods_whatever_the_lists_say() 
     let mut rng = Rng(0x0a1e_5eed_0000_000b);
     let mut lanes = Vec::new();
     for _ in 0..LANES {
-        let fake = FakeKube::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let exec = Executors::builtin_for(Some(fake.kubeconfig(dir.path())));
-        for o in ["node-a", "node-b", "node-c"] {
-            fake.put(fixtures::node(o));
-        }
-        fake.put(fixtures::namespace(SHOP));
-        fake.put(fixtures::namespace("kube-system"));
-        fake.put(fixtures::daemonset(SHOP, "agent"));
+        let (fake, dir, exec) = drain_cluster().await;
         // The kubelet's part: an evicted pod goes (no Deployment here for the controller).
         fake.auto_step(Duration::from_millis(100));
         lanes.push((fake, dir, exec));
