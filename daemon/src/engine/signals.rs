@@ -42,6 +42,23 @@ pub(super) fn pending_effects(effects: &mut Vec<Pending>, inc: &Incident, fx: Ve
     }
 }
 
+/// The incident of `key` this batch works on: its working copy, or the cache's copy of `id`
+/// cloned into `work` on first touch (if `touch` says so). `None` when neither holds it.
+fn working<'w>(
+    work: &'w mut BTreeMap<(String, String), Incident>,
+    cache: Option<&BTreeMap<String, Incident>>,
+    key: &(String, String),
+    id: Option<&String>,
+    touch: impl Fn(&Incident) -> bool,
+) -> Option<&'w mut Incident> {
+    if !work.contains_key(key)
+        && let Some(inc) = id.and_then(|id| cache?.get(id)).filter(|i| touch(i))
+    {
+        work.insert(key.clone(), inc.clone());
+    }
+    work.get_mut(key)
+}
+
 // === impl Engine: signals ===
 
 impl Engine {
@@ -93,11 +110,14 @@ impl Engine {
                     continue;
                 };
                 let key = (m.rule.clone(), m.target.key());
-                if !work.contains_key(&key)
-                    && !closed.contains(&key)
-                    && let Some(inc) = index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
-                {
-                    work.insert(key.clone(), inc.clone());
+                if !closed.contains(&key) {
+                    working(
+                        &mut work,
+                        self.cache.as_ref(),
+                        &key,
+                        index.get(&key),
+                        |_| true,
+                    );
                 }
                 let event = match s.status {
                     SignalStatus::Firing => Event::Fired {
@@ -159,13 +179,9 @@ impl Engine {
                     .filter(|k| !closed.contains(k))
                     .collect();
                 for key in holders {
-                    if !work.contains_key(&key)
-                        && let Some(inc) =
-                            index.get(&key).and_then(|id| self.cache.as_ref()?.get(id))
-                    {
-                        work.insert(key.clone(), inc.clone());
-                    }
-                    let Some(inc) = work.get_mut(&key) else {
+                    let id = index.get(&key);
+                    let Some(inc) = working(&mut work, self.cache.as_ref(), &key, id, |_| true)
+                    else {
                         continue;
                     };
                     let Some(policy) = rs.policies.get(&inc.policy) else {
@@ -201,24 +217,16 @@ impl Engine {
                             .range((r.clone(), String::new())..)
                             .take_while(move |((rule, _), _)| rule == r)
                     });
-                for (key, id) in others {
-                    if closed.contains(key) {
-                        continue;
-                    }
-                    let restarted = |i: &Incident| {
-                        i.active.get(&s.fingerprint).is_some_and(|a| {
-                            a.starts_at != s.starts_at && a.restarted != Some(s.starts_at)
-                        })
-                    };
-                    if !work.contains_key(key)
-                        && let Some(inc) = self.cache.as_ref().and_then(|m| m.get(id))
-                        && restarted(inc)
-                    {
-                        work.insert(key.clone(), inc.clone());
-                    }
-                    if let Some(a) = work
-                        .get_mut(key)
-                        .and_then(|i| i.active.get_mut(&s.fingerprint))
+                // Only an incident holding the alert under another start is copied to change.
+                let holds_older = |i: &Incident| {
+                    i.active.get(&s.fingerprint).is_some_and(|a| {
+                        a.starts_at != s.starts_at && a.restarted != Some(s.starts_at)
+                    })
+                };
+                for (key, id) in others.filter(|(key, _)| !closed.contains(*key)) {
+                    if let Some(a) =
+                        working(&mut work, self.cache.as_ref(), key, Some(id), holds_older)
+                            .and_then(|i| i.active.get_mut(&s.fingerprint))
                     {
                         a.started(s.starts_at);
                     }

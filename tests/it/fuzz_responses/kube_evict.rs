@@ -390,11 +390,7 @@ async fn a_drain_counts_an_eviction_only_when_the_api_server_accepted_it() {
             );
             evicted += 1;
         }
-        if o.ok {
-            f.parsed += 1;
-        } else {
-            f.refused(&summary);
-        }
+        f.count(o.ok, &summary);
     }
     // Every write: a case's cordon, an eviction of one of its two ReplicaSet pods.
     let allowed: BTreeSet<(String, String)> = (0..n)

@@ -236,11 +236,7 @@ async fn kubernetes_evidence_reads_are_bounded_one_line_and_redacted() {
                 "case {i}: {secret} kept"
             );
         }
-        if o.ok {
-            f.parsed += 1;
-        } else {
-            f.refused(&summary);
-        }
+        f.count(o.ok, &summary);
     }
     f.report();
     eprintln!(
@@ -351,11 +347,7 @@ async fn kubernetes_network_evidence_reads_are_bounded_and_one_line() {
             stored.len()
         );
         longest(&detail, false, i);
-        if o.ok {
-            f.parsed += 1;
-        } else {
-            f.refused(&summary);
-        }
+        f.count(o.ok, &summary);
     }
     f.report();
     assert!(

@@ -578,11 +578,7 @@ async fn kubernetes_deployment_answers_never_write_a_value_outside_the_steps_bou
         // The Deployment, or (a resources refusal) the container of it, is named.
         let named = o.summary.contains(&name) || o.summary.starts_with("app: ");
         assert!(named, "case {i}: {:?}", short(&o.summary));
-        if o.ok {
-            f.parsed += 1;
-        } else {
-            f.refused(&o.summary);
-        }
+        f.count(o.ok, &o.summary);
     }
     // Whatever was read, what was written stays within the step's bounds.
     let mut writes = 0;

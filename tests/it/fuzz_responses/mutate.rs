@@ -37,6 +37,35 @@ impl Figures {
             started: Instant::now(),
         }
     }
+    /// Counts an action's outcome: parsed when it succeeded, else a refusal of its summary.
+    pub(super) fn count(&mut self, ok: bool, summary: &str) {
+        if ok {
+            self.parsed += 1;
+        } else {
+            self.refused(summary);
+        }
+    }
+    /// Checks case `i`'s action outcome — one line of at most `max_chars` naming `name` — and
+    /// counts it.
+    pub(super) fn outcome(
+        &mut self,
+        i: usize,
+        o: &remedyd::adapters::action::Outcome,
+        max_chars: usize,
+        name: &str,
+    ) {
+        assert!(
+            one_line(&o.summary, max_chars),
+            "case {i}: {:?}",
+            short(&o.summary)
+        );
+        assert!(
+            o.summary.contains(name),
+            "case {i}: names {name}: {:?}",
+            short(&o.summary)
+        );
+        self.count(o.ok, &o.summary);
+    }
     /// Counts a refusal; its message with numbers blanked (ports, case ids, columns) is one kind.
     pub(super) fn refused(&mut self, m: &str) {
         self.refused += 1;
