@@ -66,6 +66,22 @@ impl Engine {
 
     /// Commits and keeps the cache in step; on any error the cache is reloaded next time.
     pub(super) async fn commit(&mut self, mut c: Commit) -> Result<(), StoreError> {
+        // Whatever the engine added to a held batch is not known to be derivable again.
+        c.rederivable = false;
+        self.write(c).await
+    }
+
+    /// Writes the held signal batches (`deferred`) as they are: the one commit that may keep
+    /// [`Commit::rederivable`].
+    pub(super) async fn write_deferred(&mut self) -> Result<(), StoreError> {
+        match self.deferred.take() {
+            Some(c) => self.write(c).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `c` and, once it landed, shows it in the cache.
+    async fn write(&mut self, mut c: Commit) -> Result<(), StoreError> {
         if c.is_empty() {
             return Ok(());
         }

@@ -272,10 +272,7 @@ impl Engine {
                 );
             }
         }
-        if let Some(c) = self.deferred.take() {
-            self.commit(c).await?;
-        }
-        Ok(())
+        self.write_deferred().await
     }
 
     /// The maintenance windows in force: the policies' and, after them, those set through the

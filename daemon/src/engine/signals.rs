@@ -257,6 +257,18 @@ impl Engine {
                 c.incidents.push(inc);
             }
         }
+        // Derivable again from the signals (see `Commit::rederivable`) when the batch only
+        // changed incidents that stay as they were in kind: none opened, resolved, re-levelled
+        // or moved to another phase. Pages, approvals and breakers it caused are in `c`, and
+        // the store flushes such a commit anyway.
+        c.rederivable = c.incidents.iter().all(|i| {
+            self.cache
+                .as_ref()
+                .and_then(|m| m.get(&i.id))
+                .is_some_and(|old| {
+                    old.status() == i.status() && old.level == i.level && old.phase == i.phase
+                })
+        });
         // Held with the pass's earlier batches: an incident they all touch is written once, in
         // its last state (see `handle_signals`).
         self.defer(c).await?;
@@ -289,9 +301,7 @@ impl Engine {
             }
             held += n;
             if held >= SIGNAL_BATCH_MAX {
-                if let Some(c) = self.deferred.take() {
-                    self.commit(c).await?;
-                }
+                self.write_deferred().await?;
                 held = 0;
             }
             batch = next_batch(batch);

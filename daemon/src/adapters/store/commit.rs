@@ -97,6 +97,35 @@ impl Commit {
         self.counters.extend(later.counters);
         self.resolves_done.extend(later.resolves_done);
         self.approvals.extend(later.approvals);
+        self.rederivable &= later.rederivable;
+    }
+
+    /// Whether a store may write this commit without waiting for its own flush to disk
+    /// (SQLite: `synchronous=NORMAL` for the transaction; PostgreSQL: `synchronous_commit` off).
+    /// It must move the signal watermark and carry nothing but incidents, their alerts and
+    /// timelines that the engine marked [`Commit::rederivable`] (or nothing else at all): no
+    /// claim, result, page, approval, budget use, breaker or counter.
+    ///
+    /// Why that is safe: a commit's writes are durable at once against a crash of the process
+    /// (the log is written before the commit returns), and every later durable commit's flush
+    /// covers them too, since each store's log is flushed in order. Only a crash of the machine
+    /// before the next durable commit loses them, and then it loses the watermark with them: the
+    /// engine handles those signals again, against the durable state they were derived from,
+    /// and derives the same incidents. Nothing was acted on meanwhile: every step is claimed,
+    /// and every page enqueued, in a durable commit, and its flush lands these writes first.
+    pub fn skips_flush(&self) -> bool {
+        self.processed.is_some()
+            && (self.rederivable || (self.incidents.is_empty() && self.timeline.is_empty()))
+            && self.outbox.is_empty()
+            && self.budget_uses.is_empty()
+            && self.breaker_failures.is_empty()
+            && self.breakers.is_empty()
+            && self.claims.is_empty()
+            && self.finished.is_empty()
+            && self.released.is_empty()
+            && self.counters.is_empty()
+            && self.resolves_done.is_empty()
+            && self.approvals.is_empty()
     }
 
     /// Nothing to write.
@@ -114,5 +143,71 @@ impl Commit {
             && self.counters.is_empty()
             && self.resolves_done.is_empty()
             && self.approvals.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::store::Claim;
+    use crate::domain::time::Timestamp;
+
+    fn watermark() -> Commit {
+        Commit {
+            processed: Some(7),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_watermark_or_what_can_be_derived_again_skips_the_flush() {
+        assert!(watermark().skips_flush(), "the watermark alone");
+        let derivable = Commit {
+            rederivable: true,
+            ..watermark()
+        };
+        assert!(derivable.skips_flush());
+        assert!(
+            !Commit {
+                processed: None,
+                ..derivable.clone()
+            }
+            .skips_flush(),
+            "no watermark: not the engine's signal batches"
+        );
+        let claim = Claim {
+            incident: "INC-2026-0001".into(),
+            ladder: 1,
+            step: 0,
+            at: Timestamp(0),
+        };
+        assert!(
+            !Commit {
+                claims: vec![claim.clone()],
+                ..derivable.clone()
+            }
+            .skips_flush(),
+            "a claim is acted on: flushed whatever the flag says"
+        );
+        assert!(
+            !Commit {
+                counters: vec![("storm".into(), 1)],
+                ..derivable.clone()
+            }
+            .skips_flush()
+        );
+        // Held batches absorbing anything not derivable are flushed.
+        let mut held = derivable.clone();
+        held.absorb(watermark());
+        assert!(!held.rederivable && held.skips_flush(), "still only a watermark");
+        let mut held = derivable.clone();
+        held.absorb(Commit {
+            claims: vec![claim],
+            ..Default::default()
+        });
+        assert!(!held.skips_flush());
+        let mut held = derivable.clone();
+        held.absorb(derivable);
+        assert!(held.rederivable && held.skips_flush());
     }
 }

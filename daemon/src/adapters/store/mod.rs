@@ -238,6 +238,12 @@ pub struct Commit {
     /// Approvals requested (pending; an id stored before is left as it is). Every incident in
     /// the commit also voids its pending approvals other than the one its phase awaits.
     pub approvals: Vec<Approval>,
+    /// The engine can derive everything this commit writes again from signals already stored
+    /// durably, and nothing outside remedyd was told of it: its signal batches changed the
+    /// alerts and timelines of incidents, none opened, resolved, re-levelled or moved on. Set
+    /// only by the engine, for held signal batches written as they are; the stores may then
+    /// write it without its own flush to disk ([`Commit::skips_flush`]).
+    pub rederivable: bool,
 }
 
 /// One use of a budget by a claimed step, counted by [`Store::count_uses`] in its mode.

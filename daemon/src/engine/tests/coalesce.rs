@@ -62,7 +62,7 @@ async fn take_alert_writes(store: &SqliteStore) -> (i64, i64) {
 }
 
 /// Stores one delivery without running the engine.
-async fn ingest(rig: &Rig, signals: Vec<Signal>) {
+pub(super) async fn ingest(rig: &Rig, signals: Vec<Signal>) {
     let receipt = Receipt {
         received_at: rig.clock.now(),
         receiver: "remedyd".into(),

@@ -7,6 +7,7 @@
 mod approvals;
 mod backlog;
 mod coalesce;
+mod flush;
 mod hold;
 mod human_silence;
 mod maintenance;

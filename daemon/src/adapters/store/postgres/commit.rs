@@ -14,15 +14,13 @@ pub(super) async fn apply_commit(
     fence: Option<i64>,
     mut x: Commit,
 ) -> Result<()> {
-    // A commit that only moves the engine's signal watermark does not wait for the server's WAL
-    // flush: the next durable commit's flush covers it, and lost in a server crash before that,
-    // the engine handles those signals again against the same durable state (as on SQLite,
-    // `sqlite/commit.rs`).
-    let watermark = x.processed.take();
-    let watermark_only = watermark.is_some() && x.is_empty();
-    x.processed = watermark;
+    // A commit that only moves the engine's signal watermark, or carries what its signals
+    // changed that the engine can derive again ([`Commit::skips_flush`]), does not wait for the
+    // server's WAL flush: the next durable commit's flush covers it, and lost in a server crash
+    // before that, the engine handles those signals again against the same durable state (as
+    // on SQLite, `sqlite/commit.rs`).
     let tx = c.transaction().await.map_err(db)?;
-    if watermark_only {
+    if x.skips_flush() {
         tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
             .await
             .map_err(db)?;

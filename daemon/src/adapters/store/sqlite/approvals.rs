@@ -35,10 +35,10 @@ pub(super) fn void_others(tx: &Transaction<'_>, inc: &Incident) -> rusqlite::Res
         Phase::AwaitingApproval { ladder, step, .. } => Approval::key(&inc.id, ladder, step),
         _ => String::new(),
     };
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE approvals SET state = 'void' WHERE incident_id = ?1 AND state = 'pending' AND id != ?2",
-        params![inc.id, keep],
-    )?;
+    )?
+    .execute(params![inc.id, keep])?;
     Ok(())
 }
 

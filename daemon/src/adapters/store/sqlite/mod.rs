@@ -39,6 +39,9 @@ const QUEUE: usize = 1024;
 /// Deliveries per group commit: bounds the latency of the first one in the batch.
 const MAX_BATCH: usize = 256;
 
+/// Prepared statements kept by the connection (see [`SqliteStore::open`]).
+const STATEMENT_CACHE: usize = 128;
+
 /// A call run on the connection's thread.
 type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -74,6 +77,9 @@ impl SqliteStore {
         // must answer 503 quickly so that Alertmanager retries well within its 10 s.
         conn.pragma_update(None, "busy_timeout", 1000).map_err(db)?;
         migrate(&mut conn).map_err(db)?;
+        // Room for every statement the store runs (about 70): at rusqlite's default of 16 the
+        // cache evicted the engine's per-pass statements, which were then parsed again each pass.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let recent = Recent::open(&conn)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -108,9 +114,26 @@ impl SqliteStore {
 
     /// Tests: one integer a query answers.
     #[cfg(test)]
-    pub(crate) async fn query_i64(&self, sql: &'static str) -> Result<i64> {
-        self.call(move |c| c.query_row(sql, [], |r| r.get(0)).map_err(db))
+    pub(crate) async fn query_i64(&self, sql: impl Into<String>) -> Result<i64> {
+        let sql = sql.into();
+        self.call(move |c| c.query_row(&sql, [], |r| r.get(0)).map_err(db))
             .await
+    }
+
+    /// Tests: the rows a query answers, each as (text, integer, integer, integer).
+    #[cfg(test)]
+    pub(crate) async fn query_rows(
+        &self,
+        sql: &'static str,
+    ) -> Result<Vec<(String, i64, i64, i64)>> {
+        self.call(move |c| {
+            let mut st = c.prepare(sql).map_err(db)?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)
+        })
+        .await
     }
 }
 
