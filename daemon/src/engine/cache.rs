@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Engine;
+use super::silences::silence_ending;
 use crate::adapters::store::{Commit, StoreError, alert_writes};
 use crate::domain::incident::Incident;
 
@@ -68,20 +69,22 @@ impl Engine {
     pub(super) async fn commit(&mut self, mut c: Commit) -> Result<(), StoreError> {
         // Whatever the engine added to a held batch is not known to be derivable again.
         c.rederivable = false;
-        self.write(c).await
+        self.write(c, false).await
     }
 
     /// Writes the held signal batches (`deferred`) as they are: the one commit that may keep
     /// [`Commit::rederivable`].
     pub(super) async fn write_deferred(&mut self) -> Result<(), StoreError> {
         match self.deferred.take() {
-            Some(c) => self.write(c).await,
+            // `defer` showed its incidents in the cache already.
+            Some(c) => self.write(c, true).await,
             None => Ok(()),
         }
     }
 
-    /// Writes `c` and, once it landed, shows it in the cache.
-    async fn write(&mut self, mut c: Commit) -> Result<(), StoreError> {
+    /// Writes `c` and, once it landed, shows it in the cache (unless `shown` there already: a
+    /// copy of every incident per pass was a tenth of the engine's CPU in a storm).
+    async fn write(&mut self, mut c: Commit, shown: bool) -> Result<(), StoreError> {
         if c.is_empty() {
             return Ok(());
         }
@@ -90,7 +93,13 @@ impl Engine {
             return Err(e);
         }
         self.note_alerts(&mut c);
-        let incidents = c.incidents.clone();
+        let incidents = if shown {
+            // Only what `note_silence_ending` looks for (rare).
+            let ending = c.incidents.iter().filter(|i| silence_ending(i));
+            ending.cloned().collect()
+        } else {
+            c.incidents.clone()
+        };
         match self.store.commit(c).await {
             Ok(()) => {
                 self.note_silence_ending(&incidents);

@@ -237,11 +237,13 @@ impl Engine {
 
     /// Notes committed incidents that resolved with a live silence: the next `silences` expires it.
     pub(super) fn note_silence_ending(&mut self, committed: &[Incident]) {
-        self.silence_ending.extend(
-            committed
-                .iter()
-                .filter(|i| i.is_resolved() && i.silence.as_ref().is_some_and(|s| !s.over))
-                .cloned(),
-        );
+        self.silence_ending
+            .extend(committed.iter().filter(|i| silence_ending(i)).cloned());
     }
+}
+
+/// Whether a committed incident's silence is to be expired: it resolved with its silence still
+/// running.
+pub(super) fn silence_ending(i: &Incident) -> bool {
+    i.is_resolved() && i.silence.as_ref().is_some_and(|s| !s.over)
 }

@@ -199,7 +199,10 @@ mod tests {
         // Held batches absorbing anything not derivable are flushed.
         let mut held = derivable.clone();
         held.absorb(watermark());
-        assert!(!held.rederivable && held.skips_flush(), "still only a watermark");
+        assert!(
+            !held.rederivable && held.skips_flush(),
+            "still only a watermark"
+        );
         let mut held = derivable.clone();
         held.absorb(Commit {
             claims: vec![claim],

@@ -92,7 +92,11 @@ pub(super) async fn apply_commit(
                     .next()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
-            if let Some(counter) = crate::adapters::store::incident_counter_name(&i.id) {
+            // A re-derivable commit's incidents were all stored before, in the phase they are
+            // in: their numbers are counted and their phase's other approvals voided already.
+            if !x.rederivable
+                && let Some(counter) = crate::adapters::store::incident_counter_name(&i.id)
+            {
                 tx.execute(
                     "INSERT INTO counters (name, value) VALUES ($1, $2)
                      ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, excluded.value)",
@@ -246,7 +250,7 @@ pub(super) async fn apply_commit(
     for a in &x.approvals {
         super::approvals::insert(&tx, a).await?;
     }
-    for i in &x.incidents {
+    for i in x.incidents.iter().filter(|_| !x.rederivable) {
         super::approvals::void_others(&tx, i).await?;
     }
     tx.commit().await.map_err(db)

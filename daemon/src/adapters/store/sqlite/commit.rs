@@ -147,15 +147,19 @@ fn apply_rest(
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-        if let Some(counter) = crate::adapters::store::incident_counter_name(&i.id) {
-            cached(
-                tx,
-                "INSERT INTO counters (name, value) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-                params![counter, seq],
-            )?;
+        // A re-derivable commit's incidents were all stored before, in the phase they are in:
+        // their numbers are counted and their phase's other approvals voided already.
+        if !c.rederivable {
+            if let Some(counter) = crate::adapters::store::incident_counter_name(&i.id) {
+                cached(
+                    tx,
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                    params![counter, seq],
+                )?;
+            }
+            super::approvals::void_others(tx, i)?;
         }
-        super::approvals::void_others(tx, i)?;
         cached(tx,
             "INSERT INTO incidents (id, seq, rule, target_key, status, opened_at, updated_at, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
