@@ -64,8 +64,10 @@ pub fn code_mappings(maps: &str, exe: &Path) -> Vec<(usize, usize)> {
 /// How often [`trim_when_idle`] looks.
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// CPU time (clock ticks, 1/100 s) at most in one [`LOOK_EVERY`] for the process to count as
-/// quiet: 20 ms in 2 s, 1 % of a core (an idle replica's ticks use well under that; 100
-/// webhooks a second use more, so a steady light load is never trimmed).
+/// quiet: 20 ms in 2 s, 1 % of a core (an idle replica's ticks use well under that). CPU alone
+/// no longer tells a light load apart: 90 webhooks a second came to use less, were trimmed every
+/// few seconds, and paid the code faults back in their p99 (2.5 → 4–6 ms). So no webhook may
+/// have come in either ([`quiet`]).
 const QUIET_TICKS: u64 = 2;
 /// Growth of the resident set since the last trim (KiB) that makes a trim worth it.
 const WORTH_KIB: u64 = 1024;
@@ -82,18 +84,21 @@ fn cpu_ticks() -> Option<u64> {
 /// grown by [`WORTH_KIB`] since the last trim, gives back the code pages and free heap the busy
 /// period left resident ([`release_idle_pages`]). The next burst maps back the code it runs
 /// (minor faults from the page cache).
-pub async fn trim_when_idle(cancel: tokio_util::sync::CancellationToken) {
+pub async fn trim_when_idle(
+    cancel: tokio_util::sync::CancellationToken,
+    webhooks_seen: impl Fn() -> u64 + Send + 'static,
+) {
     let mut last_cpu = cpu_ticks();
+    let mut last_seen = webhooks_seen();
     let mut after_trim = 0u64;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(LOOK_EVERY) => {}
         }
-        let cpu = cpu_ticks();
-        let quiet =
-            matches!((last_cpu, cpu), (Some(a), Some(b)) if b.saturating_sub(a) <= QUIET_TICKS);
-        last_cpu = cpu;
+        let (cpu, seen) = (cpu_ticks(), webhooks_seen());
+        let quiet = quiet((last_cpu, cpu), (last_seen, seen));
+        (last_cpu, last_seen) = (cpu, seen);
         if !quiet || rss_kib().unwrap_or(0) < after_trim + WORTH_KIB {
             continue;
         }
@@ -116,6 +121,13 @@ pub async fn trim_when_idle(cancel: tokio_util::sync::CancellationToken) {
         // The trim itself must not count as activity.
         last_cpu = cpu_ticks();
     }
+}
+
+/// Whether the last look was quiet: CPU ticks (before, now) within [`QUIET_TICKS`], and webhooks
+/// answered (before, now) none.
+fn quiet(cpu: (Option<u64>, Option<u64>), webhooks: (u64, u64)) -> bool {
+    let idle_cpu = matches!(cpu, (Some(a), Some(b)) if b.saturating_sub(a) <= QUIET_TICKS);
+    idle_cpu && webhooks.1 == webhooks.0
 }
 
 /// Gives back the code pages and free heap a busy period (start-up, a storm) left resident (see the module).
@@ -154,6 +166,23 @@ pub fn release_idle_pages() -> Result<Released, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_look_with_a_webhook_or_busy_cpu_is_not_quiet() {
+        assert!(quiet((Some(100), Some(102)), (7, 7)), "idle");
+        assert!(
+            !quiet((Some(100), Some(101)), (7, 8)),
+            "one cheap webhook: a light load goes on, its code must stay mapped"
+        );
+        assert!(
+            !quiet((Some(100), Some(103)), (7, 7)),
+            "busy without webhooks"
+        );
+        assert!(
+            !quiet((None, Some(100)), (7, 7)),
+            "CPU unreadable: never trimmed"
+        );
+    }
 
     #[test]
     fn only_the_executables_read_execute_mappings_are_chosen() {

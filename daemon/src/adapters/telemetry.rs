@@ -104,6 +104,9 @@ pub struct Metrics {
     pub webhook_requests: Family<CodeLabel, Counter>,
     /// Webhook handling time, receipt to answer.
     pub webhook_duration: Histogram,
+    /// Webhooks answered since start (not exported: it tells the idle trim that deliveries
+    /// are still coming, `adapters/memory.rs`).
+    pub webhooks_seen: std::sync::atomic::AtomicU64,
     /// Incidents by state (set at scrape time from the store).
     pub incidents: Family<StateLabel, Gauge>,
     /// Actions by kind and outcome.
@@ -184,6 +187,7 @@ impl Metrics {
             engine_last_pass: Gauge::default(),
             silence_calls: Family::default(),
             signals_pruned: Counter::default(),
+            webhooks_seen: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(

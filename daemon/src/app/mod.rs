@@ -379,8 +379,15 @@ pub async fn run(
 
     // When the process goes quiet (start-up over, a storm passed), give back the code and heap
     // the busy period left resident (adapters/memory.rs): an idle replica's resident set is its
-    // working set.
-    tasks.spawn(crate::adapters::memory::trim_when_idle(cancel.clone()));
+    // working set. A webhook since the last look means it is not quiet, however cheap it was.
+    let seen = metrics.clone();
+    tasks.spawn(crate::adapters::memory::trim_when_idle(
+        cancel.clone(),
+        move || {
+            seen.webhooks_seen
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
+    ));
 
     // Intake stops on SIGTERM/SIGINT (`stop`), or at once when a supervised task fails.
     let shutdown = {

@@ -167,6 +167,7 @@ async fn webhook_handler(
         .metrics
         .webhook_duration
         .observe(started.elapsed().as_secs_f64());
+    state.metrics.webhooks_seen.fetch_add(1, Ordering::Relaxed);
     state
         .metrics
         .webhook_requests
