@@ -100,6 +100,13 @@ impl Commit {
         self.rederivable &= later.rederivable;
     }
 
+    /// Whether every incident carried was stored before, in the phase it is in (true of a
+    /// [`Commit::rederivable`] one): its number is counted and its phase's other approvals are
+    /// voided already, so the stores skip both.
+    pub fn incidents_known(&self) -> bool {
+        self.rederivable
+    }
+
     /// Whether a store may write this commit without waiting for its own flush to disk
     /// (SQLite: `synchronous=NORMAL` for the transaction; PostgreSQL: `synchronous_commit` off).
     /// It must move the signal watermark and carry nothing but incidents, their alerts and

@@ -14,11 +14,8 @@ pub(super) async fn apply_commit(
     fence: Option<i64>,
     mut x: Commit,
 ) -> Result<()> {
-    // A commit that only moves the engine's signal watermark, or carries what its signals
-    // changed that the engine can derive again ([`Commit::skips_flush`]), does not wait for the
-    // server's WAL flush: the next durable commit's flush covers it, and lost in a server crash
-    // before that, the engine handles those signals again against the same durable state (as
-    // on SQLite, `sqlite/commit.rs`).
+    // A commit that `Commit::skips_flush` (the rule and why it is safe) does not wait for the
+    // server's WAL flush.
     let tx = c.transaction().await.map_err(db)?;
     if x.skips_flush() {
         tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
@@ -92,9 +89,7 @@ pub(super) async fn apply_commit(
                     .next()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
-            // A re-derivable commit's incidents were all stored before, in the phase they are
-            // in: their numbers are counted and their phase's other approvals voided already.
-            if !x.rederivable
+            if !x.incidents_known()
                 && let Some(counter) = crate::adapters::store::incident_counter_name(&i.id)
             {
                 tx.execute(
@@ -250,7 +245,7 @@ pub(super) async fn apply_commit(
     for a in &x.approvals {
         super::approvals::insert(&tx, a).await?;
     }
-    for i in x.incidents.iter().filter(|_| !x.rederivable) {
+    for i in x.incidents.iter().filter(|_| !x.incidents_known()) {
         super::approvals::void_others(&tx, i).await?;
     }
     tx.commit().await.map_err(db)

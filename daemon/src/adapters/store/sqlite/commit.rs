@@ -12,13 +12,8 @@ use crate::domain::incident::Incident;
 
 /// Applies `c` atomically.
 ///
-/// A commit that only moves the engine's signal watermark, or also carries what the signals it
-/// handled changed and the engine can derive again ([`Commit::skips_flush`]), is written
-/// without its own fsync (`synchronous=NORMAL` for that transaction): in WAL mode it is durable
-/// at once against a crash of the process, and the next durable commit's fsync of the log
-/// covers it against a crash of the machine. Lost in between, the engine handles those signals
-/// again against the same durable state. In a storm of alerts joining or restarting in open
-/// incidents this spares the engine's fsync after each ingest's: one fsync per delivery again.
+/// A commit that [`Commit::skips_flush`] (where the rule and why it is safe are) is written
+/// with `synchronous=NORMAL` for that transaction: no fsync of its own.
 pub(super) fn apply_commit(conn: &mut Connection, c: Commit) -> Result<()> {
     if !c.skips_flush() {
         if durability_lost() {
@@ -147,9 +142,7 @@ fn apply_rest(
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-        // A re-derivable commit's incidents were all stored before, in the phase they are in:
-        // their numbers are counted and their phase's other approvals voided already.
-        if !c.rederivable {
+        if !c.incidents_known() {
             if let Some(counter) = crate::adapters::store::incident_counter_name(&i.id) {
                 cached(
                     tx,
