@@ -184,6 +184,7 @@ async fn suite(store: Arc<dyn Store>) {
     let c = Commit {
         approvals: Vec::new(),
         rederivable: false,
+        alerts_only: Default::default(),
         released: Vec::new(),
         incidents: vec![inc.clone()],
         timeline: vec![(id.clone(), entry.clone())],
@@ -271,6 +272,39 @@ async fn suite(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), changed);
     assert_eq!(store.active_incidents().await.unwrap(), vec![changed]);
+    store
+        .commit(Commit {
+            incidents: vec![inc.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), inc);
+
+    // An incident whose own row is current (`Commit::alerts_only`: only its alerts changed)
+    // has its alerts written and its row left as it is. The engine marks only incidents whose
+    // row did not change; this one's level changed too, which shows that the store skipped it.
+    let mut restarted = inc.clone();
+    let alert = restarted.active.get_mut(&first).expect("its alert");
+    alert.restarted = Some(Timestamp(9_000));
+    restarted.level = 3;
+    let mut writes = Vec::new();
+    remedyd::adapters::store::alert_writes(Some(&inc), &restarted, &mut writes);
+    store
+        .commit(Commit {
+            incidents: vec![restarted.clone()],
+            alerts: Some(writes),
+            alerts_only: [id.clone()].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stored = store.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(stored.level, inc.level, "the row is not written");
+    assert_eq!(
+        stored.active, restarted.active,
+        "the alerts are written, the restart with them"
+    );
     store
         .commit(Commit {
             incidents: vec![inc.clone()],

@@ -253,7 +253,13 @@ impl Engine {
         // Resolved first: the store allows one open incident per (rule, target), and a key this
         // batch closed may have opened again.
         for inc in finished.into_iter().chain(work.into_values()) {
-            if self.cache.as_ref().and_then(|m| m.get(&inc.id)) != Some(&inc) {
+            let old = self.cache.as_ref().and_then(|m| m.get(&inc.id));
+            if old != Some(&inc) {
+                // The cache shows what was last written, or what the held batches will write
+                // (`Commit::absorb` keeps their row then).
+                if old.is_some_and(|o| o.same_but_alerts(&inc)) {
+                    c.alerts_only.insert(inc.id.clone());
+                }
                 c.incidents.push(inc);
             }
         }

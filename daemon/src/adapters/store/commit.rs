@@ -53,6 +53,8 @@ impl Commit {
     /// else after the incidents already carried. In place keeps the order the store needs: an
     /// incident resolved in this commit stays before one opened later for its rule and target.
     pub fn put_incident(&mut self, inc: Incident) {
+        // Its row may have changed since it was carried.
+        self.alerts_only.remove(&inc.id);
         match self.incidents.iter_mut().find(|i| i.id == inc.id) {
             Some(earlier) => *earlier = inc,
             None => self.incidents.push(inc),
@@ -60,7 +62,8 @@ impl Commit {
     }
 
     /// Adds `later`'s writes after this one's (one transaction instead of two); an incident in
-    /// both is written once, in `later`'s state.
+    /// both is written once, in `later`'s state. Its row is skipped ([`Commit::alerts_only`])
+    /// only if neither changed it: `later` compared with this one's state, not the store's.
     pub fn absorb(&mut self, later: Commit) {
         let mut at: HashMap<String, usize> = self
             .incidents
@@ -68,10 +71,19 @@ impl Commit {
             .enumerate()
             .map(|(n, i)| (i.id.clone(), n))
             .collect();
+        let marked = later.alerts_only;
         for inc in later.incidents {
             match at.get(&inc.id).and_then(|n| self.incidents.get_mut(*n)) {
-                Some(earlier) => *earlier = inc,
+                Some(earlier) => {
+                    if !marked.contains(&inc.id) {
+                        self.alerts_only.remove(&inc.id);
+                    }
+                    *earlier = inc;
+                }
                 None => {
+                    if marked.contains(&inc.id) {
+                        self.alerts_only.insert(inc.id.clone());
+                    }
                     at.insert(inc.id.clone(), self.incidents.len());
                     self.incidents.push(inc);
                 }
@@ -219,5 +231,40 @@ mod tests {
         let mut held = derivable.clone();
         held.absorb(derivable);
         assert!(held.rederivable && held.skips_flush());
+    }
+
+    fn carrying(ids: &[&str], alerts_only: &[&str]) -> Commit {
+        let incident = |id: &str| -> Incident {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "rule": "r", "policy": "p",
+                "target": {"kind": "deployment", "namespace": "ns", "name": "n"},
+                "level": 1, "ladder": 1, "next_step": 0, "labels": {}, "active": {},
+                "phase": {"phase": "escalated", "reason": "r"}, "paged": [], "steps_started": 0,
+                "opened_at": 0, "updated_at": 0, "resolved_at": null
+            }))
+            .expect("an incident")
+        };
+        Commit {
+            incidents: ids.iter().map(|id| incident(id)).collect(),
+            alerts_only: alerts_only.iter().map(|id| id.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn marked(c: &Commit) -> Vec<&str> {
+        c.alerts_only.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_row_is_skipped_only_if_no_work_carried_changed_it() {
+        // Absorbed: an incident in both keeps its row skipped only if both left it as it was;
+        // one in either alone keeps its own mark.
+        let mut held = carrying(&["a", "b", "c", "d"], &["a", "b", "d"]);
+        held.absorb(carrying(&["a", "b", "c", "e", "f"], &["a", "c", "e"]));
+        assert_eq!(marked(&held), ["a", "d", "e"]);
+        assert_eq!(held.incidents.len(), 6, "each incident once");
+        // Put again (the engine changed it since): its row is written.
+        held.put_incident(held.incidents[0].clone());
+        assert_eq!(marked(&held), ["d", "e"]);
     }
 }

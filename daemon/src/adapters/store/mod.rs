@@ -244,6 +244,12 @@ pub struct Commit {
     /// only by the engine, for held signal batches written as they are; the stores may then
     /// write it without its own flush to disk ([`Commit::skips_flush`]).
     pub rederivable: bool,
+    /// Incidents carried whose own row the store holds already: only their alerts changed
+    /// (an alert joined again with a new start, after a lost resolve), written through
+    /// `alerts`. The stores skip encoding and writing the row. Set only by the engine, which
+    /// compares with what was last written ([`Incident::same_but_alerts`]);
+    /// [`Commit::put_incident`] and [`Commit::absorb`] keep it true.
+    pub alerts_only: std::collections::BTreeSet<String>,
 }
 
 /// One use of a budget by a claimed step, counted by [`Store::count_uses`] in its mode.

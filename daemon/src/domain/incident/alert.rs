@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Incident;
 use crate::domain::time::Timestamp;
 
 /// A firing alert that belongs to the incident.
@@ -38,5 +39,62 @@ impl ActiveAlert {
     /// restarted. Staleness looks re-sends up by (fingerprint, start).
     pub fn starts(&self) -> impl Iterator<Item = Timestamp> {
         std::iter::once(self.starts_at).chain(self.restarted)
+    }
+}
+
+// === impl Incident: its alerts apart from the rest ===
+
+impl Incident {
+    /// Whether `self` and `other` differ at most in their alerts (`active`): what the stores
+    /// keep in the incident's own row is the same. Every field is named, so a new one cannot
+    /// be left out of the comparison.
+    pub fn same_but_alerts(&self, other: &Incident) -> bool {
+        let Incident {
+            id,
+            rule,
+            policy,
+            target,
+            level,
+            ladder,
+            next_step,
+            labels,
+            active: _,
+            phase,
+            paged,
+            steps_started,
+            step_dry_run,
+            step_interrupted,
+            stale_since,
+            updates,
+            approved,
+            hold,
+            revert_watch,
+            silence,
+            opened_at,
+            updated_at,
+            resolved_at,
+        } = self;
+        *id == other.id
+            && *rule == other.rule
+            && *policy == other.policy
+            && *target == other.target
+            && *level == other.level
+            && *ladder == other.ladder
+            && *next_step == other.next_step
+            && *labels == other.labels
+            && *phase == other.phase
+            && *paged == other.paged
+            && *steps_started == other.steps_started
+            && *step_dry_run == other.step_dry_run
+            && *step_interrupted == other.step_interrupted
+            && *stale_since == other.stale_since
+            && *updates == other.updates
+            && *approved == other.approved
+            && *hold == other.hold
+            && *revert_watch == other.revert_watch
+            && *silence == other.silence
+            && *opened_at == other.opened_at
+            && *updated_at == other.updated_at
+            && *resolved_at == other.resolved_at
     }
 }

@@ -572,3 +572,28 @@ fn a_step_that_fails_after_its_incident_resolved_still_counts_against_the_breake
 
 mod escalation;
 mod hold;
+
+#[test]
+fn a_restart_changes_only_the_alerts_and_a_join_changes_the_row() {
+    let p = policy();
+    let (inc, _) = open_at(1, 0, 0);
+    let fired = |fp: &str, starts: i64| Event::Fired {
+        fingerprint: fp.into(),
+        starts_at: t(starts),
+        level: 1,
+        for_: Duration::ZERO,
+    };
+    // Its alert fires again with a new start (its resolve lost): only the alert records it.
+    let mut restarted = inc.clone();
+    assert!(restarted.apply(fired("fp1", 60), &p, t(60)).is_empty());
+    assert_ne!(restarted, inc);
+    assert!(restarted.same_but_alerts(&inc));
+    // Another alert joins: the timeline learns of it and the row's `updated_at` moves.
+    let mut joined = inc.clone();
+    assert!(!joined.apply(fired("fp2", 60), &p, t(60)).is_empty());
+    assert!(!joined.same_but_alerts(&inc));
+    // Any other field counts.
+    let mut other = inc.clone();
+    other.steps_started += 1;
+    assert!(!other.same_but_alerts(&inc) && !inc.same_but_alerts(&other));
+}

@@ -25,6 +25,12 @@ async fn log_flushes(store: &SqliteStore) {
              CREATE TRIGGER alert_update_flush AFTER UPDATE ON incident_alerts BEGIN
                INSERT INTO flushes SELECT 'alert_row', synchronous FROM pragma_synchronous;
              END;
+             CREATE TRIGGER incident_insert_flush AFTER INSERT ON incidents BEGIN
+               INSERT INTO flushes SELECT 'incident_row', synchronous FROM pragma_synchronous;
+             END;
+             CREATE TRIGGER incident_update_flush AFTER UPDATE ON incidents BEGIN
+               INSERT INTO flushes SELECT 'incident_row', synchronous FROM pragma_synchronous;
+             END;
              CREATE TRIGGER claim_flush AFTER INSERT ON ledger BEGIN
                INSERT INTO flushes SELECT 'claim', synchronous FROM pragma_synchronous;
              END;",
@@ -78,6 +84,7 @@ async fn only_what_the_engine_can_derive_again_skips_the_fsync() {
 
         // Four alerts join the open incident (its fix is being verified): alert rows and
         // timeline entries only, derived from stored signals.
+        rig.clock.advance(Duration::from_secs(1));
         ingest(
             &rig,
             (1..5)
@@ -88,16 +95,23 @@ async fn only_what_the_engine_can_derive_again_skips_the_fsync() {
         rig.engine.pass(&rig.tasks).await.unwrap();
         assert_eq!(
             take(&rig.store).await,
-            owned(&[("alert_joined", 4, 1, 1), ("alert_row", 4, 1, 1)])
+            owned(&[
+                ("alert_joined", 4, 1, 1),
+                ("alert_row", 4, 1, 1),
+                ("incident_row", 1, 1, 1)
+            ])
         );
 
-        // One restarts (a new start, its resolve lost): its alert row, no fsync.
+        // One restarts (a new start, its resolve lost): its alert row, no fsync, and not the
+        // incident's row, which did not change (`Commit::alerts_only`).
         let later = at.plus(Duration::from_secs(30));
+        rig.clock.advance(Duration::from_secs(1));
         ingest(&rig, vec![checkout(2, "warning", Status::Firing, later)]).await;
         rig.engine.pass(&rig.tasks).await.unwrap();
         assert_eq!(take(&rig.store).await, owned(&[("alert_row", 1, 1, 1)]));
 
         // One of five resolves: the incident stays open.
+        rig.clock.advance(Duration::from_secs(1));
         ingest(&rig, vec![checkout(3, "warning", Status::Resolved, at)]).await;
         rig.engine.pass(&rig.tasks).await.unwrap();
         assert_eq!(

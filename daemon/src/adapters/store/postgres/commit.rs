@@ -68,10 +68,17 @@ pub(super) async fn apply_commit(
             )));
         }
     }
+    // `None`: the row is current (`Commit::alerts_only`), not written.
     let bodies = x
         .incidents
         .iter_mut()
-        .map(crate::adapters::store::incident_body)
+        .map(|i| {
+            if x.alerts_only.contains(&i.id) {
+                Ok(None)
+            } else {
+                crate::adapters::store::incident_body(i).map(Some)
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     if !x.incidents.is_empty() {
         let st = tx
@@ -84,6 +91,7 @@ pub(super) async fn apply_commit(
             .await
             .map_err(db)?;
         for (i, body) in x.incidents.iter().zip(&bodies) {
+            let Some(body) = body else { continue };
             let seq: i64 =
                 i.id.rsplit('-')
                     .next()
@@ -245,7 +253,11 @@ pub(super) async fn apply_commit(
     for a in &x.approvals {
         super::approvals::insert(&tx, a).await?;
     }
-    for i in x.incidents.iter().filter(|_| !x.incidents_known()) {
+    let rows_written = x
+        .incidents
+        .iter()
+        .filter(|i| !x.alerts_only.contains(&i.id));
+    for i in rows_written.filter(|_| !x.incidents_known()) {
         super::approvals::void_others(&tx, i).await?;
     }
     tx.commit().await.map_err(db)

@@ -84,7 +84,13 @@ fn apply_durably(conn: &mut Connection, mut c: Commit) -> Result<()> {
     let bodies = c
         .incidents
         .iter_mut()
-        .map(crate::adapters::store::incident_body)
+        .map(|i| {
+            if c.alerts_only.contains(&i.id) {
+                Ok(None)
+            } else {
+                crate::adapters::store::incident_body(i).map(Some)
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     apply_rest(&tx, &c, &bodies).map_err(db)?;
     write_alerts(&tx, &c).map_err(db)?;
@@ -130,13 +136,15 @@ fn write_alerts(tx: &rusqlite::Transaction<'_>, c: &Commit) -> rusqlite::Result<
     Ok(())
 }
 
-/// Everything in `c` but the claims and the incidents' alerts; `bodies` are the incidents'.
+/// Everything in `c` but the claims and the incidents' alerts; `bodies` are the incidents'
+/// (`None`: its row is current, [`Commit::alerts_only`]).
 fn apply_rest(
     tx: &rusqlite::Transaction<'_>,
     c: &Commit,
-    bodies: &[String],
+    bodies: &[Option<String>],
 ) -> rusqlite::Result<()> {
     for (i, body) in c.incidents.iter().zip(bodies) {
+        let Some(body) = body else { continue };
         let seq: i64 =
             i.id.rsplit('-')
                 .next()
