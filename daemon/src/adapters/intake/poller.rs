@@ -166,7 +166,7 @@ impl Poller {
                     SeriesState {
                         level: top.level,
                         since: top.starts_at,
-                        labels: inc.labels.clone(),
+                        labels: (*inc.labels).clone(),
                     },
                 );
             }

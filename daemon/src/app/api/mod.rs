@@ -345,7 +345,7 @@ impl IncidentView {
             level: i.level,
             status: i.status(),
             target: i.target.clone(),
-            labels: i.labels.clone(),
+            labels: (*i.labels).clone(),
             firing: i.active.keys().cloned().collect(),
             opened_at: i.opened_at,
             updated_at: i.updated_at,

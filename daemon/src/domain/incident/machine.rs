@@ -59,7 +59,7 @@ impl Incident {
             level,
             ladder,
             next_step: 0,
-            labels,
+            labels: labels.into(),
             active: BTreeMap::new(),
             phase: Phase::Ready,
             paged: Vec::new(),

@@ -149,8 +149,9 @@ pub struct Incident {
     pub ladder: u8,
     /// Next step index in the ladder.
     pub next_step: usize,
-    /// Labels of the signal that opened it.
-    pub labels: Labels,
+    /// Labels of the signal that opened it. Shared: they never change, and the engine copies
+    /// an incident each time a signal touches it.
+    pub labels: std::sync::Arc<Labels>,
     /// Firing alerts by fingerprint; resolved when empty.
     pub active: BTreeMap<String, ActiveAlert>,
     /// State.
