@@ -7,6 +7,7 @@
 //! read).
 
 mod approvals;
+mod checkpoint;
 mod commit;
 mod history;
 mod ingest;
@@ -76,6 +77,7 @@ impl SqliteStore {
         // 1 s: only another process (a backup, the sqlite3 shell) can hold the lock; the webhook
         // must answer 503 quickly so that Alertmanager retries well within its 10 s.
         conn.pragma_update(None, "busy_timeout", 1000).map_err(db)?;
+        checkpoint::configure(&conn).map_err(db)?;
         migrate(&mut conn).map_err(db)?;
         // Room for every statement the store runs (about 70): at rusqlite's default of 16 the
         // cache evicted the engine's per-pass statements, which were then parsed again each pass.
@@ -139,17 +141,26 @@ impl SqliteStore {
 
 /// The connection's thread: runs calls in order, and group-commits consecutive ingests (up to
 /// [`MAX_BATCH`]); a call met while collecting a batch runs right after it. What ingest stores
-/// is kept in `recent` for the engine's next read.
+/// is kept in `recent` for the engine's next read. Checkpoints run when it is idle
+/// ([`checkpoint`]).
 fn worker(mut conn: Connection, mut recent: Recent, mut rx: mpsc::Receiver<Job>) {
     let mut backlog: VecDeque<Job> = VecDeque::new();
+    let mut checkpoint = checkpoint::IdleCheckpoint::default();
     loop {
         let job = match backlog.pop_front() {
             Some(j) => j,
-            None => match rx.blocking_recv() {
-                Some(j) => j,
-                None => return,
+            None => match rx.try_recv() {
+                Ok(j) => j,
+                Err(_) => {
+                    checkpoint.idle(&conn);
+                    match rx.blocking_recv() {
+                        Some(j) => j,
+                        None => return,
+                    }
+                }
             },
         };
+        checkpoint.ran();
         match job {
             Job::Call(f) => f(&mut conn),
             Job::Pending(after, limit, reply) => {
