@@ -89,6 +89,7 @@ impl Engine {
         let mut closed: BTreeSet<(String, String)> = BTreeSet::new();
         let mut c = Commit::default();
         let mut effects: Vec<Pending> = Vec::new();
+        let mut counted: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for stored in &pending {
             let s = &stored.signal;
             c.processed = Some(stored.id);
@@ -232,11 +233,12 @@ impl Engine {
                     }
                 }
             }
-            self.metrics.signal(
-                s.source.as_str(),
-                if matched { "matched" } else { "unmatched" },
-                1,
-            );
+            let outcome = if matched { "matched" } else { "unmatched" };
+            *counted.entry((s.source.as_str(), outcome)).or_default() += 1;
+        }
+        // Counted once per batch: a metric's labels are looked up (and allocated) per call.
+        for ((source, outcome), n) in counted {
+            self.metrics.signal(source, outcome, n);
         }
         for p in effects {
             match p {
