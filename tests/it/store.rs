@@ -1430,7 +1430,8 @@ async fn sqlite_engine_reads_from_memory_exactly_what_the_table_holds() {
             if what < 45 {
                 // Ingest a delivery: new alerts, sometimes re-sends of earlier ones.
                 let flood = rng.below(10) == 0;
-                let n = 1 + rng.below(if flood { 3000 } else { 20 });
+                // A flood reaches past the memory's cap (8 192 signals) alone or with another.
+                let n = 1 + rng.below(if flood { 10_000 } else { 20 });
                 let mut batch = Vec::new();
                 for _ in 0..n {
                     if next_fp > 0 && rng.below(4) == 0 {

@@ -21,9 +21,13 @@ use super::rows::{db, decode};
 use crate::adapters::store::{Result, StoredSignal};
 use crate::domain::time::Timestamp;
 
-/// Signals kept at most: eight engine batches. Beyond it the oldest are dropped from memory
-/// (never from the table) and the engine reads them from the table.
-const CAP: usize = 2048;
+/// Signals kept at most (a few kilobytes each). Beyond it the oldest are dropped from memory
+/// (never from the table) and the engine reads them from the table. 8 192: at 2 048, a
+/// saturating storm of 50-alert webhooks kept the engine (which shares the core with intake)
+/// just past the cap, so that every signal was encoded, dropped from memory unread, then read
+/// and decoded again from the table: a fifth of the process's CPU. The engine's largest batch
+/// holds twice this many when it reads a backlog from the table.
+const CAP: usize = 8192;
 
 /// The unread signals in memory, and what they cover.
 pub(super) struct Recent {
