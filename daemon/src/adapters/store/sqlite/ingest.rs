@@ -33,6 +33,8 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>, recent:
                 "UPDATE signals SET last_seen = ?1
                  WHERE fingerprint = ?2 AND starts_at = ?3 AND status = 'firing'",
             )?;
+            // One buffer for every signal's body: grown once, not from scratch per signal.
+            let mut buf: Vec<u8> = Vec::with_capacity(4096);
             for (r, signals, _) in batch {
                 rcpt.execute(params![
                     r.received_at.0,
@@ -45,7 +47,11 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>, recent:
                 let mut res = IngestResult::default();
                 let mut ids = Vec::with_capacity(signals.len());
                 for s in signals {
-                    let body = serde_json::to_string(s).expect("signal serializes");
+                    buf.clear();
+                    let unencodable = |e| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+                    serde_json::to_writer(&mut buf, s).map_err(unencodable)?;
+                    let body =
+                        std::str::from_utf8(&buf).map_err(|e| rusqlite::Error::Utf8Error(0, e))?;
                     let n = sig.execute(params![
                         rid,
                         s.fingerprint,
