@@ -100,7 +100,7 @@ mod tests {
             }
         };
         let mut idle = IdleCheckpoint::default();
-        let mut look = |idle: &mut IdleCheckpoint| {
+        let look = |idle: &mut IdleCheckpoint| {
             for _ in 0..LOOK_EVERY {
                 idle.ran();
             }
