@@ -90,6 +90,18 @@ fn incident(id: &str, name: &str) -> Incident {
     .0
 }
 
+/// Writes `inc` whole again (its row and all its alerts) and checks it reads back as it is.
+async fn put_back(store: &dyn Store, inc: &Incident) {
+    store
+        .commit(Commit {
+            incidents: vec![inc.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_incident(&inc.id).await.unwrap().unwrap(), *inc);
+}
+
 async fn suite(store: Arc<dyn Store>) {
     // Ingest dedups on (fingerprint, startsAt, status); a resolve is a distinct signal.
     let r = store
@@ -272,14 +284,7 @@ async fn suite(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), changed);
     assert_eq!(store.active_incidents().await.unwrap(), vec![changed]);
-    store
-        .commit(Commit {
-            incidents: vec![inc.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), inc);
+    put_back(&*store, &inc).await;
 
     // An incident whose own row is current (`Commit::alerts_only`: only its alerts changed)
     // has its alerts written and its row left as it is. The engine marks only incidents whose
@@ -305,14 +310,7 @@ async fn suite(store: Arc<dyn Store>) {
         stored.active, restarted.active,
         "the alerts are written, the restart with them"
     );
-    store
-        .commit(Commit {
-            incidents: vec![inc.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(store.get_incident(&id).await.unwrap().unwrap(), inc);
+    put_back(&*store, &inc).await;
 
     // The ledger: a step is claimed once; a second claim fails the whole commit.
     let mut changed = inc.clone();
@@ -1514,13 +1512,7 @@ async fn sqlite_migration_10_moves_an_incidents_alerts_out_of_its_body() {
     inc.active.insert("fp-second".into(), alert);
     {
         let store = SqliteStore::open(&path).unwrap();
-        store
-            .commit(Commit {
-                incidents: vec![inc.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        put_back(&store, &inc).await;
     }
     // As a store before migration 10 held it: the alerts in the body, no table of them.
     {
