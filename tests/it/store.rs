@@ -1560,14 +1560,7 @@ async fn postgres_migration_10_moves_an_incidents_alerts_out_of_its_body() {
             .expect("opened with its alert");
         inc.active.insert("fp-with-\0-nul".into(), alert);
         let store = pg_store(&url).await;
-        store
-            .commit(Commit {
-                incidents: vec![inc.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(store.get_incident(&inc.id).await.unwrap().unwrap(), inc);
+        put_back(&store, &inc).await;
         drop(store);
         // As a store before migration 10 held it: the alerts in the body, no table of them.
         let c = pg.client(services::PG_DATABASE).await;

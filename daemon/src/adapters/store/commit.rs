@@ -22,7 +22,7 @@ pub enum AlertWrite {
 }
 
 /// An incident's body as the stores keep it: without its alerts, which are rows apart.
-pub(crate) fn incident_body(i: &mut Incident) -> super::Result<String> {
+fn incident_body(i: &mut Incident) -> super::Result<String> {
     let active = std::mem::take(&mut i.active);
     let body = serde_json::to_string(i);
     i.active = active;
@@ -110,6 +110,22 @@ impl Commit {
         self.resolves_done.extend(later.resolves_done);
         self.approvals.extend(later.approvals);
         self.rederivable &= later.rederivable;
+    }
+
+    /// The bodies of the incidents carried, in order, that the stores write: `None` for one
+    /// whose row is current ([`Commit::alerts_only`]), which is neither encoded nor written.
+    pub(crate) fn incident_bodies(&mut self) -> super::Result<Vec<Option<String>>> {
+        let alerts_only = &self.alerts_only;
+        self.incidents
+            .iter_mut()
+            .map(|i| {
+                if alerts_only.contains(&i.id) {
+                    Ok(None)
+                } else {
+                    incident_body(i).map(Some)
+                }
+            })
+            .collect()
     }
 
     /// Whether every incident carried was stored before, in the phase it is in (true of a

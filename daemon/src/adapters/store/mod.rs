@@ -17,7 +17,6 @@ use crate::domain::incident::{Entry, Incident, Status};
 use crate::domain::policy::breaker::BreakerRecord;
 use crate::domain::signal::Signal;
 use crate::domain::time::Timestamp;
-pub(crate) use commit::incident_body;
 pub use commit::{AlertWrite, alert_writes};
 pub use maintenance::{Cancelled, MaintenanceWindow, NewWindow, RECURS, cancel_row};
 

@@ -68,18 +68,7 @@ pub(super) async fn apply_commit(
             )));
         }
     }
-    // `None`: the row is current (`Commit::alerts_only`), not written.
-    let bodies = x
-        .incidents
-        .iter_mut()
-        .map(|i| {
-            if x.alerts_only.contains(&i.id) {
-                Ok(None)
-            } else {
-                crate::adapters::store::incident_body(i).map(Some)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let bodies = x.incident_bodies()?;
     if !x.incidents.is_empty() {
         let st = tx
             .prepare_cached(

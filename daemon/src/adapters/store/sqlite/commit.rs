@@ -81,17 +81,7 @@ fn apply_durably(conn: &mut Connection, mut c: Commit) -> Result<()> {
             )));
         }
     }
-    let bodies = c
-        .incidents
-        .iter_mut()
-        .map(|i| {
-            if c.alerts_only.contains(&i.id) {
-                Ok(None)
-            } else {
-                crate::adapters::store::incident_body(i).map(Some)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let bodies = c.incident_bodies()?;
     apply_rest(&tx, &c, &bodies).map_err(db)?;
     write_alerts(&tx, &c).map_err(db)?;
     tx.commit().map_err(db)
