@@ -1,6 +1,7 @@
 //! deploy/grafana-dashboard.json queries only metrics remedyd exports: every `remedyd_*` name in
 //! its PromQL is found in `/metrics` of a running remedyd (in process, real HTTP) after it has
-//! taken one webhook, and the ones a webhook must move have samples.
+//! taken one webhook, and the ones a webhook must move have samples. The action counters exist
+//! from start-up: an action that has not finished yet must not hide the family.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -58,6 +59,16 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
             .collect();
 
         let d = Daemon::start(RULES, POLICY).await;
+        // Before any action: the action counters the failure ratio needs are there, at 0 (the
+        // dashboard's action panel would otherwise show nothing until the first action ends).
+        let before = d.metrics().await;
+        for outcome in ["ok", "failed"] {
+            let series = format!("remedyd_actions_total{{kind=\"test\",outcome=\"{outcome}\"}} 0");
+            assert!(
+                before.lines().any(|l| l == series),
+                "{series} before any action:\n{before}"
+            );
+        }
         let (status, _) = d
             .post(&payload(
                 "firing",

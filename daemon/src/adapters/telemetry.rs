@@ -363,6 +363,22 @@ impl Metrics {
         }
     }
 
+    /// Starts the action counters of every action the policies name at 0 for `ok` and `failed`,
+    /// so that a failure ratio has both series before the first action (`outcome="dry_run"` and
+    /// the rarer outcomes appear when they first happen).
+    pub fn init_actions(&self, rs: &crate::load::ruleset::Ruleset) {
+        for policy in rs.policies.values() {
+            for step in policy.levels.values().flat_map(|l| &l.steps) {
+                for outcome in ["ok", "failed"] {
+                    let _ = self.actions.get_or_create(&ActionLabels {
+                        kind: step.action.clone(),
+                        outcome: outcome.into(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Counts a signal.
     pub fn signal(&self, source: &str, status: &str, n: u64) {
         self.signals

@@ -188,6 +188,7 @@ pub fn reload(
                 "Reloaded rules and policies"
             );
             log_route_notes(&rs);
+            metrics.init_actions(&rs);
             *shared.write().expect("ruleset lock") = Arc::new(rs);
             Metrics::result(&metrics.reloads, "ok");
             true
@@ -253,6 +254,7 @@ pub async fn run(
     })?;
     tracing::info!(rules = rs.rules.len(), policies = rs.policies.len(), routes = rs.routes.len(), mode = cfg.mode.as_str(), store = %crate::load::config::redact_url(&cfg.store), "Loaded rules and policies");
     log_route_notes(&rs);
+    metrics.init_actions(&rs);
     if cfg.mode == crate::domain::policy::Mode::Enforce
         && let Err(errors) = crate::adapters::action::postgres::preflight(&rs, cfg.mode).await
     {
