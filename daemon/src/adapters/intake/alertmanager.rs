@@ -70,12 +70,14 @@ pub struct Alert {
 #[error("{0}")]
 pub struct BadPayload(pub String);
 
-fn status(field: &str, s: &str) -> Result<Status, BadPayload> {
+/// `field` names the field for an error only: an alert that parses allocates no name.
+fn status(field: impl FnOnce() -> String, s: &str) -> Result<Status, BadPayload> {
     match s {
         "firing" => Ok(Status::Firing),
         "resolved" => Ok(Status::Resolved),
         other => Err(BadPayload(format!(
-            "{field}: {other:?} is not firing or resolved"
+            "{}: {other:?} is not firing or resolved",
+            field()
         ))),
     }
 }
@@ -178,10 +180,10 @@ fn validate(p: Payload, received_at: Timestamp) -> Result<(Receipt, Vec<Signal>)
             p.version
         )));
     }
-    status("status", &p.status)?;
+    status(|| "status".into(), &p.status)?;
     let mut signals = Vec::with_capacity(p.alerts.len());
     for (i, a) in p.alerts.into_iter().enumerate() {
-        let st = status(&format!("alerts[{i}].status"), &a.status)?;
+        let st = status(|| format!("alerts[{i}].status"), &a.status)?;
         if a.fingerprint.is_empty() {
             return Err(BadPayload(format!(
                 "alerts[{i}].fingerprint: must not be empty"
@@ -279,6 +281,22 @@ mod tests {
         let body = GROUPED.replace("2026-11-26T09:41:32.811Z", "yesterday");
         let e = parse(body.as_bytes(), Timestamp(0)).unwrap_err();
         assert!(e.0.starts_with("alerts[1].startsAt: \"yesterday\""), "{e}");
+        // The third `"status": "firing"` is the second alert's (the payload's own comes first).
+        let at = GROUPED
+            .match_indices("\"status\": \"firing\"")
+            .nth(2)
+            .unwrap()
+            .0;
+        let body = format!(
+            "{}\"status\": \"pending\"{}",
+            &GROUPED[..at],
+            &GROUPED[at + 18..]
+        );
+        let e = parse(body.as_bytes(), Timestamp(0)).unwrap_err();
+        assert_eq!(
+            e.0,
+            "alerts[1].status: \"pending\" is not firing or resolved"
+        );
         let body = GROUPED.replace("\"version\": \"4\"", "\"version\": \"3\"");
         assert!(
             parse(body.as_bytes(), Timestamp(0))
