@@ -29,7 +29,7 @@ mod tasks;
 mod tests;
 mod updates;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,7 +143,7 @@ pub struct Engine {
     config: EngineConfig,
     wake: Arc<Notify>,
     running: HashSet<String>,
-    cache: Option<BTreeMap<String, Incident>>,
+    cache: Option<cache::Active>,
     recover_pending: bool,
     /// Finished steps whose result could not be written (the store down, locked or full): written
     /// again at the start of every pass, oldest first, so that their real outcome lands as soon

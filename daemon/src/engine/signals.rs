@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use super::cache::Active;
 use super::{Engine, SIGNAL_BATCH, SIGNAL_BATCH_MAX, next_batch};
 use crate::adapters::escalate::NotificationKind;
 use crate::adapters::store::{Commit, ResolveDone, ResolveResult, StoreError};
@@ -46,7 +47,7 @@ pub(super) fn pending_effects(effects: &mut Vec<Pending>, inc: &Incident, fx: Ve
 /// cloned into `work` on first touch (if `touch` says so). `None` when neither holds it.
 fn working<'w>(
     work: &'w mut BTreeMap<(String, String), Incident>,
-    cache: Option<&BTreeMap<String, Incident>>,
+    cache: Option<&Active>,
     key: &(String, String),
     id: Option<&String>,
     touch: impl Fn(&Incident) -> bool,
@@ -73,13 +74,8 @@ impl Engine {
         }
         let rs = self.rules();
         let now = self.clock.now();
-        let cache = self.cache().await?;
-        let index: BTreeMap<(String, String), String> = cache
-            .values()
-            .map(|i| ((i.rule.clone(), i.target.key()), i.id.clone()))
-            .collect();
-        // The rules with active incidents (a restart's reach, below).
-        let held_rules: BTreeSet<String> = index.keys().map(|(r, _)| r.clone()).collect();
+        // Loaded now: the batch reads the active incidents, by key, from `self.cache`.
+        self.cache().await?;
         // Incidents this batch works on, cloned from the cache on first touch; re-sent alerts
         // change nothing, and only incidents that differ from the cache are written.
         let mut work: BTreeMap<(String, String), Incident> = BTreeMap::new();
@@ -112,13 +108,9 @@ impl Engine {
                 };
                 let key = (m.rule.clone(), m.target.key());
                 if !closed.contains(&key) {
-                    working(
-                        &mut work,
-                        self.cache.as_ref(),
-                        &key,
-                        index.get(&key),
-                        |_| true,
-                    );
+                    let cache = self.cache.as_ref();
+                    let id = cache.and_then(|c| c.id_of(&key));
+                    working(&mut work, cache, &key, id, |_| true);
                 }
                 let event = match s.status {
                     SignalStatus::Firing => Event::Fired {
@@ -180,7 +172,7 @@ impl Engine {
                     .filter(|k| !closed.contains(k))
                     .collect();
                 for key in holders {
-                    let id = index.get(&key);
+                    let id = self.cache.as_ref().and_then(|c| c.id_of(&key));
                     let Some(inc) = working(&mut work, self.cache.as_ref(), &key, id, |_| true)
                     else {
                         continue;
@@ -210,14 +202,15 @@ impl Engine {
                 // alert, as a resolve does, even one whose rule a reload renamed or changed: its
                 // re-sends carry the new start, and staleness looks them up by it. The incidents
                 // of the rules that matched had the event; only the others' are looked at.
-                let others = held_rules
-                    .iter()
-                    .filter(|r| !matched_rules.contains(r))
-                    .flat_map(|r| {
-                        index
-                            .range((r.clone(), String::new())..)
-                            .take_while(move |((rule, _), _)| rule == r)
-                    });
+                let cache = self.cache.as_ref();
+                let others = cache
+                    .into_iter()
+                    .flat_map(|c| {
+                        c.rules()
+                            .filter(|r| !matched_rules.contains(r))
+                            .map(move |r| (c, r))
+                    })
+                    .flat_map(|(c, r)| c.of_rule(r));
                 // Only an incident holding the alert under another start is copied to change.
                 let holds_older = |i: &Incident| {
                     i.active.get(&s.fingerprint).is_some_and(|a| {
@@ -225,9 +218,8 @@ impl Engine {
                     })
                 };
                 for (key, id) in others.filter(|(key, _)| !closed.contains(*key)) {
-                    if let Some(a) =
-                        working(&mut work, self.cache.as_ref(), key, Some(id), holds_older)
-                            .and_then(|i| i.active.get_mut(&s.fingerprint))
+                    if let Some(a) = working(&mut work, cache, key, Some(id), holds_older)
+                        .and_then(|i| i.active.get_mut(&s.fingerprint))
                     {
                         a.started(s.starts_at);
                     }

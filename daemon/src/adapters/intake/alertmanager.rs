@@ -105,21 +105,27 @@ pub fn parse(body: &[u8], received_at: Timestamp) -> Result<(Receipt, Vec<Signal
 pub const MAX_DEPTH: usize = 32;
 
 /// The byte offset at which `body` opens its `max + 1`-th nested array or object, outside
-/// strings; `None` when it never does. One pass, no allocation.
+/// strings; `None` when it never does. One pass, no allocation: strings, most of a payload, are
+/// skipped to their next quote or backslash with `memchr` (a byte-at-a-time loop over the body
+/// was 5 % of ingest at 50 alerts per webhook). An unterminated string ends the scan.
 fn nested_beyond(body: &[u8], max: usize) -> Option<usize> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &b) in body.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    while let Some(&b) = body.get(i) {
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                // To the closing quote; a backslash escapes the byte after it.
+                i += 1;
+                loop {
+                    let at = i + memchr::memchr2(b'"', b'\\', body.get(i..)?)?;
+                    if body[at] == b'"' {
+                        i = at + 2;
+                        break;
+                    }
+                    i = at + 2;
+                }
+                continue;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -129,6 +135,7 @@ fn nested_beyond(body: &[u8], max: usize) -> Option<usize> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     None
 }
@@ -247,6 +254,71 @@ mod tests {
             e,
             "body: JSON nested deeper than 32 levels (at byte 50); an Alertmanager payload has 4"
         );
+    }
+
+    /// The byte-at-a-time scan `nested_beyond` replaced: the reference it must agree with.
+    fn nested_beyond_bytewise(body: &[u8], max: usize) -> Option<usize> {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for (i, &b) in body.iter().enumerate() {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return Some(i);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_nesting_scan_agrees_with_the_bytewise_reference() {
+        // Random bodies over the bytes that matter (quotes, backslashes, brackets) and filler,
+        // ending anywhere (inside a string, after a lone backslash); and cuts of a real payload.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"\"\\[]{}a ,:0";
+        for round in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let body: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let max = (next() % 6) as usize;
+            assert_eq!(
+                nested_beyond(&body, max),
+                nested_beyond_bytewise(&body, max),
+                "round {round}: {:?} max {max}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let g = GROUPED.as_bytes();
+        for cut in 0..g.len() {
+            for max in [0, 1, 2, 3, 4] {
+                assert_eq!(
+                    nested_beyond(&g[..cut], max),
+                    nested_beyond_bytewise(&g[..cut], max),
+                    "cut {cut} max {max}"
+                );
+            }
+        }
     }
 
     #[test]
