@@ -58,7 +58,7 @@ impl Timestamp {
 
     /// Calls `f` with [`Self::to_rfc3339`]'s text, written on the stack for years 0 to 9999:
     /// every signal stored is encoded with its times, and `format!` was a sixth of encoding one.
-    fn with_rfc3339<T>(self, f: impl FnOnce(&str) -> T) -> T {
+    pub fn with_rfc3339<T>(self, f: impl FnOnce(&str) -> T) -> T {
         let t = self.to_datetime();
         let year = t.year();
         let mut b = *b"0000-00-00T00:00:00.000Z";

@@ -90,7 +90,7 @@ impl Engine {
             let s = &stored.signal;
             c.processed = Some(stored.id);
             let mut matched = false;
-            let mut matched_rules: Vec<String> = Vec::new();
+            let mut matched_rules: Vec<&str> = Vec::new();
             for rule in rs.candidates(s) {
                 let m = match rule.evaluate(s) {
                     Ok(Some(m)) => m,
@@ -102,11 +102,11 @@ impl Engine {
                     }
                 };
                 matched = true;
-                matched_rules.push(m.rule.clone());
-                let Some(policy) = rs.policies.get(&m.policy) else {
+                matched_rules.push(m.rule);
+                let Some(policy) = rs.policies.get(m.policy) else {
                     continue;
                 };
-                let key = (m.rule.clone(), m.target.key());
+                let key = (m.rule.to_string(), m.target.key());
                 if !closed.contains(&key) {
                     let cache = self.cache.as_ref();
                     let id = cache.and_then(|c| c.id_of(&key));
@@ -136,7 +136,7 @@ impl Engine {
                         let id = self.next_incident_id(now.year()).await?;
                         let (inc, mut fx) = Incident::open(
                             id,
-                            &m.rule,
+                            m.rule,
                             policy,
                             m.target.clone(),
                             s.labels.clone(),
@@ -207,7 +207,7 @@ impl Engine {
                     .into_iter()
                     .flat_map(|c| {
                         c.rules()
-                            .filter(|r| !matched_rules.contains(r))
+                            .filter(|r| !matched_rules.contains(&r.as_str()))
                             .map(move |r| (c, r))
                     })
                     .flat_map(|(c, r)| c.of_rule(r));

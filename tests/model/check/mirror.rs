@@ -59,7 +59,7 @@ impl Mirror {
                 let Ok(Some(m)) = rule.evaluate(s) else {
                     continue;
                 };
-                let key = (m.rule.clone(), m.target.key());
+                let key = (m.rule.to_string(), m.target.key());
                 if firing {
                     self.active
                         .entry(key.clone())

@@ -119,7 +119,7 @@ fn nested_beyond(body: &[u8], max: usize) -> Option<usize> {
                 loop {
                     let at = i + memchr::memchr2(b'"', b'\\', body.get(i..)?)?;
                     if body[at] == b'"' {
-                        i = at + 2;
+                        i = at + 1;
                         break;
                     }
                     i = at + 2;

@@ -470,7 +470,7 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                     crate::domain::time::fmt_duration(m.for_)
                 );
             }
-            let Some(policy) = rs.policies.get(&m.policy) else {
+            let Some(policy) = rs.policies.get(m.policy) else {
                 continue;
             };
             let Some((ladder, l)) = policy.ladder(m.level) else {
@@ -482,7 +482,7 @@ pub fn simulate(cli: &Cli, alerts: &std::path::Path) -> i32 {
                 let req = ActionRequest::for_step(
                     "INC-SIMULATED",
                     m.level,
-                    &m.rule,
+                    m.rule,
                     &m.target,
                     &s.labels,
                     &rs.vars,

@@ -180,17 +180,18 @@ pub struct Rule {
     pub policy_origin: (String, u64),
 }
 
-/// The result of matching one signal against one rule.
+/// The result of matching one signal against one rule. Names are the rule's own (borrowed:
+/// matching runs per signal, and copies of them were allocations per alert).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Match {
+pub struct Match<'r> {
     /// Rule name.
-    pub rule: String,
+    pub rule: &'r str,
     /// Level.
     pub level: u8,
     /// Target.
     pub target: Target,
     /// Policy name.
-    pub policy: String,
+    pub policy: &'r str,
     /// Delay before acting.
     pub for_: Duration,
 }
@@ -207,7 +208,7 @@ pub struct Miss {
 impl Rule {
     /// Matches a signal; `Ok(None)` when the matchers do not match, `Err` when they do but the
     /// level or target cannot be derived (recorded, never guessed).
-    pub fn evaluate(&self, signal: &Signal) -> Result<Option<Match>, Miss> {
+    pub fn evaluate(&self, signal: &Signal) -> Result<Option<Match<'_>>, Miss> {
         let mine = match (&self.polled, &signal.rule) {
             (Some(_), Some(r)) => *r == self.name,
             (None, None) => self.matchers.iter().all(|m| m.matches(&signal.labels)),
@@ -246,14 +247,14 @@ impl Rule {
             return Err(miss("target name rendered empty".into()));
         }
         Ok(Some(Match {
-            rule: self.name.clone(),
+            rule: &self.name,
             level,
             target: Target {
                 kind: self.target_kind,
                 namespace,
                 name,
             },
-            policy: self.policy.clone(),
+            policy: &self.policy,
             for_: self.for_,
         }))
     }

@@ -50,9 +50,9 @@ pub(super) fn ingest_batch(conn: &mut Connection, batch: Vec<IngestJob>, recent:
                 for s in signals {
                     buf.clear();
                     let unencodable = |e| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
-                    serde_json::to_writer(&mut buf, s).map_err(unencodable)?;
-                    // serde_json writes UTF-8: bound as text as it is, without validating
-                    // it again (that was 3 % of ingest at 50 alerts per webhook).
+                    s.write_json(&mut buf).map_err(unencodable)?;
+                    // JSON of `&str`s is UTF-8: bound as text as it is, without validating it
+                    // again (that was 3 % of ingest at 50 alerts per webhook).
                     let body = ToSqlOutput::Borrowed(ValueRef::Text(&buf));
                     let n = sig.execute(params![
                         rid,
