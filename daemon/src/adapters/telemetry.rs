@@ -143,6 +143,16 @@ pub struct Metrics {
     pub silence_calls: Family<SilenceLabels, Counter>,
     /// Signals removed past their retention (`signal_retention`).
     pub signals_pruned: Counter,
+    /// The series every webhook moves, looked up once (a lookup allocates its labels).
+    webhook_series: WebhookSeries,
+}
+
+/// Handles to series of [`Metrics::signals`] and [`Metrics::webhook_requests`]: the same
+/// counters the families export.
+struct WebhookSeries {
+    stored: Counter,
+    duplicates: Counter,
+    answered_200: Counter,
 }
 
 impl Default for Metrics {
@@ -155,10 +165,27 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("remedyd");
+        let signals: Family<SignalLabels, Counter> = Family::default();
+        let webhook_requests: Family<CodeLabel, Counter> = Family::default();
+        let webhook_signals = |status: &str| {
+            signals
+                .get_or_create(&SignalLabels {
+                    source: "webhook".into(),
+                    status: status.into(),
+                })
+                .clone()
+        };
+        let webhook_series = WebhookSeries {
+            stored: webhook_signals("stored"),
+            duplicates: webhook_signals("duplicate"),
+            answered_200: webhook_requests
+                .get_or_create(&CodeLabel { code: "200".into() })
+                .clone(),
+        };
         let m = Self {
-            signals: Family::default(),
+            signals,
             truncated_alerts: Counter::default(),
-            webhook_requests: Family::default(),
+            webhook_requests,
             // 100 µs … ~3 s: the webhook answers in milliseconds; anything near 10 s is an outage.
             webhook_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.5, 12),
@@ -188,6 +215,7 @@ impl Metrics {
             silence_calls: Family::default(),
             signals_pruned: Counter::default(),
             webhooks_seen: std::sync::atomic::AtomicU64::new(0),
+            webhook_series,
             registry: Registry::default(),
         };
         registry.register(
@@ -379,6 +407,25 @@ impl Metrics {
         }
     }
 
+    /// Counts what a webhook stored: its new signals and its duplicates.
+    pub fn webhook_stored(&self, stored: u64, duplicates: u64) {
+        self.webhook_series.stored.inc_by(stored);
+        self.webhook_series.duplicates.inc_by(duplicates);
+    }
+
+    /// Counts a webhook's answer by its status code.
+    pub fn webhook_answered(&self, code: u16) {
+        if code == 200 {
+            self.webhook_series.answered_200.inc();
+        } else {
+            self.webhook_requests
+                .get_or_create(&CodeLabel {
+                    code: code.to_string(),
+                })
+                .inc();
+        }
+    }
+
     /// Counts a signal.
     pub fn signal(&self, source: &str, status: &str, n: u64) {
         self.signals
@@ -519,5 +566,40 @@ impl EngineHealth {
     /// Since when the engine runs here; `None` on a replica that does not lead.
     pub fn running_since(&self) -> Option<Timestamp> {
         *self.running_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    /// The handles a webhook counts through are the exported series: the counts land in
+    /// `/metrics` under the families' labels, next to a code counted through its family.
+    #[test]
+    fn webhook_counts_land_in_the_exported_series() {
+        let m = Metrics::new();
+        let before = m.encode();
+        for series in [
+            "remedyd_signals_total{source=\"webhook\",status=\"stored\"} 0",
+            "remedyd_signals_total{source=\"webhook\",status=\"duplicate\"} 0",
+            "remedyd_webhook_requests_total{code=\"200\"} 0",
+        ] {
+            assert!(before.lines().any(|l| l == series), "{series}:\n{before}");
+        }
+        m.webhook_stored(3, 1);
+        m.webhook_stored(2, 0);
+        m.webhook_answered(200);
+        m.webhook_answered(200);
+        m.webhook_answered(503);
+        m.signal("webhook", "stored", 10);
+        let text = m.encode();
+        for series in [
+            "remedyd_signals_total{source=\"webhook\",status=\"stored\"} 15",
+            "remedyd_signals_total{source=\"webhook\",status=\"duplicate\"} 1",
+            "remedyd_webhook_requests_total{code=\"200\"} 2",
+            "remedyd_webhook_requests_total{code=\"503\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series}:\n{text}");
+        }
     }
 }

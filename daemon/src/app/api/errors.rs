@@ -14,7 +14,8 @@ const MAX_MESSAGE: usize = 4096;
 
 /// The middleware.
 pub(super) async fn json_errors(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
+    // Shared, not copied: the path is only written into an error.
+    let uri = req.uri().clone();
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -37,9 +38,10 @@ pub(super) async fn json_errors(req: Request, next: Next) -> Response {
         text
     } else {
         match status.as_u16() {
-            404 => format!("no such path: {path}"),
+            404 => format!("no such path: {}", uri.path()),
             405 => format!(
-                "method not allowed on {path}{}",
+                "method not allowed on {}{}",
+                uri.path(),
                 parts
                     .headers
                     .get(header::ALLOW)
