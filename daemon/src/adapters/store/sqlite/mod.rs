@@ -48,7 +48,13 @@ type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// What the connection's thread is asked to do.
 enum Job {
-    Ingest(Receipt, Vec<Signal>, oneshot::Sender<Result<IngestResult>>),
+    /// A delivery, its signals encoded by the caller ([`ingest::Bodies`]).
+    Ingest(
+        Receipt,
+        Vec<Signal>,
+        ingest::Bodies,
+        oneshot::Sender<Result<IngestResult>>,
+    ),
     /// The engine's read of unhandled signals ([`Recent::take`]).
     Pending(
         Option<i64>,
@@ -166,11 +172,11 @@ fn worker(mut conn: Connection, mut recent: Recent, mut rx: mpsc::Receiver<Job>)
             Job::Pending(after, limit, reply) => {
                 let _ = reply.send(recent.take(&conn, after, limit));
             }
-            Job::Ingest(r, s, reply) => {
-                let mut batch = vec![(r, s, reply)];
+            Job::Ingest(r, s, b, reply) => {
+                let mut batch = vec![(r, s, b, reply)];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(Job::Ingest(r, s, reply)) => batch.push((r, s, reply)),
+                        Ok(Job::Ingest(r, s, b, reply)) => batch.push((r, s, b, reply)),
                         Ok(other) => {
                             backlog.push_back(other);
                             break;

@@ -89,9 +89,12 @@ impl Store for SqliteStore {
         signals: Vec<Signal>,
     ) -> BoxFuture<'_, Result<IngestResult>> {
         Box::pin(async move {
+            // Encoded here, on the caller's thread, while the signals are fresh in its cache:
+            // the connection's thread, which every write waits for, only binds them.
+            let bodies = super::ingest::Bodies::encode(&signals)?;
             let (tx, rx) = oneshot::channel();
             self.tx
-                .send(Job::Ingest(receipt, signals, tx))
+                .send(Job::Ingest(receipt, signals, bodies, tx))
                 .await
                 .map_err(|_| StoreError::Unavailable)?;
             rx.await.map_err(|_| StoreError::Unavailable)?
