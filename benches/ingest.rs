@@ -289,11 +289,15 @@ fn disk_floor(seconds: u64) -> Vec<Duration> {
     lat
 }
 
+/// The `p` quantile of `lat`, in ms (sorted here: the disk floor's samples came in time order,
+/// and reported a p99 below the p50).
 fn pct(lat: &[Duration], p: f64) -> f64 {
     if lat.is_empty() {
         return 0.0;
     }
-    lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0
+    let mut sorted = lat.to_vec();
+    sorted.sort_unstable();
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
 /// One saturation run against `s`: warm-up, then `secs` of 32 closed-loop connections; the CPU
