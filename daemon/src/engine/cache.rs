@@ -259,16 +259,7 @@ mod tests {
                 escalate_to: "oncall".into(),
             },
         );
-        let policy = Policy {
-            name: "p".into(),
-            description: String::new(),
-            mode: None,
-            levels,
-            update_every: None,
-            silence: None,
-            gitops: Default::default(),
-            rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
-        };
+        let policy = Policy::with_levels("p", levels);
         let target = Target {
             kind: TargetKind::Deployment,
             namespace: "ns".into(),

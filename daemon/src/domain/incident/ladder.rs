@@ -160,16 +160,7 @@ mod tests {
                 escalate_to: "platform".into(),
             },
         );
-        let policy = Policy {
-            name: "infrastructure".into(),
-            description: String::new(),
-            mode: None,
-            levels,
-            update_every: None,
-            silence: None,
-            gitops: Default::default(),
-            rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
-        };
+        let policy = Policy::with_levels("infrastructure", levels);
         let target = Target {
             kind: TargetKind::Platform,
             namespace: String::new(),

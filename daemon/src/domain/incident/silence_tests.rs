@@ -34,14 +34,8 @@ fn policy() -> Policy {
         },
     );
     Policy {
-        name: "p".into(),
-        description: String::new(),
-        mode: None,
-        levels,
-        update_every: None,
         silence: Some(SilencePolicy::default()),
-        gitops: Default::default(),
-        rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
+        ..Policy::with_levels("p", levels)
     }
 }
 

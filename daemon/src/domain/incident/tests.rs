@@ -47,16 +47,7 @@ fn policy() -> Policy {
             escalate_to: "platform".into(),
         },
     );
-    Policy {
-        name: "p".into(),
-        description: String::new(),
-        mode: None,
-        levels,
-        update_every: None,
-        silence: None,
-        gitops: Default::default(),
-        rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
-    }
+    Policy::with_levels("p", levels)
 }
 
 fn t(s: i64) -> Timestamp {

@@ -338,6 +338,21 @@ pub const HOLD_RECHECK: Duration = Duration::from_secs(15);
 pub const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(15 * 60);
 
 impl Policy {
+    /// A policy of these ladders and every other field at its default (tests build their own).
+    #[cfg(test)]
+    pub(crate) fn with_levels(name: &str, levels: BTreeMap<u8, Ladder>) -> Self {
+        Policy {
+            name: name.into(),
+            description: String::new(),
+            mode: None,
+            levels,
+            update_every: None,
+            silence: None,
+            gitops: Default::default(),
+            rollout_hold: DEFAULT_ROLLOUT_HOLD,
+        }
+    }
+
     /// The ladder for a level: that level's, else the nearest lower one, else the lowest.
     pub fn ladder(&self, level: u8) -> Option<(u8, &Ladder)> {
         self.levels
