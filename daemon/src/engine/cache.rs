@@ -51,19 +51,20 @@ impl Active {
         self.by_key.get(key)
     }
 
-    /// The rules that have active incidents.
-    pub(super) fn rules(&self) -> impl Iterator<Item = &String> {
-        self.rules.keys()
-    }
-
-    /// The key and id of each active incident of `rule`.
-    pub(super) fn of_rule<'a>(
+    /// The key and id of each active incident whose rule is not one of `except`: a range of
+    /// the index per other rule, not a walk over every incident.
+    pub(super) fn of_rules_but<'a>(
         &'a self,
-        rule: &'a String,
+        except: &'a [&str],
     ) -> impl Iterator<Item = (&'a (String, String), &'a String)> {
-        self.by_key
-            .range((rule.clone(), String::new())..)
-            .take_while(move |((r, _), _)| r == rule)
+        self.rules
+            .keys()
+            .filter(|r| !except.contains(&r.as_str()))
+            .flat_map(|rule| {
+                self.by_key
+                    .range((rule.clone(), String::new())..)
+                    .take_while(move |((r, _), _)| r == rule)
+            })
     }
 
     /// How many distinct targets the active incidents that are not stale act on.
@@ -363,7 +364,8 @@ mod tests {
                 );
                 for (key, id) in &rebuilt {
                     assert_eq!(active.id_of(key), Some(id));
-                    assert!(active.of_rule(&key.0).any(|(k, i)| k == key && i == id));
+                    assert!(active.of_rules_but(&[]).any(|(k, i)| k == key && i == id));
+                    assert!(!active.of_rules_but(&[&key.0]).any(|(k, _)| k == key));
                 }
             }
         }

@@ -205,12 +205,7 @@ impl Engine {
                 let cache = self.cache.as_ref();
                 let others = cache
                     .into_iter()
-                    .flat_map(|c| {
-                        c.rules()
-                            .filter(|r| !matched_rules.contains(&r.as_str()))
-                            .map(move |r| (c, r))
-                    })
-                    .flat_map(|(c, r)| c.of_rule(r));
+                    .flat_map(|c| c.of_rules_but(&matched_rules));
                 // Only an incident holding the alert under another start is copied to change.
                 let holds_older = |i: &Incident| {
                     i.active.get(&s.fingerprint).is_some_and(|a| {

@@ -23,8 +23,8 @@ pub(super) type IngestJob = (
 /// The stored JSON bodies of a delivery's signals, in order, in one buffer.
 pub(super) struct Bodies {
     text: Vec<u8>,
-    /// Where each body ends in `text`.
-    ends: Vec<usize>,
+    /// Where each body is in `text`.
+    spans: Vec<std::ops::Range<usize>>,
 }
 
 impl Bodies {
@@ -33,25 +33,22 @@ impl Bodies {
         let mut b = Bodies {
             // About 1 KiB a signal with Alertmanager's usual labels: grown once, if at all.
             text: Vec::with_capacity(signals.len() * 1024),
-            ends: Vec::with_capacity(signals.len()),
+            spans: Vec::with_capacity(signals.len()),
         };
         for s in signals {
+            let start = b.text.len();
             s.write_json(&mut b.text)
                 .map_err(|e| StoreError::Database(format!("encoding a signal: {e}")))?;
-            b.ends.push(b.text.len());
+            b.spans.push(start..b.text.len());
         }
         Ok(b)
     }
 
     /// The `i`th body (empty past the last).
     fn get(&self, i: usize) -> &[u8] {
-        let start = match i.checked_sub(1) {
-            None => Some(0),
-            Some(p) => self.ends.get(p).copied(),
-        };
-        start
-            .zip(self.ends.get(i))
-            .and_then(|(start, &end)| self.text.get(start..end))
+        self.spans
+            .get(i)
+            .and_then(|span| self.text.get(span.clone()))
             .unwrap_or_default()
     }
 }
