@@ -6,8 +6,8 @@
 //!    parses the body with serde and answers 200, also pinned to CPU 0), then against remedyd
 //!    (durable ingest, rules matched by the engine; its CPU counted until the engine has handled
 //!    every accepted alert). The ratio is the figure, not the machine. Between the two runs, the
-//!    **durable floor** (`FLOOR_ENV`): the ceiling plus storing each alert under its unique key in
-//!    SQLite before the 200, as cheaply as remedyd's store does and nothing more. Its ratio to
+//!    **durable floor** (`FLOOR_ENV`): remedyd's own intake and encoder, and each alert stored
+//!    under its unique key in SQLite before the 200, as cheaply as remedyd's store does it. Its ratio to
 //!    the ceiling is what durability alone costs here; remedyd's to the floor is remedyd's own work
 //!    (rules, incidents, metrics).
 //! 2. Sustained: light load (about 100 webhooks/s) p50/p99, next to the disk's own floor (a
@@ -205,66 +205,45 @@ async fn ceiling(listen: String) {
     axum::serve(l, app).await.unwrap();
 }
 
-/// Set to a listen address, this binary is the **durable floor**: the ceiling's handler, plus
-/// what any design that answers only once each alert is stored must also do, done as cheaply as
-/// remedyd's store does it and no more. Each alert's labels, annotations, times, link and
-/// fingerprint are encoded as one JSON row under a unique `(starts_at, fingerprint, status)` key,
-/// in SQLite (WAL, `synchronous=FULL`, the same bundled build, so `fdatasync`) on a thread of its
-/// own that commits every queued webhook in one transaction (group commit, a cached statement),
-/// and the 200 waits for that commit. No receipt, no rule, no engine, no incident, no metric.
-/// remedyd's CPU over this floor's is what its own work costs; the floor's over the ceiling's is
-/// what durability costs on this machine, whoever implements it.
+/// Set to a listen address, this binary is the **durable floor**: what any design that answers
+/// only once each alert is stored must do, done as cheaply as remedyd does it and no more.
+/// remedyd's own intake reads the body (`alertmanager::parse`: the serde parse the ceiling does,
+/// the nesting check, an alert to a signal) and its own encoder writes each signal as one JSON
+/// row (`Signal::write_json`), under a unique `(starts_at, fingerprint, status)` key, in SQLite
+/// (WAL, `synchronous=FULL`, the same bundled build, so `fdatasync`) on a thread of its own that
+/// commits every webhook queued when it wakes in one transaction with a cached statement; the
+/// 200 waits for that commit. No receipt, no rule, no engine, no incident, no metric. remedyd's
+/// CPU over this floor's is what its own work costs; the floor's over the ceiling's is what
+/// durability costs on this machine.
 const FLOOR_ENV: &str = "REMEDYD_BENCH_FLOOR";
 
-/// One webhook's rows, and where to say whether they are durable.
+/// One webhook's rows (start, fingerprint, status, body), and where to say whether they are
+/// durable.
 type FloorJob = (
-    Vec<(String, String, &'static str, String)>,
+    Vec<(i64, String, &'static str, Vec<u8>)>,
     tokio::sync::oneshot::Sender<bool>,
 );
 
 async fn floor(listen: String) {
     use axum::routing::{get, post};
-    use remedyd::adapters::intake::alertmanager::Payload;
-    #[derive(serde::Serialize)]
-    struct Row<'a> {
-        labels: &'a remedyd::domain::signal::Labels,
-        annotations: &'a remedyd::domain::signal::Labels,
-        starts_at: &'a str,
-        ends_at: Option<&'a str>,
-        generator_url: &'a str,
-        fingerprint: &'a str,
-    }
     let (tx, rx) = std::sync::mpsc::channel::<FloorJob>();
     let db = std::env::current_dir().unwrap().join("floor.db");
     std::thread::spawn(move || floor_writer(&db, &rx));
     let webhook = move |body: axum::body::Bytes| {
         let tx = tx.clone();
         async move {
-            let Ok(p) = serde_json::from_slice::<Payload>(&body) else {
+            let now = remedyd::domain::time::Timestamp(0);
+            let Ok((_, signals)) = remedyd::adapters::intake::alertmanager::parse(&body, now)
+            else {
                 return axum::http::StatusCode::BAD_REQUEST;
             };
-            if p.alerts.is_empty() {
-                return axum::http::StatusCode::BAD_REQUEST;
-            }
-            let mut rows = Vec::with_capacity(p.alerts.len());
-            for a in &p.alerts {
-                let row = Row {
-                    labels: &a.labels,
-                    annotations: &a.annotations,
-                    starts_at: &a.starts_at,
-                    ends_at: a.ends_at.as_deref(),
-                    generator_url: &a.generator_url,
-                    fingerprint: &a.fingerprint,
-                };
-                let Ok(json) = serde_json::to_string(&row) else {
+            let mut rows = Vec::with_capacity(signals.len());
+            for s in signals {
+                let mut json = Vec::with_capacity(512);
+                if s.write_json(&mut json).is_err() {
                     return axum::http::StatusCode::BAD_REQUEST;
-                };
-                let status = if a.status == "resolved" {
-                    "resolved"
-                } else {
-                    "firing"
-                };
-                rows.push((a.starts_at.clone(), a.fingerprint.clone(), status, json));
+                }
+                rows.push((s.starts_at.0, s.fingerprint, s.status.as_str(), json));
             }
             let (done, stored) = tokio::sync::oneshot::channel();
             if tx.send((rows, done)).is_err() || stored.await != Ok(true) {
@@ -286,7 +265,7 @@ fn floor_writer(db: &std::path::Path, rx: &std::sync::mpsc::Receiver<FloorJob>) 
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
     conn.execute_batch(
-        "CREATE TABLE signals (id INTEGER PRIMARY KEY, starts_at TEXT NOT NULL, \
+        "CREATE TABLE signals (id INTEGER PRIMARY KEY, starts_at INTEGER NOT NULL, \
          fingerprint TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL, \
          UNIQUE (starts_at, fingerprint, status))",
     )
@@ -308,6 +287,9 @@ fn floor_writer(db: &std::path::Path, rx: &std::sync::mpsc::Receiver<FloorJob>) 
                 )?;
                 for (rows, _) in &jobs {
                     for (starts_at, fingerprint, status, body) in rows {
+                        let body = rusqlite::types::ToSqlOutput::Borrowed(
+                            rusqlite::types::ValueRef::Text(body),
+                        );
                         insert.execute((starts_at, fingerprint, status, body))?;
                     }
                 }
