@@ -11,7 +11,8 @@
 //!    the ceiling is what durability alone costs here; remedyd's to the floor is remedyd's own work
 //!    (rules, incidents, metrics).
 //! 2. Sustained: light load (about 100 webhooks/s) p50/p99, next to the disk's own floor (a
-//!    4 KiB write and `fdatasync` every 10 ms, without SQLite), then `BENCH_SUSTAINED_SECONDS` (60)
+//!    4 KiB write and `fdatasync` every 10 ms, without SQLite) and the durable floor's under
+//!    the same light load, then `BENCH_SUSTAINED_SECONDS` (60)
 //!    at the maximum rate: throughput, p50/p99, resident memory sampled every 0.5 s, and every
 //!    accepted alert stored and matched.
 //!
@@ -614,6 +615,26 @@ async fn main() {
             floor.len() as f64 / 15.0,
             pct(&floor, 0.5),
             pct(&floor, 0.99),
+        );
+        // The same light load against the durable floor (part 1): what a server that only
+        // parses and stores durably answers in, on this machine, this minute.
+        let (fok, fbad, flight) = {
+            let f = start(Kind::Floor).await;
+            load(
+                &f.url,
+                alerts,
+                2,
+                15,
+                Duration::from_millis(20),
+                seq.clone(),
+            )
+            .await
+        };
+        println!(
+            "| {alerts} | the durable floor, light (2 connections, 20 ms think) | {:.0} | {:.2} | {:.2} | — | {fbad} | — |",
+            fok as f64 / 15.0,
+            pct(&flight, 0.5),
+            pct(&flight, 0.99),
         );
         let r = saturate(&s, Kind::Remedyd, alerts, sustained, &seq).await;
         let (stored, matched, unmatched) = counts(&c, &s.url).await;
