@@ -192,16 +192,22 @@ async fn start(kind: Kind) -> Server {
 const CEILING_ENV: &str = "REMEDYD_BENCH_CEILING";
 
 async fn ceiling(listen: String) {
-    use axum::routing::{get, post};
+    use axum::routing::post;
     async fn webhook(body: axum::body::Bytes) -> axum::http::StatusCode {
         match serde_json::from_slice::<remedyd::adapters::intake::alertmanager::Payload>(&body) {
             Ok(p) if !p.alerts.is_empty() => axum::http::StatusCode::OK,
             _ => axum::http::StatusCode::BAD_REQUEST,
         }
     }
+    serve_bare(listen, post(webhook)).await;
+}
+
+/// Serves `webhook` at remedyd's webhook path, and a readiness probe: the ceiling's and the
+/// floor's whole server.
+async fn serve_bare(listen: String, webhook: axum::routing::MethodRouter) {
     let app = axum::Router::new()
-        .route("/webhook/alertmanager", post(webhook))
-        .route("/readyz", get(|| async { "ok" }));
+        .route("/webhook/alertmanager", webhook)
+        .route("/readyz", axum::routing::get(|| async { "ok" }));
     let l = tokio::net::TcpListener::bind(listen).await.unwrap();
     axum::serve(l, app).await.unwrap();
 }
@@ -226,7 +232,7 @@ type FloorJob = (
 );
 
 async fn floor(listen: String) {
-    use axum::routing::{get, post};
+    use axum::routing::post;
     let (tx, rx) = std::sync::mpsc::channel::<FloorJob>();
     let db = std::env::current_dir().unwrap().join("floor.db");
     std::thread::spawn(move || floor_writer(&db, &rx));
@@ -253,11 +259,7 @@ async fn floor(listen: String) {
             axum::http::StatusCode::OK
         }
     };
-    let app = axum::Router::new()
-        .route("/webhook/alertmanager", post(webhook))
-        .route("/readyz", get(|| async { "ok" }));
-    let l = tokio::net::TcpListener::bind(listen).await.unwrap();
-    axum::serve(l, app).await.unwrap();
+    serve_bare(listen, post(webhook)).await;
 }
 
 /// The floor's store thread: every webhook queued when it wakes goes into one transaction.
@@ -279,29 +281,28 @@ fn floor_writer(db: &std::path::Path, rx: &std::sync::mpsc::Receiver<FloorJob>) 
                 Err(_) => break,
             }
         }
-        let stored = (|| -> rusqlite::Result<()> {
-            let t = conn.transaction()?;
-            {
-                let mut insert = t.prepare_cached(
-                    "INSERT INTO signals (starts_at, fingerprint, status, body) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                )?;
-                for (rows, _) in &jobs {
-                    for (starts_at, fingerprint, status, body) in rows {
-                        let body = rusqlite::types::ToSqlOutput::Borrowed(
-                            rusqlite::types::ValueRef::Text(body),
-                        );
-                        insert.execute((starts_at, fingerprint, status, body))?;
-                    }
-                }
-            }
-            t.commit()
-        })()
-        .is_ok();
+        let stored = floor_commit(&mut conn, &jobs).is_ok();
         for (_, done) in jobs {
             let _ = done.send(stored);
         }
     }
+}
+
+/// Every row of `jobs` in one durable transaction.
+fn floor_commit(conn: &mut rusqlite::Connection, jobs: &[FloorJob]) -> rusqlite::Result<()> {
+    let t = conn.transaction()?;
+    {
+        let mut insert = t.prepare_cached(
+            "INSERT INTO signals (starts_at, fingerprint, status, body) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?;
+        for (starts_at, fingerprint, status, body) in jobs.iter().flat_map(|(rows, _)| rows) {
+            let body =
+                rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(body));
+            insert.execute((starts_at, fingerprint, status, body))?;
+        }
+    }
+    t.commit()
 }
 
 async fn metric(c: &reqwest::Client, url: &str, series: &str) -> f64 {
@@ -369,6 +370,22 @@ async fn load(
     }
     lat.sort();
     (ok, bad, lat)
+}
+
+/// How long the light load lasts.
+const LIGHT_SECS: u64 = 15;
+
+/// About 100 webhooks/s: 2 connections, 20 ms between requests, for [`LIGHT_SECS`].
+async fn light_load(url: &str, alerts: usize, seq: &Arc<AtomicU64>) -> (u64, u64, Vec<Duration>) {
+    load(
+        url,
+        alerts,
+        2,
+        LIGHT_SECS,
+        Duration::from_millis(20),
+        seq.clone(),
+    )
+    .await
 }
 
 /// The disk's own floor under a durable answer: one 4 KiB overwrite and `fdatasync` every 10 ms
@@ -587,32 +604,23 @@ async fn main() {
         load(&s.url, alerts, 1, 1, Duration::ZERO, seq.clone()).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let idle = rss_kib(pid);
-        // About 100 webhooks/s: 2 connections, 20 ms between requests.
-        let (lok, lbad, light) = load(
-            &s.url,
-            alerts,
-            2,
-            15,
-            Duration::from_millis(20),
-            seq.clone(),
-        )
-        .await;
+        let (lok, lbad, light) = light_load(&s.url, alerts, &seq).await;
         drained(&c, &s.url).await;
         let (stored, matched, unmatched) = counts(&c, &s.url).await;
         let handled = matched + unmatched;
         println!(
             "| {alerts} | light (2 connections, 20 ms think) | {:.0} | {:.2} | {:.2} | {:.1} | {lbad} | {handled:.0}/{stored:.0} |",
-            lok as f64 / 15.0,
+            lok as f64 / LIGHT_SECS as f64,
             pct(&light, 0.5),
             pct(&light, 0.99),
             idle as f64 / 1024.0,
         );
-        let floor = tokio::task::spawn_blocking(|| disk_floor(15))
+        let floor = tokio::task::spawn_blocking(|| disk_floor(LIGHT_SECS))
             .await
             .unwrap();
         println!(
             "| {alerts} | the disk alone: 4 KiB write + fdatasync every 10 ms | {:.0} | {:.2} | {:.2} | — | — | — |",
-            floor.len() as f64 / 15.0,
+            floor.len() as f64 / LIGHT_SECS as f64,
             pct(&floor, 0.5),
             pct(&floor, 0.99),
         );
@@ -620,19 +628,11 @@ async fn main() {
         // parses and stores durably answers in, on this machine, this minute.
         let (fok, fbad, flight) = {
             let f = start(Kind::Floor).await;
-            load(
-                &f.url,
-                alerts,
-                2,
-                15,
-                Duration::from_millis(20),
-                seq.clone(),
-            )
-            .await
+            light_load(&f.url, alerts, &seq).await
         };
         println!(
             "| {alerts} | the durable floor, light (2 connections, 20 ms think) | {:.0} | {:.2} | {:.2} | — | {fbad} | — |",
-            fok as f64 / 15.0,
+            fok as f64 / LIGHT_SECS as f64,
             pct(&flight, 0.5),
             pct(&flight, 0.99),
         );

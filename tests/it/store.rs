@@ -54,11 +54,9 @@ fn receipt(n: usize) -> Receipt {
 }
 
 fn incident(id: &str, name: &str) -> Incident {
-    let policy = Policy {
-        name: "p".into(),
-        description: String::new(),
-        mode: None,
-        levels: [(
+    let policy = Policy::with_levels(
+        "p",
+        [(
             1,
             Ladder {
                 steps: vec![],
@@ -66,11 +64,7 @@ fn incident(id: &str, name: &str) -> Incident {
             },
         )]
         .into(),
-        update_every: None,
-        silence: None,
-        gitops: Default::default(),
-        rollout_hold: remedyd::domain::policy::DEFAULT_ROLLOUT_HOLD,
-    };
+    );
     Incident::open(
         id.into(),
         "r",

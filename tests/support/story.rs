@@ -60,16 +60,7 @@ pub fn policy() -> Policy {
             escalate_to: "service-owner".into(),
         },
     );
-    Policy {
-        name: "service-degradation".into(),
-        description: String::new(),
-        mode: None,
-        levels,
-        update_every: None,
-        silence: None,
-        gitops: Default::default(),
-        rollout_hold: remedyd::domain::policy::DEFAULT_ROLLOUT_HOLD,
-    }
+    Policy::with_levels("service-degradation", levels)
 }
 
 /// Page only: no automated step.
@@ -82,16 +73,7 @@ pub fn page_only() -> Policy {
             escalate_to: "oncall".into(),
         },
     );
-    Policy {
-        name: "page-only".into(),
-        description: String::new(),
-        mode: None,
-        levels,
-        update_every: None,
-        silence: None,
-        gitops: Default::default(),
-        rollout_hold: remedyd::domain::policy::DEFAULT_ROLLOUT_HOLD,
-    }
+    Policy::with_levels("page-only", levels)
 }
 
 fn target(name: &str) -> Target {

@@ -281,12 +281,6 @@ mod tests {
         .0
     }
 
-    fn inc_stale(active: &Active, id: usize) -> bool {
-        active
-            .get(&format!("INC-2026-{id:04}"))
-            .is_some_and(|i| i.stale_since.is_some())
-    }
-
     /// Random histories of incidents opening, changing and resolving, as the store allows them
     /// (one active incident per rule and target), going stale and live again: after every
     /// step, the key index, the rule counts and the count of live targets are what rebuilding
@@ -304,7 +298,7 @@ mod tests {
             let mut active = Active::default();
             // What the store holds: id → (rule, target), active ones only.
             let mut store: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-            // Which of them are stale, as shown.
+            // Which of them are stale, as the history showed them (not as `active` says).
             let mut stale: BTreeMap<usize, bool> = BTreeMap::new();
             let mut next_id = 0;
             for step in 0..60 {
@@ -317,11 +311,12 @@ mod tests {
                     // The key's incident changes (going stale or live again), or resolves.
                     (Some(id), 0) => {
                         let mut inc = incident(id, rule, target);
-                        if next(2) == 0 {
+                        let goes_stale = next(2) == 0;
+                        if goes_stale {
                             inc.stale_since = Some(Timestamp(1));
                         }
                         active.show(inc);
-                        stale.insert(id, inc_stale(&active, id));
+                        stale.insert(id, goes_stale);
                     }
                     (Some(id), _) => {
                         let mut inc = incident(id, rule, target);

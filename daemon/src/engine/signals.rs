@@ -334,16 +334,7 @@ impl Engine {
                 Some(mut inc) => {
                     // A policy removed by a reload must not keep its incidents open for ever:
                     // resolving by hand reads nothing from the policy.
-                    let removed = Policy {
-                        name: inc.policy.clone(),
-                        description: String::new(),
-                        mode: None,
-                        levels: BTreeMap::new(),
-                        update_every: None,
-                        silence: None,
-                        gitops: Default::default(),
-                        rollout_hold: crate::domain::policy::DEFAULT_ROLLOUT_HOLD,
-                    };
+                    let removed = Policy::with_levels(&inc.policy, BTreeMap::new());
                     let policy = rs.policies.get(&inc.policy).unwrap_or(&removed);
                     let event = Event::ResolvedByHand {
                         reason: req.reason.clone(),

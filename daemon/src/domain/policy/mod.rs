@@ -338,9 +338,9 @@ pub const HOLD_RECHECK: Duration = Duration::from_secs(15);
 pub const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(15 * 60);
 
 impl Policy {
-    /// A policy of these ladders and every other field at its default (tests build their own).
-    #[cfg(test)]
-    pub(crate) fn with_levels(name: &str, levels: BTreeMap<u8, Ladder>) -> Self {
+    /// A policy of these ladders and every other field at its default: what the engine holds
+    /// in place of a policy a reload removed, and what tests build theirs from.
+    pub fn with_levels(name: &str, levels: BTreeMap<u8, Ladder>) -> Self {
         Policy {
             name: name.into(),
             description: String::new(),
