@@ -590,6 +590,25 @@ async fn scale_stays_within_its_bounds() {
     assert!(writes(&e.fake.requests()).is_empty());
 }
 
+/// A failed HPA listing names the Deployment being scaled, not only its namespace (the fuzz
+/// test of Deployment answers found a summary that did not, when the listing timed out on a
+/// loaded machine), and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_hpa_listing_names_the_deployment_and_writes_nothing() {
+    let e = Env::new().await;
+    e.web();
+    e.fake.fail("GET", "horizontalpodautoscalers", 403, 1);
+    let o = e.run("kube_scale", json!({"replicas": 5, "max": 8})).await;
+    assert!(!o.ok, "{o:?}");
+    assert!(
+        o.summary.contains("listing HPAs") && o.summary.contains("web"),
+        "{}",
+        o.summary
+    );
+    assert!(writes(&e.fake.requests()).is_empty());
+    assert_eq!(e.deployment()["spec"]["replicas"], 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_raises_the_hpa_instead_of_fighting_it_or_refuses() {
     let e = Env::new().await;

@@ -173,7 +173,9 @@ impl KubeAction for Scale {
                 None,
             )
             .await
-            .map_err(Failure::api(format!("listing HPAs in {ns}")))?;
+            .map_err(Failure::api(format!(
+                "listing HPAs in {ns} (scaling {name})"
+            )))?;
             let hpa = hpas.iter().find(|h| {
                 let r = &h["spec"]["scaleTargetRef"];
                 r["kind"] == "Deployment" && r["name"] == name.as_str()
